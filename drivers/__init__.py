@@ -1,0 +1,1 @@
+"""Moving bytes: card readers and code scanners behind one narrow interface."""

@@ -1,0 +1,1 @@
+"""The durable store of payments, its limits and the forwarder that syncs it."""

@@ -1,0 +1,1 @@
+"""The terminal application: parameters, keys, checkout, acquirer client, CLI."""

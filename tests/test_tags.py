@@ -1,0 +1,88 @@
+"""The tag dictionary covers Book 3 Annex A and the contactless tags terminals meet."""
+
+from __future__ import annotations
+
+from emv.tags import TAGS, Format, describe, is_sensitive
+
+BOOK3_ANNEX_A_SAMPLE = [
+    0x4F,
+    0x50,
+    0x57,
+    0x5A,
+    0x5F20,
+    0x5F24,
+    0x5F25,
+    0x5F28,
+    0x5F2A,
+    0x5F2D,
+    0x5F30,
+    0x5F34,
+    0x61,
+    0x6F,
+    0x70,
+    0x77,
+    0x80,
+    0x82,
+    0x84,
+    0x87,
+    0x88,
+    0x8C,
+    0x8D,
+    0x8E,
+    0x8F,
+    0x90,
+    0x92,
+    0x93,
+    0x94,
+    0x95,
+    0x9A,
+    0x9B,
+    0x9C,
+    0x9F02,
+    0x9F03,
+    0x9F07,
+    0x9F08,
+    0x9F0D,
+    0x9F0E,
+    0x9F0F,
+    0x9F10,
+    0x9F1A,
+    0x9F26,
+    0x9F27,
+    0x9F32,
+    0x9F33,
+    0x9F34,
+    0x9F35,
+    0x9F36,
+    0x9F37,
+    0x9F38,
+    0x9F40,
+    0x9F46,
+    0x9F47,
+    0x9F48,
+    0x9F49,
+    0x9F4A,
+    0x9F4B,
+    0x9F4C,
+    0xA5,
+    0xBF0C,
+]
+CONTACTLESS = [0x9F66, 0x9F6C, 0x9F6E, 0x9F69, 0x9F2A, 0x9F5D, 0xDF8129, 0xDF8120, 0xDF8126]
+
+
+def test_annex_a_and_contactless_tags_are_named() -> None:
+    for tag in BOOK3_ANNEX_A_SAMPLE + CONTACTLESS:
+        info = describe(tag)
+        assert info is not None, f"{tag:X} missing"
+        assert info.name
+
+
+def test_formats_and_sensitivity() -> None:
+    assert TAGS[0x9F02].format is Format.NUMERIC
+    assert TAGS[0x5A].format is Format.COMPRESSED_NUMERIC
+    assert TAGS[0x50].format is Format.ALPHANUMERIC_SPECIAL
+    assert TAGS[0x82].format is Format.BINARY
+    for tag in (0x5A, 0x57, 0x56, 0x5F20, 0x9F1F, 0x9F20, 0x99):
+        assert is_sensitive(tag)
+    for tag in (0x82, 0x9F02, 0x5F24, 0x9F26):
+        assert not is_sensitive(tag)
