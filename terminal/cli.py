@@ -13,13 +13,14 @@ from collections.abc import Callable, Sequence
 
 from emv.errors import PiposError
 
-from . import cli_emv
+from . import cli_emv, cli_params
 from .logging_setup import configure_logging
 
 Handler = Callable[[argparse.Namespace], int]
 
 _REGISTRARS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     cli_emv.register,
+    cli_params.register,
 )
 
 

@@ -11,9 +11,13 @@ from emv.apdu import ResponseApdu
 from emv.explain import explain, format_tree
 from emv.tlv import TlvError, decode
 
+from .cli_transact import register_transact
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    emv_parser = subparsers.add_parser("emv", help="EMV tools: decode TLV data")
+    emv_parser = subparsers.add_parser(
+        "emv", help="EMV tools: decode TLV data, run the card part of a sale"
+    )
     emv_sub = emv_parser.add_subparsers(dest="emv_command", metavar="EMV_COMMAND")
     emv_sub.required = True
     decode_parser = emv_sub.add_parser(
@@ -31,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--reveal", action="store_true", help="show PAN and track data in full"
     )
     decode_parser.set_defaults(handler=_decode_command)
+    register_transact(emv_sub)
 
 
 # SW1 values a card returns (ISO/IEC 7816-4 §5.1.3): normal, warning and error classes.

@@ -118,3 +118,40 @@ def test_bad_input_is_one_line_and_exit_status_2(argument: str, message: str) ->
     assert result.stdout == ""
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# Responses of a real Mastercard (M/Chip, Maestro co-badged), as published in public
+# integration fixtures: the PPSE directory, the application FCI and the GPO response.
+REAL_PPSE = (
+    "6F39840E325041592E5359532E4444463031A527BF0C2461104F07A00000000410108701019F2A0102"
+    "61104F07A00000000422038701029F2A0102"
+)
+REAL_FCI = (
+    "6F2D8407A0000000042203A522500A4D6173746572436172648701019F38039F3501BF0C0A9F6E0703800000313400"
+)
+REAL_GPO = "770E8202198094081002040020010201"
+
+
+def test_real_ppse_directory_is_decoded() -> None:
+    result = run("emv", "decode", "--json", REAL_PPSE + "9000")
+    assert result.returncode == 0, result.stderr
+    (fci,) = json.loads(result.stdout)["objects"]
+    proprietary = next(c for c in fci["children"] if c["tag"] == "A5")
+    (discretionary,) = proprietary["children"]
+    entries = [
+        {child["tag"]: child["value"] for child in entry["children"]}
+        for entry in discretionary["children"]
+    ]
+    assert entries == [
+        {"4F": "A0000000041010", "87": "01", "9F2A": "02"},
+        {"4F": "A0000000042203", "87": "02", "9F2A": "02"},
+    ]
+
+
+def test_real_application_fci_and_gpo_are_decoded() -> None:
+    fci = run("emv", "decode", REAL_FCI).stdout
+    assert "50 Application Label: MasterCard" in fci
+    assert "9F38 Processing Options Data Object List (PDOL): 9F3501" in fci
+    gpo = run("emv", "decode", REAL_GPO).stdout
+    assert "82 Application Interchange Profile: 1980" in gpo
+    assert "(AFL): SFI 2 records 2-4 (0 for ODA); SFI 4 records 1-2 (1 for ODA)" in gpo

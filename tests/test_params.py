@@ -65,7 +65,8 @@ def test_default_params_load() -> None:
     assert params.terminal.currency_code == 978
     assert params.terminal.currency_exponent == 2
     assert params.terminal.country_code == 276
-    assert params.ca_public_keys == ()
+    # The simulator's TEST CA keys, so the simulated cards' certificates verify (see test_cli_params).
+    assert {key.rid.hex().upper() for key in params.ca_public_keys} == {"A000000003", "A000000004"}
     visa = params.aid_params(bytes.fromhex("A0000000031010"))
     master = params.aid_params(bytes.fromhex("A0000000041010"))
     assert visa is not None

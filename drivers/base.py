@@ -1,0 +1,62 @@
+"""The one narrow interface the kernel and the checkout see: card readers and code scanners."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class CardPresence:
+    """What the reader learnt when a card entered the field."""
+
+    uid: bytes
+    atr: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedInputs:
+    """Terminal inputs recorded with a transcript (unpredictable number, date, time), so that
+    dynamic signatures recorded from a real card verify when the transcript is replayed."""
+
+    unpredictable_number: bytes
+    date: str  # YYMMDD
+    time: str  # HHMMSS
+
+
+class CardReader(ABC):
+    """A contactless card reader. Implementations translate their library's errors into
+    :mod:`drivers.errors` and are safe to close twice."""
+
+    url: str
+
+    @abstractmethod
+    def wait_for_card(
+        self, timeout: float | None = None, cancel: threading.Event | None = None
+    ) -> CardPresence:
+        """Block until a card is in the field; ReaderTimeoutError / CancelledError otherwise."""
+
+    @abstractmethod
+    def transceive(self, command: bytes) -> bytes:
+        """Send one C-APDU, return the R-APDU with its status word."""
+
+    @abstractmethod
+    def wait_for_removal(
+        self, timeout: float | None = None, cancel: threading.Event | None = None
+    ) -> None:
+        """Block until the card has left the field."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the reader."""
+
+    def recorded_inputs(self) -> RecordedInputs | None:
+        """Inputs a replayed transcript carries; None for live readers."""
+        return None
+
+    def __enter__(self) -> CardReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,49 @@
+"""The driver exception tree. Every pyscard, nfcpy or pyserial exception is translated into
+one of these at the boundary (``raise CardRemovedError(...) from exc``), so nothing above the
+drivers ever sees a hardware library's exception.
+
+The root comes from :mod:`emv.errors` only because that is where the project's single base
+class lives; the drivers use nothing else of `emv`.
+"""
+
+from __future__ import annotations
+
+from emv.errors import PiposError
+
+
+class DriverError(PiposError):
+    """Root of the driver exceptions."""
+
+
+class DeviceUnavailableError(DriverError):
+    """The device could not be opened. The message says what was tried and how to fix it."""
+
+    def __init__(self, url: str, tried: str, fix: str) -> None:
+        self.url = url
+        self.tried = tried
+        self.fix = fix
+        super().__init__(f"cannot open {url!r}: {tried}. Fix: {fix}")
+
+
+class UnknownSchemeError(DeviceUnavailableError):
+    """The URL's scheme names no driver."""
+
+
+class ReaderGoneError(DriverError):
+    """The reader was unplugged or its daemon stopped."""
+
+
+class CardRemovedError(DriverError):
+    """The card left the field (before or during a command)."""
+
+
+class ReaderTimeoutError(DriverError):
+    """No card (or no code) arrived within the time allowed."""
+
+
+class CancelledError(DriverError):
+    """Waiting was cancelled by the caller (the register or the checkout page)."""
+
+
+class ReaderProtocolError(DriverError):
+    """The reader or card broke the transport protocol (framing, chaining, ATS)."""

@@ -1,0 +1,280 @@
+"""Terminal, AID and per-transaction parameters of the contactless kernel.
+
+Amounts are integers in minor units of the transaction currency. Nothing here reads a clock
+or a random source: the date, time, unpredictable number and random-selection draw of a
+transaction are fields of :class:`TransactionRequest`, supplied by the caller, so a recorded
+transaction replays exactly.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+from emv.errors import EmvError
+
+__all__ = [
+    "DEFAULT_TERMINAL_DATA",
+    "DEFAULT_TTQ",
+    "KERNEL_MASTERCARD",
+    "KERNEL_VISA",
+    "AidConfig",
+    "KernelConfigError",
+    "TerminalConfig",
+    "TransactionRequest",
+    "default_aids",
+]
+
+#: Kernel Identifiers (EMV Book B §3.3.2.5, Table 3-6): Kernel 2 Mastercard, Kernel 3 Visa.
+KERNEL_MASTERCARD: Final = 2
+KERNEL_VISA: Final = 3
+
+#: Terminal Transaction Qualifiers (Book C-3 Table 5-2 / Annex A): qVSDC supported, EMV
+#: contact chip supported, online PIN supported, signature supported; byte 3: consumer device
+#: CVM supported. Bytes 2 b8-b7 are set per transaction by Entry Point pre-processing.
+DEFAULT_TTQ: Final = bytes.fromhex("36004000")
+
+#: Typical attended, online-capable merchant terminal (EMV Book 4 Annex A).
+DEFAULT_TERMINAL_DATA: Final[Mapping[int, bytes]] = MappingProxyType(
+    {
+        0x9F33: bytes.fromhex("E068C8"),  # Terminal Capabilities: online PIN, signature, CDA
+        0x9F35: bytes.fromhex("22"),  # Terminal Type: attended, merchant, offline with online
+        0x9F40: bytes.fromhex("6000F0A001"),  # Additional Terminal Capabilities
+        0x9F1A: bytes.fromhex("0978"),  # Terminal Country Code
+        0x5F2A: bytes.fromhex("0978"),  # Transaction Currency Code
+        0x5F36: bytes.fromhex("02"),  # Transaction Currency Exponent
+        0x9F15: bytes.fromhex("5411"),  # Merchant Category Code
+        0x9F16: b"PIPOS0000000001",  # Merchant Identifier
+        0x9F1C: b"PIPOS001",  # Terminal Identification
+        0x9F1E: b"PIPOS001",  # Interface Device Serial Number
+        0x9F4E: b"PIPOS TEST MERCHANT",  # Merchant Name and Location
+    }
+)
+
+_REQUIRED_TERMINAL_TAGS: Final = (0x9F33, 0x9F35, 0x9F1A, 0x5F2A)
+_FIXED_LENGTHS: Final = {0x9F33: 3, 0x9F35: 1, 0x9F40: 5, 0x9F1A: 2, 0x5F2A: 2, 0x5F36: 1}
+
+
+class KernelConfigError(EmvError):
+    """A terminal, AID or transaction parameter is invalid; the message names the field."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+def _check_limit(name: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise KernelConfigError(name, f"must be a non-negative integer amount, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TerminalConfig:
+    """The terminal's own data objects (tag -> value) and its contactless capabilities."""
+
+    #: 9F33, 9F35, 9F40, 9F1A, 5F2A, 5F36, 9F15, 9F16, 9F1C, 9F1E, 9F4E.
+    data: Mapping[int, bytes] = field(default_factory=lambda: dict(DEFAULT_TERMINAL_DATA))
+    #: Terminal Transaction Qualifiers 9F66 before pre-processing (Book C-3 Table 5-2).
+    ttq: bytes = DEFAULT_TTQ
+    #: Whether the terminal can go online (Book 3 §10.7: TAC/IAC-Online versus Default).
+    online_capable: bool = True
+
+    def __post_init__(self) -> None:
+        for tag in _REQUIRED_TERMINAL_TAGS:
+            if tag not in self.data:
+                raise KernelConfigError(f"terminal.{tag:X}", "is required")
+        for tag, length in _FIXED_LENGTHS.items():
+            value = self.data.get(tag)
+            if value is not None and len(value) != length:
+                raise KernelConfigError(
+                    f"terminal.{tag:X}", f"must be {length} bytes, got {len(value)}"
+                )
+        if len(self.ttq) != 4:
+            raise KernelConfigError("terminal.ttq", f"must be 4 bytes, got {len(self.ttq)}")
+        object.__setattr__(self, "data", MappingProxyType(dict(self.data)))
+
+    @property
+    def currency(self) -> int:
+        return int(self.data[0x5F2A].hex())
+
+    @property
+    def terminal_type(self) -> int:
+        return self.data[0x9F35][0]
+
+    @property
+    def online_only(self) -> bool:
+        """Terminal Type x1 or x4: online only (EMV Book 4 Annex A1, Table 24)."""
+        return self.terminal_type & 0x0F in (0x01, 0x04)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AidConfig:
+    """One supported application (Book B §3.1: a reader Combination of AID and kernel)."""
+
+    aid: bytes
+    kernel_id: int
+    label: str = ""
+    #: Book B §3.3.2.5: the card's ADF Name may extend this AID.
+    partial_selection: bool = True
+    #: Application Version Number (terminal), 9F09 (Book 3 §10.4.1).
+    app_version: bytes = b"\x00\x02"
+    #: Reader Contactless Transaction Limit (Book B §3.1.1.6); None: no limit.
+    contactless_transaction_limit: int | None = None
+    #: Reader Contactless Floor Limit (Book B §3.1.1.7); None: the terminal floor limit.
+    contactless_floor_limit: int | None = None
+    #: Reader CVM Required Limit (Book B §3.1.1.9); None: never required by amount.
+    cvm_required_limit: int | None = None
+    #: Terminal Floor Limit 9F1B (Book 3 §10.6.1).
+    terminal_floor_limit: int = 0
+    #: Terminal Action Codes (Book 3 §10.7), 5 bytes each.
+    tac_denial: bytes = bytes(5)
+    tac_online: bytes = bytes.fromhex("F45084800C")
+    tac_default: bytes = bytes.fromhex("F45084800C")
+    #: Random transaction selection (Book 3 §10.6.2).
+    random_selection_threshold: int = 0
+    random_selection_target_percent: int = 0
+    random_selection_max_percent: int = 0
+    #: Reader CVM limit for consumer-device CVM transactions (Book C-3); None: no limit.
+    cdcvm_transaction_limit: int | None = None
+    #: Book B §3.1.1.5: whether a zero amount may be processed contactless.
+    zero_amount_allowed: bool = True
+
+    def __post_init__(self) -> None:
+        if not 5 <= len(self.aid) <= 16:
+            raise KernelConfigError("aid", f"must be 5-16 bytes, got {len(self.aid)}")
+        if self.kernel_id not in (KERNEL_MASTERCARD, KERNEL_VISA):
+            raise KernelConfigError(
+                "kernel_id", f"kernel {self.kernel_id} is not implemented (2 or 3)"
+            )
+        if len(self.app_version) != 2:
+            raise KernelConfigError("app_version", "must be 2 bytes")
+        for name in ("tac_denial", "tac_online", "tac_default"):
+            if len(getattr(self, name)) != 5:
+                raise KernelConfigError(name, "must be 5 bytes")
+        for name in (
+            "contactless_transaction_limit",
+            "contactless_floor_limit",
+            "cvm_required_limit",
+            "terminal_floor_limit",
+            "random_selection_threshold",
+            "cdcvm_transaction_limit",
+        ):
+            _check_limit(name, getattr(self, name))
+        for name in ("random_selection_target_percent", "random_selection_max_percent"):
+            value = getattr(self, name)
+            if not 0 <= value <= 99:
+                raise KernelConfigError(name, f"must be 0-99, got {value}")
+        if self.random_selection_max_percent < self.random_selection_target_percent:
+            raise KernelConfigError(
+                "random_selection_max_percent", "must not be below the target percentage"
+            )
+
+    @property
+    def rid(self) -> bytes:
+        return self.aid[:5]
+
+    @property
+    def floor_limit(self) -> int:
+        """The floor limit contactless processing uses (Book B §3.1.1.7-8)."""
+        if self.contactless_floor_limit is not None:
+            return self.contactless_floor_limit
+        return self.terminal_floor_limit
+
+
+def default_aids() -> tuple[AidConfig, ...]:
+    """Visa and Visa Electron (Kernel 3), Mastercard and Maestro (Kernel 2), with common
+    European limits in minor units: contactless limit 1000.00, floor and CVM limits 50.00."""
+
+    def visa(aid: str, label: str) -> AidConfig:
+        return AidConfig(
+            aid=bytes.fromhex(aid),
+            kernel_id=KERNEL_VISA,
+            label=label,
+            app_version=b"\x00\x8c",
+            contactless_transaction_limit=100_000,
+            contactless_floor_limit=5_000,
+            cvm_required_limit=5_000,
+            tac_denial=bytes.fromhex("0010000000"),
+            tac_online=bytes.fromhex("DC4004F800"),
+            tac_default=bytes.fromhex("DC4000A800"),
+        )
+
+    def mastercard(aid: str, label: str) -> AidConfig:
+        return AidConfig(
+            aid=bytes.fromhex(aid),
+            kernel_id=KERNEL_MASTERCARD,
+            label=label,
+            app_version=b"\x00\x02",
+            contactless_transaction_limit=100_000,
+            contactless_floor_limit=5_000,
+            cvm_required_limit=5_000,
+            tac_denial=bytes.fromhex("0000000000"),
+            tac_online=bytes.fromhex("F45084800C"),
+            tac_default=bytes.fromhex("F45084800C"),
+        )
+
+    return (
+        visa("A0000000031010", "VISA"),
+        visa("A0000000032010", "VISA ELECTRON"),
+        mastercard("A0000000041010", "MASTERCARD"),
+        mastercard("A0000000043060", "MAESTRO"),
+    )
+
+
+def _parse_digits(name: str, text: str, length: int) -> str:
+    if not isinstance(text, str) or len(text) != length or not text.isdigit():
+        raise KernelConfigError(name, f"must be {length} digits, got {text!r}")
+    return text
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransactionRequest:
+    """One sale as the caller asks for it; every value the kernel cannot invent is here."""
+
+    amount: int
+    other_amount: int = 0
+    #: ISO 4217 numeric; None uses the terminal's Transaction Currency Code (5F2A).
+    currency: int | None = None
+    #: Transaction Type 9C as its two decimal digits (ISO 8583:1987 processing code):
+    #: 0 purchase, 1 cash, 9 purchase with cashback, 20 refund.
+    transaction_type: int = 0
+    #: Transaction Date 9A, YYMMDD.
+    date: str
+    #: Transaction Time 9F21, HHMMSS.
+    time: str
+    #: Unpredictable Number 9F37, 4 bytes from the caller's random source.
+    unpredictable_number: bytes
+    #: Random number 0-99 for random transaction selection (Book 3 §10.6.2): the transaction
+    #: is selected when it is below the transaction target percentage.
+    random_selection: int = 99
+
+    def __post_init__(self) -> None:
+        _check_limit("amount", self.amount)
+        _check_limit("other_amount", self.other_amount)
+        if self.amount >= 10**12 or self.other_amount >= 10**12:
+            raise KernelConfigError("amount", "must fit in 12 digits (n12, tag 9F02)")
+        if self.currency is not None and not 0 <= self.currency <= 999:
+            raise KernelConfigError(
+                "currency", f"must be an ISO 4217 numeric code, got {self.currency}"
+            )
+        if not 0 <= self.transaction_type <= 99:
+            raise KernelConfigError("transaction_type", "must be two digits")
+        digits = _parse_digits("date", self.date, 6)
+        try:
+            datetime.date(2000 + int(digits[:2]), int(digits[2:4]), int(digits[4:]))
+        except ValueError as exc:
+            raise KernelConfigError("date", f"is not a calendar date: {digits}") from exc
+        clock = _parse_digits("time", self.time, 6)
+        if int(clock[:2]) > 23 or int(clock[2:4]) > 59 or int(clock[4:]) > 59:
+            raise KernelConfigError("time", f"is not a time of day: {clock}")
+        if len(self.unpredictable_number) != 4:
+            raise KernelConfigError("unpredictable_number", "must be 4 bytes")
+        if not 0 <= self.random_selection <= 99:
+            raise KernelConfigError("random_selection", "must be 0-99")
+
+    @property
+    def today(self) -> datetime.date:
+        return datetime.date(2000 + int(self.date[:2]), int(self.date[2:4]), int(self.date[4:]))

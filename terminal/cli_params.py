@@ -1,0 +1,80 @@
+"""`pipos params ...`: check a terminal parameter file before it reaches a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from emv.capk import CaPublicKey
+
+from .currency import format_amount
+from .params import ParamsError, TerminalParams, default_params, load_params
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    params_parser = subparsers.add_parser("params", help="terminal parameter files")
+    params_sub = params_parser.add_subparsers(dest="params_command", metavar="PARAMS_COMMAND")
+    params_sub.required = True
+    check = params_sub.add_parser(
+        "check",
+        help="validate a parameter file and print what it configures",
+        description="Validate a parameter file (JSON). Every problem is listed with its field "
+        "path; exit status 2 when there is any. Without FILE, checks the embedded defaults.",
+    )
+    check.add_argument("file", nargs="?", help="parameter file (default: the embedded defaults)")
+    check.set_defaults(handler=_check_command)
+
+
+def _check_command(args: argparse.Namespace) -> int:
+    try:
+        params = load_params(args.file) if args.file else default_params()
+    except ParamsError as exc:
+        count = len(exc.issues)
+        print(f"{count} problem{'s' if count != 1 else ''} found:", file=sys.stderr)
+        for message in exc.messages:
+            print(f"  {message}", file=sys.stderr)
+        return 2
+    for line in summarise(params):
+        print(line)
+    return 0
+
+
+def summarise(params: TerminalParams) -> list[str]:
+    t = params.terminal
+    currency = t.currency_code
+    lines = [
+        f"{params.source}: valid",
+        f"terminal {t.terminal_identifier}, merchant {t.merchant_identifier.strip()} "
+        f"({t.merchant_name_location}), MCC {t.merchant_category_code}",
+        f"country {t.country_code:03d}, currency {format_amount(0, currency).split()[-1]} "
+        f"({currency:03d}), language {t.language}",
+        f"applications ({len(params.aids)}):",
+    ]
+    for aid in params.aids:
+        limits = aid.limits
+        lines.append(
+            f"  {aid.aid.hex().upper():<16} {aid.label:<12} kernel {aid.kernel_id}  "
+            f"contactless limit {format_amount(limits.contactless_transaction, currency)}, "
+            f"CVM limit {format_amount(limits.cvm_required, currency)}, "
+            f"floor {format_amount(limits.contactless_floor, currency)}"
+        )
+    lines.append(f"CA public keys ({len(params.ca_public_keys)}):")
+    for key in params.ca_public_keys:
+        ca_key = CaPublicKey(key.rid, key.index, key.modulus, key.exponent, key.expiry, key.sha1)
+        checksum = (
+            "checksum ok" if ca_key.verify_checksum() else "no checksum" if key.sha1 is None else ""
+        )
+        expiry = key.expiry.isoformat() if key.expiry else "no expiry"
+        lines.append(
+            f"  {key.rid.hex().upper()} {key.index:02X}  {len(key.modulus) * 8} bits, "
+            f"expires {expiry}, {checksum}"
+        )
+    if params.offline is not None and params.offline.enabled:
+        offline = params.offline
+        lines.append(
+            f"offline: up to {format_amount(offline.max_transaction_amount, currency)} each, "
+            f"{offline.max_count} payments, {offline.max_age_hours} h"
+        )
+    else:
+        lines.append("offline: not accepted")
+    return lines
