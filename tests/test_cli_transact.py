@@ -42,7 +42,8 @@ def test_outcomes_for_simulated_cards(
     assert result["oda_result"] == oda
     assert status == (0 if outcome == "online_request" else 1)
     assert str(result["pan"]).count("*") >= 6
-    assert isinstance(result["apdus"], int) and result["apdus"] >= 4
+    assert isinstance(result["apdus"], int)
+    assert result["apdus"] >= 4
 
 
 def test_card_without_a_supported_application(capsys: pytest.CaptureFixture[str]) -> None:
