@@ -53,7 +53,7 @@ def split_url(url: str) -> tuple[str, str]:
 
 def _load_builtin_drivers() -> None:
     # Each driver module registers its schemes on import.
-    from . import sim  # noqa: F401
+    from . import schemes, sim  # noqa: F401
 
 
 def open_reader(url: str) -> CardReader:

@@ -9,8 +9,12 @@ extras="${1-dev}"
 venv="${VENV:-.venv}"
 python="${PYTHON:-python3}"
 
-# Debian packages the project needs. python3-venv gives `python3 -m venv` on Debian.
-debian_packages=(python3-venv python3-dev)
+# Debian packages the project needs. python3-venv gives `python3 -m venv` on Debian; pcscd
+# and libccid run USB PC/SC readers; vsmartcard-vpcd is the virtual reader the tests put a
+# simulated card in; libpcsclite-dev, swig and gcc build pyscard; chromium shows the kiosk
+# checkout page (and runs the page tests headless).
+debian_packages=(python3-venv python3-dev gcc pcscd libccid vsmartcard-vpcd libpcsclite-dev swig
+                 chromium)
 
 missing=()
 for pkg in "${debian_packages[@]}"; do

@@ -13,14 +13,19 @@ from collections.abc import Callable, Sequence
 
 from emv.errors import PiposError
 
-from . import cli_emv, cli_params
+from . import cli_acquirer, cli_emv, cli_params, cli_qr, cli_queue, cli_readers, cli_run
 from .logging_setup import configure_logging
 
 Handler = Callable[[argparse.Namespace], int]
 
 _REGISTRARS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    cli_run.register,
     cli_emv.register,
     cli_params.register,
+    cli_readers.register,
+    cli_queue.register,
+    cli_acquirer.register,
+    cli_qr.register,
 )
 
 

@@ -1,0 +1,304 @@
+"""An ISO/IEC 14443 card on nfcpy's ``udp`` device: puts a virtual card in front of nfcpy.
+
+nfcpy's ``udp:HOST:PORT`` device sends every frame as one datagram, ASCII ``"106A <hex>"``
+(``"106B ..."`` for Type B), without CRC; a bare ``"RFOFF"`` is the field switched off. This
+emulator is the card side, on raw UDP, so the reader side runs nfcpy's own activation and
+ISO-DEP code unchanged:
+
+* Type A (ISO/IEC 14443-3 §6): ATQA to REQA/WUPA, anticollision and select with cascade for
+  4- and 7-byte UIDs (BCC), SAK 0x20 (ISO 14443-4 compliant); HLTA.
+* Type A activation (ISO/IEC 14443-4 §5.6): ATS to RATS with TA and TB present (nfcpy reads
+  ``ats[1]`` and ``ats[3]`` unchecked), FSD taken from the RATS.
+* Type B (ISO/IEC 14443-3 §7): ATQB to REQB/WUPB, answer to ATTRIB.
+* Half-duplex block protocol (ISO/IEC 14443-4 §7): I-blocks answered with the block number
+  received; chained commands acknowledged with R(ACK); responses longer than FSD-3 chained;
+  R(NAK) presence checks answered with R(ACK); S(DESELECT); optional S(WTX) before a response.
+
+A card leaves the field when its ``transceive`` raises ``CardRemovedError`` or returns None
+(the emulator then goes silent, as a card that left does: the reader times out), or when
+:meth:`NfcUdpCardEmulator.remove` is called.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .card import BridgeCard, answer
+
+log = logging.getLogger(__name__)
+
+# ISO/IEC 14443-4 §5.2.3, Table 1: FSCI/FSDI -> frame size.
+FRAME_SIZES = (16, 24, 32, 40, 48, 64, 96, 128, 256)
+
+
+class _State(Enum):
+    IDLE = "idle"
+    READY = "ready"
+    SELECTED = "selected"  # Type A: awaiting RATS; Type B: awaiting ATTRIB
+    PROTOCOL = "protocol"  # ISO-DEP blocks
+    HALT = "halt"
+
+
+@dataclass
+class _Link:
+    """Per-activation state: what the reader negotiated and what is in flight."""
+
+    state: _State = _State.IDLE
+    cascade: int = 0
+    fsd: int = 256
+    command: bytearray = field(default_factory=bytearray)
+    pending: bytes = b""  # rest of a chained response
+    waiting: bytes | None = None  # response held back behind an S(WTX)
+    waiting_bn: int = 0  # block number of the I-block it answers
+    last_block: bytes = b""
+
+
+class NfcUdpCardEmulator:
+    """The card side of nfcpy's udp device.
+
+    Parameters let tests force the protocol's corners: ``fsci`` (the card's frame size, so
+    commands arrive chained), ``max_chunk`` (response chaining below FSD-3), ``wtx`` (send an
+    S(WTX) request before every response), ``rfoff_on_remove`` (tell the reader at once
+    instead of going silent).
+    """
+
+    def __init__(
+        self,
+        card: BridgeCard | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        technology: str = "A",
+        fsci: int = 8,
+        fwi: int = 8,
+        max_chunk: int | None = None,
+        wtx: bool = False,
+        rfoff_on_remove: bool = False,
+    ) -> None:
+        if technology not in ("A", "B"):
+            raise ValueError("technology must be 'A' or 'B'")
+        self.card = card
+        self.technology = technology
+        self.fsci = fsci
+        self.fwi = fwi
+        self.max_chunk = max_chunk
+        self.wtx = wtx
+        self.rfoff_on_remove = rfoff_on_remove
+        self.commands = 0
+        self.chained_commands = 0
+        self.chained_responses = 0
+        self.wtx_sent = 0
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind((host, port))
+        self._sock.settimeout(0.1)
+        self.host, self.port = self._sock.getsockname()[:2]
+        self._link = _Link()
+        self._peer: tuple[str, int] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def brty(self) -> str:
+        return "106" + self.technology
+
+    @property
+    def url(self) -> str:
+        """The reader URL that reaches this card."""
+        return f"nfc:udp:{self.host}:{self.port}?types={self.technology}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="nfc-udp-card", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        self._sock.close()
+
+    def insert(self, card: BridgeCard) -> None:
+        with self._lock:
+            self.card = card
+            self.commands = 0
+            self._link = _Link()
+
+    def remove(self) -> None:
+        with self._lock:
+            self.card = None
+            self._link = _Link()
+            peer = self._peer
+        if self.rfoff_on_remove and peer is not None:
+            self._sock.sendto(b"RFOFF", peer)
+
+    # -- datagram loop --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                datagram, peer = self._sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                with self._lock:
+                    self._peer = peer
+                    replies = self._receive(datagram)
+                for reply in replies:
+                    self._sock.sendto(reply, peer)
+            except Exception:
+                log.exception("nfc udp card: cannot handle %r", datagram[:80])
+
+    def _receive(self, datagram: bytes) -> list[bytes]:
+        if datagram.startswith(b"RFOFF"):
+            self._link = _Link()  # field off: every card resets (ISO/IEC 14443-3 §5)
+            return []
+        try:
+            brty_raw, hex_data = datagram.split()
+            data = bytes.fromhex(hex_data.decode("ascii"))
+        except ValueError:
+            log.warning("nfc udp card: malformed datagram %r", datagram[:80])
+            return []
+        if brty_raw.decode("ascii", "replace") != self.brty or self.card is None or not data:
+            return []  # another technology, or no card in the field: silence
+        if self.technology == "A":
+            frames = self._type_a(data, self.card)
+        else:
+            frames = self._type_b(data, self.card)
+        return [f"{self.brty} {frame.hex()}".encode("ascii") for frame in frames]
+
+    # -- ISO/IEC 14443-3 Type A -----------------------------------------------------------
+
+    def _cascade_levels(self, uid: bytes) -> list[bytes]:
+        if len(uid) == 4:
+            return [uid]
+        if len(uid) == 7:
+            return [b"\x88" + uid[:3], uid[3:]]
+        if len(uid) == 10:
+            return [b"\x88" + uid[:3], b"\x88" + uid[3:6], uid[6:]]
+        raise ValueError(f"a Type A UID is 4, 7 or 10 bytes, not {len(uid)}")
+
+    def _type_a(self, data: bytes, card: BridgeCard) -> list[bytes]:
+        link = self._link
+        if data in (b"\x26", b"\x52"):  # REQA / WUPA (§6.3.1): HALT cards only wake on WUPA
+            if link.state is _State.HALT and data == b"\x26":
+                return []
+            self._link = _Link(state=_State.READY)
+            size_bits = {4: 0x00, 7: 0x40, 10: 0x80}[len(card.uid)]
+            return [bytes([0x04 | size_bits, 0x00])]  # ATQA, bit-frame anticollision
+        if data == b"\x50\x00":  # HLTA
+            self._link = _Link(state=_State.HALT)
+            return []
+        if link.state is _State.READY and len(data) >= 2 and data[0] in (0x93, 0x95, 0x97):
+            level = (data[0] - 0x93) // 2
+            levels = self._cascade_levels(bytes(card.uid))
+            if level >= len(levels):
+                return []
+            part = levels[level]
+            if data[1] == 0x20:  # anticollision: the UID part and its BCC
+                return [part + bytes([part[0] ^ part[1] ^ part[2] ^ part[3]])]
+            if data[1] == 0x70 and data[2:6] == part:  # select
+                if level + 1 < len(levels):
+                    return [b"\x04"]  # SAK: cascade bit, UID not complete
+                link.state = _State.SELECTED
+                return [b"\x20"]  # SAK: complete, ISO/IEC 14443-4 compliant
+            return []
+        if link.state is _State.SELECTED and data[0] == 0xE0 and len(data) == 2:
+            # RATS (ISO/IEC 14443-4 §5.6.1): FSDI in the upper nibble of the parameter.
+            link.fsd = FRAME_SIZES[min(data[1] >> 4, 8)]
+            link.state = _State.PROTOCOL
+            # ATS (§5.2): TL, T0 (TA, TB, TC present; FSCI), TA (106 kbit/s only),
+            # TB (FWI, SFGI 0), TC (no NAD, no CID).
+            return [bytes([0x05, 0x70 | self.fsci, 0x80, self.fwi << 4, 0x00])]
+        if link.state is _State.PROTOCOL:
+            return self._block(data, card)
+        return []
+
+    # -- ISO/IEC 14443-3 Type B -----------------------------------------------------------
+
+    def _type_b(self, data: bytes, card: BridgeCard) -> list[bytes]:
+        link = self._link
+        pupi = bytes(card.uid)[:4].ljust(4, b"\x00")
+        if data[0] == 0x05 and len(data) >= 3:  # REQB/WUPB (§7.7.4)
+            if link.state is _State.HALT and not data[2] & 0x08:
+                return []
+            self._link = _Link(state=_State.SELECTED)
+            # ATQB (§7.9): 50, PUPI, application data, protocol info (bit rates 106 only;
+            # FSCI | ISO 14443-4 compliant; FWI | ADC 0 | FO 0).
+            return [
+                b"\x50" + pupi + b"\x00" * 4 + bytes([0x00, self.fsci << 4 | 0x01, self.fwi << 4])
+            ]
+        if link.state is _State.SELECTED and data[0] == 0x1D and data[1:5] == pupi:
+            # ATTRIB (§7.10): param 2 low nibble is the reader's FSDI.
+            link.fsd = FRAME_SIZES[min(data[6] & 0x0F, 8)] if len(data) > 6 else 256
+            link.state = _State.PROTOCOL
+            return [b"\x00"]  # MBLI 0, CID 0
+        if data[0] == 0x50 and len(data) == 5 and data[1:5] == pupi:  # HLTB
+            self._link = _Link(state=_State.HALT)
+            return [b"\x00"]
+        if link.state is _State.PROTOCOL:
+            return self._block(data, card)
+        return []
+
+    # -- ISO/IEC 14443-4 §7 block protocol -------------------------------------------------
+
+    def _chunk(self) -> int:
+        size = self._link.fsd - 3  # PCB + 2 bytes EDC (§7.1.1)
+        return min(size, self.max_chunk) if self.max_chunk else size
+
+    def _send_response(self, response: bytes, bn: int) -> bytes:
+        chunk = self._chunk()
+        if len(response) > chunk:
+            self._link.pending = response[chunk:]
+            self.chained_responses += 1
+            block = bytes([0x12 | bn]) + response[:chunk]
+        else:
+            self._link.pending = b""
+            block = bytes([0x02 | bn]) + response
+        self._link.last_block = block
+        return block
+
+    def _block(self, data: bytes, card: BridgeCard) -> list[bytes]:
+        link = self._link
+        pcb = data[0]
+        bn = pcb & 0x01
+        if pcb & 0xE2 == 0x02:  # I-block
+            inf = data[1:]
+            if pcb & 0x08:  # CID follows the PCB
+                inf = inf[1:]
+            if pcb & 0x10:  # chaining: acknowledge and wait for the rest (§7.5.2)
+                link.command += inf
+                self.chained_commands += 1
+                return [bytes([0xA2 | bn])]
+            command = bytes(link.command + inf)
+            link.command.clear()
+            response = answer(card, command)
+            if response is None:
+                log.info("nfc udp card: card left the field after %d commands", self.commands)
+                self.card = None
+                self._link = _Link()
+                return []  # silence: the reader times out, as with a card that left
+            self.commands += 1
+            if self.wtx:
+                link.waiting, link.waiting_bn = response, bn
+                self.wtx_sent += 1
+                return [bytes([0xF2, 0x01])]  # S(WTX) request, WTXM 1 (§7.3)
+            return [self._send_response(response, bn)]
+        if pcb & 0xF6 == 0xA2:  # R(ACK): next part of a chained response, or resend
+            if link.pending:
+                return [self._send_response(link.pending, bn)]
+            return [link.last_block] if link.last_block else []
+        if pcb & 0xF6 == 0xB2:  # R(NAK): a presence check (§7.5.6.2) is answered R(ACK)
+            return [bytes([0xA2 | bn])]
+        if pcb & 0xF7 == 0xC2:  # S(DESELECT)
+            self._link = _Link(state=_State.HALT)
+            return [bytes([0xC2])]
+        if pcb & 0xF7 == 0xF2 and link.waiting is not None:  # S(WTX) response
+            response, link.waiting = link.waiting, None
+            return [self._send_response(response, link.waiting_bn)]
+        return []

@@ -1,0 +1,399 @@
+"""The simulated acquirer host as a FastAPI application (OpenAPI at /openapi.json, /docs).
+
+`create_app()` returns an ASGI application: the FastAPI app wrapped in the fault injector.
+Protocol endpoints live under /v1 and require a signed request (docs/protocol.md); admin
+endpoints under /admin are for tests and the operator (optionally guarded by a token).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import Receive, Scope, Send
+
+from .decisions import CryptogramVerifier
+from .faults import Fault, FaultBoard, FaultInjector, FaultMode
+from .ledger import Store
+from .qr_payments import router as qr_router
+from .service import AcquirerHost, Caller, HostError, dumps
+
+_HEX = r"^[0-9A-Fa-f]*$"
+_PAN = r"^[0-9]{12,19}$"
+_ID = r"^[A-Za-z0-9._:~-]{1,128}$"
+_MAX_AMOUNT = 10**12 - 1  # n12 (EMV 9F02)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnrolBody(_Body):
+    activation_code: str = Field(min_length=1, max_length=64)
+    public_key: str = Field(description="raw Ed25519 public key, base64")
+    serial: str = Field(default="", max_length=64)
+
+
+class RotateBody(_Body):
+    new_public_key: str
+    proof: str = Field(description="new key's signature over the rotation statement")
+
+
+class AuthoriseBody(_Body):
+    amount: int = Field(gt=0, le=_MAX_AMOUNT, description="minor units")
+    currency: int = Field(ge=1, le=999, description="ISO 4217 numeric")
+    pan: str = Field(pattern=_PAN)
+    pan_sequence: int | None = Field(default=None, ge=0, le=99)
+    expiry: str | None = Field(default=None, pattern=r"^[0-9]{4}$", description="YYMM")
+    brand: str | None = Field(default=None, max_length=32)
+    aid: str | None = Field(default=None, pattern=_HEX, max_length=32)
+    transaction_type: str = Field(default="purchase", max_length=32)
+    entry_mode: str = Field(default="contactless", max_length=32)
+    emv: dict[str, str] = Field(default_factory=dict, description="tag hex -> value hex")
+
+
+class ReversalBody(_Body):
+    original_ref: str | None = Field(default=None, pattern=_ID)
+    original_idempotency_key: str | None = Field(default=None, pattern=_ID)
+    reason: str = Field(default="", max_length=64)
+
+
+class VoidBody(_Body):
+    original_ref: str = Field(pattern=_ID)
+
+
+class RefundBody(_Body):
+    amount: int = Field(gt=0, le=_MAX_AMOUNT)
+    currency: int = Field(ge=1, le=999)
+    original_ref: str | None = Field(default=None, pattern=_ID)
+    pan: str | None = Field(default=None, pattern=_PAN)
+    brand: str | None = Field(default=None, max_length=32)
+    aid: str | None = Field(default=None, pattern=_HEX, max_length=32)
+
+
+class OfflineItem(_Body):
+    offline_id: str = Field(pattern=_ID)
+    amount: int = Field(gt=0, le=_MAX_AMOUNT)
+    currency: int = Field(ge=1, le=999)
+    pan: str = Field(pattern=_PAN)
+    pan_sequence: int | None = Field(default=None, ge=0, le=99)
+    expiry: str | None = Field(default=None, pattern=r"^[0-9]{4}$")
+    brand: str | None = Field(default=None, max_length=32)
+    aid: str | None = Field(default=None, pattern=_HEX, max_length=32)
+    emv: dict[str, str] = Field(default_factory=dict)
+    captured_at: int | None = None
+
+
+class OfflineBatchBody(_Body):
+    items: list[OfflineItem] = Field(max_length=1000)
+
+
+class Totals(_Body):
+    brand: str
+    currency: int
+    sales_count: int
+    sales_amount: int
+    refunds_count: int
+    refunds_amount: int
+    net_amount: int | None = None
+
+
+class SettlementBody(_Body):
+    terminal_totals: list[Totals] | None = None
+
+
+class ActivationCodeBody(_Body):
+    merchant_id: str = Field(pattern=_ID)
+    code: str | None = Field(default=None, pattern=_ID)
+
+
+class RulesBody(_Body):
+    insufficient_funds_suffix: int | None = Field(default=51, ge=0, le=99)
+    decline_amounts: dict[str, str] = Field(default_factory=dict)
+    card_limits: dict[str, int] = Field(default_factory=dict, description="PAN -> limit")
+    default_card_limit: int | None = None
+    blocked_cards: list[str] = Field(default_factory=list, description="PANs")
+    require_arqc: bool = False
+
+
+class IssuerKeyBody(_Body):
+    imk_ac: str = Field(pattern=r"^[0-9A-Fa-f]{32}$")
+    session_key: str = Field(default="common", pattern=r"^(common|mastercard)$")
+    padding: int = Field(default=2, ge=1, le=2)
+    iad: str = Field(default="none", pattern=r"^(none|full)$")
+    arpc_key: str = Field(default="session", pattern=r"^(session|master)$")
+
+
+class FaultBody(_Body):
+    mode: FaultMode
+    delay_ms: int = Field(default=0, ge=0, le=120_000)
+    times: int | None = Field(default=None, ge=1)
+
+
+def _signed_path(scope: Scope) -> str:
+    path = bytes(scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    query = bytes(scope.get("query_string", b"")).decode("latin-1")
+    return path + ("?" + query if query else "")
+
+
+async def _signed(request: Request) -> Caller:
+    """Dependency: authenticate the signed request (before the body is validated)."""
+    host: AcquirerHost = request.app.state.host
+    body = await request.body()
+    return host.authenticate(
+        method=request.method, path=_signed_path(request.scope), headers=request.headers, body=body
+    )
+
+
+async def _admin(request: Request, x_admin_token: Annotated[str | None, Header()] = None) -> None:
+    expected: str | None = request.app.state.admin_token
+    if expected is not None and not (
+        x_admin_token and secrets.compare_digest(x_admin_token, expected)
+    ):
+        raise HostError(403, "admin_token_required", "X-Admin-Token is missing or wrong")
+
+
+SignedCaller = Annotated[Caller, Depends(_signed)]
+Admin = Depends(_admin)
+
+
+class HostApp:
+    """The ASGI entry point: fault injector -> FastAPI. Exposes the host and fault board."""
+
+    def __init__(self, fastapi: FastAPI, host: AcquirerHost, faults: FaultBoard) -> None:
+        self.fastapi = fastapi
+        self.host = host
+        self.faults = faults
+        self._asgi = FaultInjector(fastapi, faults)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._asgi(scope, receive, send)
+
+
+def create_app(
+    db_path: str | os.PathLike[str],
+    *,
+    clock: Callable[[], float] = time.time,
+    token: Callable[[int], bytes] = os.urandom,
+    timestamp_window: int = 300,
+    verifier: CryptogramVerifier | None = None,
+    admin_token: str | None = None,
+) -> HostApp:
+    store = Store(Path(db_path))
+    host = AcquirerHost(
+        store, clock=clock, token=token, timestamp_window=timestamp_window, verifier=verifier
+    )
+    faults = FaultBoard()
+    app = FastAPI(
+        title="pipos simulated acquirer",
+        version="1",
+        description="Signed terminal protocol (docs/protocol.md) and test admin endpoints.",
+    )
+
+    app.state.host = host
+    app.state.faults = faults
+    app.state.admin_token = admin_token
+    # Phone QR payments (consumer-presented, wallet codes, merchant-presented orders).
+    app.include_router(qr_router)
+
+    def respond(request: Request, status: int, body: bytes) -> Response:
+        headers = {}
+        seq_text = request.headers.get("x-pipos-seq", "")
+        terminal = request.headers.get("x-pipos-terminal", "-")
+        if seq_text.isdigit() and len(seq_text) < 20:
+            headers["X-Pipos-Host-Key-Id"] = host.host_key_id
+            headers["X-Pipos-Host-Signature"] = host.sign_response(
+                terminal_id=terminal if terminal else "-",
+                seq=int(seq_text),
+                status=status,
+                body=body,
+            )
+        return Response(
+            content=body, status_code=status, media_type="application/json", headers=headers
+        )
+
+    def reject(request: Request, error: HostError) -> Response:
+        host.record_rejection(
+            method=request.method,
+            path=_signed_path(request.scope),
+            headers=request.headers,
+            error=error,
+        )
+        return respond(request, error.status, dumps(error.body()))
+
+    @app.exception_handler(HostError)
+    async def _host_error(request: Request, exc: HostError) -> Response:
+        return reject(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in exc.errors()
+        )
+        return reject(request, HostError(422, "invalid_request", problems[:500]))
+
+    async def money(
+        request: Request,
+        caller: Caller,
+        endpoint: str,
+        operation: Callable[[Any], dict[str, Any]],
+    ) -> Response:
+        status, body = host.idempotent(caller, endpoint, await request.body(), operation)
+        return respond(request, status, body)
+
+    # --- public ---------------------------------------------------------------------------
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/host-key")
+    async def host_key() -> dict[str, Any]:
+        """The host's Ed25519 public key, for pinning (also returned at enrolment)."""
+        return host.host_key_info()
+
+    # --- signed protocol ------------------------------------------------------------------
+
+    @app.post("/v1/enrol")
+    async def enrol(request: Request, payload: EnrolBody, caller: SignedCaller) -> Response:
+        result = host.enrol(caller, payload.model_dump())
+        return respond(request, 200, dumps(result))
+
+    @app.post("/v1/keys/rotate")
+    async def rotate(request: Request, payload: RotateBody, caller: SignedCaller) -> Response:
+        return respond(request, 200, dumps(host.rotate_key(caller, payload.model_dump())))
+
+    @app.get("/v1/terminal")
+    async def whoami(request: Request, caller: SignedCaller) -> Response:
+        return respond(request, 200, dumps(host.whoami(caller)))
+
+    @app.get("/v1/parameters")
+    async def parameters(request: Request, caller: SignedCaller) -> Response:
+        return respond(request, 200, dumps(host.parameters(caller)))
+
+    @app.post("/v1/authorisations")
+    async def authorise(request: Request, payload: AuthoriseBody, caller: SignedCaller) -> Response:
+        data = payload.model_dump()
+        return await money(
+            request, caller, "authorisations", lambda conn: host.authorise(caller, conn, data)
+        )
+
+    @app.post("/v1/reversals")
+    async def reversal(request: Request, payload: ReversalBody, caller: SignedCaller) -> Response:
+        data = payload.model_dump()
+        return await money(
+            request, caller, "reversals", lambda conn: host.reverse(caller, conn, data)
+        )
+
+    @app.post("/v1/voids")
+    async def void(request: Request, payload: VoidBody, caller: SignedCaller) -> Response:
+        data = payload.model_dump()
+        return await money(request, caller, "voids", lambda conn: host.void(caller, conn, data))
+
+    @app.post("/v1/refunds")
+    async def refund(request: Request, payload: RefundBody, caller: SignedCaller) -> Response:
+        data = payload.model_dump()
+        return await money(request, caller, "refunds", lambda conn: host.refund(caller, conn, data))
+
+    @app.post("/v1/batches/offline")
+    async def offline(
+        request: Request, payload: OfflineBatchBody, caller: SignedCaller
+    ) -> Response:
+        data = payload.model_dump()
+        return await money(
+            request, caller, "offline", lambda conn: host.offline_batch(caller, conn, data)
+        )
+
+    @app.post("/v1/settlement")
+    async def settlement(
+        request: Request, payload: SettlementBody, caller: SignedCaller
+    ) -> Response:
+        data = payload.model_dump(exclude_none=True)
+        return await money(
+            request, caller, "settlement", lambda conn: host.settle(caller, conn, data)
+        )
+
+    @app.get("/v1/transactions/{ref}")
+    async def status_by_ref(request: Request, ref: str, caller: SignedCaller) -> Response:
+        return respond(request, 200, dumps(host.status(caller, ref=ref, idem=None)))
+
+    @app.get("/v1/transactions")
+    async def status_by_key(
+        request: Request, idempotency_key: str, caller: SignedCaller
+    ) -> Response:
+        return respond(request, 200, dumps(host.status(caller, ref=None, idem=idempotency_key)))
+
+    # --- admin ----------------------------------------------------------------------------
+
+    @app.post("/admin/activation-codes", dependencies=[Admin])
+    async def activation_code(payload: ActivationCodeBody) -> dict[str, str]:
+        code = host.create_activation_code(payload.merchant_id, payload.code)
+        return {"code": code, "merchant_id": payload.merchant_id}
+
+    @app.put("/admin/rules", dependencies=[Admin])
+    async def set_rules(payload: RulesBody) -> dict[str, Any]:
+        return host.set_rules(payload.model_dump())
+
+    @app.put("/admin/issuer-keys", dependencies=[Admin])
+    async def set_issuer_keys(payload: dict[str, IssuerKeyBody]) -> dict[str, Any]:
+        host.set_issuer_keys({k: v.model_dump() for k, v in payload.items()})
+        return {"issuer_keys": sorted(payload)}
+
+    @app.put("/admin/parameters", dependencies=[Admin])
+    async def set_parameters(payload: dict[str, Any]) -> dict[str, Any]:
+        return {"version": host.set_parameters(payload)}
+
+    @app.put("/admin/faults", dependencies=[Admin])
+    async def set_faults(payload: dict[str, FaultBody]) -> dict[str, Any]:
+        for path, f in payload.items():
+            try:
+                faults.set(path, Fault(f.mode, f.delay_ms, f.times))
+            except ValueError as exc:
+                raise HostError(422, "invalid_fault", str(exc)) from exc
+        return faults.snapshot()
+
+    @app.delete("/admin/faults", dependencies=[Admin])
+    async def clear_faults() -> dict[str, Any]:
+        faults.clear()
+        return {}
+
+    @app.get("/admin/faults", dependencies=[Admin])
+    async def get_faults() -> dict[str, Any]:
+        return faults.snapshot()
+
+    def _view(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if not isinstance(v, bytes)} for r in rows]
+
+    @app.get("/admin/ledger", dependencies=[Admin])
+    async def ledger(terminal_id: str | None = None) -> list[dict[str, Any]]:
+        return _view(store.ledger(terminal_id))
+
+    @app.get("/admin/events", dependencies=[Admin])
+    async def events() -> list[dict[str, Any]]:
+        return _view(store.events())
+
+    @app.get("/admin/rejections", dependencies=[Admin])
+    async def rejections() -> list[dict[str, Any]]:
+        return _view(store.rejections())
+
+    @app.get("/admin/terminals", dependencies=[Admin])
+    async def terminals() -> list[dict[str, Any]]:
+        return _view(store.query("SELECT * FROM terminals ORDER BY enrolled_at"))
+
+    @app.get("/admin/batches", dependencies=[Admin])
+    async def batches() -> list[dict[str, Any]]:
+        return _view(store.query("SELECT * FROM batches ORDER BY closed_at"))
+
+    return HostApp(app, host, faults)
+
+
+__all__ = ["HostApp", "create_app"]

@@ -1,0 +1,212 @@
+"""How the simulated issuer decides: ARQC verification and configurable decline rules.
+
+The ARQC check sits behind :class:`CryptogramVerifier` so a test can swap it; the default
+:class:`EmvCryptogramVerifier` uses emv.cryptogram with issuer master keys configured per
+PAN prefix (the simulated cards' issuers).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Protocol
+
+from emv import cryptogram
+from emv.errors import EmvError
+
+ArqcStatus = Literal["valid", "invalid", "absent", "no_key", "malformed"]
+
+# ISO 8583 field 39 response codes the simulator uses.
+APPROVED: Final = "00"
+DO_NOT_HONOUR: Final = "05"
+INVALID_TRANSACTION: Final = "12"
+INVALID_AMOUNT: Final = "13"
+INSUFFICIENT_FUNDS: Final = "51"
+EXCEEDS_LIMIT: Final = "61"
+RESTRICTED_CARD: Final = "62"
+
+BRANDS_BY_RID: Final = {
+    "A000000003": "visa",
+    "A000000004": "mastercard",
+    "A000000025": "amex",
+    "A000000065": "jcb",
+    "A000000152": "discover",
+    "A000000333": "unionpay",
+}
+
+
+def brand_for(aid: str | None, declared: str | None) -> str:
+    if declared:
+        return declared.lower()
+    if aid:
+        return BRANDS_BY_RID.get(aid.upper()[:10], "unknown")
+    return "unknown"
+
+
+@dataclass(frozen=True)
+class ArqcResult:
+    status: ArqcStatus
+    detail: str = ""
+
+
+class CryptogramVerifier(Protocol):
+    """Issuer-side cryptogram arithmetic as the host needs it."""
+
+    def verify_arqc(
+        self, *, pan: str, pan_sequence: int | None, emv: Mapping[str, bytes]
+    ) -> ArqcResult: ...
+
+    def make_arpc(
+        self, *, pan: str, pan_sequence: int | None, emv: Mapping[str, bytes], arc: bytes
+    ) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class IssuerKey:
+    """An issuer master key for AC (IMK-AC) and how its cards' CVN computes cryptograms."""
+
+    imk_ac: bytes
+    session_key: Literal["common", "mastercard"] = "common"
+    padding: Literal[1, 2] = 2
+    iad: Literal["none", "full"] = "none"
+    arpc_key: Literal["session", "master"] = "session"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IssuerKey:
+        return cls(
+            imk_ac=bytes.fromhex(str(data["imk_ac"])),
+            session_key=data.get("session_key", "common"),
+            padding=int(data.get("padding", 2)),  # type: ignore[arg-type]
+            iad=data.get("iad", "none"),
+            arpc_key=data.get("arpc_key", "session"),
+        )
+
+
+def _n(value: bytes) -> int:
+    """A numeric (n) data element: BCD digits read as a decimal integer."""
+    return int(value.hex()) if value else 0
+
+
+class EmvCryptogramVerifier:
+    """ARQC check and ARPC method 1 (EMV Book 2 §8.1, §8.2.1) over the Table 26 data set."""
+
+    def __init__(self, issuer_key: Callable[[str], IssuerKey | None]) -> None:
+        self._issuer_key = issuer_key
+
+    def _keys(
+        self, pan: str, pan_sequence: int | None, emv: Mapping[str, bytes]
+    ) -> tuple[IssuerKey, bytes, bytes] | None:
+        ik = self._issuer_key(pan)
+        if ik is None:
+            return None
+        master = cryptogram.derive_icc_master_key_option_a(ik.imk_ac, pan, pan_sequence)
+        atc = int.from_bytes(emv["9F36"], "big")
+        if ik.session_key == "mastercard":
+            session = cryptogram.derive_mastercard_session_key(master, atc, emv["9F37"])
+        else:
+            session = cryptogram.derive_common_session_key(master, atc)
+        return ik, master, session
+
+    def verify_arqc(
+        self, *, pan: str, pan_sequence: int | None, emv: Mapping[str, bytes]
+    ) -> ArqcResult:
+        if "9F26" not in emv:
+            return ArqcResult("absent")
+        try:
+            keys = self._keys(pan, pan_sequence, emv)
+            if keys is None:
+                return ArqcResult("no_key", "no issuer key configured for this card range")
+            ik, _master, session = keys
+            date = emv["9A"].hex()
+            data = cryptogram.build_ac_data(
+                amount_authorised=_n(emv["9F02"]),
+                amount_other=_n(emv.get("9F03", b"")),
+                terminal_country_code=_n(emv["9F1A"]),
+                tvr=emv["95"],
+                transaction_currency_code=_n(emv["5F2A"]),
+                transaction_date=datetime.date(2000 + int(date[:2]), int(date[2:4]), int(date[4:])),
+                transaction_type=_n(emv.get("9C", b"\x00")),
+                unpredictable_number=emv["9F37"],
+                aip=emv["82"],
+                atc=int.from_bytes(emv["9F36"], "big"),
+                iad=emv.get("9F10", b"") if ik.iad == "full" else None,
+            )
+            ok = cryptogram.verify_ac(session, data, emv["9F26"], padding=ik.padding)
+        except KeyError as exc:
+            return ArqcResult("malformed", f"missing EMV data element {exc.args[0]}")
+        except (EmvError, ValueError) as exc:
+            return ArqcResult("malformed", str(exc))
+        return ArqcResult("valid" if ok else "invalid")
+
+    def make_arpc(
+        self, *, pan: str, pan_sequence: int | None, emv: Mapping[str, bytes], arc: bytes
+    ) -> bytes | None:
+        try:
+            keys = self._keys(pan, pan_sequence, emv)
+            if keys is None or "9F26" not in emv:
+                return None
+            ik, master, session = keys
+            key = master if ik.arpc_key == "master" else session
+            return cryptogram.generate_arpc_method_1(key, emv["9F26"], arc)
+        except (KeyError, EmvError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Decline rules a test can set through `PUT /admin/rules` (PANs stored as tokens)."""
+
+    insufficient_funds_suffix: int | None = 51
+    decline_amounts: Mapping[int, str] | None = None
+    card_limits: Mapping[str, int] | None = None  # card token -> open-to-buy in minor units
+    default_card_limit: int | None = None
+    blocked_cards: frozenset[str] = frozenset()  # card tokens
+    require_arqc: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Rules:
+        return cls(
+            insufficient_funds_suffix=data.get("insufficient_funds_suffix", 51),
+            decline_amounts={
+                int(k): str(v) for k, v in (data.get("decline_amounts") or {}).items()
+            },
+            card_limits={str(k): int(v) for k, v in (data.get("card_limits") or {}).items()},
+            default_card_limit=data.get("default_card_limit"),
+            blocked_cards=frozenset(data.get("blocked_cards") or ()),
+            require_arqc=bool(data.get("require_arqc", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    response_code: str
+    reason: str
+
+    @property
+    def approved(self) -> bool:
+        return self.response_code == APPROVED
+
+
+def decide(rules: Rules, *, amount: int, card_token: str, spent: int, arqc: ArqcResult) -> Decision:
+    """Apply the rules in a fixed order; the first that matches declines."""
+    if amount <= 0:
+        return Decision(INVALID_AMOUNT, "amount must be positive")
+    if arqc.status == "invalid":
+        return Decision(DO_NOT_HONOUR, "ARQC verification failed")
+    if arqc.status == "malformed":
+        return Decision(DO_NOT_HONOUR, f"EMV data unusable: {arqc.detail}")
+    if rules.require_arqc and arqc.status != "valid":
+        return Decision(DO_NOT_HONOUR, f"ARQC required but {arqc.status}")
+    if card_token in rules.blocked_cards:
+        return Decision(RESTRICTED_CARD, "card blocked")
+    if rules.decline_amounts and amount in rules.decline_amounts:
+        return Decision(rules.decline_amounts[amount], "declined by amount rule")
+    if rules.insufficient_funds_suffix is not None and amount % 100 == (
+        rules.insufficient_funds_suffix
+    ):
+        return Decision(INSUFFICIENT_FUNDS, "insufficient funds")
+    limit = (rules.card_limits or {}).get(card_token, rules.default_card_limit)
+    if limit is not None and spent + amount > limit:
+        return Decision(EXCEEDS_LIMIT, "over the card's limit")
+    return Decision(APPROVED, "approved")

@@ -1,0 +1,88 @@
+"""Host side of the pipos request signing format (docs/protocol.md).
+
+A deliberate re-implementation of the few lines in terminal/signing.py: simulator/ may not
+import terminal/, and a second implementation written against the document is what a real
+acquirer would have. tests/test_signing.py checks the two agree byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+REQUEST_FORMAT: Final = "PIPOS-REQ-V1"
+RESPONSE_FORMAT: Final = "PIPOS-RESP-V1"
+UNSET: Final = "-"
+TOKEN: Final = re.compile(r"[A-Za-z0-9._:~-]{1,128}")
+
+
+def body_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def canonical_request(
+    *,
+    method: str,
+    path: str,
+    terminal_id: str,
+    key_id: str,
+    seq: int,
+    timestamp: int,
+    idempotency_key: str | None,
+    body: bytes,
+) -> bytes:
+    return "\n".join(
+        [
+            REQUEST_FORMAT,
+            method.upper(),
+            path,
+            terminal_id or UNSET,
+            key_id,
+            str(seq),
+            str(timestamp),
+            idempotency_key or UNSET,
+            body_digest(body),
+        ]
+    ).encode("utf-8")
+
+
+def canonical_response(*, terminal_id: str, seq: int, status: int, body: bytes) -> bytes:
+    return "\n".join(
+        [RESPONSE_FORMAT, terminal_id or UNSET, str(seq), str(status), body_digest(body)]
+    ).encode("utf-8")
+
+
+def key_id_for(public_key: bytes) -> str:
+    return "ed25519:" + hashlib.sha256(public_key).hexdigest()[:16]
+
+
+def b64decode(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return None
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def sign_response(
+    key: Ed25519PrivateKey, *, terminal_id: str, seq: int, status: int, body: bytes
+) -> str:
+    message = canonical_response(terminal_id=terminal_id, seq=seq, status=status, body=body)
+    return b64encode(key.sign(message))

@@ -1,0 +1,984 @@
+"""Checkout orchestration: sale, refund, void and end of day as one flow.
+
+A sale goes: wait for a card (cancellable) -> run the kernel -> go online when the card asks
+for it (ARQC) -> if the host cannot be reached, approve offline within the offline limits
+(store and forward: the cryptogram is kept in the offline queue and sent when the network is
+back) -> sign -> record durably -> publish the result. Every state change is committed to the
+journal before it is published, so what the merchant sees is always on disk first.
+
+Rules the flow keeps:
+
+* One transaction at a time: a second request while one runs raises :class:`BusyError`.
+* A lost host response is never an approval: the acquirer client reverses it before it
+  returns; a reversal the host does not acknowledge is kept in the journal and retried.
+* A card approved (or sent to store and forward) that the offline queue refuses is declined,
+  with the queue's reason, never silently accepted.
+* The clock and the random source are injected; card data is never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final, Protocol
+
+from drivers.base import CardReader
+from drivers.errors import CancelledError, DriverError, ReaderTimeoutError
+from emv.kernel import CryptogramKind, Outcome, OutcomeKind
+from offline_queue.limits import OfflineDecision
+from offline_queue.model import CardData as QueueCardData
+from offline_queue.model import OfflinePayment
+
+from .acquirer import (
+    AcquirerClient,
+    AcquirerError,
+    AuthorisationRequest,
+    AuthOutcome,
+    BrandTotals,
+    HostRejectedError,
+    HostUnreachable,
+    NotEnrolledError,
+    OutcomeUnknownError,
+    RefundRequest,
+    ReversalPendingError,
+)
+from .card_session import new_request, run_card_transaction
+from .currency import MAX_EMV_AMOUNT, UnknownCurrencyError, currency, format_amount
+from .errors import TerminalError
+from .messages import Message, Result, message_for, progress_text
+from .params import TerminalParams
+from .signing import Signer
+from .transactions import Journal, TotalsLine, TxnRecord
+
+__all__ = [
+    "BusyError",
+    "Checkout",
+    "CheckoutError",
+    "EventHub",
+    "NotFoundError",
+    "OfflineQueuePort",
+    "QueueSummary",
+    "RequestError",
+    "Stage",
+    "StateError",
+]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+RandomBytes = Callable[[int], bytes]
+ReaderFactory = Callable[[], CardReader]
+
+
+class CheckoutError(TerminalError):
+    """Root of the checkout's refusals (each maps to one clear answer for the merchant)."""
+
+
+class BusyError(CheckoutError):
+    """Another transaction is running on this terminal."""
+
+
+class NotFoundError(CheckoutError, LookupError):
+    """No such transaction."""
+
+
+class StateError(CheckoutError):
+    """The transaction is not in a state that allows this (e.g. refund of a declined sale)."""
+
+
+class RequestError(CheckoutError, ValueError):
+    """The request itself is invalid (amount, currency)."""
+
+
+class HostUnavailableError(CheckoutError):
+    """The operation needs the acquirer and it cannot be reached now."""
+
+
+class Stage(StrEnum):
+    WAITING_FOR_CARD = "waiting_for_card"
+    READING_CARD = "reading_card"
+    AUTHORISING = "authorising"
+    STORING = "storing"
+    REVERSING = "reversing"
+    DONE = "done"
+
+
+# --- the offline queue, as the checkout needs it -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSummary:
+    """Payments stored but not yet accepted by the host (the offline banner)."""
+
+    count: int = 0
+    amounts: Mapping[int, int] = field(default_factory=dict)
+    flagged: int = 0  # declined by the host after the fact, or failed: the merchant must look
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "amounts": {f"{cur:03d}": amount for cur, amount in sorted(self.amounts.items())},
+            "flagged": self.flagged,
+        }
+
+
+class OfflineQueuePort(Protocol):
+    """What the checkout needs from the offline queue (adapted in terminal.queue_port)."""
+
+    def admit(
+        self, payment: OfflinePayment, *, card_approves_offline: bool, now: int
+    ) -> OfflineDecision:
+        """Check the offline limits and, when allowed, store `payment` durably (fsynced)."""
+
+    def summary(self, now: int) -> QueueSummary: ...
+
+    def host_ref(self, transaction_id: str) -> tuple[str, str | None]:
+        """(queue state, host reference once the host accepted it); ("", None) if unknown."""
+
+    def sync(self) -> Mapping[str, int]:
+        """Send what is pending now; returns counts per final state."""
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+class EventHub:
+    """A bounded, numbered log of events that API streams and the page follow."""
+
+    def __init__(self, keep: int = 500) -> None:
+        self._events: list[dict[str, Any]] = []
+        self._next = 1
+        self._keep = keep
+        self._cond = threading.Condition()
+
+    def publish(self, kind: str, data: Mapping[str, Any]) -> int:
+        with self._cond:
+            event_id = self._next
+            self._next += 1
+            self._events.append({"id": event_id, "type": kind, "data": dict(data)})
+            del self._events[: -self._keep]
+            self._cond.notify_all()
+            return event_id
+
+    @property
+    def last_id(self) -> int:
+        with self._cond:
+            return self._next - 1
+
+    def after(self, event_id: int, timeout: float | None = None) -> list[dict[str, Any]]:
+        """Events newer than `event_id`, waiting up to `timeout` seconds for one."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._next - 1 > event_id, timeout=timeout)
+            return [e for e in self._events if e["id"] > event_id]
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+#: Card data that never goes into the `emv` map sent to the host or the queue: the PAN,
+#: track data, name and expiry travel in their own (encrypted / TLS-only) fields.
+_NOT_IN_EMV: Final = frozenset({0x5A, 0x57, 0x56, 0x9F6B, 0x5F20, 0x5F24, 0x9F1F, 0x9F20})
+
+
+def _pan(card: Mapping[int, bytes]) -> str | None:
+    """The PAN from 5A (cn, F-padded) or, failing that, from track 2 equivalent data (57)."""
+    if 0x5A in card:
+        return card[0x5A].hex().upper().rstrip("F") or None
+    if 0x57 in card:
+        return card[0x57].hex().upper().split("D")[0] or None
+    return None
+
+
+def _expiry(card: Mapping[int, bytes]) -> str | None:
+    if 0x5F24 in card:
+        return card[0x5F24].hex()[:4]
+    if 0x57 in card:
+        _, sep, rest = card[0x57].hex().upper().partition("D")
+        return rest[:4] if sep and len(rest) >= 4 else None
+    return None
+
+
+def _pan_sequence(card: Mapping[int, bytes]) -> int | None:
+    value = card.get(0x5F34)
+    return int(value.hex()) if value and value.hex().isdigit() else None
+
+
+def _emv_map(card: Mapping[int, bytes]) -> dict[str, bytes]:
+    return {f"{tag:X}": value for tag, value in card.items() if tag not in _NOT_IN_EMV}
+
+
+def _now_text(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+# --- the checkout ---------------------------------------------------------------------------
+
+
+class Checkout:
+    """The one place that runs payments on this terminal.
+
+    `reader_factory` opens the card reader for one transaction (closed afterwards, also on
+    cancel). `acquirer` is None for a terminal that is not enrolled: every online request then
+    follows the host-unreachable path.
+    """
+
+    def __init__(
+        self,
+        *,
+        params: TerminalParams,
+        journal: Journal,
+        queue: OfflineQueuePort,
+        reader_factory: ReaderFactory,
+        acquirer: AcquirerClient | None,
+        signer: Signer | None,
+        clock: Clock = lambda: datetime.now(UTC),
+        random_bytes: RandomBytes,
+        card_timeout: float = 60.0,
+        terminal_id: str = "",
+    ) -> None:
+        self.params = params
+        self.journal = journal
+        self.queue = queue
+        self.events = EventHub()
+        self._reader_factory = reader_factory
+        self._acquirer = acquirer
+        self._signer = signer
+        self._clock = clock
+        self._random = random_bytes
+        self._card_timeout = card_timeout
+        self.terminal_id = terminal_id or params.terminal.terminal_identifier
+        self._busy = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._current: str | None = None
+        self._cancel = threading.Event()
+        self._cancellable = False
+        self._worker: threading.Thread | None = None
+        self.host_online: bool | None = None  # None until the first exchange
+        self._final: TxnRecord | None = None
+
+    # --- reading ------------------------------------------------------------------------
+
+    @property
+    def language(self) -> str:
+        return self.params.terminal.language
+
+    def message(self, record: TxnRecord) -> Message | None:
+        if not record.result:
+            return None
+        return message_for(
+            Result(record.result),
+            self.language,
+            amount=format_amount(record.amount, record.currency),
+            reason=record.reason,
+        )
+
+    def view(self, record: TxnRecord) -> dict[str, Any]:
+        """A transaction as the API and the page show it (JSON-ready, no card data)."""
+        data = record.to_json()
+        data["amount_text"] = format_amount(record.amount, record.currency)
+        data["refundable_amount"] = self._refundable(record)
+        data["voidable"] = self._voidable(record)
+        message = self.message(record)
+        data["message"] = (
+            None
+            if message is None
+            else {"merchant": message.merchant, "customer": message.customer}
+        )
+        data["prompt"] = progress_text(record.stage, self.language) if not record.finished else ""
+        return data
+
+    def get(self, txn_id: str) -> TxnRecord:
+        record = self.journal.get(txn_id)
+        if record is None:
+            raise NotFoundError(f"no transaction {txn_id!r} on this terminal")
+        return record
+
+    @property
+    def current(self) -> str | None:
+        return self._current
+
+    def queue_summary(self) -> QueueSummary:
+        return self.queue.summary(self._unix())
+
+    def status(self) -> dict[str, Any]:
+        summary = self.queue_summary()
+        return {
+            "terminal_id": self.terminal_id,
+            "host_online": self.host_online,
+            "busy": self._current is not None,
+            "current": self._current,
+            "queue": summary.to_json()
+            | {
+                "text": [
+                    format_amount(amount, cur) for cur, amount in sorted(summary.amounts.items())
+                ]
+            },
+            "pending_reversals": len(self.journal.pending_reversals()),
+            "language": self.language,
+            "currency": self.params.terminal.currency_code,
+            "currency_alpha": currency(self.params.terminal.currency_code).alpha,
+            "currency_exponent": currency(self.params.terminal.currency_code).exponent,
+        }
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return self._clock()
+
+    def _unix(self) -> int:
+        return int(self._clock().timestamp())
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}{self._now().strftime('%y%m%d')}-{self._random(6).hex()}"
+
+    def _claim(self) -> None:
+        if not self._busy.acquire(blocking=False):
+            raise BusyError(
+                f"terminal busy: transaction {self._current} is in progress"
+                if self._current
+                else "terminal busy: another operation is in progress"
+            )
+
+    def _save(self, record: TxnRecord, **changes: Any) -> TxnRecord:
+        """Commit, then publish: the journal is fsynced before anyone sees the change."""
+        new = self.journal.update(record, updated_at=_now_text(self._now()), **changes)
+        self.events.publish("transaction", self.view(new))
+        return new
+
+    def _publish_status(self) -> None:
+        self.events.publish("status", self.status())
+
+    def _check_amount(self, amount: int, currency_code: int) -> None:
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise RequestError("amount must be an integer number of minor units")
+        if amount <= 0:
+            raise RequestError(f"amount must be positive, got {amount}")
+        if amount > MAX_EMV_AMOUNT:
+            raise RequestError(f"amount {amount} exceeds the EMV maximum {MAX_EMV_AMOUNT}")
+        try:
+            currency(currency_code)
+        except UnknownCurrencyError as exc:
+            raise RequestError(str(exc)) from exc
+        if currency_code != self.params.terminal.currency_code:
+            raise RequestError(
+                f"currency {currency_code:03d} is not accepted: this terminal takes "
+                f"{currency(self.params.terminal.currency_code).alpha} "
+                f"({self.params.terminal.currency_code:03d})"
+            )
+
+    # --- sale ---------------------------------------------------------------------------
+
+    def start_sale(
+        self, amount: int, currency_code: int | None = None, *, external_ref: str = ""
+    ) -> TxnRecord:
+        """Begin a sale and return at once; progress arrives as events and in the journal."""
+        code = self.params.terminal.currency_code if currency_code is None else currency_code
+        self._check_amount(amount, code)
+        self._claim()
+        try:
+            now = _now_text(self._now())
+            record = self.journal.insert(
+                TxnRecord(
+                    id=self._new_id("S"),
+                    kind="sale",
+                    state="in_progress",
+                    amount=amount,
+                    currency=code,
+                    created_at=now,
+                    updated_at=now,
+                    external_ref=external_ref,
+                    stage=Stage.WAITING_FOR_CARD,
+                )
+            )
+            with self._state_lock:
+                self._current = record.id
+                self._cancel = threading.Event()
+                self._cancellable = True
+            self.events.publish("transaction", self.view(record))
+            self._worker = threading.Thread(
+                target=self._sale_worker, args=(record, self._cancel), name="sale", daemon=True
+            )
+            self._worker.start()
+        except BaseException:
+            self._release()
+            raise
+        return record
+
+    def wait(self, txn_id: str, timeout: float | None = None) -> TxnRecord:
+        """Block until the transaction has finished (tests, the demo, the CLI)."""
+        last = self.events.last_id
+        record = self.get(txn_id)
+        while not record.finished:
+            self.events.after(last, timeout=timeout)
+            last = self.events.last_id
+            record = self.get(txn_id)
+            if timeout is not None and not record.finished and self._current != txn_id:
+                break
+        return record
+
+    def cancel(self, txn_id: str | None = None) -> TxnRecord:
+        """Stop waiting for a card. Refused once the card is being read (it is too late)."""
+        with self._state_lock:
+            current = self._current
+            if current is None or (txn_id is not None and txn_id != current):
+                target = txn_id or "(none)"
+                record = self.journal.get(target) if txn_id else None
+                if record is not None and record.finished:
+                    raise StateError(f"transaction {target} has already finished ({record.state})")
+                raise NotFoundError(f"no transaction {target} is running")
+            if not self._cancellable:
+                raise StateError("too late to cancel: the card is being processed")
+            self._cancel.set()
+        return self.get(current)
+
+    def _release(self) -> None:
+        with self._state_lock:
+            self._current = None
+            self._cancellable = False
+        self._busy.release()
+
+    def _sale_worker(self, record: TxnRecord, cancel: threading.Event) -> None:
+        try:
+            record = self._run_sale(record, cancel)
+        except Exception:
+            # A fault, not an outcome: keep the journal truthful and the terminal usable.
+            log.exception("sale %s failed", record.id)
+            current = self.journal.get(record.id) or record
+            if not current.finished:
+                self._save(
+                    current,
+                    state="failed",
+                    stage=Stage.DONE,
+                    result=Result.READER_ERROR,
+                    reason="internal error; see the log",
+                )
+        finally:
+            self._release()
+            self._publish_final()
+            self._publish_status()
+
+    def _finish(
+        self, record: TxnRecord, state: str, result: Result, reason: str = "", **changes: Any
+    ) -> TxnRecord:
+        """Commit the final state; it is published once the terminal is free again, so a
+        register that reacts to the result at once is not told "busy"."""
+        new = self.journal.update(
+            record,
+            updated_at=_now_text(self._now()),
+            state=state,
+            result=str(result),
+            reason=reason,
+            stage=Stage.DONE,
+            **changes,
+        )
+        self._final = new
+        return new
+
+    def _publish_final(self) -> None:
+        final, self._final = self._final, None
+        if final is not None:
+            self.events.publish("transaction", self.view(final))
+
+    def _run_sale(self, record: TxnRecord, cancel: threading.Event) -> TxnRecord:
+        try:
+            reader = self._reader_factory()
+        except DriverError as exc:
+            return self._finish(record, "failed", Result.READER_ERROR, str(exc))
+        try:
+            try:
+                reader.wait_for_card(timeout=self._card_timeout, cancel=cancel)
+            except CancelledError:
+                return self._finish(record, "cancelled", Result.CANCELLED)
+            except ReaderTimeoutError:
+                return self._finish(record, "cancelled", Result.NO_CARD)
+            except DriverError as exc:
+                return self._finish(record, "failed", Result.READER_ERROR, str(exc))
+            with self._state_lock:
+                if cancel.is_set():
+                    return self._finish(record, "cancelled", Result.CANCELLED)
+                self._cancellable = False
+            record = self._save(record, stage=Stage.READING_CARD)
+            request = new_request(
+                record.amount,
+                currency=record.currency,
+                clock=self._clock,
+                random_bytes=self._random,
+                reader=reader,
+            )
+            session = run_card_transaction(reader, self.params, request)
+        finally:
+            reader.close()
+        return self._after_card(record, session.outcome)
+
+    def _card_fields(self, outcome: Outcome) -> dict[str, Any]:
+        card = outcome.card_data
+        return {
+            "masked_pan": outcome.masked_pan or "",
+            "brand": outcome.label,
+            "aid": "" if outcome.aid is None else outcome.aid.hex().upper(),
+            "cryptogram_kind": "" if outcome.cryptogram is None else str(outcome.cryptogram),
+            "cryptogram": card.get(0x9F26, b"").hex().upper(),
+            "atc": card.get(0x9F36, b"").hex().upper(),
+            "tvr": outcome.tvr.hex().upper(),
+            "cvm": "" if outcome.cvm is None else str(outcome.cvm),
+        }
+
+    def _after_card(self, record: TxnRecord, outcome: Outcome) -> TxnRecord:
+        kind = outcome.kind
+        if kind in (OutcomeKind.APPROVED, OutcomeKind.ONLINE_REQUEST):
+            record = self._save(record, **self._card_fields(outcome))
+        if kind is OutcomeKind.APPROVED:
+            # The card approved offline (TC): the payment still has to reach the acquirer, so
+            # it goes through the queue; a refusal there is a decline, never a silent accept.
+            return self._store_offline(record, outcome, online_failed=False)
+        if kind is OutcomeKind.ONLINE_REQUEST:
+            return self._go_online(record, outcome)
+        fields = self._card_fields(outcome)
+        reason = outcome.reason or outcome.detail
+        if kind is OutcomeKind.DECLINED:
+            return self._finish(record, "declined", Result.DECLINED_BY_CARD, reason, **fields)
+        if kind is OutcomeKind.TRY_AGAIN:
+            return self._finish(record, "declined", Result.TRY_AGAIN, reason, **fields)
+        if kind is OutcomeKind.TRY_ANOTHER_INTERFACE:
+            return self._finish(record, "declined", Result.TRY_ANOTHER_INTERFACE, reason, **fields)
+        return self._finish(record, "declined", Result.CARD_NOT_SUPPORTED, reason, **fields)
+
+    def _go_online(self, record: TxnRecord, outcome: Outcome) -> TxnRecord:
+        card = outcome.card_data
+        pan = _pan(card)
+        if pan is None:
+            return self._finish(record, "declined", Result.TRY_AGAIN, "card gave no PAN")
+        if self._acquirer is None:
+            return self._store_offline(record, outcome, online_failed=True)
+        key = self._acquirer.new_idempotency_key("auth")
+        # The key is on disk before the request leaves: after a crash, recovery can reverse it.
+        record = self._save(record, stage=Stage.AUTHORISING, idempotency_key=key)
+        request = AuthorisationRequest(
+            amount=record.amount,
+            currency=record.currency,
+            pan=pan,
+            pan_sequence=_pan_sequence(card),
+            expiry=_expiry(card),
+            brand=outcome.label or None,
+            aid=record.aid or None,
+            emv=_emv_map(card),
+        )
+        try:
+            answer = self._acquirer.authorise(request, idempotency_key=key)
+        except (HostUnreachable, NotEnrolledError) as exc:
+            self.host_online = False
+            log.info("sale %s: acquirer unreachable (%s); trying offline", record.id, exc)
+            return self._store_offline(record, outcome, online_failed=True)
+        except ReversalPendingError as exc:
+            self.host_online = False
+            self.journal.add_pending_reversal(
+                exc.idempotency_key, record.id, _now_text(self._now())
+            )
+            return self._finish(record, "declined", Result.HOST_NO_RESPONSE, "reversal pending")
+        except HostRejectedError as exc:
+            self.host_online = True
+            return self._finish(record, "declined", Result.HOST_ERROR, exc.message or exc.code)
+        except AcquirerError as exc:
+            self.host_online = False
+            return self._finish(record, "declined", Result.HOST_ERROR, str(exc))
+        self.host_online = True
+        if answer.outcome is AuthOutcome.APPROVED:
+            return self._finish(
+                record,
+                "approved",
+                Result.APPROVED,
+                auth_code=answer.auth_code or "",
+                response_code=answer.response_code or "",
+                host_ref=answer.transaction_ref or "",
+            )
+        if answer.outcome is AuthOutcome.REVERSED_AFTER_LOST_RESPONSE:
+            return self._finish(
+                record,
+                "declined",
+                Result.HOST_NO_RESPONSE,
+                f"reversal {answer.reversal_status}",
+            )
+        return self._finish(
+            record,
+            "declined",
+            Result.DECLINED_BY_ISSUER,
+            f"{answer.response_code} {answer.reason}".strip(),
+            response_code=answer.response_code or "",
+            host_ref=answer.transaction_ref or "",
+        )
+
+    def _signed_record(self, record: TxnRecord, captured_at: int) -> tuple[bytes, bytes, str]:
+        """The terminal's signature over what it approved offline (no card data in it)."""
+        body = json.dumps(
+            {
+                "transaction_id": record.id,
+                "terminal_id": self.terminal_id,
+                "amount": record.amount,
+                "currency": record.currency,
+                "captured_at": captured_at,
+                "masked_pan": record.masked_pan,
+                "aid": record.aid,
+                "cryptogram": record.cryptogram,
+                "atc": record.atc,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+        if self._signer is None:
+            return body, b"", ""
+        return body, self._signer.sign(body), self._signer.key_id
+
+    def _store_offline(
+        self, record: TxnRecord, outcome: Outcome, *, online_failed: bool
+    ) -> TxnRecord:
+        card = outcome.card_data
+        pan = _pan(card)
+        if pan is None:
+            return self._finish(record, "declined", Result.TRY_AGAIN, "card gave no PAN")
+        offline = self.params.offline
+        if online_failed and (offline is None or not offline.enabled):
+            return self._finish(record, "declined", Result.DECLINED_OFFLINE_DISABLED)
+        record = self._save(record, stage=Stage.STORING)
+        captured_at = self._unix()
+        signed, signature, key_id = self._signed_record(record, captured_at)
+        payment = OfflinePayment(
+            transaction_id=record.id,
+            amount=record.amount,
+            currency=record.currency,
+            card=QueueCardData(pan=pan, pan_sequence=_pan_sequence(card), expiry=_expiry(card)),
+            captured_at=captured_at,
+            emv={tag: value.hex().upper() for tag, value in _emv_map(card).items()},
+            brand=outcome.label or None,
+            aid=record.aid or None,
+            signed_record=signed,
+            signature=signature,
+            key_id=key_id or None,
+        )
+        # Store and forward (deferred authorisation): an ARQC or a TC may be kept for later
+        # upload; an AAC is the card's own refusal and is never stored.
+        card_ok = outcome.cryptogram in (CryptogramKind.TC, CryptogramKind.ARQC)
+        decision = self.queue.admit(payment, card_approves_offline=card_ok, now=captured_at)
+        if not decision.allowed:
+            result = Result.DECLINED_OFFLINE_LIMIT if online_failed else Result.DECLINED_BY_CARD
+            return self._finish(record, "declined", result, decision.message)
+        result = Result.APPROVED_OFFLINE if online_failed else Result.APPROVED
+        return self._finish(record, "approved_offline", result, offline_id=record.id)
+
+    # --- refund, void -------------------------------------------------------------------
+
+    def _resolve_host_ref(self, sale: TxnRecord) -> str:
+        if sale.host_ref:
+            return sale.host_ref
+        if sale.offline_id:
+            state, ref = self.queue.host_ref(sale.offline_id)
+            if ref:
+                self.journal.update(sale, host_ref=ref)
+                return ref
+            raise StateError(
+                f"sale {sale.id} is still in the offline queue ({state or 'unknown'}); "
+                "it can be refunded once it has been sent to the bank"
+            )
+        raise StateError(f"sale {sale.id} has no bank reference")
+
+    def _refundable(self, record: TxnRecord) -> int:
+        if record.kind != "sale" or record.voided:
+            return 0
+        if record.state not in ("approved", "approved_offline"):
+            return 0
+        return record.amount - record.refunded_amount
+
+    def _voidable(self, record: TxnRecord) -> bool:
+        return (
+            record.kind == "sale"
+            and record.state == "approved"
+            and not record.voided
+            and not record.batch_id
+            and record.refunded_amount == 0
+            and bool(record.host_ref)
+        )
+
+    def refund(
+        self, original_id: str, amount: int | None = None, *, external_ref: str = ""
+    ) -> TxnRecord:
+        """Refund (part of) an approved sale to the card it was paid with."""
+        sale = self.get(original_id)
+        if sale.kind != "sale":
+            raise StateError(f"{original_id} is a {sale.kind}, only sales can be refunded")
+        refundable = self._refundable(sale)
+        if refundable <= 0:
+            raise StateError(
+                f"sale {original_id} cannot be refunded ({sale.state}"
+                + (
+                    ", voided"
+                    if sale.voided
+                    else ", already fully refunded"
+                    if sale.refunded_amount
+                    else ""
+                )
+                + ")"
+            )
+        amount = refundable if amount is None else amount
+        self._check_amount(amount, sale.currency)
+        if amount > refundable:
+            raise RequestError(
+                f"refund of {format_amount(amount, sale.currency)} exceeds what is left to "
+                f"refund ({format_amount(refundable, sale.currency)})"
+            )
+        self._claim()
+        try:
+            host_ref = self._resolve_host_ref(sale)
+            if self._acquirer is None:
+                raise HostUnavailableError("the terminal is not connected to an acquirer")
+            now = _now_text(self._now())
+            key = self._acquirer.new_idempotency_key("refund")
+            record = self.journal.insert(
+                TxnRecord(
+                    id=self._new_id("R"),
+                    kind="refund",
+                    state="in_progress",
+                    amount=amount,
+                    currency=sale.currency,
+                    created_at=now,
+                    updated_at=now,
+                    external_ref=external_ref,
+                    original_id=sale.id,
+                    stage=Stage.AUTHORISING,
+                    masked_pan=sale.masked_pan,
+                    brand=sale.brand,
+                    aid=sale.aid,
+                    entry_mode=sale.entry_mode,
+                    idempotency_key=key,
+                )
+            )
+            with self._state_lock:
+                self._current = record.id
+            self.events.publish("transaction", self.view(record))
+            try:
+                answer = self._acquirer.refund(
+                    RefundRequest(amount=amount, currency=sale.currency, original_ref=host_ref),
+                    idempotency_key=key,
+                )
+            except HostUnreachable as exc:
+                self.host_online = False
+                return self._finish(
+                    record, "failed", Result.REFUND_DECLINED, f"bank unreachable: {exc}"
+                )
+            except OutcomeUnknownError:
+                self.host_online = False
+                return self._finish(
+                    record, "failed", Result.REFUND_DECLINED, "no answer from the bank"
+                )
+            except HostRejectedError as exc:
+                self.host_online = True
+                return self._finish(record, "declined", Result.REFUND_DECLINED, exc.message)
+            except AcquirerError as exc:
+                return self._finish(record, "failed", Result.REFUND_DECLINED, str(exc))
+            self.host_online = True
+            fresh = self.get(sale.id)
+            self._save(fresh, refunded_amount=fresh.refunded_amount + amount)
+            return self._finish(
+                record, "approved", Result.REFUND_APPROVED, host_ref=answer.transaction_ref
+            )
+        finally:
+            self._release()
+            self._publish_final()
+            self._publish_status()
+
+    def void(self, original_id: str) -> TxnRecord:
+        """Cancel an approved online sale that is not settled yet (no money moves)."""
+        sale = self.get(original_id)
+        if not self._voidable(sale):
+            why = (
+                "only approved online sales not yet settled or refunded can be voided"
+                if sale.kind == "sale"
+                else f"{original_id} is a {sale.kind}"
+            )
+            raise StateError(f"{original_id} cannot be voided: {why}")
+        if self._acquirer is None:
+            raise HostUnavailableError("the terminal is not connected to an acquirer")
+        self._claim()
+        try:
+            now = _now_text(self._now())
+            record = self.journal.insert(
+                TxnRecord(
+                    id=self._new_id("V"),
+                    kind="void",
+                    state="in_progress",
+                    amount=sale.amount,
+                    currency=sale.currency,
+                    created_at=now,
+                    updated_at=now,
+                    original_id=sale.id,
+                    stage=Stage.AUTHORISING,
+                    masked_pan=sale.masked_pan,
+                    brand=sale.brand,
+                    aid=sale.aid,
+                    idempotency_key="void-" + sale.host_ref,
+                )
+            )
+            with self._state_lock:
+                self._current = record.id
+            try:
+                answer = self._acquirer.void(sale.host_ref, idempotency_key=record.idempotency_key)
+            except HostUnreachable as exc:
+                self.host_online = False
+                return self._finish(
+                    record, "failed", Result.VOID_DECLINED, f"bank unreachable: {exc}"
+                )
+            except HostRejectedError as exc:
+                return self._finish(record, "declined", Result.VOID_DECLINED, exc.message)
+            except AcquirerError as exc:
+                return self._finish(record, "failed", Result.VOID_DECLINED, str(exc))
+            self.host_online = True
+            self._save(self.get(sale.id), voided=True)
+            return self._finish(record, "approved", Result.VOID_APPROVED, reason=answer.status)
+        finally:
+            self._release()
+            self._publish_final()
+            self._publish_status()
+
+    # --- totals, end of day, sync, recovery ---------------------------------------------
+
+    def totals(self) -> list[TotalsLine]:
+        return self.journal.open_totals()
+
+    def end_of_day(self) -> dict[str, Any]:
+        """Send what the queue holds, then close the batch with the acquirer and compare."""
+        self._claim()
+        try:
+            if self._acquirer is None:
+                raise HostUnavailableError("the terminal is not connected to an acquirer")
+            sync = self._safe_sync()
+            lines = self.journal.open_totals()
+            mine = [
+                BrandTotals(
+                    brand=line.brand,
+                    currency=line.currency,
+                    sales_count=line.sales_count - line.offline_count,
+                    sales_amount=line.sales_amount - line.offline_amount,
+                    refunds_count=line.refunds_count,
+                    refunds_amount=line.refunds_amount,
+                    net_amount=line.net_amount - line.offline_amount,
+                )
+                for line in lines
+            ]
+            try:
+                settlement = self._acquirer.settle(terminal_totals=None)
+            except HostUnreachable as exc:
+                self.host_online = False
+                raise HostUnavailableError(f"bank unreachable, batch not closed: {exc}") from exc
+            except AcquirerError as exc:
+                raise HostUnavailableError(f"batch not closed: {exc}") from exc
+            self.host_online = True
+            host_totals = [t.to_json() for t in settlement.totals]
+            count = self.journal.close_batch(
+                settlement.batch_id, _now_text(self._now()), host_totals
+            )
+            report = {
+                "batch_id": settlement.batch_id,
+                "transactions": count,
+                "host_transactions": settlement.transaction_count,
+                "host_totals": host_totals,
+                "terminal_totals": [t.to_json() for t in mine],
+                "offline_synced": dict(sync),
+                "still_offline": self.queue_summary().to_json(),
+            }
+            self.events.publish("end_of_day", report)
+            return report
+        finally:
+            self._release()
+            self._publish_final()
+            self._publish_status()
+
+    def _safe_sync(self) -> Mapping[str, int]:
+        try:
+            result = self.queue.sync()
+        except Exception as exc:  # the queue's own errors: report, do not lose the batch
+            log.warning("offline sync failed: %s", exc)
+            return {"error": 1}
+        self._mark_synced()
+        return result
+
+    def sync_offline(self) -> Mapping[str, int]:
+        """Send the offline queue now and bring the journal up to date with what happened."""
+        result = self._safe_sync()
+        self._publish_status()
+        return result
+
+    def _mark_synced(self) -> None:
+        """Copy the host references (and after-the-fact declines) from the queue."""
+        for record in self.journal.recent(limit=500):
+            if record.state != "approved_offline" or record.host_ref or not record.offline_id:
+                continue
+            state, ref = self.queue.host_ref(record.offline_id)
+            if state == "declined":
+                self._save(record, reason="declined by the bank after the fact", host_ref=ref or "")
+            elif ref:
+                self._save(record, host_ref=ref)
+        if self.queue_summary().count == 0:
+            self.host_online = True
+
+    def retry_reversals(self) -> int:
+        """Send reversals the host has not acknowledged yet; returns how many remain."""
+        if self._acquirer is None:
+            return len(self.journal.pending_reversals())
+        for key, _txn in self.journal.pending_reversals():
+            try:
+                self._acquirer.reverse(original_idempotency_key=key, reason="lost_response")
+            except AcquirerError as exc:
+                log.info("reversal still pending: %s", type(exc).__name__)
+                continue
+            self.journal.reversal_done(key)
+        return len(self.journal.pending_reversals())
+
+    def recover(self) -> list[TxnRecord]:
+        """After a restart: finish what a crash interrupted, truthfully."""
+        fixed = []
+        for record in self.journal.unfinished():
+            if record.offline_id or self.queue.host_ref(record.id)[0]:
+                fixed.append(
+                    self._finish(
+                        record, "approved_offline", Result.APPROVED_OFFLINE, offline_id=record.id
+                    )
+                )
+            elif record.idempotency_key and record.kind == "sale":
+                # The authorisation may have reached the host: reverse it, never assume.
+                self.journal.add_pending_reversal(
+                    record.idempotency_key, record.id, _now_text(self._now())
+                )
+                fixed.append(
+                    self._finish(record, "declined", Result.HOST_NO_RESPONSE, "interrupted")
+                )
+            else:
+                fixed.append(self._finish(record, "cancelled", Result.CANCELLED, "interrupted"))
+        self.retry_reversals()
+        return fixed
+
+    def close(self) -> None:
+        with self._state_lock:
+            if self._current is not None and self._cancellable:
+                self._cancel.set()
+        if self._worker is not None:
+            self._worker.join(timeout=10)
+
+
+def totals_json(lines: Sequence[TotalsLine]) -> list[dict[str, Any]]:
+    return [
+        {
+            "brand": line.brand,
+            "currency": line.currency,
+            "sales_count": line.sales_count,
+            "sales_amount": line.sales_amount,
+            "refunds_count": line.refunds_count,
+            "refunds_amount": line.refunds_amount,
+            "net_amount": line.net_amount,
+            "offline_count": line.offline_count,
+            "offline_amount": line.offline_amount,
+            "net_text": format_amount(line.net_amount, line.currency),
+        }
+        for line in lines
+    ]

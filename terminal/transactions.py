@@ -1,0 +1,314 @@
+"""The terminal's transaction journal: every sale, refund and void the merchant started.
+
+One SQLite file (WAL, ``synchronous=FULL``): a result is committed, and so fsynced, before the
+checkout publishes it, so a payment the merchant saw approved is on disk. The journal holds
+what the merchant's list, the receipts and the totals need and nothing more: the PAN appears
+only masked (first 6 + last 4); no track data, no full PAN, no expiry date. The card data an
+offline payment needs for its later upload lives, encrypted, in the offline queue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Final
+
+from .errors import TerminalError
+
+__all__ = ["Journal", "JournalError", "TotalsLine", "TxnRecord"]
+
+SCHEMA_VERSION: Final = 1
+
+
+class JournalError(TerminalError):
+    """The journal file is unusable (corrupt, wrong version) or a record is missing."""
+
+
+@dataclass(frozen=True, slots=True)
+class TxnRecord:
+    """One transaction as the merchant sees it. Amounts are minor units."""
+
+    id: str
+    kind: str  # sale | refund | void
+    state: str  # in_progress | approved | approved_offline | declined | cancelled | failed
+    amount: int
+    currency: int
+    created_at: str  # ISO 8601, terminal's clock
+    updated_at: str
+    result: str = ""  # terminal.messages.Result value once finished
+    reason: str = ""
+    external_ref: str = ""
+    original_id: str = ""  # refunds and voids: the sale they undo
+    stage: str = ""
+    masked_pan: str = ""
+    brand: str = ""  # application label, e.g. VISA
+    aid: str = ""
+    entry_mode: str = "contactless"
+    cryptogram_kind: str = ""
+    cryptogram: str = ""  # 9F26 hex (not sensitive authentication data)
+    atc: str = ""
+    tvr: str = ""
+    cvm: str = ""
+    auth_code: str = ""
+    response_code: str = ""
+    host_ref: str = ""
+    idempotency_key: str = ""
+    offline_id: str = ""
+    refunded_amount: int = 0
+    voided: bool = False
+    batch_id: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "in_progress"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["extra"] = dict(self.extra)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class TotalsLine:
+    brand: str
+    currency: int
+    sales_count: int = 0
+    sales_amount: int = 0
+    refunds_count: int = 0
+    refunds_amount: int = 0
+    offline_count: int = 0  # of the sales, still waiting in the offline queue
+    offline_amount: int = 0
+
+    @property
+    def net_amount(self) -> int:
+        return self.sales_amount - self.refunds_amount
+
+
+_COLUMNS: Final = tuple(f.name for f in fields(TxnRecord))
+_INT_COLUMNS: Final = {"amount", "currency", "refunded_amount"}
+
+
+class Journal:
+    """Thread-safe access to the journal file."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: the WAL is fsynced at every commit - an approved payment survives power loss.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"transaction journal {self.path}: {exc}") from exc
+        if check != "ok":
+            raise JournalError(f"transaction journal {self.path} failed its check: {check}")
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"transaction journal {self.path} has schema {version}, newer than this "
+                f"software ({SCHEMA_VERSION})"
+            )
+        if version < 1:
+            cols = ", ".join(
+                f"{name} INTEGER NOT NULL DEFAULT 0"
+                if name in _INT_COLUMNS or name == "voided"
+                else f"{name} TEXT NOT NULL DEFAULT ''"
+                for name in _COLUMNS
+                if name != "id"
+            )
+            self._db.executescript(
+                f"""
+                BEGIN;
+                CREATE TABLE transactions (id TEXT PRIMARY KEY, {cols}, seq INTEGER);
+                CREATE INDEX transactions_created ON transactions (seq);
+                CREATE INDEX transactions_external ON transactions (external_ref);
+                CREATE TABLE batches (batch_id TEXT PRIMARY KEY, closed_at TEXT NOT NULL,
+                                      totals TEXT NOT NULL);
+                CREATE TABLE pending_reversals (idempotency_key TEXT PRIMARY KEY,
+                                                txn_id TEXT NOT NULL, created_at TEXT NOT NULL);
+                PRAGMA user_version = 1;
+                COMMIT;
+                """
+            )
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @staticmethod
+    def _row(row: sqlite3.Row) -> TxnRecord:
+        values: dict[str, Any] = {name: row[name] for name in _COLUMNS}
+        values["voided"] = bool(values["voided"])
+        values["extra"] = json.loads(values["extra"] or "{}")
+        return TxnRecord(**values)
+
+    @staticmethod
+    def _values(record: TxnRecord) -> dict[str, Any]:
+        values = {name: getattr(record, name) for name in _COLUMNS}
+        values["voided"] = int(record.voided)
+        values["extra"] = json.dumps(dict(record.extra), sort_keys=True)
+        return values
+
+    def insert(self, record: TxnRecord) -> TxnRecord:
+        values = self._values(record)
+        names = ", ".join(values)
+        marks = ", ".join("?" for _ in values)
+        with self._write() as db:
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM transactions").fetchone()[0]
+            db.execute(
+                f"INSERT INTO transactions ({names}, seq) VALUES ({marks}, ?)",  # noqa: S608
+                (*values.values(), seq),
+            )
+        return record
+
+    def update(self, record: TxnRecord, **changes: Any) -> TxnRecord:
+        """Write `record` with `changes` applied; returns the new record."""
+        new = replace(record, **changes)
+        values = self._values(new)
+        values.pop("id")
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        with self._write() as db:
+            cursor = db.execute(
+                f"UPDATE transactions SET {assignments} WHERE id = ?",  # noqa: S608
+                (*values.values(), record.id),
+            )
+            if cursor.rowcount != 1:
+                raise JournalError(f"transaction {record.id} is not in the journal")
+        return new
+
+    def get(self, txn_id: str) -> TxnRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM transactions WHERE id = ?", (txn_id,)).fetchone()
+        return None if row is None else self._row(row)
+
+    def find_external(self, external_ref: str) -> list[TxnRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM transactions WHERE external_ref = ? ORDER BY seq", (external_ref,)
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def recent(
+        self, *, limit: int = 50, before_seq: int | None = None, kind: str | None = None
+    ) -> list[TxnRecord]:
+        """Newest first."""
+        query = "SELECT * FROM transactions WHERE 1 = 1"
+        args: list[Any] = []
+        if before_seq is not None:
+            query += " AND seq < ?"
+            args.append(before_seq)
+        if kind is not None:
+            query += " AND kind = ?"
+            args.append(kind)
+        query += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        return [self._row(r) for r in rows]
+
+    def unfinished(self) -> list[TxnRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM transactions WHERE state = 'in_progress' ORDER BY seq"
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def find_offline(self, offline_id: str) -> TxnRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM transactions WHERE offline_id = ?", (offline_id,)
+            ).fetchone()
+        return None if row is None else self._row(row)
+
+    # --- reversals a lost host response left to do -------------------------------------
+
+    def add_pending_reversal(self, idempotency_key: str, txn_id: str, now: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO pending_reversals VALUES (?, ?, ?)",
+                (idempotency_key, txn_id, now),
+            )
+
+    def pending_reversals(self) -> list[tuple[str, str]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT idempotency_key, txn_id FROM pending_reversals ORDER BY created_at"
+            ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def reversal_done(self, idempotency_key: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM pending_reversals WHERE idempotency_key = ?", (idempotency_key,)
+            )
+
+    # --- totals ------------------------------------------------------------------------
+
+    def open_totals(self) -> list[TotalsLine]:
+        """Totals of approved, not yet settled transactions, per brand and currency."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, state, brand, currency, amount, voided FROM transactions "
+                "WHERE batch_id = '' AND state IN ('approved', 'approved_offline')"
+            ).fetchall()
+        lines: dict[tuple[str, int], dict[str, int]] = {}
+        for r in rows:
+            if r["kind"] == "void" or r["voided"]:
+                continue
+            line = lines.setdefault((r["brand"] or "UNKNOWN", int(r["currency"])), {})
+            if r["kind"] == "refund":
+                line["refunds_count"] = line.get("refunds_count", 0) + 1
+                line["refunds_amount"] = line.get("refunds_amount", 0) + int(r["amount"])
+            else:
+                line["sales_count"] = line.get("sales_count", 0) + 1
+                line["sales_amount"] = line.get("sales_amount", 0) + int(r["amount"])
+                if r["state"] == "approved_offline":
+                    line["offline_count"] = line.get("offline_count", 0) + 1
+                    line["offline_amount"] = line.get("offline_amount", 0) + int(r["amount"])
+        return [TotalsLine(brand, cur, **counts) for (brand, cur), counts in sorted(lines.items())]
+
+    def close_batch(self, batch_id: str, closed_at: str, totals: list[dict[str, Any]]) -> int:
+        """Mark every finished, unsettled transaction as part of `batch_id`."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE transactions SET batch_id = ? WHERE batch_id = '' "
+                "AND state != 'in_progress'",
+                (batch_id,),
+            )
+            db.execute(
+                "INSERT INTO batches VALUES (?, ?, ?)",
+                (batch_id, closed_at, json.dumps(totals, sort_keys=True)),
+            )
+        return cursor.rowcount
+
+    def batches(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT batch_id, closed_at, totals FROM batches ORDER BY closed_at DESC"
+            ).fetchall()
+        return [{"batch_id": r[0], "closed_at": r[1], "totals": json.loads(r[2])} for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,312 @@
+// The pipos checkout page. Talks only to the terminal's own API; live updates come from the
+// same server-sent event stream the cash register uses. Money stays integer minor units.
+"use strict";
+
+const TOKEN = document.querySelector('meta[name="pipos-token"]').content;
+const SIMULATOR = document.querySelector('meta[name="pipos-simulator"]').content === "true";
+const $ = (id) => document.getElementById(id);
+
+let status = { currency: 978, currency_alpha: "EUR", currency_exponent: 2, queue: { count: 0 } };
+let digits = "";          // what the keypad typed, as minor units
+let current = null;       // the transaction on screen
+let receiptCopy = "customer";
+let refundTarget = null;
+
+async function api(method, path, body) {
+  const options = { method, headers: { Authorization: "Bearer " + TOKEN } };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, options);
+  const type = response.headers.get("content-type") || "";
+  const data = type.includes("json") ? await response.json() : await response.text();
+  if (!response.ok) {
+    const message = data && data.error ? data.error.message : "HTTP " + response.status;
+    const error = new Error(message);
+    error.status = response.status;
+    throw error;
+  }
+  return data;
+}
+
+// --- money, without floats -------------------------------------------------------------
+
+function formatMinor(minor, exponent) {
+  const negative = minor < 0;
+  let text = String(Math.abs(minor));
+  if (exponent === 0) return (negative ? "-" : "") + text;
+  text = text.padStart(exponent + 1, "0");
+  return (negative ? "-" : "") + text.slice(0, -exponent) + "." + text.slice(-exponent);
+}
+
+function parseMajor(text, exponent) {
+  const match = /^\s*(\d+)(?:\.(\d*))?\s*$/.exec(text);
+  if (!match) return null;
+  const decimals = match[2] || "";
+  if (decimals.length > exponent) return null;
+  const minor = (match[1] + decimals.padEnd(exponent, "0")).replace(/^0+(?=\d)/, "");
+  return Number.parseInt(minor, 10);
+}
+
+function amountText(minor) {
+  return formatMinor(minor, status.currency_exponent) + " " + status.currency_alpha;
+}
+
+// --- views -------------------------------------------------------------------------------
+
+function show(view) {
+  for (const section of document.querySelectorAll(".view")) section.classList.add("hidden");
+  $("view-" + view).classList.remove("hidden");
+  for (const tab of document.querySelectorAll(".tab")) {
+    tab.classList.toggle("active", tab.dataset.view === view ||
+      (tab.dataset.view === "sale" && ["wait", "result", "receipt"].includes(view)));
+  }
+  if (view === "list") loadList();
+  if (view === "totals") loadTotals();
+}
+
+function renderAmount() {
+  const minor = digits ? Number.parseInt(digits, 10) : 0;
+  $("amount-display").textContent = formatMinor(minor, status.currency_exponent);
+  $("currency-label").textContent = status.currency_alpha;
+}
+
+function renderBanner() {
+  const queue = status.queue || { count: 0 };
+  const banner = $("offline-banner");
+  const waiting = queue.count > 0;
+  if (status.host_online === false || waiting) {
+    const parts = [];
+    if (status.host_online === false) parts.push("Bank unreachable - payments are taken offline.");
+    if (waiting) {
+      parts.push(queue.count + (queue.count === 1 ? " payment" : " payments") +
+        " waiting to be sent: " + (queue.text || []).join(", "));
+    }
+    $("offline-text").textContent = parts.join(" ");
+    banner.querySelector("strong").textContent = status.host_online === false ? "OFFLINE" : "NOT YET SENT";
+    banner.classList.remove("hidden");
+  } else {
+    banner.classList.add("hidden");
+  }
+  const flagged = $("flagged-banner");
+  if (queue.flagged > 0) {
+    flagged.textContent = queue.flagged + " offline payment(s) declined by the bank afterwards - check the transaction list";
+    flagged.classList.remove("hidden");
+  } else {
+    flagged.classList.add("hidden");
+  }
+}
+
+function renderTransaction(txn) {
+  current = txn;
+  if (!txn.state || txn.state === "in_progress") {
+    $("wait-amount").textContent = txn.amount_text;
+    $("prompt").textContent = txn.prompt || "Tap card or scan code";
+    $("cancel").disabled = txn.stage !== "waiting_for_card";
+    $("sim-cards").classList.toggle("hidden", !SIMULATOR || txn.stage !== "waiting_for_card");
+    show("wait");
+    return;
+  }
+  const ok = txn.state === "approved" || txn.state === "approved_offline";
+  $("result-icon").textContent = ok ? "\u2714" : "\u2716";
+  $("result-title").textContent = ok
+    ? (txn.state === "approved_offline" ? "Approved (offline)" : "Approved")
+    : (txn.state === "cancelled" ? "Cancelled" : "Declined");
+  $("result-title").className = "result-title " + (ok ? "ok" : "bad");
+  $("result-merchant").textContent = txn.message ? txn.message.merchant : "";
+  $("result-customer").textContent = txn.message ? txn.message.customer : "";
+  $("show-receipt").classList.toggle("hidden", txn.state === "cancelled");
+  show("result");
+}
+
+// --- sale --------------------------------------------------------------------------------
+
+$("keypad").addEventListener("click", (event) => {
+  const key = event.target.dataset && event.target.dataset.key;
+  if (!key) return;
+  if (key === "C") digits = "";
+  else if ((digits + key).replace(/^0+/, "").length <= 12) digits = (digits + key).replace(/^0+/, "");
+  renderAmount();
+});
+
+$("charge").addEventListener("click", async () => {
+  $("sale-error").textContent = "";
+  const minor = digits ? Number.parseInt(digits, 10) : 0;
+  if (minor <= 0) { $("sale-error").textContent = "Enter an amount first"; return; }
+  try {
+    const txn = await api("POST", "/api/v1/sales", { amount: minor, currency: status.currency });
+    digits = "";
+    renderAmount();
+    renderTransaction(txn);
+  } catch (error) {
+    $("sale-error").textContent = error.message;
+  }
+});
+
+$("cancel").addEventListener("click", async () => {
+  if (!current) return;
+  try { renderTransaction(await api("POST", "/api/v1/transactions/" + current.id + "/cancel")); }
+  catch (error) { $("prompt").textContent = error.message; }
+});
+
+$("sim-cards").addEventListener("click", async (event) => {
+  const card = event.target.dataset && event.target.dataset.card;
+  if (!card) return;
+  try { await api("POST", "/api/v1/simulator/present", { card }); }
+  catch (error) { $("prompt").textContent = error.message; }
+});
+
+$("new-sale").addEventListener("click", () => show("sale"));
+
+// --- receipts ----------------------------------------------------------------------------
+
+async function loadReceipt() {
+  const html = await api("GET", "/api/v1/transactions/" + current.id +
+    "/receipt?format=html&copy=" + receiptCopy);
+  $("receipt").innerHTML = html;  // rendered by the terminal from its own journal, escaped there
+}
+
+$("show-receipt").addEventListener("click", async () => {
+  receiptCopy = "customer";
+  await loadReceipt();
+  show("receipt");
+});
+for (const button of document.querySelectorAll(".copy-btn")) {
+  button.addEventListener("click", async () => { receiptCopy = button.dataset.copy; await loadReceipt(); });
+}
+$("print-receipt").addEventListener("click", async () => {
+  try { await api("POST", "/api/v1/transactions/" + current.id + "/print", { copies: [receiptCopy] }); }
+  catch (error) { alert(error.message); }
+});
+$("receipt-back").addEventListener("click", () => show("sale"));
+
+// --- transactions, refunds -----------------------------------------------------------------
+
+async function loadList() {
+  const data = await api("GET", "/api/v1/transactions?limit=50");
+  const rows = $("txn-rows");
+  rows.textContent = "";
+  for (const txn of data.transactions) {
+    const tr = document.createElement("tr");
+    tr.dataset.id = txn.id;
+    const time = txn.created_at.slice(11, 19);
+    const cells = [time, txn.kind, (txn.kind === "refund" ? "-" : "") + txn.amount_text,
+      txn.masked_pan || "", txn.state.replace("_", " ")];
+    cells.forEach((text, index) => {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (index === 2) td.className = "num";
+      if (index === 4) td.className = "state-" + txn.state;
+      tr.appendChild(td);
+    });
+    const actions = document.createElement("td");
+    if (txn.refundable_amount > 0) {
+      const button = document.createElement("button");
+      button.className = "secondary refund-btn";
+      button.textContent = "Refund";
+      button.addEventListener("click", () => openRefund(txn));
+      actions.appendChild(button);
+    }
+    const receipt = document.createElement("button");
+    receipt.className = "secondary";
+    receipt.textContent = "Receipt";
+    receipt.addEventListener("click", async () => { current = txn; receiptCopy = "customer"; await loadReceipt(); show("receipt"); });
+    if (txn.state !== "in_progress" && txn.state !== "cancelled") actions.appendChild(receipt);
+    tr.appendChild(actions);
+    rows.appendChild(tr);
+  }
+}
+
+function openRefund(txn) {
+  refundTarget = txn;
+  $("pin-title").textContent = "Refund " + txn.id;
+  $("refund-amount").value = formatMinor(txn.refundable_amount, status.currency_exponent);
+  $("pin-input").value = "";
+  $("pin-error").textContent = "";
+  $("pin-dialog").showModal();
+}
+
+$("pin-ok").addEventListener("click", async (event) => {
+  event.preventDefault();
+  const amount = parseMajor($("refund-amount").value, status.currency_exponent);
+  if (amount === null || amount <= 0) { $("pin-error").textContent = "Enter a valid amount"; return; }
+  try {
+    const txn = await api("POST", "/api/v1/transactions/" + refundTarget.id + "/refund",
+      { pin: $("pin-input").value, amount });
+    $("pin-dialog").close();
+    renderTransaction(txn);
+  } catch (error) {
+    $("pin-error").textContent = error.message;
+  }
+});
+$("pin-cancel").addEventListener("click", (event) => { event.preventDefault(); $("pin-dialog").close(); });
+$("refresh-list").addEventListener("click", loadList);
+$("sync-now").addEventListener("click", async () => {
+  try { await api("POST", "/api/v1/queue/sync"); } catch (error) { alert(error.message); }
+  await refreshStatus();
+  loadList();
+});
+
+// --- totals ------------------------------------------------------------------------------
+
+async function loadTotals() {
+  const data = await api("GET", "/api/v1/totals");
+  const rows = $("totals-rows");
+  rows.textContent = "";
+  for (const line of data.totals) {
+    const tr = document.createElement("tr");
+    const cells = [line.brand,
+      line.sales_count + " / " + formatMinor(line.sales_amount, status.currency_exponent),
+      line.refunds_count + " / " + formatMinor(line.refunds_amount, status.currency_exponent),
+      line.net_text,
+      line.offline_count + " / " + formatMinor(line.offline_amount, status.currency_exponent)];
+    for (const text of cells) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.appendChild(td);
+    }
+    rows.appendChild(tr);
+  }
+}
+
+$("end-of-day").addEventListener("click", async () => {
+  try {
+    const report = await api("POST", "/api/v1/end-of-day");
+    $("eod-result").textContent = "Batch " + report.batch_id + " closed: " +
+      report.transactions + " transactions\n" +
+      report.host_totals.map((t) => t.brand + ": net " + amountText(t.net_amount)).join("\n");
+    loadTotals();
+  } catch (error) {
+    $("eod-result").textContent = error.message;
+  }
+});
+
+for (const tab of document.querySelectorAll(".tab")) {
+  tab.addEventListener("click", () => show(tab.dataset.view));
+}
+
+// --- live updates --------------------------------------------------------------------------
+
+async function refreshStatus() {
+  status = await api("GET", "/api/v1/status");
+  renderBanner();
+  renderAmount();
+}
+
+function connect() {
+  const source = new EventSource("/api/v1/events?token=" + encodeURIComponent(TOKEN));
+  source.addEventListener("status", (event) => {
+    status = JSON.parse(event.data);
+    renderBanner();
+  });
+  source.addEventListener("transaction", (event) => {
+    const txn = JSON.parse(event.data);
+    if (current && txn.id === current.id && txn.kind === "sale") renderTransaction(txn);
+    else if (txn.kind === "sale" && txn.state === "in_progress" &&
+             (!current || current.state !== "in_progress")) renderTransaction(txn);
+  });
+  source.onopen = () => { document.body.dataset.live = "true"; };
+}
+
+refreshStatus().then(connect);

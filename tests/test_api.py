@@ -1,0 +1,249 @@
+"""The local API for the cash register, served by uvicorn on loopback, against the simulated
+acquirer host and virtual cards."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from terminal.cli_run import DemoStack, start_demo_stack
+from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
+from tests.conftest_host import acquirer_host as acquirer_host
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def pin_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def stack(
+    tmp_path: Path,
+    acquirer_host: HostHandle,
+    pin_clock: FakeClock,
+) -> Iterator[DemoStack]:
+    s = start_demo_stack(
+        tmp_path,
+        host_url=acquirer_host.url,
+        activation_code=acquirer_host.activation_code,
+        secret=TEST_SECRET,
+        scrypt_n=TEST_SCRYPT_N,
+        pin="2468",
+        pin_clock=pin_clock,
+        printer_url=f"file:{tmp_path / 'printer.bin'}",
+        background=False,
+    )
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def api(stack: DemoStack) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=stack.api.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
+    ) as client:
+        yield client
+
+
+def _pay(stack: DemoStack, api: httpx.Client, amount: int, card: str = "visa") -> dict[str, Any]:
+    created = api.post(
+        "/api/v1/sales", json={"amount": amount, "currency": 978, "external_reference": "ECR-1"}
+    )
+    assert created.status_code == 202, created.text
+    assert api.post("/api/v1/simulator/present", json={"card": card}).status_code == 200
+    stack.checkout.wait(created.json()["id"], timeout=30)
+    got = api.get(f"/api/v1/transactions/{created.json()['id']}")
+    assert got.status_code == 200
+    return dict(got.json())
+
+
+def test_sale_then_lookup_list_receipt_and_print(
+    stack: DemoStack, api: httpx.Client, tmp_path: Path
+) -> None:
+    txn = _pay(stack, api, 1234)
+    assert txn["state"] == "approved"
+    assert txn["external_ref"] == "ECR-1"
+    listed = api.get("/api/v1/transactions", params={"external_reference": "ECR-1"}).json()
+    assert [t["id"] for t in listed["transactions"]] == [txn["id"]]
+    text = api.get(f"/api/v1/transactions/{txn['id']}/receipt?copy=merchant").text
+    for field in (
+        "PIPOS DEMO SHOP",
+        "476173******0010",
+        "A0000000031010",
+        "CONTACTLESS",
+        "12.34 EUR",
+        txn["auth_code"],
+        "NO CARDHOLDER VERIFICATION",
+        "MERCHANT COPY",
+    ):
+        assert field in text
+    customer = api.get(f"/api/v1/transactions/{txn['id']}/receipt").text
+    assert "476173" not in customer
+    assert "0010" in customer
+    printed = api.post(f"/api/v1/transactions/{txn['id']}/print", json={"copies": ["customer"]})
+    assert printed.status_code == 200
+    raw = (tmp_path / "printer.bin").read_bytes()
+    assert b"CUSTOMER COPY" in raw
+    assert b"\x1dV" in raw
+
+
+def test_token_required(stack: DemoStack) -> None:
+    with httpx.Client(base_url=stack.api.url) as anon:
+        assert anon.post("/api/v1/sales", json={"amount": 1, "currency": 978}).status_code == 401
+        bad = anon.get("/api/v1/status", headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401
+        assert bad.json()["error"]["code"] == "unauthorised"
+        assert anon.get("/health").status_code == 200
+        assert "/api/v1/sales" in anon.get("/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"amount": -5, "currency": 978}, 422, "amount"),
+        ({"amount": 0, "currency": 978}, 422, "amount"),
+        ({"amount": 10**13, "currency": 978}, 422, "amount"),
+        ({"amount": 12.5, "currency": 978}, 422, "amount"),
+        ({"amount": "100", "currency": 978}, 422, "amount"),
+        ({"amount": 100, "currency": 999}, 422, "unknown ISO 4217"),
+        ({"amount": 100, "currency": "XYZ"}, 422, "unknown ISO 4217"),
+        ({"amount": 100, "currency": 840}, 422, "not accepted"),
+        ({"amount": 100}, 422, "currency"),
+        ({"amount": 100, "currency": 978, "tip": 5}, 422, "tip"),
+        ({"amount": 100, "currency": 978, "external_reference": "x" * 65}, 422, "external"),
+        ([1, 2], 400, "JSON object"),
+    ],
+)
+def test_validation_is_precise_and_nothing_starts(
+    stack: DemoStack, api: httpx.Client, body: Any, status: int, needle: str
+) -> None:
+    response = api.post("/api/v1/sales", json=body)
+    assert response.status_code == status, response.text
+    assert needle in response.json()["error"]["message"]
+    assert stack.checkout.journal.recent() == []
+
+
+def test_malformed_and_oversized_bodies(stack: DemoStack, api: httpx.Client) -> None:
+    bad = api.post(
+        "/api/v1/sales", content=b"{amount: 1", headers={"Content-Type": "application/json"}
+    )
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "malformed_body"
+    big = api.post(
+        "/api/v1/sales",
+        content=b"{" + b" " * 20000 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert big.status_code == 413
+    assert stack.checkout.journal.recent() == []
+
+
+def test_busy_and_cancel(stack: DemoStack, api: httpx.Client) -> None:
+    first = api.post("/api/v1/sales", json={"amount": 500, "currency": "EUR"}).json()
+    second = api.post("/api/v1/sales", json={"amount": 600, "currency": 978})
+    assert second.status_code == 409
+    assert second.json()["error"]["code"] == "busy"
+    cancelled = api.post(f"/api/v1/transactions/{first['id']}/cancel")
+    assert cancelled.status_code == 200
+    final = stack.checkout.wait(first["id"], timeout=10)
+    assert final.state == "cancelled"
+    again = api.post(f"/api/v1/transactions/{first['id']}/cancel")
+    assert again.status_code == 409
+    assert api.get("/api/v1/transactions/S000000-nothing").status_code == 404
+
+
+def test_refund_needs_pin_wrong_pins_slow_down_then_lock(
+    stack: DemoStack, api: httpx.Client, pin_clock: FakeClock
+) -> None:
+    sale = _pay(stack, api, 3000)
+    url = f"/api/v1/transactions/{sale['id']}/refund"
+    missing = api.post(url, json={"amount": 100})
+    assert missing.status_code == 422
+    assert "pin" in missing.json()["error"]["message"]
+    wrong = api.post(url, json={"pin": "0000", "amount": 100})
+    assert wrong.status_code == 403
+    assert wrong.json()["error"]["code"] == "wrong_pin"
+    too_soon = api.post(url, json={"pin": "2468", "amount": 100})
+    assert too_soon.status_code == 429
+    assert "Retry-After" in too_soon.headers
+    for _ in range(4):
+        pin_clock.now += 60
+        last = api.post(url, json={"pin": "1111", "amount": 100})
+    assert last.status_code == 423
+    assert last.json()["error"]["code"] == "pin_locked"
+    pin_clock.now += 60
+    assert api.post(url, json={"pin": "2468", "amount": 100}).status_code == 423
+    pin_clock.now += 901
+    ok = api.post(url, json={"pin": "2468", "amount": 1000})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["kind"] == "refund"
+    assert ok.json()["state"] == "approved"
+    over = api.post(url, json={"pin": "2468", "amount": 2001})
+    assert over.status_code == 422
+    assert "exceeds" in over.json()["error"]["message"]
+    assert api.get(f"/api/v1/transactions/{sale['id']}").json()["refundable_amount"] == 2000
+
+
+def test_void_totals_end_of_day_queue_status(stack: DemoStack, api: httpx.Client) -> None:
+    sale = _pay(stack, api, 700)
+    _pay(stack, api, 900, "mastercard")
+    voided = api.post(f"/api/v1/transactions/{sale['id']}/void", json={"pin": "2468"})
+    assert voided.status_code == 200
+    assert voided.json()["result"] == "void_approved"
+    totals = api.get("/api/v1/totals").json()["totals"]
+    assert [(t["sales_count"], t["net_amount"]) for t in totals] == [(1, 900)]
+    assert api.get("/api/v1/queue").json() == {"count": 0, "amounts": {}, "flagged": 0}
+    status = api.get("/api/v1/status").json()
+    assert status["busy"] is False
+    assert status["currency_alpha"] == "EUR"
+    eod = api.post("/api/v1/end-of-day").json()
+    assert eod["transactions"] == 3
+    assert eod["host_totals"][0]["net_amount"] == 900
+    assert api.get("/api/v1/totals").json()["totals"] == []
+
+
+def test_server_sent_events_stream_the_sale(stack: DemoStack, api: httpx.Client) -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+    ready = threading.Event()
+
+    def follow() -> None:
+        with httpx.stream(
+            "GET", f"{stack.api.url}/api/v1/events", params={"token": stack.token}, timeout=30
+        ) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            kind = ""
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    seen.append((kind, json.loads(line[6:])))
+                    ready.set()
+                    if kind == "transaction" and seen[-1][1].get("stage") == "done":
+                        return
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    _pay(stack, api, 4321)
+    thread.join(30)
+    stages = [data.get("stage") for kind, data in seen if kind == "transaction"]
+    assert stages[0] == "waiting_for_card"
+    assert "authorising" in stages
+    assert stages[-1] == "done"
+    assert seen[-1][1]["state"] == "approved"

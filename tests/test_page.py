@@ -1,0 +1,188 @@
+"""The checkout page in headless Chromium (Debian's /usr/bin/chromium) driven by Playwright,
+against the real terminal API, simulated acquirer and virtual cards. Screenshots are written
+to $PIPOS_TEST_OUTPUT/page (default: test-output/page) as CI artefacts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from simulator.host import HostServer
+from terminal.cli_run import DemoStack, start_demo_stack
+from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
+from tests.conftest_host import acquirer_host as acquirer_host
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+CHROMIUM = "/usr/bin/chromium"
+if not shutil.which(CHROMIUM):
+    pytest.skip(
+        "Debian chromium is not installed (apt-get install chromium)", allow_module_level=True
+    )
+
+OUTPUT = Path(os.environ.get("PIPOS_TEST_OUTPUT", "test-output")) / "page"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with playwright_sync.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=ARGS,
+            viewport={"width": 800, "height": 1000},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+class FakeClock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+PIN_CLOCK = FakeClock()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, acquirer_host: HostHandle) -> Iterator[DemoStack]:
+    s = start_demo_stack(
+        tmp_path,
+        host_url=acquirer_host.url,
+        activation_code=acquirer_host.activation_code,
+        secret=TEST_SECRET,
+        scrypt_n=TEST_SCRYPT_N,
+        pin="2468",
+        pin_clock=PIN_CLOCK,
+        background=False,
+    )
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def page(browser: object, stack: DemoStack) -> Iterator[object]:
+    p = browser.new_page()  # type: ignore[attr-defined]
+    p.goto(stack.api.url + "/")
+    p.wait_for_selector("body[data-live=true]")
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def shot(page: object, name: str) -> None:
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def key_in(page: object, digits: str) -> None:
+    for d in digits:
+        page.click(f'#keypad button[data-key="{d}"]')  # type: ignore[attr-defined]
+
+
+def pay(page: object, digits: str, card: str) -> None:
+    key_in(page, digits)
+    page.click("[data-testid=charge]")  # type: ignore[attr-defined]
+    page.wait_for_selector("#sim-cards:not(.hidden)")  # type: ignore[attr-defined]
+    page.click(f'#sim-cards button[data-card="{card}"]')  # type: ignore[attr-defined]
+    page.wait_for_selector("#view-result:not(.hidden)")  # type: ignore[attr-defined]
+
+
+def test_sale_from_keypad_to_receipt(page: object, stack: DemoStack) -> None:
+    key_in(page, "1234")
+    assert page.inner_text("[data-testid=amount]") == "12.34"  # type: ignore[attr-defined]
+    shot(page, "01-keypad")
+    page.click("[data-testid=charge]")  # type: ignore[attr-defined]
+    page.wait_for_selector("#sim-cards:not(.hidden)")  # type: ignore[attr-defined]
+    assert "Tap card" in page.inner_text("[data-testid=prompt]")  # type: ignore[attr-defined]
+    shot(page, "02-tap-prompt")
+    page.click('#sim-cards button[data-card="visa"]')  # type: ignore[attr-defined]
+    page.wait_for_selector("#view-result:not(.hidden)")  # type: ignore[attr-defined]
+    assert page.inner_text("[data-testid=result]") == "Approved"  # type: ignore[attr-defined]
+    assert "12.34 EUR" in page.inner_text("[data-testid=result-merchant]")  # type: ignore[attr-defined]
+    shot(page, "03-approved")
+    page.click("#show-receipt")  # type: ignore[attr-defined]
+    page.wait_for_selector(".receipt")  # type: ignore[attr-defined]
+    receipt = page.inner_text("[data-testid=receipt]")  # type: ignore[attr-defined]
+    assert "CUSTOMER COPY" in receipt
+    assert "12.34 EUR" in receipt
+    assert "CONTACTLESS" in receipt
+    shot(page, "04-receipt")
+
+
+def test_declined_card_shows_the_reason(page: object) -> None:
+    pay(page, "1051", "visa")
+    assert page.inner_text("[data-testid=result]") == "Declined"  # type: ignore[attr-defined]
+    assert "insufficient funds" in page.inner_text("[data-testid=result-merchant]")  # type: ignore[attr-defined]
+    shot(page, "05-declined")
+
+
+def test_offline_sale_banner_then_sync(
+    page: object,
+    stack: DemoStack,
+    acquirer_host: HostHandle,
+) -> None:
+    port = urlparse(acquirer_host.url).port or 0
+    acquirer_host.server.stop()
+    pay(page, "800", "mastercard")
+    assert page.inner_text("[data-testid=result]") == "Approved (offline)"  # type: ignore[attr-defined]
+    banner = page.locator("[data-testid=offline-banner]")  # type: ignore[attr-defined]
+    banner.wait_for(state="visible")
+    assert "1 payment waiting to be sent: 8.00 EUR" in banner.inner_text()
+    assert "OFFLINE" in banner.inner_text()
+    shot(page, "06-offline-banner")
+    server = HostServer(acquirer_host.db_path, port=port)
+    server.start()
+    try:
+        page.click('.tab[data-view="list"]')  # type: ignore[attr-defined]
+        page.click("#sync-now")  # type: ignore[attr-defined]
+        banner.wait_for(state="hidden")
+        shot(page, "07-synced")
+        assert stack.checkout.queue_summary().count == 0
+    finally:
+        server.stop()
+
+
+def test_refund_with_pin_from_the_transaction_list(page: object, stack: DemoStack) -> None:
+    pay(page, "2500", "visa")
+    page.click("#new-sale")  # type: ignore[attr-defined]
+    page.click('.tab[data-view="list"]')  # type: ignore[attr-defined]
+    page.click(".refund-btn")  # type: ignore[attr-defined]
+    page.fill("[data-testid=refund-amount]", "5.00")  # type: ignore[attr-defined]
+    page.fill("[data-testid=pin]", "0000")  # type: ignore[attr-defined]
+    page.click("[data-testid=pin-ok]")  # type: ignore[attr-defined]
+    page.wait_for_selector("[data-testid=pin-error]:has-text('wrong PIN')")  # type: ignore[attr-defined]
+    shot(page, "08-wrong-pin")
+    PIN_CLOCK.now += 60  # past the retry delay a wrong PIN imposes
+    page.fill("[data-testid=pin]", "2468")  # type: ignore[attr-defined]
+    page.click("[data-testid=pin-ok]")  # type: ignore[attr-defined]
+    page.wait_for_selector("#view-result:not(.hidden)")  # type: ignore[attr-defined]
+    assert "Refund approved 5.00 EUR" in page.inner_text("[data-testid=result-merchant]")  # type: ignore[attr-defined]
+    shot(page, "09-refunded")
+    page.click('.tab[data-view="totals"]')  # type: ignore[attr-defined]
+    page.wait_for_selector("[data-testid=totals] tr")  # type: ignore[attr-defined]
+    assert "20.00 EUR" in page.inner_text("[data-testid=totals]")  # type: ignore[attr-defined]
+    shot(page, "10-totals")
