@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from .pan import mask_pan
 from .tags import Format, describe
 from .tlv import Tlv, tag_hex
 
@@ -148,12 +149,6 @@ def bcd_digits(value: bytes) -> str:
     return value.hex().upper()
 
 
-def mask_pan_digits(digits: str) -> str:
-    if len(digits) < 10:
-        return "*" * len(digits)
-    return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
-
-
 def _compressed_numeric(value: bytes) -> str:
     return value.hex().upper().rstrip("F")
 
@@ -181,7 +176,7 @@ def _track2(value: bytes, reveal: bool) -> str:
     if not sep:
         return f"[{len(value)} bytes, redacted]"
     expiry = rest[:4]
-    return f"{mask_pan_digits(pan)} D {expiry} [service code and discretionary data redacted]"
+    return f"{mask_pan(pan)} D {expiry} [service code and discretionary data redacted]"
 
 
 def describe_afl(value: bytes) -> str:
@@ -242,7 +237,7 @@ def render_value(tag: int, value: bytes, *, reveal: bool = False) -> str:
     info = describe(tag)
     if tag == 0x5A:
         pan = _compressed_numeric(value)
-        return pan if reveal else mask_pan_digits(pan)
+        return pan if reveal else mask_pan(pan)
     if tag == 0x57:
         return _track2(value, reveal)
     if info is not None and info.sensitive and not reveal:

@@ -42,7 +42,6 @@ from .model import (
     QueueStatus,
     State,
     StateSummary,
-    mask_pan,
 )
 from .store import SCHEMA_VERSION, EnqueueResult, ImportReport, OfflineQueue
 
@@ -86,7 +85,6 @@ __all__ = [
     "check_offline",
     "export_queue",
     "import_queue",
-    "mask_pan",
     "plain_formatter",
     "read_backup",
 ]

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from emv.pan import mask_pan
+
 from .errors import InvalidPaymentError
 
 __all__ = [
@@ -60,13 +62,6 @@ class CardData:
 
     def __repr__(self) -> str:  # never show a full PAN, even in a traceback
         return f"CardData(pan={mask_pan(self.pan)!r}, ...)"
-
-
-def mask_pan(pan: str) -> str:
-    """First 6 and last 4 digits, the rest as '*' (PCI DSS 3.4 display rule)."""
-    if len(pan) <= 10:
-        return "*" * len(pan)
-    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
 
 
 @dataclass(frozen=True, slots=True)

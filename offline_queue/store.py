@@ -28,6 +28,8 @@ from typing import Any, Final
 
 from sqlite_utils import Database
 
+from emv.pan import mask_pan
+
 from .cardcrypt import CardCipher, Token
 from .errors import (
     CardDataError,
@@ -51,7 +53,6 @@ from .model import (
     QueueStatus,
     State,
     StateSummary,
-    mask_pan,
     validate_payment,
 )
 

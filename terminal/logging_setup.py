@@ -12,6 +12,8 @@ import re
 import sys
 from typing import Final, TextIO
 
+from emv.pan import luhn_valid, mask_pan
+
 # A PAN is 12-19 digits, possibly written with spaces or dashes between groups; as hex
 # in an APDU trace it appears as the same digits, possibly followed by an F pad nibble.
 _PAN_CANDIDATE: Final = re.compile(r"(?<![0-9A-Fa-f])(?:\d[ -]?){11,18}\d(?![0-9])")
@@ -20,27 +22,6 @@ _PAN_CANDIDATE: Final = re.compile(r"(?<![0-9A-Fa-f])(?:\d[ -]?){11,18}\d(?![0-9
 _TRACK2: Final = re.compile(r"(?<![0-9A-Fa-f])\d{12,19}[Dd=]\d{4,}[0-9A-Fa-f]*")
 
 REDACTED_TRACK2: Final = "[TRACK2 REDACTED]"
-
-
-def luhn_valid(digits: str) -> bool:
-    """True when `digits` pass the ISO/IEC 7812-1 Annex B (Luhn) check."""
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
-        if position % 2 == 1:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
-
-
-def mask_pan(pan: str) -> str:
-    """First six and last four digits at most (PCI DSS 3.3), the rest as '*'."""
-    digits = "".join(c for c in pan if c.isdigit())
-    if len(digits) < 10:
-        return "*" * len(digits)
-    return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
 
 
 def _mask_pan_match(match: re.Match[str]) -> str:

@@ -471,7 +471,7 @@ def test_delayed_authorisation_is_reversed_before_it_lands(
 ) -> None:
     client = acquirer_client_factory(acquirer_host.url, terminal_keys, read_timeout=0.3)
     client.enrol(acquirer_host.activation_code())
-    acquirer_host.set_fault("/v1/authorisations", "delay", times=1, delay_ms=1500)
+    acquirer_host.set_fault("/v1/authorisations", "delay", times=1, delay_ms=3000)
     result = client.authorise(_purchase(2200))
     assert result.outcome is AuthOutcome.REVERSED_AFTER_LOST_RESPONSE
     deadline = time.monotonic() + 30

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
+from emv import pan
 from emv.oda import OdaFailure, OdaMethod
 from emv.tags import describe
 from emv.tlv import tag_hex
@@ -123,12 +124,8 @@ class CardData(Mapping[int, bytes]):
 
 
 def mask_pan(digits: str | None) -> str | None:
-    """First 6 and last 4 digits, the rest as '*' (PCI DSS 3.3)."""
-    if not digits:
-        return None
-    if len(digits) < 10:
-        return "*" * len(digits)
-    return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
+    """First 6 and last 4 digits (PCI DSS 3.3); None when the card gave no PAN."""
+    return pan.mask_pan(digits) if digits else None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .. import tlv
+from ..pan import mask_pan
 from ..tlv import Tlv, TlvError, tag_hex
 from .errors import CpmError
 
@@ -105,9 +106,7 @@ class CpmAccount:
     @property
     def masked_pan(self) -> str:
         """First six and last four digits only (PCI DSS 3.3)."""
-        if len(self.pan) < 10:
-            return "*" * len(self.pan)
-        return self.pan[:6] + "*" * (len(self.pan) - 10) + self.pan[-4:]
+        return mask_pan(self.pan)
 
     def expired(self, today: datetime.date) -> bool:
         """True after the last day of the expiry month (EMV Book 3 §10.5.3 semantics)."""

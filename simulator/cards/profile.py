@@ -53,6 +53,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from emv.pan import mask_pan
 from emv.tlv import TlvError, parse_tag_hex
 
 from .errors import ProfileError
@@ -186,7 +187,7 @@ class CardProfile:
     @property
     def masked_pan(self) -> str:
         """First 6 and last 4 digits only (PCI DSS 3.3), safe for logs and reports."""
-        return self.pan[:6] + "*" * (len(self.pan) - 10) + self.pan[-4:]
+        return mask_pan(self.pan)
 
     def afl_bytes(self) -> bytes:
         return b"".join(entry.encode() for entry in self.afl)

@@ -131,13 +131,6 @@ CREATE TABLE IF NOT EXISTS batches (
 """
 
 
-def mask_pan(pan: str) -> str:
-    """First six and last four digits (PCI DSS 3.3)."""
-    if len(pan) < 10:
-        return "*" * len(pan)
-    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
-
-
 class Store:
     """One SQLite connection guarded by a lock; transactions are BEGIN IMMEDIATE."""
 

@@ -30,9 +30,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from emv.errors import EmvError
+from emv.pan import mask_pan
 from emv.qr.mpm import parse_mpm
 
-from .ledger import Store, mask_pan
+from .ledger import Store
 from .service import AcquirerHost, Caller, HostError, dumps
 
 _ID: Final = r"^[A-Za-z0-9._:~-]{1,25}$"

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from emv.pan import mask_pan
+
 from . import verify
 from .decisions import (
     APPROVED,
@@ -29,7 +31,7 @@ from .decisions import (
     brand_for,
     decide,
 )
-from .ledger import Store, mask_pan
+from .ledger import Store
 
 ENROL_PATH: Final = "/v1/enrol"
 DEFAULT_WINDOW: Final = 300
