@@ -1,12 +1,16 @@
-"""Run every benchmark module and print one table of medians.
+"""Run every benchmark module and print one table of medians, with the machine it ran on.
 
-Usage: python -m bench [NAME ...]   (NAME filters modules, e.g. `tlv`)
+Usage: python -m bench [--markdown] [NAME ...]   (NAME filters modules, e.g. `tlv`)
+
+``--markdown`` prints the same table as Markdown, ready for the README.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import platform
 import sys
 import traceback
 from pathlib import Path
@@ -25,24 +29,73 @@ def _modules(filters: list[str]) -> list[str]:
     return names
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux /proc/cpuinfo; the platform's guess elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model", "Hardware", "cpu model") and value.strip():
+            return " ".join(value.split())
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine() -> str:
+    """One line naming the machine: CPU model, cores, OS and architecture, Python."""
+    return (
+        f"{cpu_model()}, {os.cpu_count() or '?'} cores, {platform.system()} "
+        f"{platform.release()} {platform.machine()}, "
+        f"{platform.python_implementation()} {platform.python_version()}"
+    )
+
+
+def _shown(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 or float(value).is_integer() else f"{value:,.3f}"
+
+
+def text_table(rows: list[tuple[str, Row]], where: str) -> str:
+    width = max((len(row[0]) for _, row in rows), default=10)
+    lines = [
+        f"machine: {where}",
+        f"{'area':<10} {'benchmark':<{width}} {'median':>14}  unit",
+        "-" * (width + 40),
+    ]
+    for area, (label, value, unit) in rows:
+        lines.append(f"{area:<10} {label:<{width}} {_shown(value):>14}  {unit}")
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[tuple[str, Row]], where: str) -> str:
+    lines = [
+        f"Measured on {where}.",
+        "",
+        "| area | benchmark | median | unit |",
+        "|---|---|---:|---|",
+    ]
+    for area, (label, value, unit) in rows:
+        cell = label.replace("|", "\\|")
+        lines.append(f"| {area} | {cell} | {_shown(value)} | {unit} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
+    markdown = "--markdown" in argv
+    filters = [a for a in argv if a != "--markdown"]
     rows: list[tuple[str, Row]] = []
     failed = 0
-    for name in _modules(argv):
-        module = importlib.import_module(f"bench.{name}")
+    for name in _modules(filters):
         try:
+            module = importlib.import_module(f"bench.{name}")
             for row in module.run():
                 rows.append((name.removeprefix("bench_"), row))
         except Exception:
             failed += 1
             print(f"bench: {name} failed:", file=sys.stderr)
             traceback.print_exc()
-    width = max((len(row[0]) for _, row in rows), default=10)
-    print(f"{'area':<10} {'benchmark':<{width}} {'median':>14}  unit")
-    print("-" * (width + 40))
-    for area, (label, value, unit) in rows:
-        shown = f"{value:,.0f}" if value >= 100 else f"{value:,.3f}"
-        print(f"{area:<10} {label:<{width}} {shown:>14}  {unit}")
+    where = machine()
+    print(markdown_table(rows, where) if markdown else text_table(rows, where))
     return 1 if failed else 0
 
 

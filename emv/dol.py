@@ -19,13 +19,27 @@ class DolEntry:
     length: int
 
 
+#: The most DOL related data a command can carry: DOL data travels in the data field of a
+#: short command APDU (EMV Book 1 §9.4.1: Lc is one byte), so a card asking for more is
+#: malformed; refusing it here keeps a hostile card from making the terminal allocate
+#: gigabytes of zeros.
+MAX_DOL_DATA = 255
+
+
 def parse_dol(data: bytes) -> tuple[DolEntry, ...]:
     """The entries of a DOL: tags followed by one-byte or long-form lengths, no values."""
     entries: list[DolEntry] = []
     offset, end = 0, len(data)
+    total = 0
     while offset < end:
+        start = offset
         tag, offset = _read_tag(data, offset, end)
         length, offset = _read_length(data, offset, end, tag)
+        total += length
+        if total > MAX_DOL_DATA:
+            raise TlvError(
+                start, f"DOL related data of at most {MAX_DOL_DATA} bytes (a short APDU)", tag
+            )
         entries.append(DolEntry(tag, length))
     return tuple(entries)
 

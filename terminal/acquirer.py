@@ -20,21 +20,23 @@ Exceptions are faults; outcomes (approved, declined, reversed) are values.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
 import httpx
 
+from emv.pan import mask_pan
+
 from .errors import TerminalError
 from .keys import Keystore, SequenceCounter
-from .logging_setup import mask_pan
 from .signing import (
     Signer,
     b64decode,
@@ -352,11 +354,14 @@ def verify_parameters(
         raise ParametersInvalidError("parameters: version missing")
     if min_version is not None and version < min_version:
         raise ParametersInvalidError(f"parameters: version {version} is older than {min_version}")
+    issued_at = doc.get("issued_at", 0)
+    if not isinstance(issued_at, int):
+        raise ParametersInvalidError("parameters: issued_at is not a whole number")
     return Parameters(
         version=version,
         terminal_id=terminal_id,
         merchant_id=doc.get("merchant_id"),
-        issued_at=int(doc.get("issued_at", 0)),
+        issued_at=issued_at,
         document=doc,
         raw=raw,
         signature=signature,
@@ -514,6 +519,24 @@ class AcquirerClient:
             )
         return status, data
 
+    def signed_request(
+        self,
+        method: str,
+        path: str,
+        payload: Mapping[str, Any] | None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """One signed request on this client's connection and sequence counter, for endpoint
+        families with their own client (code payments: terminal.qr_client.AcquirerTransport),
+        so every request of the terminal shares one sequence. Raises HostUnreachable,
+        HostRejectedError (4xx, with the host's code) or OutcomeUnknownError (no usable answer;
+        the request may have been processed)."""
+        try:
+            return self._exchange(method, path, payload, idempotency_key)
+        except _AmbiguousError as exc:
+            raise OutcomeUnknownError(str(exc), idempotency_key or "") from exc
+
     def _backoff_sleep(self, attempt: int) -> None:
         base, cap = self._backoff
         self._sleep(min(cap, base * (2**attempt)))
@@ -571,12 +594,13 @@ class AcquirerClient:
         host_key = b64decode(str(data.get("host_public_key", "")), "host public key")
         if self._pinned_host_key is not None and host_key != self._pinned_host_key:
             raise AcquirerError("enrolment: host key differs from the pinned host key")
-        enrolment = Enrolment(
-            terminal_id=str(data["terminal_id"]),
-            merchant_id=str(data["merchant_id"]),
-            host_key_id=str(data["host_key_id"]),
-            host_public_key=host_key,
-        )
+        with _reading("enrolment"):
+            enrolment = Enrolment(
+                terminal_id=str(data["terminal_id"]),
+                merchant_id=str(data["merchant_id"]),
+                host_key_id=str(data["host_key_id"]),
+                host_public_key=host_key,
+            )
         ks.set_enrolment(
             terminal_id=enrolment.terminal_id,
             merchant_id=enrolment.merchant_id,
@@ -650,6 +674,7 @@ class AcquirerClient:
         key = idempotency_key or self.new_idempotency_key("auth")
         try:
             _, data = self._exchange("POST", "/v1/authorisations", request.to_json(), key)
+            return _authorisation(data, key)
         except _AmbiguousError:
             # EMV/acquirer practice: an authorisation whose answer is unknown is reversed
             # before the terminal does anything else (no approval without a response).
@@ -661,7 +686,6 @@ class AcquirerClient:
                 reason="response lost; reversed",
                 reversal_status=cancellation.status,
             )
-        return _authorisation(data, key)
 
     def reverse_until_acknowledged(
         self, original_idempotency_key: str, *, reason: str
@@ -686,9 +710,11 @@ class AcquirerClient:
 
     def _cancel(self, path: str, payload: Mapping[str, Any], key: str) -> Cancellation:
         _, data = self._exchange("POST", path, payload, key)
+        if not isinstance(data.get("status"), str):
+            raise _AmbiguousError("acquirer response to the reversal has no status")
         return Cancellation(
             status=str(data["status"]),
-            original_ref=data.get("original_ref"),
+            original_ref=_opt_str(data.get("original_ref")),
             idempotency_key=key,
         )
 
@@ -711,25 +737,28 @@ class AcquirerClient:
             raise AcquirerError("reverse: give original_idempotency_key or original_ref")
         payload["reason"] = reason
         data = self._money("/v1/reversals", payload, key)
-        return Cancellation(str(data["status"]), data.get("original_ref"), key)
+        with _reading("reversal", key):
+            return Cancellation(str(data["status"]), _opt_str(data.get("original_ref")), key)
 
     def void(self, transaction_ref: str, *, idempotency_key: str | None = None) -> Cancellation:
         """Cancel an approved, not yet settled transaction."""
         self._require_enrolled()
         key = idempotency_key or "void-" + transaction_ref
         data = self._money("/v1/voids", {"original_ref": transaction_ref}, key)
-        return Cancellation(str(data["status"]), data.get("original_ref"), key)
+        with _reading("void", key):
+            return Cancellation(str(data["status"]), _opt_str(data.get("original_ref")), key)
 
     def refund(self, request: RefundRequest, *, idempotency_key: str | None = None) -> RefundResult:
         self._require_enrolled()
         key = idempotency_key or self.new_idempotency_key("refund")
         data = self._money("/v1/refunds", request.to_json(), key)
-        return RefundResult(
-            status=str(data["status"]),
-            transaction_ref=str(data["transaction_ref"]),
-            original_ref=data.get("original_ref"),
-            idempotency_key=key,
-        )
+        with _reading("refund", key):
+            return RefundResult(
+                status=str(data["status"]),
+                transaction_ref=str(data["transaction_ref"]),
+                original_ref=data.get("original_ref"),
+                idempotency_key=key,
+            )
 
     def upload_offline(
         self, items: Sequence[OfflineItem], *, idempotency_key: str | None = None
@@ -738,19 +767,20 @@ class AcquirerClient:
         self._require_enrolled()
         key = idempotency_key or self.new_idempotency_key("batch")
         data = self._money("/v1/batches/offline", {"items": [i.to_json() for i in items]}, key)
-        return BatchUploadResult(
-            items=tuple(
-                BatchItemResult(
-                    offline_id=str(r["offline_id"]),
-                    result=str(r["result"]),
-                    transaction_ref=str(r["transaction_ref"]),
-                    status=str(r["status"]),
-                    response_code=r.get("response_code"),
-                )
-                for r in data["items"]
-            ),
-            idempotency_key=key,
-        )
+        with _reading("offline batch", key):
+            return BatchUploadResult(
+                items=tuple(
+                    BatchItemResult(
+                        offline_id=str(r["offline_id"]),
+                        result=str(r["result"]),
+                        transaction_ref=str(r["transaction_ref"]),
+                        status=str(r["status"]),
+                        response_code=r.get("response_code"),
+                    )
+                    for r in data["items"]
+                ),
+                idempotency_key=key,
+            )
 
     def status(
         self, *, transaction_ref: str | None = None, idempotency_key: str | None = None
@@ -764,19 +794,20 @@ class AcquirerClient:
             )
         else:
             raise AcquirerError("status: give transaction_ref or idempotency_key")
-        return TransactionStatus(
-            transaction_ref=data.get("transaction_ref"),
-            status=str(data["status"]),
-            kind=data.get("kind"),
-            amount=data.get("amount"),
-            currency=data.get("currency"),
-            brand=data.get("brand"),
-            masked_pan=data.get("masked_pan"),
-            response_code=data.get("response_code"),
-            auth_code=data.get("auth_code"),
-            batch_id=data.get("batch_id"),
-            original_ref=data.get("original_ref"),
-        )
+        with _reading("transaction status"):
+            return TransactionStatus(
+                transaction_ref=data.get("transaction_ref"),
+                status=str(data["status"]),
+                kind=data.get("kind"),
+                amount=data.get("amount"),
+                currency=data.get("currency"),
+                brand=data.get("brand"),
+                masked_pan=data.get("masked_pan"),
+                response_code=data.get("response_code"),
+                auth_code=data.get("auth_code"),
+                batch_id=data.get("batch_id"),
+                original_ref=data.get("original_ref"),
+            )
 
     def settle(
         self,
@@ -792,25 +823,26 @@ class AcquirerClient:
         if terminal_totals is not None:
             payload["terminal_totals"] = [t.to_json() for t in terminal_totals]
         data = self._money("/v1/settlement", payload, key)
-        return Settlement(
-            batch_id=str(data["batch_id"]),
-            closed_at=int(data["closed_at"]),
-            transaction_count=int(data["transaction_count"]),
-            totals=tuple(
-                BrandTotals(
-                    brand=str(t["brand"]),
-                    currency=int(t["currency"]),
-                    sales_count=int(t["sales_count"]),
-                    sales_amount=int(t["sales_amount"]),
-                    refunds_count=int(t["refunds_count"]),
-                    refunds_amount=int(t["refunds_amount"]),
-                    net_amount=int(t["net_amount"]),
-                )
-                for t in data["totals"]
-            ),
-            in_balance=data.get("in_balance"),
-            idempotency_key=key,
-        )
+        with _reading("settlement", key):
+            return Settlement(
+                batch_id=str(data["batch_id"]),
+                closed_at=int(data["closed_at"]),
+                transaction_count=int(data["transaction_count"]),
+                totals=tuple(
+                    BrandTotals(
+                        brand=str(t["brand"]),
+                        currency=int(t["currency"]),
+                        sales_count=int(t["sales_count"]),
+                        sales_amount=int(t["sales_amount"]),
+                        refunds_count=int(t["refunds_count"]),
+                        refunds_amount=int(t["refunds_amount"]),
+                        net_amount=int(t["net_amount"]),
+                    )
+                    for t in data["totals"]
+                ),
+                in_balance=data.get("in_balance"),
+                idempotency_key=key,
+            )
 
 
 def _tls_refused(exc: BaseException) -> bool:
@@ -824,7 +856,43 @@ def _tls_refused(exc: BaseException) -> bool:
     return False
 
 
+#: What reading a well-signed response of the wrong shape raises (a host bug, or a host
+#: speaking another protocol version): translated at this boundary, never passed on.
+_SHAPE_ERRORS: Final = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+
+
+@contextlib.contextmanager
+def _reading(what: str, idempotency_key: str | None = None) -> Iterator[None]:
+    """Turn a malformed response into HostFaultError, or for a money-moving request into
+    OutcomeUnknownError (it was processed, but what the host decided cannot be read)."""
+    try:
+        yield
+    except _SHAPE_ERRORS as exc:
+        if isinstance(exc, TerminalError):
+            raise
+        message = f"{what}: acquirer response is malformed ({type(exc).__name__}: {exc})"
+        if idempotency_key is None:
+            raise HostFaultError(message) from exc
+        raise OutcomeUnknownError(
+            message + "; retry with the same idempotency key", idempotency_key
+        ) from exc
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def _authorisation(data: Mapping[str, Any], key: str) -> Authorisation:
+    """The host's answer; one that cannot be read is a lost response (reversed by caller)."""
+    try:
+        return _read_authorisation(data, key)
+    except _SHAPE_ERRORS as exc:
+        raise _AmbiguousError(
+            f"authorisation response is malformed ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _read_authorisation(data: Mapping[str, Any], key: str) -> Authorisation:
     arc = data.get("arc")
     arpc = data.get("arpc")
     return Authorisation(

@@ -6,9 +6,9 @@ also accepts ``?token=``, because a browser's EventSource cannot set headers). R
 voids also need the merchant PIN; wrong PINs are rate limited and then locked out.
 
 Errors are JSON ``{"error": {"code": ..., "message": ..., "field": ...}}`` with a precise
-4xx: 400 malformed body, 401 no/bad token, 403 wrong PIN, 404 unknown transaction, 409 busy or
-wrong state, 413 body too large, 422 invalid field, 423 PIN locked, 429 PIN retry too soon,
-503 acquirer or printer unavailable.
+4xx: 400 malformed body, 401 no/bad token, 403 wrong PIN, 404 unknown transaction, 409 busy,
+wrong state or no printer configured, 413 body too large, 422 invalid field, 423 PIN locked,
+429 PIN retry too soon, 503 acquirer or printer unavailable.
 """
 
 from __future__ import annotations
@@ -36,10 +36,13 @@ from fastapi.responses import (
 )
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from drivers.errors import DriverError
+from drivers.scanner import ScanRejectedError
 
+from .audit import AuditLog
 from .checkout import (
     BusyError,
     Checkout,
@@ -53,11 +56,26 @@ from .checkout import (
 from .currency import CURRENCIES, MAX_EMV_AMOUNT
 from .receipts import PrinterError, build_receipt, print_receipt
 from .sim_field import SimulatedField
+from .sim_scanner import PHONE_CODES, SimulatedPhone, SimulatedScanner, SimulatorError
+from .transactions import TxnRecord
 
-__all__ = ["ApiSettings", "PinGuard", "create_api", "hash_pin"]
+__all__ = ["ApiSettings", "PinGuard", "create_api", "hash_pin", "render_svg"]
 
 MAX_BODY = 16 * 1024
 _REF = r"^[A-Za-z0-9._:/#-]{1,64}$"
+
+
+def render_svg(payload: str) -> bytes:
+    """`payload` as an SVG QR code (segno; error correction M; UTF-8 kept as bytes)."""
+    import io
+
+    import segno
+
+    out = io.BytesIO()
+    segno.make_qr(payload, error="m", encoding="utf-8").save(
+        out, kind="svg", border=4, xmldecl=False, omitsize=True, title="Scan to pay"
+    )
+    return out.getvalue()
 
 
 def hash_pin(pin: str, salt: bytes) -> bytes:
@@ -146,8 +164,12 @@ class ApiSettings:
     page_token: str | None = None
     printer_url: str | None = None
     field: SimulatedField | None = None
+    scanner: SimulatedScanner | None = None  # simulated terminals: POST /simulator/scan
+    phone: SimulatedPhone | None = None  # the simulated customer's phone (demo host only)
     sse_keepalive: float = 15.0
     extra_status: Callable[[], Mapping[str, Any]] = dc_field(default=lambda: {})
+    #: Security events (refunds, voids, merchant PIN failures) go to the audit log.
+    audit: AuditLog | None = None
 
 
 class _ApiError(Exception):
@@ -166,6 +188,9 @@ class _ApiError(Exception):
         self.message = message
         self.field = field
         self.retry_after = retry_after
+
+
+_HTTP_ERROR_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -191,6 +216,12 @@ class SaleBody(_Body):
         description="ISO 4217 numeric (978) or alphabetic (EUR) code"
     )
     external_reference: str = Field(default="", pattern=r"^$|" + _REF, max_length=64)
+    method: Literal["card", "merchant_qr"] = Field(
+        default="card",
+        description='"card": wait for a card or a scanned code; "merchant_qr": show the '
+        "terminal's dynamic EMVCo QR code (GET /api/v1/sales/{id}/qr.svg) and wait for the "
+        "customer's wallet to pay it",
+    )
 
 
 class RefundBody(_Body):
@@ -210,6 +241,21 @@ class PresentBody(_Body):
         pattern=r"^[a-z0-9_]{1,32}(\?[A-Za-z0-9_=&.]{0,200})?$",
         description="virtual card profile with options, e.g. visa or mastercard?decline=true",
     )
+
+
+class ScanBody(_Body):
+    code: str = Field(min_length=1, max_length=4096, description="the text a scanner reads")
+
+
+class PhoneBody(_Body):
+    code: Literal["alipay", "wechatpay", "confirm", "cpm", "expired", "reused", "corrupt"] = Field(
+        description="what the simulated phone shows: " + ", ".join(PHONE_CODES)
+    )
+
+
+class PayMerchantQrBody(_Body):
+    transaction_id: str = Field(pattern=_REF)
+    result: Literal["paid", "declined"] = "paid"
 
 
 def _both_copies() -> list[Literal["merchant", "customer"]]:
@@ -289,6 +335,15 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             exc.status, exc.code, exc.message, field=exc.field, retry_after=exc.retry_after
         )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI's own refusals (a body it cannot parse, an unknown path or method) in the
+        # same error shape as every other error.
+        code = _HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+        response = _error(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = exc.errors()
@@ -327,7 +382,8 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         supplied = ""
         if authorization and authorization.startswith("Bearer "):
             supplied = authorization[7:].strip()
-        elif request.url.path.endswith("/events"):
+        elif request.url.path.endswith(("/events", "/qr.svg")):
+            # EventSource and <img> cannot set headers: the page passes its token here.
             supplied = request.query_params.get("token", "")
         if not supplied:
             raise _ApiError(401, "unauthorised", "missing API token (Authorization: Bearer ...)")
@@ -346,8 +402,24 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         """Start a sale; the terminal then waits for a card. Poll the transaction or follow
         /api/v1/events for progress. 409 when another transaction is running."""
         code = _currency_code(body.currency)
-        record = checkout.start_sale(body.amount, code, external_ref=body.external_reference)
+        record = checkout.start_sale(
+            body.amount, code, external_ref=body.external_reference, method=body.method
+        )
         return checkout.view(record)
+
+    @app.get(
+        "/api/v1/sales/{txn_id}/qr.svg",
+        tags=["sales"],
+        response_class=Response,
+        responses={200: {"content": {"image/svg+xml": {}}}},
+    )
+    def merchant_qr(txn_id: str, who: str = Depends(register)) -> Response:
+        """The dynamic EMVCo merchant-presented code of a `merchant_qr` sale, as SVG: the
+        customer scans it with their wallet app (404 for other sales)."""
+        payload = checkout.merchant_qr_payload(checkout.get(txn_id))
+        return Response(
+            render_svg(payload), media_type="image/svg+xml", headers={"Cache-Control": "no-store"}
+        )
 
     @app.get("/api/v1/transactions/{txn_id}", tags=["transactions"])
     def get_transaction(txn_id: str, who: str = Depends(register)) -> dict[str, Any]:
@@ -378,20 +450,44 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             records = checkout.journal.recent(limit=limit, kind=kind)
         return {"transactions": [checkout.view(r) for r in records]}
 
+    def check_pin(pin: str, who: str, action: str, txn_id: str) -> None:
+        try:
+            settings.pin_guard.check(pin)
+        except _ApiError as exc:
+            if settings.audit is not None and exc.code in ("wrong_pin", "pin_locked"):
+                event = "merchant_pin_lockout" if exc.code == "pin_locked" else "merchant_pin_wrong"
+                settings.audit.record(event, actor=who, action=action, transaction=txn_id)
+            raise
+
+    def audit(event: str, who: str, record: TxnRecord) -> None:
+        if settings.audit is not None:
+            settings.audit.record(
+                event,
+                actor=who,
+                transaction=record.id,
+                original=record.original_id,
+                amount=record.amount,
+                currency=record.currency,
+                result=record.state,
+            )
+
     @app.post("/api/v1/transactions/{txn_id}/refund", tags=["refunds"])
     def refund(txn_id: str, body: RefundBody, who: str = Depends(register)) -> dict[str, Any]:
         """Refund (part of) an approved sale. Needs the merchant PIN."""
         checkout.get(txn_id)  # 404 before the PIN is tried
-        settings.pin_guard.check(body.pin)
+        check_pin(body.pin, who, "refund", txn_id)
         record = checkout.refund(txn_id, body.amount, external_ref=body.external_reference)
+        audit("refund", who, record)
         return checkout.view(record)
 
     @app.post("/api/v1/transactions/{txn_id}/void", tags=["refunds"])
     def void(txn_id: str, body: PinBody, who: str = Depends(register)) -> dict[str, Any]:
         """Void an approved online sale not yet settled. Needs the merchant PIN."""
         checkout.get(txn_id)
-        settings.pin_guard.check(body.pin)
-        return checkout.view(checkout.void(txn_id))
+        check_pin(body.pin, who, "void", txn_id)
+        record = checkout.void(txn_id)
+        audit("void", who, record)
+        return checkout.view(record)
 
     # --- receipts ---------------------------------------------------------------------
 
@@ -416,9 +512,10 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     def print_(
         txn_id: str, who: str = Depends(register), body: PrintBody | None = None
     ) -> dict[str, Any]:
-        if not settings.printer_url:
-            raise _ApiError(503, "no_printer", "no receipt printer is configured")
         record = checkout.get(txn_id)
+        if not settings.printer_url:
+            # Not a passing outage but how this terminal is set up: a client error (409).
+            raise _ApiError(409, "no_printer", "no receipt printer is configured")
         if not record.finished:
             raise _ApiError(409, "invalid_state", f"transaction {txn_id} has not finished")
         copies = (body or PrintBody()).copies
@@ -517,6 +614,43 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
                 raise _ApiError(422, "unknown_card", str(exc), field="card") from exc
             return {"presented": body.card}
 
+    if settings.scanner is not None:
+        sim_scanner = settings.scanner
+
+        @app.post("/api/v1/simulator/scan", tags=["simulator"])
+        def scan(body: ScanBody, who: str = Depends(register)) -> dict[str, Any]:
+            """Hold a code to the simulated scanner (demo terminals only)."""
+            try:
+                sim_scanner.scan(body.code)
+            except ScanRejectedError as exc:
+                raise _ApiError(422, "unreadable_code", str(exc), field="code") from exc
+            return {"scanned": len(body.code)}
+
+    if settings.phone is not None:
+        phone = settings.phone
+
+        @app.post("/api/v1/simulator/phone", tags=["simulator"])
+        def phone_code(body: PhoneBody, who: str = Depends(register)) -> dict[str, Any]:
+            """The simulated customer's wallet makes a code (registered with the simulated
+            acquirer) and holds it to the simulated scanner."""
+            try:
+                phone.show(body.code)
+            except SimulatorError as exc:
+                raise _ApiError(503, "simulator_error", str(exc)) from exc
+            return {"shown": body.code}
+
+        @app.post("/api/v1/simulator/pay-merchant-qr", tags=["simulator"])
+        def pay_merchant_qr(
+            body: PayMerchantQrBody, who: str = Depends(register)
+        ) -> dict[str, Any]:
+            """The simulated phone scans a `merchant_qr` sale's code and its user pays."""
+            payload = checkout.merchant_qr_payload(checkout.get(body.transaction_id))
+            try:
+                answer = phone.pay_merchant_code(payload, result=body.result)
+            except SimulatorError as exc:
+                raise _ApiError(409, "not_paid", str(exc)) from exc
+            return {"order": answer.get("status", "")}
+
     # --- the checkout page ------------------------------------------------------------
 
     web = resources.files("terminal").joinpath("web")
@@ -524,9 +658,14 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     def page() -> str:
         text = web.joinpath("index.html").read_text(encoding="utf-8")
         token = settings.page_token or ""
-        return text.replace("{{PAGE_TOKEN}}", token).replace(
-            "{{SIMULATOR}}", "true" if settings.field is not None else "false"
-        )
+        flags = {
+            "{{SIMULATOR}}": settings.field is not None,
+            "{{SIM_SCANNER}}": settings.scanner is not None,
+            "{{SIM_PHONE}}": settings.phone is not None,
+        }
+        for marker, on in flags.items():
+            text = text.replace(marker, "true" if on else "false")
+        return text.replace("{{PAGE_TOKEN}}", token)
 
     @app.get("/", include_in_schema=False)
     def index() -> HTMLResponse:

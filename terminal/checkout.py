@@ -6,6 +6,12 @@ for it (ARQC) -> if the host cannot be reached, approve offline within the offli
 back) -> sign -> record durably -> publish the result. Every state change is committed to the
 journal before it is published, so what the merchant sees is always on disk first.
 
+With a code scanner configured, the sale waits for whichever comes first: a card on the
+reader or a code on the scanner (a scanned code pays through terminal.qr_payment, over the
+acquirer client's own signed connection). A "merchant_qr" sale instead shows the terminal's
+dynamic EMVCo merchant-presented code and waits for the wallet provider's payment
+notification. Either way the outcome is journaled, evented and receipted like a card's.
+
 Rules the flow keeps:
 
 * One transaction at a time: a second request while one runs raises :class:`BusyError`.
@@ -13,6 +19,10 @@ Rules the flow keeps:
   returns; a reversal the host does not acknowledge is kept in the journal and retried.
 * A card approved (or sent to store and forward) that the offline queue refuses is declined,
   with the queue's reason, never silently accepted.
+* A code payment's order id is journaled before the request leaves; a cancel, a timeout, a
+  lost answer or a crash cancels the order with the acquirer (reversed if it was paid), so
+  no money is taken without a receipt. Codes are online-only unless the parameters allow a
+  scheme offline: otherwise the merchant is told to take a card instead.
 * The clock and the random source are injected; card data is never logged.
 """
 
@@ -21,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +40,7 @@ from typing import Any, Final, Protocol
 
 from drivers.base import CardReader
 from drivers.errors import CancelledError, DriverError, ReaderTimeoutError
+from drivers.scanner import CodeScanner, ScanRejectedError
 from emv.kernel import CryptogramKind, Outcome, OutcomeKind
 from offline_queue.limits import OfflineDecision
 from offline_queue.model import CardData as QueueCardData
@@ -48,14 +60,25 @@ from .acquirer import (
     ReversalPendingError,
 )
 from .card_session import new_request, run_card_transaction
+from .cli_qr import QrCommandError, merchant_payload
 from .currency import MAX_EMV_AMOUNT, UnknownCurrencyError, currency, format_amount
 from .errors import TerminalError
 from .messages import Message, Result, message_for, progress_text
 from .params import TerminalParams
+from .qr_client import OrderStatus, QrClient, QrHostError, QrHostUnavailableError
+from .qr_payment import (
+    CodePaymentOutcome,
+    QrPaymentParams,
+    new_order_id,
+    run_code_payment,
+    run_merchant_order,
+)
 from .signing import Signer
 from .transactions import Journal, TotalsLine, TxnRecord
 
 __all__ = [
+    "QR_CANCEL_PREFIX",
+    "SALE_METHODS",
     "BusyError",
     "Checkout",
     "CheckoutError",
@@ -64,6 +87,7 @@ __all__ = [
     "OfflineQueuePort",
     "QueueSummary",
     "RequestError",
+    "ScannerFactory",
     "Stage",
     "StateError",
 ]
@@ -73,6 +97,14 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 RandomBytes = Callable[[int], bytes]
 ReaderFactory = Callable[[], CardReader]
+ScannerFactory = Callable[[], CodeScanner]
+
+#: How a sale is paid: "card" waits for a card on the reader or a code on the scanner;
+#: "merchant_qr" shows the terminal's own EMVCo MPM code and waits for the wallet to pay it.
+SALE_METHODS: Final = ("card", "merchant_qr")
+#: Journal prefix of merchant cancels of code-payment orders still to be acknowledged (they
+#: share the pending-reversal list: both undo something the host may have done).
+QR_CANCEL_PREFIX: Final = "qr-cancel:"
 
 
 class CheckoutError(TerminalError):
@@ -105,7 +137,22 @@ class Stage(StrEnum):
     AUTHORISING = "authorising"
     STORING = "storing"
     REVERSING = "reversing"
+    READING_CODE = "reading_code"  # a scanned code is on its way to the acquirer
+    WAITING_FOR_CONFIRMATION = "waiting_for_confirmation"  # the wallet asks its user
+    WAITING_FOR_PAYMENT = "waiting_for_payment"  # merchant-presented code on the screen
     DONE = "done"
+
+
+#: Stages in which the merchant may still cancel (nothing is charged without a receipt: a
+#: code payment's order is cancelled with the acquirer, reversed if it was paid meanwhile).
+_CANCELLABLE_STAGES: Final = frozenset(
+    {
+        Stage.WAITING_FOR_CARD,
+        Stage.READING_CODE,
+        Stage.WAITING_FOR_CONFIRMATION,
+        Stage.WAITING_FOR_PAYMENT,
+    }
+)
 
 
 # --- the offline queue, as the checkout needs it -------------------------------------------
@@ -215,6 +262,41 @@ def _now_text(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
 
 
+def _sleeper(cancel: threading.Event) -> Callable[[float], None]:
+    """Sleep between polls, waking at once when the merchant cancels."""
+
+    def sleep(seconds: float) -> None:
+        cancel.wait(seconds)
+
+    return sleep
+
+
+class _NoAcquirer:
+    """The transport of a terminal that has no acquirer: every code request is unreachable."""
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> tuple[int, Any]:
+        raise QrHostUnavailableError("the terminal is not connected to an acquirer")
+
+
+_ENTRY_MODES: Final = {"cpm": "qr_consumer", "wallet": "qr_wallet", "mpm": "qr_merchant"}
+
+
+def _code_brand(outcome: CodePaymentOutcome, label: str | None) -> str:
+    """What the totals and receipts call a code payment (per scheme, like a card brand)."""
+    if outcome.kind == "cpm":
+        return f"QR {label}".upper() if label else "EMV QR"
+    if outcome.kind == "mpm":
+        return f"QR {outcome.scheme}".upper() if outcome.scheme else "MERCHANT QR"
+    return (outcome.scheme or "wallet").upper()
+
+
 # --- the checkout ---------------------------------------------------------------------------
 
 
@@ -239,6 +321,9 @@ class Checkout:
         random_bytes: RandomBytes,
         card_timeout: float = 60.0,
         terminal_id: str = "",
+        scanner_factory: ScannerFactory | None = None,
+        qr_client: QrClient | None = None,
+        qr_params: QrPaymentParams | None = None,
     ) -> None:
         self.params = params
         self.journal = journal
@@ -259,6 +344,10 @@ class Checkout:
         self._worker: threading.Thread | None = None
         self.host_online: bool | None = None  # None until the first exchange
         self._final: TxnRecord | None = None
+        self._scanner_factory = scanner_factory
+        self._qr_client = qr_client
+        self.qr_params = qr_params or QrPaymentParams.from_terminal_params(params)
+        self._stop_wait: threading.Event | None = None
 
     # --- reading ------------------------------------------------------------------------
 
@@ -289,6 +378,14 @@ class Checkout:
             else {"merchant": message.merchant, "customer": message.customer}
         )
         data["prompt"] = progress_text(record.stage, self.language) if not record.finished else ""
+        data["method"] = record.extra.get("method", "card")
+        # The merchant-presented code, while the phone can still pay it.
+        data["qr_svg"] = (
+            f"/api/v1/sales/{record.id}/qr.svg"
+            if record.extra.get("qr_payload") and not record.finished
+            else None
+        )
+        data["cancellable"] = not record.finished and record.stage in _CANCELLABLE_STAGES
         return data
 
     def get(self, txn_id: str) -> TxnRecord:
@@ -318,6 +415,14 @@ class Checkout:
                 ]
             },
             "pending_reversals": len(self.journal.pending_reversals()),
+            "codes": {
+                "scanner": self._scanner_factory is not None,
+                "merchant_presented": bool(
+                    self.params.qr.enabled
+                    and self.params.qr.merchant_presented
+                    and self._qr_client is not None
+                ),
+            },
             "language": self.language,
             "currency": self.params.terminal.currency_code,
             "currency_alpha": currency(self.params.terminal.currency_code).alpha,
@@ -372,12 +477,51 @@ class Checkout:
 
     # --- sale ---------------------------------------------------------------------------
 
+    def merchant_qr_payload(self, record: TxnRecord) -> str:
+        """The EMVCo MPM payload a merchant-presented sale shows (NotFoundError otherwise)."""
+        payload = record.extra.get("qr_payload")
+        if not isinstance(payload, str) or not payload:
+            raise NotFoundError(f"sale {record.id} has no merchant-presented code")
+        return payload
+
+    def _merchant_qr_extra(self, amount: int) -> dict[str, Any]:
+        if not (self.params.qr.enabled and self.params.qr.merchant_presented):
+            raise RequestError("merchant-presented codes are not enabled in the parameters")
+        if self._qr_client is None:
+            raise HostUnavailableError("the terminal is not connected to an acquirer")
+        order_id = new_order_id(self._random)
+        try:
+            # The order id is the code's reference label (MPM 62/05): the wallet provider's
+            # notification names it, so the acquirer knows which order was paid.
+            payload = merchant_payload(self.params, amount, reference=order_id)
+        except QrCommandError as exc:
+            raise RequestError(f"cannot make the merchant-presented code: {exc}") from exc
+        return {"method": "merchant_qr", "qr_order_id": order_id, "qr_payload": payload}
+
     def start_sale(
-        self, amount: int, currency_code: int | None = None, *, external_ref: str = ""
+        self,
+        amount: int,
+        currency_code: int | None = None,
+        *,
+        external_ref: str = "",
+        method: str = "card",
     ) -> TxnRecord:
-        """Begin a sale and return at once; progress arrives as events and in the journal."""
+        """Begin a sale and return at once; progress arrives as events and in the journal.
+
+        `method` "card" waits for a card or a scanned code; "merchant_qr" shows the
+        terminal's dynamic EMVCo code for the amount and waits for the phone to pay it.
+        """
         code = self.params.terminal.currency_code if currency_code is None else currency_code
         self._check_amount(amount, code)
+        if method not in SALE_METHODS:
+            raise RequestError(f"unknown payment method {method!r}: one of {SALE_METHODS}")
+        extra: dict[str, Any] = {}
+        stage = Stage.WAITING_FOR_CARD
+        entry_mode = "contactless"
+        if method == "merchant_qr":
+            extra = self._merchant_qr_extra(amount)
+            stage = Stage.WAITING_FOR_PAYMENT
+            entry_mode = _ENTRY_MODES["mpm"]
         self._claim()
         try:
             now = _now_text(self._now())
@@ -391,12 +535,15 @@ class Checkout:
                     created_at=now,
                     updated_at=now,
                     external_ref=external_ref,
-                    stage=Stage.WAITING_FOR_CARD,
+                    stage=stage,
+                    entry_mode=entry_mode,
+                    extra=extra,
                 )
             )
             with self._state_lock:
                 self._current = record.id
                 self._cancel = threading.Event()
+                self._stop_wait = threading.Event()
                 self._cancellable = True
             self.events.publish("transaction", self.view(record))
             self._worker = threading.Thread(
@@ -421,7 +568,9 @@ class Checkout:
         return record
 
     def cancel(self, txn_id: str | None = None) -> TxnRecord:
-        """Stop waiting for a card. Refused once the card is being read (it is too late)."""
+        """Stop waiting for a card or a code. Refused once a card is being read (it is too
+        late). A code payment can be cancelled until it is final: its order is cancelled with
+        the acquirer (and reversed if the wallet paid meanwhile), so nothing is charged."""
         with self._state_lock:
             current = self._current
             if current is None or (txn_id is not None and txn_id != current):
@@ -433,12 +582,15 @@ class Checkout:
             if not self._cancellable:
                 raise StateError("too late to cancel: the card is being processed")
             self._cancel.set()
+            if self._stop_wait is not None:
+                self._stop_wait.set()
         return self.get(current)
 
     def _release(self) -> None:
         with self._state_lock:
             self._current = None
             self._cancellable = False
+            self._stop_wait = None
         self._busy.release()
 
     def _sale_worker(self, record: TxnRecord, cancel: threading.Event) -> None:
@@ -484,23 +636,52 @@ class Checkout:
             self.events.publish("transaction", self.view(final))
 
     def _run_sale(self, record: TxnRecord, cancel: threading.Event) -> TxnRecord:
+        if record.extra.get("method") == "merchant_qr":
+            return self._run_merchant_qr(record, cancel)
+        reader: CardReader | None = None
+        scanner: CodeScanner | None = None
+        problems: list[str] = []
         try:
             reader = self._reader_factory()
         except DriverError as exc:
-            return self._finish(record, "failed", Result.READER_ERROR, str(exc))
-        try:
+            problems.append(str(exc))
+        if self._scanner_factory is not None:
             try:
-                reader.wait_for_card(timeout=self._card_timeout, cancel=cancel)
-            except CancelledError:
-                return self._finish(record, "cancelled", Result.CANCELLED)
-            except ReaderTimeoutError:
-                return self._finish(record, "cancelled", Result.NO_CARD)
-            except DriverError as exc:
-                return self._finish(record, "failed", Result.READER_ERROR, str(exc))
+                scanner = self._scanner_factory()
+            except DriverError as exc:  # cards still work; say why codes do not
+                log.warning("code scanner unavailable: %s", exc)
+                problems.append(str(exc))
+        if reader is None and scanner is None:
+            return self._finish(record, "failed", Result.READER_ERROR, "; ".join(problems))
+        # Both devices are open and listening: a serial port drops what arrived before it
+        # was opened, so the register (and tests) may wait for this before the customer acts.
+        self.events.publish(
+            "ready",
+            {"id": record.id, "card": reader is not None, "code": scanner is not None},
+        )
+        try:
+            stop = self._stop_wait or threading.Event()
+            if cancel.is_set():
+                stop.set()
+            got, value = self._wait_for_card_or_code(record, reader, scanner, stop)
+            if scanner is not None:
+                scanner.close()
+                scanner = None
             with self._state_lock:
                 if cancel.is_set():
                     return self._finish(record, "cancelled", Result.CANCELLED)
-                self._cancellable = False
+                if got == "card":
+                    self._cancellable = False  # the card is being read: too late to cancel
+            if got == "timeout":
+                return self._finish(record, "cancelled", Result.NO_CARD)
+            if got == "error":
+                return self._finish(record, "failed", Result.READER_ERROR, value)
+            if got == "code":
+                if reader is not None:
+                    reader.close()
+                    reader = None
+                return self._run_code(record, value, cancel)
+            assert reader is not None
             record = self._save(record, stage=Stage.READING_CARD)
             request = new_request(
                 record.amount,
@@ -511,8 +692,235 @@ class Checkout:
             )
             session = run_card_transaction(reader, self.params, request)
         finally:
-            reader.close()
+            if scanner is not None:
+                scanner.close()
+            if reader is not None:
+                reader.close()
         return self._after_card(record, session.outcome)
+
+    def _wait_for_card_or_code(
+        self,
+        record: TxnRecord,
+        reader: CardReader | None,
+        scanner: CodeScanner | None,
+        stop: threading.Event,
+    ) -> tuple[str, str]:
+        """Wait for whichever comes first: a card on the reader or a code on the scanner.
+
+        Returns ("card", ""), ("code", text), ("timeout", ""), ("error", why) or
+        ("cancelled", ""). `stop` ends both waits: the merchant's cancel sets it, and so
+        does the first of the two to get something (the other then gives up).
+        """
+        won: list[tuple[str, str]] = []
+        lock = threading.Lock()
+        scan_problem: list[str] = []
+
+        def claim(kind: str, value: str) -> bool:
+            with lock:
+                if won:
+                    return False
+                won.append((kind, value))
+                stop.set()
+                return True
+
+        def scan() -> None:
+            assert scanner is not None
+            deadline = time.monotonic() + self._card_timeout
+            while not stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                try:
+                    code = scanner.wait_for_code(timeout=remaining, cancel=stop)
+                except ScanRejectedError as exc:
+                    # A bad read (partial, not text): say so and keep waiting for a good one.
+                    self.events.publish(
+                        "scan_rejected", {"id": record.id, "reason": f"code not read: {exc}"}
+                    )
+                    continue
+                except (CancelledError, ReaderTimeoutError):
+                    return
+                except DriverError as exc:
+                    log.warning("code scanner failed: %s", exc)
+                    scan_problem.append(str(exc))
+                    return
+                claim("code", code)
+                return
+
+        worker = None
+        if scanner is not None:
+            worker = threading.Thread(target=scan, name="scanner", daemon=True)
+            worker.start()
+        card_problem = ""
+        if reader is not None:
+            try:
+                reader.wait_for_card(timeout=self._card_timeout, cancel=stop)
+            except (CancelledError, ReaderTimeoutError):
+                stop.set()
+            except DriverError as exc:
+                # A broken reader: codes may still come; report it only if nothing does.
+                card_problem = str(exc)
+            else:
+                claim("card", "")
+        if worker is not None:
+            worker.join()
+        if won:
+            return won[0]
+        if self._cancel.is_set():
+            return "cancelled", ""
+        if card_problem or (reader is None and scan_problem):
+            return "error", card_problem or scan_problem[0]
+        return "timeout", ""
+
+    # --- code payments ----------------------------------------------------------------
+
+    def _qr(self) -> QrClient:
+        return self._qr_client or QrClient(_NoAcquirer())
+
+    def _qr_clock(self) -> float:
+        return self._clock().timestamp()
+
+    def _run_code(self, record: TxnRecord, code: str, cancel: threading.Event) -> TxnRecord:
+        """A scanned code pays the sale (terminal.qr_payment): journaled, evented and shown
+        exactly like a card's outcome."""
+        order_id = new_order_id(self._random)
+        # The order id is on disk before the request leaves: after a crash, recovery cancels
+        # the order, so a payment nobody saw approved is never kept.
+        record = self._save(
+            record,
+            stage=Stage.READING_CODE,
+            entry_mode="qr",
+            extra={**record.extra, "qr_order_id": order_id},
+        )
+        # Codes are online-only unless the parameters allow a scheme offline; only then does
+        # a terminal that knows it is offline skip the attempt (an attempt that gets no
+        # answer is cancelled, never accepted offline: it may have arrived).
+        online = self._qr_client is not None and not (
+            self.host_online is False and self.qr_params.offline_schemes
+        )
+        current = [record]
+
+        def on_sent(status: OrderStatus) -> None:
+            self.host_online = True
+            if not status.final:
+                current[0] = self._save(current[0], stage=Stage.WAITING_FOR_CONFIRMATION)
+
+        outcome = run_code_payment(
+            code,
+            record.amount,
+            record.currency,
+            self._qr(),
+            self.qr_params,
+            self._qr_clock,
+            _sleeper(cancel),
+            order_id=order_id,
+            online=online,
+            cancel_requested=cancel.is_set,
+            on_sent=on_sent,
+        )
+        label = None
+        if outcome.offline_data is not None:
+            label = outcome.offline_data.get("label")
+        return self._after_code(current[0], outcome, label)
+
+    def _run_merchant_qr(self, record: TxnRecord, cancel: threading.Event) -> TxnRecord:
+        """Show the terminal's dynamic code (the page fetches it) and wait for the wallet
+        provider's payment notification by polling the order."""
+        current = [record]
+
+        def on_created(status: OrderStatus) -> None:
+            self.host_online = True
+
+        outcome = run_merchant_order(
+            record.amount,
+            record.currency,
+            self._qr(),
+            self.qr_params,
+            self._qr_clock,
+            _sleeper(cancel),
+            order_id=str(record.extra["qr_order_id"]),
+            timeout=self._card_timeout,
+            cancel_requested=cancel.is_set,
+            on_created=on_created,
+        )
+        return self._after_code(current[0], outcome, None)
+
+    def _after_code(
+        self, record: TxnRecord, outcome: CodePaymentOutcome, label: str | None
+    ) -> TxnRecord:
+        extra = {**record.extra, "qr_kind": outcome.kind or "", "qr_scheme": outcome.scheme or ""}
+        fields: dict[str, Any] = {
+            "masked_pan": outcome.masked or "",
+            "brand": _code_brand(outcome, label) if outcome.kind else "",
+            "entry_mode": _ENTRY_MODES.get(outcome.kind or "", "qr"),
+            "extra": extra,
+        }
+        if outcome.cancel_pending and outcome.order_id:
+            # The cancel did not get through: keep retrying it (retry_reversals), so a late
+            # success cannot charge the customer without a receipt.
+            self.journal.add_pending_reversal(
+                QR_CANCEL_PREFIX + outcome.order_id, record.id, _now_text(self._now())
+            )
+        result = outcome.result
+        if result == "approved":
+            self.host_online = True
+            return self._finish(
+                record,
+                "approved",
+                Result.APPROVED,
+                host_ref=outcome.transaction_ref or "",
+                **fields,
+            )
+        if result == "offline_accepted":
+            return self._store_code_offline(record, outcome, fields)
+        if result == "use_card" and outcome.reason == "offline":
+            self.host_online = False
+        states: dict[str, tuple[str, Result]] = {
+            "declined": ("declined", Result.CODE_DECLINED),
+            "rejected": ("declined", Result.CODE_REJECTED),
+            "cancelled": ("cancelled", Result.CODE_CANCELLED),
+            "timed_out": ("cancelled", Result.CODE_TIMED_OUT),
+            "use_card": ("declined", Result.CODE_USE_CARD),
+        }
+        state, code_result = states[result]
+        return self._finish(record, state, code_result, outcome.reason, **fields)
+
+    def _store_code_offline(
+        self, record: TxnRecord, outcome: CodePaymentOutcome, fields: dict[str, Any]
+    ) -> TxnRecord:
+        """A consumer-presented code the parameters allow offline: its cryptogram goes to the
+        offline queue like a card's ARQC (store and forward). A wallet code carries no card
+        data the queue could forward, so it is refused: take a card."""
+        data = outcome.offline_data or {}
+        if data.get("kind") != "cpm" or not data.get("pan"):
+            return self._finish(record, "declined", Result.CODE_USE_CARD, "offline", **fields)
+        record = self._save(record, stage=Stage.STORING, **fields)
+        captured_at = self._unix()
+        signed, signature, key_id = self._signed_record(record, captured_at)
+        emv = {str(tag): str(value) for tag, value in dict(data.get("emv") or {}).items()}
+        payment = OfflinePayment(
+            transaction_id=record.id,
+            amount=record.amount,
+            currency=record.currency,
+            card=QueueCardData(
+                pan=str(data["pan"]),
+                pan_sequence=data.get("pan_sequence"),
+                expiry=data.get("expiry"),
+            ),
+            captured_at=captured_at,
+            emv=emv,
+            brand=record.brand or None,
+            aid=str(data.get("aid") or "") or None,
+            signed_record=signed,
+            signature=signature,
+            key_id=key_id or None,
+        )
+        decision = self.queue.admit(payment, card_approves_offline=True, now=captured_at)
+        if not decision.allowed:
+            return self._finish(record, "declined", Result.DECLINED_OFFLINE_LIMIT, decision.message)
+        return self._finish(
+            record, "approved_offline", Result.APPROVED_OFFLINE, offline_id=record.id
+        )
 
     def _card_fields(self, outcome: Outcome) -> dict[str, Any]:
         card = outcome.card_data
@@ -924,9 +1332,19 @@ class Checkout:
 
     def retry_reversals(self) -> int:
         """Send reversals the host has not acknowledged yet; returns how many remain."""
-        if self._acquirer is None:
-            return len(self.journal.pending_reversals())
         for key, _txn in self.journal.pending_reversals():
+            if key.startswith(QR_CANCEL_PREFIX):
+                if self._qr_client is None:
+                    continue
+                try:
+                    self._qr_client.cancel(key[len(QR_CANCEL_PREFIX) :], "no_answer")
+                except QrHostError as exc:
+                    log.info("code order cancel still pending: %s", type(exc).__name__)
+                    continue
+                self.journal.reversal_done(key)
+                continue
+            if self._acquirer is None:
+                continue
             try:
                 self._acquirer.reverse(original_idempotency_key=key, reason="lost_response")
             except AcquirerError as exc:
@@ -939,7 +1357,15 @@ class Checkout:
         """After a restart: finish what a crash interrupted, truthfully."""
         fixed = []
         for record in self.journal.unfinished():
-            if record.offline_id or self.queue.host_ref(record.id)[0]:
+            order_id = record.extra.get("qr_order_id")
+            if order_id and not record.offline_id:
+                # A code payment cut short: cancel its order (reversed if it was paid), so
+                # no money is kept for a sale the merchant never saw approved.
+                self.journal.add_pending_reversal(
+                    QR_CANCEL_PREFIX + str(order_id), record.id, _now_text(self._now())
+                )
+                fixed.append(self._finish(record, "cancelled", Result.CODE_CANCELLED, "cancelled"))
+            elif record.offline_id or self.queue.host_ref(record.id)[0]:
                 fixed.append(
                     self._finish(
                         record, "approved_offline", Result.APPROVED_OFFLINE, offline_id=record.id
@@ -962,6 +1388,8 @@ class Checkout:
         with self._state_lock:
             if self._current is not None and self._cancellable:
                 self._cancel.set()
+                if self._stop_wait is not None:
+                    self._stop_wait.set()
         if self._worker is not None:
             self._worker.join(timeout=10)
 

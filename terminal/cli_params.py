@@ -23,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     check.add_argument("file", nargs="?", help="parameter file (default: the embedded defaults)")
     check.set_defaults(handler=_check_command)
+    from .cli_service import add_params_update  # `params update`: provisioning's command
+
+    add_params_update(params_sub)
 
 
 def _check_command(args: argparse.Namespace) -> int:

@@ -59,6 +59,13 @@ def default_data_dir() -> Path:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="a provisioned terminal's configuration (terminal.toml): its data directory, "
+        "device secret and acquirer URL become the defaults",
+    )
+    common.add_argument(
         "--data-dir",
         type=Path,
         default=None,
@@ -117,6 +124,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "import`.",
     )
     export.add_argument("file", type=Path, help="backup file to create (must not exist)")
+    export.add_argument(
+        "--technician-pin-file",
+        help="on a provisioned terminal: file holding the technician PIN (else a prompt)",
+    )
     export.set_defaults(handler=_export_command)
 
     imp = qsub.add_parser(
@@ -138,8 +149,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sync.add_argument(
         "--host-url",
-        default=os.environ.get("PIPOS_ACQUIRER_URL", DEFAULT_HOST_URL),
-        help="acquirer URL (default: $PIPOS_ACQUIRER_URL or %(default)s)",
+        default=None,
+        help=f"acquirer URL (default: the configured one, $PIPOS_ACQUIRER_URL or "
+        f"{DEFAULT_HOST_URL})",
     )
     sync.add_argument("--batch-size", type=_positive_int, default=100, help="payments per batch")
     sync.add_argument(
@@ -178,8 +190,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _configured(args: argparse.Namespace) -> Any:
+    """The terminal configuration named by --config, if any (see terminal.config)."""
+    if getattr(args, "config", None) is None:
+        return None
+    from .config import load_config
+
+    return load_config(args.config)
+
+
 def _data_dir(args: argparse.Namespace) -> Path:
-    return Path(args.data_dir) if args.data_dir else default_data_dir()
+    if args.data_dir:
+        return Path(args.data_dir)
+    config = _configured(args)
+    return Path(config.data_dir) if config is not None else default_data_dir()
+
+
+def _host_url(args: argparse.Namespace) -> str:
+    if args.host_url:
+        return str(args.host_url)
+    config = _configured(args)
+    if config is not None:
+        return str(config.host_url)
+    return os.environ.get("PIPOS_ACQUIRER_URL", DEFAULT_HOST_URL)
 
 
 def _db_path(args: argparse.Namespace) -> Path:
@@ -201,8 +234,10 @@ def _open_keystore(args: argparse.Namespace) -> Keystore:
         raise QueueCommandError(
             f"no keystore in {data_dir} (use --data-dir to point at the terminal's data)"
         )
+    config = _configured(args)
     secret_path = args.secret_file or Path(
-        os.environ.get("PIPOS_DEVICE_SECRET_FILE") or data_dir / "device-secret"
+        os.environ.get("PIPOS_DEVICE_SECRET_FILE")
+        or (config.secret_file if config is not None else data_dir / "device-secret")
     )
     return Keystore.open(data_dir, secret_from_file(secret_path))
 
@@ -362,9 +397,25 @@ def _list_command(args: argparse.Namespace) -> int:
 # --- export / import -----------------------------------------------------------------------
 
 
+def _authorise_technician(args: argparse.Namespace, action: str) -> None:
+    """A provisioned terminal (one with a technician credential) lets its card data leave only
+    with the technician's PIN; the attempt is audited either way."""
+    from .audit import AuditLog
+    from .cli_service import technician_secret
+    from .config import AUDIT_FILE, TECHNICIAN_FILE
+    from .technician import TechnicianCredential
+
+    data_dir = _data_dir(args)
+    if not (data_dir / TECHNICIAN_FILE).exists():
+        return
+    credential = TechnicianCredential(data_dir / TECHNICIAN_FILE, AuditLog(data_dir / AUDIT_FILE))
+    credential.verify(technician_secret(args), action=action)
+
+
 def _export_command(args: argparse.Namespace) -> int:
     if Path(args.file).exists():
         raise QueueCommandError(f"{args.file}: already exists; choose another file name")
+    _authorise_technician(args, "queue_export")
     keystore = _open_keystore(args)
     passphrase = _passphrase(args, confirm=True)
     with _open_keyed(args, keystore, create=False) as queue:
@@ -440,7 +491,7 @@ def _sync_command(args: argparse.Namespace) -> int:
         ) from exc
     try:
         with (
-            AcquirerClient(args.host_url, keystore, sequence) as client,
+            AcquirerClient(_host_url(args), keystore, sequence) as client,
             _open_keyed(args, keystore, create=False) as queue,
         ):
             forwarder = Forwarder(

@@ -1,7 +1,8 @@
 """`pipos run` (the terminal with its API and checkout page) and `pipos demo` (a scripted tour).
 
 With no options, `pipos run` starts everything on embedded defaults: the simulated acquirer
-on 127.0.0.1, a simulated card field (cards are tapped from the page), a demo terminal that
+on 127.0.0.1, a simulated card field and code scanner (cards are tapped and phone codes
+scanned from the page's simulator panel), a demo terminal that
 enrols itself with the simulated acquirer, the local API and the checkout page; it prints the
 page's address, the register's API token and the merchant PIN.
 """
@@ -12,11 +13,14 @@ import argparse
 import os
 import secrets
 import socket
+import stat
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +28,13 @@ import uvicorn
 from fastapi import FastAPI
 
 from .api import ApiSettings, PinGuard, create_api
+from .audit import AuditLog
 from .currency import format_amount
+from .errors import ConfigurationError
+from .params import default_params
+from .qr_payment import QrPaymentParams
 from .runtime import TerminalRuntime, start_terminal
+from .sim_scanner import SimulatedPhone
 
 __all__ = ["ApiServer", "DemoStack", "register", "start_demo_stack"]
 
@@ -85,12 +94,14 @@ class DemoStack:
         host: Any,
         token: str,
         pin: str,
+        phone: SimulatedPhone | None = None,
     ) -> None:
         self.runtime = runtime
         self.api = api
         self.host = host
         self.token = token
         self.pin = pin
+        self.phone = phone
 
     @property
     def checkout(self) -> Any:
@@ -111,6 +122,7 @@ def start_demo_stack(
     port: int = 0,
     reader_url: str | None = None,
     printer_url: str | None = None,
+    scanner_url: str | None = None,
     token: str | None = None,
     pin: str = DEMO_PIN,
     secret: bytes = DEMO_SECRET,
@@ -118,6 +130,8 @@ def start_demo_stack(
     scrypt_n: int | None = None,
     pin_clock: Callable[[], float] = time.monotonic,
     background: bool = True,
+    confirm_delay: float = 3.0,
+    qr_poll_interval: float = 1.0,
 ) -> DemoStack:
     """Start the simulated acquirer (unless `host_url` is given), the terminal and its API."""
     directory = Path(state_dir)
@@ -143,6 +157,12 @@ def start_demo_stack(
         host_url=host_url,
         activation_code=activation_code,
         reader_url=reader_url,
+        scanner_url=scanner_url,
+        # The acquirer is on loopback here: poll code payments briskly.
+        qr_params=replace(
+            QrPaymentParams.from_terminal_params(default_params()),
+            poll_interval=qr_poll_interval,
+        ),
         client_options={
             "read_timeout": 10.0,
             "retries": 2,
@@ -152,21 +172,120 @@ def start_demo_stack(
         **kwargs,
     )
     token = token or secrets.token_urlsafe(24)
+    phone: SimulatedPhone | None = None
+    if runtime.scanner is not None and host_url.startswith(
+        ("http://127.0.0.1", "http://localhost")
+    ):
+        # The customer's simulated phone: its codes are registered with the simulated
+        # acquirer, so the page's simulator panel can pay with them.
+        phone = SimulatedPhone(host_url, runtime.scanner, confirm_delay=confirm_delay)
     settings = ApiSettings(
         tokens={token: "register-1"},
         pin_guard=PinGuard(pin, salt=secrets.token_bytes(16), clock=pin_clock),
         page_token=secrets.token_urlsafe(24),
         printer_url=printer_url,
         field=runtime.field,
+        scanner=runtime.scanner,
+        phone=phone,
+        audit=AuditLog(directory / "terminal" / "audit.log"),
     )
     api = ApiServer(create_api(runtime.checkout, settings), bind, port)
     api.start()
     if background:
         runtime.start_background()
-    return DemoStack(runtime, api, host, token, pin)
+    return DemoStack(runtime, api, host, token, pin, phone)
 
 
 # --- the commands --------------------------------------------------------------------------
+
+
+def _private_text(path: Path, what: str, fix: str) -> str:
+    """A one-line secret from a file only its owner can read (never from the command line,
+    where every user's `ps` would show it)."""
+    try:
+        info = path.stat()
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigurationError(f"{what} {path}: cannot read ({exc.strerror}); {fix}") from exc
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigurationError(f"{what} {path}: readable by group or others; chmod 600 it")
+    return text
+
+
+def _register_token(path: Path) -> tuple[str, bool]:
+    """The register's API token from `path`, created (mode 0600) on the first start."""
+    if path.exists():
+        return _private_text(path, "register token", "delete it to make a new one"), False
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return token, True
+
+
+def start_provisioned_stack(
+    config_path: Path,
+    *,
+    bind: str,
+    port: int,
+    printer_url: str | None,
+    pin_file: Path | None,
+    token_file: Path | None,
+    pin_clock: Callable[[], float] = time.monotonic,
+) -> tuple[DemoStack, Path, bool]:
+    """The terminal as `pipos provision` configured it: its keys, its verified parameters,
+    its acquirer, its reader and scanner. No simulator is started."""
+    from .config import load_config
+    from .keys import Keystore, secret_from_file
+    from .provision import load_installed_parameters, tls_from_config
+
+    config = load_config(config_path)
+    if not config.provisioned:
+        raise ConfigurationError(
+            f"{config_path}: the terminal is not provisioned; run pipos provision first"
+        )
+    secret = secret_from_file(config.secret_file)
+    keystore = Keystore.open(config.data_dir, secret)
+    if keystore.host_public_key is None or keystore.terminal_id is None:
+        raise ConfigurationError(f"{config.data_dir}: the keystore holds no enrolment")
+    installed = load_installed_parameters(
+        config.params_path,
+        host_public_key=keystore.host_public_key,
+        terminal_id=keystore.terminal_id,
+        serial=keystore.serial,
+        today=datetime.now(UTC).date(),
+    )
+    pin_path = pin_file or config.data_dir / "merchant-pin"
+    pin = _private_text(
+        pin_path,
+        "merchant PIN",
+        "write the merchant PIN (4-12 digits) to it with mode 0600, or pass --pin-file",
+    )
+    token_path = token_file or config.data_dir / "register-token"
+    token, created = _register_token(token_path)
+    runtime = start_terminal(
+        config.data_dir,
+        secret=secret,
+        host_url=config.host_url,
+        params=installed.params,
+        reader_url=config.reader_url or "pcsc:",
+        scanner_url=config.scanner_url or "",
+        qr_params=QrPaymentParams.from_terminal_params(installed.params),
+        client_options={"tls": tls_from_config(config)},
+    )
+    settings = ApiSettings(
+        tokens={token: "register-1"},
+        pin_guard=PinGuard(pin, salt=secrets.token_bytes(16), clock=pin_clock),
+        page_token=secrets.token_urlsafe(24),
+        printer_url=printer_url,
+        audit=AuditLog(config.audit_path),
+    )
+    api = ApiServer(create_api(runtime.checkout, settings), bind, port)
+    api.start()
+    runtime.start_background()
+    return DemoStack(runtime, api, None, token, pin), token_path, created
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -174,7 +293,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "run",
         help="run the terminal: API for the cash register and the checkout page",
         description="Start the terminal. With no options: simulated acquirer on 127.0.0.1, "
-        "simulated card reader (tap cards from the page), a demo terminal enrolled "
+        "simulated card reader and code scanner (tap cards and scan phone codes from the "
+        "page), a demo terminal enrolled "
         "automatically, the API and the checkout page on http://127.0.0.1:8700/.",
     )
     run.add_argument("--state-dir", help="terminal state (default: ~/.local/state/pipos/run)")
@@ -183,14 +303,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--acquirer", help="acquirer URL (default: start the simulated one)")
     run.add_argument("--activation-code", help="enrolment code for --acquirer")
     run.add_argument("--reader", help="card reader URL, e.g. pcsc: (default: simulated field)")
+    run.add_argument(
+        "--scanner",
+        help="code scanner URL, e.g. serial:/dev/ttyACM0?suffix=CR (default: simulated "
+        "scanner with the simulated reader; none with --reader)",
+    )
     run.add_argument("--printer", help="receipt printer: file:PATH, serial:DEV, usb:VID:PID")
     run.add_argument("--pin", default=DEMO_PIN, help="merchant PIN for refunds and voids")
     run.add_argument("--token", help="the register's API token (default: random, printed)")
+    run.add_argument(
+        "--config",
+        help="run the provisioned terminal of this configuration (pipos provision wrote it; "
+        "e.g. /etc/pipos/terminal.toml): its keys, parameters, acquirer and devices",
+    )
+    run.add_argument(
+        "--pin-file", help="with --config: the merchant PIN file (default DATA_DIR/merchant-pin)"
+    )
+    run.add_argument(
+        "--token-file",
+        help="with --config: the register token file (default DATA_DIR/register-token, made "
+        "on the first start)",
+    )
     run.set_defaults(handler=_run_command)
 
     demo = subparsers.add_parser(
         "demo",
-        help="a scripted tour: online sale, offline sale, sync, refund, totals",
+        help="a scripted tour: online sale, offline sale, sync, refund, QR sales, totals",
         description="Start a throw-away simulated acquirer and terminal, take payments with "
         "simulated cards through the local API, and print what happened.",
     )
@@ -198,6 +336,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    from .cli_service import install_sigterm_handler
+
+    install_sigterm_handler()  # systemctl stop: close the checkout as Ctrl-C does
+    if args.config:
+        stack, token_path, created = start_provisioned_stack(
+            Path(args.config),
+            bind=args.bind,
+            port=args.port,
+            printer_url=args.printer,
+            pin_file=Path(args.pin_file) if args.pin_file else None,
+            token_file=Path(args.token_file) if args.token_file else None,
+        )
+        print(f"pipos terminal {stack.checkout.terminal_id} is running")
+        print(f"  checkout page:  {stack.api.url}/")
+        print(f"  API (OpenAPI):  {stack.api.url}/docs")
+        if created:
+            print(f"  register token: {stack.token} (kept in {token_path})")
+        else:
+            print(f"  register token: in {token_path}")
+        return _serve_until_stopped(stack)
     state = Path(args.state_dir or Path.home() / ".local/state/pipos/run")
     stack = start_demo_stack(
         state,
@@ -205,6 +363,7 @@ def _run_command(args: argparse.Namespace) -> int:
         bind=args.bind,
         port=args.port,
         reader_url=args.reader,
+        scanner_url=args.scanner,
         printer_url=args.printer,
         token=args.token,
         pin=args.pin,
@@ -217,6 +376,12 @@ def _run_command(args: argparse.Namespace) -> int:
     print(f"  merchant PIN:   {stack.pin}")
     if stack.host is not None:
         print(f"  simulated acquirer: {stack.host.url}")
+    if stack.phone is not None:
+        print("  simulated phone and scanner: show codes from the page's simulator panel")
+    return _serve_until_stopped(stack)
+
+
+def _serve_until_stopped(stack: DemoStack) -> int:
     print("Press Ctrl-C to stop.", flush=True)
     try:
         while True:
@@ -232,7 +397,9 @@ def _demo_command(args: argparse.Namespace) -> int:
     import httpx
 
     with tempfile.TemporaryDirectory(prefix="pipos-demo-") as tmp:
-        stack = start_demo_stack(tmp, scrypt_n=2**12, background=False)
+        stack = start_demo_stack(
+            tmp, scrypt_n=2**12, background=False, confirm_delay=1.0, qr_poll_interval=0.25
+        )
         api = httpx.Client(
             base_url=stack.api.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
         )
@@ -287,7 +454,8 @@ def _demo_command(args: argparse.Namespace) -> int:
             say("\n5. A declined payment (the bank says: insufficient funds)")
             third = sale(1051, "visa")
             say(f"   {third['state']}: {third['message']['merchant']}")
-            say("\n6. End-of-day totals")
+            _qr_steps(stack, api, say)
+            say("\n7. End-of-day totals")
             for line in api.get("/api/v1/totals").json()["totals"]:
                 say(
                     f"   {line['brand']:<14} sales {line['sales_count']} "
@@ -307,6 +475,41 @@ def _demo_command(args: argparse.Namespace) -> int:
             api.close()
             stack.close()
     return 0
+
+
+def _qr_steps(stack: DemoStack, api: Any, say: Callable[[str], None]) -> None:
+    """Step 6 of the demo: the customer pays with a phone (scanned and shown codes)."""
+    checkout = stack.checkout
+
+    def code_sale(amount: int, code: str) -> dict[str, Any]:
+        txn = api.post("/api/v1/sales", json={"amount": amount, "currency": 978}).json()
+        shown = api.post("/api/v1/simulator/phone", json={"code": code})
+        if shown.status_code != 200:
+            raise RuntimeError(shown.text)
+        return dict(checkout.view(checkout.wait(txn["id"], timeout=60)))
+
+    say("\n6. Phone payments: QR codes")
+    say("   a) The customer shows an Alipay payment code; the scanner reads it (5.60 EUR)")
+    first = code_sale(560, "alipay")
+    say(f"   {first['state']}: {first['message']['merchant']}")
+    say(f"   paid with {first['brand']}, code {first['masked_pan']}")
+    say("   b) A WeChat Pay code; the customer confirms on the phone (7.20 EUR)")
+    second = code_sale(720, "confirm")
+    say(f"   {second['state']}: {second['message']['merchant']}")
+    say("   c) The customer shows a screenshot of that code again")
+    third = code_sale(720, "reused")
+    say(f"   {third['state']}: {third['message']['merchant']}")
+    say("   d) The terminal shows its own code (EMVCo merchant-presented); the phone pays it")
+    txn = api.post(
+        "/api/v1/sales", json={"amount": 990, "currency": 978, "method": "merchant_qr"}
+    ).json()
+    payload = checkout.merchant_qr_payload(checkout.get(txn["id"]))
+    say(f"   code on the screen: {payload}")
+    paid = api.post("/api/v1/simulator/pay-merchant-qr", json={"transaction_id": txn["id"]})
+    if paid.status_code != 200:
+        raise RuntimeError(paid.text)
+    fourth = dict(checkout.view(checkout.wait(txn["id"], timeout=60)))
+    say(f"   {fourth['state']}: {fourth['message']['merchant']}")
 
 
 def _host_down(stack: DemoStack) -> None:

@@ -14,7 +14,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
-__all__ = ["LANGUAGES", "Message", "Result", "message_for", "progress_text"]
+__all__ = ["CODE_RESULTS", "LANGUAGES", "Message", "Result", "message_for", "progress_text"]
 
 LANGUAGES: Final = ("en", "zh")
 
@@ -41,6 +41,13 @@ class Result(StrEnum):
     VOID_APPROVED = "void_approved"
     VOID_DECLINED = "void_declined"
     REFUND_PENDING = "refund_pending"  # host unreachable, refund waits for the network
+    # Scanned and merchant-presented codes (terminal.qr_payment); the reason is a code reason
+    # key (terminal.qr_payment.MESSAGES) with its own text below.
+    CODE_DECLINED = "code_declined"  # the wallet or the issuer said no
+    CODE_REJECTED = "code_rejected"  # unreadable, expired, reused, not a payment code
+    CODE_CANCELLED = "code_cancelled"  # the merchant cancelled; the order is cancelled
+    CODE_TIMED_OUT = "code_timed_out"  # nobody confirmed or paid in time; order cancelled
+    CODE_USE_CARD = "code_use_card"  # no connection: codes need one, take a card
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +107,23 @@ _TEXT: Final[Mapping[str, Mapping[Result, tuple[str, str]]]] = MappingProxyType(
                 "Network down - refund saved, will be sent automatically",
                 "Refund accepted",
             ),
+            Result.CODE_DECLINED: ("Code payment declined{reason}", "Declined"),
+            Result.CODE_REJECTED: (
+                "The code cannot be used{reason}",
+                "Please refresh the payment code",
+            ),
+            Result.CODE_CANCELLED: (
+                "Payment cancelled. Nothing was charged.",
+                "Cancelled - nothing was charged",
+            ),
+            Result.CODE_TIMED_OUT: (
+                "Not confirmed in time. Payment cancelled, nothing charged.",
+                "Timed out - nothing was charged",
+            ),
+            Result.CODE_USE_CARD: (
+                "No connection to the acquirer: codes need one. Please take a card instead.",
+                "Please pay by card",
+            ),
         },
         "zh": {
             Result.APPROVED: ("交易成功 {amount}", "支付成功，谢谢"),
@@ -145,6 +169,101 @@ _TEXT: Final[Mapping[str, Mapping[Result, tuple[str, str]]]] = MappingProxyType(
                 "网络中断 - 退款已保存，联网后将自动上送",
                 "退款已受理",
             ),
+            Result.CODE_DECLINED: ("扫码支付被拒绝{reason}", "支付被拒绝"),
+            Result.CODE_REJECTED: ("付款码无法使用{reason}", "请刷新付款码"),
+            Result.CODE_CANCELLED: ("支付已取消，未扣款", "已取消，未扣款"),
+            Result.CODE_TIMED_OUT: ("顾客未及时确认，支付已取消，未扣款", "已超时，未扣款"),
+            Result.CODE_USE_CARD: ("无法连接收单机构，扫码支付需联网，请改用银行卡", "请刷卡支付"),
+        },
+    }
+)
+
+#: Results of code payments: their `reason` is a key of _CODE_TEXT when it has its own text.
+CODE_RESULTS: Final = frozenset(
+    {
+        Result.CODE_DECLINED,
+        Result.CODE_REJECTED,
+        Result.CODE_CANCELLED,
+        Result.CODE_TIMED_OUT,
+        Result.CODE_USE_CARD,
+    }
+)
+
+# (merchant, customer) per code reason (terminal.qr_payment reasons), per language.
+_CODE_TEXT: Final[Mapping[str, Mapping[str, tuple[str, str]]]] = MappingProxyType(
+    {
+        "en": {
+            "corrupt": (
+                "The code could not be read: it is damaged. Ask the customer to refresh it.",
+                "Code damaged - please refresh it",
+            ),
+            "truncated": (
+                "The code is incomplete. Ask the customer to scan it again.",
+                "Please scan the code again",
+            ),
+            "unsupported": (
+                "This kind of code is not accepted here. Please take a card.",
+                "This code is not accepted - please pay by card",
+            ),
+            "merchant_code": (
+                "That is a shop's code, not a payment code. Ask for the wallet's pay code.",
+                "Please show your wallet's payment code",
+            ),
+            "expired": (
+                "The code has expired. Ask the customer to refresh it.",
+                "Code expired - please refresh it",
+            ),
+            "reused": (
+                "The code was already used. Ask the customer to refresh it.",
+                "Code already used - please refresh it",
+            ),
+            "unknown_code": (
+                "The wallet does not know this code. Ask the customer to refresh it.",
+                "Please refresh the payment code",
+            ),
+            "insufficient_funds": (
+                "Declined: insufficient funds in the wallet.",
+                "Declined - insufficient funds",
+            ),
+            "user_declined": (
+                "The customer declined the payment on their phone.",
+                "Payment declined on the phone",
+            ),
+            "declined": ("Declined by the wallet or card issuer.", "Declined"),
+            "cryptogram": (
+                "Declined: the code's security check failed.",
+                "Declined - please refresh the code",
+            ),
+            "offline": (
+                "No connection to the acquirer: codes need one. Please take a card instead.",
+                "Please pay by card",
+            ),
+            "cancelled": ("Payment cancelled. Nothing was charged.", "Cancelled - nothing charged"),
+            "timeout": (
+                "The customer did not confirm in time. Payment cancelled, nothing charged.",
+                "Timed out - nothing charged",
+            ),
+            "host_refused": (
+                "The acquirer refused the request. Please take a card.",
+                "Please pay by card",
+            ),
+        },
+        "zh": {
+            "corrupt": ("付款码已损坏，无法识别，请顾客刷新付款码", "付款码损坏，请刷新"),
+            "truncated": ("付款码不完整，请顾客重新扫码", "请重新扫码"),
+            "unsupported": ("不支持此类付款码，请改用银行卡", "不支持此付款码，请刷卡"),
+            "merchant_code": ("这是商户收款码，不是付款码，请顾客出示付款码", "请出示付款码"),
+            "expired": ("付款码已过期，请顾客刷新", "付款码已过期，请刷新"),
+            "reused": ("付款码已使用过，请顾客刷新", "付款码已使用，请刷新"),
+            "unknown_code": ("钱包无法识别此付款码，请顾客刷新", "请刷新付款码"),
+            "insufficient_funds": ("交易被拒绝：钱包余额不足", "余额不足"),
+            "user_declined": ("顾客在手机上拒绝了支付", "已在手机上拒绝支付"),
+            "declined": ("钱包或发卡行拒绝交易", "交易被拒绝"),
+            "cryptogram": ("交易被拒绝：付款码安全校验失败", "交易被拒绝，请刷新付款码"),
+            "offline": ("无法连接收单机构，扫码支付需联网，请改用银行卡", "请刷卡支付"),
+            "cancelled": ("支付已取消，未扣款", "已取消，未扣款"),
+            "timeout": ("顾客未及时确认，支付已取消，未扣款", "已超时，未扣款"),
+            "host_refused": ("收单机构拒绝了请求，请改用银行卡", "请刷卡支付"),
         },
     }
 )
@@ -157,6 +276,9 @@ _PROGRESS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "authorising": "Authorising",
             "storing": "Saving",
             "reversing": "No answer from the bank - reversing",
+            "reading_code": "Code scanned - sending it to the wallet",
+            "waiting_for_confirmation": "Waiting for the customer to confirm on the phone",
+            "waiting_for_payment": "Scan this code with your phone to pay",
             "done": "Done",
         },
         "zh": {
@@ -165,6 +287,9 @@ _PROGRESS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "authorising": "正在授权",
             "storing": "正在保存",
             "reversing": "银行无应答 - 正在冲正",
+            "reading_code": "已扫码 - 正在提交",
+            "waiting_for_confirmation": "等待顾客在手机上确认",
+            "waiting_for_payment": "请用手机扫描此码付款",
             "done": "完成",
         },
     }
@@ -181,7 +306,11 @@ def message_for(result: Result, language: str, *, amount: str = "", reason: str 
     `reason` (technical, e.g. "offline limit reached: 250.00 EUR stored of 250.00 EUR") is
     appended to the merchant's text only; the customer never sees it.
     """
-    merchant, customer = _TEXT[_language(language)][result]
+    lang = _language(language)
+    if result in CODE_RESULTS and reason in _CODE_TEXT[lang]:
+        merchant, customer = _CODE_TEXT[lang][reason]
+        return Message(merchant=merchant, customer=customer)
+    merchant, customer = _TEXT[lang][result]
     suffix = f" ({reason})" if reason else ""
     return Message(
         merchant=merchant.format(amount=amount, reason=suffix).strip(),

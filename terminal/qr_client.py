@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from .acquirer import AcquirerClient, AcquirerError, HostRejectedError
 from .errors import TerminalError
 from .signing import Signer, SigningError, sign_request, verify_response
 
@@ -122,6 +123,29 @@ class HttpSignedTransport:
                 f"acquirer answered {response.status_code} without JSON"
             ) from exc
         return response.status_code, data
+
+
+class AcquirerTransport:
+    """The acquirer client's own signed connection as a :class:`SignedTransport`: code
+    payments then share the terminal's single sequence counter and pinned host key."""
+
+    def __init__(self, client: AcquirerClient) -> None:
+        self._client = client
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> tuple[int, Any]:
+        try:
+            return self._client.signed_request(method, path, body, idempotency_key=idempotency_key)
+        except HostRejectedError as exc:
+            return exc.status, {"error": {"code": exc.code, "message": exc.message}}
+        except AcquirerError as exc:  # unreachable, no usable answer: it may have arrived
+            raise QrHostUnavailableError(str(exc)) from exc
 
 
 @dataclass(frozen=True, slots=True)

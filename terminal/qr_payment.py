@@ -132,6 +132,8 @@ def _from_status(
     status: OrderStatus, base: dict[str, Any], *, timed_out: bool = False
 ) -> CodePaymentOutcome:
     base = {**base, "transaction_ref": status.transaction_ref}
+    if base.get("scheme") is None and status.scheme:
+        base["scheme"] = status.scheme  # merchant-presented: the wallet that paid
     if status.status == "paid":
         return CodePaymentOutcome("approved", "paid", **base)
     if status.status in ("cancelled", "reversed"):
@@ -162,8 +164,13 @@ def run_code_payment(
     order_id: str,
     online: bool = True,
     cancel_requested: Callable[[], bool] | None = None,
+    on_sent: Callable[[OrderStatus], None] | None = None,
 ) -> CodePaymentOutcome:
-    """Pay `amount` (minor units of ISO 4217 `currency`) with the scanned `code`."""
+    """Pay `amount` (minor units of ISO 4217 `currency`) with the scanned `code`.
+
+    `on_sent` is called once with the host's first answer (e.g. ``pending_confirmation``, so
+    the screen can say the customer must confirm on the phone).
+    """
     base: dict[str, Any] = {"amount": amount, "currency": currency}
     try:
         scanned = classify(code, params.wallet_table)
@@ -189,7 +196,15 @@ def run_code_payment(
             # Without a cryptogram the code is a bare card number: not a payment credential.
             return CodePaymentOutcome("rejected", "corrupt", **base)
         aid = cpm.applications[0].aid.hex().upper()
-        offline_data: dict[str, Any] = {"kind": "cpm", "aid": aid, "emv": emv}
+        offline_data: dict[str, Any] = {
+            "kind": "cpm",
+            "aid": aid,
+            "emv": emv,
+            "pan": account.pan,
+            "pan_sequence": account.pan_sequence,
+            "expiry": account.expiry,
+            "label": cpm.applications[0].label,
+        }
 
         def send() -> OrderStatus:
             return client.pay_with_consumer_code(
@@ -234,7 +249,25 @@ def run_code_payment(
         return CodePaymentOutcome("use_card", "offline", cancel_pending=pending, **base)
     except QrHostRejectedError:
         return CodePaymentOutcome("rejected", "host_refused", **base)
+    if on_sent is not None:
+        on_sent(status)
+    return _poll_until_final(client, params, clock, sleep, status, base, cancel_requested)
 
+
+def _poll_until_final(
+    client: QrClient,
+    params: QrPaymentParams,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    status: OrderStatus,
+    base: dict[str, Any],
+    cancel_requested: Callable[[], bool] | None,
+    *,
+    timeout: float | None = None,
+) -> CodePaymentOutcome:
+    """Poll the order until it is final; cancel it on the merchant's word or the timeout."""
+    order_id = str(base["order_id"])
+    limit = params.confirm_timeout if timeout is None else timeout
     start = clock()
     while not status.final:
         if cancel_requested is not None and cancel_requested():
@@ -242,7 +275,7 @@ def run_code_payment(
             if final is not None and final.status == "paid":
                 return _from_status(final, base)
             return CodePaymentOutcome("cancelled", "cancelled", cancel_pending=pending, **base)
-        if clock() - start >= params.confirm_timeout:
+        if clock() - start >= limit:
             final, pending = _cancel(client, order_id, "confirmation_timeout")
             if final is not None and final.status == "paid":
                 return _from_status(final, base)
@@ -256,3 +289,43 @@ def run_code_payment(
             final, pending = _cancel(client, order_id, "status_unknown")
             return CodePaymentOutcome("use_card", "host_refused", cancel_pending=pending, **base)
     return _from_status(status, base)
+
+
+def run_merchant_order(
+    amount: int,
+    currency: int,
+    client: QrClient,
+    params: QrPaymentParams,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    *,
+    order_id: str,
+    timeout: float,
+    cancel_requested: Callable[[], bool] | None = None,
+    on_created: Callable[[OrderStatus], None] | None = None,
+) -> CodePaymentOutcome:
+    """Merchant-presented (EMVCo MPM): open order `order_id` with the acquirer, then wait for
+    the wallet provider's payment notification by polling the order; cancel it when the
+    merchant cancels or nobody pays within `timeout` seconds, so a late scan cannot charge.
+
+    The caller shows the dynamic code (with `order_id` as its reference label, MPM 62/05)
+    from `on_created` on; the phone pays against that reference.
+    """
+    base: dict[str, Any] = {
+        "amount": amount,
+        "currency": currency,
+        "kind": "mpm",
+        "order_id": order_id,
+    }
+    try:
+        status = client.create_merchant_order(order_id, amount, currency)
+    except QrHostUnavailableError:
+        _, pending = _cancel(client, order_id, "no_answer")
+        return CodePaymentOutcome("use_card", "offline", cancel_pending=pending, **base)
+    except QrHostRejectedError:
+        return CodePaymentOutcome("rejected", "host_refused", **base)
+    if on_created is not None:
+        on_created(status)
+    return _poll_until_final(
+        client, params, clock, sleep, status, base, cancel_requested, timeout=timeout
+    )

@@ -30,6 +30,14 @@ Copy = Literal["merchant", "customer"]
 WIDTH: Final = 32  # characters on a 58 mm thermal printer in font A
 
 _TITLES: Final = {"sale": "SALE", "refund": "REFUND", "void": "VOID"}
+#: Entry modes as printed; code payments name the way the code was presented.
+_ENTRY: Final = {
+    "contactless": "CONTACTLESS",
+    "qr": "QR CODE",
+    "qr_consumer": "QR CODE (CUSTOMER)",
+    "qr_wallet": "WALLET CODE",
+    "qr_merchant": "QR CODE (MERCHANT)",
+}
 _CVM: Final = {
     "no_cvm": "NO CARDHOLDER VERIFICATION",
     "cdcvm": "CARDHOLDER VERIFIED BY DEVICE",
@@ -115,13 +123,18 @@ def build_receipt(
         ("TIME", when.strftime("%H:%M:%S")),
         ("TXN", record.id),
     ]
+    by_code = record.entry_mode.startswith("qr")
+    if by_code:
+        # Code payments: say so, and show the wallet code or the account masked like a PAN.
+        lines.append(("PAYMENT", "QR / WALLET"))
     if record.masked_pan:
-        lines.append(("CARD", _pan_for(copy, record.masked_pan)))
+        label = "CODE" if record.entry_mode == "qr_wallet" else "CARD"
+        lines.append((label, _pan_for(copy, record.masked_pan)))
     if record.brand:
         lines.append(("APP", record.brand))
     if record.aid:
         lines.append(("AID", record.aid))
-    lines.append(("ENTRY", record.entry_mode.upper()))
+    lines.append(("ENTRY", _ENTRY.get(record.entry_mode, record.entry_mode.upper())))
     if approved:
         if record.kind == "sale" and record.state == "approved_offline":
             lines.append(("AUTH CODE", "OFFLINE"))
@@ -135,6 +148,9 @@ def build_receipt(
         lines.append(("TVR", record.tvr))
     if record.host_ref:
         lines.append(("REF", record.host_ref))
+    order_id = record.extra.get("qr_order_id") if by_code else None
+    if order_id:
+        lines.append(("ORDER", str(order_id)))
     if record.original_id:
         lines.append(("ORIGINAL", record.original_id))
     amount = format_amount(record.amount, record.currency)

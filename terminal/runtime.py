@@ -7,6 +7,7 @@ run the same assembly the merchant's terminal runs.
 from __future__ import annotations
 
 import os
+import random as _random
 import secrets
 import threading
 from collections.abc import Callable
@@ -16,17 +17,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from drivers.scanner import open_scanner
 from drivers.url import open_reader
-from offline_queue.forwarder import Forwarder
+from offline_queue.forwarder import Backoff, Forwarder
 from offline_queue.store import OfflineQueue
 
 from .acquirer import AcquirerClient
-from .checkout import Checkout, ReaderFactory
+from .checkout import Checkout, ReaderFactory, ScannerFactory
 from .keys import DEFAULT_SCRYPT_N, Keystore, SequenceCounter
 from .params import TerminalParams, default_params
+from .qr_client import AcquirerTransport, QrClient
+from .qr_payment import QrPaymentParams
 from .queue_port import QueuePort
 from .queue_uplink import QUEUE_KEY_PURPOSE, AcquirerUplink, limits_from_params
 from .sim_field import SimulatedField
+from .sim_scanner import SimulatedScanner
 from .transactions import Journal
 
 __all__ = ["TerminalRuntime", "start_terminal"]
@@ -42,16 +47,39 @@ class TerminalRuntime:
     journal: Journal
     field: SimulatedField | None
     state_dir: Path
+    scanner: SimulatedScanner | None = None  # the simulated scanner, when no scanner_url
     _stop: threading.Event = dc_field(default_factory=threading.Event)
     _background: threading.Thread | None = None
 
-    def start_background(self, interval: float = 15.0) -> None:
-        """Forward the offline queue and retry pending reversals every `interval` seconds."""
+    def start_background(
+        self,
+        interval: float = 15.0,
+        *,
+        max_backoff: float | None = None,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        """Forward the offline queue and retry pending reversals every `interval` seconds.
+
+        While uploads keep failing the wait grows with full jitter (offline_queue.Backoff,
+        capped at `max_backoff`, default 20 intervals), so a fleet coming back after an
+        outage spreads its retries instead of hitting the host in step.
+        """
+        backoff = Backoff(base=interval, cap=max_backoff or interval * 20)
 
         def loop() -> None:
-            while not self._stop.wait(interval):
+            failures = 0
+            wait = interval
+            while not self._stop.wait(wait):
+                wait = interval
                 if self.checkout.queue_summary().count:
-                    self.checkout.sync_offline()
+                    result = self.checkout.sync_offline()
+                    if result.get("remaining") and (
+                        result.get("upload_errors") or result.get("error")
+                    ):
+                        failures += 1
+                        wait = backoff.delay(failures, random)
+                    else:
+                        failures = 0
                 if self.checkout.journal.pending_reversals():
                     self.checkout.retry_reversals()
 
@@ -83,10 +111,15 @@ def start_terminal(
     scrypt_n: int = DEFAULT_SCRYPT_N,
     card_timeout: float = 120.0,
     client_options: dict[str, Any] | None = None,
+    scanner_url: str | None = None,
+    qr_params: QrPaymentParams | None = None,
 ) -> TerminalRuntime:
     """Open (or create) the terminal in `state_dir` and enrol it when it is not yet enrolled.
 
     `reader_url` None: a :class:`SimulatedField` (cards presented through the page or API).
+    `scanner_url` (e.g. ``serial:/dev/ttyACM0?suffix=CR``): the code scanner; None gives a
+    :class:`SimulatedScanner` on a simulated terminal (no `reader_url`) and no scanner on a
+    terminal with a real reader; "" turns the scanner off.
     """
     directory = Path(state_dir)
     params = params or default_params()
@@ -121,6 +154,17 @@ def start_terminal(
     else:
         url = reader_url
         reader_factory = lambda: open_reader(url)  # noqa: E731
+    sim_scanner: SimulatedScanner | None = None
+    scanner_factory: ScannerFactory | None = None
+    if scanner_url:
+        scanner_address = scanner_url
+        scanner_factory = lambda: open_scanner(scanner_address)  # noqa: E731
+    elif scanner_url is None and reader_url is None:
+        sim_scanner = SimulatedScanner()
+        scanner_factory = sim_scanner.scanner
+    # Code payments go over the acquirer client's own signed connection: one sequence
+    # counter for every request this terminal makes.
+    qr_client = QrClient(AcquirerTransport(client)) if client is not None else None
     checkout = Checkout(
         params=params,
         journal=journal,
@@ -132,6 +176,9 @@ def start_terminal(
         random_bytes=random_bytes,
         card_timeout=card_timeout,
         terminal_id=keystore.terminal_id or "",
+        scanner_factory=scanner_factory,
+        qr_client=qr_client,
+        qr_params=qr_params,
     )
     checkout.recover()
     return TerminalRuntime(
@@ -143,4 +190,5 @@ def start_terminal(
         journal=journal,
         field=sim_field,
         state_dir=directory,
+        scanner=sim_scanner,
     )

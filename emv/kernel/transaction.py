@@ -175,6 +175,10 @@ def _bcd(value: int, length: int) -> bytes:
     return bytes.fromhex(f"{value:0{length * 2}d}")
 
 
+#: The most records one transaction reads (see _parse_afl).
+MAX_AFL_RECORDS = 64
+
+
 def _parse_afl(afl: bytes) -> list[tuple[int, int]]:
     """Book 3 §10.2: (SFI, record) pairs in AFL order; a malformed AFL is a card fault."""
     if not afl or len(afl) % 4:
@@ -193,6 +197,21 @@ def _parse_afl(afl: bytes) -> list[tuple[int, int]]:
                 f"AFL entry {afl[i : i + 4].hex().upper()} is invalid (Book 3 §10.2)",
             )
         out.extend((sfi, number) for number in range(first, last + 1))
+    if len(set(out)) != len(out):
+        raise _CardFault(
+            OutcomeKind.END_APPLICATION,
+            Reasons.READ_ERROR,
+            "AFL names a record more than once (Book 3 §10.2)",
+        )
+    if len(out) > MAX_AFL_RECORDS:
+        # Not a spec limit but a robustness one: a well-formed AFL may name 30 x 254
+        # records, which a hostile card could use to hold the customer at the reader for
+        # minutes. Real cards list a handful.
+        raise _CardFault(
+            OutcomeKind.END_APPLICATION,
+            Reasons.READ_ERROR,
+            f"AFL names {len(out)} records; at most {MAX_AFL_RECORDS} are read",
+        )
     return out
 
 

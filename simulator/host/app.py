@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from .decisions import CryptogramVerifier
@@ -115,12 +116,20 @@ class ActivationCodeBody(_Body):
     code: str | None = Field(default=None, pattern=_ID)
 
 
+# Rules name cards by PAN and amounts in minor units: digits and 64-bit integers only, so a
+# bad rule is a 422 rather than a crash in the card-token hash or in SQLite.
+_Pan = Annotated[str, Field(pattern=r"^[0-9]{8,19}$")]
+_Minor = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
 class RulesBody(_Body):
     insufficient_funds_suffix: int | None = Field(default=51, ge=0, le=99)
-    decline_amounts: dict[str, str] = Field(default_factory=dict)
-    card_limits: dict[str, int] = Field(default_factory=dict, description="PAN -> limit")
-    default_card_limit: int | None = None
-    blocked_cards: list[str] = Field(default_factory=list, description="PANs")
+    decline_amounts: dict[Annotated[str, Field(pattern=r"^[0-9]{1,12}$")], str] = Field(
+        default_factory=dict, description="amount in minor units -> response code"
+    )
+    card_limits: dict[_Pan, _Minor] = Field(default_factory=dict, description="PAN -> limit")
+    default_card_limit: _Minor | None = None
+    blocked_cards: list[_Pan] = Field(default_factory=list, description="PANs")
     require_arqc: bool = False
 
 
@@ -232,6 +241,17 @@ def create_app(
     @app.exception_handler(HostError)
     async def _host_error(request: Request, exc: HostError) -> Response:
         return reject(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI's own refusals (a body it cannot parse, an unknown path or method) in the
+        # protocol's error shape, signed like every other answer.
+        code = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        response = reject(request, HostError(exc.status_code, code, str(exc.detail)))
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

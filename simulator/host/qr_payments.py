@@ -38,6 +38,7 @@ from .service import AcquirerHost, Caller, HostError, dumps
 
 _ID: Final = r"^[A-Za-z0-9._:~-]{1,25}$"
 _MAX_AMOUNT: Final = 10**12 - 1
+_MAX_INT64: Final = 2**63 - 1
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS qr_wallet_codes (
@@ -115,11 +116,12 @@ class NotifyBody(_Body):
 class WalletCodeBody(_Body):
     code: str = Field(pattern=r"^[0-9]{16,24}$")
     scheme: str = Field(max_length=32)
-    issued_at: int
-    expires_at: int
+    # SQLite stores 64-bit integers: anything larger is a 422, never a crash.
+    issued_at: int = Field(ge=0, le=_MAX_INT64)
+    expires_at: int = Field(ge=0, le=_MAX_INT64)
     confirm_delay: float | None = Field(default=None, ge=0, le=3600)
     confirm_outcome: Literal["paid", "declined", "never"] = "paid"
-    balance: int | None = Field(default=None, ge=0)
+    balance: int | None = Field(default=None, ge=0, le=_MAX_INT64)
 
 
 # --- state ----------------------------------------------------------------------------------

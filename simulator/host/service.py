@@ -749,6 +749,22 @@ class AcquirerHost:
                 "SELECT ref, status FROM transactions WHERE terminal_id = ? AND offline_id = ?",
                 (caller.terminal_id, offline_id),
             ).fetchone()
+            if existing is None:
+                # A payment moved to a replacement unit (queue export/import) arrives under the
+                # new unit's terminal id; if the old unit sent it before it died, it is the same
+                # payment: same merchant, offline id (random), amount, currency and card.
+                existing = conn.execute(
+                    "SELECT ref, status FROM transactions WHERE offline_id = ? "
+                    "AND merchant_id = ? AND kind = 'offline_sale' AND amount = ? "
+                    "AND currency = ? AND card_token = ?",
+                    (
+                        offline_id,
+                        caller.merchant_id,
+                        int(item["amount"]),
+                        int(item["currency"]),
+                        self.store.card_token(str(item["pan"])),
+                    ),
+                ).fetchone()
             if existing is not None:
                 # Per-item deduplication: a batch re-sent after a partial failure is safe.
                 results.append(

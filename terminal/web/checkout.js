@@ -4,6 +4,7 @@
 
 const TOKEN = document.querySelector('meta[name="pipos-token"]').content;
 const SIMULATOR = document.querySelector('meta[name="pipos-simulator"]').content === "true";
+const SIM_PHONE = document.querySelector('meta[name="pipos-sim-phone"]').content === "true";
 const $ = (id) => document.getElementById(id);
 
 let status = { currency: 978, currency_alpha: "EUR", currency_exponent: 2, queue: { count: 0 } };
@@ -11,6 +12,7 @@ let digits = "";          // what the keypad typed, as minor units
 let current = null;       // the transaction on screen
 let receiptCopy = "customer";
 let refundTarget = null;
+let shownCode = null;     // the sale whose merchant-presented code is on screen
 
 async function api(method, path, body) {
   const options = { method, headers: { Authorization: "Bearer " + TOKEN } };
@@ -70,6 +72,8 @@ function renderAmount() {
   const minor = digits ? Number.parseInt(digits, 10) : 0;
   $("amount-display").textContent = formatMinor(minor, status.currency_exponent);
   $("currency-label").textContent = status.currency_alpha;
+  const codes = status.codes || {};
+  $("charge-qr").classList.toggle("hidden", !codes.merchant_presented);
 }
 
 function renderBanner() {
@@ -103,11 +107,20 @@ function renderTransaction(txn) {
   if (!txn.state || txn.state === "in_progress") {
     $("wait-amount").textContent = txn.amount_text;
     $("prompt").textContent = txn.prompt || "Tap card or scan code";
-    $("cancel").disabled = txn.stage !== "waiting_for_card";
-    $("sim-cards").classList.toggle("hidden", !SIMULATOR || txn.stage !== "waiting_for_card");
+    $("cancel").disabled = !txn.cancellable;
+    const waiting = txn.stage === "waiting_for_card";
+    $("sim-cards").classList.toggle("hidden", !SIMULATOR || !waiting);
+    $("sim-phone").classList.toggle("hidden", !SIM_PHONE || !waiting);
+    $("sim-mpm").classList.toggle("hidden", !SIM_PHONE || !txn.qr_svg);
+    $("spinner").classList.toggle("hidden", Boolean(txn.qr_svg));
+    if (txn.stage !== "waiting_for_card") $("scan-note").textContent = "";
+    showMerchantCode(txn);
     show("wait");
     return;
   }
+  $("mpm").classList.add("hidden");
+  $("mpm").textContent = "";
+  shownCode = null;
   const ok = txn.state === "approved" || txn.state === "approved_offline";
   $("result-icon").textContent = ok ? "\u2714" : "\u2716";
   $("result-title").textContent = ok
@@ -118,6 +131,20 @@ function renderTransaction(txn) {
   $("result-customer").textContent = txn.message ? txn.message.customer : "";
   $("show-receipt").classList.toggle("hidden", txn.state === "cancelled");
   show("result");
+}
+
+async function showMerchantCode(txn) {
+  const box = $("mpm");
+  if (!txn.qr_svg) { box.classList.add("hidden"); box.textContent = ""; shownCode = null; return; }
+  if (shownCode === txn.id) return;
+  shownCode = txn.id;
+  try {
+    const svg = await api("GET", txn.qr_svg);
+    // An SVG the terminal rendered itself (segno) from its own payload.
+    if (shownCode === txn.id) { box.innerHTML = svg; box.classList.remove("hidden"); }
+  } catch (error) {
+    $("prompt").textContent = error.message;
+  }
 }
 
 // --- sale --------------------------------------------------------------------------------
@@ -132,6 +159,7 @@ $("keypad").addEventListener("click", (event) => {
 
 $("charge").addEventListener("click", async () => {
   $("sale-error").textContent = "";
+  $("scan-note").textContent = "";
   const minor = digits ? Number.parseInt(digits, 10) : 0;
   if (minor <= 0) { $("sale-error").textContent = "Enter an amount first"; return; }
   try {
@@ -142,6 +170,35 @@ $("charge").addEventListener("click", async () => {
   } catch (error) {
     $("sale-error").textContent = error.message;
   }
+});
+
+$("charge-qr").addEventListener("click", async () => {
+  $("sale-error").textContent = "";
+  $("scan-note").textContent = "";
+  const minor = digits ? Number.parseInt(digits, 10) : 0;
+  if (minor <= 0) { $("sale-error").textContent = "Enter an amount first"; return; }
+  try {
+    const txn = await api("POST", "/api/v1/sales",
+      { amount: minor, currency: status.currency, method: "merchant_qr" });
+    digits = "";
+    renderAmount();
+    renderTransaction(txn);
+  } catch (error) {
+    $("sale-error").textContent = error.message;
+  }
+});
+
+$("sim-phone").addEventListener("click", async (event) => {
+  const code = event.target.dataset && event.target.dataset.phone;
+  if (!code) return;
+  try { await api("POST", "/api/v1/simulator/phone", { code }); }
+  catch (error) { $("scan-note").textContent = error.message; }
+});
+
+$("sim-pay-mpm").addEventListener("click", async () => {
+  if (!current) return;
+  try { await api("POST", "/api/v1/simulator/pay-merchant-qr", { transaction_id: current.id }); }
+  catch (error) { $("scan-note").textContent = error.message; }
 });
 
 $("cancel").addEventListener("click", async () => {
@@ -305,6 +362,10 @@ function connect() {
     if (current && txn.id === current.id && txn.kind === "sale") renderTransaction(txn);
     else if (txn.kind === "sale" && txn.state === "in_progress" &&
              (!current || current.state !== "in_progress")) renderTransaction(txn);
+  });
+  source.addEventListener("scan_rejected", (event) => {
+    const note = JSON.parse(event.data);
+    if (current && note.id === current.id) $("scan-note").textContent = note.reason;
   });
   source.onopen = () => { document.body.dataset.live = "true"; };
 }

@@ -1,0 +1,291 @@
+"""The technician's commands: `pipos provision`, `pipos doctor`, `pipos params update`,
+`pipos keys rotate`, `pipos unit export|import` (replacing a unit without losing a payment).
+
+The configuration file is `--config` (default $PIPOS_CONFIG, else /etc/pipos/terminal.toml).
+Service operations ask for the technician PIN or pass-phrase: `--technician-pin-file FILE`
+(or $PIPOS_TECHNICIAN_PIN_FILE), else on the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from .acquirer import TlsOptions
+from .cli_queue import default_data_dir
+from .config import default_config_path
+from .doctor import run_doctor
+from .errors import TerminalError
+from .provision import open_service_terminal, provision
+
+__all__ = ["add_params_update", "install_sigterm_handler", "register"]
+
+
+class ServiceCommandError(TerminalError):
+    """A service command cannot run as asked (no PIN given, file exists...)."""
+
+
+def install_sigterm_handler() -> None:
+    """Make SIGTERM (systemctl stop) take the same path as Ctrl-C in `pipos run`.
+
+    The run loop then closes the terminal: a payment still waiting for a card is cancelled,
+    one being read or authorised is finished (Checkout.close joins it), the queue and journal
+    are closed cleanly; anything cut short is settled truthfully by Checkout.recover() at the
+    next start (reversed if its authorisation may have reached the host, never assumed).
+    """
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="terminal configuration (default: $PIPOS_CONFIG or /etc/pipos/terminal.toml)",
+    )
+
+
+def _pin_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--technician-pin-file",
+        type=Path,
+        default=None,
+        help="file holding the technician PIN or pass-phrase (default: "
+        "$PIPOS_TECHNICIAN_PIN_FILE, else ask)",
+    )
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config) if args.config else default_config_path()
+
+
+def _read_secret_file(path: Path, what: str) -> str:
+    try:
+        value = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ServiceCommandError(f"{what} file {path}: cannot read ({exc.strerror})") from exc
+    if not value:
+        raise ServiceCommandError(f"{what} file {path}: empty")
+    return value
+
+
+def technician_secret(args: argparse.Namespace, *, confirm: bool = False) -> str:
+    path = args.technician_pin_file or os.environ.get("PIPOS_TECHNICIAN_PIN_FILE")
+    if path:
+        return _read_secret_file(Path(path), "technician PIN")
+    if not sys.stdin.isatty():
+        raise ServiceCommandError(
+            "no technician PIN: give --technician-pin-file (stdin is not a terminal)"
+        )
+    first = getpass.getpass("Technician PIN or pass-phrase: ")
+    if confirm and getpass.getpass("Repeat it: ") != first:
+        raise ServiceCommandError("the two entries differ; nothing was changed")
+    return first
+
+
+def _passphrase(args: argparse.Namespace, *, confirm: bool) -> bytes:
+    if args.passphrase_file is not None:
+        return _read_secret_file(Path(args.passphrase_file), "passphrase").encode("utf-8")
+    if not sys.stdin.isatty():
+        raise ServiceCommandError("no passphrase: give --passphrase-file (stdin is not a terminal)")
+    first = getpass.getpass("Backup passphrase: ")
+    if confirm and getpass.getpass("Repeat the passphrase: ") != first:
+        raise ServiceCommandError("the two passphrases differ; nothing was written")
+    return first.encode("utf-8")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    prov = subparsers.add_parser(
+        "provision",
+        help="set up this terminal with its acquirer in one step",
+        description="Generate the terminal key, enrol with the acquirer using the activation "
+        "code, download and verify the signed parameters, write the configuration and print a "
+        "summary. Safe to re-run: on a provisioned terminal it refreshes the parameters. "
+        "Enrolling again (another host, or --force) is refused while payments wait in the "
+        "offline queue, unless --force.",
+    )
+    prov.add_argument("--host", required=True, help="acquirer URL, e.g. https://acq.example:8600")
+    prov.add_argument("--activation-code", required=True, help="one-time code from the acquirer")
+    _config_arg(prov)
+    prov.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="terminal data (default: the configured one, $PIPOS_DATA_DIR or ~/.local/share/pipos)",
+    )
+    prov.add_argument(
+        "--secret-file",
+        type=Path,
+        default=None,
+        help="device secret, created if missing (default: DATA_DIR/device-secret)",
+    )
+    prov.add_argument("--force", action="store_true", help="enrol again even with queued payments")
+    prov.add_argument("--reader", help="card reader URL to configure, e.g. pcsc:ACR122")
+    prov.add_argument("--scanner", help="code scanner URL, e.g. serial:/dev/serial/by-id/...")
+    prov.add_argument("--ca-file", help="trust only this CA for the acquirer (PEM)")
+    prov.add_argument("--client-cert", help="client certificate for mutual TLS (PEM)")
+    prov.add_argument("--client-key", help="client certificate key (PEM)")
+    _pin_arg(prov)
+    prov.set_defaults(handler=_provision_command)
+
+    doctor = subparsers.add_parser(
+        "doctor",
+        help="check readers, scanner, clock, host, keys, databases, disk and queue",
+        description="Run every check; each passes, warns or fails with the fix to apply. "
+        "Exit status 1 when any check fails.",
+    )
+    _config_arg(doctor)
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.set_defaults(handler=_doctor_command)
+
+    keys = subparsers.add_parser("keys", help="the terminal's signing key")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND")
+    keys_sub.required = True
+    rotate = keys_sub.add_parser(
+        "rotate",
+        help="replace the terminal key (the host accepts the new one first)",
+        description="Generate a new terminal key, have the acquirer accept it, then switch. "
+        "Safe to interrupt and re-run.",
+    )
+    _config_arg(rotate)
+    _pin_arg(rotate)
+    rotate.set_defaults(handler=_rotate_command)
+
+    unit = subparsers.add_parser(
+        "unit",
+        help="replace a unit: move its offline queue to the replacement",
+        description="On the old unit: `pipos unit export FILE`. On the new, provisioned unit: "
+        "`pipos unit import FILE`, then `pipos sync`. A payment the old unit already sent is "
+        "recognised by the host and never paid twice.",
+    )
+    unit_sub = unit.add_subparsers(dest="unit_command", metavar="UNIT_COMMAND")
+    unit_sub.required = True
+    for name, text in (
+        ("export", "write this unit's offline queue to an encrypted file"),
+        ("import", "add an exported queue to this unit's queue"),
+    ):
+        cmd = unit_sub.add_parser(name, help=text, description=text)
+        cmd.add_argument("file", type=Path, help="backup file")
+        _config_arg(cmd)
+        _pin_arg(cmd)
+        cmd.add_argument(
+            "--passphrase-file", type=Path, default=None, help="backup passphrase (default: ask)"
+        )
+        cmd.set_defaults(handler=_unit_export if name == "export" else _unit_import)
+
+
+def add_params_update(params_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`pipos params update`, hung under the existing `pipos params` command."""
+    update = params_sub.add_parser(
+        "update",
+        help="download, verify and install the acquirer's current parameters",
+        description="Download the host-signed parameters, check them (signature, check sums, "
+        "expired CA keys left out) and replace the installed ones atomically; on any problem "
+        "the installed parameters stay in use.",
+    )
+    _config_arg(update)
+    _pin_arg(update)
+    update.set_defaults(handler=_params_update_command)
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+def _provision_command(args: argparse.Namespace) -> int:
+    config_path = _config_path(args)
+    data_dir = args.data_dir
+    if data_dir is None and not config_path.exists():
+        data_dir = default_data_dir()
+    secret_file = args.secret_file
+    if secret_file is None and os.environ.get("PIPOS_DEVICE_SECRET_FILE"):
+        secret_file = Path(os.environ["PIPOS_DEVICE_SECRET_FILE"])
+    tls = None
+    if args.ca_file or args.client_cert:
+        tls = TlsOptions(args.ca_file, args.client_cert, args.client_key)
+    first_time = (
+        not ((data_dir or Path()) / "technician.json").exists() and not config_path.exists()
+    )
+    result = provision(
+        host_url=args.host,
+        activation_code=args.activation_code,
+        config_path=config_path,
+        technician_secret=technician_secret(args, confirm=first_time),
+        data_dir=data_dir,
+        secret_file=secret_file,
+        force=args.force,
+        tls=tls,
+        reader_url=args.reader,
+        scanner_url=args.scanner,
+    )
+    for line in result.summary_lines():
+        print(line)
+    return 0
+
+
+def _doctor_command(args: argparse.Namespace) -> int:
+    report = run_doctor(_config_path(args))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.lines():
+            print(line)
+    return 0 if report.ok else 1
+
+
+def _params_update_command(args: argparse.Namespace) -> int:
+    terminal = open_service_terminal(_config_path(args))
+    update = terminal.update_parameters(technician_secret(args))
+    for line in update.summary_lines():
+        print(line)
+    return 0
+
+
+def _rotate_command(args: argparse.Namespace) -> int:
+    terminal = open_service_terminal(_config_path(args))
+    old, new = terminal.rotate_key(technician_secret(args))
+    print(f"terminal key rotated: {old} -> {new}")
+    return 0
+
+
+def _unit_export(args: argparse.Namespace) -> int:
+    if Path(args.file).exists():
+        raise ServiceCommandError(f"{args.file}: already exists; choose another file name")
+    terminal = open_service_terminal(_config_path(args))
+    secret = technician_secret(args)
+    result = terminal.export_queue(secret, args.file, _passphrase(args, confirm=True))
+    print(
+        f"exported {result.count} payment(s) from terminal {terminal.config.terminal_id} to "
+        f"{args.file} (encrypted; keep the passphrase apart). Do not run this unit again: "
+        "import the file on the replacement and run `pipos sync` there."
+    )
+    return 0
+
+
+def _unit_import(args: argparse.Namespace) -> int:
+    if not Path(args.file).is_file():
+        raise ServiceCommandError(f"{args.file}: no such file")
+    terminal = open_service_terminal(_config_path(args))
+    secret = technician_secret(args)
+    result = terminal.import_queue(secret, args.file, _passphrase(args, confirm=False))
+    print(
+        f"imported {result.added} payment(s) into terminal {terminal.config.terminal_id}; "
+        f"{result.already_present} already here. Send them with `pipos sync`."
+    )
+    if result.conflicts:
+        print(
+            f"{len(result.conflicts)} payment(s) NOT imported (a different payment with the "
+            f"same id is queued): {', '.join(result.conflicts)}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,220 @@
+"""The terminal configuration file: /etc/pipos/terminal.toml (or a path given).
+
+Written by `pipos provision`, read by `pipos doctor`, `pipos params update`, `pipos keys
+rotate` and the service. It holds where things are and who the terminal is; it holds no
+secret (the device secret is a separate 0600 file, the keys are in the encrypted keystore),
+so it may be world-readable::
+
+    [terminal]
+    terminal_id = "T0A1B2C3D4E"
+    merchant_id = "M0001"
+    serial = "PIPOS-1A2B3C4D5E6F"
+    provisioned_at = 1735689600
+
+    [acquirer]
+    url = "https://acquirer.example:8600"
+    host_key_id = "ed25519:..."
+    ca_file = "/etc/pipos/acquirer-ca.pem"      # optional: pin the host's CA
+
+    [storage]
+    data_dir = "/var/lib/pipos"
+    secret_file = "/etc/pipos/device-secret"
+
+    [parameters]
+    version = 3
+    issued_at = 1735689600
+
+    [devices]
+    reader = "pcsc:ACR122"
+    scanner = "serial:/dev/serial/by-id/usb-Honeywell-if00"
+
+Read with :mod:`tomllib`; written atomically (temporary file, fsync, rename, directory fsync)
+by a small writer for the flat tables above, so a crash never leaves half a configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final
+
+from .errors import ConfigurationError
+from .keys import atomic_write
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG_PATH",
+    "ConfigError",
+    "TerminalConfig",
+    "default_config_path",
+    "dump_config",
+    "load_config",
+    "save_config",
+]
+
+DEFAULT_CONFIG_PATH: Final = Path("/etc/pipos/terminal.toml")
+CONFIG_ENV: Final = "PIPOS_CONFIG"
+PARAMS_FILE: Final = "parameters.json"
+AUDIT_FILE: Final = "audit.log"
+TECHNICIAN_FILE: Final = "technician.json"
+
+
+class ConfigError(ConfigurationError):
+    """The configuration file is missing, unreadable or has a wrong field (named)."""
+
+
+def default_config_path() -> Path:
+    """$PIPOS_CONFIG, else /etc/pipos/terminal.toml."""
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+@dataclass(frozen=True)
+class TerminalConfig:
+    host_url: str
+    data_dir: Path
+    secret_file: Path
+    terminal_id: str | None = None
+    merchant_id: str | None = None
+    serial: str | None = None
+    provisioned_at: int | None = None
+    host_key_id: str | None = None
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    params_version: int | None = None
+    params_issued_at: int | None = None
+    reader_url: str | None = None
+    scanner_url: str | None = None
+
+    @property
+    def provisioned(self) -> bool:
+        return self.terminal_id is not None
+
+    @property
+    def params_path(self) -> Path:
+        return self.data_dir / PARAMS_FILE
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data_dir / AUDIT_FILE
+
+    @property
+    def technician_path(self) -> Path:
+        return self.data_dir / TECHNICIAN_FILE
+
+    def with_changes(self, **changes: Any) -> TerminalConfig:
+        return replace(self, **changes)
+
+
+# (table, key, attribute, type) in file order.
+_FIELDS: Final[tuple[tuple[str, str, str, type], ...]] = (
+    ("terminal", "terminal_id", "terminal_id", str),
+    ("terminal", "merchant_id", "merchant_id", str),
+    ("terminal", "serial", "serial", str),
+    ("terminal", "provisioned_at", "provisioned_at", int),
+    ("acquirer", "url", "host_url", str),
+    ("acquirer", "host_key_id", "host_key_id", str),
+    ("acquirer", "ca_file", "ca_file", str),
+    ("acquirer", "client_cert", "client_cert", str),
+    ("acquirer", "client_key", "client_key", str),
+    ("storage", "data_dir", "data_dir", Path),
+    ("storage", "secret_file", "secret_file", Path),
+    ("parameters", "version", "params_version", int),
+    ("parameters", "issued_at", "params_issued_at", int),
+    ("devices", "reader", "reader_url", str),
+    ("devices", "scanner", "scanner_url", str),
+)
+_REQUIRED: Final = {"host_url", "data_dir", "secret_file"}
+
+
+def parse_config(doc: Mapping[str, Any], source: str) -> TerminalConfig:
+    """Build a configuration from decoded TOML; every wrong field is named in one error."""
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    known_tables = {table for table, *_ in _FIELDS}
+    for table in doc:
+        if table not in known_tables:
+            problems.append(f"[{table}]: unknown table (expected one of: {sorted(known_tables)})")
+    for table, key, attr, kind in _FIELDS:
+        section = doc.get(table, {})
+        if not isinstance(section, dict):
+            problems.append(f"[{table}]: expected a table")
+            continue
+        if key not in section:
+            if attr in _REQUIRED:
+                problems.append(f"{table}.{key}: missing required field")
+            continue
+        value = section[key]
+        if kind is int:
+            if not isinstance(value, int) or isinstance(value, bool):
+                problems.append(f"{table}.{key}: expected an integer, got {value!r}")
+                continue
+        elif not isinstance(value, str) or not value:
+            problems.append(f"{table}.{key}: expected a non-empty string, got {value!r}")
+            continue
+        values[attr] = Path(value) if kind is Path else value
+    for table, section in doc.items():
+        if isinstance(section, dict) and table in known_tables:
+            allowed = {key for t, key, *_ in _FIELDS if t == table}
+            for key in section:
+                if key not in allowed:
+                    problems.append(f"{table}.{key}: unknown field")
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    return TerminalConfig(**values)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> TerminalConfig:
+    p = Path(path) if path is not None else default_config_path()
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{p}: no terminal configuration; provision the terminal first "
+            "(pipos provision --host URL --activation-code CODE)"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror})") from exc
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from exc
+    return parse_config(doc, str(p))
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    # A JSON string is a valid TOML basic string (same escapes, \uXXXX included).
+    return json.dumps(str(value), ensure_ascii=True)
+
+
+def dump_config(config: TerminalConfig) -> str:
+    lines = ["# pipos terminal configuration (written by `pipos provision`; no secrets here)"]
+    current = None
+    for table, key, attr, _kind in _FIELDS:
+        value = getattr(config, attr)
+        if value is None:
+            continue
+        if table != current:
+            lines.append("")
+            lines.append(f"[{table}]")
+            current = table
+        lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def save_config(config: TerminalConfig, path: str | os.PathLike[str]) -> None:
+    """Replace the file atomically: readers see the old or the new configuration, whole."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    text = dump_config(config)
+    parse_config(tomllib.loads(text), str(p))  # never write what we could not read back
+    atomic_write(p, text.encode("utf-8"), mode=0o644)

@@ -1,0 +1,648 @@
+"""`pipos doctor`: is this terminal able to take payments, and if not, what to do about it.
+
+Every check passes, warns or fails, and says the fix. Checks: configuration; each reader and
+scanner on every stack (PC/SC, nfcpy USB and UART, serial) with permission problems explained
+(pcscd not running, udev rule missing, user not in the group the rule grants, ModemManager
+grabbing a scanner, a kernel driver holding a PN533); clock sanity and skew against the host;
+host reachability and TLS; the host key; the keystore and device secret; the installed
+parameters (signature, expired CA keys); database integrity and size; free disk; offline
+queue backlog; the audit log's hash chain; the technician credential.
+
+Everything that touches the machine is injectable (:class:`Environment`) so each situation is
+testable without the hardware or the permissions it describes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import grp
+import ipaddress
+import os
+import pwd
+import re
+import shutil
+import sqlite3
+import stat
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+from urllib.parse import urlparse
+
+import httpx
+
+from drivers.discovery import DeviceEntry, discover
+
+from .acquirer import TlsOptions
+from .audit import verify_audit_log
+from .config import TerminalConfig, load_config
+from .errors import TerminalError
+from .keys import Keystore, secret_from_file
+from .provision import (
+    QUEUE_FILE,
+    ParametersRefusedError,
+    load_installed_parameters,
+    queue_backlog,
+)
+
+__all__ = ["Check", "DoctorReport", "Environment", "run_doctor"]
+
+Status = Literal["pass", "warn", "fail"]
+
+UDEV_DIRS: Final = (Path("/etc/udev/rules.d"), Path("/run/udev/rules.d"), Path("/lib/udev/rules.d"))
+RULES_FIX: Final = (
+    "sudo cp packaging/udev/60-pipos.rules /etc/udev/rules.d/ && "
+    "sudo udevadm control --reload && sudo udevadm trigger, then replug the reader"
+)
+PCSCD_FIX: Final = "sudo systemctl enable --now pcscd.socket (package: pcscd)"
+MAX_SKEW: Final = 300  # the host refuses signed requests outside +-300 s (docs/protocol.md)
+EARLIEST_SANE: Final = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    message: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+    def counts(self) -> dict[str, int]:
+        out = {"pass": 0, "warn": 0, "fail": 0}
+        for c in self.checks:
+            out[c.status] += 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "summary": self.counts(),
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+    def lines(self) -> list[str]:
+        out = []
+        for c in self.checks:
+            out.append(f"{c.status.upper():<4}  {c.name:<24} {c.message}")
+            if c.fix and c.status != "pass":
+                out.append(f"{'':<30} fix: {c.fix}")
+        counts = self.counts()
+        out.append(f"{counts['pass']} passed, {counts['warn']} warning(s), {counts['fail']} failed")
+        return out
+
+
+def _user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def _user_groups() -> set[str]:
+    names = set()
+    for gid in {os.getegid(), *os.getgroups()}:
+        try:
+            names.add(grp.getgrgid(gid).gr_name)
+        except KeyError:
+            names.add(str(gid))
+    return names
+
+
+@dataclass
+class Environment:
+    """What the doctor looks at; tests replace any of it."""
+
+    devices: Callable[[], list[DeviceEntry]] = discover
+    udev_dirs: Sequence[Path] = UDEV_DIRS
+    access: Callable[[str, int], bool] = os.access
+    user: Callable[[], str] = _user_name
+    groups: Callable[[], set[str]] = _user_groups
+    sys_module: Path = Path("/sys/module")
+    now: Callable[[], float] = time.time
+    disk_usage: Callable[[str], Any] = shutil.disk_usage
+    transport: httpx.BaseTransport | None = None
+
+
+# --- devices -------------------------------------------------------------------------------
+
+
+def _udev_rules(env: Environment) -> list[str]:
+    lines: list[str] = []
+    for directory in env.udev_dirs:
+        try:
+            files = sorted(directory.glob("*.rules"))
+        except OSError:
+            continue
+        for path in files:
+            try:
+                lines.extend(path.read_text(errors="replace").splitlines())
+            except OSError:
+                continue
+    return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _rule_for(rules: list[str], vendor: int, product: int) -> str | None:
+    v, p = f'"{vendor:04x}"', f'"{product:04x}"'
+    for line in rules:
+        low = line.lower().replace(" ", "")
+        if f"attrs{{idvendor}}=={v}" in low and f"attrs{{idproduct}}=={p}" in low:
+            return line
+    return None
+
+
+def _group_in(rule: str) -> str | None:
+    match = re.search(r'GROUP\s*=\s*"([^"]+)"', rule)
+    return match.group(1) if match else None
+
+
+def _nfc_permission(entry: DeviceEntry, env: Environment) -> Check:
+    match = re.match(r"nfc:usb:([0-9a-f]{4}):([0-9a-f]{4})", entry.url)
+    name = f"reader {entry.description}"
+    if match is None:
+        return Check(name, "fail", entry.problem, entry.fix)
+    vendor, product = int(match.group(1), 16), int(match.group(2), 16)
+    rule = _rule_for(_udev_rules(env), vendor, product)
+    if rule is None:
+        return Check(
+            name,
+            "fail",
+            f"{entry.problem}: no udev rule gives the terminal access to "
+            f"{vendor:04x}:{product:04x}",
+            RULES_FIX,
+        )
+    group = _group_in(rule)
+    if group and group not in env.groups():
+        return Check(
+            name,
+            "fail",
+            f"{entry.problem}: the udev rule grants group '{group}', and user "
+            f"'{env.user()}' is not in it",
+            f"sudo usermod -aG {group} {env.user()}, then restart the service",
+        )
+    return Check(
+        name,
+        "fail",
+        f"{entry.problem} although a udev rule exists (applied before it was installed?)",
+        "sudo udevadm trigger, or replug the reader",
+    )
+
+
+def _serial_permission(name: str, problem: str, env: Environment) -> Check:
+    if "dialout" not in env.groups():
+        return Check(
+            name,
+            "fail",
+            f"{problem}: user '{env.user()}' is not in group 'dialout'",
+            f"sudo usermod -aG dialout {env.user()}, then restart the service",
+        )
+    return Check(
+        name,
+        "fail",
+        f"{problem} although user '{env.user()}' is in 'dialout' (group added after login?)",
+        "restart the service (or log in again) so the new group applies",
+    )
+
+
+def _device_checks(config: TerminalConfig | None, env: Environment) -> list[Check]:
+    checks: list[Check] = []
+    entries = env.devices()
+    for entry in entries:
+        if entry.stack == "pcsc" and entry.status != "ready":
+            if "pcscd" in (entry.problem + entry.fix).lower() or "service" in entry.problem:
+                checks.append(
+                    Check("PC/SC", "fail", f"pcscd is not running ({entry.problem})", PCSCD_FIX)
+                )
+            else:
+                checks.append(Check("PC/SC", "fail", entry.problem, entry.fix))
+        elif entry.status == "ready":
+            checks.append(Check(f"{entry.kind} {entry.description}", "pass", f"ready: {entry.url}"))
+        elif entry.stack == "nfc":
+            checks.append(_nfc_permission(entry, env))
+        elif entry.stack == "serial":
+            checks.append(_serial_permission(f"scanner {entry.description}", entry.problem, env))
+        else:
+            checks.append(Check(entry.description, "fail", entry.problem, entry.fix))
+    nfc_usb = [e for e in entries if e.stack == "nfc"]
+    holders = [m for m in ("pn533_usb", "pn533") if (env.sys_module / m).exists()]
+    if holders and any("PN533" in e.description or "SCL3711" in e.description for e in nfc_usb):
+        checks.append(
+            Check(
+                "kernel NFC driver",
+                "fail",
+                f"kernel module {holders[0]} holds the reader, nfcpy cannot open it",
+                "echo 'blacklist pn533_usb' | sudo tee /etc/modprobe.d/pipos-nfc.conf; "
+                f"sudo modprobe -r {holders[0]}",
+            )
+        )
+    readers = [e for e in entries if e.kind == "card reader" and e.status == "ready"]
+    configured = config.reader_url if config else None
+    if configured:
+        checks.append(_configured_reader(configured, entries, env))
+    elif not readers:
+        checks.append(
+            Check(
+                "card reader",
+                "warn",
+                "no card reader found",
+                "plug in a supported reader (ACR122U, ACR1252U, PN533, SCL3711) and run "
+                "`pipos readers`; set [devices] reader in the configuration",
+            )
+        )
+    if config and config.scanner_url:
+        checks.append(_configured_scanner(config.scanner_url, env))
+    return checks
+
+
+def _tty_check(name: str, device: str, env: Environment, fix_missing: str) -> Check:
+    if not Path(device).exists():
+        return Check(name, "fail", f"{device} does not exist", fix_missing)
+    if not env.access(device, os.R_OK | os.W_OK):
+        return _serial_permission(name, f"no read/write permission on {device}", env)
+    return Check(name, "pass", f"{device} present and accessible")
+
+
+def _configured_reader(url: str, entries: list[DeviceEntry], env: Environment) -> Check:
+    name = "configured reader"
+    scheme, _, rest = url.partition(":")
+    if scheme in ("sim", "replay") or rest.startswith("udp"):
+        return Check(name, "pass", f"{url} is simulated")
+    if scheme == "nfc" and rest.startswith("tty:"):
+        # nfcpy's UART path: tty:AMA0:pn532 means /dev/ttyAMA0 (a PN532 on the Pi's UART).
+        port = rest.split(":")[1] if rest.count(":") >= 1 else ""
+        device = port if port.startswith("/") else f"/dev/tty{port}"
+        return _tty_check(
+            name,
+            device,
+            env,
+            "enable the UART (enable_uart=1 in /boot/firmware/config.txt) and turn the serial "
+            "console off (raspi-config > Interface > Serial), then reboot",
+        )
+    wanted = url.lower()
+    for entry in entries:
+        if entry.kind != "card reader":
+            continue
+        if entry.url.lower().startswith(wanted) or wanted.startswith(entry.url.lower()):
+            if entry.status == "ready":
+                return Check(name, "pass", f"{url} found: {entry.description}")
+            return Check(name, "fail", f"{url}: {entry.problem}", entry.fix)
+        if scheme == "pcsc" and rest and rest.lower() in entry.url.lower():
+            return Check(name, "pass", f"{url} found: {entry.description}")
+    return Check(
+        name,
+        "fail",
+        f"{url} is not attached (or not visible to user '{env.user()}')",
+        "check the cable; `pipos readers` lists what is visible; correct [devices] reader",
+    )
+
+
+def _configured_scanner(url: str, env: Environment) -> Check:
+    name = "configured scanner"
+    if not url.startswith("serial:"):
+        return Check(name, "pass", f"{url} is not a serial device")
+    device = urlparse(url[len("serial:") :]).path or url[len("serial:") :]
+    check = _tty_check(name, device, env, "check the cable; /dev/serial/by-id lists scanners")
+    if check.status != "pass":
+        return check
+    real = os.path.realpath(device)
+    if "ttyACM" in real and not any("ID_MM_DEVICE_IGNORE" in r for r in _udev_rules(env)):
+        return Check(
+            name,
+            "warn",
+            f"{device} is a ttyACM device and no udev rule keeps ModemManager off it",
+            RULES_FIX,
+        )
+    return check
+
+
+# --- host, clock ---------------------------------------------------------------------------
+
+
+def _host_checks(config: TerminalConfig, env: Environment) -> list[Check]:
+    checks: list[Check] = []
+    url = config.host_url.rstrip("/")
+    parsed = urlparse(url)
+    tls = TlsOptions(config.ca_file, config.client_cert, config.client_key)
+    try:
+        verify: Any = tls.context() if parsed.scheme == "https" else True
+    except (OSError, ValueError) as exc:
+        return [Check("host TLS", "fail", f"TLS files unusable: {exc}", "fix [acquirer] ca_file")]
+    try:
+        with httpx.Client(verify=verify, timeout=5.0, transport=env.transport) as http:
+            response = http.get(url + "/v1/host-key")
+    except httpx.ConnectError as exc:
+        text = str(exc)
+        if "CERTIFICATE" in text.upper() or "SSL" in text.upper():
+            return [
+                Check(
+                    "host TLS",
+                    "fail",
+                    f"TLS handshake with {parsed.netloc} failed: {text}",
+                    "check [acquirer] ca_file is the acquirer's CA, and the clock is right",
+                )
+            ]
+        return [
+            Check(
+                "host reachable",
+                "fail",
+                f"cannot connect to {parsed.netloc}: {text}",
+                "check the network cable/Wi-Fi, DNS and that the acquirer URL is right; "
+                "payments are queued offline meanwhile",
+            )
+        ]
+    except httpx.HTTPError as exc:
+        return [Check("host reachable", "fail", f"{url}: {type(exc).__name__}: {exc}", "")]
+    checks.append(Check("host reachable", "pass", f"{url} answered HTTP {response.status_code}"))
+    if parsed.scheme == "https":
+        checks.append(Check("host TLS", "pass", "certificate verified"))
+    elif _is_loopback(parsed.hostname or ""):
+        checks.append(Check("host TLS", "pass", "plain HTTP on loopback (simulated host)"))
+    else:
+        checks.append(
+            Check(
+                "host TLS",
+                "warn",
+                f"plain HTTP to {parsed.netloc}: requests are signed but not confidential",
+                "use the acquirer's https:// URL (re-run pipos provision with it)",
+            )
+        )
+    try:
+        key_id = response.json().get("host_key_id")
+    except ValueError:
+        key_id = None
+    if config.host_key_id and key_id and key_id != config.host_key_id:
+        checks.append(
+            Check(
+                "host key",
+                "fail",
+                f"the host presents key {key_id}, the terminal enrolled with {config.host_key_id}",
+                "confirm with the acquirer that its key changed, then re-provision",
+            )
+        )
+    elif key_id:
+        checks.append(Check("host key", "pass", f"{key_id}"))
+    date = response.headers.get("date")
+    if date:
+        try:
+            host_time = parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError):
+            host_time = None
+        if host_time is not None:
+            skew = int(env.now() - host_time)
+            if abs(skew) > MAX_SKEW:
+                checks.append(
+                    Check(
+                        "clock skew",
+                        "fail",
+                        f"local clock is {skew:+d} s off the host's; signed requests are refused",
+                        "sudo timedatectl set-ntp true (systemd-timesyncd), check NTP reachable",
+                    )
+                )
+            elif abs(skew) > 30:
+                checks.append(
+                    Check("clock skew", "warn", f"{skew:+d} s off the host", "enable NTP")
+                )
+            else:
+                checks.append(Check("clock skew", "pass", f"{skew:+d} s off the host"))
+    return checks
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _clock_check(env: Environment) -> Check:
+    now = datetime.datetime.fromtimestamp(env.now(), datetime.UTC)
+    if now < EARLIEST_SANE:
+        return Check(
+            "clock",
+            "fail",
+            f"system time {now:%Y-%m-%d %H:%M}Z is in the past (no RTC, no NTP yet?)",
+            "sudo timedatectl set-ntp true; wait for sync (timedatectl status)",
+        )
+    return Check("clock", "pass", f"{now:%Y-%m-%d %H:%M:%S}Z")
+
+
+# --- local state ---------------------------------------------------------------------------
+
+
+def _key_checks(config: TerminalConfig) -> tuple[list[Check], Keystore | None]:
+    checks: list[Check] = []
+    path = Keystore.path_in(config.data_dir)
+    if not path.exists():
+        return [
+            Check("keystore", "fail", f"{path} is missing", "provision the terminal again")
+        ], None
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        checks.append(
+            Check("keystore mode", "warn", f"{path} is mode {mode:o}", f"chmod 600 {path}")
+        )
+    try:
+        secret = secret_from_file(config.secret_file)
+        keystore = Keystore.open(config.data_dir, secret)
+    except TerminalError as exc:
+        checks.append(
+            Check(
+                "keystore",
+                "fail",
+                str(exc),
+                "run as the terminal's user (pipos); restore the device secret file",
+            )
+        )
+        return checks, None
+    if keystore.terminal_id != config.terminal_id:
+        checks.append(
+            Check(
+                "keystore",
+                "fail",
+                f"keystore is enrolled as {keystore.terminal_id}, configuration says "
+                f"{config.terminal_id}",
+                "re-run pipos provision",
+            )
+        )
+    else:
+        checks.append(
+            Check("keystore", "pass", f"key {keystore.key_id} opens; terminal {config.terminal_id}")
+        )
+    return checks, keystore
+
+
+def _params_check(config: TerminalConfig, keystore: Keystore | None, env: Environment) -> Check:
+    if keystore is None or keystore.host_public_key is None or config.terminal_id is None:
+        return Check("parameters", "fail", "cannot check without the keystore", "")
+    today = datetime.datetime.fromtimestamp(env.now(), datetime.UTC).date()
+    try:
+        installed = load_installed_parameters(
+            config.params_path,
+            host_public_key=keystore.host_public_key,
+            terminal_id=config.terminal_id,
+            serial=keystore.serial,
+            today=today,
+        )
+    except ParametersRefusedError as exc:
+        return Check("parameters", "fail", str(exc), "pipos params update")
+    message = (
+        f"version {installed.version}, {len(installed.params.aids)} application(s), "
+        f"{len(installed.ca_keys)} CA key(s), signature verified"
+    )
+    if installed.refused_at_install:
+        message += (
+            f" (left out at installation, expired: {', '.join(installed.refused_at_install)})"
+        )
+    if installed.expired_since_install:
+        labels = ", ".join(k.label() for k in installed.expired_since_install)
+        return Check(
+            "parameters", "warn", f"{message}; CA key(s) expired: {labels}", "pipos params update"
+        )
+    return Check("parameters", "pass", message)
+
+
+def _db_check(name: str, path: Path, *, required: bool) -> Check:
+    if not path.exists():
+        status: Status = "fail" if required else "pass"
+        return Check(name, status, f"{path} not created yet", "")
+    size = path.stat().st_size
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        rows = [str(exc)]
+    if rows != ["ok"]:
+        return Check(
+            name,
+            "fail",
+            f"{path} failed its integrity check: {'; '.join(map(str, rows[:3]))}",
+            "do not delete it: stop the service, copy the file, and move the queue to a new "
+            "unit (pipos unit export) or restore a backup",
+        )
+    mib = size / 2**20
+    if mib > 200:
+        return Check(name, "warn", f"{path} is {mib:.0f} MiB", "run pipos sync; VACUUM later")
+    return Check(name, "pass", f"integrity ok, {mib:.1f} MiB")
+
+
+def _disk_check(directory: Path, env: Environment) -> Check:
+    target = directory if directory.exists() else directory.parent
+    try:
+        usage = env.disk_usage(str(target))
+    except OSError as exc:
+        return Check("free disk", "fail", f"{target}: {exc.strerror}", "")
+    free_mib = usage.free / 2**20
+    if free_mib < 50:
+        return Check(
+            "free disk",
+            "fail",
+            f"{free_mib:.0f} MiB free on {target}: payments may not be stored",
+            "free space: sudo journalctl --vacuum-size=50M; remove old files",
+        )
+    if free_mib < 200:
+        return Check("free disk", "warn", f"{free_mib:.0f} MiB free on {target}", "free space")
+    return Check("free disk", "pass", f"{free_mib:.0f} MiB free")
+
+
+def _queue_check(config: TerminalConfig, env: Environment) -> Check:
+    try:
+        backlog = queue_backlog(config.data_dir)
+    except Exception as exc:
+        return Check("queue backlog", "fail", f"cannot read the queue: {exc}", "")
+    if backlog is None or backlog.count == 0:
+        flagged = backlog.flagged if backlog else 0
+        if flagged:
+            return Check(
+                "queue backlog",
+                "warn",
+                f"{flagged} payment(s) declined after the fact",
+                "pipos queue list --flagged, and tell the merchant",
+            )
+        return Check("queue backlog", "pass", "no payments waiting")
+    age = int(env.now()) - (backlog.oldest_created_at or int(env.now()))
+    message = f"{backlog.count} payment(s) waiting, oldest {age // 60} min"
+    if age > 3600:
+        return Check(
+            "queue backlog",
+            "warn",
+            message,
+            "check the host checks above; pipos sync sends them now",
+        )
+    return Check("queue backlog", "pass", message)
+
+
+def run_doctor(config_path: Path, env: Environment | None = None) -> DoctorReport:
+    env = env or Environment()
+    checks: list[Check] = []
+    config: TerminalConfig | None = None
+    try:
+        config = load_config(config_path)
+        checks.append(
+            Check(
+                "configuration",
+                "pass" if config.provisioned else "fail",
+                f"{config_path}: terminal {config.terminal_id or '(not provisioned)'}",
+                "" if config.provisioned else "pipos provision --host URL --activation-code CODE",
+            )
+        )
+    except TerminalError as exc:
+        checks.append(
+            Check(
+                "configuration",
+                "fail",
+                str(exc),
+                "pipos provision --host URL --activation-code CODE [--config PATH]",
+            )
+        )
+    checks.extend(_device_checks(config, env))
+    checks.append(_clock_check(env))
+    if config is None:
+        return DoctorReport(tuple(checks))
+    checks.extend(_host_checks(config, env))
+    key_checks, keystore = _key_checks(config)
+    checks.extend(key_checks)
+    checks.append(_params_check(config, keystore, env))
+    checks.append(_db_check("queue database", config.data_dir / QUEUE_FILE, required=False))
+    checks.append(
+        _db_check("journal database", config.data_dir / "journal.sqlite3", required=False)
+    )
+    checks.append(_disk_check(config.data_dir, env))
+    checks.append(_queue_check(config, env))
+    audit = verify_audit_log(config.audit_path)
+    if audit.ok:
+        checks.append(Check("audit log", "pass", f"{audit.count} event(s), hash chain intact"))
+    else:
+        checks.append(
+            Check(
+                "audit log",
+                "fail",
+                f"line {audit.line}: {audit.problem}",
+                "keep the file as evidence and report it to the acquirer's security contact",
+            )
+        )
+    if config.technician_path.exists():
+        checks.append(Check("technician credential", "pass", "set"))
+    else:
+        checks.append(
+            Check(
+                "technician credential",
+                "warn",
+                "not set: service operations cannot be authorised",
+                "re-run pipos provision to set it",
+            )
+        )
+    return DoctorReport(tuple(checks))

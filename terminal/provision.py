@@ -1,0 +1,915 @@
+"""Provisioning and field service: one-step set-up, parameter updates, key rotation, unit swap.
+
+`provision()` takes a bare unit to a working terminal in one step:
+
+1. the device secret (created, 0600, if there is none) and the keystore with a fresh
+   Ed25519 terminal key;
+2. enrolment with the acquirer using the one-time activation code (the host answers the
+   same enrolment when the same key retries the same code, so a re-run after a crash is safe);
+3. the host-signed parameters (terminal data, AIDs, limits, CA public keys): signature and
+   terminal id checked by :func:`terminal.acquirer.verify_parameters`, contents validated by
+   :func:`terminal.params.parse_params`, CA keys with a bad or missing check sum refuse the
+   whole set, expired CA keys are left out (EMV Book 2 §5.1: an expired key must not be used);
+4. the parameters written atomically to DATA_DIR/parameters.json (the signed document is kept
+   so it is re-verified on every load) and the configuration file written atomically;
+5. the technician credential set, an audit event, and a summary.
+
+Re-running it on a provisioned terminal with the same host refreshes the parameters and
+changes nothing else. Enrolling a provisioned terminal again (another host, or --force) gives
+it a new key and terminal id; that is refused while payments wait in its offline queue,
+unless forced, because they would then be sent under the new identity.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+from offline_queue import OfflineQueue, QueueError, export_queue, import_queue
+
+from .acquirer import (
+    AcquirerClient,
+    Parameters,
+    ParametersInvalidError,
+    TlsOptions,
+    verify_parameters,
+)
+from .audit import AuditLog
+from .config import PARAMS_FILE, TerminalConfig, load_config, save_config
+from .errors import TerminalError
+from .keys import (
+    DEFAULT_SCRYPT_N,
+    Keystore,
+    KeystoreError,
+    SequenceCounter,
+    SequenceError,
+    atomic_write,
+    secret_from_file,
+)
+from .params import ParamsError, TerminalParams, parse_params
+from .queue_uplink import QUEUE_KEY_PURPOSE
+from .signing import b64decode, b64encode
+from .technician import TechnicianCredential
+
+__all__ = [
+    "INSTALLED_FORMAT",
+    "CaKeyChange",
+    "InstalledParameters",
+    "ParametersRefusedError",
+    "ProvisionError",
+    "ProvisionRefusedError",
+    "ProvisionResult",
+    "ServiceTerminal",
+    "UnitTransfer",
+    "VettedParameters",
+    "ensure_device_secret",
+    "install_parameters",
+    "load_installed_parameters",
+    "open_service_terminal",
+    "parameter_file_document",
+    "provision",
+    "queue_backlog",
+    "vet_parameters",
+]
+
+INSTALLED_FORMAT: Final = "pipos-installed-params-1"
+QUEUE_FILE: Final = "offline_queue.sqlite3"
+SEQUENCE_FILE: Final = "sequence.json"
+_ENVELOPE: Final = ("format", "version", "terminal_id", "merchant_id", "issued_at")
+
+Clock = Callable[[], float]
+Token = Callable[[int], bytes]
+
+
+class ProvisionError(TerminalError):
+    """Provisioning or a service operation could not be completed; the message says why."""
+
+
+class ProvisionRefusedError(ProvisionError):
+    """Provisioning would overwrite a provisioned terminal that still holds payments."""
+
+
+class ParametersRefusedError(ProvisionError):
+    """Downloaded parameters failed a check; the installed parameters stay as they were."""
+
+
+# --- device secret -------------------------------------------------------------------------
+
+
+def ensure_device_secret(path: Path, token: Token = os.urandom) -> bytes:
+    """The device secret in `path`, created (random, mode 0600) when there is none."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, token(32).hex().encode("ascii") + b"\n", mode=0o600)
+    return secret_from_file(path)
+
+
+# --- parameters ----------------------------------------------------------------------------
+
+
+def _embedded_defaults() -> dict[str, Any]:
+    text = resources.files("terminal").joinpath("data/default_params.json").read_text("utf-8")
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+def _alnum8(text: str, fill: str = "0") -> str:
+    """An 8-character alphanumeric id (9F1C / 9F1E are an8) from the end of `text`."""
+    kept = "".join(ch for ch in text if ch.isascii() and ch.isalnum())
+    return kept[-8:].rjust(8, fill)
+
+
+def _is_compact(body: Mapping[str, Any]) -> bool:
+    """The acquirer's compact form (the simulated host's default) rather than a full file."""
+    aids = body.get("aids")
+    return isinstance(aids, list) and any(
+        isinstance(a, dict) and "kernel" in a and "kernel_id" not in a for a in aids
+    )
+
+
+def _from_compact(
+    body: Mapping[str, Any], *, terminal_id: str, merchant_id: str | None, serial: str
+) -> dict[str, Any]:
+    """Fill a full parameter file from the compact form, over the embedded defaults.
+
+    The compact form carries what differs per acquirer (terminal data, AIDs with their
+    limits, CA keys, offline limits); what it does not carry (TACs, application versions)
+    comes from the embedded defaults for the same AID.
+    """
+    base = _embedded_defaults()
+    out: dict[str, Any] = {"version": base.get("version", 1)}
+    terminal = dict(base["terminal"])
+    given = body.get("terminal", {}) if isinstance(body.get("terminal"), dict) else {}
+    for key in ("country_code", "currency_code"):
+        if isinstance(given.get(key), str) and given[key].isdigit():
+            terminal[key] = int(given[key])
+        elif key in given:
+            terminal[key] = given[key]
+    for key in (
+        "currency_exponent",
+        "merchant_category_code",
+        "terminal_type",
+        "terminal_capabilities",
+        "additional_terminal_capabilities",
+    ):
+        if key in given:
+            terminal[key] = given[key]
+    if merchant_id:
+        terminal["merchant_identifier"] = merchant_id[:15]
+        terminal["merchant_name_location"] = f"MERCHANT {merchant_id}"[:128]
+    terminal["terminal_identifier"] = _alnum8(terminal_id)
+    terminal["ifd_serial_number"] = _alnum8(serial)
+    out["terminal"] = terminal
+    defaults = {str(a["aid"]).upper(): a for a in base["aids"]}
+    by_kernel = {int(a["kernel_id"]): a for a in base["aids"]}
+    aids = []
+    for entry in body.get("aids", []):
+        if not isinstance(entry, dict):
+            aids.append(entry)  # parse_params names it
+            continue
+        aid = str(entry.get("aid", "")).upper()
+        kernel = entry.get("kernel")
+        template = defaults.get(aid) or by_kernel.get(kernel if isinstance(kernel, int) else -1)
+        full = dict(template or base["aids"][0])
+        full["aid"] = aid
+        full["label"] = str(entry.get("brand") or full.get("label") or "CARD").upper()[:16]
+        if isinstance(kernel, int):
+            full["kernel_id"] = kernel
+        limits = dict(full.get("limits", {}))
+        limits["contactless_transaction"] = entry.get("contactless_transaction_limit")
+        limits["contactless_floor"] = entry.get("floor_limit", 0)
+        limits["cvm_required"] = entry.get("cvm_required_limit")
+        on_device = limits.get("contactless_transaction_on_device_cvm")
+        if isinstance(on_device, int) and isinstance(limits["contactless_transaction"], int):
+            limits["contactless_transaction_on_device_cvm"] = max(
+                on_device, limits["contactless_transaction"]
+            )
+        full["limits"] = limits
+        full["terminal_floor_limit"] = entry.get("floor_limit", 0)
+        aids.append(full)
+    out["aids"] = aids
+    keys = []
+    for raw in body.get("ca_public_keys", []):
+        if isinstance(raw, dict) and "label" in raw:
+            raw = {("_label" if k == "label" else k): v for k, v in raw.items()}
+        keys.append(raw)
+    out["ca_public_keys"] = keys
+    offline = body.get("offline")
+    if isinstance(offline, dict):
+        currency = terminal.get("currency_code")
+        total = offline.get("max_total")
+        per_txn = base.get("offline", {}).get("max_transaction_amount", 0)
+        seconds = offline.get("max_age_seconds", 86400)
+        out["offline"] = {
+            "enabled": True,
+            "max_transaction_amount": min(per_txn, total) if isinstance(total, int) else per_txn,
+            "max_total_amount": {f"{currency:03d}" if isinstance(currency, int) else "": total},
+            "max_count": offline.get("max_count"),
+            "max_age_hours": max(1, math.ceil(seconds / 3600)) if isinstance(seconds, int) else 1,
+        }
+    if "qr" in body:
+        out["qr"] = body["qr"]
+    return out
+
+
+def parameter_file_document(
+    signed: Mapping[str, Any], *, terminal_id: str, merchant_id: str | None, serial: str
+) -> dict[str, Any]:
+    """The parameter file (terminal/params.py format) inside a host-signed document."""
+    body = {k: v for k, v in signed.items() if k not in _ENVELOPE}
+    if _is_compact(body):
+        return _from_compact(body, terminal_id=terminal_id, merchant_id=merchant_id, serial=serial)
+    return body
+
+
+@dataclass(frozen=True)
+class CaKeyChange:
+    rid: str
+    index: str
+    expiry: str | None
+    reason: str
+
+    def label(self) -> str:
+        return f"{self.rid}/{self.index}"
+
+
+@dataclass(frozen=True)
+class VettedParameters:
+    """Host parameters that passed every check, ready to install."""
+
+    signed: Parameters
+    document: dict[str, Any]
+    params: TerminalParams
+    refused_ca_keys: tuple[CaKeyChange, ...]
+
+    @property
+    def version(self) -> int:
+        return self.signed.version
+
+
+def _key_label(rid: bytes, index: int) -> tuple[str, str]:
+    return rid.hex().upper(), f"{index:02X}"
+
+
+def vet_parameters(
+    signed: Parameters, *, serial: str, today: datetime.date, source: str = "host parameters"
+) -> VettedParameters:
+    """Validate signed parameters for use; raise ParametersRefusedError listing every problem.
+
+    A CA key with a bad check sum (EMV Book 2 §5.1, Table 2: SHA-1 over RID, index, modulus
+    and exponent) or without one makes the whole set suspect: refused. An expired CA key is
+    only left out, and reported, so the keys that are still valid keep working.
+    """
+    document = parameter_file_document(
+        signed.document,
+        terminal_id=signed.terminal_id,
+        merchant_id=signed.merchant_id,
+        serial=serial,
+    )
+    try:
+        params = parse_params(document, source)
+    except ParamsError as exc:
+        raise ParametersRefusedError(
+            "parameters refused, the installed ones stay in use:\n  " + "\n  ".join(exc.messages)
+        ) from exc
+    missing = [
+        f"ca_public_keys[{i}]: no check sum (sha1); a downloaded CA key must carry one"
+        for i, key in enumerate(params.ca_public_keys)
+        if key.sha1 is None
+    ]
+    if missing:
+        raise ParametersRefusedError(
+            "parameters refused, the installed ones stay in use:\n  " + "\n  ".join(missing)
+        )
+    expired = {
+        (k.rid, k.index): k
+        for k in params.ca_public_keys
+        if k.expiry is not None and k.expiry < today
+    }
+    refused = tuple(
+        CaKeyChange(
+            *_key_label(k.rid, k.index), k.expiry.isoformat() if k.expiry else None, "expired"
+        )
+        for k in expired.values()
+    )
+    if expired:
+        kept = []
+        for raw in document.get("ca_public_keys", []):
+            parsed = parse_params({**document, "ca_public_keys": [raw]}, source).ca_public_keys[0]
+            if (parsed.rid, parsed.index) not in expired:
+                kept.append(raw)
+        document = {**document, "ca_public_keys": kept}
+        params = parse_params(document, source)
+    return VettedParameters(signed, document, params, refused)
+
+
+@dataclass(frozen=True)
+class InstalledParameters:
+    version: int
+    issued_at: int
+    installed_at: int
+    params: TerminalParams
+    refused_ca_keys: tuple[CaKeyChange, ...]  # left out today (expired, at install or since)
+    ca_keys: tuple[str, ...]
+    refused_at_install: tuple[str, ...] = ()
+
+    @property
+    def expired_since_install(self) -> tuple[CaKeyChange, ...]:
+        return tuple(k for k in self.refused_ca_keys if k.label() not in self.refused_at_install)
+
+
+def install_parameters(
+    vetted: VettedParameters, data_dir: Path, *, now: int, host_key_id: str | None
+) -> Path:
+    """Write DATA_DIR/parameters.json in one atomic replace (never half-written)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "format": INSTALLED_FORMAT,
+        "version": vetted.version,
+        "issued_at": vetted.signed.issued_at,
+        "installed_at": now,
+        "terminal_id": vetted.signed.terminal_id,
+        "host_key_id": host_key_id,
+        "signed": {
+            "document": vetted.signed.raw.decode("utf-8"),
+            "signature": b64encode(vetted.signed.signature),
+        },
+        "params": vetted.document,
+        "refused_ca_keys": [c.__dict__ for c in vetted.refused_ca_keys],
+    }
+    path = data_dir / PARAMS_FILE
+    atomic_write(path, json.dumps(doc, indent=2, sort_keys=True).encode("utf-8") + b"\n", 0o644)
+    return path
+
+
+def load_installed_parameters(
+    path: Path,
+    *,
+    host_public_key: bytes,
+    terminal_id: str,
+    serial: str,
+    today: datetime.date,
+) -> InstalledParameters:
+    """Load installed parameters, re-verifying the host's signature and CA key expiry."""
+    try:
+        doc = json.loads(path.read_bytes())
+        raw = str(doc["signed"]["document"]).encode("utf-8")
+        signature = b64decode(str(doc["signed"]["signature"]), "parameters signature")
+    except FileNotFoundError as exc:
+        raise ParametersRefusedError(f"{path}: no parameters installed") from exc
+    except (OSError, ValueError, KeyError, TypeError, TerminalError) as exc:
+        raise ParametersRefusedError(f"{path}: damaged ({exc})") from exc
+    if doc.get("format") != INSTALLED_FORMAT:
+        raise ParametersRefusedError(f"{path}: expected format {INSTALLED_FORMAT}")
+    try:
+        signed = verify_parameters(
+            raw, signature, host_public_key=host_public_key, terminal_id=terminal_id
+        )
+    except ParametersInvalidError as exc:
+        raise ParametersRefusedError(f"{path}: {exc}") from exc
+    vetted = vet_parameters(signed, serial=serial, today=today, source=str(path))
+    return InstalledParameters(
+        version=signed.version,
+        issued_at=signed.issued_at,
+        installed_at=int(doc.get("installed_at", 0)),
+        params=vetted.params,
+        refused_ca_keys=vetted.refused_ca_keys,
+        ca_keys=tuple("/".join(_key_label(k.rid, k.index)) for k in vetted.params.ca_public_keys),
+        refused_at_install=tuple(
+            f"{k.get('rid')}/{k.get('index')}"
+            for k in doc.get("refused_ca_keys", [])
+            if isinstance(k, dict)
+        ),
+    )
+
+
+def _installed_ca_keys(path: Path) -> set[str]:
+    try:
+        doc = json.loads(path.read_bytes())
+        return {
+            f"{str(k['rid']).upper()}/{str(k['index']).upper()}"
+            for k in doc["params"].get("ca_public_keys", [])
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
+
+
+def _installed_version(path: Path) -> int | None:
+    try:
+        value = json.loads(path.read_bytes())["version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+# --- queue ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backlog:
+    count: int
+    amounts: dict[int, int]
+    flagged: int
+    oldest_created_at: int | None
+
+
+def queue_backlog(data_dir: Path) -> Backlog | None:
+    """Payments not yet accepted by the host (None when there is no queue). Needs no key."""
+    path = data_dir / QUEUE_FILE
+    if not path.exists():
+        return None
+    with OfflineQueue.open(path, None, create=False) as queue:
+        status = queue.status()
+    from offline_queue.model import OUTSTANDING_STATES
+
+    oldest = [
+        s.oldest_created_at
+        for state, s in status.states.items()
+        if state in OUTSTANDING_STATES and s.oldest_created_at is not None
+    ]
+    return Backlog(
+        status.outstanding_count,
+        status.outstanding_amounts(),
+        status.flagged,
+        min(oldest) if oldest else None,
+    )
+
+
+def _describe_amounts(amounts: Mapping[int, int]) -> str:
+    from .currency import UnknownCurrencyError, format_amount
+
+    parts = []
+    for cur, minor in sorted(amounts.items()):
+        try:
+            parts.append(format_amount(minor, cur))
+        except UnknownCurrencyError:
+            parts.append(f"{minor} (currency {cur:03d})")
+    return ", ".join(parts) or "nothing"
+
+
+# --- provisioning --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    config_path: Path
+    data_dir: Path
+    host_url: str
+    terminal_id: str
+    merchant_id: str
+    serial: str
+    key_id: str
+    params_version: int
+    params: TerminalParams
+    refused_ca_keys: tuple[CaKeyChange, ...]
+    action: str  # "provisioned", "refreshed", "re-enrolled"
+    previous_terminal_id: str | None = None
+    queued_payments: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def summary_lines(self) -> list[str]:
+        p = self.params
+        lines = [
+            f"terminal {self.terminal_id} {self.action} with {self.host_url}",
+            f"  merchant:    {self.merchant_id}",
+            f"  serial:      {self.serial}",
+            f"  key:         {self.key_id}",
+            f"  parameters:  version {self.params_version}, {len(p.aids)} application(s): "
+            + ", ".join(f"{a.label} {a.aid.hex().upper()}" for a in p.aids),
+            f"  CA keys:     {len(p.ca_public_keys)} installed: "
+            + ", ".join("/".join(_key_label(k.rid, k.index)) for k in p.ca_public_keys),
+        ]
+        for key in self.refused_ca_keys:
+            lines.append(f"  refused CA key {key.label()}: {key.reason} ({key.expiry})")
+        if p.offline is not None and p.offline.enabled:
+            lines.append(
+                f"  offline:     up to {p.offline.max_count} payments, {p.offline.max_age_hours} h"
+            )
+        else:
+            lines.append("  offline:     not accepted")
+        lines.append(f"  config:      {self.config_path}")
+        lines.append(f"  data:        {self.data_dir}")
+        if self.previous_terminal_id and self.previous_terminal_id != self.terminal_id:
+            lines.append(f"  replaces terminal id {self.previous_terminal_id}")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        return lines
+
+
+@contextmanager
+def _client(
+    host_url: str,
+    keystore: Keystore,
+    data_dir: Path,
+    tls: TlsOptions | None,
+    client_options: Mapping[str, Any] | None,
+) -> Iterator[AcquirerClient]:
+    try:
+        sequence = SequenceCounter(data_dir / SEQUENCE_FILE)
+    except SequenceError as exc:
+        raise ProvisionError(
+            f"{exc}: the terminal service is running; stop it first (systemctl stop pipos)"
+        ) from exc
+    try:
+        with AcquirerClient(
+            host_url, keystore, sequence, tls=tls, **dict(client_options or {})
+        ) as client:
+            yield client
+    finally:
+        sequence.close()
+
+
+def tls_from_config(config: TerminalConfig) -> TlsOptions | None:
+    if config.ca_file or config.client_cert:
+        return TlsOptions(config.ca_file, config.client_cert, config.client_key)
+    return None
+
+
+def provision(
+    *,
+    host_url: str,
+    activation_code: str,
+    config_path: Path,
+    technician_secret: str,
+    data_dir: Path | None = None,
+    secret_file: Path | None = None,
+    force: bool = False,
+    tls: TlsOptions | None = None,
+    reader_url: str | None = None,
+    scanner_url: str | None = None,
+    clock: Clock = time.time,
+    token: Token = os.urandom,
+    scrypt_n: int = DEFAULT_SCRYPT_N,
+    client_options: Mapping[str, Any] | None = None,
+) -> ProvisionResult:
+    """Provision (or safely re-provision) the terminal; see the module documentation."""
+    existing: TerminalConfig | None = None
+    if config_path.exists():
+        try:
+            existing = load_config(config_path)
+        except TerminalError:
+            if not force:
+                raise
+    data_dir = data_dir or (existing.data_dir if existing else None)
+    if data_dir is None:
+        raise ProvisionError("no data directory given (--data-dir)")
+    secret_file = secret_file or (existing.secret_file if existing else data_dir / "device-secret")
+    audit = AuditLog(data_dir / "audit.log", clock=clock)
+    technician = TechnicianCredential(
+        data_dir / "technician.json", audit, clock=clock, token=token, scrypt_n=scrypt_n
+    )
+    if technician.exists():
+        technician.verify(technician_secret, action="provision")
+    else:
+        # Checked now (length, triviality) so a bad PIN fails before anything is enrolled.
+        _check_new_secret(technician_secret)
+
+    secret = ensure_device_secret(secret_file, token)
+    created = False
+    if Keystore.exists(data_dir):
+        try:
+            keystore = Keystore.open(data_dir, secret, token=token, clock=clock)
+        except KeystoreError as exc:
+            raise ProvisionError(
+                f"{exc}; the keystore in {data_dir} belongs to another device secret "
+                f"({secret_file})"
+            ) from exc
+    else:
+        keystore = Keystore.create(data_dir, secret, token=token, clock=clock, scrypt_n=scrypt_n)
+        created = True
+
+    previous_tid = keystore.terminal_id
+    notes: list[str] = []
+    same_host = existing is not None and existing.host_url.rstrip("/") == host_url.rstrip("/")
+    if previous_tid is not None and (force or (existing is not None and not same_host)):
+        mode = "re-enrolled"
+    elif previous_tid is not None and same_host:
+        mode = "refreshed"
+    else:
+        # Not enrolled yet, or enrolled but the configuration was never written (a crash
+        # mid-provisioning): enrolling again with the same key and code is answered with the
+        # same terminal id.
+        mode = "provisioned"
+
+    backlog = queue_backlog(data_dir)
+    queued = backlog.count if backlog else 0
+    if mode == "re-enrolled" and queued:
+        assert backlog is not None
+        why = (
+            f"terminal {previous_tid} has {queued} payment(s) "
+            f"({_describe_amounts(backlog.amounts)}) in its offline queue not yet accepted "
+            "by its acquirer; re-provisioning gives it a new identity, under which they "
+            "would be sent"
+        )
+        if not force:
+            raise ProvisionRefusedError(
+                f"{why}. Send them first (pipos sync), or move them to another unit "
+                "(pipos unit export), or re-run with --force to re-provision anyway"
+            )
+        notes.append(why + " (forced)")
+
+    if mode == "re-enrolled":
+        # A new signing key (the host refuses to enrol a key twice); the data keys come from
+        # the keystore's master secret, so the offline queue stays readable.
+        keystore.rotate()
+        audit.record("terminal_key_replaced", actor="technician", old_terminal_id=previous_tid)
+
+    host_key_id = existing.host_key_id if existing is not None and mode == "refreshed" else None
+    with _client(host_url, keystore, data_dir, tls, client_options) as client:
+        if mode != "refreshed":
+            enrolment = client.enrol(activation_code)
+            host_key_id = enrolment.host_key_id
+            audit.record(
+                "enrolled",
+                actor="technician",
+                terminal_id=enrolment.terminal_id,
+                merchant_id=enrolment.merchant_id,
+                host=host_url,
+                key_id=keystore.key_id,
+            )
+        signed = client.download_parameters()
+    terminal_id = keystore.terminal_id
+    merchant_id = keystore.merchant_id
+    if terminal_id is None or merchant_id is None:
+        raise ProvisionError("enrolment did not give the terminal an identity")
+    today = datetime.datetime.fromtimestamp(clock(), datetime.UTC).date()
+    vetted = vet_parameters(signed, serial=keystore.serial, today=today)
+    install_parameters(vetted, data_dir, now=int(clock()), host_key_id=host_key_id)
+    config = TerminalConfig(
+        host_url=host_url,
+        data_dir=data_dir,
+        secret_file=secret_file,
+        terminal_id=terminal_id,
+        merchant_id=merchant_id,
+        serial=keystore.serial,
+        provisioned_at=(
+            existing.provisioned_at
+            if existing and mode == "refreshed" and existing.provisioned_at
+            else int(clock())
+        ),
+        host_key_id=host_key_id,
+        ca_file=tls.ca_file if tls else (existing.ca_file if existing and same_host else None),
+        client_cert=tls.client_cert if tls else (existing.client_cert if existing else None),
+        client_key=tls.client_key if tls else (existing.client_key if existing else None),
+        params_version=vetted.version,
+        params_issued_at=vetted.signed.issued_at,
+        reader_url=reader_url or (existing.reader_url if existing else None),
+        scanner_url=scanner_url or (existing.scanner_url if existing else None),
+    )
+    save_config(config, config_path)
+    if not technician.exists():
+        technician.set(technician_secret)
+    audit.record(
+        "provisioned",
+        actor="technician",
+        mode=mode,
+        terminal_id=terminal_id,
+        previous_terminal_id=previous_tid,
+        host=host_url,
+        key_id=keystore.key_id,
+        params_version=vetted.version,
+        refused_ca_keys=[c.label() for c in vetted.refused_ca_keys],
+        new_keystore=created,
+    )
+    return ProvisionResult(
+        config_path=config_path,
+        data_dir=data_dir,
+        host_url=host_url,
+        terminal_id=terminal_id,
+        merchant_id=merchant_id,
+        serial=keystore.serial,
+        key_id=keystore.key_id,
+        params_version=vetted.version,
+        params=vetted.params,
+        refused_ca_keys=vetted.refused_ca_keys,
+        action=mode,
+        previous_terminal_id=previous_tid,
+        queued_payments=queued,
+        notes=tuple(notes),
+    )
+
+
+def _check_new_secret(secret: str) -> None:
+    from .technician import MIN_LENGTH, TechnicianError
+
+    if len(secret) < MIN_LENGTH:
+        raise TechnicianError(
+            f"technician PIN or pass-phrase: too short (at least {MIN_LENGTH} characters)"
+        )
+    if secret.isdigit() and len(set(secret)) == 1:
+        raise TechnicianError("technician PIN: all digits the same is too easy to guess")
+
+
+# --- service operations on a provisioned terminal ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParamsUpdate:
+    old_version: int | None
+    new_version: int
+    changed: bool
+    added_ca_keys: tuple[str, ...]
+    removed_ca_keys: tuple[str, ...]
+    refused_ca_keys: tuple[CaKeyChange, ...]
+
+    def summary_lines(self) -> list[str]:
+        if not self.changed:
+            return [f"parameters are up to date (version {self.new_version})"]
+        lines = [f"parameters updated: version {self.old_version} -> {self.new_version}"]
+        if self.added_ca_keys:
+            lines.append("  CA keys added:   " + ", ".join(self.added_ca_keys))
+        if self.removed_ca_keys:
+            lines.append("  CA keys removed: " + ", ".join(self.removed_ca_keys))
+        for key in self.refused_ca_keys:
+            lines.append(f"  refused CA key {key.label()}: {key.reason} ({key.expiry})")
+        return lines
+
+
+@dataclass(frozen=True)
+class UnitTransfer:
+    count: int
+    added: int = 0
+    already_present: int = 0
+    conflicts: tuple[str, ...] = ()
+
+
+class ServiceTerminal:
+    """A provisioned terminal opened for a technician's service operation."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        config: TerminalConfig,
+        keystore: Keystore,
+        *,
+        clock: Clock = time.time,
+        token: Token = os.urandom,
+        scrypt_n: int = DEFAULT_SCRYPT_N,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.keystore = keystore
+        self.audit = AuditLog(config.audit_path, clock=clock)
+        self.technician = TechnicianCredential(
+            config.technician_path, self.audit, clock=clock, token=token, scrypt_n=scrypt_n
+        )
+        self._clock = clock
+        self._client_options = client_options
+
+    @contextmanager
+    def client(self) -> Iterator[AcquirerClient]:
+        with _client(
+            self.config.host_url,
+            self.keystore,
+            self.config.data_dir,
+            tls_from_config(self.config),
+            self._client_options,
+        ) as client:
+            yield client
+
+    def authorise(self, secret: str, action: str) -> None:
+        self.technician.verify(secret, action=action)
+
+    def update_parameters(self, secret: str) -> ParamsUpdate:
+        """Download, verify and install the host's current parameters (atomically)."""
+        self.authorise(secret, "params_update")
+        path = self.config.params_path
+        installed = _installed_version(path)
+        before = _installed_ca_keys(path)
+        with self.client() as client:
+            try:
+                signed = client.download_parameters(min_version=installed)
+            except ParametersInvalidError as exc:
+                self.audit.record("parameters_refused", actor="technician", reason=str(exc))
+                raise ParametersRefusedError(
+                    f"{exc}; the installed parameters stay in use"
+                ) from exc
+        if installed is not None and signed.version == installed:
+            return ParamsUpdate(installed, installed, False, (), (), ())
+        today = datetime.datetime.fromtimestamp(self._clock(), datetime.UTC).date()
+        try:
+            vetted = vet_parameters(signed, serial=self.keystore.serial, today=today)
+        except ParametersRefusedError as exc:
+            self.audit.record(
+                "parameters_refused", actor="technician", version=signed.version, reason=str(exc)
+            )
+            raise
+        install_parameters(
+            vetted,
+            self.config.data_dir,
+            now=int(self._clock()),
+            host_key_id=self.config.host_key_id,
+        )
+        after = _installed_ca_keys(path)
+        self.config = self.config.with_changes(
+            params_version=vetted.version, params_issued_at=signed.issued_at
+        )
+        save_config(self.config, self.config_path)
+        update = ParamsUpdate(
+            installed,
+            vetted.version,
+            True,
+            tuple(sorted(after - before)),
+            tuple(sorted(before - after)),
+            vetted.refused_ca_keys,
+        )
+        self.audit.record(
+            "parameters_updated",
+            actor="technician",
+            old_version=installed,
+            new_version=vetted.version,
+            ca_keys_added=list(update.added_ca_keys),
+            ca_keys_removed=list(update.removed_ca_keys),
+            ca_keys_refused=[c.label() for c in vetted.refused_ca_keys],
+        )
+        return update
+
+    def rotate_key(self, secret: str) -> tuple[str, str]:
+        """Rotate the terminal key with the host; (old key id, new key id)."""
+        self.authorise(secret, "key_rotation")
+        old = self.keystore.key_id
+        with self.client() as client:
+            new = client.rotate_key()
+        self.audit.record("key_rotated", actor="technician", old_key_id=old, new_key_id=new)
+        return old, new
+
+    def _queue(self, *, create: bool) -> OfflineQueue:
+        path = self.config.data_dir / QUEUE_FILE
+        if not create and not path.exists():
+            raise ProvisionError(f"no offline queue at {path}")
+        return OfflineQueue.open(path, self.keystore.data_key(QUEUE_KEY_PURPOSE), create=create)
+
+    def export_queue(self, secret: str, target: Path, passphrase: bytes) -> UnitTransfer:
+        """Write the queue to an encrypted backup for the replacement unit."""
+        self.authorise(secret, "queue_export")
+        try:
+            with self._queue(create=False) as queue:
+                count = export_queue(queue, target, passphrase)
+        except QueueError as exc:
+            raise ProvisionError(str(exc)) from exc
+        self.audit.record(
+            "queue_exported",
+            actor="technician",
+            terminal_id=self.config.terminal_id,
+            count=count,
+            file=str(target),
+        )
+        return UnitTransfer(count)
+
+    def import_queue(self, secret: str, source: Path, passphrase: bytes) -> UnitTransfer:
+        """Add a backup's payments to this unit's queue (idempotent); `pipos sync` sends them."""
+        self.authorise(secret, "queue_import")
+        try:
+            with self._queue(create=True) as queue:
+                report = import_queue(queue, source, passphrase)
+        except QueueError as exc:
+            raise ProvisionError(str(exc)) from exc
+        self.audit.record(
+            "queue_imported",
+            actor="technician",
+            terminal_id=self.config.terminal_id,
+            added=len(report.added),
+            already_present=len(report.already_present),
+            conflicts=list(report.conflicts),
+            file=str(source),
+        )
+        return UnitTransfer(
+            len(report.added) + len(report.already_present),
+            len(report.added),
+            len(report.already_present),
+            tuple(report.conflicts),
+        )
+
+
+def open_service_terminal(
+    config_path: Path,
+    *,
+    clock: Clock = time.time,
+    token: Token = os.urandom,
+    scrypt_n: int = DEFAULT_SCRYPT_N,
+    client_options: Mapping[str, Any] | None = None,
+) -> ServiceTerminal:
+    config = load_config(config_path)
+    if not config.provisioned:
+        raise ProvisionError(f"{config_path}: the terminal is not provisioned")
+    keystore = Keystore.open(
+        config.data_dir, secret_from_file(config.secret_file), token=token, clock=clock
+    )
+    return ServiceTerminal(
+        config_path,
+        config,
+        keystore,
+        clock=clock,
+        token=token,
+        scrypt_n=scrypt_n,
+        client_options=client_options,
+    )

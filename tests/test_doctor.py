@@ -1,0 +1,215 @@
+"""`pipos doctor` with readers present (pcscd + vpcd), absent and inaccessible (fake sysfs,
+permissions and udev rules), and against a provisioned terminal and the simulated host."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import drivers.pcsc
+from drivers.discovery import DeviceEntry, discover
+from drivers.errors import DeviceUnavailableError
+from terminal.cli import main
+from terminal.config import TerminalConfig, save_config
+from terminal.doctor import Check, DoctorReport, Environment, run_doctor
+from tests.conftest_host import HostHandle
+from tests.test_provision import _provision
+
+
+def _fake_usb(tmp: Path, vendor: str, product: str) -> tuple[Path, Path]:
+    sysfs, dev = tmp / "sys", tmp / "dev"
+    device = sysfs / "1-1.2"
+    device.mkdir(parents=True)
+    for name, value in (("idVendor", vendor), ("idProduct", product)):
+        (device / name).write_text(value + "\n")
+    (device / "busnum").write_text("1\n")
+    (device / "devnum").write_text("5\n")
+    (dev / "001").mkdir(parents=True)
+    (dev / "001" / "005").write_text("")
+    return sysfs, dev
+
+
+def _no_pcsc(monkeypatch: pytest.MonkeyPatch) -> None:
+    def gone(context: int | None = None) -> list[str]:
+        raise DeviceUnavailableError(
+            "pcsc:", "pcscd does not answer: Service not available", "start pcscd"
+        )
+
+    monkeypatch.setattr(drivers.pcsc, "list_pcsc_readers", gone)
+
+
+def _by_name(report: DoctorReport, prefix: str) -> list[Check]:
+    return [c for c in report.checks if c.name.startswith(prefix)]
+
+
+def _config(tmp: Path, **kw: Any) -> Path:
+    path = tmp / "terminal.toml"
+    save_config(
+        TerminalConfig(host_url="http://127.0.0.1:9", data_dir=tmp, secret_file=tmp / "s", **kw),
+        path,
+    )
+    return path
+
+
+def test_readers_present_through_pcscd(pcscd: object, tmp_path: Path) -> None:
+    sysfs, dev = tmp_path / "nosys", tmp_path / "nodev"
+    env = Environment(devices=lambda: discover(sysfs_usb=sysfs, dev_usb=dev))
+    report = run_doctor(_config(tmp_path, reader_url="pcsc:Virtual PCD 00 00"), env)
+    [present] = [c for c in report.checks if "Virtual PCD 00 00" in c.name]
+    assert present.status == "pass"
+    [configured] = _by_name(report, "configured reader")
+    assert configured.status == "pass"
+    assert not _by_name(report, "PC/SC")
+
+
+def test_readers_absent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _no_pcsc(monkeypatch)
+    env = Environment(devices=lambda: discover(sysfs_usb=tmp_path / "x", dev_usb=tmp_path / "y"))
+    report = run_doctor(tmp_path / "missing.toml", env)
+    [pcsc] = _by_name(report, "PC/SC")
+    assert pcsc.status == "fail"
+    assert "pcscd is not running" in pcsc.message
+    assert "systemctl enable --now pcscd" in pcsc.fix
+    [reader] = _by_name(report, "card reader")
+    assert reader.status == "warn"
+    [config] = _by_name(report, "configuration")
+    assert config.status == "fail"
+    assert "pipos provision" in config.fix
+    assert not report.ok
+
+
+def test_usb_reader_without_udev_rule(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _no_pcsc(monkeypatch)
+    sysfs, dev = _fake_usb(tmp_path, "072f", "2200")
+    env = Environment(
+        devices=lambda: discover(sysfs_usb=sysfs, dev_usb=dev, access=lambda _p, _m: False),
+        udev_dirs=[tmp_path / "rules.d"],
+    )
+    report = run_doctor(tmp_path / "missing.toml", env)
+    [reader] = _by_name(report, "reader ACS ACR122U")
+    assert reader.status == "fail"
+    assert "no udev rule" in reader.message
+    assert "packaging/udev/60-pipos.rules" in reader.fix
+
+
+def test_usb_reader_with_rule_but_user_not_in_group(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _no_pcsc(monkeypatch)
+    sysfs, dev = _fake_usb(tmp_path, "04cc", "2533")
+    rules = tmp_path / "rules.d"
+    rules.mkdir()
+    # The rule the package installs.
+    shipped = Path(__file__).parent.parent / "packaging" / "udev" / "60-pipos.rules"
+    (rules / "60-pipos.rules").write_text(shipped.read_text())
+    modules = tmp_path / "module"
+    (modules / "pn533_usb").mkdir(parents=True)
+    env = Environment(
+        devices=lambda: discover(sysfs_usb=sysfs, dev_usb=dev, access=lambda _p, _m: False),
+        udev_dirs=[rules],
+        groups=lambda: {"users"},
+        user=lambda: "pipos",
+        sys_module=modules,
+    )
+    report = run_doctor(tmp_path / "missing.toml", env)
+    [reader] = _by_name(report, "reader NXP PN533")
+    assert reader.status == "fail"
+    assert "user 'pipos' is not in it" in reader.message
+    assert "usermod -aG pipos pipos" in reader.fix
+    [kernel] = _by_name(report, "kernel NFC driver")
+    assert "blacklist pn533_usb" in kernel.fix
+
+
+def test_scanner_and_uart_reader_inaccessible(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    scanner = tmp_path / "ttyACM7"
+    scanner.write_text("")
+    env = Environment(
+        devices=lambda: [],
+        access=lambda _p, _m: False,
+        groups=lambda: {"pipos"},
+        user=lambda: "pipos",
+    )
+    config = _config(
+        tmp_path, reader_url="nfc:tty:NOSUCHUART:pn532", scanner_url=f"serial:{scanner}"
+    )
+    report = run_doctor(config, env)
+    [reader] = _by_name(report, "configured reader")
+    assert reader.status == "fail"
+    assert "/dev/ttyNOSUCHUART does not exist" in reader.message
+    assert "enable_uart=1" in reader.fix
+    [scan] = _by_name(report, "configured scanner")
+    assert scan.status == "fail"
+    assert "not in group 'dialout'" in scan.message
+    assert "usermod -aG dialout pipos" in scan.fix
+
+
+def test_scanner_accessible_but_modemmanager_not_kept_off(tmp_path: Path) -> None:
+    scanner = tmp_path / "ttyACM0"
+    scanner.write_text("")
+    env = Environment(devices=lambda: [], udev_dirs=[tmp_path / "none"])
+    report = run_doctor(_config(tmp_path, scanner_url=f"serial:{scanner}"), env)
+    [scan] = _by_name(report, "configured scanner")
+    assert scan.status == "warn"
+    assert "ModemManager" in scan.message
+
+
+def _ready_reader() -> list[DeviceEntry]:
+    return [DeviceEntry("pcsc:ACS ACR122U", "card reader", "pcsc", "ACS ACR122U 00 00")]
+
+
+def test_provisioned_terminal_is_healthy(acquirer_host: HostHandle, tmp_path: Path) -> None:
+    _provision(acquirer_host, tmp_path)
+    report = run_doctor(tmp_path / "etc" / "terminal.toml", Environment(devices=_ready_reader))
+    statuses = {c.name: c.status for c in report.checks}
+    for name in (
+        "configuration",
+        "host reachable",
+        "host key",
+        "clock",
+        "clock skew",
+        "keystore",
+        "parameters",
+        "free disk",
+        "queue backlog",
+        "audit log",
+        "technician credential",
+    ):
+        assert statuses[name] == "pass", (name, report.lines())
+    assert report.ok
+
+
+def test_doctor_finds_tampering_corruption_wrong_clock_and_no_host(
+    acquirer_host: HostHandle, tmp_path: Path
+) -> None:
+    _provision(acquirer_host, tmp_path)
+    data = tmp_path / "data"
+    audit = data / "audit.log"
+    audit.write_text(audit.read_text().replace('"mode":"provisioned"', '"mode":"refreshed"'))
+    (data / "offline_queue.sqlite3").write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    env = Environment(devices=_ready_reader, now=lambda: 1_600_000_000.0)
+    acquirer_host.server.stop()
+    report = run_doctor(tmp_path / "etc" / "terminal.toml", env)
+    checks = {c.name: c for c in report.checks}
+    assert checks["audit log"].status == "fail"
+    assert checks["queue database"].status == "fail"
+    assert "do not delete it" in checks["queue database"].fix
+    assert checks["clock"].status == "fail"
+    assert checks["host reachable"].status == "fail"
+    assert not report.ok
+
+
+def test_doctor_json_for_fleet_tooling(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _no_pcsc(monkeypatch)
+    status = main(["doctor", "--json", "--config", str(tmp_path / "none.toml")])
+    doc = json.loads(capsys.readouterr().out)
+    assert status == 1
+    assert doc["ok"] is False
+    assert doc["summary"]["fail"] >= 1
+    assert {"name", "status", "message", "fix"} <= set(doc["checks"][0])

@@ -1,0 +1,126 @@
+"""`pipos run --config`: the provisioned terminal serves sales with its own keys, verified
+parameters and devices, and audits refunds and merchant PIN failures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from terminal.audit import verify_audit_log
+from terminal.cli_run import start_provisioned_stack
+from terminal.config import load_config
+from terminal.errors import ConfigurationError
+from terminal.keys import Keystore, secret_from_file
+from terminal.provision import provision
+from terminal.queue_uplink import open_queue
+from tests.conftest_host import TEST_SCRYPT_N, HostHandle
+
+
+def _provisioned(host: HostHandle, tmp_path: Path) -> Path:
+    config_path = tmp_path / "etc" / "terminal.toml"
+    provision(
+        host_url=host.url,
+        activation_code=host.activation_code(),
+        config_path=config_path,
+        technician_secret="270513",
+        data_dir=tmp_path / "data",
+        reader_url="sim:visa",
+        scrypt_n=TEST_SCRYPT_N,
+    )
+    return config_path
+
+
+def test_sale_refund_and_audit(acquirer_host: HostHandle, tmp_path: Path) -> None:
+    config_path = _provisioned(acquirer_host, tmp_path)
+    data_dir = load_config(config_path).data_dir
+    pin_file = data_dir / "merchant-pin"
+    pin_file.write_text("4321\n")
+    os.chmod(pin_file, 0o600)
+    now = [1000.0]
+    stack, token_path, created = start_provisioned_stack(
+        config_path,
+        bind="127.0.0.1",
+        port=0,
+        printer_url=None,
+        pin_file=None,
+        token_file=None,
+        pin_clock=lambda: now[0],
+    )
+    try:
+        assert created
+        assert token_path.stat().st_mode & 0o077 == 0
+        api = httpx.Client(
+            base_url=stack.api.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
+        )
+        created_sale = api.post("/api/v1/sales", json={"amount": 1234, "currency": 826})
+        assert created_sale.status_code == 202, created_sale.text
+        sale = created_sale.json()
+        record = stack.checkout.wait(sale["id"], timeout=30)
+        assert record.state == "approved"
+        assert [t["kind"] for t in acquirer_host.ledger()] == ["sale"]
+        wrong = api.post(f"/api/v1/transactions/{sale['id']}/refund", json={"pin": "0000"})
+        assert wrong.status_code == 403
+        now[0] += 2  # past the slow-down after one wrong PIN
+        refund = api.post(
+            f"/api/v1/transactions/{sale['id']}/refund", json={"pin": "4321", "amount": 234}
+        )
+        assert refund.status_code == 200, refund.text
+        assert refund.json()["state"] == "approved"
+    finally:
+        stack.close()
+    events = [line for line in (data_dir / "audit.log").read_text().splitlines() if line]
+    assert any('"merchant_pin_wrong"' in line for line in events)
+    assert any('"refund"' in line for line in events)
+    assert verify_audit_log(data_dir / "audit.log").ok
+
+
+def test_missing_pin_file_says_how_to_fix(acquirer_host: HostHandle, tmp_path: Path) -> None:
+    config_path = _provisioned(acquirer_host, tmp_path)
+    with pytest.raises(ConfigurationError, match="write the merchant PIN"):
+        start_provisioned_stack(
+            config_path,
+            bind="127.0.0.1",
+            port=0,
+            printer_url=None,
+            pin_file=None,
+            token_file=None,
+        )
+
+
+def test_unprovisioned_config_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "terminal.toml"
+    config.write_text(
+        '[acquirer]\nurl = "http://127.0.0.1:1"\n[storage]\n'
+        f'data_dir = "{tmp_path}"\nsecret_file = "{tmp_path / "secret"}"\n'
+    )
+    with pytest.raises(ConfigurationError, match="not provisioned"):
+        start_provisioned_stack(
+            config, bind="127.0.0.1", port=0, printer_url=None, pin_file=None, token_file=None
+        )
+
+
+def test_queue_export_on_a_provisioned_terminal_needs_the_technician(
+    acquirer_host: HostHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from terminal.cli import main
+
+    config_path = _provisioned(acquirer_host, tmp_path)
+    config = load_config(config_path)
+    keystore = Keystore.open(config.data_dir, secret_from_file(config.secret_file))
+    open_queue(config.data_dir / "offline_queue.sqlite3", keystore).close()
+    wrong, right, passphrase = tmp_path / "wrong", tmp_path / "right", tmp_path / "pass"
+    for path, text in ((wrong, "999999"), (right, "270513"), (passphrase, "backup pass 1")):
+        path.write_text(text + "\n")
+        os.chmod(path, 0o600)
+    backup = tmp_path / "queue.backup"
+    common = ["queue", "export", "--config", str(config_path), "--passphrase-file", str(passphrase)]
+    assert main([*common, "--technician-pin-file", str(wrong), str(backup)]) == 1
+    assert "technician" in capsys.readouterr().err.lower()
+    assert not backup.exists()
+    assert main([*common, "--technician-pin-file", str(right), str(backup)]) == 0
+    assert backup.exists()
+    log = (load_config(config_path).data_dir / "audit.log").read_text()
+    assert "queue_export" in log
