@@ -192,6 +192,10 @@ def run_code_payment(
         if account.expired(today):
             return CodePaymentOutcome("rejected", "expired", **base)
         emv = cpm.host_emv()
+        if account.pan_sequence is not None:
+            # As for a card, the PAN Sequence Number travels with the EMV data; the PAN and
+            # track 2 go in their own fields, never in the EMV map.
+            emv.setdefault("5F34", f"{account.pan_sequence:02d}")
         if TAG_CRYPTOGRAM not in cpm.cryptogram_data():
             # Without a cryptogram the code is a bare card number: not a payment credential.
             return CodePaymentOutcome("rejected", "corrupt", **base)

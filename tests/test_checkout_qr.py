@@ -162,6 +162,25 @@ def test_wallet_code_through_the_serial_scanner_is_approved_journaled_and_receip
     assert code.encode() not in (terminal.state_dir / "journal.sqlite3").read_bytes()
 
 
+def test_wallet_sale_is_refunded_through_the_checkout_and_settled_under_its_scheme(
+    terminal: TerminalRuntime, pty: PtyScanner, phone: PhoneWallet, acquirer_host: HostHandle
+) -> None:
+    done = _code_sale(terminal, pty, phone.wallet_code("wechatpay"), amount=1800)
+    assert done.state == "approved"
+    assert done.host_ref  # the host booked it: a bank reference to refund against
+    refund = terminal.checkout.refund(done.id, 800)
+    assert (refund.state, refund.result) == ("approved", Result.REFUND_APPROVED)
+    ledger = acquirer_host.ledger()
+    assert [(r["kind"], r["brand"], r["amount"]) for r in ledger] == [
+        ("sale", "wechatpay", 1800),
+        ("refund", "wechatpay", 800),
+    ]
+    report = terminal.checkout.end_of_day()
+    assert [
+        (t["brand"], t["sales_amount"], t["refunds_amount"]) for t in report["host_totals"]
+    ] == [("wechatpay", 1800, 800)]
+
+
 def test_consumer_presented_code_is_authorised_with_its_cryptogram(
     terminal: TerminalRuntime, pty: PtyScanner, phone: PhoneWallet, acquirer_host: HostHandle
 ) -> None:

@@ -5,6 +5,13 @@ lives in this module's own tables (prefix ``qr_``) in the host's SQLite database
 first use. Signed endpoints authenticate exactly like the host's own (docs/protocol.md) and
 answer with the host's response signature; money-moving ones are idempotent.
 
+Money is booked in the host's own `transactions` ledger, so settlement, refunds and
+reversals treat a code like a card: a consumer-presented code goes through the host's normal
+authorisation (its ARQC verified by the host's CryptogramVerifier, approved or declined, and
+recorded either way); an order a wallet paid (wallet payment code, or a merchant-presented
+code) is booked as a sale with the wallet scheme as its brand. The order's
+`transaction_ref` is that ledger reference. Failed and cancelled orders book nothing.
+
     POST /v1/qr/payments                 a scanned code: {"kind": "wallet"|"cpm", ...}
     POST /v1/qr/merchant-orders          the terminal shows a dynamic MPM code for an order
     GET  /v1/qr/orders/{order_id}        poll: paid, failed, pending_confirmation, ...
@@ -232,12 +239,14 @@ def _settle_confirmation(host: AcquirerHost, conn: sqlite3.Connection, row: sqli
     if row["confirm_at"] is None or now < row["confirm_at"]:
         return
     paid = row["confirm_outcome"] == "paid"
+    ref = _book_wallet_sale(host, conn, row, str(row["scheme"] or "wallet")) if paid else None
     conn.execute(
-        "UPDATE qr_orders SET status = ?, reason = ?, updated_at = ? "
+        "UPDATE qr_orders SET status = ?, reason = ?, transaction_ref = ?, updated_at = ? "
         "WHERE terminal_id = ? AND order_id = ?",
         (
             "paid" if paid else "failed",
             "paid" if paid else "user_declined",
+            ref,
             int(now),
             row["terminal_id"],
             row["order_id"],
@@ -250,6 +259,28 @@ def _settle_confirmation(host: AcquirerHost, conn: sqlite3.Connection, row: sqli
         row["order_id"],
         "qr_paid" if paid else "qr_declined",
         {"kind": row["kind"], "amount": row["amount"]},
+    )
+
+
+def _book_wallet_sale(
+    host: AcquirerHost, conn: sqlite3.Connection, row: sqlite3.Row, scheme: str
+) -> str:
+    """Put an order the wallet provider paid in the host's transactions ledger (brand = the
+    wallet scheme), so batch totals count it and the terminal can refund or reverse it by
+    the returned reference. Only paid orders are booked: nothing for failed or cancelled."""
+    code = conn.execute(
+        "SELECT code FROM qr_wallet_codes WHERE used_by = ?", (row["order_id"],)
+    ).fetchone()
+    return host.record_code_sale(
+        conn,
+        terminal_id=str(row["terminal_id"]),
+        amount=int(row["amount"]),
+        currency=int(row["currency"]),
+        scheme=scheme,
+        masked=str(row["masked_code"] or ""),
+        # One-time codes identify no card; the keyed hash only ties the row to its order.
+        code=str(code["code"]) if code else f"{row['kind']}:{row['order_id']}",
+        idempotency_key=str(row["order_id"]),
     )
 
 
@@ -335,6 +366,13 @@ def _wallet_payment(
             reason="paid",
             masked=masked,
         )
+        order = _order(conn, caller.terminal_id, body.order_id)
+        assert order is not None
+        ref = _book_wallet_sale(host, conn, order, str(row["scheme"]))
+        conn.execute(
+            "UPDATE qr_orders SET transaction_ref = ? WHERE terminal_id = ? AND order_id = ?",
+            (ref, caller.terminal_id, body.order_id),
+        )
         host.store.add_event(
             conn,
             now,
@@ -363,7 +401,9 @@ def _wallet_payment(
 def _cpm_payment(
     host: AcquirerHost, conn: sqlite3.Connection, caller: Caller, body: CodePaymentBody
 ) -> str:
-    """EMVCo CPM: ARQC check with the issuer keys, one use per cryptogram, then authorise."""
+    """EMVCo CPM: one use per cryptogram, then the host's normal authorisation with the code's
+    application cryptogram data, exactly as for a card (EMVCo CPM §3.3): the host's
+    CryptogramVerifier checks the ARQC and the ledger records the result, approved or not."""
     now = host.now()
     pan = body.pan or ""
     masked = mask_pan(pan)
@@ -372,7 +412,7 @@ def _cpm_payment(
     except ValueError as exc:
         raise HostError(422, "invalid_emv_data", "EMV values must be hex") from exc
 
-    def fail(reason: str) -> str:
+    def fail(reason: str, ref: str | None = None) -> str:
         _insert_order(
             conn,
             now,
@@ -383,6 +423,7 @@ def _cpm_payment(
             status="failed",
             reason=reason,
             masked=masked,
+            ref=ref,
         )
         return "failed"
 
@@ -398,11 +439,11 @@ def _cpm_payment(
         "INSERT INTO qr_cryptograms (digest, order_id, at) VALUES (?, ?, ?)",
         (digest, body.order_id, now),
     )
-    arqc = host.verifier.verify_arqc(pan=pan, pan_sequence=body.pan_sequence, emv=emv)
-    if arqc.status in ("invalid", "malformed"):
-        return fail(f"cryptogram_{arqc.status}")
-    # The phone computed its cryptogram before the amount was known (CPM §3.3), so the
-    # cryptogram is checked here and the authorisation carries the sale's own amount.
+    pan_sequence = body.pan_sequence
+    if pan_sequence is None and emv.get("5F34", b"").hex().isdigit():
+        pan_sequence = int(emv["5F34"].hex())
+    # The phone computed its cryptogram before the amount was known (CPM §3.3): its 9F02 is
+    # zero and is verified as sent, while the ledger and the decision use the sale's amount.
     result = host.authorise(
         caller,
         conn,
@@ -410,28 +451,34 @@ def _cpm_payment(
             "pan": pan,
             "amount": body.amount,
             "currency": body.currency,
-            "pan_sequence": body.pan_sequence,
+            "pan_sequence": pan_sequence,
             "expiry": body.expiry,
             "aid": body.aid,
             "brand": body.scheme or None,
             "entry_mode": "qr_consumer_presented",
-            "emv": {},
+            "emv": {tag: value.hex().upper() for tag, value in emv.items()},
         },
+        cryptogram_before_sale=True,
     )
-    approved = result.get("outcome") == "approved"
-    _insert_order(
-        conn,
-        now,
-        caller,
-        body,
-        kind="cpm",
-        scheme=body.scheme or None,
-        status="paid" if approved else "failed",
-        reason="paid" if approved else f"declined_{result.get('response_code')}",
-        masked=masked,
-        ref=result.get("transaction_ref"),
-    )
-    return "paid" if approved else "failed"
+    ref = result.get("transaction_ref")
+    if result.get("outcome") == "approved":
+        _insert_order(
+            conn,
+            now,
+            caller,
+            body,
+            kind="cpm",
+            scheme=body.scheme or None,
+            status="paid",
+            reason="paid",
+            masked=masked,
+            ref=ref,
+        )
+        return "paid"
+    arqc = result.get("arqc_status")
+    if arqc in ("invalid", "malformed"):
+        return fail(f"cryptogram_{arqc}", ref)
+    return fail(f"declined_{result.get('response_code')}", ref)
 
 
 router = APIRouter(tags=["qr"])
@@ -598,13 +645,15 @@ async def wallet_notify(request: Request, payload: NotifyBody) -> dict[str, Any]
             raise HostError(422, "amount_mismatch", "amount or currency differ from the order")
         now = host.now()
         paid = payload.result == "paid"
+        ref = _book_wallet_sale(host, conn, row, payload.wallet) if paid else None
         conn.execute(
-            "UPDATE qr_orders SET status = ?, reason = ?, scheme = ?, updated_at = ? "
-            "WHERE terminal_id = ? AND order_id = ?",
+            "UPDATE qr_orders SET status = ?, reason = ?, scheme = ?, transaction_ref = ?, "
+            "updated_at = ? WHERE terminal_id = ? AND order_id = ?",
             (
                 "paid" if paid else "failed",
                 "paid" if paid else "user_declined",
                 payload.wallet,
+                ref,
                 now,
                 row["terminal_id"],
                 reference,

@@ -504,8 +504,20 @@ class AcquirerHost:
         return int(row[0])
 
     def authorise(
-        self, caller: Caller, conn: sqlite3.Connection, body: Mapping[str, Any]
+        self,
+        caller: Caller,
+        conn: sqlite3.Connection,
+        body: Mapping[str, Any],
+        *,
+        cryptogram_before_sale: bool = False,
     ) -> dict[str, Any]:
+        """Authorise a sale and record it in the ledger, approved or declined.
+
+        `cryptogram_before_sale` is for EMVCo consumer-presented codes (set only by the code
+        payment router, never from a request field): the phone computes its ARQC before the
+        terminal knows the amount (EMVCo CPM §3.3), so 9F02 and 5F2A are the phone's own and
+        are not compared with the sale; the cryptogram is still verified over the data as sent.
+        """
         now = self.now()
         idem = caller.idempotency_key
         tomb = conn.execute(
@@ -534,9 +546,10 @@ class AcquirerHost:
         token = self.store.card_token(pan)
         brand = brand_for(body.get("aid"), body.get("brand"))
         arqc = self.verifier.verify_arqc(pan=pan, pan_sequence=pan_sequence, emv=emv)
-        if "9F02" in emv and int(emv["9F02"].hex() or "0") != amount:
+        bound = not cryptogram_before_sale
+        if bound and "9F02" in emv and int(emv["9F02"].hex() or "0") != amount:
             decision_code, reason = INVALID_AMOUNT, "amount does not match 9F02"
-        elif "5F2A" in emv and int(emv["5F2A"].hex() or "0") != currency:
+        elif bound and "5F2A" in emv and int(emv["5F2A"].hex() or "0") != currency:
             decision_code, reason = INVALID_AMOUNT, "currency does not match 5F2A"
         else:
             d = decide(
@@ -597,6 +610,61 @@ class AcquirerHost:
             "arpc": arpc.hex().upper() if arpc else None,
             "arqc_status": arqc.status,
         }
+
+    def record_code_sale(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        terminal_id: str,
+        amount: int,
+        currency: int,
+        scheme: str,
+        masked: str,
+        code: str,
+        idempotency_key: str | None,
+    ) -> str:
+        """Book a sale the wallet provider has paid (a wallet payment code, or a merchant-
+        presented code paid by a wallet) so settlement, refunds and reversals see it like a
+        card sale. The scheme is the brand; the code is kept only as a keyed hash. Returns
+        the transaction reference."""
+        now = self.now()
+        row = conn.execute(
+            "SELECT merchant_id FROM terminals WHERE terminal_id = ?", (terminal_id,)
+        ).fetchone()
+        if row is None:
+            raise HostError(404, "unknown_terminal", f"terminal {terminal_id} is not enrolled")
+        ref = self._ref("W")
+        conn.execute(
+            "INSERT INTO transactions (ref, terminal_id, merchant_id, kind, amount, currency, "
+            "brand, masked_pan, card_token, status, response_code, reason, auth_code, "
+            "arqc_status, idempotency_key, created_at, updated_at) "
+            "VALUES (?, ?, ?, 'sale', ?, ?, ?, ?, ?, 'approved', ?, 'paid by wallet', ?, "
+            "'not_applicable', ?, ?, ?)",
+            (
+                ref,
+                terminal_id,
+                str(row["merchant_id"]),
+                amount,
+                currency,
+                scheme.lower(),
+                masked,
+                self.store.card_token(code),
+                APPROVED,
+                self.token(3).hex().upper(),
+                idempotency_key,
+                now,
+                now,
+            ),
+        )
+        self.store.add_event(
+            conn,
+            now,
+            terminal_id,
+            ref,
+            "authorised",
+            {"amount": amount, "currency": currency, "code": APPROVED, "scheme": scheme},
+        )
+        return ref
 
     def _find(
         self, conn: sqlite3.Connection, caller: Caller, ref: str | None, idem: str | None
