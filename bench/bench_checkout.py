@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from terminal.cli_run import start_demo_stack
+from terminal.stack import start_demo_stack
 
 from .common import Row
 

@@ -10,12 +10,12 @@ import httpx
 import pytest
 
 from terminal.audit import verify_audit_log
-from terminal.cli_run import start_provisioned_stack
 from terminal.config import load_config
 from terminal.errors import ConfigurationError
 from terminal.keys import Keystore, secret_from_file
 from terminal.provision import provision
 from terminal.queue_uplink import open_queue
+from terminal.stack import start_provisioned_stack
 from tests.conftest_host import TEST_SCRYPT_N, HostHandle
 
 
