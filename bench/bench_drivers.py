@@ -1,6 +1,7 @@
-"""Time per APDU and tap-to-outcome through the real stacks: pyscard + pcscd + vpcd, and
-nfcpy's udp device. Stacks that cannot run here (pcscd needs root; a library missing) are
-left out of the table with a note on stderr."""
+"""Time per APDU and tap-to-outcome through the real stacks: pyscard + pcscd + vpcd, nfcpy's
+udp device, and nfcpy's pn532 driver on a pty (APDU only). Stacks that cannot run here (pcscd
+and the PN532's /dev name need root; a library missing) are left out of the table with a note
+on stderr."""
 
 from __future__ import annotations
 
@@ -82,6 +83,19 @@ def _bench_nfc() -> list[Row]:
     ]
 
 
+def _bench_pn532() -> list[Row]:
+    if os.geteuid() != 0:
+        print("bench_drivers: the PN532 pty needs root (/dev name); row skipped", file=sys.stderr)
+        return []
+    from drivers.url import open_reader
+    from simulator.bridges.pn532_pty import Pn532PtySimulator
+
+    with Pn532PtySimulator(_card()) as chip, open_reader(chip.url) as reader:
+        reader.wait_for_card(timeout=10)
+        per_apdu = _median_ms(lambda: reader.transceive(SELECT_PPSE), APDUS)
+    return [("APDU round trip, nfcpy pn532 on a pty (simulated chip)", per_apdu, "ms")]
+
+
 def _bench_pcsc() -> list[Row]:
     if os.geteuid() != 0:
         print("bench_drivers: pcscd needs root; PC/SC rows skipped", file=sys.stderr)
@@ -130,7 +144,7 @@ def _bench_pcsc() -> list[Row]:
 
 def run() -> list[Row]:
     rows: list[Row] = []
-    for name, bench in (("pcsc", _bench_pcsc), ("nfc", _bench_nfc)):
+    for name, bench in (("pcsc", _bench_pcsc), ("nfc", _bench_nfc), ("pn532", _bench_pn532)):
         try:
             rows.extend(bench())
         except ImportError as exc:

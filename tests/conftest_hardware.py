@@ -12,6 +12,9 @@ Fixtures:
   UDP port; its ``url`` is the ``nfc:udp:...`` reader URL.
 * ``pty_scanner`` - a :class:`simulator.bridges.pty_scanner.PtyScanner`; its ``path`` is the
   serial device to open.
+* ``pn532_pty`` - a :class:`simulator.bridges.pn532_pty.Pn532PtySimulator` (a PN532 on a pty,
+  named ``/dev/pipos-pn532-<hex>``), started with no card; ``insert(card)``; its ``url`` is
+  the ``nfc:tty:...:pn532`` reader URL. Skipped when not root (the name in /dev needs it).
 
 Load it from tests/conftest.py with ``pytest_plugins = ["tests.conftest_hardware"]``.
 """
@@ -137,3 +140,19 @@ def pty_scanner() -> Iterator[object]:
     scanner = PtyScanner()
     yield scanner
     scanner.unplug()
+
+
+@pytest.fixture
+def pn532_pty() -> Iterator[object]:
+    pytest.importorskip("nfc", reason="nfcpy is not installed (pip install 'pipos[nfc]')")
+    if os.geteuid() != 0:
+        pytest.skip(
+            "the PN532 pty tests need root: nfcpy finds serial devices only by name under "
+            "/dev, where the simulator's symlink goes (CI runs as root)"
+        )
+    from simulator.bridges.pn532_pty import Pn532PtySimulator
+
+    chip = Pn532PtySimulator()
+    chip.start()
+    yield chip
+    chip.stop()

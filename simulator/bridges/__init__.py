@@ -2,6 +2,8 @@
 
 * :mod:`.vpcd` - a virtual ICC for vsmartcard's ``vpcd`` pcscd driver (PC/SC tests).
 * :mod:`.nfc_udp` - an ISO 14443-4 card emulator on nfcpy's ``udp`` device (nfcpy tests).
+* :mod:`.pn532_pty` - a PN532 chip on a pty, for nfcpy's own UART driver (``nfc:tty:...:pn532``,
+  the Raspberry Pi reader path).
 * :mod:`.pty_scanner` - a code scanner typing into a pty pair (pyserial tests).
 
 Each bridge takes any card object with ``transceive(bytes) -> bytes``, ``uid`` and ``atr``
