@@ -14,7 +14,7 @@ python="${PYTHON:-python3}"
 # simulated card in; libpcsclite-dev, swig and gcc build pyscard; chromium shows the kiosk
 # checkout page (and runs the page tests headless).
 debian_packages=(python3-venv python3-dev gcc pcscd libccid vsmartcard-vpcd libpcsclite-dev swig
-                 chromium)
+                 chromium fonts-wqy-zenhei)  # CJK glyphs: the page shows Chinese labels (zh)
 
 missing=()
 for pkg in "${debian_packages[@]}"; do

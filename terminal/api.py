@@ -54,6 +54,7 @@ from .checkout import (
     totals_json,
 )
 from .currency import CURRENCIES, MAX_EMV_AMOUNT
+from .messages import LANGUAGES, ui_strings
 from .receipts import PrinterError, build_receipt, print_receipt
 from .sim_field import SimulatedField
 from .sim_scanner import PHONE_CODES, SimulatedPhone, SimulatedScanner, SimulatorError
@@ -553,6 +554,26 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     @app.get("/api/v1/status", tags=["status"])
     def status(who: str = Depends(register)) -> dict[str, Any]:
         return checkout.status() | dict(settings.extra_status())
+
+    @app.get("/api/v1/ui-strings", tags=["status"])
+    def ui_labels(
+        who: str = Depends(register),
+        lang: Annotated[
+            str | None,
+            Query(description='"en" or "zh"; default: the terminal\'s language (parameters)'),
+        ] = None,
+    ) -> dict[str, Any]:
+        """The checkout page's labels in one language (key -> text; "{name}" placeholders
+        are the page's to fill). 422 for a language the terminal does not speak."""
+        language = checkout.language if lang is None else lang
+        if language not in LANGUAGES:
+            raise _ApiError(
+                422,
+                "unknown_language",
+                f"unknown language {language[:16]!r}: expected one of {', '.join(LANGUAGES)}",
+                field="lang",
+            )
+        return {"language": language, "strings": ui_strings(language)}
 
     @app.get("/health", tags=["status"])
     def health() -> dict[str, Any]:

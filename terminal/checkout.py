@@ -139,6 +139,9 @@ class Stage(StrEnum):
     REVERSING = "reversing"
     READING_CODE = "reading_code"  # a scanned code is on its way to the acquirer
     WAITING_FOR_CONFIRMATION = "waiting_for_confirmation"  # the wallet asks its user
+    #: The merchant-presented order is being opened with the acquirer: no code on screen
+    #: yet, so a phone cannot pay an order the acquirer does not know.
+    OPENING_ORDER = "opening_order"
     WAITING_FOR_PAYMENT = "waiting_for_payment"  # merchant-presented code on the screen
     DONE = "done"
 
@@ -150,6 +153,7 @@ _CANCELLABLE_STAGES: Final = frozenset(
         Stage.WAITING_FOR_CARD,
         Stage.READING_CODE,
         Stage.WAITING_FOR_CONFIRMATION,
+        Stage.OPENING_ORDER,
         Stage.WAITING_FOR_PAYMENT,
     }
 )
@@ -382,7 +386,7 @@ class Checkout:
         # The merchant-presented code, while the phone can still pay it.
         data["qr_svg"] = (
             f"/api/v1/sales/{record.id}/qr.svg"
-            if record.extra.get("qr_payload") and not record.finished
+            if record.extra.get("qr_payload") and record.stage == Stage.WAITING_FOR_PAYMENT
             else None
         )
         data["cancellable"] = not record.finished and record.stage in _CANCELLABLE_STAGES
@@ -520,7 +524,7 @@ class Checkout:
         entry_mode = "contactless"
         if method == "merchant_qr":
             extra = self._merchant_qr_extra(amount)
-            stage = Stage.WAITING_FOR_PAYMENT
+            stage = Stage.OPENING_ORDER
             entry_mode = _ENTRY_MODES["mpm"]
         self._claim()
         try:
@@ -830,6 +834,8 @@ class Checkout:
 
         def on_created(status: OrderStatus) -> None:
             self.host_online = True
+            # Only now does the page show the code: the acquirer knows the order.
+            current[0] = self._save(current[0], stage=Stage.WAITING_FOR_PAYMENT)
 
         outcome = run_merchant_order(
             record.amount,

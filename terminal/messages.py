@@ -4,6 +4,10 @@ Each :class:`Result` carries two short texts: one for the merchant (what happene
 do next, with the technical reason when there is one) and one for the customer (what to do,
 never a technical detail). The language comes from the terminal parameters
 (``terminal.language``: "en" or "zh"); an unknown language falls back to English.
+
+The checkout page's own labels (tabs, keypad, buttons, banners, dialogs) live here too, so
+every text the merchant and the customer read is translated in one place: see
+:func:`ui_strings`, served to the page by ``GET /api/v1/ui-strings``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,15 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
-__all__ = ["CODE_RESULTS", "LANGUAGES", "Message", "Result", "message_for", "progress_text"]
+__all__ = [
+    "CODE_RESULTS",
+    "LANGUAGES",
+    "Message",
+    "Result",
+    "message_for",
+    "progress_text",
+    "ui_strings",
+]
 
 LANGUAGES: Final = ("en", "zh")
 
@@ -278,6 +290,7 @@ _PROGRESS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "reversing": "No answer from the bank - reversing",
             "reading_code": "Code scanned - sending it to the wallet",
             "waiting_for_confirmation": "Waiting for the customer to confirm on the phone",
+            "opening_order": "Preparing the QR code",
             "waiting_for_payment": "Scan this code with your phone to pay",
             "done": "Done",
         },
@@ -289,6 +302,7 @@ _PROGRESS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "reversing": "银行无应答 - 正在冲正",
             "reading_code": "已扫码 - 正在提交",
             "waiting_for_confirmation": "等待顾客在手机上确认",
+            "opening_order": "正在生成收款码",
             "waiting_for_payment": "请用手机扫描此码付款",
             "done": "完成",
         },
@@ -321,3 +335,172 @@ def message_for(result: Result, language: str, *, amount: str = "", reason: str 
 def progress_text(stage: str, language: str) -> str:
     """The prompt shown while a transaction runs (stage names of terminal.checkout.Stage)."""
     return _PROGRESS[_language(language)].get(stage, stage)
+
+
+# The checkout page's labels (terminal/web), per language. "{name}" placeholders are filled
+# in by the page; every language has the same keys and the same placeholders (tested). The
+# page's index.html carries the English text as its default, for the instant before the
+# page has loaded its strings. Prompts shared with progress_text() are taken from _PROGRESS.
+_UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
+    {
+        "en": {
+            "html_lang": "en",
+            "page_title": "pipos checkout",
+            "tab_sale": "Sale",
+            "tab_list": "Transactions",
+            "tab_totals": "Totals",
+            "charge": "Charge",
+            "charge_qr": "Show QR code to pay",
+            "error_no_amount": "Enter an amount first",
+            "sim_phone_title": "Simulated phone: show a code to the scanner",
+            "phone_alipay": "Alipay code",
+            "phone_wechatpay": "WeChat Pay code",
+            "phone_confirm": "Code, confirm on phone",
+            "phone_cpm": "EMVCo QR",
+            "phone_expired": "Expired code",
+            "phone_reused": "Used code again",
+            "phone_corrupt": "Damaged code",
+            "sim_mpm_title": "Simulated phone",
+            "sim_pay_mpm": "Scan and pay with the phone",
+            "sim_cards_title": "Simulated cards",
+            "card_visa": "Visa",
+            "card_mastercard": "Mastercard",
+            "card_visa_debit": "Visa Debit",
+            "card_maestro": "Maestro",
+            "cancel": "Cancel",
+            "result_approved": "Approved",
+            "result_approved_offline": "Approved (offline)",
+            "result_declined": "Declined",
+            "result_cancelled": "Cancelled",
+            "receipt": "Receipt",
+            "new_sale": "New sale",
+            "copy_customer": "Customer copy",
+            "copy_merchant": "Merchant copy",
+            "print": "Print",
+            "done": "Done",
+            "refresh": "Refresh",
+            "sync_now": "Send offline payments",
+            "col_time": "Time",
+            "col_type": "Type",
+            "col_amount": "Amount",
+            "col_card": "Card",
+            "col_status": "Status",
+            "kind_sale": "sale",
+            "kind_refund": "refund",
+            "kind_void": "void",
+            "state_in_progress": "in progress",
+            "state_approved": "approved",
+            "state_approved_offline": "approved offline",
+            "state_declined": "declined",
+            "state_cancelled": "cancelled",
+            "state_failed": "failed",
+            "refund": "Refund",
+            "refund_title": "Refund {id}",
+            "refund_amount": "Amount",
+            "merchant_pin": "Merchant PIN",
+            "error_bad_amount": "Enter a valid amount",
+            "col_brand": "Brand",
+            "col_sales": "Sales",
+            "col_refunds": "Refunds",
+            "col_net": "Net",
+            "col_offline": "Offline",
+            "end_of_day": "End of day",
+            "eod_closed": "Batch {batch} closed: {count} transactions",
+            "eod_net": "{brand}: net {amount}",
+            "banner_offline": "OFFLINE",
+            "banner_not_sent": "NOT YET SENT",
+            "banner_host_down": "Bank unreachable - payments are taken offline.",
+            "banner_waiting_one": "{count} payment waiting to be sent: {amounts}",
+            "banner_waiting_other": "{count} payments waiting to be sent: {amounts}",
+            "banner_flagged": (
+                "{count} offline payment(s) declined by the bank afterwards - "
+                "check the transaction list"
+            ),
+        },
+        "zh": {
+            "html_lang": "zh-CN",
+            "page_title": "pipos 收银台",
+            "tab_sale": "收款",
+            "tab_list": "交易记录",
+            "tab_totals": "汇总",
+            "charge": "收款",
+            "charge_qr": "显示收款码",
+            "error_no_amount": "请先输入金额",
+            "sim_phone_title": "模拟手机：向扫码器出示付款码",
+            "phone_alipay": "支付宝付款码",
+            "phone_wechatpay": "微信支付付款码",
+            "phone_confirm": "付款码（需在手机上确认）",
+            "phone_cpm": "EMVCo 二维码",
+            "phone_expired": "过期的付款码",
+            "phone_reused": "重复使用的付款码",
+            "phone_corrupt": "损坏的付款码",
+            "sim_mpm_title": "模拟手机",
+            "sim_pay_mpm": "用手机扫码付款",
+            "sim_cards_title": "模拟银行卡",
+            "card_visa": "Visa",
+            "card_mastercard": "Mastercard",
+            "card_visa_debit": "Visa 借记卡",
+            "card_maestro": "Maestro",
+            "cancel": "取消",
+            "result_approved": "交易成功",
+            "result_approved_offline": "交易成功（脱机）",
+            "result_declined": "交易被拒绝",
+            "result_cancelled": "已取消",
+            "receipt": "小票",
+            "new_sale": "新交易",
+            "copy_customer": "持卡人存根",
+            "copy_merchant": "商户存根",
+            "print": "打印",
+            "done": "完成",
+            "refresh": "刷新",
+            "sync_now": "上送脱机交易",
+            "col_time": "时间",
+            "col_type": "类型",
+            "col_amount": "金额",
+            "col_card": "卡号",
+            "col_status": "状态",
+            "kind_sale": "消费",
+            "kind_refund": "退款",
+            "kind_void": "撤销",
+            "state_in_progress": "处理中",
+            "state_approved": "成功",
+            "state_approved_offline": "脱机成功",
+            "state_declined": "被拒绝",
+            "state_cancelled": "已取消",
+            "state_failed": "失败",
+            "refund": "退款",
+            "refund_title": "退款 {id}",
+            "refund_amount": "退款金额",
+            "merchant_pin": "商户密码",
+            "error_bad_amount": "请输入有效金额",
+            "col_brand": "卡组织",
+            "col_sales": "消费",
+            "col_refunds": "退款",
+            "col_net": "净额",
+            "col_offline": "脱机",
+            "end_of_day": "日终结算",
+            "eod_closed": "批次 {batch} 已结算：共 {count} 笔交易",
+            "eod_net": "{brand}：净额 {amount}",
+            "banner_offline": "脱机",
+            "banner_not_sent": "尚未上送",
+            "banner_host_down": "无法连接银行 - 交易将脱机处理。",
+            "banner_waiting_one": "{count} 笔交易待上送：{amounts}",
+            "banner_waiting_other": "{count} 笔交易待上送：{amounts}",
+            "banner_flagged": "{count} 笔脱机交易事后被银行拒绝 - 请查看交易记录",
+        },
+    }
+)
+
+
+def ui_strings(language: str) -> dict[str, str]:
+    """Every label of the checkout page in `language` (unknown languages: English).
+
+    The prompts the page shows before the terminal sends its own progress text are the
+    progress texts themselves, so the two never disagree.
+    """
+    lang = _language(language)
+    progress = _PROGRESS[lang]
+    return dict(_UI[lang]) | {
+        "prompt": progress["waiting_for_card"],
+        "mpm_label": progress["waiting_for_payment"],
+    }

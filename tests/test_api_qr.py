@@ -122,7 +122,11 @@ def test_merchant_presented_sale_serves_its_code_and_is_paid(
     stack: DemoStack, api: httpx.Client
 ) -> None:
     txn = _start(api, 990, method="merchant_qr")
-    assert txn["stage"] == "waiting_for_payment"
+    # No code on screen until the acquirer knows the order (a phone could not pay it).
+    assert txn["stage"] == "opening_order"
+    assert txn["qr_svg"] is None
+    _wait_for_stage(stack, txn["id"], "waiting_for_payment")
+    txn = api.get(f"/api/v1/transactions/{txn['id']}").json()
     assert txn["qr_svg"] == f"/api/v1/sales/{txn['id']}/qr.svg"
     svg = api.get(txn["qr_svg"])
     assert svg.status_code == 200

@@ -303,10 +303,11 @@ def test_merchant_presented_sale_is_paid_by_the_phone(
     mpm = parse_mpm(payload)  # a valid EMVCo MPM, CRC included
     assert (mpm.initiation, mpm.amount_minor(2), mpm.currency) == ("dynamic", 990, 978)
     assert mpm.additional["05"] == record.extra["qr_order_id"]
-    view = terminal.checkout.view(record)
+    assert terminal.checkout.view(record)["qr_svg"] is None  # the order is being opened
+    _wait_for_stage(terminal, record.id, Stage.WAITING_FOR_PAYMENT)
+    view = terminal.checkout.view(terminal.checkout.get(record.id))
     assert view["qr_svg"] == f"/api/v1/sales/{record.id}/qr.svg"
     assert view["cancellable"] is True
-    _wait_for_stage(terminal, record.id, Stage.WAITING_FOR_PAYMENT)
     assert pay_merchant_code(acquirer_host.url, payload)["status"] == "paid"
     done = terminal.checkout.wait(record.id, timeout=30)
     assert (done.state, done.entry_mode, done.brand) == ("approved", "qr_merchant", "QR SIM-WALLET")

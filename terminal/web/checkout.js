@@ -13,6 +13,9 @@ let current = null;       // the transaction on screen
 let receiptCopy = "customer";
 let refundTarget = null;
 let shownCode = null;     // the sale whose merchant-presented code is on screen
+let strings = {};         // the page's labels in the terminal's language (GET /api/v1/ui-strings)
+let language = null;      // the language of `strings`
+let wantedLanguage = null;
 
 async function api(method, path, body) {
   const options = { method, headers: { Authorization: "Bearer " + TOKEN } };
@@ -30,6 +33,57 @@ async function api(method, path, body) {
     throw error;
   }
   return data;
+}
+
+// --- labels, in the terminal's language ---------------------------------------------------
+
+// The label `key` with its "{name}" placeholders filled from `values`; `fallback` (default: the
+// key itself, so a missing label is visible) when the table has no such key. The English text
+// in index.html stands in for the instant before the strings arrive.
+function t(key, values, fallback) {
+  const has = Object.prototype.hasOwnProperty.call(strings, key);
+  const text = has ? strings[key] : (fallback === undefined ? key : fallback);
+  return text.replace(/\{(\w+)\}/g, (whole, name) =>
+    values && Object.prototype.hasOwnProperty.call(values, name) ? String(values[name]) : whole);
+}
+
+function applyStrings() {
+  document.documentElement.lang = t("html_lang");
+  for (const element of document.querySelectorAll("[data-i18n]")) {
+    element.textContent = t(element.dataset.i18n);
+  }
+  for (const element of document.querySelectorAll("[data-i18n-aria]")) {
+    element.setAttribute("aria-label", t(element.dataset.i18nAria));
+  }
+}
+
+// Load and show the labels of `lang` (from the status event) unless they are already shown;
+// then redraw what was drawn in the old language.
+async function setLanguage(lang) {
+  if (!lang || lang === wantedLanguage) return;
+  if (lang === language) { wantedLanguage = null; return; }  // drops a pending switch
+  wantedLanguage = lang;
+  let data;
+  try {
+    data = await api("GET", "/api/v1/ui-strings?lang=" + encodeURIComponent(lang));
+  } catch (error) {
+    if (wantedLanguage === lang) wantedLanguage = null;  // retried at the next status event
+    return;
+  }
+  if (wantedLanguage !== lang) return;  // a newer language arrived meanwhile
+  strings = data.strings;
+  language = lang;
+  wantedLanguage = null;
+  applyStrings();
+  document.body.dataset.language = lang;
+  renderBanner();
+  renderAmount();
+  if (current && current.state && current.state !== "in_progress") renderResult(current);
+  // The running sale's prompt is the server's (its next event brings the new language).
+  else if (current) $("prompt").textContent = current.prompt || t("prompt");
+  if (refundTarget) $("pin-title").textContent = t("refund_title", { id: refundTarget.id });
+  if (!$("view-list").classList.contains("hidden")) loadList();
+  if (!$("view-totals").classList.contains("hidden")) loadTotals();
 }
 
 // --- money, without floats -------------------------------------------------------------
@@ -82,20 +136,20 @@ function renderBanner() {
   const waiting = queue.count > 0;
   if (status.host_online === false || waiting) {
     const parts = [];
-    if (status.host_online === false) parts.push("Bank unreachable - payments are taken offline.");
+    if (status.host_online === false) parts.push(t("banner_host_down"));
     if (waiting) {
-      parts.push(queue.count + (queue.count === 1 ? " payment" : " payments") +
-        " waiting to be sent: " + (queue.text || []).join(", "));
+      parts.push(t(queue.count === 1 ? "banner_waiting_one" : "banner_waiting_other",
+        { count: queue.count, amounts: (queue.text || []).join(", ") }));
     }
     $("offline-text").textContent = parts.join(" ");
-    banner.querySelector("strong").textContent = status.host_online === false ? "OFFLINE" : "NOT YET SENT";
+    $("offline-title").textContent = t(status.host_online === false ? "banner_offline" : "banner_not_sent");
     banner.classList.remove("hidden");
   } else {
     banner.classList.add("hidden");
   }
   const flagged = $("flagged-banner");
   if (queue.flagged > 0) {
-    flagged.textContent = queue.flagged + " offline payment(s) declined by the bank afterwards - check the transaction list";
+    flagged.textContent = t("banner_flagged", { count: queue.flagged });
     flagged.classList.remove("hidden");
   } else {
     flagged.classList.add("hidden");
@@ -106,7 +160,7 @@ function renderTransaction(txn) {
   current = txn;
   if (!txn.state || txn.state === "in_progress") {
     $("wait-amount").textContent = txn.amount_text;
-    $("prompt").textContent = txn.prompt || "Tap card or scan code";
+    $("prompt").textContent = txn.prompt || t("prompt");
     $("cancel").disabled = !txn.cancellable;
     const waiting = txn.stage === "waiting_for_card";
     $("sim-cards").classList.toggle("hidden", !SIMULATOR || !waiting);
@@ -121,16 +175,20 @@ function renderTransaction(txn) {
   $("mpm").classList.add("hidden");
   $("mpm").textContent = "";
   shownCode = null;
+  renderResult(txn);
+  show("result");
+}
+
+function renderResult(txn) {
   const ok = txn.state === "approved" || txn.state === "approved_offline";
   $("result-icon").textContent = ok ? "\u2714" : "\u2716";
   $("result-title").textContent = ok
-    ? (txn.state === "approved_offline" ? "Approved (offline)" : "Approved")
-    : (txn.state === "cancelled" ? "Cancelled" : "Declined");
+    ? t(txn.state === "approved_offline" ? "result_approved_offline" : "result_approved")
+    : t(txn.state === "cancelled" ? "result_cancelled" : "result_declined");
   $("result-title").className = "result-title " + (ok ? "ok" : "bad");
   $("result-merchant").textContent = txn.message ? txn.message.merchant : "";
   $("result-customer").textContent = txn.message ? txn.message.customer : "";
   $("show-receipt").classList.toggle("hidden", txn.state === "cancelled");
-  show("result");
 }
 
 async function showMerchantCode(txn) {
@@ -161,7 +219,7 @@ $("charge").addEventListener("click", async () => {
   $("sale-error").textContent = "";
   $("scan-note").textContent = "";
   const minor = digits ? Number.parseInt(digits, 10) : 0;
-  if (minor <= 0) { $("sale-error").textContent = "Enter an amount first"; return; }
+  if (minor <= 0) { $("sale-error").textContent = t("error_no_amount"); return; }
   try {
     const txn = await api("POST", "/api/v1/sales", { amount: minor, currency: status.currency });
     digits = "";
@@ -176,7 +234,7 @@ $("charge-qr").addEventListener("click", async () => {
   $("sale-error").textContent = "";
   $("scan-note").textContent = "";
   const minor = digits ? Number.parseInt(digits, 10) : 0;
-  if (minor <= 0) { $("sale-error").textContent = "Enter an amount first"; return; }
+  if (minor <= 0) { $("sale-error").textContent = t("error_no_amount"); return; }
   try {
     const txn = await api("POST", "/api/v1/sales",
       { amount: minor, currency: status.currency, method: "merchant_qr" });
@@ -248,8 +306,8 @@ async function loadList() {
     const tr = document.createElement("tr");
     tr.dataset.id = txn.id;
     const time = txn.created_at.slice(11, 19);
-    const cells = [time, txn.kind, (txn.kind === "refund" ? "-" : "") + txn.amount_text,
-      txn.masked_pan || "", txn.state.replace("_", " ")];
+    const cells = [time, t("kind_" + txn.kind, null, txn.kind), (txn.kind === "refund" ? "-" : "") + txn.amount_text,
+      txn.masked_pan || "", t("state_" + txn.state, null, txn.state.replace(/_/g, " "))];
     cells.forEach((text, index) => {
       const td = document.createElement("td");
       td.textContent = text;
@@ -261,13 +319,13 @@ async function loadList() {
     if (txn.refundable_amount > 0) {
       const button = document.createElement("button");
       button.className = "secondary refund-btn";
-      button.textContent = "Refund";
+      button.textContent = t("refund");
       button.addEventListener("click", () => openRefund(txn));
       actions.appendChild(button);
     }
     const receipt = document.createElement("button");
     receipt.className = "secondary";
-    receipt.textContent = "Receipt";
+    receipt.textContent = t("receipt");
     receipt.addEventListener("click", async () => { current = txn; receiptCopy = "customer"; await loadReceipt(); show("receipt"); });
     if (txn.state !== "in_progress" && txn.state !== "cancelled") actions.appendChild(receipt);
     tr.appendChild(actions);
@@ -277,7 +335,7 @@ async function loadList() {
 
 function openRefund(txn) {
   refundTarget = txn;
-  $("pin-title").textContent = "Refund " + txn.id;
+  $("pin-title").textContent = t("refund_title", { id: txn.id });
   $("refund-amount").value = formatMinor(txn.refundable_amount, status.currency_exponent);
   $("pin-input").value = "";
   $("pin-error").textContent = "";
@@ -287,7 +345,7 @@ function openRefund(txn) {
 $("pin-ok").addEventListener("click", async (event) => {
   event.preventDefault();
   const amount = parseMajor($("refund-amount").value, status.currency_exponent);
-  if (amount === null || amount <= 0) { $("pin-error").textContent = "Enter a valid amount"; return; }
+  if (amount === null || amount <= 0) { $("pin-error").textContent = t("error_bad_amount"); return; }
   try {
     const txn = await api("POST", "/api/v1/transactions/" + refundTarget.id + "/refund",
       { pin: $("pin-input").value, amount });
@@ -330,9 +388,9 @@ async function loadTotals() {
 $("end-of-day").addEventListener("click", async () => {
   try {
     const report = await api("POST", "/api/v1/end-of-day");
-    $("eod-result").textContent = "Batch " + report.batch_id + " closed: " +
-      report.transactions + " transactions\n" +
-      report.host_totals.map((t) => t.brand + ": net " + amountText(t.net_amount)).join("\n");
+    $("eod-result").textContent = [t("eod_closed", { batch: report.batch_id, count: report.transactions })]
+      .concat(report.host_totals.map((line) =>
+        t("eod_net", { brand: line.brand, amount: amountText(line.net_amount) }))).join("\n");
     loadTotals();
   } catch (error) {
     $("eod-result").textContent = error.message;
@@ -347,6 +405,7 @@ for (const tab of document.querySelectorAll(".tab")) {
 
 async function refreshStatus() {
   status = await api("GET", "/api/v1/status");
+  await setLanguage(status.language || "en");
   renderBanner();
   renderAmount();
 }
@@ -356,6 +415,7 @@ function connect() {
   source.addEventListener("status", (event) => {
     status = JSON.parse(event.data);
     renderBanner();
+    setLanguage(status.language);
   });
   source.addEventListener("transaction", (event) => {
     const txn = JSON.parse(event.data);

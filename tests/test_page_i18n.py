@@ -1,0 +1,106 @@
+"""The checkout page follows the terminal's language: with parameters saying "zh" every label
+is Simplified Chinese (keypad screen, result, offline banner), and a status event carrying a
+new language switches the page live. Screenshots go with the other page artefacts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from terminal.stack import DemoStack
+from tests.conftest_host import HostHandle
+from tests.conftest_host import acquirer_host as acquirer_host
+from tests.test_page import browser as browser
+from tests.test_page import key_in, pay, shot
+from tests.test_page import page as page
+from tests.test_page import stack as stack
+
+
+def speak(stack: DemoStack, language: str) -> None:
+    """The terminal's parameters now say `language` (as a parameter download would)."""
+    params = stack.checkout.params
+    stack.checkout.params = replace(params, terminal=replace(params.terminal, language=language))
+
+
+@pytest.fixture
+def zh_page(browser: object, stack: DemoStack) -> Iterator[object]:
+    speak(stack, "zh")
+    p = browser.new_page()  # type: ignore[attr-defined]
+    p.goto(stack.api.url + "/")
+    p.wait_for_selector("body[data-live=true][data-language=zh]")
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def text(page: object, selector: str) -> str:
+    return str(page.inner_text(selector))  # type: ignore[attr-defined]
+
+
+def test_keypad_and_approved_sale_in_chinese(zh_page: object) -> None:
+    page = zh_page
+    assert page.evaluate("document.documentElement.lang") == "zh-CN"  # type: ignore[attr-defined]
+    assert page.title() == "pipos 收银台"  # type: ignore[attr-defined]
+    assert text(page, '.tab[data-view="sale"]') == "收款"
+    assert text(page, '.tab[data-view="list"]') == "交易记录"
+    assert text(page, '.tab[data-view="totals"]') == "汇总"
+    assert text(page, "[data-testid=charge]") == "收款"
+    key_in(page, "1234")
+    assert text(page, "[data-testid=amount]") == "12.34"  # the currency's exponent, as before
+    shot(page, "zh-01-keypad")
+    page.click("[data-testid=charge]")  # type: ignore[attr-defined]
+    page.wait_for_selector("#sim-cards:not(.hidden)")  # type: ignore[attr-defined]
+    assert text(page, "[data-testid=prompt]") == "请挥卡或扫码"
+    assert text(page, "#sim-cards .sim-title") == "模拟银行卡"
+    assert text(page, "[data-testid=cancel]") == "取消"
+    shot(page, "zh-02-tap-prompt")
+    page.click('#sim-cards button[data-card="visa"]')  # type: ignore[attr-defined]
+    page.wait_for_selector("#view-result:not(.hidden)")  # type: ignore[attr-defined]
+    assert text(page, "[data-testid=result]") == "交易成功"
+    assert text(page, "[data-testid=result-merchant]") == "交易成功 12.34 EUR"
+    assert text(page, "#result-customer") == "支付成功，谢谢"
+    assert text(page, "#show-receipt") == "小票"
+    assert text(page, "#new-sale") == "新交易"
+    shot(page, "zh-03-approved")
+    page.click("#show-receipt")  # type: ignore[attr-defined]
+    page.wait_for_selector(".receipt")  # type: ignore[attr-defined]
+    assert text(page, '[data-copy="merchant"]') == "商户存根"
+    assert text(page, "#receipt-back") == "完成"
+    page.click("#receipt-back")  # type: ignore[attr-defined]
+    page.click('.tab[data-view="list"]')  # type: ignore[attr-defined]
+    page.wait_for_selector("[data-testid=transactions] tr")  # type: ignore[attr-defined]
+    row = text(page, "[data-testid=transactions] tr")
+    assert "消费" in row
+    assert "成功" in row
+    assert "退款" in row  # the refund button
+    assert text(page, "#view-list thead").split() == ["时间", "类型", "金额", "卡号", "状态"]
+    shot(page, "zh-04-transactions")
+
+
+def test_offline_banner_in_chinese(zh_page: object, acquirer_host: HostHandle) -> None:
+    page = zh_page
+    acquirer_host.server.stop()
+    pay(page, "800", "mastercard")
+    assert text(page, "[data-testid=result]") == "交易成功（脱机）"
+    banner = page.locator("[data-testid=offline-banner]")  # type: ignore[attr-defined]
+    banner.wait_for(state="visible")
+    assert text(page, "#offline-title") == "脱机"
+    assert "无法连接银行" in banner.inner_text()
+    assert "1 笔交易待上送：8.00 EUR" in banner.inner_text()
+    shot(page, "zh-05-offline-banner")
+
+
+def test_status_event_switches_the_language_live(page: object, stack: DemoStack) -> None:
+    assert text(page, "[data-testid=charge]") == "Charge"
+    speak(stack, "zh")
+    stack.checkout.events.publish("status", stack.checkout.status())
+    page.wait_for_selector("body[data-language=zh]")  # type: ignore[attr-defined]
+    assert text(page, "[data-testid=charge]") == "收款"
+    assert text(page, '.tab[data-view="list"]') == "交易记录"
+    speak(stack, "en")
+    stack.checkout.events.publish("status", stack.checkout.status())
+    page.wait_for_selector("body[data-language=en]")  # type: ignore[attr-defined]
+    assert text(page, "[data-testid=charge]") == "Charge"
