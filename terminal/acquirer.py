@@ -678,7 +678,14 @@ class AcquirerClient:
         except _AmbiguousError:
             # EMV/acquirer practice: an authorisation whose answer is unknown is reversed
             # before the terminal does anything else (no approval without a response).
-            cancellation = self.reverse_until_acknowledged(key, reason="lost_response")
+            try:
+                cancellation = self.reverse_until_acknowledged(key, reason="lost_response")
+            except ReversalPendingError:
+                raise
+            except AcquirerError as exc:
+                # A refused reversal (clock out of the host's window, rate limit...) leaves the
+                # authorisation possibly approved: the caller must keep retrying the reversal.
+                raise ReversalPendingError(f"reversal not accepted yet ({exc})", key) from exc
             return Authorisation(
                 outcome=AuthOutcome.REVERSED_AFTER_LOST_RESPONSE,
                 idempotency_key=key,

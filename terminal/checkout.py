@@ -105,6 +105,8 @@ SALE_METHODS: Final = ("card", "merchant_qr")
 #: Journal prefix of merchant cancels of code-payment orders still to be acknowledged (they
 #: share the pending-reversal list: both undo something the host may have done).
 QR_CANCEL_PREFIX: Final = "qr-cancel:"
+#: Journal `extra` mark of a refund whose answer was lost (it may have been paid).
+_REFUND_UNKNOWN: Final = "refund_outcome_unknown"
 
 
 class CheckoutError(TerminalError):
@@ -1147,6 +1149,15 @@ class Checkout:
             host_ref = self._resolve_host_ref(sale)
             if self._acquirer is None:
                 raise HostUnavailableError("the terminal is not connected to an acquirer")
+            self._settle_unknown_refunds(sale, host_ref, self._acquirer)
+            # Checked again now that the terminal is ours: another refund or a void may have
+            # finished since the checks above.
+            sale = self.get(original_id)
+            if amount > self._refundable(sale):
+                raise StateError(
+                    f"refund of {format_amount(amount, sale.currency)} exceeds what is left to "
+                    f"refund ({format_amount(self._refundable(sale), sale.currency)})"
+                )
             now = _now_text(self._now())
             key = self._acquirer.new_idempotency_key("refund")
             record = self.journal.insert(
@@ -1183,8 +1194,14 @@ class Checkout:
                 )
             except OutcomeUnknownError:
                 self.host_online = False
+                # The bank may have refunded: the next refund of this sale first re-sends
+                # this one under its own key (_settle_unknown_refunds), never a new one.
                 return self._finish(
-                    record, "failed", Result.REFUND_DECLINED, "no answer from the bank"
+                    record,
+                    "failed",
+                    Result.REFUND_DECLINED,
+                    "no answer from the bank",
+                    extra={**record.extra, _REFUND_UNKNOWN: True},
                 )
             except HostRejectedError as exc:
                 self.host_online = True
@@ -1201,6 +1218,56 @@ class Checkout:
             self._release()
             self._publish_final()
             self._publish_status()
+
+    def _settle_unknown_refunds(
+        self, sale: TxnRecord, host_ref: str, acquirer: AcquirerClient
+    ) -> None:
+        """Re-send, under their own idempotency keys, this sale's refunds whose answer was
+        lost, before any new refund: the host answers the first result (or refunds now), so a
+        refund the merchant retries is never paid twice. One that did go through is recorded
+        and the new request is refused, for the merchant to decide again."""
+        went_through: list[TxnRecord] = []
+        for earlier in self.journal.find_original(sale.id):
+            if earlier.kind != "refund" or not earlier.extra.get(_REFUND_UNKNOWN):
+                continue
+            extra = {k: v for k, v in earlier.extra.items() if k != _REFUND_UNKNOWN}
+            try:
+                answer = acquirer.refund(
+                    RefundRequest(
+                        amount=earlier.amount, currency=earlier.currency, original_ref=host_ref
+                    ),
+                    idempotency_key=earlier.idempotency_key,
+                )
+            except HostRejectedError as exc:
+                self.host_online = True
+                self._save(earlier, state="declined", reason=exc.message, extra=extra)
+                continue
+            except AcquirerError as exc:
+                raise HostUnavailableError(
+                    f"an earlier refund ({earlier.id}) of this sale has no answer from the bank "
+                    "yet; try again when the bank can be reached"
+                ) from exc
+            self.host_online = True
+            fresh = self.get(sale.id)
+            self._save(fresh, refunded_amount=fresh.refunded_amount + earlier.amount)
+            went_through.append(
+                self._save(
+                    earlier,
+                    state="approved",
+                    result=str(Result.REFUND_APPROVED),
+                    reason="",
+                    host_ref=answer.transaction_ref,
+                    extra=extra,
+                )
+            )
+        if went_through:
+            done = ", ".join(
+                f"{r.id} ({format_amount(r.amount, r.currency)})" for r in went_through
+            )
+            raise StateError(
+                f"an earlier refund of this sale did reach the bank and is now recorded as "
+                f"approved: {done}; nothing more was refunded"
+            )
 
     def void(self, original_id: str) -> TxnRecord:
         """Cancel an approved online sale that is not settled yet (no money moves)."""
@@ -1375,6 +1442,18 @@ class Checkout:
                 fixed.append(
                     self._finish(
                         record, "approved_offline", Result.APPROVED_OFFLINE, offline_id=record.id
+                    )
+                )
+            elif record.idempotency_key and record.kind == "refund":
+                # The refund may have reached the bank: the next refund of the sale re-sends
+                # it under this key first (_settle_unknown_refunds).
+                fixed.append(
+                    self._finish(
+                        record,
+                        "failed",
+                        Result.REFUND_DECLINED,
+                        "interrupted; no answer from the bank",
+                        extra={**record.extra, _REFUND_UNKNOWN: True},
                     )
                 )
             elif record.idempotency_key and record.kind == "sale":

@@ -6,6 +6,7 @@ run the same assembly the merchant's terminal runs.
 
 from __future__ import annotations
 
+import logging
 import os
 import random as _random
 import secrets
@@ -35,6 +36,8 @@ from .sim_scanner import SimulatedScanner
 from .transactions import Journal
 
 __all__ = ["TerminalRuntime", "start_terminal"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,17 +74,24 @@ class TerminalRuntime:
             wait = interval
             while not self._stop.wait(wait):
                 wait = interval
-                if self.checkout.queue_summary().count:
-                    result = self.checkout.sync_offline()
-                    if result.get("remaining") and (
-                        result.get("upload_errors") or result.get("error")
-                    ):
-                        failures += 1
-                        wait = backoff.delay(failures, random)
-                    else:
-                        failures = 0
-                if self.checkout.journal.pending_reversals():
-                    self.checkout.retry_reversals()
+                try:
+                    if self.checkout.queue_summary().count:
+                        result = self.checkout.sync_offline()
+                        if result.get("remaining") and (
+                            result.get("upload_errors") or result.get("error")
+                        ):
+                            failures += 1
+                            wait = backoff.delay(failures, random)
+                        else:
+                            failures = 0
+                    if self.checkout.journal.pending_reversals():
+                        self.checkout.retry_reversals()
+                except Exception:
+                    # One bad pass (a locked or failing disk, a bug) must not end forwarding
+                    # and reversals for good: log it and try again after a backoff.
+                    log.exception("background forwarding pass failed; retrying")
+                    failures += 1
+                    wait = backoff.delay(failures, random)
 
         self._background = threading.Thread(target=loop, name="forwarder", daemon=True)
         self._background.start()

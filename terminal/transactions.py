@@ -234,6 +234,14 @@ class Journal:
             ).fetchall()
         return [self._row(r) for r in rows]
 
+    def find_original(self, original_id: str) -> list[TxnRecord]:
+        """The refunds and voids of one sale, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM transactions WHERE original_id = ? ORDER BY seq", (original_id,)
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
     def find_offline(self, offline_id: str) -> TxnRecord | None:
         with self._lock:
             row = self._db.execute(

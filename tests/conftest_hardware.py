@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -57,6 +58,29 @@ def _readers_visible() -> bool:
         return False
 
 
+VPCD_PORTS = (35963, 35964)
+
+
+def _wait_for_vpcd_ports(timeout: float = 90.0) -> None:
+    """Only one pcscd can hold vpcd's ports: a pcscd started while another process still
+    listens there (another test run on this machine, one shutting down) comes up without
+    its readers. Wait until the ports are free, as vpcd itself would bind them."""
+    deadline = time.monotonic() + timeout
+    for port in VPCD_PORTS:
+        while True:
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("0.0.0.0", port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"vpcd's port {port} stayed busy for {timeout:.0f} s")
+                time.sleep(0.5)
+            finally:
+                probe.close()
+
+
 class Pcscd:
     """The pcscd the tests run against; ``stop()``/``start()`` simulate the daemon dying."""
 
@@ -65,7 +89,9 @@ class Pcscd:
         self.owned = False
 
     def start(self, timeout: float = 10.0) -> None:
-        if _running_pcscd_pid() is None:
+        running = _running_pcscd_pid()
+        if running is None:
+            _wait_for_vpcd_ports()
             self.process = subprocess.Popen(
                 ["pcscd", "--foreground"],
                 stdout=subprocess.DEVNULL,
@@ -78,7 +104,13 @@ class Pcscd:
             if self.process is not None and self.process.poll() is not None:
                 pytest.fail(f"pcscd exited with {self.process.returncode} at start")
             if time.monotonic() > deadline:
-                pytest.fail("pcscd started but the vpcd reader never appeared")
+                if self.owned:
+                    self.stop()  # never leave a half-started daemon behind
+                    pytest.fail("pcscd started but the vpcd reader never appeared")
+                pytest.fail(
+                    f"a pcscd the tests did not start is running (pid {running}) without the "
+                    "vpcd reader: stop it (systemctl stop pcscd.socket pcscd)"
+                )
             time.sleep(0.05)
 
     def stop(self) -> None:

@@ -274,3 +274,41 @@ def test_tvr_sent_in_cdol1_matches_outcome(mastercard_short: Path) -> None:
     data = genac[5:-1]
     assert data[14:19] == run.outcome.tvr
     assert run.outcome.tvr == bytes.fromhex("0000048000")
+
+
+# --- Kernel 3 CVM from the CTQ (Book C-3 §5.7, Req 5.7.1.2) ----------------------------
+
+
+@pytest.fixture
+def visa_online_pin_ctq(tmp_path: Path) -> Path:
+    """The Visa profile whose CTQ always asks for online PIN (byte 1 b8), even with a TC."""
+    profile = json.loads((PROFILES_DIR / "visa.json").read_text())
+    profile["name"] = "visa_online_pin_ctq"
+    profile["ctq"] = "A800"
+    path = tmp_path / "visa_online_pin_ctq.json"
+    path.write_text(json.dumps(profile))
+    return path
+
+
+def test_kernel3_tc_with_ctq_online_pin_required_goes_online(visa_online_pin_ctq: Path) -> None:
+    """Req 5.7.1.2: CTQ 'Online PIN Required' and TTQ 'online PIN supported' -> Online PIN and
+    an online request, even when the card approved offline: never an offline approval
+    without the PIN the card asked for."""
+    outcome = transact(load_card(visa_online_pin_ctq), 1000).outcome
+    assert outcome.cryptogram is CryptogramKind.TC
+    assert outcome.kind is ONLINE, outcome.detail
+    assert outcome.cvm is CvmKind.ONLINE_PIN
+    assert "online_pin_entered" in tvr(outcome)
+
+
+def test_kernel3_cdcvm_with_tc_needs_signed_ctq() -> None:
+    """Req 5.7.1.2: CTQ 'Consumer Device CVM Performed' without Card Authentication Related
+    Data (9F69, which carries the signed copy of the CTQ) is trusted only with an ARQC; with
+    a TC the reader declines (fDDA version 00 card: no 9F69)."""
+    outcome = transact(load_card("visa_debit", cdcvm_performed=True), 1000).outcome
+    assert outcome.kind is D, outcome.detail
+    assert outcome.reason == Reasons.CVM_FAILED
+    # With 9F69 (fDDA version 01) the signed CTQ copy matches: approved with CDCVM.
+    signed = transact(load_card("visa", cdcvm_performed=True), 1000).outcome
+    assert signed.kind is A, signed.detail
+    assert signed.cvm is CvmKind.CDCVM

@@ -452,3 +452,30 @@ def test_garbage_at_each_step_gives_an_outcome(garbage: bytes, where: str) -> No
     card = ScriptedCard(script)
     run = transact(card)
     assert run.outcome.kind in set(OutcomeKind)
+
+
+def test_kernel3_cdcvm_ctq_differs_from_its_signed_copy() -> None:
+    """Book C-3 Req 5.7.1.2: 9F69 bytes 6-7 (the CTQ the card signed) must equal the CTQ
+    returned in clear; otherwise 'Consumer Device CVM Performed' is not believed: decline."""
+    card_auth = p(0x9F69, "01A1A2A3A40000")
+    run = run_script(
+        [
+            (PPSE_CMD, ppse((VISA, 1, "03"))),
+            (select_cmd(VISA), fci(VISA, "9F6604")),
+            (prefix("80A8"), visa_gpo(cid="80", ctq="0080", extra=(card_auth,))),
+        ]
+    )
+    assert run.outcome.kind is OutcomeKind.DECLINED
+    assert run.outcome.reason == Reasons.CVM_FAILED
+    matching = run_script(
+        [
+            (PPSE_CMD, ppse((VISA, 1, "03"))),
+            (select_cmd(VISA), fci(VISA, "9F6604")),
+            (
+                prefix("80A8"),
+                visa_gpo(cid="80", ctq="0080", extra=(p(0x9F69, "01A1A2A3A40080"),)),
+            ),
+        ]
+    )
+    assert matching.outcome.kind is OutcomeKind.ONLINE_REQUEST
+    assert matching.outcome.cvm is CvmKind.CDCVM

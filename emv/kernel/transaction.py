@@ -594,7 +594,18 @@ class ContactlessTransaction:
                     kind,
                 )
             return self._end(OutcomeKind.DECLINED, Reasons.ODA_FAILED, oda.detail, kind)
-        self._k3_cvm(online=False)
+        if self._k3_cvm(online=False):
+            # Req 5.7.1.2: the card asks for online PIN, which only an online request can carry.
+            if online_capable:
+                return self._end(
+                    OutcomeKind.ONLINE_REQUEST, "", "CTQ: online PIN required, go online", kind
+                )
+            return self._end(
+                OutcomeKind.DECLINED,
+                Reasons.CVM_FAILED,
+                "CTQ: online PIN required, reader cannot go online",
+                kind,
+            )
         return self._end(OutcomeKind.APPROVED, "", "offline approval (TC, fDDA successful)", kind)
 
     def _k3_cid(self) -> int:
@@ -646,15 +657,38 @@ class ContactlessTransaction:
         self._tvr.set_all(result.tvr_bits)
         return result
 
-    def _k3_cvm(self, *, online: bool) -> None:
-        """Book C-3 §5.7: the CVM from the CTQ and the reader's TTQ."""
+    def _k3_cvm(self, *, online: bool) -> bool:
+        """Book C-3 §5.7: the CVM from the CTQ and the reader's TTQ.
+
+        Returns True when the CVM (online PIN asked for by the card, Req 5.7.1.2) needs an
+        online request although the card did not return an ARQC.
+        """
         ttq = self._terminal[0x9F66]
-        ctq = self._card.get(0x9F6C, b"").ljust(2, b"\x00")
+        raw_ctq = self._card.get(0x9F6C)
+        ctq = (raw_ctq or b"").ljust(2, b"\x00")
         cvm_required = bool(ttq[1] & 0x40)
         cvm: CvmKind | None = None
-        if ctq[0] & 0x80 and ttq[0] & 0x04 and online:
+        if ctq[0] & 0x80 and ttq[0] & 0x04:
+            # Req 5.7.1.2: Online PIN Required (CTQ byte 1 b8) and supported (TTQ byte 1 b3):
+            # online PIN and an online request, whatever cryptogram the card returned.
             cvm = CvmKind.ONLINE_PIN
         elif ctq[1] & 0x80:
+            # Req 5.7.1.2: Consumer Device CVM Performed (CTQ byte 2 b8) is believed only
+            # when the CTQ copy the card signed (Card Authentication Related Data 9F69 bytes
+            # 6-7) matches, or, without 9F69, when the card returned an ARQC.
+            card_auth = self._card.get(0x9F69)
+            if card_auth is not None:
+                trusted = raw_ctq is not None and card_auth[5:7] == raw_ctq
+            else:
+                trusted = CryptogramKind.from_cid(self._k3_cid()) is CryptogramKind.ARQC
+            if not trusted:
+                raise _CardFault(
+                    OutcomeKind.DECLINED,
+                    Reasons.CVM_FAILED,
+                    "CTQ says consumer device CVM performed, not confirmed by a signed CTQ "
+                    "(9F69) or an ARQC (Book C-3 Req 5.7.1.2)",
+                    tvr_bits=("cardholder_verification_not_successful",),
+                )
             cvm = CvmKind.CDCVM
         elif ctq[0] & 0x40 and ttq[0] & 0x02:
             cvm = CvmKind.SIGNATURE
@@ -678,6 +712,7 @@ class ContactlessTransaction:
         self._tsi.set("cardholder_verification_performed")
         if cvm is CvmKind.ONLINE_PIN:
             self._tvr.set("online_pin_entered")
+        return cvm is CvmKind.ONLINE_PIN and not online
 
     # ------------------------------------------------------------------------------------
     # Kernel 2 (Book C-2, M/Chip)

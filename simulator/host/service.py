@@ -737,6 +737,13 @@ class AcquirerHost:
             raise HostError(409, "already_settled", "transaction is settled; refund it instead")
         if row["status"] != "approved":
             raise HostError(409, "not_voidable", f"transaction {ref} is {row['status']}")
+        if conn.execute(
+            "SELECT 1 FROM transactions WHERE original_ref = ? AND kind = 'refund' "
+            "AND status = 'approved'",
+            (ref,),
+        ).fetchone():
+            # Voiding would cancel the charge while the customer keeps the refund.
+            raise HostError(409, "not_voidable", f"transaction {ref} has been refunded")
         conn.execute(
             "UPDATE transactions SET status = 'voided', updated_at = ? WHERE ref = ?", (now, ref)
         )
