@@ -1269,20 +1269,25 @@ class Checkout:
                 f"approved: {done}; nothing more was refunded"
             )
 
-    def void(self, original_id: str) -> TxnRecord:
-        """Cancel an approved online sale that is not settled yet (no money moves)."""
-        sale = self.get(original_id)
+    def _check_voidable(self, sale: TxnRecord) -> None:
         if not self._voidable(sale):
             why = (
                 "only approved online sales not yet settled or refunded can be voided"
                 if sale.kind == "sale"
-                else f"{original_id} is a {sale.kind}"
+                else f"{sale.id} is a {sale.kind}"
             )
-            raise StateError(f"{original_id} cannot be voided: {why}")
+            raise StateError(f"{sale.id} cannot be voided: {why}")
+
+    def void(self, original_id: str) -> TxnRecord:
+        """Cancel an approved online sale that is not settled yet (no money moves)."""
+        self._check_voidable(self.get(original_id))
         if self._acquirer is None:
             raise HostUnavailableError("the terminal is not connected to an acquirer")
         self._claim()
         try:
+            # Read again under the terminal's lock: a refund may have finished in between.
+            sale = self.get(original_id)
+            self._check_voidable(sale)
             now = _now_text(self._now())
             record = self.journal.insert(
                 TxnRecord(
