@@ -5,6 +5,7 @@
 * :mod:`.pn532_pty` - a PN532 chip on a pty, for nfcpy's own UART driver (``nfc:tty:...:pn532``,
   the Raspberry Pi reader path).
 * :mod:`.pty_scanner` - a code scanner typing into a pty pair (pyserial tests).
+* :mod:`.isodep` - the card side of the ISO/IEC 14443-4 block protocol both NFC bridges share.
 
 Each bridge takes any card object with ``transceive(bytes) -> bytes``, ``uid`` and ``atr``
 (a :class:`simulator.cards.VirtualCard`, a :class:`simulator.replay.ReplayCard`, or a test

@@ -24,10 +24,11 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
-from .card import BridgeCard, answer
+from .card import BridgeCard
+from .isodep import IsoDepCardSide, IsoDepLink
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +45,14 @@ class _State(Enum):
 
 
 @dataclass
-class _Link:
-    """Per-activation state: what the reader negotiated and what is in flight."""
+class _Link(IsoDepLink):
+    """Per-activation state: the card's state and the ISO-DEP protocol state."""
 
     state: _State = _State.IDLE
     cascade: int = 0
-    fsd: int = 256
-    command: bytearray = field(default_factory=bytearray)
-    pending: bytes = b""  # rest of a chained response
-    waiting: bytes | None = None  # response held back behind an S(WTX)
-    waiting_bn: int = 0  # block number of the I-block it answers
-    last_block: bytes = b""
 
 
-class NfcUdpCardEmulator:
+class NfcUdpCardEmulator(IsoDepCardSide):
     """The card side of nfcpy's udp device.
 
     Parameters let tests force the protocol's corners: ``fsci`` (the card's frame size, so
@@ -65,6 +60,8 @@ class NfcUdpCardEmulator:
     S(WTX) request before every response), ``rfoff_on_remove`` (tell the reader at once
     instead of going silent).
     """
+
+    _link: _Link
 
     def __init__(
         self,
@@ -216,7 +213,7 @@ class NfcUdpCardEmulator:
             # TB (FWI, SFGI 0), TC (no NAD, no CID).
             return [bytes([0x05, 0x70 | self.fsci, 0x80, self.fwi << 4, 0x00])]
         if link.state is _State.PROTOCOL:
-            return self._block(data, card)
+            return self._protocol_block(data, card)
         return []
 
     # -- ISO/IEC 14443-3 Type B -----------------------------------------------------------
@@ -242,63 +239,22 @@ class NfcUdpCardEmulator:
             self._link = _Link(state=_State.HALT)
             return [b"\x00"]
         if link.state is _State.PROTOCOL:
-            return self._block(data, card)
+            return self._protocol_block(data, card)
         return []
 
     # -- ISO/IEC 14443-4 §7 block protocol -------------------------------------------------
 
-    def _chunk(self) -> int:
-        size = self._link.fsd - 3  # PCB + 2 bytes EDC (§7.1.1)
-        return min(size, self.max_chunk) if self.max_chunk else size
+    def _apdu_answered(self) -> None:
+        self.commands += 1
 
-    def _send_response(self, response: bytes, bn: int) -> bytes:
-        chunk = self._chunk()
-        if len(response) > chunk:
-            self._link.pending = response[chunk:]
-            self.chained_responses += 1
-            block = bytes([0x12 | bn]) + response[:chunk]
-        else:
-            self._link.pending = b""
-            block = bytes([0x02 | bn]) + response
-        self._link.last_block = block
-        return block
+    def _card_left(self) -> None:
+        log.info("nfc udp card: card left the field after %d commands", self.commands)
+        self.card = None
+        self._link = _Link()
 
-    def _block(self, data: bytes, card: BridgeCard) -> list[bytes]:
-        link = self._link
-        pcb = data[0]
-        bn = pcb & 0x01
-        if pcb & 0xE2 == 0x02:  # I-block
-            inf = data[1:]
-            if pcb & 0x08:  # CID follows the PCB
-                inf = inf[1:]
-            if pcb & 0x10:  # chaining: acknowledge and wait for the rest (§7.5.2)
-                link.command += inf
-                self.chained_commands += 1
-                return [bytes([0xA2 | bn])]
-            command = bytes(link.command + inf)
-            link.command.clear()
-            response = answer(card, command)
-            if response is None:
-                log.info("nfc udp card: card left the field after %d commands", self.commands)
-                self.card = None
-                self._link = _Link()
-                return []  # silence: the reader times out, as with a card that left
-            self.commands += 1
-            if self.wtx:
-                link.waiting, link.waiting_bn = response, bn
-                self.wtx_sent += 1
-                return [bytes([0xF2, 0x01])]  # S(WTX) request, WTXM 1 (§7.3)
-            return [self._send_response(response, bn)]
-        if pcb & 0xF6 == 0xA2:  # R(ACK): next part of a chained response, or resend
-            if link.pending:
-                return [self._send_response(link.pending, bn)]
-            return [link.last_block] if link.last_block else []
-        if pcb & 0xF6 == 0xB2:  # R(NAK): a presence check (§7.5.6.2) is answered R(ACK)
-            return [bytes([0xA2 | bn])]
-        if pcb & 0xF7 == 0xC2:  # S(DESELECT)
-            self._link = _Link(state=_State.HALT)
-            return [bytes([0xC2])]
-        if pcb & 0xF7 == 0xF2 and link.waiting is not None:  # S(WTX) response
-            response, link.waiting = link.waiting, None
-            return [self._send_response(response, link.waiting_bn)]
-        return []
+    def _deselected(self) -> None:
+        self._link = _Link(state=_State.HALT)
+
+    def _protocol_block(self, data: bytes, card: BridgeCard) -> list[bytes]:
+        block = self._block(data, card)
+        return [block] if block is not None else []

@@ -49,13 +49,14 @@ import select
 import threading
 import tty
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from simulator.errors import SimulatorError
 
 from .card import BridgeCard, answer
+from .isodep import IsoDepCardSide, IsoDepLink
 
 log = logging.getLogger(__name__)
 
@@ -189,19 +190,13 @@ class _CardState(Enum):
 
 
 @dataclass
-class _Link:
+class _Link(IsoDepLink):
     """Per-activation state of the card in the field."""
 
     state: _CardState = _CardState.ABSENT
-    fsd: int = 256
-    command: bytearray = field(default_factory=bytearray)
-    pending: bytes = b""  # rest of a chained response
-    waiting: bytes | None = None  # response held back behind an S(WTX)
-    waiting_bn: int = 0
-    last_block: bytes = b""
 
 
-class Pn532PtySimulator:
+class Pn532PtySimulator(IsoDepCardSide):
     """A PN532 on the master side of a pty; nfcpy opens :attr:`url`.
 
     ``fsci``/``fwi`` go in the card's ATS (FSCI 8 = 256-byte frames, so long blocks travel in
@@ -210,6 +205,8 @@ class Pn532PtySimulator:
     a PN532 wired to another UART or without power). ``link_in_dev=False`` skips the /dev
     name (no root needed): hosts other than nfcpy open :attr:`tty_path` directly.
     """
+
+    _link: _Link
 
     def __init__(
         self,
@@ -495,56 +492,11 @@ class Pn532PtySimulator:
             return self._block(data, card)
         return None
 
-    def _chunk(self) -> int:
-        size = self._link.fsd - 3  # PCB + 2 bytes EDC (§7.1.1)
-        return min(size, self.max_chunk) if self.max_chunk else size
+    def _apdu_answered(self) -> None:
+        self.apdus += 1
 
-    def _send_response(self, response: bytes, bn: int) -> bytes:
-        chunk = self._chunk()
-        if len(response) > chunk:
-            self._link.pending = response[chunk:]
-            self.chained_responses += 1
-            block = bytes([0x12 | bn]) + response[:chunk]
-        else:
-            self._link.pending = b""
-            block = bytes([0x02 | bn]) + response
-        self._link.last_block = block
-        return block
+    def _card_left(self) -> None:
+        self._gone()
 
-    def _block(self, data: bytes, card: BridgeCard) -> bytes | None:
-        link = self._link
-        pcb = data[0]
-        bn = pcb & 0x01
-        if pcb & 0xE2 == 0x02:  # I-block (§7.1.1.1)
-            inf = data[1:]
-            if pcb & 0x08:  # CID follows the PCB
-                inf = inf[1:]
-            if pcb & 0x10:  # chaining: acknowledge and wait for the rest (§7.5.2)
-                link.command += inf
-                self.chained_commands += 1
-                return bytes([0xA2 | bn])
-            command = bytes(link.command + inf)
-            link.command.clear()
-            response = answer(card, command)
-            if response is None:
-                self._gone()
-                return None  # silence: the chip reports a time-out
-            self.apdus += 1
-            if self.wtx:
-                link.waiting, link.waiting_bn = response, bn
-                self.wtx_sent += 1
-                return bytes([0xF2, 0x01])  # S(WTX) request, WTXM 1 (§7.3)
-            return self._send_response(response, bn)
-        if pcb & 0xF6 == 0xA2:  # R(ACK): next part of a chained response, or resend
-            if link.pending:
-                return self._send_response(link.pending, bn)
-            return link.last_block or None
-        if pcb & 0xF6 == 0xB2:  # R(NAK): a presence check (§7.5.6.2) is answered R(ACK)
-            return bytes([0xA2 | bn])
-        if pcb & 0xF7 == 0xC2:  # S(DESELECT)
-            self._link = _Link(state=_CardState.HALT)
-            return bytes([0xC2])
-        if pcb & 0xF7 == 0xF2 and link.waiting is not None:  # S(WTX) response
-            response, link.waiting = link.waiting, None
-            return self._send_response(response, link.waiting_bn)
-        return None
+    def _deselected(self) -> None:
+        self._link = _Link(state=_CardState.HALT)
