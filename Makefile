@@ -3,13 +3,18 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint typecheck unit bench setup setup-dev clean
+.PHONY: run test lint typecheck unit bench setup setup-dev lock clean
 
 setup:
 	@scripts/bootstrap.sh ""
 
 setup-dev:
 	@scripts/bootstrap.sh dev
+
+# Re-resolve uv.lock on purpose: `make lock` moves every package to the newest release that
+# pyproject.toml allows; `make lock PACKAGE=fastapi` moves only that one.
+lock:
+	@scripts/bootstrap.sh lock $(PACKAGE)
 
 run: setup
 	$(VENV)/bin/pipos run

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian / Raspberry Pi OS machine for pipos: Debian packages (when missing
-# and running as root), the virtual environment, and the project with the extras asked for.
-# Idempotent: a second run only checks. Usage: scripts/bootstrap.sh [EXTRAS]
+# and running as root), the virtual environment, and the project with the extras asked for,
+# every Python package at the version and hash uv.lock records. Idempotent: a second run only
+# checks.
+#
+#   scripts/bootstrap.sh [EXTRAS]          set up (EXTRAS "" = the terminal only, "dev" = all)
+#   scripts/bootstrap.sh lock [PACKAGE]    re-resolve uv.lock on purpose: every package to the
+#                                          newest release pyproject.toml allows, or only PACKAGE
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="${1-dev}"
 venv="${VENV:-.venv}"
 python="${PYTHON:-python3}"
 
@@ -16,13 +20,14 @@ python="${PYTHON:-python3}"
 debian_packages=(python3-venv python3-dev gcc pcscd libccid vsmartcard-vpcd libpcsclite-dev swig
                  chromium fonts-wqy-zenhei)  # CJK glyphs: the page shows Chinese labels (zh)
 
-missing=()
-for pkg in "${debian_packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
-        missing+=("$pkg")
-    fi
-done
-if ((${#missing[@]})); then
+install_debian_packages() {
+    local missing=() pkg
+    for pkg in "${debian_packages[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$pkg")
+        fi
+    done
+    ((${#missing[@]})) || return 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "bootstrap: installing Debian packages: ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
@@ -32,18 +37,61 @@ if ((${#missing[@]})); then
         # A python built outside Debian (pyenv, a CI image) already carries venv and headers.
         echo "bootstrap: note: Debian packages not installed (not root or no apt): ${missing[*]}"
     fi
+}
+
+make_venv() {
+    if [ ! -x "$venv/bin/python" ]; then
+        echo "bootstrap: creating virtual environment $venv"
+        "$python" -m venv "$venv"
+    fi
+}
+
+# uv reads the lock, so uv itself is installed from the lock's own record of it (version and
+# hashes) by the venv's pip; pip is in the lock too, and uv then puts it at the locked version.
+install_uv() {
+    local wanted
+    wanted="$("$venv/bin/python" scripts/locked_requirement.py uv uv.lock)"
+    local version="${wanted%% *}"
+    if [ "$("$venv/bin/uv" --version 2>/dev/null | cut -d' ' -f2)" = "${version#uv==}" ]; then
+        return 0
+    fi
+    echo "bootstrap: installing $version (from uv.lock, hash-checked) into $venv"
+    local requirement_file
+    requirement_file="$(mktemp)"
+    echo "$wanted" >"$requirement_file"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+        --require-hashes -r "$requirement_file"
+    rm -f "$requirement_file"
+}
+
+uv() {
+    UV_PROJECT_ENVIRONMENT="$venv" UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never \
+        "$venv/bin/uv" "$@"
+}
+
+if [ "${1-}" = lock ]; then
+    make_venv
+    install_uv
+    if [ -n "${2-}" ]; then
+        uv lock --upgrade-package "$2"
+    else
+        uv lock --upgrade
+    fi
+    echo "bootstrap: uv.lock re-resolved; review \`git diff uv.lock\`, then run make test"
+    exit 0
 fi
 
-if [ ! -x "$venv/bin/python" ]; then
-    echo "bootstrap: creating virtual environment $venv"
-    "$python" -m venv "$venv"
+extras="${1-dev}"
+install_debian_packages
+make_venv
+install_uv
+# --locked: a pyproject.toml that no longer matches uv.lock is an error, never a silent
+# re-resolve. The test set-up installs exactly the lock's dev set (anything else is removed);
+# the run set-up only adds what the terminal needs, so it keeps a developer's dev tools.
+sync=(sync --locked --quiet)
+if [ -n "$extras" ]; then
+    sync+=(--extra "$extras")
+else
+    sync+=(--inexact)
 fi
-target="."
-[ -n "$extras" ] && target=".[$extras]"
-stamp="$venv/.pipos-installed-${extras:-core}"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "bootstrap: installing pipos ${extras:+[$extras] }into $venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -e "$target"
-    touch "$stamp"
-fi
+uv "${sync[@]}"

@@ -63,6 +63,8 @@ from .transactions import TxnRecord
 __all__ = ["ApiSettings", "PinGuard", "create_api", "hash_pin", "render_svg"]
 
 MAX_BODY = 16 * 1024
+#: How long a cancel waits for the sale to reach its final state before it answers.
+CANCEL_SETTLE_SECONDS = 5.0
 _REF = r"^[A-Za-z0-9._:/#-]{1,64}$"
 
 
@@ -426,17 +428,24 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     def get_transaction(txn_id: str, who: str = Depends(register)) -> dict[str, Any]:
         return view(txn_id)
 
+    def cancelled(record: TxnRecord) -> dict[str, Any]:
+        # A register (and the page) that cancels wants to know how the sale ended: cancelled,
+        # or approved when the customer's wallet paid first. Answer with the final state
+        # unless it takes longer than CANCEL_SETTLE_SECONDS (a code payment's order being
+        # cancelled with the acquirer); the event stream carries it either way.
+        return checkout.view(checkout.wait(record.id, timeout=CANCEL_SETTLE_SECONDS))
+
     @app.post("/api/v1/transactions/{txn_id}/cancel", tags=["sales"])
     def cancel(txn_id: str, who: str = Depends(register)) -> dict[str, Any]:
-        """Stop waiting for a card (409 once the card is being read)."""
-        checkout.cancel(txn_id)
-        return view(txn_id)
+        """Stop waiting for a card or a code (409 once the card is being read). Answers
+        with the sale as it ended, or as it stands after a few seconds."""
+        return cancelled(checkout.cancel(txn_id))
 
     @app.post("/api/v1/cancel", tags=["sales"])
     def cancel_current(who: str = Depends(register)) -> dict[str, Any]:
-        """Cancel whatever sale is waiting for a card."""
-        record = checkout.cancel(None)
-        return checkout.view(record)
+        """Cancel whatever sale is waiting for a card or a code; answers as the
+        transaction-specific cancel does."""
+        return cancelled(checkout.cancel(None))
 
     @app.get("/api/v1/transactions", tags=["transactions"])
     def list_transactions(
@@ -598,20 +607,23 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             start = checkout.events.last_id
 
         async def stream() -> AsyncIterator[bytes]:
-            snapshot = json.dumps(checkout.status())
-            yield f"retry: 2000\nevent: status\ndata: {snapshot}\n\n".encode()
-            last = start
-            while True:
-                if await request.is_disconnected():
-                    return
-                batch = await run_in_threadpool(checkout.events.after, last, settings.sse_keepalive)
-                if not batch:
-                    yield b": keep-alive\n\n"
-                    continue
-                for event in batch:
-                    last = event["id"]
-                    data = json.dumps(event["data"])
-                    yield f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n".encode()
+            with checkout.events.following():
+                snapshot = json.dumps(checkout.status())
+                yield f"retry: 2000\nevent: status\ndata: {snapshot}\n\n".encode()
+                last = start
+                hub = checkout.events
+                while not hub.closed:
+                    if await request.is_disconnected():
+                        return
+                    batch = await run_in_threadpool(hub.after, last, settings.sse_keepalive)
+                    for event in batch:
+                        last = event["id"]
+                        data = json.dumps(event["data"])
+                        yield f"id: {last}\nevent: {event['type']}\ndata: {data}\n\n".encode()
+                    if not batch and not hub.closed:
+                        yield b": keep-alive\n\n"
+                # The terminal is stopping: the stream ends here, cleanly, and the client's
+                # EventSource reconnects (with Last-Event-ID) once the terminal is back.
 
         return StreamingResponse(
             stream(),

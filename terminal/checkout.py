@@ -32,7 +32,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -208,6 +209,8 @@ class EventHub:
         self._next = 1
         self._keep = keep
         self._cond = threading.Condition()
+        self._closed = False
+        self._followers = 0
 
     def publish(self, kind: str, data: Mapping[str, Any]) -> int:
         with self._cond:
@@ -224,10 +227,37 @@ class EventHub:
             return self._next - 1
 
     def after(self, event_id: int, timeout: float | None = None) -> list[dict[str, Any]]:
-        """Events newer than `event_id`, waiting up to `timeout` seconds for one."""
+        """Events newer than `event_id`, waiting up to `timeout` seconds for one (not at all
+        once the hub is closed)."""
         with self._cond:
-            self._cond.wait_for(lambda: self._next - 1 > event_id, timeout=timeout)
+            self._cond.wait_for(lambda: self._closed or self._next - 1 > event_id, timeout=timeout)
             return [e for e in self._events if e["id"] > event_id]
+
+    @property
+    def closed(self) -> bool:
+        with self._cond:
+            return self._closed
+
+    @contextmanager
+    def following(self) -> Iterator[None]:
+        """Counts a live stream (an API client, the page) while it follows the hub."""
+        with self._cond:
+            self._followers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._followers -= 1
+                self._cond.notify_all()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """The terminal is stopping: wake every follower and wait (up to `timeout` s) until
+        their streams have ended, so the server then stops with no request still running
+        (a stream cut by the server's shutdown prints a CancelledError traceback)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._followers == 0, timeout=timeout)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -562,15 +592,18 @@ class Checkout:
         return record
 
     def wait(self, txn_id: str, timeout: float | None = None) -> TxnRecord:
-        """Block until the transaction has finished (tests, the demo, the CLI)."""
+        """Block until the transaction has finished, or `timeout` seconds have passed; returns
+        it as it then stands (the API's cancel, tests, the demo, the CLI)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         last = self.events.last_id
         record = self.get(txn_id)
         while not record.finished:
-            self.events.after(last, timeout=timeout)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            self.events.after(last, timeout=remaining)
             last = self.events.last_id
             record = self.get(txn_id)
-            if timeout is not None and not record.finished and self._current != txn_id:
-                break
         return record
 
     def cancel(self, txn_id: str | None = None) -> TxnRecord:

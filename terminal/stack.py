@@ -110,6 +110,8 @@ class DemoStack:
         return self.runtime.checkout
 
     def close(self) -> None:
+        # Live-update streams end first, so the server stops with no request still running.
+        self.checkout.events.close()
         self.api.stop()
         self.runtime.close()
         if self.host is not None:

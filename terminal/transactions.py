@@ -23,7 +23,7 @@ from .errors import TerminalError
 
 __all__ = ["Journal", "JournalError", "TotalsLine", "TxnRecord"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 
 class JournalError(TerminalError):
@@ -64,6 +64,11 @@ class TxnRecord:
     voided: bool = False
     batch_id: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Journal-wide change number: every write of a transaction gives it a revision higher
+    #: than any before it, on this or any other transaction. Views carry it, so a client that
+    #: gets one transaction by several paths (an HTTP answer, a poll, the event stream) keeps
+    #: the newest and drops whatever arrives late (the checkout page does exactly this).
+    revision: int = 0
 
     @property
     def finished(self) -> bool:
@@ -92,7 +97,9 @@ class TotalsLine:
 
 
 _COLUMNS: Final = tuple(f.name for f in fields(TxnRecord))
-_INT_COLUMNS: Final = {"amount", "currency", "refunded_amount"}
+_INT_COLUMNS: Final = {"amount", "currency", "refunded_amount", "revision"}
+#: Columns added after schema 1, each by its own migration step.
+_LATER_COLUMNS: Final = frozenset({"revision"})
 
 
 class Journal:
@@ -128,7 +135,7 @@ class Journal:
                 if name in _INT_COLUMNS or name == "voided"
                 else f"{name} TEXT NOT NULL DEFAULT ''"
                 for name in _COLUMNS
-                if name != "id"
+                if name != "id" and name not in _LATER_COLUMNS
             )
             self._db.executescript(
                 f"""
@@ -141,6 +148,18 @@ class Journal:
                 CREATE TABLE pending_reversals (idempotency_key TEXT PRIMARY KEY,
                                                 txn_id TEXT NOT NULL, created_at TEXT NOT NULL);
                 PRAGMA user_version = 1;
+                COMMIT;
+                """
+            )
+        if version < 2:
+            # Existing rows get revisions in journal order, so what they were keeps its order.
+            self._db.executescript(
+                """
+                BEGIN;
+                ALTER TABLE transactions ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+                UPDATE transactions SET revision = seq;
+                CREATE INDEX transactions_revision ON transactions (revision);
+                PRAGMA user_version = 2;
                 COMMIT;
                 """
             )
@@ -170,25 +189,35 @@ class Journal:
         values["extra"] = json.dumps(dict(record.extra), sort_keys=True)
         return values
 
+    @staticmethod
+    def _next_revision(db: sqlite3.Connection) -> int:
+        # Inside a BEGIN IMMEDIATE transaction: no other writer can take the same number.
+        return int(
+            db.execute("SELECT COALESCE(MAX(revision), 0) + 1 FROM transactions").fetchone()[0]
+        )
+
     def insert(self, record: TxnRecord) -> TxnRecord:
-        values = self._values(record)
-        names = ", ".join(values)
-        marks = ", ".join("?" for _ in values)
+        """Add `record`; returns it with its first revision."""
         with self._write() as db:
+            new = replace(record, revision=self._next_revision(db))
+            values = self._values(new)
+            names = ", ".join(values)
+            marks = ", ".join("?" for _ in values)
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM transactions").fetchone()[0]
             db.execute(
                 f"INSERT INTO transactions ({names}, seq) VALUES ({marks}, ?)",  # noqa: S608
                 (*values.values(), seq),
             )
-        return record
+        return new
 
     def update(self, record: TxnRecord, **changes: Any) -> TxnRecord:
-        """Write `record` with `changes` applied; returns the new record."""
-        new = replace(record, **changes)
-        values = self._values(new)
-        values.pop("id")
-        assignments = ", ".join(f"{name} = ?" for name in values)
+        """Write `record` with `changes` applied; returns the new record, with a revision
+        higher than any the journal has given out."""
         with self._write() as db:
+            new = replace(record, **changes, revision=self._next_revision(db))
+            values = self._values(new)
+            values.pop("id")
+            assignments = ", ".join(f"{name} = ?" for name in values)
             cursor = db.execute(
                 f"UPDATE transactions SET {assignments} WHERE id = ?",  # noqa: S608
                 (*values.values(), record.id),
@@ -300,9 +329,9 @@ class Journal:
         """Mark every finished, unsettled transaction as part of `batch_id`."""
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE transactions SET batch_id = ? WHERE batch_id = '' "
+                "UPDATE transactions SET batch_id = ?, revision = ? WHERE batch_id = '' "
                 "AND state != 'in_progress'",
-                (batch_id,),
+                (batch_id, self._next_revision(db)),
             )
             db.execute(
                 "INSERT INTO batches VALUES (?, ?, ?)",

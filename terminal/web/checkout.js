@@ -10,6 +10,11 @@ const $ = (id) => document.getElementById(id);
 let status = { currency: 978, currency_alpha: "EUR", currency_exponent: 2, queue: { count: 0 } };
 let digits = "";          // what the keypad typed, as minor units
 let current = null;       // the transaction on screen
+// The revision of the newest transaction view the sale screen has taken. Views come by
+// three paths that race (an API answer, a GET, the event stream); the terminal's journal
+// numbers every change, so whatever arrives carrying a lower number is older than what is
+// on screen and is dropped (a late answer must never bring back a finished sale's prompt).
+let shownRevision = 0;
 let receiptCopy = "customer";
 let refundTarget = null;
 let shownCode = null;     // the sale whose merchant-presented code is on screen
@@ -112,6 +117,8 @@ function amountText(minor) {
 // --- views -------------------------------------------------------------------------------
 
 function show(view) {
+  // The Sale tab while a sale runs is that sale's screen (with its Cancel), not the keypad.
+  if (view === "sale" && current && current.state === "in_progress") view = "wait";
   for (const section of document.querySelectorAll(".view")) section.classList.add("hidden");
   $("view-" + view).classList.remove("hidden");
   for (const tab of document.querySelectorAll(".tab")) {
@@ -153,6 +160,49 @@ function renderBanner() {
     flagged.classList.remove("hidden");
   } else {
     flagged.classList.add("hidden");
+  }
+}
+
+// Show `txn` on the sale screen unless the page has already shown it or a newer view (see
+// shownRevision). Every path that brings a transaction to the screen goes through here.
+// `own`: the answer to the merchant's own action on this page (Charge, Cancel, Refund),
+// shown wherever the merchant is. Anything else (events, polls) may update the sale the
+// merchant is looking at and bring a new running sale forward, but never pulls a finished
+// transaction back over the keypad or the list the merchant has moved on to.
+function offer(txn, own) {
+  if (!txn || typeof txn.revision !== "number" || txn.revision <= shownRevision) return false;
+  shownRevision = txn.revision;
+  const onScreen = current && current.id === txn.id &&
+    (isShown("wait") || isShown("result"));
+  if (!own && txn.state !== "in_progress" && !onScreen) {
+    if (current && current.id === txn.id) current = txn;
+    return false;
+  }
+  renderTransaction(txn);
+  return true;
+}
+
+function isShown(view) {
+  return !$("view-" + view).classList.contains("hidden");
+}
+
+// Ask the terminal which sale is running and show it with its Cancel button; also refresh a
+// sale still shown as running. On load, when the merchant comes back to the Sale tab or the
+// browser tab, after a refused Charge, and whenever the live stream (re)connects: a running
+// sale is never hidden behind the keypad, and a missed event never leaves a stale screen.
+async function resumeSale() {
+  try {
+    const state = await api("GET", "/api/v1/status");
+    if (current && current.state === "in_progress" && current.id !== state.current) {
+      offer(await api("GET", "/api/v1/transactions/" + current.id));
+    }
+    if (state.current) {
+      const txn = await api("GET", "/api/v1/transactions/" + state.current);
+      if (txn.kind === "sale" && (txn.id === (current && current.id) ||
+          txn.state === "in_progress")) offer(txn);
+    }
+  } catch (error) {
+    // Offline from the terminal itself: the live stream reconnects and calls this again.
   }
 }
 
@@ -215,6 +265,13 @@ $("keypad").addEventListener("click", (event) => {
   renderAmount();
 });
 
+// A Charge the terminal refused. "Busy" means a sale is already running (started by the
+// register, or before a reload): show that sale, with its Cancel, instead of a dead end.
+function saleRefused(error) {
+  if (error.status === 409) resumeSale();
+  $("sale-error").textContent = error.message;
+}
+
 $("charge").addEventListener("click", async () => {
   $("sale-error").textContent = "";
   $("scan-note").textContent = "";
@@ -224,9 +281,9 @@ $("charge").addEventListener("click", async () => {
     const txn = await api("POST", "/api/v1/sales", { amount: minor, currency: status.currency });
     digits = "";
     renderAmount();
-    renderTransaction(txn);
+    offer(txn, true);
   } catch (error) {
-    $("sale-error").textContent = error.message;
+    saleRefused(error);
   }
 });
 
@@ -240,9 +297,9 @@ $("charge-qr").addEventListener("click", async () => {
       { amount: minor, currency: status.currency, method: "merchant_qr" });
     digits = "";
     renderAmount();
-    renderTransaction(txn);
+    offer(txn, true);
   } catch (error) {
-    $("sale-error").textContent = error.message;
+    saleRefused(error);
   }
 });
 
@@ -261,8 +318,11 @@ $("sim-pay-mpm").addEventListener("click", async () => {
 
 $("cancel").addEventListener("click", async () => {
   if (!current) return;
-  try { renderTransaction(await api("POST", "/api/v1/transactions/" + current.id + "/cancel")); }
-  catch (error) { $("prompt").textContent = error.message; }
+  try { offer(await api("POST", "/api/v1/transactions/" + current.id + "/cancel"), true); }
+  catch (error) {
+    $("prompt").textContent = error.message;
+    resumeSale();  // too late, or already over: show how it stands now
+  }
 });
 
 $("sim-cards").addEventListener("click", async (event) => {
@@ -272,7 +332,7 @@ $("sim-cards").addEventListener("click", async (event) => {
   catch (error) { $("prompt").textContent = error.message; }
 });
 
-$("new-sale").addEventListener("click", () => show("sale"));
+$("new-sale").addEventListener("click", () => { $("sale-error").textContent = ""; show("sale"); });
 
 // --- receipts ----------------------------------------------------------------------------
 
@@ -350,7 +410,7 @@ $("pin-ok").addEventListener("click", async (event) => {
     const txn = await api("POST", "/api/v1/transactions/" + refundTarget.id + "/refund",
       { pin: $("pin-input").value, amount });
     $("pin-dialog").close();
-    renderTransaction(txn);
+    offer(txn, true);
   } catch (error) {
     $("pin-error").textContent = error.message;
   }
@@ -398,8 +458,12 @@ $("end-of-day").addEventListener("click", async () => {
 });
 
 for (const tab of document.querySelectorAll(".tab")) {
-  tab.addEventListener("click", () => show(tab.dataset.view));
+  tab.addEventListener("click", () => {
+    show(tab.dataset.view);
+    if (tab.dataset.view === "sale") resumeSale();
+  });
 }
+document.addEventListener("visibilitychange", () => { if (!document.hidden) resumeSale(); });
 
 // --- live updates --------------------------------------------------------------------------
 
@@ -419,15 +483,19 @@ function connect() {
   });
   source.addEventListener("transaction", (event) => {
     const txn = JSON.parse(event.data);
-    if (current && txn.id === current.id && txn.kind === "sale") renderTransaction(txn);
+    if (current && txn.id === current.id && txn.kind === "sale") offer(txn);
     else if (txn.kind === "sale" && txn.state === "in_progress" &&
-             (!current || current.state !== "in_progress")) renderTransaction(txn);
+             (!current || current.state !== "in_progress")) offer(txn);
   });
   source.addEventListener("scan_rejected", (event) => {
     const note = JSON.parse(event.data);
     if (current && note.id === current.id) $("scan-note").textContent = note.reason;
   });
-  source.onopen = () => { document.body.dataset.live = "true"; };
+  source.onopen = () => {
+    document.body.dataset.live = "true";
+    // Connected first, asked second: whatever changes from here on also comes as an event.
+    resumeSale();
+  };
 }
 
 refreshStatus().then(connect);
