@@ -161,8 +161,13 @@ def test_busy_and_cancel(stack: DemoStack, api: httpx.Client) -> None:
     assert second.json()["error"]["code"] == "busy"
     cancelled = api.post(f"/api/v1/transactions/{first['id']}/cancel")
     assert cancelled.status_code == 200
+    # The answer is the sale as it ended, newer than the answer that started it.
+    assert (cancelled.json()["state"], cancelled.json()["result"]) == ("cancelled", "cancelled")
+    assert cancelled.json()["revision"] > first["revision"]
+    assert cancelled.json()["cancellable"] is False
     final = stack.checkout.wait(first["id"], timeout=10)
     assert final.state == "cancelled"
+    assert api.get(f"/api/v1/transactions/{first['id']}").json() == cancelled.json()
     again = api.post(f"/api/v1/transactions/{first['id']}/cancel")
     assert again.status_code == 409
     assert api.get("/api/v1/transactions/S000000-nothing").status_code == 404
@@ -240,10 +245,15 @@ def test_server_sent_events_stream_the_sale(stack: DemoStack, api: httpx.Client)
     thread = threading.Thread(target=follow, daemon=True)
     thread.start()
     assert ready.wait(10)
-    _pay(stack, api, 4321)
+    final = _pay(stack, api, 4321)
     thread.join(30)
     stages = [data.get("stage") for kind, data in seen if kind == "transaction"]
     assert stages[0] == "waiting_for_card"
     assert "authorising" in stages
     assert stages[-1] == "done"
     assert seen[-1][1]["state"] == "approved"
+    # Every view carries the journal's revision: it grows with each change, and the final
+    # event, the GET after it and nothing else carry the newest.
+    revisions = [data["revision"] for kind, data in seen if kind == "transaction"]
+    assert revisions == sorted(set(revisions)), revisions
+    assert revisions[-1] == final["revision"]

@@ -96,13 +96,34 @@ def test_tlv_decoders_raise_only_tlv_errors(data: bytes) -> None:
     only_ours(lambda: tlv.decode_one(data, 0x6F))
 
 
-@settings(max_examples=20, deadline=None)
-@given(st.integers(min_value=1, max_value=5000))
-def test_deeply_nested_tlv_is_refused_with_a_tlv_error(depth: int) -> None:
+def _nested_templates(depth: int) -> bytes:
     nested = b""
     for _ in range(depth):
         nested = b"\x70" + tlv.encode_length(len(nested)) + nested
-    only_ours(lambda: tlv.decode(nested))
+    return nested
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(min_value=tlv.MAX_DEPTH + 1, max_value=5000))
+def test_deeply_nested_tlv_is_refused_with_a_tlv_error(depth: int) -> None:
+    nested = _nested_templates(depth)
+    with pytest.raises(
+        tlv.TlvError, match=f"nesting no deeper than {tlv.MAX_DEPTH} levels"
+    ) as caught:
+        tlv.decode(nested)
+    # The refusal points at the contents of the first template one level too deep.
+    too_deep = _nested_templates(depth - tlv.MAX_DEPTH - 1)
+    assert caught.value.offset == len(nested) - len(too_deep)
+
+
+@given(st.integers(min_value=1, max_value=tlv.MAX_DEPTH))
+def test_nesting_up_to_the_bound_decodes_every_level(depth: int) -> None:
+    (outer,) = tlv.decode(_nested_templates(depth))
+    levels = 1
+    while outer.children:
+        (outer,) = outer.children
+        levels += 1
+    assert levels == depth
 
 
 @FUZZ

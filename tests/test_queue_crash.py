@@ -3,9 +3,11 @@
 Child processes stand in for the terminal: a *sale* process stores offline payments exactly as
 a sale does (durable enqueue, then "APPROVED <txid>" on stdout only after the commit), and a
 *sync* process runs `pipos sync` against the simulated acquirer host (real uvicorn on
-127.0.0.1, real SQLite ledger). Both are killed at random instants; afterwards every payment
-that was shown APPROVED is in the queue, and once everything is synced, in the host's ledger
-exactly once; no payment is ever in the ledger twice.
+127.0.0.1, real SQLite ledger). Both are killed at random instants, and every third round
+the sync is killed on purpose while its batch is on its way (the host holds the upload before
+committing it); afterwards every payment that was shown APPROVED is in the queue, and once
+everything is synced, in the host's ledger exactly once; no payment is ever in the ledger
+twice; and each payment a kill caught mid-send (counted) ended exactly once.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,25 +111,62 @@ def terminal_dir(tmp_path: Path, acquirer_host: HostHandle) -> Path:
     return data
 
 
+def _sending(db: Path) -> set[str]:
+    """The payments of a batch that may be on its way to the host (read-only peek)."""
+    if not db.exists():
+        return set()
+    peek = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = peek.execute("SELECT transaction_id FROM payments WHERE state = 'sending'")
+        return {row[0] for row in rows}
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return set()
+    finally:
+        peek.close()
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
 def test_sigkill_at_random_instants_loses_and_doubles_nothing(
     terminal_dir: Path, acquirer_host: HostHandle
 ) -> None:
     rng = random.Random(20240601)
     approved: list[str] = []
     db = terminal_dir / "offline_queue.sqlite3"
-    interrupted_batches = 0
+    # Payments a kill caught mid-send: their batch was on its way to the host (state
+    # "sending" in the queue) when the sync process died.
+    caught_mid_send: set[str] = set()
     rounds = 18
     for n in range(rounds):
         sale = _spawn(SALE_CHILD, str(terminal_dir), f"r{n}")
-        sync = _spawn(SYNC_CHILD, str(terminal_dir), acquirer_host.url)
-        # Kill each at its own random instant (imports take ~0.3 s; most kills land mid-work).
-        kills = sorted(
-            [(rng.uniform(0.35, 1.4), sale), (rng.uniform(0.35, 1.4), sync)], key=lambda k: k[0]
-        )
-        start = time.monotonic()
-        for at, proc in kills:
-            time.sleep(max(0.0, at - (time.monotonic() - start)))
-            proc.send_signal(signal.SIGKILL)
+        if n % 3 == 2:
+            # A forced mid-send kill: the host holds the upload for 1.5 s before it commits
+            # it; the sync process is killed while it waits for the answer.
+            _wait_for(lambda: db.exists(), 10, "the sale process's first payment")
+            time.sleep(0.3)
+            acquirer_host.set_fault("/v1/batches/offline", "delay", times=1, delay_ms=1500)
+            sync = _spawn(SYNC_CHILD, str(terminal_dir), acquirer_host.url)
+            _wait_for(lambda: bool(_sending(db)), 15, "a batch on its way to the host")
+            sync.send_signal(signal.SIGKILL)
+            in_flight = _sending(db)
+            caught_mid_send |= in_flight
+            sale.send_signal(signal.SIGKILL)
+        else:
+            sync = _spawn(SYNC_CHILD, str(terminal_dir), acquirer_host.url)
+            # Each killed at its own random instant (imports take ~0.3 s; most land mid-work).
+            kills = sorted(
+                [(rng.uniform(0.35, 1.4), sale), (rng.uniform(0.35, 1.4), sync)],
+                key=lambda k: k[0],
+            )
+            start = time.monotonic()
+            for at, proc in kills:
+                time.sleep(max(0.0, at - (time.monotonic() - start)))
+                proc.send_signal(signal.SIGKILL)
         for proc in (sale, sync):
             out, _ = proc.communicate(timeout=30)
             assert proc.returncode == -signal.SIGKILL
@@ -137,16 +178,20 @@ def test_sigkill_at_random_instants_loses_and_doubles_nothing(
                 ]
         if db.exists():
             with OfflineQueue.open(db) as q:  # integrity check after every crash
-                interrupted_batches += len([p for p in q.list_payments([State.SENDING])])
+                caught_mid_send |= {p.transaction_id for p in q.list_payments([State.SENDING])}
+        acquirer_host.clear_faults()
 
     assert len(approved) > 50, "the sale processes should have approved many payments"
     assert len(set(approved)) == len(approved)
+    # Six rounds force a kill while a batch is on its way; each catches at least one payment.
+    assert len(caught_mid_send) >= 6, caught_mid_send
 
     # Every payment shown APPROVED survived every crash.
     with OfflineQueue.open(db) as q:
         queued = {p.transaction_id: p for p in q.list_payments()}
     missing = [t for t in approved if t not in queued]
     assert missing == []
+    assert caught_mid_send <= set(queued)
 
     # The host never holds a payment twice, nor one that is not in the queue.
     ledger = acquirer_host.ledger()
@@ -170,6 +215,11 @@ def test_sigkill_at_random_instants_loses_and_doubles_nothing(
     assert all(counts[t] == 1 for t in approved)
     assert set(counts) == {p.transaction_id for p in rows}
     assert max(counts.values()) == 1
+    # Each payment a kill caught mid-send ended exactly once: in the ledger once, and final
+    # in the queue (its batch re-sent under the same idempotency key, never as a new one).
+    assert {t: counts[t] for t in caught_mid_send} == dict.fromkeys(caught_mid_send, 1)
+    final = {p.transaction_id: p.state for p in rows}
+    assert {final[t] for t in caught_mid_send} <= {State.ACCEPTED, State.DECLINED}
     # Host's verdict and the queue agree, payment by payment.
     host_status = {row["offline_id"]: row["status"] for row in ledger if row["offline_id"]}
     for p in rows:
@@ -179,5 +229,5 @@ def test_sigkill_at_random_instants_loses_and_doubles_nothing(
     assert status.outstanding_count == 0
     print(
         f"\n{rounds} rounds, {len(approved)} approved, {len(rows)} queued, "
-        f"{interrupted_batches} payments caught mid-send by a kill"
+        f"{len(caught_mid_send)} payments caught mid-send by a kill, each ended once"
     )

@@ -1,0 +1,107 @@
+"""Stopping the terminal while clients follow its live updates is quiet: the event streams
+end first, then the server stops, and nothing prints a traceback (a CancelledError from a
+stream cut by the server's shutdown used to, in the tests and when stopping `pipos run`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from terminal.stack import start_demo_stack
+from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _follow(url: str, token: str, lines: list[str], opened: threading.Event) -> None:
+    try:
+        with httpx.stream("GET", f"{url}/api/v1/events", params={"token": token}) as response:
+            opened.set()
+            for line in response.iter_lines():
+                lines.append(line)
+    except httpx.HTTPError as exc:  # the stream must end cleanly, not be cut
+        lines.append(f"cut: {type(exc).__name__}")
+
+
+def test_closing_the_stack_ends_event_streams_cleanly(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = start_demo_stack(tmp_path, secret=TEST_SECRET, scrypt_n=TEST_SCRYPT_N, background=False)
+    followers = []
+    for _ in range(3):
+        lines: list[str] = []
+        opened = threading.Event()
+        thread = threading.Thread(
+            target=_follow, args=(stack.api.url, stack.token, lines, opened), daemon=True
+        )
+        thread.start()
+        assert opened.wait(10)
+        followers.append((thread, lines))
+    caplog.set_level(logging.DEBUG)
+    stack.close()
+    for thread, lines in followers:
+        thread.join(10)
+        assert not thread.is_alive()
+        assert lines[0] == "retry: 2000"
+        assert not any(line.startswith("cut: ") for line in lines), lines
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    assert "CancelledError" not in err
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_pipos_run_with_a_live_page_prints_no_traceback(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    port_probe = __import__("socket").socket()
+    port_probe.bind(("127.0.0.1", 0))
+    port = port_probe.getsockname()[1]
+    port_probe.close()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "terminal.cli", "run", "--state-dir", str(tmp_path / "run"),
+         "--port", str(port), "--token", "shutdown-test-token"],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("Press Ctrl-C"):
+                break
+        else:
+            pytest.fail(
+                f"pipos run did not start: {process.stderr.read() if process.stderr else ''}"
+            )
+        url = f"http://127.0.0.1:{port}"
+        lines: list[str] = []
+        opened = threading.Event()
+        follower = threading.Thread(
+            target=_follow, args=(url, "shutdown-test-token", lines, opened), daemon=True
+        )
+        follower.start()
+        assert opened.wait(10)
+        time.sleep(0.2)  # the stream is waiting for the next event, as a kiosk page's is
+        process.send_signal(stop)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert "CancelledError" not in err, err
+    follower.join(10)
+    assert not any(line.startswith("cut: ") for line in lines), lines
