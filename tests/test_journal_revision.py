@@ -85,7 +85,8 @@ def test_a_schema_1_journal_gets_revisions_in_journal_order(tmp_path: Path) -> N
 
     journal = Journal(path)
     old, new = journal.get("S-old"), journal.get("S-new")
-    assert old is not None and new is not None
+    assert old is not None
+    assert new is not None
     assert (old.revision, new.revision) == (1, 2)
     assert journal.update(old, reason="after the upgrade").revision == 3
     journal.close()
