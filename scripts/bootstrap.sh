@@ -4,7 +4,8 @@
 # every Python package at the version and hash uv.lock records. Idempotent: a second run only
 # checks.
 #
-#   scripts/bootstrap.sh [EXTRAS]          set up (EXTRAS "" = the terminal only, "dev" = all)
+#   scripts/bootstrap.sh [EXTRAS]          set up (EXTRAS "" = the terminal only, "dev" = all,
+#                                          "pcsc,nfc,serial,printer" = a terminal's devices)
 #   scripts/bootstrap.sh lock [PACKAGE]    re-resolve uv.lock on purpose: every package to the
 #                                          newest release pyproject.toml allows, or only PACKAGE
 set -euo pipefail
@@ -90,7 +91,10 @@ install_uv
 # the run set-up only adds what the terminal needs, so it keeps a developer's dev tools.
 sync=(sync --locked --quiet)
 if [ -n "$extras" ]; then
-    sync+=(--extra "$extras")
+    IFS=, read -r -a extra_list <<<"$extras"
+    for extra in "${extra_list[@]}"; do
+        sync+=(--extra "$extra")
+    done
 else
     sync+=(--inexact)
 fi

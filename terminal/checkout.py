@@ -599,8 +599,8 @@ class Checkout:
         record = self.get(txn_id)
         while not record.finished:
             remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
+            if (remaining is not None and remaining <= 0) or self.events.closed:
+                break  # out of time, or the terminal is stopping: no more changes come
             self.events.after(last, timeout=remaining)
             last = self.events.last_id
             record = self.get(txn_id)

@@ -110,7 +110,9 @@ class DemoStack:
         return self.runtime.checkout
 
     def close(self) -> None:
-        # Live-update streams end first, so the server stops with no request still running.
+        # A sale still waiting is cancelled and its final state published while the streams
+        # still run; then the streams end, so the server stops with no request still running.
+        self.checkout.close()
         self.checkout.events.close()
         self.api.stop()
         self.runtime.close()

@@ -4,7 +4,6 @@ stream cut by the server's shutdown used to, in the tests and when stopping `pip
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -46,7 +45,6 @@ def test_closing_the_stack_ends_event_streams_cleanly(
         thread.start()
         assert opened.wait(10)
         followers.append((thread, lines))
-    caplog.set_level(logging.DEBUG)
     stack.close()
     for thread, lines in followers:
         thread.join(10)
