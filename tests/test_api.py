@@ -199,6 +199,7 @@ def test_refund_needs_pin_wrong_pins_slow_down_then_lock(
     assert ok.status_code == 200, ok.text
     assert ok.json()["kind"] == "refund"
     assert ok.json()["state"] == "approved"
+    assert ok.json()["revision"] > sale["revision"]
     over = api.post(url, json={"pin": "2468", "amount": 2001})
     assert over.status_code == 422
     assert "exceeds" in over.json()["error"]["message"]
@@ -211,6 +212,11 @@ def test_void_totals_end_of_day_queue_status(stack: DemoStack, api: httpx.Client
     voided = api.post(f"/api/v1/transactions/{sale['id']}/void", json={"pin": "2468"})
     assert voided.status_code == 200
     assert voided.json()["result"] == "void_approved"
+    # The void, and the sale it marked voided, are both newer than the sale was.
+    voided_sale = api.get(f"/api/v1/transactions/{sale['id']}").json()
+    assert voided_sale["voided"] is True
+    assert voided.json()["revision"] > sale["revision"]
+    assert voided_sale["revision"] > sale["revision"]
     totals = api.get("/api/v1/totals").json()["totals"]
     assert [(t["sales_count"], t["net_amount"]) for t in totals] == [(1, 900)]
     assert api.get("/api/v1/queue").json() == {"count": 0, "amounts": {}, "flagged": 0}
