@@ -14,16 +14,21 @@ cd "$(dirname "$0")/.."
 venv="${VENV:-.venv}"
 python="${PYTHON:-python3}"
 
-# Debian packages the project needs. python3-venv gives `python3 -m venv` on Debian; pcscd
-# and libccid run USB PC/SC readers; vsmartcard-vpcd is the virtual reader the tests put a
-# simulated card in; libpcsclite-dev, swig and gcc build pyscard; chromium shows the kiosk
-# checkout page (and runs the page tests headless).
-debian_packages=(python3-venv python3-dev gcc pcscd libccid vsmartcard-vpcd libpcsclite-dev swig
-                 chromium fonts-wqy-zenhei)  # CJK glyphs: the page shows Chinese labels (zh)
+# Debian packages the terminal needs. python3-venv gives `python3 -m venv` on Debian; pcscd
+# and libccid run USB PC/SC readers; libpcsclite-dev, swig and gcc build pyscard (it has no
+# Linux wheel); chromium shows the kiosk checkout page; fonts-wqy-zenhei has the CJK glyphs
+# of its Chinese labels.
+debian_packages=(python3-venv python3-dev gcc pcscd libccid libpcsclite-dev swig
+                 chromium fonts-wqy-zenhei)
+# Only for development and CI: vsmartcard-vpcd is the virtual reader the tests put simulated
+# cards in. Never on a terminal: it adds a reader that anyone on the network can put a card in.
+dev_debian_packages=(vsmartcard-vpcd)
 
 install_debian_packages() {
+    local wanted=("${debian_packages[@]}")
+    [[ ",$1," == *,dev,* ]] && wanted+=("${dev_debian_packages[@]}")
     local missing=() pkg
-    for pkg in "${debian_packages[@]}"; do
+    for pkg in "${wanted[@]}"; do
         if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
             missing+=("$pkg")
         fi
@@ -57,12 +62,12 @@ install_uv() {
         return 0
     fi
     echo "bootstrap: installing $version (from uv.lock, hash-checked) into $venv"
-    local requirement_file
     requirement_file="$(mktemp)"
+    trap 'rm -f "$requirement_file"' EXIT
     echo "$wanted" >"$requirement_file"
+    # Wheels only: uv is never built from source here (that needs a Rust toolchain).
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
-        --require-hashes -r "$requirement_file"
-    rm -f "$requirement_file"
+        --only-binary=:all: --require-hashes -r "$requirement_file"
 }
 
 uv() {
@@ -83,7 +88,7 @@ if [ "${1-}" = lock ]; then
 fi
 
 extras="${1-dev}"
-install_debian_packages
+install_debian_packages "$extras"
 make_venv
 install_uv
 # --locked: a pyproject.toml that no longer matches uv.lock is an error, never a silent

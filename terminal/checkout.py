@@ -490,6 +490,10 @@ class Checkout:
         self.events.publish("transaction", self.view(new))
         return new
 
+    def _publish_sale(self, sale_id: str) -> None:
+        """The sale a refund or void changed (its refundable amount, its voided flag)."""
+        self.events.publish("transaction", self.view(self.get(sale_id)))
+
     def _publish_status(self) -> None:
         self.events.publish("status", self.status())
 
@@ -1242,11 +1246,13 @@ class Checkout:
             except AcquirerError as exc:
                 return self._finish(record, "failed", Result.REFUND_DECLINED, str(exc))
             self.host_online = True
-            fresh = self.get(sale.id)
-            self._save(fresh, refunded_amount=fresh.refunded_amount + amount)
-            return self._finish(
+            # One commit: the refund's approval and the sale's refunded amount derived from
+            # it (a crash can no longer leave the one without the other).
+            final = self._finish(
                 record, "approved", Result.REFUND_APPROVED, host_ref=answer.transaction_ref
             )
+            self._publish_sale(sale.id)
+            return final
         finally:
             self._release()
             self._publish_final()
@@ -1281,8 +1287,6 @@ class Checkout:
                     "yet; try again when the bank can be reached"
                 ) from exc
             self.host_online = True
-            fresh = self.get(sale.id)
-            self._save(fresh, refunded_amount=fresh.refunded_amount + earlier.amount)
             went_through.append(
                 self._save(
                     earlier,
@@ -1293,6 +1297,7 @@ class Checkout:
                     extra=extra,
                 )
             )
+            self._publish_sale(sale.id)
         if went_through:
             done = ", ".join(
                 f"{r.id} ({format_amount(r.amount, r.currency)})" for r in went_through
@@ -1353,8 +1358,10 @@ class Checkout:
             except AcquirerError as exc:
                 return self._finish(record, "failed", Result.VOID_DECLINED, str(exc))
             self.host_online = True
-            self._save(self.get(sale.id), voided=True)
-            return self._finish(record, "approved", Result.VOID_APPROVED, reason=answer.status)
+            # One commit: the void's approval and the sale's voided flag derived from it.
+            final = self._finish(record, "approved", Result.VOID_APPROVED, reason=answer.status)
+            self._publish_sale(sale.id)
+            return final
         finally:
             self._release()
             self._publish_final()

@@ -86,14 +86,15 @@ def _run_command(args: argparse.Namespace) -> int:
             pin_file=Path(args.pin_file) if args.pin_file else None,
             token_file=Path(args.token_file) if args.token_file else None,
         )
-        print(f"pipos terminal {stack.checkout.terminal_id} is running")
-        print(f"  checkout page:  {stack.api.url}/")
-        print(f"  API (OpenAPI):  {stack.api.url}/docs")
-        if created:
-            print(f"  register token: {stack.token} (kept in {token_path})")
-        else:
-            print(f"  register token: in {token_path}")
-        return _serve_until_stopped(stack)
+        banner = [
+            f"pipos terminal {stack.checkout.terminal_id} is running",
+            f"  checkout page:  {stack.api.url}/",
+            f"  API (OpenAPI):  {stack.api.url}/docs",
+            f"  register token: {stack.token} (kept in {token_path})"
+            if created
+            else f"  register token: in {token_path}",
+        ]
+        return _serve_until_stopped(stack, banner)
     state = Path(args.state_dir or Path.home() / ".local/state/pipos/run")
     stack = start_demo_stack(
         state,
@@ -107,21 +108,25 @@ def _run_command(args: argparse.Namespace) -> int:
         pin=args.pin or DEMO_PIN,
         activation_code=args.activation_code,
     )
-    print(f"pipos terminal {stack.checkout.terminal_id} is running")
-    print(f"  checkout page:  {stack.api.url}/")
-    print(f"  API (OpenAPI):  {stack.api.url}/docs")
-    print(f"  register token: {stack.token}")
-    print(f"  merchant PIN:   {stack.pin}")
+    banner = [
+        f"pipos terminal {stack.checkout.terminal_id} is running",
+        f"  checkout page:  {stack.api.url}/",
+        f"  API (OpenAPI):  {stack.api.url}/docs",
+        f"  register token: {stack.token}",
+        f"  merchant PIN:   {stack.pin}",
+    ]
     if stack.host is not None:
-        print(f"  simulated acquirer: {stack.host.url}")
+        banner.append(f"  simulated acquirer: {stack.host.url}")
     if stack.phone is not None:
-        print("  simulated phone and scanner: show codes from the page's simulator panel")
-    return _serve_until_stopped(stack)
+        banner.append("  simulated phone and scanner: show codes from the page's simulator panel")
+    return _serve_until_stopped(stack, banner)
 
 
-def _serve_until_stopped(stack: DemoStack) -> int:
-    print("Press Ctrl-C to stop.", flush=True)
+def _serve_until_stopped(stack: DemoStack, banner: list[str]) -> int:
+    # Ctrl-C (or SIGTERM) at any instant from here on closes the terminal, even while the
+    # banner is still being printed.
     try:
+        print("\n".join([*banner, "Press Ctrl-C to stop."]), flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

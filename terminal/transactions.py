@@ -60,6 +60,9 @@ class TxnRecord:
     host_ref: str = ""
     idempotency_key: str = ""
     offline_id: str = ""
+    #: Derived, never written from a copy: the sum of this sale's approved refunds, and
+    #: whether an approved void of it exists. The journal computes both in the same commit
+    #: as the refund or void that changes them (see Journal._derive).
     refunded_amount: int = 0
     voided: bool = False
     batch_id: str = ""
@@ -100,6 +103,14 @@ _COLUMNS: Final = tuple(f.name for f in fields(TxnRecord))
 _INT_COLUMNS: Final = {"amount", "currency", "refunded_amount", "revision"}
 #: Columns added after schema 1, each by its own migration step.
 _LATER_COLUMNS: Final = frozenset({"revision"})
+#: Columns the journal derives from other records (Journal._derive); a write of a record
+#: never sets them, so a stale copy of a sale cannot undo a refund or a void.
+_DERIVED_COLUMNS: Final = frozenset({"refunded_amount", "voided"})
+_DERIVED_FROM_RECORDS: Final = """
+    SELECT COALESCE(SUM(CASE WHEN kind = 'refund' AND state = 'approved' THEN amount END), 0),
+           COALESCE(MAX(kind = 'void' AND state = 'approved'), 0)
+    FROM transactions WHERE original_id = ?
+"""
 
 
 class Journal:
@@ -123,46 +134,51 @@ class Journal:
             raise JournalError(f"transaction journal {self.path} failed its check: {check}")
 
     def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise JournalError(
-                f"transaction journal {self.path} has schema {version}, newer than this "
-                f"software ({SCHEMA_VERSION})"
-            )
-        if version < 1:
-            cols = ", ".join(
-                f"{name} INTEGER NOT NULL DEFAULT 0"
-                if name in _INT_COLUMNS or name == "voided"
-                else f"{name} TEXT NOT NULL DEFAULT ''"
-                for name in _COLUMNS
-                if name != "id" and name not in _LATER_COLUMNS
-            )
-            self._db.executescript(
-                f"""
-                BEGIN;
-                CREATE TABLE transactions (id TEXT PRIMARY KEY, {cols}, seq INTEGER);
-                CREATE INDEX transactions_created ON transactions (seq);
-                CREATE INDEX transactions_external ON transactions (external_ref);
-                CREATE TABLE batches (batch_id TEXT PRIMARY KEY, closed_at TEXT NOT NULL,
-                                      totals TEXT NOT NULL);
-                CREATE TABLE pending_reversals (idempotency_key TEXT PRIMARY KEY,
-                                                txn_id TEXT NOT NULL, created_at TEXT NOT NULL);
-                PRAGMA user_version = 1;
-                COMMIT;
-                """
-            )
-        if version < 2:
-            # Existing rows get revisions in journal order, so what they were keeps its order.
-            self._db.executescript(
-                """
-                BEGIN;
-                ALTER TABLE transactions ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
-                UPDATE transactions SET revision = seq;
-                CREATE INDEX transactions_revision ON transactions (revision);
-                PRAGMA user_version = 2;
-                COMMIT;
-                """
-            )
+        # One write transaction, the version read inside it: two processes opening an old
+        # journal at once migrate it once (the second waits, then finds it done).
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise JournalError(
+                    f"transaction journal {self.path} has schema {version}, newer than this "
+                    f"software ({SCHEMA_VERSION})"
+                )
+            if version < 1:
+                cols = ", ".join(
+                    f"{name} INTEGER NOT NULL DEFAULT 0"
+                    if name in _INT_COLUMNS or name == "voided"
+                    else f"{name} TEXT NOT NULL DEFAULT ''"
+                    for name in _COLUMNS
+                    if name != "id" and name not in _LATER_COLUMNS
+                )
+                for statement in (
+                    f"CREATE TABLE transactions (id TEXT PRIMARY KEY, {cols}, seq INTEGER)",
+                    "CREATE INDEX transactions_created ON transactions (seq)",
+                    "CREATE INDEX transactions_external ON transactions (external_ref)",
+                    "CREATE TABLE batches (batch_id TEXT PRIMARY KEY, closed_at TEXT NOT NULL, "
+                    "totals TEXT NOT NULL)",
+                    "CREATE TABLE pending_reversals (idempotency_key TEXT PRIMARY KEY, "
+                    "txn_id TEXT NOT NULL, created_at TEXT NOT NULL)",
+                ):
+                    db.execute(statement)
+            if version < 2:
+                # Existing rows get revisions in journal order, so they keep their order.
+                # Refunded amounts and voids are derived from their records from now on:
+                # worked out again here, which also mends a sale whose refund an older
+                # version counted twice (its total was written apart from the refund).
+                db.execute(
+                    "ALTER TABLE transactions ADD COLUMN revision INTEGER NOT NULL DEFAULT 0"
+                )
+                db.execute("UPDATE transactions SET revision = seq")
+                db.execute("CREATE INDEX transactions_revision ON transactions (revision)")
+                db.execute("CREATE INDEX transactions_original ON transactions (original_id)")
+                sales = db.execute(
+                    "SELECT DISTINCT original_id FROM transactions WHERE original_id != ''"
+                ).fetchall()
+                for (sale_id,) in sales:
+                    self._derive_sale(db, sale_id)
+            if version < SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -196,11 +212,41 @@ class Journal:
             db.execute("SELECT COALESCE(MAX(revision), 0) + 1 FROM transactions").fetchone()[0]
         )
 
+    def _derive(self, db: sqlite3.Connection, record: TxnRecord) -> None:
+        """Work out again what `record` changes in another record, in the same transaction:
+        a refund or a void changes its sale's refunded amount or voided flag."""
+        if record.kind in ("refund", "void") and record.original_id:
+            self._derive_sale(db, record.original_id)
+
+    def _derive_sale(self, db: sqlite3.Connection, sale_id: str) -> None:
+        before = db.execute(
+            "SELECT refunded_amount, voided FROM transactions WHERE id = ? AND kind = 'sale'",
+            (sale_id,),
+        ).fetchone()
+        if before is None:
+            return
+        refunded, voided = db.execute(_DERIVED_FROM_RECORDS, (sale_id,)).fetchone()
+        # Unchanged (a refund started, one declined): the sale keeps its revision.
+        if (int(before[0]), int(before[1])) != (int(refunded), int(voided)):
+            db.execute(
+                "UPDATE transactions SET refunded_amount = ?, voided = ?, revision = ? "
+                "WHERE id = ?",
+                (int(refunded), int(voided), self._next_revision(db), sale_id),
+            )
+
+    def _reread(self, db: sqlite3.Connection, txn_id: str) -> TxnRecord:
+        row = db.execute("SELECT * FROM transactions WHERE id = ?", (txn_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"transaction {txn_id} is not in the journal")
+        return self._row(row)
+
     def insert(self, record: TxnRecord) -> TxnRecord:
-        """Add `record`; returns it with its first revision."""
+        """Add `record`; returns it as stored, with its first revision."""
         with self._write() as db:
             new = replace(record, revision=self._next_revision(db))
             values = self._values(new)
+            for name in _DERIVED_COLUMNS:
+                values.pop(name)
             names = ", ".join(values)
             marks = ", ".join("?" for _ in values)
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM transactions").fetchone()[0]
@@ -208,15 +254,24 @@ class Journal:
                 f"INSERT INTO transactions ({names}, seq) VALUES ({marks}, ?)",  # noqa: S608
                 (*values.values(), seq),
             )
-        return new
+            self._derive(db, new)
+            return self._reread(db, new.id)
 
     def update(self, record: TxnRecord, **changes: Any) -> TxnRecord:
-        """Write `record` with `changes` applied; returns the new record, with a revision
-        higher than any the journal has given out."""
+        """Write `record` with `changes` applied, and what it changes in its sale, in one
+        commit; returns it as stored, with a revision higher than any given out before.
+        Derived fields (refunded amount, voided) are the journal's, never the caller's."""
+        if _DERIVED_COLUMNS & changes.keys():
+            raise JournalError(
+                f"{', '.join(sorted(_DERIVED_COLUMNS & changes.keys()))} are derived from the "
+                "refund and void records, not written"
+            )
         with self._write() as db:
             new = replace(record, **changes, revision=self._next_revision(db))
             values = self._values(new)
             values.pop("id")
+            for name in _DERIVED_COLUMNS:
+                values.pop(name)
             assignments = ", ".join(f"{name} = ?" for name in values)
             cursor = db.execute(
                 f"UPDATE transactions SET {assignments} WHERE id = ?",  # noqa: S608
@@ -224,7 +279,8 @@ class Journal:
             )
             if cursor.rowcount != 1:
                 raise JournalError(f"transaction {record.id} is not in the journal")
-        return new
+            self._derive(db, new)
+            return self._reread(db, record.id)
 
     def get(self, txn_id: str) -> TxnRecord | None:
         with self._lock:

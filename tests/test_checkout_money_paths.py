@@ -163,6 +163,42 @@ def test_refund_interrupted_by_a_crash_is_settled_before_another(
         rt.close()
 
 
+def test_refund_approved_then_a_crash_before_its_record_is_counted_once(
+    tmp_path: Path, acquirer_host: HostHandle
+) -> None:
+    """The bank refunded 7.00 and answered; the terminal died while recording the approval.
+    After the restart the refund is settled under its own key; the sale shows 7.00 refunded,
+    what the bank moved, not 14.00 (the sale's total used to be committed apart from the
+    refund record, so the settle added it a second time), and 13.00 can still be refunded."""
+    directory = tmp_path / "terminal"
+    rt = _start(directory, acquirer_host)
+    sale = _sale(rt, 2000)
+    original = rt.checkout._finish
+
+    def crash(record: Any, state: str, *args: Any, **kwargs: Any) -> Any:
+        if record.kind == "refund" and state == "approved":
+            raise SystemExit("power cut")
+        return original(record, state, *args, **kwargs)
+
+    rt.checkout._finish = crash  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        rt.checkout.refund(str(sale["id"]), 700)
+    rt.close()
+    rt = _start(directory, acquirer_host)
+    try:
+        with pytest.raises(StateError, match="earlier refund"):
+            rt.checkout.refund(str(sale["id"]), 700)
+        moved = sum(r["amount"] for r in acquirer_host.ledger() if r["kind"] == "refund")
+        assert moved == 700
+        assert rt.checkout.get(str(sale["id"])).refunded_amount == moved
+        assert rt.checkout.view(rt.checkout.get(str(sale["id"])))["refundable_amount"] == 1300
+        rest = rt.checkout.refund(str(sale["id"]), 1300)
+        assert rest.state == "approved"
+        assert rt.checkout.get(str(sale["id"])).refunded_amount == 2000
+    finally:
+        rt.close()
+
+
 def test_host_refuses_to_void_a_sale_that_was_refunded(
     acquirer_terminal: AcquirerTerminal,
 ) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = tomllib.loads((ROOT / "uv.lock").read_text(encoding="utf-8"))
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-EXTRAS = ("pcsc", "nfc", "serial", "printer", "dev")
+EXTRAS = ("pcsc", "nfc", "serial", "printer", "fuzz", "dev")
 
 
 def _name(requirement: str) -> str:

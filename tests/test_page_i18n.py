@@ -104,3 +104,23 @@ def test_status_event_switches_the_language_live(page: object, stack: DemoStack)
     stack.checkout.events.publish("status", stack.checkout.status())
     page.wait_for_selector("body[data-language=en]")  # type: ignore[attr-defined]
     assert text(page, "[data-testid=charge]") == "Charge"
+
+
+def test_language_switch_during_a_sale_redraws_its_prompt_and_result(
+    page: object, stack: DemoStack
+) -> None:
+    key_in(page, "640")
+    page.click("[data-testid=charge]")  # type: ignore[attr-defined]
+    page.wait_for_selector("#sim-cards:not(.hidden)")  # type: ignore[attr-defined]
+    assert text(page, "[data-testid=prompt]") == "Tap card or scan code"
+    speak(stack, "zh")
+    stack.checkout.events.publish("status", stack.checkout.status())
+    # The prompt is the terminal's: asked for again (same revision, other words).
+    page.wait_for_selector("[data-testid=prompt]:has-text('请挥卡或扫码')")  # type: ignore[attr-defined]
+    page.click('#sim-cards button[data-card="visa"]')  # type: ignore[attr-defined]
+    page.wait_for_selector("#view-result:not(.hidden)")  # type: ignore[attr-defined]
+    assert text(page, "[data-testid=result-merchant]") == "交易成功 6.40 EUR"
+    speak(stack, "en")
+    stack.checkout.events.publish("status", stack.checkout.status())
+    page.wait_for_selector("[data-testid=result-merchant]:has-text('Approved 6.40 EUR')")  # type: ignore[attr-defined]
+    assert text(page, "[data-testid=result]") == "Approved"

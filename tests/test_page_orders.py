@@ -277,3 +277,51 @@ def test_charge_while_the_register_runs_a_sale_shows_that_sale(
             assert page.inner_text("[data-testid=result]") == "Cancelled"
     finally:
         register.close()
+
+
+def test_refund_answer_after_its_sales_newer_event_is_shown(page: Any) -> None:
+    """A refund changes two transactions: the refund, and the sale's refundable amount (a
+    newer revision, published before the refund's own final event). Refunding from the list
+    while the sale is still the sale screen's, its event reaches the page before the answer
+    to the refund: freshness is per transaction, so the refund's result is shown."""
+    for round_ in range(ROUNDS):
+        start_round(page, "1500")
+        page.click("[data-testid=charge]")
+        page.wait_for_selector("#sim-cards:not(.hidden)")
+        page.click('#sim-cards button[data-card="visa"]')
+        assert result(page) == "Approved"
+        page.click('.tab[data-view="list"]')  # no "New sale": the sale stays the screen's
+        page.wait_for_selector("#txn-rows .refund-btn")
+        page.click("#txn-rows tr:first-child .refund-btn")
+        page.fill("[data-testid=refund-amount]", "2.50")
+        page.fill("[data-testid=pin]", "2468")
+        page.click("[data-testid=pin-ok]")
+        assert result(page) == "Approved", f"round {round_}"
+        assert "Refund approved 2.50 EUR" in page.inner_text("[data-testid=result-merchant]")
+        assert_never_went_back(page)
+
+
+def test_a_receipt_from_the_list_during_a_sale_leads_back_to_that_sale(
+    page: Any, stack: DemoStack
+) -> None:
+    start_round(page, "120")
+    page.click("[data-testid=charge]")
+    page.wait_for_selector("#sim-cards:not(.hidden)")
+    page.click('#sim-cards button[data-card="visa"]')
+    assert result(page) == "Approved"
+    for round_ in range(ROUNDS):
+        start_round(page, "340")
+        page.click("[data-testid=charge]")
+        page.wait_for_selector("[data-testid=cancel]:enabled")
+        page.click('.tab[data-view="list"]')
+        page.wait_for_selector("#view-list:not(.hidden)")
+        # The approved sale's receipt, while the new sale waits for a card.
+        page.click("#txn-rows tr:has-text('1.20') button:has-text('Receipt')")
+        page.wait_for_selector("[data-testid=receipt] .receipt")
+        assert "1.20 EUR" in page.inner_text("[data-testid=receipt]")
+        page.click("#receipt-back")
+        page.wait_for_selector("#view-list:not(.hidden)")
+        page.click('.tab[data-view="sale"]')
+        page.wait_for_selector("#view-wait:not(.hidden)", timeout=5000)
+        assert page.inner_text("#wait-amount") == "3.40 EUR", f"round {round_}"
+        cancel_from_screen(page)

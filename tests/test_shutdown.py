@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -24,9 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def _follow(url: str, token: str, lines: list[str], opened: threading.Event) -> None:
     try:
         with httpx.stream("GET", f"{url}/api/v1/events", params={"token": token}) as response:
-            opened.set()
             for line in response.iter_lines():
                 lines.append(line)
+                # The first line comes from inside the stream, once it follows the hub.
+                opened.set()
     except httpx.HTTPError as exc:  # the stream must end cleanly, not be cut
         lines.append(f"cut: {type(exc).__name__}")
 
@@ -61,29 +61,28 @@ def test_closing_the_stack_ends_event_streams_cleanly(
 def test_stopping_pipos_run_with_a_live_page_prints_no_traceback(
     tmp_path: Path, stop: signal.Signals
 ) -> None:
-    port_probe = __import__("socket").socket()
-    port_probe.bind(("127.0.0.1", 0))
-    port = port_probe.getsockname()[1]
-    port_probe.close()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "terminal.cli", "run", "--state-dir", str(tmp_path / "run"),
-         "--port", str(port), "--token", "shutdown-test-token"],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as err_file:
+        process = subprocess.Popen(
+            [sys.executable, "-X", "faulthandler", "-m", "terminal.cli", "run",
+             "--state-dir", str(tmp_path / "run"), "--port", "0",
+             "--token", "shutdown-test-token"],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=subprocess.PIPE,
+            stderr=err_file,
+            text=True,
+        )  # fmt: skip
     try:
         assert process.stdout is not None
+        url = ""
         for line in process.stdout:
+            if line.strip().startswith("checkout page:"):
+                url = line.split()[-1].rstrip("/")
             if line.startswith("Press Ctrl-C"):
                 break
         else:
-            pytest.fail(
-                f"pipos run did not start: {process.stderr.read() if process.stderr else ''}"
-            )
-        url = f"http://127.0.0.1:{port}"
+            pytest.fail(f"pipos run did not start: {errors.read_text()}")
         lines: list[str] = []
         opened = threading.Event()
         follower = threading.Thread(
@@ -91,13 +90,20 @@ def test_stopping_pipos_run_with_a_live_page_prints_no_traceback(
         )
         follower.start()
         assert opened.wait(10)
-        time.sleep(0.2)  # the stream is waiting for the next event, as a kiosk page's is
         process.send_signal(stop)
-        _, err = process.communicate(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            process.wait(timeout=10)
+            pytest.fail(f"pipos run did not stop within 30 s:\n{errors.read_text()}")
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+    err = errors.read_text()
     assert process.returncode == 0, err
     assert "Traceback" not in err, err
     assert "CancelledError" not in err, err

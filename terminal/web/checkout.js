@@ -9,12 +9,16 @@ const $ = (id) => document.getElementById(id);
 
 let status = { currency: 978, currency_alpha: "EUR", currency_exponent: 2, queue: { count: 0 } };
 let digits = "";          // what the keypad typed, as minor units
-let current = null;       // the transaction on screen
-// The revision of the newest transaction view the sale screen has taken. Views come by
-// three paths that race (an API answer, a GET, the event stream); the terminal's journal
-// numbers every change, so whatever arrives carrying a lower number is older than what is
-// on screen and is dropped (a late answer must never bring back a finished sale's prompt).
-let shownRevision = 0;
+let current = null;       // the transaction of the sale screen (null: the keypad)
+// The newest revision seen of each transaction. Views come by three paths that race (an
+// API answer, a GET, the event stream); the terminal's journal raises a transaction's
+// revision with each of its changes, so a view of it that arrives with a revision not above
+// the one seen is older than what the page knows and is dropped (a late answer must never
+// bring back a finished sale's prompt, or hide the code the event already showed).
+const seenRevision = new Map();
+let resultUnseen = false; // the sale screen's sale ended while the merchant was elsewhere
+let receiptTxn = null;    // the transaction whose receipt is shown
+let receiptFrom = "result";
 let receiptCopy = "customer";
 let refundTarget = null;
 let shownCode = null;     // the sale whose merchant-presented code is on screen
@@ -84,8 +88,9 @@ async function setLanguage(lang) {
   renderBanner();
   renderAmount();
   if (current && current.state && current.state !== "in_progress") renderResult(current);
-  // The running sale's prompt is the server's (its next event brings the new language).
-  else if (current) $("prompt").textContent = current.prompt || t("prompt");
+  // The running sale's prompt and the result's messages are the server's: ask again, in
+  // the new language (same revision: the same state, other words).
+  if (current) refreshCurrent();
   if (refundTarget) $("pin-title").textContent = t("refund_title", { id: refundTarget.id });
   if (!$("view-list").classList.contains("hidden")) loadList();
   if (!$("view-totals").classList.contains("hidden")) loadTotals();
@@ -117,8 +122,14 @@ function amountText(minor) {
 // --- views -------------------------------------------------------------------------------
 
 function show(view) {
-  // The Sale tab while a sale runs is that sale's screen (with its Cancel), not the keypad.
-  if (view === "sale" && current && current.state === "in_progress") view = "wait";
+  // The Sale tab: a running sale's waiting screen (with Cancel); the result of one that
+  // ended while the merchant was elsewhere; otherwise the keypad.
+  if (view === "sale" && current) {
+    if (current.state === "in_progress") view = "wait";
+    else if (resultUnseen) view = "result";
+    else current = null;
+  }
+  if (view === "result") resultUnseen = false;
   for (const section of document.querySelectorAll(".view")) section.classList.add("hidden");
   $("view-" + view).classList.remove("hidden");
   for (const tab of document.querySelectorAll(".tab")) {
@@ -163,23 +174,45 @@ function renderBanner() {
   }
 }
 
-// Show `txn` on the sale screen unless the page has already shown it or a newer view (see
-// shownRevision). Every path that brings a transaction to the screen goes through here.
+// Show `txn` on the sale screen unless the page has seen it at this revision or a newer one
+// (see seenRevision). Every path that brings a transaction to the screen goes through here.
 // `own`: the answer to the merchant's own action on this page (Charge, Cancel, Refund),
-// shown wherever the merchant is. Anything else (events, polls) may update the sale the
-// merchant is looking at and bring a new running sale forward, but never pulls a finished
-// transaction back over the keypad or the list the merchant has moved on to.
-function offer(txn, own) {
-  if (!txn || typeof txn.revision !== "number" || txn.revision <= shownRevision) return false;
-  shownRevision = txn.revision;
-  const onScreen = current && current.id === txn.id &&
-    (isShown("wait") || isShown("result"));
-  if (!own && txn.state !== "in_progress" && !onScreen) {
-    if (current && current.id === txn.id) current = txn;
-    return false;
+// shown where the merchant is. Anything else (events, polls) updates the sale screen's own
+// transaction and brings a new running sale forward, but never pulls a finished
+// transaction over the keypad or the list the merchant went to. Nothing finished ever
+// replaces a running sale on the waiting screen, whoever asked. `again`: the same revision
+// is welcome (it was asked for again, in another language).
+function offer(txn, own, again) {
+  if (!txn || typeof txn.revision !== "number") return false;
+  const seen = seenRevision.get(txn.id) || 0;
+  if (txn.revision < seen || (txn.revision === seen && !again)) return false;
+  seenRevision.set(txn.id, txn.revision);
+  if (seenRevision.size > 200) seenRevision.delete(seenRevision.keys().next().value);
+  const mine = current && current.id === txn.id;
+  if (!mine && txn.state !== "in_progress" && current && current.state === "in_progress") {
+    return false;  // the merchant is looking at a running sale: keep it
+  }
+  if (!mine && !own && txn.state !== "in_progress") return false;
+  if (mine && !own && txn.state !== "in_progress" && !(isShown("wait") || isShown("result"))) {
+    // Ended while the merchant was elsewhere: the Sale tab shows its result.
+    if (current.state === "in_progress") resultUnseen = true;
+    current = txn;
+    return true;
   }
   renderTransaction(txn);
   return true;
+}
+
+// The sale screen's transaction as the terminal has it now (after a language switch).
+async function refreshCurrent() {
+  const wanted = current;
+  if (!wanted) return;
+  try {
+    const txn = await api("GET", "/api/v1/transactions/" + wanted.id);
+    if (current && current.id === wanted.id) offer(txn, false, true);
+  } catch (error) {
+    // The next event or resume brings it.
+  }
 }
 
 function isShown(view) {
@@ -332,17 +365,23 @@ $("sim-cards").addEventListener("click", async (event) => {
   catch (error) { $("prompt").textContent = error.message; }
 });
 
-$("new-sale").addEventListener("click", () => { $("sale-error").textContent = ""; show("sale"); });
+$("new-sale").addEventListener("click", () => {
+  current = null;  // the merchant has left that sale: the Sale tab is the keypad again
+  $("sale-error").textContent = "";
+  show("sale");
+});
 
 // --- receipts ----------------------------------------------------------------------------
 
 async function loadReceipt() {
-  const html = await api("GET", "/api/v1/transactions/" + current.id +
+  const html = await api("GET", "/api/v1/transactions/" + receiptTxn.id +
     "/receipt?format=html&copy=" + receiptCopy);
   $("receipt").innerHTML = html;  // rendered by the terminal from its own journal, escaped there
 }
 
 $("show-receipt").addEventListener("click", async () => {
+  receiptTxn = current;
+  receiptFrom = "result";
   receiptCopy = "customer";
   await loadReceipt();
   show("receipt");
@@ -351,10 +390,10 @@ for (const button of document.querySelectorAll(".copy-btn")) {
   button.addEventListener("click", async () => { receiptCopy = button.dataset.copy; await loadReceipt(); });
 }
 $("print-receipt").addEventListener("click", async () => {
-  try { await api("POST", "/api/v1/transactions/" + current.id + "/print", { copies: [receiptCopy] }); }
+  try { await api("POST", "/api/v1/transactions/" + receiptTxn.id + "/print", { copies: [receiptCopy] }); }
   catch (error) { alert(error.message); }
 });
-$("receipt-back").addEventListener("click", () => show("sale"));
+$("receipt-back").addEventListener("click", () => show(receiptFrom));
 
 // --- transactions, refunds -----------------------------------------------------------------
 
@@ -386,7 +425,7 @@ async function loadList() {
     const receipt = document.createElement("button");
     receipt.className = "secondary";
     receipt.textContent = t("receipt");
-    receipt.addEventListener("click", async () => { current = txn; receiptCopy = "customer"; await loadReceipt(); show("receipt"); });
+    receipt.addEventListener("click", async () => { receiptTxn = txn; receiptFrom = "list"; receiptCopy = "customer"; await loadReceipt(); show("receipt"); });
     if (txn.state !== "in_progress" && txn.state !== "cancelled") actions.appendChild(receipt);
     tr.appendChild(actions);
     rows.appendChild(tr);
