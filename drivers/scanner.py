@@ -28,8 +28,9 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from .errors import (
@@ -343,11 +344,8 @@ class SerialScanner(CodeScanner):
 
 
 ScannerOpener = Callable[[str], CodeScanner]
-_SCANNERS: dict[str, ScannerOpener] = {"serial": SerialScanner}
-
-
-def register_scanner_scheme(scheme: str, opener: ScannerOpener) -> None:
-    _SCANNERS[scheme] = opener
+#: Every scanner scheme and its driver.
+_SCANNERS: Final[Mapping[str, ScannerOpener]] = MappingProxyType({"serial": SerialScanner})
 
 
 def open_scanner(url: str) -> CodeScanner:

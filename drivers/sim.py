@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 from .base import CardPresence, CardReader, RecordedInputs
 from .errors import CancelledError, CardRemovedError, DeviceUnavailableError, ReaderTimeoutError
-from .url import register_reader_scheme, split_url
+from .url import split_url
 
 VIRTUAL_CARD_ENTRY_POINT_GROUP = "pipos.virtual_cards"
 
@@ -101,7 +101,3 @@ def open_virtual_reader(url: str) -> CardReader:
         )
     options = dict(parse_qsl(query, keep_blank_values=True))
     return VirtualCardReader(url, factory(scheme, target, options))
-
-
-register_reader_scheme("sim", open_virtual_reader)
-register_reader_scheme("replay", open_virtual_reader)

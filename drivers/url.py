@@ -1,43 +1,39 @@
 """Devices addressed by URL: `pcsc:`, `nfc:usb`, `serial:/dev/ttyACM0?baud=9600`, `sim:visa`,
 `replay:PATH`.
 
-Built-in schemes live in this package. Schemes provided by other distributions (the
-simulator's `sim:` and `replay:`) are found through the ``pipos.readers`` entry-point group,
-so the drivers never import the simulator and the terminal reaches it only through a URL.
+Every scheme is in one static table, :data:`READER_DRIVERS`. The virtual cards behind `sim:`
+and `replay:` come from the ``pipos.virtual_cards`` entry point (see :mod:`drivers.sim`), so
+the drivers never import the simulator and the terminal reaches it only through a URL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from importlib.metadata import entry_points
+import importlib
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Final
 
 from .base import CardReader
 from .errors import DeviceUnavailableError, UnknownSchemeError
 
 ReaderOpener = Callable[[str], CardReader]
 
-READER_ENTRY_POINT_GROUP = "pipos.readers"
-
-_BUILTIN_READERS: dict[str, ReaderOpener] = {}
-
-
-def register_reader_scheme(scheme: str, opener: ReaderOpener) -> None:
-    """Add a scheme at run time (tests, embedders)."""
-    _BUILTIN_READERS[scheme] = opener
-
-
-def _plugin_readers() -> dict[str, ReaderOpener]:
-    found: dict[str, ReaderOpener] = {}
-    for entry in entry_points(group=READER_ENTRY_POINT_GROUP):
-        found[entry.name] = entry.load()
-    return found
+#: Every reader scheme and the function that opens it, named "module:function" and imported
+#: only when a URL asks for the scheme (pyscard and nfcpy are optional extras). The table is
+#: the registry, as nfcpy's ``usb_device_map`` is: no module registers itself on import.
+READER_DRIVERS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "pcsc": "drivers.pcsc:open_pcsc_reader",
+        "nfc": "drivers.nfc:open_nfc_reader",
+        # Virtual cards, from whatever provides the ``pipos.virtual_cards`` entry point.
+        "sim": "drivers.sim:open_virtual_reader",
+        "replay": "drivers.sim:open_virtual_reader",
+    }
+)
 
 
 def reader_schemes() -> list[str]:
-    _load_builtin_drivers()
-    return sorted(
-        {*_BUILTIN_READERS, *(e.name for e in entry_points(group=READER_ENTRY_POINT_GROUP))}
-    )
+    return sorted(READER_DRIVERS)
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -51,26 +47,24 @@ def split_url(url: str) -> tuple[str, str]:
     return scheme.lower(), rest
 
 
-def _load_builtin_drivers() -> None:
-    # Each driver module registers its schemes on import.
-    from . import schemes, sim  # noqa: F401
+def _load_opener(target: str) -> ReaderOpener:
+    module_name, _, function = target.partition(":")
+    opener: ReaderOpener = getattr(importlib.import_module(module_name), function)
+    return opener
 
 
 def open_reader(url: str) -> CardReader:
     """Open the card reader the URL names, or say what was tried and how to fix it."""
-    _load_builtin_drivers()
     scheme, _ = split_url(url)
-    opener = _BUILTIN_READERS.get(scheme)
-    if opener is None:
-        opener = _plugin_readers().get(scheme)
-    if opener is None:
+    target = READER_DRIVERS.get(scheme)
+    if target is None:
         raise UnknownSchemeError(
             url,
             f"no reader driver for scheme {scheme!r}",
             f"use one of: {', '.join(s + ':' for s in reader_schemes())}",
         )
     try:
-        return opener(url)
+        return _load_opener(target)(url)
     except DeviceUnavailableError:
         raise
     except ImportError as exc:

@@ -168,27 +168,6 @@ class Forwarder:
         report.remaining = self.queue.due_count()
         return report
 
-    def run_forever(
-        self,
-        stop: threading.Event,
-        *,
-        idle_interval: float = 30.0,
-        progress: Progress | None = None,
-    ) -> None:
-        """The terminal's background loop: sync, then wait; until `stop` is set.
-
-        Waits on `stop` (not `sleep`), so setting it ends the loop at once.
-        """
-        failures = 0
-        while not stop.is_set():
-            report = self.sync(max_failures=1, progress=progress, stop=stop)
-            if report.remaining and report.upload_errors:
-                failures += 1
-                stop.wait(self.backoff.delay(failures, self._random))
-            else:
-                failures = 0
-                stop.wait(idle_interval)
-
 
 def _only_known(batch: Batch, results: Sequence[ItemResult]) -> list[ItemResult]:
     # An answer about a payment that was not in the batch is ignored, never applied.

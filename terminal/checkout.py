@@ -42,6 +42,7 @@ from typing import Any, Final, Protocol
 from drivers.base import CardReader
 from drivers.errors import CancelledError, DriverError, ReaderTimeoutError
 from drivers.scanner import CodeScanner, ScanRejectedError
+from emv.carddata import CardAccount, CardDataError, read_account
 from emv.kernel import CryptogramKind, Outcome, OutcomeKind
 from offline_queue.limits import OfflineDecision
 from offline_queue.model import CardData as QueueCardData
@@ -61,9 +62,9 @@ from .acquirer import (
     ReversalPendingError,
 )
 from .card_session import new_request, run_card_transaction
-from .cli_qr import QrCommandError, merchant_payload
 from .currency import MAX_EMV_AMOUNT, UnknownCurrencyError, currency, format_amount
 from .errors import TerminalError
+from .merchant_qr import MerchantCodeError, merchant_payload
 from .messages import Message, Result, message_for, progress_text
 from .params import TerminalParams
 from .qr_client import OrderStatus, QrClient, QrHostError, QrHostUnavailableError
@@ -267,27 +268,15 @@ class EventHub:
 _NOT_IN_EMV: Final = frozenset({0x5A, 0x57, 0x56, 0x9F6B, 0x5F20, 0x5F24, 0x9F1F, 0x9F20})
 
 
-def _pan(card: Mapping[int, bytes]) -> str | None:
-    """The PAN from 5A (cn, F-padded) or, failing that, from track 2 equivalent data (57)."""
-    if 0x5A in card:
-        return card[0x5A].hex().upper().rstrip("F") or None
-    if 0x57 in card:
-        return card[0x57].hex().upper().split("D")[0] or None
-    return None
-
-
-def _expiry(card: Mapping[int, bytes]) -> str | None:
-    if 0x5F24 in card:
-        return card[0x5F24].hex()[:4]
-    if 0x57 in card:
-        _, sep, rest = card[0x57].hex().upper().partition("D")
-        return rest[:4] if sep and len(rest) >= 4 else None
-    return None
-
-
-def _pan_sequence(card: Mapping[int, bytes]) -> int | None:
-    value = card.get(0x5F34)
-    return int(value.hex()) if value and value.hex().isdigit() else None
+def _account(card: Mapping[int, bytes]) -> CardAccount | None:
+    """The card's account data by the kernel's own reader (emv.carddata): the number the
+    kernel vetted is the number sent. None when the card gave none or it is malformed (the
+    kernel ends such a transaction itself; this is the checkout's guard)."""
+    try:
+        return read_account(card)
+    except CardDataError as exc:
+        log.warning("card account data refused: %s", exc)
+        return None
 
 
 def _emv_map(card: Mapping[int, bytes]) -> dict[str, bytes]:
@@ -534,7 +523,7 @@ class Checkout:
             # The order id is the code's reference label (MPM 62/05): the wallet provider's
             # notification names it, so the acquirer knows which order was paid.
             payload = merchant_payload(self.params, amount, reference=order_id)
-        except QrCommandError as exc:
+        except MerchantCodeError as exc:
             raise RequestError(f"cannot make the merchant-presented code: {exc}") from exc
         return {"method": "merchant_qr", "qr_order_id": order_id, "qr_payload": payload}
 
@@ -1002,9 +991,9 @@ class Checkout:
 
     def _go_online(self, record: TxnRecord, outcome: Outcome) -> TxnRecord:
         card = outcome.card_data
-        pan = _pan(card)
-        if pan is None:
-            return self._finish(record, "declined", Result.TRY_AGAIN, "card gave no PAN")
+        account = _account(card)
+        if account is None:
+            return self._finish(record, "declined", Result.TRY_AGAIN, "card gave no valid PAN")
         if self._acquirer is None:
             return self._store_offline(record, outcome, online_failed=True)
         key = self._acquirer.new_idempotency_key("auth")
@@ -1013,9 +1002,9 @@ class Checkout:
         request = AuthorisationRequest(
             amount=record.amount,
             currency=record.currency,
-            pan=pan,
-            pan_sequence=_pan_sequence(card),
-            expiry=_expiry(card),
+            pan=account.pan,
+            pan_sequence=account.pan_sequence,
+            expiry=account.expiry,
             brand=outcome.label or None,
             aid=record.aid or None,
             emv=_emv_map(card),
@@ -1089,9 +1078,9 @@ class Checkout:
         self, record: TxnRecord, outcome: Outcome, *, online_failed: bool
     ) -> TxnRecord:
         card = outcome.card_data
-        pan = _pan(card)
-        if pan is None:
-            return self._finish(record, "declined", Result.TRY_AGAIN, "card gave no PAN")
+        account = _account(card)
+        if account is None:
+            return self._finish(record, "declined", Result.TRY_AGAIN, "card gave no valid PAN")
         offline = self.params.offline
         if online_failed and (offline is None or not offline.enabled):
             return self._finish(record, "declined", Result.DECLINED_OFFLINE_DISABLED)
@@ -1102,7 +1091,9 @@ class Checkout:
             transaction_id=record.id,
             amount=record.amount,
             currency=record.currency,
-            card=QueueCardData(pan=pan, pan_sequence=_pan_sequence(card), expiry=_expiry(card)),
+            card=QueueCardData(
+                pan=account.pan, pan_sequence=account.pan_sequence, expiry=account.expiry
+            ),
             captured_at=captured_at,
             emv={tag: value.hex().upper() for tag, value in _emv_map(card).items()},
             brand=outcome.label or None,

@@ -12,14 +12,13 @@ The private key never leaves this module: callers get a :class:`terminal.signing
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -336,12 +335,6 @@ class Keystore:
             self._current, self._pending = self._pending, None
             return self.key_id
 
-    def abandon_rotation(self) -> None:
-        with self._lock:
-            self._doc["pending"] = None
-            self._pending = None
-            self._save()
-
     def rotate(self) -> str:
         """Local rotation in one step (for terminals not yet enrolled); returns the new key id."""
         self.begin_rotation()
@@ -562,20 +555,3 @@ class SequenceCounter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@contextlib.contextmanager
-def open_terminal_keys(
-    directory: str | os.PathLike[str], secret: bytes, *, create: bool = False
-) -> Iterator[tuple[Keystore, SequenceCounter]]:
-    """Open (or create) the keystore and its sequence counter in `directory`."""
-    d = Path(directory)
-    if create and not Keystore.exists(d):
-        ks = Keystore.create(d, secret)
-    else:
-        ks = Keystore.open(d, secret)
-    counter = SequenceCounter(d / SEQUENCE_FILE)
-    try:
-        yield ks, counter
-    finally:
-        counter.close()

@@ -327,13 +327,6 @@ class Journal:
             ).fetchall()
         return [self._row(r) for r in rows]
 
-    def find_offline(self, offline_id: str) -> TxnRecord | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM transactions WHERE offline_id = ?", (offline_id,)
-            ).fetchone()
-        return None if row is None else self._row(row)
-
     # --- reversals a lost host response left to do -------------------------------------
 
     def add_pending_reversal(self, idempotency_key: str, txn_id: str, now: str) -> None:

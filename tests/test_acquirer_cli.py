@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from terminal import cli_acquirer
+from terminal.cli import acquirer as cli_acquirer
 
 if TYPE_CHECKING:
     from tests.conftest_host import HostHandle

@@ -158,7 +158,7 @@ def test_merchant_code_only_for_merchant_qr_sales_and_methods_are_checked(
 
 
 def test_demo_tour_includes_phone_payments(capsys: pytest.CaptureFixture[str]) -> None:
-    from terminal.cli_run import _demo_command
+    from terminal.cli.run import _demo_command
 
     assert _demo_command(argparse.Namespace()) == 0
     out = capsys.readouterr().out

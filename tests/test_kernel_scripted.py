@@ -479,3 +479,67 @@ def test_kernel3_cdcvm_ctq_differs_from_its_signed_copy() -> None:
     )
     assert matching.outcome.kind is OutcomeKind.ONLINE_REQUEST
     assert matching.outcome.cvm is CvmKind.CDCVM
+
+
+# --- the card's account data: one reader (emv.carddata), redundant objects (Book 3 §10.2) ---
+
+
+def _visa_with_record(record: Tlv, gpo_track2: str = TRACK2) -> list[tuple[Any, str]]:
+    gpo = hexr(
+        t(
+            0x77,
+            p(0x82, "0000"),
+            p(0x94, "08010100"),
+            p(0x9F36, "0011"),
+            p(0x9F26, "1122334455667788"),
+            p(0x9F27, "80"),
+            p(0x9F10, "06011203A00000"),
+            p(0x57, gpo_track2),
+        )
+    )
+    return [
+        (PPSE_CMD, ppse((VISA, 1, "03"))),
+        (select_cmd(VISA), fci(VISA, "9F6604")),
+        (prefix("80A8"), gpo),
+        ("00B2010C00", hexr(record)),
+    ]
+
+
+def test_record_repeating_a_data_object_with_another_value_ends_the_application() -> None:
+    other = "5413330089010434D29122010000000000000F"  # another card's track 2
+    run = run_script(_visa_with_record(t(0x70, p(0x57, other), p(0x5F24, "311231"))))
+    assert run.outcome.kind is OutcomeKind.END_APPLICATION
+    assert run.outcome.reason == Reasons.READ_ERROR
+    assert "57 again with another value" in run.outcome.detail
+    assert run.outcome.card_data == {}  # nothing of it goes anywhere
+
+
+def test_record_repeating_a_data_object_with_the_same_value_is_read() -> None:
+    run = run_script(_visa_with_record(t(0x70, p(0x57, TRACK2), p(0x5F24, "311231"))))
+    assert run.outcome.kind is OutcomeKind.ONLINE_REQUEST
+    assert run.outcome.masked_pan == "476173******0010"
+
+
+def test_pan_in_5a_and_in_track_2_must_agree() -> None:
+    run = run_script(_visa_with_record(t(0x70, p(0x5A, "5413330089010434"))))
+    assert run.outcome.kind is OutcomeKind.END_APPLICATION
+    assert run.outcome.reason == Reasons.DATA_MISSING
+    assert "differs from the Application PAN (5A)" in run.outcome.detail
+
+
+@pytest.mark.parametrize(
+    ("track2", "problem"),
+    [
+        ("4761739001010010031122010000000000000F", "no field separator"),  # no 'D'
+        ("4761739001010010D31132010000000000000F", "not a valid YYMM"),  # month 13
+        ("4761739D31122010000000000000", "a PAN of 7 digits"),  # ISO/IEC 7812: 8 to 19
+        ("4761739001010010D3112F", "no 3-digit service code"),
+        ("476173900101001AD31122010000000F", "other than decimal digits"),
+    ],
+)
+def test_malformed_track_2_ends_the_application(track2: str, problem: str) -> None:
+    run = run_script(_visa_with_record(t(0x70, p(0x5F24, "311231")), gpo_track2=track2))
+    assert run.outcome.kind is OutcomeKind.END_APPLICATION
+    assert run.outcome.reason == Reasons.DATA_MISSING
+    assert problem in run.outcome.detail
+    assert "icc_data_missing" in Tvr(run.outcome.tvr).names()

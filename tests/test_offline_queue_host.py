@@ -23,7 +23,7 @@ from offline_queue import (
     State,
 )
 from terminal.acquirer import AcquirerClient
-from terminal.cli_queue import ProgressBar, main
+from terminal.cli.queue import ProgressBar, main
 from terminal.keys import Keystore, SequenceCounter
 from terminal.params import OfflineParams
 from terminal.queue_uplink import QUEUE_KEY_PURPOSE, AcquirerUplink, limits_from_params

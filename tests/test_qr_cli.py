@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from emv.qr import parse_mpm
-from terminal import cli_qr
+from terminal.cli import qr as cli_qr
 from tests.test_qr_cpm import SPEC_TRACK2
 from tests.test_qr_mpm import SPEC
 

@@ -16,7 +16,7 @@ from emv.qr import decode_cpm, encode_cpm
 from emv.qr.cpm import CpmApplication
 from simulator.wallet import PhoneWallet, WalletAccount, http_registrar, pay_merchant_code
 from terminal.acquirer import RefundRequest
-from terminal.cli_qr import merchant_payload
+from terminal.merchant_qr import merchant_payload
 from terminal.params import default_params
 from terminal.qr_client import AcquirerTransport, QrClient
 from terminal.qr_payment import CodePaymentOutcome, QrPaymentParams, run_code_payment

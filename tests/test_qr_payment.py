@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from simulator.host import HostServer, qr_payments
 from simulator.wallet import PhoneWallet, WalletAccount, pay_merchant_code, type_code
-from terminal.cli_qr import merchant_payload
+from terminal.merchant_qr import merchant_payload
 from terminal.params import default_params
 from terminal.qr_client import HttpSignedTransport, QrClient
 from terminal.qr_payment import CodePaymentOutcome, QrPaymentParams, run_code_payment

@@ -76,7 +76,7 @@ while True:
 
 SYNC_CHILD = r"""
 import sys, time
-from terminal.cli_queue import main
+from terminal.cli.queue import main
 while True:
     main(["sync", "--data-dir", sys.argv[1], "--host-url", sys.argv[2], "--batch-size", "4",
           "--max-failures", "2"])
@@ -219,7 +219,7 @@ def test_sigkill_at_random_instants_loses_and_doubles_nothing(
 
     # Drain what is left with a sync nobody kills: then everything is in the ledger once.
     ks = Keystore.open(terminal_dir, SECRET)
-    from terminal.cli_queue import main
+    from terminal.cli.queue import main
 
     argv = ["sync", "--data-dir", str(terminal_dir), "--host-url", acquirer_host.url]
     assert main([*argv, "--batch-size", "100"]) == 0

@@ -57,6 +57,10 @@ def test_closing_the_stack_ends_event_streams_cleanly(
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_stopping_pipos_run_with_a_live_page_prints_no_traceback(
     tmp_path: Path, stop: signal.Signals
@@ -72,6 +76,9 @@ def test_stopping_pipos_run_with_a_live_page_prints_no_traceback(
             stdout=subprocess.PIPE,
             stderr=err_file,
             text=True,
+            # As from an interactive shell: a test run started in the background (a CI
+            # script, `cmd &`) has SIGINT ignored, and Python then leaves it ignored.
+            preexec_fn=_default_sigint,
         )  # fmt: skip
     try:
         assert process.stdout is not None

@@ -45,6 +45,7 @@ from emv.apdu import (
     select_ppse,
 )
 from emv.capk import CaKeyStore
+from emv.carddata import CardAccount, CardDataError, read_account
 from emv.dol import build_dol, parse_dol
 from emv.errors import EmvError
 from emv.oda import (
@@ -258,6 +259,9 @@ class ContactlessTransaction:
         self._tvr = Tvr()
         self._tsi = Tsi()
         self._card: dict[int, bytes] = {}
+        #: What the card gave in its GPO answer and its records (not the FCI): Book 3 §10.2
+        #: does not let a record give one of these again with another value.
+        self._read_data: dict[int, bytes] = {}
         self._terminal: dict[int, bytes] = {}
         self._afl = b""
         self._to_read: list[tuple[int, int]] = []
@@ -481,8 +485,22 @@ class ContactlessTransaction:
         record = tlv.decode_one(response.data, 0x70)
         if (sfi, number) in self._oda_ids:
             self._oda_records[(sfi, number)] = response.data
-        for tag, value in tlv.flatten([record]).items():
-            self._card.setdefault(tag, value)
+        for _, node in record.walk():
+            if node.constructed:
+                continue
+            # Book 3 §10.2: redundant primitive data objects are not permitted. One the card
+            # already gave (in its GPO answer or an earlier record) with another value is a
+            # card fault: which of the two would the terminal believe?
+            earlier = self._read_data.get(node.tag)
+            if earlier is not None and earlier != node.value:
+                raise _CardFault(
+                    OutcomeKind.END_APPLICATION,
+                    Reasons.READ_ERROR,
+                    f"SFI {sfi} record {number} gives data object {tlv.tag_hex(node.tag)} "
+                    "again with another value (Book 3 §10.2: redundant data objects)",
+                )
+            self._read_data.setdefault(node.tag, node.value)
+            self._card.setdefault(node.tag, node.value)
         assert self._candidate is not None
         then = _k3_records_read if self._candidate.kernel_id == KERNEL_VISA else _k2_records_read
         return self._read_next_record(then)
@@ -525,6 +543,7 @@ class ContactlessTransaction:
                 f"GPO response template {tlv.tag_hex(template.tag)}, qVSDC requires '77'",
             )
         self._card.update(tlv.flatten([template]))
+        self._read_data.update(tlv.flatten([template]))
         if 0x82 not in self._card:
             raise self._missing("82")
         afl = self._card.get(0x94)
@@ -547,6 +566,7 @@ class ContactlessTransaction:
                 raise self._missing(name)
         if 0x57 not in card and 0x5A not in card:
             raise self._missing("57")
+        self._checked_account()
         # §5.5 processing restrictions: Application Expiration Date against today.
         expired = self._is_expired()
         if expired:
@@ -736,6 +756,7 @@ class ContactlessTransaction:
             self._card[0x94] = template.value[2:]
         elif template.tag == 0x77:
             self._card.update(tlv.flatten([template]))
+            self._read_data.update(tlv.flatten([template]))
         else:
             raise _CardFault(
                 OutcomeKind.END_APPLICATION,
@@ -766,6 +787,7 @@ class ContactlessTransaction:
         for tag, name in ((0x5A, "5A"), (0x5F24, "5F24"), (0x8C, "8C")):
             if tag not in card:
                 raise self._missing(name)
+        self._checked_account()
         aip = card[0x82]
         caps = self._terminal[0x9F33]
         # ODA selection (C-2 §7.3 / Book 3 §10.3): CDA only, when card and terminal support it.
@@ -1013,27 +1035,32 @@ class ContactlessTransaction:
             tvr_bits=("icc_data_missing",),
         )
 
+    def _checked_account(self) -> CardAccount:
+        """The card's PAN, expiry and PAN sequence number by the one reader the checkout also
+        uses (emv.carddata): malformed or contradicting account data ends the application."""
+        try:
+            return read_account(self._card)
+        except CardDataError as exc:
+            raise _CardFault(
+                OutcomeKind.END_APPLICATION,
+                Reasons.DATA_MISSING,
+                str(exc),
+                tvr_bits=("icc_data_missing",),
+            ) from exc
+
+    def _account(self) -> CardAccount | None:
+        try:
+            return read_account(self._card)
+        except CardDataError:
+            return None  # an outcome before (or instead of) the card data checks
+
     def _pan_digits(self) -> str | None:
-        pan = self._card.get(0x5A)
-        if pan is not None:
-            digits = pan.hex().upper().rstrip("F")
-            return digits if digits.isdigit() else None
-        track2 = self._card.get(0x57) or self._card.get(0x9F6B)
-        if track2 is not None:
-            digits, sep, _ = track2.hex().upper().partition("D")
-            return digits if sep and digits.isdigit() else None
-        return None
+        account = self._account()
+        return account.pan if account is not None else None
 
     def _expiry_yymm(self) -> str | None:
-        expiry = self._card.get(0x5F24)
-        if expiry is not None and len(expiry) == 3 and expiry.hex().isdigit():
-            return expiry.hex()[:4]
-        track2 = self._card.get(0x57) or self._card.get(0x9F6B)
-        if track2 is not None:
-            _, sep, rest = track2.hex().upper().partition("D")
-            if sep and len(rest) >= 4 and rest[:4].isdigit():
-                return rest[:4]
-        return None
+        account = self._account()
+        return account.expiry if account is not None else None
 
     def _end(
         self,

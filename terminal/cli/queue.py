@@ -34,12 +34,13 @@ from offline_queue import (
     import_queue,
 )
 
-from .currency import UnknownCurrencyError, format_amount
-from .errors import TerminalError
-from .keys import Keystore, SequenceCounter, SequenceError, secret_from_file
-from .queue_uplink import QUEUE_KEY_PURPOSE, AcquirerUplink
+from ..currency import UnknownCurrencyError, format_amount
+from ..errors import TerminalError
+from ..keys import Keystore, SequenceCounter, SequenceError, secret_from_file
+from ..queue_uplink import QUEUE_KEY_PURPOSE, AcquirerUplink
+from .common import default_data_dir
 
-__all__ = ["ProgressBar", "default_data_dir", "main", "register"]
+__all__ = ["ProgressBar", "main", "register"]
 
 QUEUE_FILE: Final = "offline_queue.sqlite3"
 DEFAULT_HOST_URL: Final = "http://127.0.0.1:8600"
@@ -47,13 +48,6 @@ DEFAULT_HOST_URL: Final = "http://127.0.0.1:8600"
 
 class QueueCommandError(TerminalError):
     """A `pipos queue` / `pipos sync` command cannot run as asked (missing file, no secret...)."""
-
-
-def default_data_dir() -> Path:
-    env = os.environ.get("PIPOS_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path.home() / ".local" / "share" / "pipos"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -194,7 +188,7 @@ def _configured(args: argparse.Namespace) -> Any:
     """The terminal configuration named by --config, if any (see terminal.config)."""
     if getattr(args, "config", None) is None:
         return None
-    from .config import load_config
+    from ..config import load_config
 
     return load_config(args.config)
 
@@ -400,10 +394,10 @@ def _list_command(args: argparse.Namespace) -> int:
 def _authorise_technician(args: argparse.Namespace, action: str) -> None:
     """A provisioned terminal (one with a technician credential) lets its card data leave only
     with the technician's PIN; the attempt is audited either way."""
-    from .audit import AuditLog
-    from .cli_service import technician_secret
-    from .config import AUDIT_FILE, TECHNICIAN_FILE
-    from .technician import TechnicianCredential
+    from ..audit import AuditLog
+    from ..config import AUDIT_FILE, TECHNICIAN_FILE
+    from ..technician import TechnicianCredential
+    from .common import technician_secret
 
     data_dir = _data_dir(args)
     if not (data_dir / TECHNICIAN_FILE).exists():
@@ -477,7 +471,7 @@ class ProgressBar:
 
 
 def _sync_command(args: argparse.Namespace) -> int:
-    from .acquirer import AcquirerClient  # httpx is only needed here
+    from ..acquirer import AcquirerClient  # httpx is only needed here
 
     keystore = _open_keystore(args)
     if keystore.terminal_id is None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from .errors import TerminalError
+from ..errors import TerminalError
 
 
 class AcquirerCommandError(TerminalError):

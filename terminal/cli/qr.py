@@ -1,7 +1,7 @@
 """`pipos qr ...`: decode any scanned payment code, and make the terminal's own
 merchant-presented code (EMVCo MPM) for an amount, optionally as an SVG rendered by segno.
 
-Add ``cli_qr.register`` to the registrars in terminal/cli.py.
+Listed in COMMAND_MODULES in terminal/cli/__init__.py.
 """
 
 from __future__ import annotations
@@ -9,27 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Final
+from typing import Any
 
-from emv.qr import MpmField, QrError, build_merchant_payload, classify
+from emv.qr import MpmField, QrError, classify
 from emv.qr.mpm import ADDITIONAL_NAMES, FIELD_NAMES, MerchantPayload
 
-from .currency import currency as currency_info
-from .currency import parse_amount
-from .errors import TerminalError
-from .params import TerminalParams, default_params, load_params
-
-#: ISO 3166-1 numeric -> alpha-2 for the countries pipos ships parameters for; MPM field 58
-#: wants alpha-2 while EMV 9F1A is numeric. `--country` covers the rest.
-COUNTRIES: Final = {
-    36: "AU", 40: "AT", 56: "BE", 124: "CA", 156: "CN", 203: "CZ", 208: "DK", 246: "FI",
-    250: "FR", 276: "DE", 344: "HK", 356: "IN", 360: "ID", 372: "IE", 380: "IT", 392: "JP",
-    410: "KR", 442: "LU", 458: "MY", 528: "NL", 554: "NZ", 578: "NO", 608: "PH", 616: "PL",
-    620: "PT", 702: "SG", 724: "ES", 752: "SE", 756: "CH", 764: "TH", 826: "GB", 840: "US",
-}  # fmt: skip
-
-#: The Globally Unique Identifier of the pipos acquirer's merchant account template (26).
-ACCOUNT_GUID: Final = "com.pipos.acquirer"
+from ..currency import parse_amount
+from ..errors import TerminalError
+from ..merchant_qr import MerchantCodeError, merchant_payload
+from ..params import default_params, load_params
 
 
 class QrCommandError(TerminalError):
@@ -138,44 +126,6 @@ def _decode_command(args: argparse.Namespace) -> int:
 # --- merchant -------------------------------------------------------------------------------
 
 
-def merchant_payload(
-    params: TerminalParams,
-    amount_minor: int | None,
-    *,
-    reference: str | None = None,
-    name: str | None = None,
-    city: str | None = None,
-    country: str | None = None,
-) -> str:
-    """The terminal's MPM payload; dynamic when `amount_minor` is given."""
-    t = params.terminal
-    name_part, _, rest = t.merchant_name_location.partition(",")
-    default_city = rest.strip().rsplit(" ", 1)[0] if rest.strip() else "UNKNOWN"
-    country = country or COUNTRIES.get(t.country_code)
-    if country is None:
-        raise QrCommandError(f"no alpha-2 code known for country {t.country_code}: use --country")
-    additional = {"07": t.terminal_identifier}
-    if reference:
-        additional["05"] = reference
-    account = MpmField.template(
-        "26", [MpmField("00", ACCOUNT_GUID), MpmField("01", t.merchant_identifier.strip())]
-    )
-    try:
-        return build_merchant_payload(
-            accounts=[account],
-            mcc=t.merchant_category_code,
-            currency=t.currency_code,
-            country=country.upper(),
-            merchant_name=(name or name_part.strip())[:25],
-            merchant_city=(city or default_city)[:15],
-            amount_minor=amount_minor,
-            exponent=currency_info(t.currency_code).exponent,
-            additional=additional,
-        )
-    except QrError as exc:
-        raise QrCommandError(str(exc)) from exc
-
-
 def _merchant_command(args: argparse.Namespace) -> int:
     params = load_params(args.params) if args.params else default_params()
     amount = None
@@ -184,14 +134,18 @@ def _merchant_command(args: argparse.Namespace) -> int:
         if amount <= 0:
             print("pipos: error: --amount must be positive", file=sys.stderr)
             return 2
-    payload = merchant_payload(
-        params,
-        amount,
-        reference=args.reference,
-        name=args.name,
-        city=args.city,
-        country=args.country,
-    )
+    try:
+        payload = merchant_payload(
+            params,
+            amount,
+            reference=args.reference,
+            name=args.name,
+            city=args.city,
+            country=args.country,
+        )
+    except MerchantCodeError as exc:
+        hint = "; give it with --country" if "country" in str(exc) else ""
+        raise QrCommandError(f"{exc}{hint}") from exc
     print(payload)
     if args.svg:
         write_svg(payload, args.svg)

@@ -11,7 +11,7 @@ from emv.apdu import ResponseApdu
 from emv.explain import explain, format_tree
 from emv.tlv import TlvError, decode
 
-from .cli_transact import register_transact
+from .transact import register_transact
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

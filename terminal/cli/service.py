@@ -17,18 +17,18 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from .acquirer import TlsOptions
-from .cli_queue import default_data_dir
-from .config import default_config_path
-from .doctor import run_doctor
-from .errors import TerminalError
-from .provision import open_service_terminal, provision
+from ..acquirer import TlsOptions
+from ..config import default_config_path
+from ..doctor import run_doctor
+from ..provision import open_service_terminal, provision
+from .common import (
+    ServiceCommandError,
+    default_data_dir,
+    read_secret_file,
+    technician_secret,
+)
 
 __all__ = ["add_params_update", "install_sigterm_handler", "register"]
-
-
-class ServiceCommandError(TerminalError):
-    """A service command cannot run as asked (no PIN given, file exists...)."""
 
 
 def install_sigterm_handler() -> None:
@@ -69,33 +69,9 @@ def _config_path(args: argparse.Namespace) -> Path:
     return Path(args.config) if args.config else default_config_path()
 
 
-def _read_secret_file(path: Path, what: str) -> str:
-    try:
-        value = path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise ServiceCommandError(f"{what} file {path}: cannot read ({exc.strerror})") from exc
-    if not value:
-        raise ServiceCommandError(f"{what} file {path}: empty")
-    return value
-
-
-def technician_secret(args: argparse.Namespace, *, confirm: bool = False) -> str:
-    path = args.technician_pin_file or os.environ.get("PIPOS_TECHNICIAN_PIN_FILE")
-    if path:
-        return _read_secret_file(Path(path), "technician PIN")
-    if not sys.stdin.isatty():
-        raise ServiceCommandError(
-            "no technician PIN: give --technician-pin-file (stdin is not a terminal)"
-        )
-    first = getpass.getpass("Technician PIN or pass-phrase: ")
-    if confirm and getpass.getpass("Repeat it: ") != first:
-        raise ServiceCommandError("the two entries differ; nothing was changed")
-    return first
-
-
 def _passphrase(args: argparse.Namespace, *, confirm: bool) -> bytes:
     if args.passphrase_file is not None:
-        return _read_secret_file(Path(args.passphrase_file), "passphrase").encode("utf-8")
+        return read_secret_file(Path(args.passphrase_file), "passphrase").encode("utf-8")
     if not sys.stdin.isatty():
         raise ServiceCommandError("no passphrase: give --passphrase-file (stdin is not a terminal)")
     first = getpass.getpass("Backup passphrase: ")

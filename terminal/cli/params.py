@@ -7,8 +7,8 @@ import sys
 
 from emv.capk import CaPublicKey
 
-from .currency import format_amount
-from .params import ParamsError, TerminalParams, default_params, load_params
+from ..currency import format_amount
+from ..params import ParamsError, TerminalParams, default_params, load_params
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     check.add_argument("file", nargs="?", help="parameter file (default: the embedded defaults)")
     check.set_defaults(handler=_check_command)
-    from .cli_service import add_params_update  # `params update`: provisioning's command
+    from .service import add_params_update  # `params update`: provisioning's command
 
     add_params_update(params_sub)
 

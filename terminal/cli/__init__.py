@@ -19,26 +19,26 @@ from typing import Final
 
 from emv.errors import PiposError
 
-from .logging_setup import configure_logging
+from ..logging_setup import configure_logging
 
 Handler = Callable[[argparse.Namespace], int]
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 #: Command -> the module that registers it, in the order `pipos --help` lists them.
 COMMAND_MODULES: Final[dict[str, str]] = {
-    "run": "cli_run",
-    "demo": "cli_run",
-    "emv": "cli_emv",
-    "params": "cli_params",
-    "readers": "cli_readers",
-    "queue": "cli_queue",
-    "sync": "cli_queue",
-    "acquirer": "cli_acquirer",
-    "qr": "cli_qr",
-    "provision": "cli_service",
-    "doctor": "cli_service",
-    "keys": "cli_service",
-    "unit": "cli_service",
+    "run": "run",
+    "demo": "run",
+    "emv": "emv",
+    "params": "params",
+    "readers": "readers",
+    "queue": "queue",
+    "sync": "queue",
+    "acquirer": "acquirer",
+    "qr": "qr",
+    "provision": "service",
+    "doctor": "service",
+    "keys": "service",
+    "unit": "service",
 }
 
 _GLOBAL_OPTIONS_WITH_VALUE: Final = frozenset({"--log-level"})
@@ -92,7 +92,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pipos: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
