@@ -13,7 +13,7 @@ the acquirer gets. Formats per EMV 4.4 Book 3 Annex A:
 
 The PAN is 8 to 19 digits (ISO/IEC 7812-1). Where the card gives the PAN both in '5A' and in
 track 2 the two must agree, and an expiry month must be 01-12; anything else is a
-:class:`CardDataError` naming the data object, never a silently different number.
+:class:`CardAccountError` naming the data object, never a silently different number.
 
 >>> read_account(
 ...     {0x57: bytes.fromhex("4761739001010010D31122010000000000000F"), 0x5F34: b"\\x01"}
@@ -30,7 +30,7 @@ from typing import Final
 from .errors import EmvError
 from .pan import mask_pan
 
-__all__ = ["CardAccount", "CardDataError", "Track2", "parse_track2", "read_account"]
+__all__ = ["CardAccount", "CardAccountError", "Track2", "parse_track2", "read_account"]
 
 TAG_PAN: Final = 0x5A
 TAG_TRACK2_EQUIVALENT: Final = 0x57
@@ -40,11 +40,13 @@ TAG_PAN_SEQUENCE: Final = 0x5F34
 PAN_DIGITS: Final = range(8, 20)
 
 
-class CardDataError(EmvError):
-    """The card's account data is malformed or contradicts itself (a card fault)."""
+class CardAccountError(EmvError):
+    """The card's account data is missing, malformed or contradicts itself (a card fault).
+    `missing` tells the first apart (the kernel reports it as TVR 'ICC data missing')."""
 
-    def __init__(self, tag: str, problem: str) -> None:
+    def __init__(self, tag: str, problem: str, *, missing: bool = False) -> None:
         self.tag = tag
+        self.missing = missing
         super().__init__(f"card data object {tag}: {problem}")
 
 
@@ -76,15 +78,15 @@ class CardAccount:
 
 def _check_pan(digits: str, tag: str) -> str:
     if not digits.isdigit():
-        raise CardDataError(tag, "the PAN holds something other than decimal digits")
+        raise CardAccountError(tag, "the PAN holds something other than decimal digits")
     if len(digits) not in PAN_DIGITS:
-        raise CardDataError(tag, f"a PAN of {len(digits)} digits (8 to 19 allowed)")
+        raise CardAccountError(tag, f"a PAN of {len(digits)} digits (8 to 19 allowed)")
     return digits
 
 
 def _check_yymm(yymm: str, tag: str) -> str:
     if len(yymm) != 4 or not yymm.isdigit() or not 1 <= int(yymm[2:]) <= 12:
-        raise CardDataError(tag, "the expiry date is not a valid YYMM")
+        raise CardAccountError(tag, "the expiry date is not a valid YYMM")
     return yymm
 
 
@@ -93,16 +95,16 @@ def parse_track2(value: bytes, tag: str = "57") -> Track2:
     text = value.hex().upper()
     digits, separator, rest = text.partition("D")
     if not separator:
-        raise CardDataError(tag, "no field separator 'D' after the PAN")
+        raise CardAccountError(tag, "no field separator 'D' after the PAN")
     pan = _check_pan(digits, tag)
     expiry = _check_yymm(rest[:4], tag)
     service_code = rest[4:7]
     if len(service_code) != 3 or not service_code.isdigit():
-        raise CardDataError(tag, "no 3-digit service code after the expiry date")
+        raise CardAccountError(tag, "no 3-digit service code after the expiry date")
     discretionary = rest[7:]
     trimmed = discretionary.rstrip("F")
     if not trimmed.isdigit() and trimmed:
-        raise CardDataError(tag, "the discretionary data holds something other than digits")
+        raise CardAccountError(tag, "the discretionary data holds something other than digits")
     return Track2(pan, expiry, service_code, trimmed)
 
 
@@ -118,15 +120,17 @@ def read_account(card: Mapping[int, bytes]) -> CardAccount:
     track2 = parse_track2(track2_raw, track2_tag) if track2_raw is not None else None
     if track2 is not None:
         if pan is not None and pan != track2.pan:
-            raise CardDataError(track2_tag, "its PAN differs from the Application PAN (5A)")
+            raise CardAccountError(track2_tag, "its PAN differs from the Application PAN (5A)")
         pan = track2.pan
     if pan is None:
-        raise CardDataError("5A", "the card gave no PAN (neither 5A nor track 2 data)")
+        raise CardAccountError(
+            "5A", "the card gave no PAN (neither 5A nor track 2 data)", missing=True
+        )
     expiry: str | None = None
     if TAG_EXPIRY in card:
         date = card[TAG_EXPIRY].hex()
         if len(date) != 6:
-            raise CardDataError("5F24", "the expiration date is not n6 YYMMDD")
+            raise CardAccountError("5F24", "the expiration date is not n6 YYMMDD")
         expiry = _check_yymm(date[:4], "5F24")
     elif track2 is not None:
         expiry = track2.expiry
@@ -134,6 +138,6 @@ def read_account(card: Mapping[int, bytes]) -> CardAccount:
     if TAG_PAN_SEQUENCE in card:
         raw = card[TAG_PAN_SEQUENCE].hex()
         if len(raw) != 2 or not raw.isdigit():
-            raise CardDataError("5F34", "the PAN sequence number is not n2")
+            raise CardAccountError("5F34", "the PAN sequence number is not n2")
         sequence = int(raw)
     return CardAccount(pan, expiry, sequence, track2_raw)

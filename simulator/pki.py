@@ -25,7 +25,8 @@ from typing import Final, NamedTuple
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from emv.capk import CaKeyStore, CaPublicKey, parse_ca_keys
-from emv.errors import PiposError
+
+from .errors import SimulatorError
 
 __all__ = [
     "DATA_DIR",
@@ -65,7 +66,7 @@ _HASH_SHA1: Final = 0x01
 _RSA: Final = 0x01
 
 
-class PkiError(PiposError):
+class PkiError(SimulatorError):
     """The test PKI was asked for something it cannot build (unknown key, data too long)."""
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cards import VirtualCard, load_card
-from .cards.errors import CardRemovedError
+from .cards.errors import VirtualCardRemovedError
 from .errors import SimulatorError
 from .replay import ReplayCard, Transcript
 
@@ -39,7 +39,7 @@ class _RemovalAwareCard:
     def transceive(self, command: bytes) -> bytes | None:
         try:
             return self.card.transceive(command)
-        except CardRemovedError:
+        except VirtualCardRemovedError:
             return None
 
     def recorded_inputs(self) -> tuple[bytes, str, str] | None:

@@ -57,7 +57,7 @@ from .currency import CURRENCIES, MAX_EMV_AMOUNT
 from .messages import LANGUAGES, ui_strings
 from .receipts import PrinterError, build_receipt, print_receipt
 from .sim_field import SimulatedField
-from .sim_scanner import PHONE_CODES, SimulatedPhone, SimulatedScanner, SimulatorError
+from .sim_scanner import PHONE_CODES, SimulatedDeviceError, SimulatedPhone, SimulatedScanner
 from .transactions import TxnRecord
 
 __all__ = ["ApiSettings", "PinGuard", "create_api", "hash_pin", "render_svg"]
@@ -668,7 +668,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             acquirer) and holds it to the simulated scanner."""
             try:
                 phone.show(body.code)
-            except SimulatorError as exc:
+            except SimulatedDeviceError as exc:
                 raise _ApiError(503, "simulator_error", str(exc)) from exc
             return {"shown": body.code}
 
@@ -680,7 +680,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             payload = checkout.merchant_qr_payload(checkout.get(body.transaction_id))
             try:
                 answer = phone.pay_merchant_code(payload, result=body.result)
-            except SimulatorError as exc:
+            except SimulatedDeviceError as exc:
                 raise _ApiError(409, "not_paid", str(exc)) from exc
             return {"order": answer.get("status", "")}
 

@@ -42,7 +42,7 @@ from typing import Any, Final, Protocol
 from drivers.base import CardReader
 from drivers.errors import CancelledError, DriverError, ReaderTimeoutError
 from drivers.scanner import CodeScanner, ScanRejectedError
-from emv.carddata import CardAccount, CardDataError, read_account
+from emv.carddata import CardAccount, CardAccountError, read_account
 from emv.kernel import CryptogramKind, Outcome, OutcomeKind
 from offline_queue.limits import OfflineDecision
 from offline_queue.model import CardData as QueueCardData
@@ -274,7 +274,7 @@ def _account(card: Mapping[int, bytes]) -> CardAccount | None:
     kernel ends such a transaction itself; this is the checkout's guard)."""
     try:
         return read_account(card)
-    except CardDataError as exc:
+    except CardAccountError as exc:
         log.warning("card account data refused: %s", exc)
         return None
 

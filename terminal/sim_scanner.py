@@ -23,13 +23,13 @@ from drivers.scanner import CodeScanner, ScanRejectedError
 
 from .errors import TerminalError
 
-__all__ = ["PHONE_CODES", "SimulatedPhone", "SimulatedScanner", "SimulatorError"]
+__all__ = ["PHONE_CODES", "SimulatedDeviceError", "SimulatedPhone", "SimulatedScanner"]
 
 _POLL: Final = 0.02  # seconds between looks at the cancel flag while nothing is scanned
 MAX_CODE: Final = 4096  # the serial driver's default cap, so both refuse the same
 
 
-class SimulatorError(TerminalError):
+class SimulatedDeviceError(TerminalError):
     """The simulated phone could not make or pay a code (e.g. the host is not loopback)."""
 
 
@@ -151,8 +151,10 @@ class SimulatedPhone:
             if kind == "corrupt":
                 return wallet.corrupt(wallet.consumer_code())
         except (OSError, ValueError) as exc:  # urllib's errors are OSError subclasses
-            raise SimulatorError(f"the simulated wallet could not make a code: {exc}") from exc
-        raise SimulatorError(f"unknown phone code {kind!r}: one of {', '.join(PHONE_CODES)}")
+            raise SimulatedDeviceError(
+                f"the simulated wallet could not make a code: {exc}"
+            ) from exc
+        raise SimulatedDeviceError(f"unknown phone code {kind!r}: one of {', '.join(PHONE_CODES)}")
 
     def show(self, kind: str) -> str:
         """Make a code and hold the phone to the scanner; returns the code."""
@@ -167,4 +169,4 @@ class SimulatedPhone:
         try:
             return pay_merchant_code(self.host_url, payload, result=result)
         except (OSError, ValueError) as exc:
-            raise SimulatorError(f"the simulated wallet could not pay: {exc}") from exc
+            raise SimulatedDeviceError(f"the simulated wallet could not pay: {exc}") from exc

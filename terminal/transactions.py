@@ -122,6 +122,9 @@ class Journal:
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise JournalError(f"transaction journal {self.path}: {exc}") from exc
+        try:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: the WAL is fsynced at every commit - an approved payment survives power loss.
@@ -129,11 +132,18 @@ class Journal:
             self._migrate()
             check = self._db.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.DatabaseError as exc:
+            self._db.close()
             raise JournalError(f"transaction journal {self.path}: {exc}") from exc
+        except JournalError:
+            self._db.close()
+            raise
         if check != "ok":
+            self._db.close()
             raise JournalError(f"transaction journal {self.path} failed its check: {check}")
 
     def _migrate(self) -> None:
+        if self._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return  # current: no write lock taken just to open the journal
         # One write transaction, the version read inside it: two processes opening an old
         # journal at once migrate it once (the second waits, then finds it done).
         with self._write() as db:

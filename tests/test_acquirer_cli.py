@@ -1,4 +1,4 @@
-"""`pipos acquirer` sub-commands (registered into a parser the way terminal/cli.py does)."""
+"""`pipos acquirer` sub-commands (registered into a parser the way terminal/cli/__init__.py does)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The one reader of the card's account data (emv.carddata): known answers from the formats
 of EMV 4.4 Book 3 Annex A, the refusals, and the property that any bytes give an account or
-a CardDataError naming the data object, nothing else."""
+a CardAccountError naming the data object, nothing else."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emv.carddata import CardAccount, CardDataError, parse_track2, read_account
+from emv.carddata import CardAccount, CardAccountError, parse_track2, read_account
 
 # EMVCo / network test-card style values (test PANs, Luhn-valid).
 VISA_TRACK2 = bytes.fromhex("4761739001010010D31122010000000000000F")
@@ -56,7 +56,7 @@ def test_account_from_5a_5f24_5f34_and_track_2() -> None:
     ],
 )
 def test_refusals_name_the_data_object(card: dict[int, bytes], tag: str, problem: str) -> None:
-    with pytest.raises(CardDataError, match=problem) as caught:
+    with pytest.raises(CardAccountError, match=problem) as caught:
         read_account(card)
     assert caught.value.tag == tag
     assert str(caught.value).startswith(f"card data object {tag}: ")
@@ -70,7 +70,7 @@ def test_refusals_name_the_data_object(card: dict[int, bytes], tag: str, problem
 def test_any_bytes_give_an_account_or_a_card_data_error(card: dict[int, bytes]) -> None:
     try:
         account = read_account(card)
-    except CardDataError as exc:
+    except CardAccountError as exc:
         assert exc.tag in {"5A", "57", "9F6B", "5F24", "5F34"}
         return
     assert account.pan.isdigit()

@@ -133,6 +133,31 @@ def test_refund_with_no_answer_yet_blocks_another_refund_of_the_sale(
     assert len(refunds) == 1
 
 
+def _refund_then_power_cut(
+    rt: TerminalRuntime,
+    sale_id: str,
+    amount: int,
+    directory: Path,
+    host: HostHandle,
+    *,
+    at_state: str | None = None,
+) -> TerminalRuntime:
+    """Refund `amount` and cut the power as the refund's final state (`at_state`, or any)
+    is being committed; then start the terminal again on the same files."""
+    original = rt.checkout._finish
+
+    def crash(record: Any, state: str, *args: Any, **kwargs: Any) -> Any:
+        if record.kind == "refund" and at_state in (None, state):
+            raise SystemExit("power cut")
+        return original(record, state, *args, **kwargs)
+
+    rt.checkout._finish = crash  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        rt.checkout.refund(sale_id, amount)
+    rt.close()
+    return _start(directory, host)
+
+
 def test_refund_interrupted_by_a_crash_is_settled_before_another(
     tmp_path: Path, acquirer_host: HostHandle
 ) -> None:
@@ -141,18 +166,7 @@ def test_refund_interrupted_by_a_crash_is_settled_before_another(
     sale = _sale(rt, 2000)
     # A crash after the refund left (it reached the host) and before its answer was recorded.
     acquirer_host.set_fault("/v1/refunds", "drop_after_commit", times=3)
-    original = rt.checkout._finish
-
-    def crash(record: Any, state: str, *args: Any, **kwargs: Any) -> Any:
-        if record.kind == "refund":
-            raise SystemExit("power cut")
-        return original(record, state, *args, **kwargs)
-
-    rt.checkout._finish = crash  # type: ignore[method-assign]
-    with pytest.raises(SystemExit):
-        rt.checkout.refund(str(sale["id"]), 700)
-    rt.close()
-    rt = _start(directory, acquirer_host)
+    rt = _refund_then_power_cut(rt, str(sale["id"]), 700, directory, acquirer_host)
     try:
         with pytest.raises(StateError, match="earlier refund"):
             rt.checkout.refund(str(sale["id"]), 700)
@@ -173,18 +187,9 @@ def test_refund_approved_then_a_crash_before_its_record_is_counted_once(
     directory = tmp_path / "terminal"
     rt = _start(directory, acquirer_host)
     sale = _sale(rt, 2000)
-    original = rt.checkout._finish
-
-    def crash(record: Any, state: str, *args: Any, **kwargs: Any) -> Any:
-        if record.kind == "refund" and state == "approved":
-            raise SystemExit("power cut")
-        return original(record, state, *args, **kwargs)
-
-    rt.checkout._finish = crash  # type: ignore[method-assign]
-    with pytest.raises(SystemExit):
-        rt.checkout.refund(str(sale["id"]), 700)
-    rt.close()
-    rt = _start(directory, acquirer_host)
+    rt = _refund_then_power_cut(
+        rt, str(sale["id"]), 700, directory, acquirer_host, at_state="approved"
+    )
     try:
         with pytest.raises(StateError, match="earlier refund"):
             rt.checkout.refund(str(sale["id"]), 700)

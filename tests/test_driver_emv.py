@@ -35,7 +35,7 @@ class _SimPort:
         self.atr = card.atr  # type: ignore[attr-defined]
 
     def transceive(self, command: bytes) -> bytes | None:
-        from simulator.cards.errors import CardRemovedError as Removed
+        from simulator.cards.errors import VirtualCardRemovedError as Removed
 
         try:
             return self.card.transceive(command)  # type: ignore[attr-defined,no-any-return]

@@ -208,6 +208,21 @@ def test_hostile_card_gets_a_clear_outcome_in_bounded_commands_and_memory(case: 
     assert peak < MAX_PEAK_BYTES, f"{case}: peak memory {peak:,} bytes"
 
 
+def test_generate_ac_may_not_replace_the_account_data_the_kernel_checked() -> None:
+    """A Kernel 2 card whose GENERATE AC answer ('77') carries another card's PAN: the
+    account data was checked after the records, so a later different value is a card
+    fault (Book 3 §10.2), never the number that goes to the acquirer."""
+    other_pan = bytes.fromhex("5413330089010434")
+
+    def poison(_c: bytes, honest: bytes) -> bytes:
+        return replace_in_template(honest, 0x5A, other_pan)
+
+    outcome, _ = run(HostileCard(GENERATE_AC, poison, profile="mastercard"))
+    assert outcome.kind is OutcomeKind.END_APPLICATION
+    assert "GENERATE AC gives data object 5A again with another value" in outcome.detail
+    assert outcome.card_data.get(0x5A) != other_pan
+
+
 @functools.cache
 def honest_commands(profile: str) -> tuple[int, ...]:
     """The instruction byte of every command an honest tap of `profile` gets, in order."""
@@ -329,3 +344,34 @@ def test_line_framer_takes_any_bytes(chunks: list[bytes], suffix: str) -> None:
         else:
             assert isinstance(item, ScanRejectedError)
             assert str(item)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_honest_answer_with_flipped_bytes_gets_an_outcome_never_an_exception(
+    data: st.DataObject,
+) -> None:
+    """Near-valid answers reach deeper than junk: one honest answer with a few bytes changed
+    (a flipped length, an emptied AIP, a truncated certificate). The kernel catches only card
+    faults (EmvError), so a bug in it would surface here as an exception."""
+    profile = data.draw(st.sampled_from(["visa", "mastercard", "visa_debit", "maestro"]))
+    commands = honest_commands(profile)
+    nth = data.draw(st.integers(0, len(commands) - 1), label="nth command")
+    flips = data.draw(
+        st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
+        label="flips",
+    )
+    calls = {"n": 0}
+
+    def poison(_c: bytes, honest: bytes) -> bytes:
+        calls["n"] += 1
+        if calls["n"] != nth + 1 or len(honest) <= 2:
+            return honest
+        body = bytearray(honest[:-2])
+        for position, value in flips:
+            body[position % len(body)] = value
+        return bytes(body) + honest[-2:]
+
+    outcome, sent = run(HostileCard(None, poison, profile=profile))
+    assert isinstance(outcome, Outcome)
+    assert sent <= MAX_COMMANDS

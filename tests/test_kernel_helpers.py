@@ -16,7 +16,7 @@ from emv.kernel import (
     TransactionRequest,
     default_aids,
 )
-from simulator.cards import CardRemovedError
+from simulator.cards import VirtualCardRemovedError
 from simulator.pki import load_test_ca_store
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
@@ -71,7 +71,7 @@ def transact(
     while isinstance(step, bytes):
         try:
             response = card.transceive(step)
-        except CardRemovedError:
+        except VirtualCardRemovedError:
             step = tx.card_removed()
             break
         step = tx.feed(response)

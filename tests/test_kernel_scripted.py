@@ -523,8 +523,9 @@ def test_record_repeating_a_data_object_with_the_same_value_is_read() -> None:
 def test_pan_in_5a_and_in_track_2_must_agree() -> None:
     run = run_script(_visa_with_record(t(0x70, p(0x5A, "5413330089010434"))))
     assert run.outcome.kind is OutcomeKind.END_APPLICATION
-    assert run.outcome.reason == Reasons.DATA_MISSING
+    assert run.outcome.reason == Reasons.READ_ERROR
     assert "differs from the Application PAN (5A)" in run.outcome.detail
+    assert "icc_data_missing" not in Tvr(run.outcome.tvr).names()  # present, but contradicting
 
 
 @pytest.mark.parametrize(
@@ -540,6 +541,55 @@ def test_pan_in_5a_and_in_track_2_must_agree() -> None:
 def test_malformed_track_2_ends_the_application(track2: str, problem: str) -> None:
     run = run_script(_visa_with_record(t(0x70, p(0x5F24, "311231")), gpo_track2=track2))
     assert run.outcome.kind is OutcomeKind.END_APPLICATION
-    assert run.outcome.reason == Reasons.DATA_MISSING
+    assert run.outcome.reason == Reasons.READ_ERROR
     assert problem in run.outcome.detail
-    assert "icc_data_missing" in Tvr(run.outcome.tvr).names()
+
+
+def test_gpo_answer_giving_a_data_object_twice_with_two_values_ends_the_application() -> None:
+    other = "5413330089010434D29122010000000000000F"
+    run = run_script(
+        [
+            (PPSE_CMD, ppse((VISA, 1, "03"))),
+            (select_cmd(VISA), fci(VISA, "9F6604")),
+            (prefix("80A8"), visa_gpo(extra=(p(0x57, other),))),
+        ]
+    )
+    assert run.outcome.kind is OutcomeKind.END_APPLICATION
+    assert "the GPO response gives data object 57 again" in run.outcome.detail
+
+
+def test_a_record_may_fill_a_data_object_the_gpo_answer_left_empty() -> None:
+    script = _visa_with_record(t(0x70, p(0x5F24, "311231"), p(0x9F6E, "20700000")))
+    gpo = t(
+        0x77,
+        p(0x82, "0000"),
+        p(0x94, "08010100"),
+        p(0x9F36, "0011"),
+        p(0x9F26, "1122334455667788"),
+        p(0x9F27, "80"),
+        p(0x9F10, "06011203A00000"),
+        p(0x57, TRACK2),
+        p(0x9F6E, b""),
+    )
+    script[2] = (prefix("80A8"), hexr(gpo))
+    run = run_script(script)
+    assert run.outcome.kind is OutcomeKind.ONLINE_REQUEST
+
+
+def test_empty_aip_in_the_gpo_answer_is_missing_data() -> None:
+    """Found by fuzzing once the kernel stopped folding IndexError into "card read error":
+    an AIP (82) that is not 2 bytes is mandatory data missing (Book 3 Annex A: b2)."""
+    gpo = hexr(
+        t(0x77, p(0x82, b""), p(0x9F36, "0011"), p(0x9F26, "1122334455667788"),
+          p(0x9F27, "40"), p(0x9F10, "06011203A00000"), p(0x57, TRACK2))
+    )  # fmt: skip
+    run = run_script(
+        [
+            (PPSE_CMD, ppse((VISA, 1, "03"))),
+            (select_cmd(VISA), fci(VISA, "9F6604")),
+            (prefix("80A8"), gpo),
+        ]
+    )
+    assert run.outcome.kind is OutcomeKind.END_APPLICATION
+    assert run.outcome.reason == Reasons.DATA_MISSING
+    assert "82" in run.outcome.detail

@@ -124,3 +124,29 @@ def test_queue_export_on_a_provisioned_terminal_needs_the_technician(
     assert backup.exists()
     log = (load_config(config_path).data_dir / "audit.log").read_text()
     assert "queue_export" in log
+    assert '"queue_exported"' in log
+    # Importing card data into a provisioned terminal's queue needs the technician too, as
+    # `pipos unit import` does, and is audited with what it added.
+    back_in = [
+        "queue",
+        "import",
+        "--config",
+        str(config_path),
+        "--passphrase-file",
+        str(passphrase),
+    ]
+    assert main([*back_in, "--technician-pin-file", str(wrong), str(backup)]) == 1
+    assert "technician" in capsys.readouterr().err.lower()
+    assert main([*back_in, "--technician-pin-file", str(right), str(backup)]) == 0
+    log = (load_config(config_path).data_dir / "audit.log").read_text()
+    assert '"queue_imported"' in log
+    # A transfer that fails after the technician's PIN (here: the wrong passphrase) is
+    # audited as failed, with why.
+    bad_pass = tmp_path / "bad-pass"
+    bad_pass.write_text("not the passphrase\n")
+    os.chmod(bad_pass, 0o600)
+    failing = ["queue", "import", "--config", str(config_path), "--passphrase-file", str(bad_pass)]
+    assert main([*failing, "--technician-pin-file", str(right), str(backup)]) == 1
+    log = (load_config(config_path).data_dir / "audit.log").read_text()
+    assert '"queue_import_failed"' in log
+    assert log.count('"technician_auth_ok"') >= 2

@@ -22,11 +22,11 @@ from simulator import pki
 from simulator.cards import (
     ANY,
     BehaviourError,
-    CardRemovedError,
     ProfileError,
     ScriptedCard,
     UnexpectedCommand,
     VirtualCard,
+    VirtualCardRemovedError,
     list_profiles,
     load_card,
     load_profile,
@@ -613,11 +613,11 @@ def test_removed_after_n_commands() -> None:
     send(card, apdu.select_ppse())
     send(card, apdu.select(bytes.fromhex("A0000000031010")))
     send(card, apdu.get_processing_options(build_dol(card.profile.pdol, terminal_data(100))))
-    with pytest.raises(CardRemovedError) as info:
+    with pytest.raises(VirtualCardRemovedError) as info:
         send(card, apdu.read_record(1, 1))
     assert isinstance(info.value, SimulatorError)
     assert card.removed
-    with pytest.raises(CardRemovedError):
+    with pytest.raises(VirtualCardRemovedError):
         card.power_on()
     card.insert()  # presented again: completes
     assert run(card).cryptogram_type is CryptogramType.TC

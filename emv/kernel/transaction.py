@@ -45,7 +45,7 @@ from emv.apdu import (
     select_ppse,
 )
 from emv.capk import CaKeyStore
-from emv.carddata import CardAccount, CardDataError, read_account
+from emv.carddata import CardAccount, CardAccountError, read_account
 from emv.dol import build_dol, parse_dol
 from emv.errors import EmvError
 from emv.oda import (
@@ -102,6 +102,11 @@ class Reasons:
     SEE_PHONE: Final = "See phone for instructions, then tap again"
     NOT_YET_EFFECTIVE: Final = "Card not yet valid - try another card"
     SERVICE_NOT_ALLOWED: Final = "Card not valid for this transaction - try another card"
+
+
+#: What a GENERATE AC answer in format 2 ('77') itself carries (Book 3 §6.5.5.4; Book 2
+#: §6.6 for the Signed Dynamic Application Data of CDA): these replace earlier values.
+_GENERATE_AC_OBJECTS: Final = frozenset({0x9F27, 0x9F36, 0x9F26, 0x9F10, 0x9F4B})
 
 
 class _State(StrEnum):
@@ -325,15 +330,11 @@ class ContactlessTransaction:
         except _CardFault as fault:
             self._tvr.set_all(fault.tvr_bits)
             step = self._end(fault.kind, fault.reason, fault.detail, fault.cryptogram)
-        except (tlv.TlvError, ApduError) as exc:
+        except EmvError as exc:
+            # A card fault found by a codec (TLV, APDU, DOL, ODA, account data): the card's
+            # answer ends the transaction. Anything else is a bug in the kernel and
+            # propagates, so the fuzzers and the "never raises" properties find it.
             step = self._end(OutcomeKind.END_APPLICATION, Reasons.READ_ERROR, str(exc))
-        except (EmvError, IndexError, ValueError, KeyError) as exc:
-            # Whatever else the card's data provokes ends the transaction, never the caller.
-            step = self._end(
-                OutcomeKind.END_APPLICATION,
-                Reasons.READ_ERROR,
-                f"unexpected card data ({type(exc).__name__}: {exc})",
-            )
         return self._apply(step)
 
     def card_removed(self) -> Outcome:
@@ -485,25 +486,33 @@ class ContactlessTransaction:
         record = tlv.decode_one(response.data, 0x70)
         if (sfi, number) in self._oda_ids:
             self._oda_records[(sfi, number)] = response.data
-        for _, node in record.walk():
-            if node.constructed:
-                continue
-            # Book 3 §10.2: redundant primitive data objects are not permitted. One the card
-            # already gave (in its GPO answer or an earlier record) with another value is a
-            # card fault: which of the two would the terminal believe?
-            earlier = self._read_data.get(node.tag)
-            if earlier is not None and earlier != node.value:
-                raise _CardFault(
-                    OutcomeKind.END_APPLICATION,
-                    Reasons.READ_ERROR,
-                    f"SFI {sfi} record {number} gives data object {tlv.tag_hex(node.tag)} "
-                    "again with another value (Book 3 §10.2: redundant data objects)",
-                )
-            self._read_data.setdefault(node.tag, node.value)
-            self._card.setdefault(node.tag, node.value)
+        self._take_read_data(record, f"SFI {sfi} record {number}")
+        for _, node in record.walk():  # nested templates' objects too, unchecked
+            if not node.constructed and not self._card.get(node.tag):
+                self._card[node.tag] = node.value
         assert self._candidate is not None
         then = _k3_records_read if self._candidate.kernel_id == KERNEL_VISA else _k2_records_read
         return self._read_next_record(then)
+
+    def _take_read_data(self, template: tlv.Tlv, where: str) -> None:
+        """Book 3 §10.2: redundant primitive data objects are not permitted. A primitive the
+        card gives (directly in its GPO answer or a record template) that it already gave
+        with another value is a card fault: which of the two would the terminal believe?
+        An empty object may be filled later, and the same value given again is accepted
+        (lenient: some cards repeat 57 or 9F6E in the GPO answer and a record)."""
+        for child in template.children:
+            if child.constructed:
+                continue
+            earlier = self._read_data.get(child.tag)
+            if earlier and child.value and earlier != child.value:
+                raise _CardFault(
+                    OutcomeKind.END_APPLICATION,
+                    Reasons.READ_ERROR,
+                    f"{where} gives data object {tlv.tag_hex(child.tag)} again with another "
+                    "value (Book 3 §10.2: redundant data objects)",
+                )
+            if not earlier:
+                self._read_data[child.tag] = child.value
 
     def _schedule_records(self, afl: bytes) -> None:
         self._afl = afl
@@ -542,9 +551,9 @@ class ContactlessTransaction:
                 Reasons.NOT_SUPPORTED,
                 f"GPO response template {tlv.tag_hex(template.tag)}, qVSDC requires '77'",
             )
+        self._take_read_data(template, "the GPO response")
         self._card.update(tlv.flatten([template]))
-        self._read_data.update(tlv.flatten([template]))
-        if 0x82 not in self._card:
+        if len(self._card.get(0x82, b"")) != 2:  # AIP: b2 (Book 3 Annex A)
             raise self._missing("82")
         afl = self._card.get(0x94)
         if afl:
@@ -754,9 +763,10 @@ class ContactlessTransaction:
                 raise self._missing("94")
             self._card[0x82] = template.value[:2]
             self._card[0x94] = template.value[2:]
+            self._read_data.update({0x82: self._card[0x82], 0x94: self._card[0x94]})
         elif template.tag == 0x77:
+            self._take_read_data(template, "the GPO response")
             self._card.update(tlv.flatten([template]))
-            self._read_data.update(tlv.flatten([template]))
         else:
             raise _CardFault(
                 OutcomeKind.END_APPLICATION,
@@ -933,6 +943,17 @@ class ContactlessTransaction:
                 self._card[0x9F10] = value[11:]
         elif template.tag == 0x77:
             for tag, item in tlv.flatten([template]).items():
+                # The answer's own objects replace what was there; anything else it gives
+                # must match what the card already said: the account data the kernel
+                # checked before GENERATE AC is the account data that leaves it.
+                known = self._card.get(tag)
+                if tag not in _GENERATE_AC_OBJECTS and known and known != item:
+                    raise _CardFault(
+                        OutcomeKind.END_APPLICATION,
+                        Reasons.READ_ERROR,
+                        f"GENERATE AC gives data object {tlv.tag_hex(tag)} again with another "
+                        "value (Book 3 §10.2: redundant data objects)",
+                    )
                 self._card[tag] = item
         else:
             raise _CardFault(
@@ -1037,21 +1058,24 @@ class ContactlessTransaction:
 
     def _checked_account(self) -> CardAccount:
         """The card's PAN, expiry and PAN sequence number by the one reader the checkout also
-        uses (emv.carddata): malformed or contradicting account data ends the application."""
+        uses (emv.carddata): missing, malformed or contradicting account data ends the
+        application (only missing data sets TVR 'ICC data missing')."""
         try:
             return read_account(self._card)
-        except CardDataError as exc:
-            raise _CardFault(
-                OutcomeKind.END_APPLICATION,
-                Reasons.DATA_MISSING,
-                str(exc),
-                tvr_bits=("icc_data_missing",),
-            ) from exc
+        except CardAccountError as exc:
+            if exc.missing:
+                raise _CardFault(
+                    OutcomeKind.END_APPLICATION,
+                    Reasons.DATA_MISSING,
+                    str(exc),
+                    tvr_bits=("icc_data_missing",),
+                ) from exc
+            raise _CardFault(OutcomeKind.END_APPLICATION, Reasons.READ_ERROR, str(exc)) from exc
 
     def _account(self) -> CardAccount | None:
         try:
             return read_account(self._card)
-        except CardDataError:
+        except CardAccountError:
             return None  # an outcome before (or instead of) the card data checks
 
     def _pan_digits(self) -> str | None:

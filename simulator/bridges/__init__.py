@@ -10,7 +10,7 @@
 Each bridge takes any card object with ``transceive(bytes) -> bytes``, ``uid`` and ``atr``
 (a :class:`simulator.cards.VirtualCard`, a :class:`simulator.replay.ReplayCard`, or a test
 double). A card leaves the field when its ``transceive`` raises
-:class:`simulator.cards.errors.CardRemovedError` or returns ``None``, or when the bridge's
+:class:`simulator.cards.errors.VirtualCardRemovedError` or returns ``None``, or when the bridge's
 ``remove()`` is called.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from simulator.cards.errors import CardRemovedError
+from simulator.cards.errors import VirtualCardRemovedError
 
 # PC/SC Part 3 §3.2.2.1.3: GET DATA for the UID of a contactless card (FF CA 00 00 Le).
 _GET_UID_PREFIX = bytes.fromhex("FFCA0000")
@@ -36,5 +36,5 @@ def answer(card: BridgeCard, command: bytes) -> bytes | None:
         return _SW_FUNCTION_NOT_SUPPORTED
     try:
         return card.transceive(command)
-    except CardRemovedError:
+    except VirtualCardRemovedError:
         return None

@@ -14,7 +14,7 @@ ISO-DEP code unchanged:
   received; chained commands acknowledged with R(ACK); responses longer than FSD-3 chained;
   R(NAK) presence checks answered with R(ACK); S(DESELECT); optional S(WTX) before a response.
 
-A card leaves the field when its ``transceive`` raises ``CardRemovedError`` or returns None
+A card leaves the field when its ``transceive`` raises ``VirtualCardRemovedError`` or returns None
 (the emulator then goes silent, as a card that left does: the reader times out), or when
 :meth:`NfcUdpCardEmulator.remove` is called.
 """

@@ -33,7 +33,7 @@ The card side (ISO/IEC 14443-3 §6 selection is done by the chip inside InListPa
 ISO/IEC 14443-4 through InCommunicateThru): ATS to RATS with TA, TB and TC present,
 I-blocks answered with the received block number, R(ACK) to chained commands, responses
 longer than FSD-3 chained, R(NAK) presence checks answered R(ACK), S(DESELECT), optional
-S(WTX). A card that leaves the field (its ``transceive`` raises ``CardRemovedError`` or
+S(WTX). A card that leaves the field (its ``transceive`` raises ``VirtualCardRemovedError`` or
 returns None, or :meth:`Pn532PtySimulator.remove`) stops answering: InCommunicateThru reports
 status ``01`` (time-out, the target has not answered) and InListPassiveTarget finds no
 target, as the chip does.

@@ -25,7 +25,7 @@ Stable API (other packages and tests import only these names from ``simulator.ca
     verify_cryptogram(profile, values) -> bool      # issuer-side ARQC/TC/AAC check
 
 Exceptions (``simulator.cards.errors``, rooted in ``simulator.errors.SimulatorError``):
-``CardError`` > ``CardRemovedError`` (raised by ``transceive``/``power_on`` once the card has
+``CardError`` > ``VirtualCardRemovedError`` (raised by ``transceive``/``power_on`` once the card has
 left the field), ``ProfileError``, ``BehaviourError``, ``UnexpectedCommand`` (also an
 ``AssertionError``). Every other answer, including errors, is a status word.
 
@@ -74,9 +74,9 @@ from .crypto import verify_cryptogram
 from .errors import (
     BehaviourError,
     CardError,
-    CardRemovedError,
     ProfileError,
     UnexpectedCommand,
+    VirtualCardRemovedError,
 )
 from .profile import CardKernel, CardOda, CardProfile, list_profiles, load_profile, profile_for_pan
 from .scripted import ANY, ScriptedCard, prefix
@@ -90,13 +90,13 @@ __all__ = [
     "CardKernel",
     "CardOda",
     "CardProfile",
-    "CardRemovedError",
     "Corruption",
     "Decision",
     "ProfileError",
     "ScriptedCard",
     "UnexpectedCommand",
     "VirtualCard",
+    "VirtualCardRemovedError",
     "list_profiles",
     "load_card",
     "load_profile",

@@ -21,7 +21,7 @@ keyword arguments of :func:`simulator.cards.load_card`. Keyword names (all optio
 ``corrupt``          one :class:`Corruption` (also accepted as ``wrong_data=``).
 ``removed_after_n_commands``
                      after N answered commands the card leaves the field: the next
-                     ``transceive`` raises :class:`CardRemovedError` and ``removed`` is True.
+                     ``transceive`` raises :class:`VirtualCardRemovedError` and ``removed`` is True.
 ``slow``             seconds of delay per command, passed to the injected ``sleep`` callable.
 """
 

@@ -14,7 +14,7 @@ class CardError(SimulatorError):
     """Root of the virtual card exceptions."""
 
 
-class CardRemovedError(CardError):
+class VirtualCardRemovedError(CardError):
     """The card left the reader's field: no response will come (the reader sees a timeout)."""
 
     def __init__(self, commands_answered: int) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import CardRemovedError, UnexpectedCommand
+from .errors import UnexpectedCommand, VirtualCardRemovedError
 
 Matcher = Callable[[bytes], bool]
 Expected = str | bytes | Matcher
@@ -102,7 +102,7 @@ class ScriptedCard:
 
     def power_on(self) -> bytes:
         if self.removed:
-            raise CardRemovedError(self.position)
+            raise VirtualCardRemovedError(self.position)
         return self.atr
 
     def reset(self) -> bytes:
@@ -111,7 +111,7 @@ class ScriptedCard:
     def transceive(self, c_apdu: bytes) -> bytes:
         command = bytes(c_apdu)
         if self.removed:
-            raise CardRemovedError(self.position)
+            raise VirtualCardRemovedError(self.position)
         if self.position >= len(self.exchanges):
             failure = UnexpectedCommand(self.position, "nothing (script finished)", command)
             self.failures.append(failure)

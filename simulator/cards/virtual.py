@@ -24,7 +24,7 @@ from simulator import pki
 
 from .behaviour import Behaviour, Corruption, Decision
 from .crypto import CryptogramDataError, bcd_to_int, build_iad, compute_cryptogram, icc_master_key
-from .errors import CardRemovedError, ProfileError
+from .errors import ProfileError, VirtualCardRemovedError
 from .profile import Application, CardKernel, CardOda, CardProfile
 
 # Status words (EMV Book 3 §6.3.5, ISO/IEC 7816-4 §5.1.3).
@@ -340,7 +340,7 @@ class VirtualCard:
     def power_on(self) -> bytes:
         """Activate the card (field on, ISO 14443-4 activation): returns the ATR."""
         if self.removed:
-            raise CardRemovedError(self.commands)
+            raise VirtualCardRemovedError(self.commands)
         self.reset()
         return self.atr
 
@@ -368,13 +368,13 @@ class VirtualCard:
     def transceive(self, c_apdu: bytes) -> bytes:
         """Answer one C-APDU with the R-APDU (response data followed by SW1 SW2).
 
-        Raises :class:`CardRemovedError` when the card has left the field.
+        Raises :class:`VirtualCardRemovedError` when the card has left the field.
         """
         limit = self.behaviour.removed_after_n_commands
         if self._removal_armed and limit is not None and self.commands >= limit:
             self.removed = True
         if self.removed:
-            raise CardRemovedError(self.commands)
+            raise VirtualCardRemovedError(self.commands)
         if self.behaviour.slow:
             self._sleep(self.behaviour.slow)
         response = self._dispatch(bytes(c_apdu))

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from emv.pan import mask_pan
 
+from ..errors import SimulatorError
 from . import verify
 from .decisions import (
     APPROVED,
@@ -47,7 +48,7 @@ Clock = Callable[[], float]
 Token = Callable[[int], bytes]
 
 
-class HostError(Exception):
+class HostError(SimulatorError):
     """A request the host refuses: HTTP status, a stable machine code and a human message."""
 
     def __init__(self, status: int, code: str, message: str) -> None:

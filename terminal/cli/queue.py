@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from emv.errors import PiposError
 from offline_queue import (
@@ -39,6 +39,9 @@ from ..errors import TerminalError
 from ..keys import Keystore, SequenceCounter, SequenceError, secret_from_file
 from ..queue_uplink import QUEUE_KEY_PURPOSE, AcquirerUplink
 from .common import default_data_dir
+
+if TYPE_CHECKING:
+    from ..audit import AuditLog
 
 __all__ = ["ProgressBar", "main", "register"]
 
@@ -109,24 +112,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     lst.add_argument("--json", action="store_true", help="machine-readable output")
     lst.set_defaults(handler=_list_command)
 
+    # Card data leaving or entering the queue: the technician's PIN on a provisioned terminal.
+    technician = argparse.ArgumentParser(add_help=False)
+    technician.add_argument(
+        "--technician-pin-file",
+        help="on a provisioned terminal: file holding the technician PIN (else a prompt)",
+    )
     export = qsub.add_parser(
         "export",
-        parents=[common, keyed, secret_prompt],
+        parents=[common, keyed, secret_prompt, technician],
         help="write an encrypted backup of the queue for a technician",
         description="Write every queued payment to FILE, encrypted with a key derived from a "
         "passphrase (scrypt, AES-256-GCM). Import it on a replacement unit with `pipos queue "
         "import`.",
     )
     export.add_argument("file", type=Path, help="backup file to create (must not exist)")
-    export.add_argument(
-        "--technician-pin-file",
-        help="on a provisioned terminal: file holding the technician PIN (else a prompt)",
-    )
     export.set_defaults(handler=_export_command)
 
     imp = qsub.add_parser(
         "import",
-        parents=[common, keyed, secret_prompt],
+        parents=[common, keyed, secret_prompt, technician],
         help="add the payments of a backup to this terminal's queue",
         description="Add the payments of a backup made with `pipos queue export`. Payments "
         "already in the queue are skipped, so importing the same file twice adds nothing.",
@@ -391,9 +396,11 @@ def _list_command(args: argparse.Namespace) -> int:
 # --- export / import -----------------------------------------------------------------------
 
 
-def _authorise_technician(args: argparse.Namespace, action: str) -> None:
-    """A provisioned terminal (one with a technician credential) lets its card data leave only
-    with the technician's PIN; the attempt is audited either way."""
+def _authorise_technician(args: argparse.Namespace, action: str) -> AuditLog | None:
+    """A provisioned terminal (one with a technician credential) lets card data leave or
+    enter its queue only with the technician's PIN, as `pipos unit export|import` does; the
+    attempt is audited either way. Returns the audit log for the result (None when the
+    terminal is not provisioned: a developer's or a test queue)."""
     from ..audit import AuditLog
     from ..config import AUDIT_FILE, TECHNICIAN_FILE
     from ..technician import TechnicianCredential
@@ -401,19 +408,28 @@ def _authorise_technician(args: argparse.Namespace, action: str) -> None:
 
     data_dir = _data_dir(args)
     if not (data_dir / TECHNICIAN_FILE).exists():
-        return
-    credential = TechnicianCredential(data_dir / TECHNICIAN_FILE, AuditLog(data_dir / AUDIT_FILE))
+        return None
+    audit = AuditLog(data_dir / AUDIT_FILE)
+    credential = TechnicianCredential(data_dir / TECHNICIAN_FILE, audit)
     credential.verify(technician_secret(args), action=action)
+    return audit
 
 
 def _export_command(args: argparse.Namespace) -> int:
     if Path(args.file).exists():
         raise QueueCommandError(f"{args.file}: already exists; choose another file name")
-    _authorise_technician(args, "queue_export")
-    keystore = _open_keystore(args)
-    passphrase = _passphrase(args, confirm=True)
-    with _open_keyed(args, keystore, create=False) as queue:
-        count = export_queue(queue, args.file, passphrase)
+    audit = _authorise_technician(args, "queue_export")
+    try:
+        keystore = _open_keystore(args)
+        passphrase = _passphrase(args, confirm=True)
+        with _open_keyed(args, keystore, create=False) as queue:
+            count = export_queue(queue, args.file, passphrase)
+    except PiposError as exc:
+        if audit is not None:
+            audit.record("queue_export_failed", actor="technician", error=str(exc))
+        raise
+    if audit is not None:
+        audit.record("queue_exported", actor="technician", count=count, file=str(args.file))
     print(f"exported {count} payment(s) to {args.file} (encrypted; keep the passphrase apart)")
     return 0
 
@@ -421,10 +437,25 @@ def _export_command(args: argparse.Namespace) -> int:
 def _import_command(args: argparse.Namespace) -> int:
     if not Path(args.file).is_file():
         raise QueueCommandError(f"{args.file}: no such file")
-    keystore = _open_keystore(args)
-    passphrase = _passphrase(args, confirm=False)
-    with _open_keyed(args, keystore, create=True) as queue:
-        report = import_queue(queue, args.file, passphrase)
+    audit = _authorise_technician(args, "queue_import")
+    try:
+        keystore = _open_keystore(args)
+        passphrase = _passphrase(args, confirm=False)
+        with _open_keyed(args, keystore, create=True) as queue:
+            report = import_queue(queue, args.file, passphrase)
+    except PiposError as exc:
+        if audit is not None:
+            audit.record("queue_import_failed", actor="technician", error=str(exc))
+        raise
+    if audit is not None:
+        audit.record(
+            "queue_imported",
+            actor="technician",
+            added=len(report.added),
+            already_present=len(report.already_present),
+            conflicts=list(report.conflicts),
+            file=str(args.file),
+        )
     print(
         f"imported {len(report.added)} payment(s); {len(report.already_present)} already "
         f"in the queue"
