@@ -13,12 +13,13 @@ $PIPOS_DEVICE_SECRET_FILE, else DATA_DIR/device-secret).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import getpass
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -415,21 +416,34 @@ def _authorise_technician(args: argparse.Namespace, action: str) -> AuditLog | N
     return audit
 
 
+@contextlib.contextmanager
+def _technician_transfer(args: argparse.Namespace, action: str) -> Iterator[Callable[..., None]]:
+    """Card data in or out of the queue: the technician's PIN first (on a provisioned
+    terminal), then an audit record of the result, "<action>ed" through the function this
+    yields, or "<action>_failed" with the reason when the transfer fails."""
+    audit = _authorise_technician(args, action)
+
+    def done(**detail: Any) -> None:
+        if audit is not None:
+            audit.record(action + "ed", actor="technician", file=str(args.file), **detail)
+
+    try:
+        yield done
+    except PiposError as exc:
+        if audit is not None:
+            audit.record(action + "_failed", actor="technician", error=str(exc))
+        raise
+
+
 def _export_command(args: argparse.Namespace) -> int:
     if Path(args.file).exists():
         raise QueueCommandError(f"{args.file}: already exists; choose another file name")
-    audit = _authorise_technician(args, "queue_export")
-    try:
+    with _technician_transfer(args, "queue_export") as done:
         keystore = _open_keystore(args)
         passphrase = _passphrase(args, confirm=True)
         with _open_keyed(args, keystore, create=False) as queue:
             count = export_queue(queue, args.file, passphrase)
-    except PiposError as exc:
-        if audit is not None:
-            audit.record("queue_export_failed", actor="technician", error=str(exc))
-        raise
-    if audit is not None:
-        audit.record("queue_exported", actor="technician", count=count, file=str(args.file))
+        done(count=count)
     print(f"exported {count} payment(s) to {args.file} (encrypted; keep the passphrase apart)")
     return 0
 
@@ -437,24 +451,15 @@ def _export_command(args: argparse.Namespace) -> int:
 def _import_command(args: argparse.Namespace) -> int:
     if not Path(args.file).is_file():
         raise QueueCommandError(f"{args.file}: no such file")
-    audit = _authorise_technician(args, "queue_import")
-    try:
+    with _technician_transfer(args, "queue_import") as done:
         keystore = _open_keystore(args)
         passphrase = _passphrase(args, confirm=False)
         with _open_keyed(args, keystore, create=True) as queue:
             report = import_queue(queue, args.file, passphrase)
-    except PiposError as exc:
-        if audit is not None:
-            audit.record("queue_import_failed", actor="technician", error=str(exc))
-        raise
-    if audit is not None:
-        audit.record(
-            "queue_imported",
-            actor="technician",
+        done(
             added=len(report.added),
             already_present=len(report.already_present),
             conflicts=list(report.conflicts),
-            file=str(args.file),
         )
     print(
         f"imported {len(report.added)} payment(s); {len(report.already_present)} already "
