@@ -210,8 +210,8 @@ class Journal:
 
     @staticmethod
     def _values(record: TxnRecord) -> dict[str, Any]:
-        values = {name: getattr(record, name) for name in _COLUMNS}
-        values["voided"] = int(record.voided)
+        """The columns a write of `record` sets: all but the derived ones (_derive's)."""
+        values = {name: getattr(record, name) for name in _COLUMNS if name not in _DERIVED_COLUMNS}
         values["extra"] = json.dumps(dict(record.extra), sort_keys=True)
         return values
 
@@ -255,8 +255,6 @@ class Journal:
         with self._write() as db:
             new = replace(record, revision=self._next_revision(db))
             values = self._values(new)
-            for name in _DERIVED_COLUMNS:
-                values.pop(name)
             names = ", ".join(values)
             marks = ", ".join("?" for _ in values)
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM transactions").fetchone()[0]
@@ -280,8 +278,6 @@ class Journal:
             new = replace(record, **changes, revision=self._next_revision(db))
             values = self._values(new)
             values.pop("id")
-            for name in _DERIVED_COLUMNS:
-                values.pop(name)
             assignments = ", ".join(f"{name} = ?" for name in values)
             cursor = db.execute(
                 f"UPDATE transactions SET {assignments} WHERE id = ?",  # noqa: S608

@@ -86,6 +86,15 @@ def visa_gpo(cid: str = "80", ctq: str = "0000", extra: tuple[Tlv, ...] = ()) ->
     )
 
 
+def visa_to_gpo(gpo_answer: str) -> list[tuple[Any, str]]:
+    """A Visa card's script up to its GPO answer: PPSE, SELECT (PDOL asking for the TTQ), GPO."""
+    return [
+        (PPSE_CMD, ppse((VISA, 1, "03"))),
+        (select_cmd(VISA), fci(VISA, "9F6604")),
+        (prefix("80A8"), gpo_answer),
+    ]
+
+
 def run_script(script: list[tuple[Any, str]], amount: int = 1000, **kwargs: Any) -> Any:
     card = ScriptedCard(script)
     run = transact(card, amount, **kwargs)
@@ -250,13 +259,7 @@ def test_malformed_gpo_response_ends_the_application() -> None:
 
 def test_missing_cryptogram_is_missing_data() -> None:
     gpo = hexr(t(0x77, p(0x82, "0000"), p(0x9F36, "0001"), p(0x9F27, "80"), p(0x57, TRACK2)))
-    run = run_script(
-        [
-            (PPSE_CMD, ppse((VISA, 1, "03"))),
-            (select_cmd(VISA), fci(VISA, "9F6604")),
-            (prefix("80A8"), gpo),
-        ]
-    )
+    run = run_script(visa_to_gpo(gpo))
     assert run.outcome.kind is OutcomeKind.END_APPLICATION
     assert run.outcome.reason == Reasons.DATA_MISSING
     assert "icc_data_missing" in Tvr(run.outcome.tvr).names()
@@ -497,12 +500,7 @@ def _visa_with_record(record: Tlv, gpo_track2: str = TRACK2) -> list[tuple[Any, 
             p(0x57, gpo_track2),
         )
     )
-    return [
-        (PPSE_CMD, ppse((VISA, 1, "03"))),
-        (select_cmd(VISA), fci(VISA, "9F6604")),
-        (prefix("80A8"), gpo),
-        ("00B2010C00", hexr(record)),
-    ]
+    return [*visa_to_gpo(gpo), ("00B2010C00", hexr(record))]
 
 
 def test_record_repeating_a_data_object_with_another_value_ends_the_application() -> None:
@@ -547,13 +545,7 @@ def test_malformed_track_2_ends_the_application(track2: str, problem: str) -> No
 
 def test_gpo_answer_giving_a_data_object_twice_with_two_values_ends_the_application() -> None:
     other = "5413330089010434D29122010000000000000F"
-    run = run_script(
-        [
-            (PPSE_CMD, ppse((VISA, 1, "03"))),
-            (select_cmd(VISA), fci(VISA, "9F6604")),
-            (prefix("80A8"), visa_gpo(extra=(p(0x57, other),))),
-        ]
-    )
+    run = run_script(visa_to_gpo(visa_gpo(extra=(p(0x57, other),))))
     assert run.outcome.kind is OutcomeKind.END_APPLICATION
     assert "the GPO response gives data object 57 again" in run.outcome.detail
 
@@ -583,13 +575,7 @@ def test_empty_aip_in_the_gpo_answer_is_missing_data() -> None:
         t(0x77, p(0x82, b""), p(0x9F36, "0011"), p(0x9F26, "1122334455667788"),
           p(0x9F27, "40"), p(0x9F10, "06011203A00000"), p(0x57, TRACK2))
     )  # fmt: skip
-    run = run_script(
-        [
-            (PPSE_CMD, ppse((VISA, 1, "03"))),
-            (select_cmd(VISA), fci(VISA, "9F6604")),
-            (prefix("80A8"), gpo),
-        ]
-    )
+    run = run_script(visa_to_gpo(gpo))
     assert run.outcome.kind is OutcomeKind.END_APPLICATION
     assert run.outcome.reason == Reasons.DATA_MISSING
     assert "82" in run.outcome.detail

@@ -152,6 +152,17 @@ class _CardFault(Exception):  # noqa: N818 - internal control flow, never escape
 
 _Step = _Send | Outcome
 
+
+def _redundant(where: str, tag: int) -> _CardFault:
+    """Book 3 §10.2: the card gave a primitive data object again with another value."""
+    return _CardFault(
+        OutcomeKind.END_APPLICATION,
+        Reasons.READ_ERROR,
+        f"{where} gives data object {tlv.tag_hex(tag)} again with another value "
+        "(Book 3 §10.2: redundant data objects)",
+    )
+
+
 #: Tags passed on for online authorisation (EMV Book 3 Annex A; ISO 8583 DE 55 content).
 _ONLINE_TAGS: Final = (
     0x9F26, 0x9F27, 0x9F10, 0x9F36, 0x9F37, 0x95, 0x9A, 0x9C, 0x9F02, 0x9F03, 0x5F2A,
@@ -505,12 +516,7 @@ class ContactlessTransaction:
                 continue
             earlier = self._read_data.get(child.tag)
             if earlier and child.value and earlier != child.value:
-                raise _CardFault(
-                    OutcomeKind.END_APPLICATION,
-                    Reasons.READ_ERROR,
-                    f"{where} gives data object {tlv.tag_hex(child.tag)} again with another "
-                    "value (Book 3 §10.2: redundant data objects)",
-                )
+                raise _redundant(where, child.tag)
             if not earlier:
                 self._read_data[child.tag] = child.value
 
@@ -948,12 +954,7 @@ class ContactlessTransaction:
                 # checked before GENERATE AC is the account data that leaves it.
                 known = self._card.get(tag)
                 if tag not in _GENERATE_AC_OBJECTS and known and known != item:
-                    raise _CardFault(
-                        OutcomeKind.END_APPLICATION,
-                        Reasons.READ_ERROR,
-                        f"GENERATE AC gives data object {tlv.tag_hex(tag)} again with another "
-                        "value (Book 3 §10.2: redundant data objects)",
-                    )
+                    raise _redundant("GENERATE AC", tag)
                 self._card[tag] = item
         else:
             raise _CardFault(
@@ -1038,7 +1039,8 @@ class ContactlessTransaction:
     def _is_expired(self) -> bool:
         expiry = bcd_date(self._card.get(0x5F24))
         if expiry is None:
-            yymm = self._expiry_yymm()
+            account = self._account()
+            yymm = account.expiry if account is not None else None
             if yymm is None:
                 return False
             year, month = 2000 + int(yymm[:2]), int(yymm[2:])
@@ -1078,14 +1080,6 @@ class ContactlessTransaction:
         except CardAccountError:
             return None  # an outcome before (or instead of) the card data checks
 
-    def _pan_digits(self) -> str | None:
-        account = self._account()
-        return account.pan if account is not None else None
-
-    def _expiry_yymm(self) -> str | None:
-        account = self._account()
-        return account.expiry if account is not None else None
-
     def _end(
         self,
         kind: OutcomeKind,
@@ -1110,6 +1104,7 @@ class ContactlessTransaction:
             if self._cvm_results is not None:
                 values[0x9F34] = self._cvm_results
             card_data = CardData({tag: values[tag] for tag in _ONLINE_TAGS if tag in values})
+        account = self._account()
         label = ""
         if candidate is not None:
             raw_label = self._card.get(0x50)
@@ -1121,8 +1116,8 @@ class ContactlessTransaction:
             kernel_id=candidate.kernel_id if candidate is not None else None,
             aid=candidate.adf_name if candidate is not None else None,
             label=label,
-            masked_pan=mask_pan(self._pan_digits()),
-            expiry=self._expiry_yymm(),
+            masked_pan=mask_pan(account.pan if account is not None else None),
+            expiry=account.expiry if account is not None else None,
             oda_method=self._oda_method if oda is not None else OdaMethod.NONE,
             oda_status=status,
             oda_failure=oda.failure if oda is not None and not oda.ok else None,
