@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from terminal.stack import start_demo_stack
+from terminal.api.stack import start_demo_stack
 
 from .common import Row
 

@@ -42,8 +42,8 @@ def _card() -> VirtualCard:
 def _tap(open_reader_with_card: Callable[[], object]) -> Callable[[], object]:
     """One tap: card arrives, kernel runs to its outcome, reader closed."""
     from simulator.pki import load_test_ca_store
-    from terminal.card_session import new_request, run_card_transaction
-    from terminal.params import default_params
+    from terminal.checkout.card_session import new_request, run_card_transaction
+    from terminal.domain.params import default_params
 
     params, keys = default_params(), load_test_ca_store()
 

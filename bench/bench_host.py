@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from simulator.host import HostServer
-from terminal.acquirer import AcquirerClient, AuthorisationRequest
-from terminal.keys import Keystore, SequenceCounter
-from terminal.signing import sign_request
+from terminal.acquirer.client import AcquirerClient, AuthorisationRequest
+from terminal.domain.signing import sign_request
+from terminal.store.keys import Keystore, SequenceCounter
 
 RUNS = 5
 AUTHS_PER_RUN = 100

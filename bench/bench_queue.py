@@ -17,9 +17,9 @@ from pathlib import Path
 from bench.common import Row
 from offline_queue import CardData, Forwarder, OfflinePayment, OfflineQueue
 from simulator.host import HostServer
-from terminal.acquirer import AcquirerClient
-from terminal.keys import Keystore, SequenceCounter
-from terminal.queue_uplink import QUEUE_KEY_PURPOSE, AcquirerUplink
+from terminal.acquirer.client import AcquirerClient
+from terminal.acquirer.uplink import QUEUE_KEY_PURPOSE, AcquirerUplink
+from terminal.store.keys import Keystore, SequenceCounter
 
 SECRET = b"bench-device-secret-0123456789"
 

@@ -7,7 +7,7 @@ Shared by the short run in the test suite (tests/test_fleet.py) and the long one
   SQLite ledger) and is taken down with SIGKILL for a while, then started again on the same
   port and file;
 * each terminal is its own process (`python -m bench.fleet child DIR URL SEED`) assembled by
-  `terminal.runtime.start_terminal` exactly as `pipos run` does: its own keystore and key,
+  `terminal.app.runtime.start_terminal` exactly as `pipos run` does: its own keystore and key,
   sequence counter, journal, offline queue file, a simulated contactless field with virtual
   cards behind the `sim:` driver, and the background forwarder. It sells in a loop and prints
   ``SALE <id> <state> <result>`` only once `Checkout.wait` returned, i.e. once the screen
@@ -266,8 +266,8 @@ class TerminalProcess:
 
 def child(directory: Path, host_url: str, seed: str, interval: float, pause: float) -> None:
     """One terminal: sell forever with virtual cards, report results and the queue size."""
-    from terminal.checkout import BusyError
-    from terminal.runtime import start_terminal
+    from terminal.app.runtime import start_terminal
+    from terminal.checkout.flow import BusyError
 
     rng = random.Random(seed)
     lock = threading.Lock()
@@ -318,7 +318,7 @@ def child(directory: Path, host_url: str, seed: str, interval: float, pause: flo
 
 
 def _provision(directory: Path, host_url: str, index: int) -> None:
-    from terminal.runtime import start_terminal
+    from terminal.app.runtime import start_terminal
 
     directory.mkdir(parents=True)
     secret = f"fleet-device-secret-{index:04d}-0123456789".encode()
@@ -488,7 +488,7 @@ def _measure_drain(
 
 def _reconcile(terminals: list[TerminalProcess], host: HostProcess, report: FleetReport) -> None:
     from offline_queue import State
-    from terminal.runtime import start_terminal
+    from terminal.app.runtime import start_terminal
 
     start = time.monotonic()
     journals: dict[str, tuple[TerminalProcess, list[Any]]] = {}

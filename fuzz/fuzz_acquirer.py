@@ -11,9 +11,19 @@ from common import main
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from terminal.acquirer import AcquirerClient, AuthorisationRequest, OfflineItem, RefundRequest
-from terminal.keys import Keystore, SequenceCounter
-from terminal.signing import HEADER_HOST_SIGNATURE, HEADER_SEQ, HEADER_TERMINAL, canonical_response
+from terminal.acquirer.client import (
+    AcquirerClient,
+    AuthorisationRequest,
+    OfflineItem,
+    RefundRequest,
+)
+from terminal.domain.signing import (
+    HEADER_HOST_SIGNATURE,
+    HEADER_SEQ,
+    HEADER_TERMINAL,
+    canonical_response,
+)
+from terminal.store.keys import Keystore, SequenceCounter
 
 HOST_KEY = Ed25519PrivateKey.generate()
 ANSWER = {"status": 200, "body": b"{}"}

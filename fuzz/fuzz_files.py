@@ -6,7 +6,7 @@ import json
 from common import main
 
 from emv.capk import CaKeyStore
-from terminal.params import ParamsError, parse_params
+from terminal.domain.params import ParamsError, parse_params
 
 
 def target(data: bytes) -> None:

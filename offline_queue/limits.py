@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 AmountFormatter = Callable[[int, int], str]
-"""(minor units, ISO 4217 numeric) -> text, e.g. terminal.currency.format_amount."""
+"""(minor units, ISO 4217 numeric) -> text, e.g. terminal.domain.currency.format_amount."""
 
 
 def plain_formatter(exponents: Mapping[int, int] | None = None) -> AmountFormatter:

@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from simulator.host import HostServer
-from terminal.acquirer import AcquirerClient, Enrolment
-from terminal.keys import Keystore, SequenceCounter
+from terminal.acquirer.client import AcquirerClient, Enrolment
+from terminal.store.keys import Keystore, SequenceCounter
 
 TEST_SECRET = b"test-device-secret-0123456789"
 # Low scrypt cost keeps the suite fast; production uses the module default.

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from emv import cryptogram
-from terminal.acquirer import (
+from terminal.acquirer.client import (
     AuthorisationRequest,
     AuthOutcome,
     BrandTotals,
@@ -22,8 +22,8 @@ from terminal.acquirer import (
     RefundRequest,
     verify_parameters,
 )
-from terminal.keys import Keystore, SequenceCounter
-from terminal.signing import sign_request
+from terminal.domain.signing import sign_request
+from terminal.store.keys import Keystore, SequenceCounter
 
 if TYPE_CHECKING:
     from tests.conftest_host import AcquirerTerminal, HostHandle, TerminalKeys

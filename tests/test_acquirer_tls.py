@@ -16,7 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from simulator.host import HostServer, TlsConfig
-from terminal.acquirer import AuthorisationRequest, HostFaultError, HostUnreachable, TlsOptions
+from terminal.acquirer.client import (
+    AuthorisationRequest,
+    HostFaultError,
+    HostUnreachable,
+    TlsOptions,
+)
 
 if TYPE_CHECKING:
     from tests.conftest_host import TerminalKeys

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from terminal.stack import DemoStack, start_demo_stack
+from terminal.api.stack import DemoStack, start_demo_stack
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
 from tests.conftest_host import acquirer_host as acquirer_host
 

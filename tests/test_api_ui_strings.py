@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import httpx
 
-from terminal.stack import DemoStack
+from terminal.api.stack import DemoStack
 from tests.conftest_host import acquirer_host as acquirer_host
 from tests.test_api import api as api
 from tests.test_api import pin_clock as pin_clock

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from terminal.audit import AuditLog, verify_audit_log
+from terminal.store.audit import AuditLog, verify_audit_log
 
 
 def _log(tmp_path: Path) -> AuditLog:

@@ -8,8 +8,8 @@ from datetime import datetime
 import pytest
 
 from drivers.url import open_reader
-from terminal.card_session import new_request, run_card_transaction, supported_aids
-from terminal.params import default_params
+from terminal.checkout.card_session import new_request, run_card_transaction, supported_aids
+from terminal.domain.params import default_params
 
 
 def _fixed_clock() -> datetime:

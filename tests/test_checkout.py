@@ -11,9 +11,9 @@ from urllib.parse import urlparse
 import pytest
 
 from simulator.host import HostServer
-from terminal.checkout import BusyError, RequestError, StateError
-from terminal.messages import Result, message_for
-from terminal.runtime import TerminalRuntime, start_terminal
+from terminal.app.runtime import TerminalRuntime, start_terminal
+from terminal.checkout.flow import BusyError, RequestError, StateError
+from terminal.domain.messages import Result, message_for
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
 from tests.conftest_host import acquirer_host as acquirer_host
 

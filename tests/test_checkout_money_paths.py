@@ -15,10 +15,10 @@ from urllib.parse import urlparse
 import pytest
 
 from simulator.host import HostServer
-from terminal.acquirer import AuthorisationRequest, HostRejectedError, RefundRequest
-from terminal.checkout import HostUnavailableError, StateError
-from terminal.messages import Result
-from terminal.runtime import TerminalRuntime, start_terminal
+from terminal.acquirer.client import AuthorisationRequest, HostRejectedError, RefundRequest
+from terminal.app.runtime import TerminalRuntime, start_terminal
+from terminal.checkout.flow import HostUnavailableError, StateError
+from terminal.domain.messages import Result
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, AcquirerTerminal, HostHandle
 from tests.conftest_host import acquirer_host as acquirer_host
 from tests.conftest_host import acquirer_terminal as acquirer_terminal

@@ -21,13 +21,13 @@ import pytest
 from emv.qr.mpm import parse_mpm
 from simulator.host import HostServer
 from simulator.wallet import PhoneWallet, WalletAccount, http_registrar, pay_merchant_code
-from terminal.checkout import QR_CANCEL_PREFIX, Stage
-from terminal.messages import Result
-from terminal.qr_client import AcquirerTransport, QrClient
-from terminal.qr_payment import QrPaymentParams
-from terminal.receipts import build_receipt
-from terminal.runtime import TerminalRuntime, start_terminal
-from terminal.transactions import TxnRecord
+from terminal.acquirer.qr_client import AcquirerTransport, QrClient
+from terminal.app.runtime import TerminalRuntime, start_terminal
+from terminal.checkout.flow import QR_CANCEL_PREFIX, Stage
+from terminal.checkout.qr_payment import QrPaymentParams
+from terminal.domain.messages import Result
+from terminal.domain.receipts import build_receipt
+from terminal.domain.records import TxnRecord
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
 from tests.conftest_host import acquirer_host as acquirer_host
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from terminal.cli import main
-from terminal.params import default_params
+from terminal.domain.params import default_params
 
 DEFAULTS = Path(__file__).resolve().parents[1] / "terminal" / "data" / "default_params.json"
 SIM_CA_KEYS = Path(__file__).resolve().parents[1] / "simulator" / "data" / "test_ca_keys.json"

@@ -13,8 +13,8 @@ import drivers.pcsc
 from drivers.discovery import DeviceEntry, discover
 from drivers.errors import DeviceUnavailableError
 from terminal.cli import main
-from terminal.config import TerminalConfig, save_config
-from terminal.doctor import Check, DoctorReport, Environment, run_doctor
+from terminal.service.config import TerminalConfig, save_config
+from terminal.service.doctor import Check, DoctorReport, Environment, run_doctor
 from tests.conftest_host import HostHandle
 from tests.test_provision import _provision
 

@@ -20,8 +20,8 @@ from drivers.sim import VirtualCardReader
 from drivers.url import open_reader
 from emv.kernel import OutcomeKind
 from simulator.pki import load_test_ca_store
-from terminal.card_session import CardSessionResult, new_request, run_card_transaction
-from terminal.params import default_params
+from terminal.checkout.card_session import CardSessionResult, new_request, run_card_transaction
+from terminal.domain.params import default_params
 
 NOW = datetime(2026, 1, 5, 10, 0, 0)
 

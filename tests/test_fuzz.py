@@ -29,16 +29,21 @@ from emv.capk import CaKeyStore, parse_ca_key
 from emv.errors import PiposError
 from emv.qr import WalletCodeTable, classify, decode_cpm, parse_mpm
 from emv.qr.cpm import decode_cpm_bytes
-from terminal.acquirer import (
+from terminal.acquirer.client import (
     AcquirerClient,
     AuthorisationRequest,
     BrandTotals,
     OfflineItem,
     RefundRequest,
 )
-from terminal.keys import Keystore, SequenceCounter
-from terminal.params import load_params, parse_params
-from terminal.signing import HEADER_HOST_SIGNATURE, HEADER_SEQ, HEADER_TERMINAL, canonical_response
+from terminal.domain.params import load_params, parse_params
+from terminal.domain.signing import (
+    HEADER_HOST_SIGNATURE,
+    HEADER_SEQ,
+    HEADER_TERMINAL,
+    canonical_response,
+)
+from terminal.store.keys import Keystore, SequenceCounter
 
 FUZZ = settings(max_examples=300, deadline=None)
 FEW = settings(max_examples=120, deadline=None)

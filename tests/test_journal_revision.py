@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from terminal.transactions import _COLUMNS, _INT_COLUMNS, Journal, JournalError, TxnRecord
+from terminal.domain.records import TxnRecord
+from terminal.store.journal import _COLUMNS, _INT_COLUMNS, Journal, JournalError
 
 
 def _sale(txn_id: str, *, kind: str = "sale", original: str = "", amount: int = 1000) -> TxnRecord:

@@ -15,7 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from terminal.keys import (
+from terminal.domain.signing import verify_signature
+from terminal.store.keys import (
     Keystore,
     KeystoreError,
     SequenceCounter,
@@ -24,7 +25,6 @@ from terminal.keys import (
     secret_from_file,
     secret_from_passphrase,
 )
-from terminal.signing import verify_signature
 
 SECRET = b"device-secret-for-tests-0001"
 N = 2**10
@@ -188,7 +188,7 @@ _CHILD = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, {repo!r})
-    from terminal.keys import SequenceCounter
+    from terminal.store.keys import SequenceCounter
     counter = SequenceCounter({path!r}, block={block})
     while True:
         value = counter.next()

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from terminal.logging_setup import configure_logging, luhn_valid, mask_pan, redact
+from terminal.domain.logging_setup import configure_logging, luhn_valid, mask_pan, redact
 
 PAN = "4761739001010119"
 TRACK2_HEX = "4761739001010119D22122011758928889000F"

@@ -1,4 +1,4 @@
-"""The checkout page's labels (terminal.messages.ui_strings): every language has every label
+"""The checkout page's labels (terminal.domain.messages.ui_strings): every language has every label
 with the same placeholders, and the page asks only for labels the table has."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from importlib import resources
 
 import pytest
 
-from terminal.messages import LANGUAGES, ui_strings
+from terminal.domain.messages import LANGUAGES, ui_strings
 
-WEB = resources.files("terminal").joinpath("web")
+WEB = resources.files("terminal.api").joinpath("web")
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 HAN = re.compile(r"[\u4e00-\u9fff]")
 
@@ -99,7 +99,7 @@ def test_the_script_asks_only_for_known_labels() -> None:
     assert not missing
 
 
-# Kinds and states of terminal.transactions.TxnRecord, as the transaction list shows them.
+# Kinds and states of terminal.domain.records.TxnRecord, as the transaction list shows them.
 KINDS = ("sale", "refund", "void")
 STATES = ("in_progress", "approved", "approved_offline", "declined", "cancelled", "failed")
 

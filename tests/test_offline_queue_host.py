@@ -22,11 +22,11 @@ from offline_queue import (
     OfflineQueue,
     State,
 )
-from terminal.acquirer import AcquirerClient
+from terminal.acquirer.client import AcquirerClient
+from terminal.acquirer.uplink import QUEUE_KEY_PURPOSE, AcquirerUplink, limits_from_params
 from terminal.cli.queue import ProgressBar, main
-from terminal.keys import Keystore, SequenceCounter
-from terminal.params import OfflineParams
-from terminal.queue_uplink import QUEUE_KEY_PURPOSE, AcquirerUplink, limits_from_params
+from terminal.domain.params import OfflineParams
+from terminal.store.keys import Keystore, SequenceCounter
 
 if TYPE_CHECKING:
     from tests.conftest_host import HostHandle

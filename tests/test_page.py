@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pytest
 
 from simulator.host import HostServer
-from terminal.stack import DemoStack, start_demo_stack
+from terminal.api.stack import DemoStack, start_demo_stack
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
 from tests.conftest_host import acquirer_host as acquirer_host
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from terminal.stack import DemoStack
+from terminal.api.stack import DemoStack
 from tests.conftest_host import HostHandle
 from tests.conftest_host import acquirer_host as acquirer_host
 from tests.test_page import browser as browser

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from terminal.errors import ConfigurationError, TerminalError
-from terminal.params import (
+from terminal.domain.errors import ConfigurationError, TerminalError
+from terminal.domain.params import (
     CURRENCIES,
     AmountError,
     ParamsError,

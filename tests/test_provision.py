@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from offline_queue import CardData, OfflinePayment, OfflineQueue
-from terminal.audit import verify_audit_log
-from terminal.config import load_config
-from terminal.keys import Keystore, secret_from_file
-from terminal.params import default_params
-from terminal.provision import (
+from terminal.acquirer.uplink import QUEUE_KEY_PURPOSE
+from terminal.domain.params import default_params
+from terminal.security.technician import TechnicianAuthError, TechnicianLockedError
+from terminal.service.config import load_config
+from terminal.service.provision import (
     ParametersRefusedError,
     ProvisionRefusedError,
     ProvisionResult,
@@ -25,8 +25,8 @@ from terminal.provision import (
     open_service_terminal,
     provision,
 )
-from terminal.queue_uplink import QUEUE_KEY_PURPOSE
-from terminal.technician import TechnicianAuthError, TechnicianLockedError
+from terminal.store.audit import verify_audit_log
+from terminal.store.keys import Keystore, secret_from_file
 from tests.conftest_host import TEST_SCRYPT_N, HostHandle
 
 PIN = "270513"

@@ -15,11 +15,11 @@ import pytest
 from emv.qr import decode_cpm, encode_cpm
 from emv.qr.cpm import CpmApplication
 from simulator.wallet import PhoneWallet, WalletAccount, http_registrar, pay_merchant_code
-from terminal.acquirer import RefundRequest
-from terminal.merchant_qr import merchant_payload
-from terminal.params import default_params
-from terminal.qr_client import AcquirerTransport, QrClient
-from terminal.qr_payment import CodePaymentOutcome, QrPaymentParams, run_code_payment
+from terminal.acquirer.client import RefundRequest
+from terminal.acquirer.qr_client import AcquirerTransport, QrClient
+from terminal.checkout.qr_payment import CodePaymentOutcome, QrPaymentParams, run_code_payment
+from terminal.domain.merchant_qr import merchant_payload
+from terminal.domain.params import default_params
 from tests.conftest_host import AcquirerTerminal
 
 IMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")

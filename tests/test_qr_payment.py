@@ -21,11 +21,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from simulator.host import HostServer, qr_payments
 from simulator.wallet import PhoneWallet, WalletAccount, pay_merchant_code, type_code
-from terminal.merchant_qr import merchant_payload
-from terminal.params import default_params
-from terminal.qr_client import HttpSignedTransport, QrClient
-from terminal.qr_payment import CodePaymentOutcome, QrPaymentParams, run_code_payment
-from terminal.signing import Signer, key_id_for
+from terminal.acquirer.qr_client import HttpSignedTransport, QrClient
+from terminal.checkout.qr_payment import CodePaymentOutcome, QrPaymentParams, run_code_payment
+from terminal.domain.merchant_qr import merchant_payload
+from terminal.domain.params import default_params
+from terminal.domain.signing import Signer, key_id_for
 
 IMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 PAN = "4761739001010119"

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from offline_queue import OfflineQueue, State
-from terminal.acquirer import AcquirerClient
-from terminal.keys import Keystore, SequenceCounter
-from terminal.queue_uplink import QUEUE_KEY_PURPOSE
+from terminal.acquirer.client import AcquirerClient
+from terminal.acquirer.uplink import QUEUE_KEY_PURPOSE
+from terminal.store.keys import Keystore, SequenceCounter
 
 if TYPE_CHECKING:
     from tests.conftest_host import HostHandle
@@ -43,8 +43,8 @@ SALE_CHILD = r"""
 import random, sys, time
 from pathlib import Path
 from offline_queue import CardData, OfflinePayment, OfflineQueue
-from terminal.keys import Keystore, secret_from_file
-from terminal.queue_uplink import QUEUE_KEY_PURPOSE
+from terminal.store.keys import Keystore, secret_from_file
+from terminal.acquirer.uplink import QUEUE_KEY_PURPOSE
 
 data, prefix = Path(sys.argv[1]), sys.argv[2]
 ks = Keystore.open(data, secret_from_file(data / "device-secret"))

@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from terminal.audit import verify_audit_log
-from terminal.config import load_config
-from terminal.errors import ConfigurationError
-from terminal.keys import Keystore, secret_from_file
-from terminal.provision import provision
-from terminal.queue_uplink import open_queue
-from terminal.stack import start_provisioned_stack
+from terminal.acquirer.uplink import open_queue
+from terminal.api.stack import start_provisioned_stack
+from terminal.domain.errors import ConfigurationError
+from terminal.service.config import load_config
+from terminal.service.provision import provision
+from terminal.store.audit import verify_audit_log
+from terminal.store.keys import Keystore, secret_from_file
 from tests.conftest_host import TEST_SCRYPT_N, HostHandle
 
 

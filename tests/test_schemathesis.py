@@ -24,7 +24,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from simulator.host import HostServer
-from terminal.stack import DemoStack, start_demo_stack
+from terminal.api.stack import DemoStack, start_demo_stack
 from tests.conftest_host import TEST_SCRYPT_N
 
 EXAMPLES = 12

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from offline_queue import OfflineQueue
+from terminal.acquirer.uplink import QUEUE_KEY_PURPOSE, AcquirerUplink
 from terminal.cli import main
-from terminal.config import load_config
-from terminal.keys import Keystore, SequenceCounter, secret_from_file
-from terminal.provision import open_service_terminal
-from terminal.queue_uplink import QUEUE_KEY_PURPOSE, AcquirerUplink
+from terminal.service.config import load_config
+from terminal.service.provision import open_service_terminal
+from terminal.store.keys import Keystore, SequenceCounter, secret_from_file
 from tests.conftest_host import TEST_SCRYPT_N, HostHandle
 from tests.test_provision import PIN, _enqueue, _payment, _provision
 

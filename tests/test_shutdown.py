@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from terminal.stack import start_demo_stack
+from terminal.api.stack import start_demo_stack
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simulator.host import verify as host_verify
-from terminal import signing
-from terminal.signing import Signer, SigningError
+from terminal.domain import signing
+from terminal.domain.signing import Signer, SigningError
 
 
 def _signer(seed: bytes = bytes(range(32))) -> Signer:

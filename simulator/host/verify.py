@@ -1,6 +1,6 @@
 """Host side of the pipos request signing format (docs/protocol.md).
 
-A deliberate re-implementation of the few lines in terminal/signing.py: simulator/ may not
+A deliberate re-implementation of the few lines in terminal/domain/signing.py: simulator/ may not
 import terminal/, and a second implementation written against the document is what a real
 acquirer would have. tests/test_signing.py checks the two agree byte for byte.
 """

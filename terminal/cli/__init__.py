@@ -19,7 +19,7 @@ from typing import Final
 
 from emv.errors import PiposError
 
-from ..logging_setup import configure_logging
+from ..domain.logging_setup import configure_logging
 
 Handler = Callable[[argparse.Namespace], int]
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]

@@ -12,7 +12,7 @@ import os
 
 import httpx
 
-from ..errors import TerminalError
+from ..domain.errors import TerminalError
 
 
 class AcquirerCommandError(TerminalError):

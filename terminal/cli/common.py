@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import TerminalError
+from ..domain.errors import TerminalError
 
 __all__ = ["ServiceCommandError", "default_data_dir", "read_secret_file", "technician_secret"]
 

@@ -7,8 +7,8 @@ import sys
 
 from emv.capk import CaPublicKey
 
-from ..currency import format_amount
-from ..params import ParamsError, TerminalParams, default_params, load_params
+from ..domain.currency import format_amount
+from ..domain.params import ParamsError, TerminalParams, default_params, load_params
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

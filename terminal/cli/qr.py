@@ -14,10 +14,10 @@ from typing import Any
 from emv.qr import MpmField, QrError, classify
 from emv.qr.mpm import ADDITIONAL_NAMES, FIELD_NAMES, MerchantPayload
 
-from ..currency import parse_amount
-from ..errors import TerminalError
-from ..merchant_qr import MerchantCodeError, merchant_payload
-from ..params import default_params, load_params
+from ..domain.currency import parse_amount
+from ..domain.errors import TerminalError
+from ..domain.merchant_qr import MerchantCodeError, merchant_payload
+from ..domain.params import default_params, load_params
 
 
 class QrCommandError(TerminalError):

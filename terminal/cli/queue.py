@@ -35,14 +35,14 @@ from offline_queue import (
     import_queue,
 )
 
-from ..currency import UnknownCurrencyError, format_amount
-from ..errors import TerminalError
-from ..keys import Keystore, SequenceCounter, SequenceError, secret_from_file
-from ..queue_uplink import QUEUE_KEY_PURPOSE, AcquirerUplink
+from ..acquirer.uplink import QUEUE_KEY_PURPOSE, AcquirerUplink
+from ..domain.currency import UnknownCurrencyError, format_amount
+from ..domain.errors import TerminalError
+from ..store.keys import Keystore, SequenceCounter, SequenceError, secret_from_file
 from .common import default_data_dir
 
 if TYPE_CHECKING:
-    from ..audit import AuditLog
+    from ..store.audit import AuditLog
 
 __all__ = ["ProgressBar", "main", "register"]
 
@@ -191,10 +191,10 @@ def _positive_int(text: str) -> int:
 
 
 def _configured(args: argparse.Namespace) -> Any:
-    """The terminal configuration named by --config, if any (see terminal.config)."""
+    """The terminal configuration named by --config, if any (see terminal.service.config)."""
     if getattr(args, "config", None) is None:
         return None
-    from ..config import load_config
+    from ..service.config import load_config
 
     return load_config(args.config)
 
@@ -402,9 +402,9 @@ def _authorise_technician(args: argparse.Namespace, action: str) -> AuditLog | N
     enter its queue only with the technician's PIN, as `pipos unit export|import` does; the
     attempt is audited either way. Returns the audit log for the result (None when the
     terminal is not provisioned: a developer's or a test queue)."""
-    from ..audit import AuditLog
-    from ..config import AUDIT_FILE, TECHNICIAN_FILE
-    from ..technician import TechnicianCredential
+    from ..security.technician import TechnicianCredential
+    from ..service.config import AUDIT_FILE, TECHNICIAN_FILE
+    from ..store.audit import AuditLog
     from .common import technician_secret
 
     data_dir = _data_dir(args)
@@ -507,7 +507,7 @@ class ProgressBar:
 
 
 def _sync_command(args: argparse.Namespace) -> int:
-    from ..acquirer import AcquirerClient  # httpx is only needed here
+    from ..acquirer.client import AcquirerClient  # httpx is only needed here
 
     keystore = _open_keystore(args)
     if keystore.terminal_id is None:

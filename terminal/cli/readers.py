@@ -14,7 +14,7 @@ from emv.apdu import ApduExchange, ResponseApdu
 from emv.errors import EmvError
 from emv.qr import classify
 
-from ..logging_setup import redact
+from ..domain.logging_setup import redact
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

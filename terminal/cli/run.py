@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..currency import format_amount
+from ..domain.currency import format_amount
 
 if TYPE_CHECKING:
-    from ..stack import DemoStack
+    from ..api.stack import DemoStack
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    from ..stack import DEMO_PIN, start_demo_stack, start_provisioned_stack
+    from ..api.stack import DEMO_PIN, start_demo_stack, start_provisioned_stack
     from .service import install_sigterm_handler
 
     install_sigterm_handler()  # systemctl stop: close the checkout as Ctrl-C does
@@ -139,7 +139,7 @@ def _serve_until_stopped(stack: DemoStack, banner: list[str]) -> int:
 def _demo_command(args: argparse.Namespace) -> int:
     import httpx
 
-    from ..stack import start_demo_stack
+    from ..api.stack import start_demo_stack
 
     with tempfile.TemporaryDirectory(prefix="pipos-demo-") as tmp:
         stack = start_demo_stack(

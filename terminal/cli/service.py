@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from ..acquirer import TlsOptions
-from ..config import default_config_path
-from ..doctor import run_doctor
-from ..provision import open_service_terminal, provision
+from ..acquirer.client import TlsOptions
+from ..service.config import default_config_path
+from ..service.doctor import run_doctor
+from ..service.provision import open_service_terminal, provision
 from .common import (
     ServiceCommandError,
     default_data_dir,

@@ -13,8 +13,14 @@ from drivers.base import CardPresence, CardReader, RecordedInputs
 from drivers.errors import DriverError
 from drivers.url import open_reader
 
-from ..currency import AmountError, UnknownCurrencyError, currency, format_amount, parse_amount
-from ..params import TerminalParams, default_params, load_params
+from ..domain.currency import (
+    AmountError,
+    UnknownCurrencyError,
+    currency,
+    format_amount,
+    parse_amount,
+)
+from ..domain.params import TerminalParams, default_params, load_params
 
 _FIELDS = (
     ("outcome", "Outcome"),
@@ -87,7 +93,7 @@ class _RecordingReader(CardReader):
 
 def _transact_command(args: argparse.Namespace) -> int:
     # Imported here so that other commands start without loading the kernel.
-    from ..card_session import new_request, run_card_transaction
+    from ..checkout.card_session import new_request, run_card_transaction
 
     params: TerminalParams = load_params(args.params) if args.params else default_params()
     currency_code = args.currency if args.currency is not None else params.terminal.currency_code

@@ -1,6 +1,6 @@
 """Client side of the acquirer's code-payment endpoints (simulator/host/qr_payments.py).
 
-Requests are signed exactly like every other acquirer request (terminal/signing.py): the
+Requests are signed exactly like every other acquirer request (terminal/domain/signing.py): the
 five protocol headers, a fresh sequence number, an idempotency key for anything that moves
 money, and the host's response signature checked when its key is pinned. The signing and
 sending sit behind :class:`SignedTransport`, so the checkout can hand in the acquirer
@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 import httpx
 
-from .acquirer import AcquirerClient, AcquirerError, HostRejectedError
-from .errors import TerminalError
-from .signing import Signer, SigningError, sign_request, verify_response
+from ..domain.errors import TerminalError
+from ..domain.signing import Signer, SigningError, sign_request, verify_response
+from .client import AcquirerClient, AcquirerError, HostRejectedError
 
 
 class QrHostError(TerminalError):
@@ -53,7 +53,7 @@ class SignedTransport(Protocol):
 
 
 class HttpSignedTransport:
-    """httpx + terminal/signing.py. `next_seq` is the terminal's durable sequence counter."""
+    """httpx + terminal/domain/signing.py. `next_seq` is the terminal's durable sequence counter."""
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ from emv.kernel.config import (
     TransactionRequest,
 )
 
-from .params import AidParams, TerminalParams
+from ..domain.params import AidParams, TerminalParams
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-from terminal.errors import TerminalError
+from terminal.domain.errors import TerminalError
 
 __all__ = [
     "CURRENCIES",

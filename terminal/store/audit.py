@@ -33,8 +33,8 @@ from typing import Any, Final
 
 from emv.pan import mask_pan
 
-from .errors import TerminalError
-from .logging_setup import redact
+from ..domain.errors import TerminalError
+from ..domain.logging_setup import redact
 
 __all__ = ["GENESIS", "AuditCheck", "AuditError", "AuditLog", "verify_audit_log"]
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from emv.qr import QrError, WalletCodeTable, classify
 from emv.qr.cpm import TAG_CRYPTOGRAM
 
-from .qr_client import (
+from ..acquirer.qr_client import (
     OrderStatus,
     QrClient,
     QrHostError,
@@ -85,7 +85,7 @@ class QrPaymentParams:
 
     @classmethod
     def from_terminal_params(cls, params: Any) -> QrPaymentParams:
-        """From terminal.params.TerminalParams: its `qr` section switches the flows on."""
+        """From terminal.domain.params.TerminalParams: its `qr` section switches the flows on."""
         qr = getattr(params, "qr", None)
         enabled = bool(getattr(qr, "enabled", False))
         return cls(

@@ -7,8 +7,8 @@
 2. enrolment with the acquirer using the one-time activation code (the host answers the
    same enrolment when the same key retries the same code, so a re-run after a crash is safe);
 3. the host-signed parameters (terminal data, AIDs, limits, CA public keys): signature and
-   terminal id checked by :func:`terminal.acquirer.verify_parameters`, contents validated by
-   :func:`terminal.params.parse_params`, CA keys with a bad or missing check sum refuse the
+   terminal id checked by :func:`terminal.acquirer.client.verify_parameters`, contents validated by
+   :func:`terminal.domain.params.parse_params`, CA keys with a bad or missing check sum refuse the
    whole set, expired CA keys are left out (EMV Book 2 §5.1: an expired key must not be used);
 4. the parameters written atomically to DATA_DIR/parameters.json (the signed document is kept
    so it is re-verified on every load) and the configuration file written atomically;
@@ -36,17 +36,20 @@ from typing import Any, Final
 
 from offline_queue import OfflineQueue, QueueError, export_queue, import_queue
 
-from .acquirer import (
+from ..acquirer.client import (
     AcquirerClient,
     Parameters,
     ParametersInvalidError,
     TlsOptions,
     verify_parameters,
 )
-from .audit import AuditLog
-from .config import PARAMS_FILE, TerminalConfig, load_config, save_config
-from .errors import TerminalError
-from .keys import (
+from ..acquirer.uplink import QUEUE_KEY_PURPOSE
+from ..domain.errors import TerminalError
+from ..domain.params import ParamsError, TerminalParams, parse_params
+from ..domain.signing import b64decode, b64encode
+from ..security.technician import TechnicianCredential
+from ..store.audit import AuditLog
+from ..store.keys import (
     DEFAULT_SCRYPT_N,
     Keystore,
     KeystoreError,
@@ -55,10 +58,7 @@ from .keys import (
     atomic_write,
     secret_from_file,
 )
-from .params import ParamsError, TerminalParams, parse_params
-from .queue_uplink import QUEUE_KEY_PURPOSE
-from .signing import b64decode, b64encode
-from .technician import TechnicianCredential
+from .config import PARAMS_FILE, TerminalConfig, load_config, save_config
 
 __all__ = [
     "INSTALLED_FORMAT",
@@ -224,7 +224,7 @@ def _from_compact(
 def parameter_file_document(
     signed: Mapping[str, Any], *, terminal_id: str, merchant_id: str | None, serial: str
 ) -> dict[str, Any]:
-    """The parameter file (terminal/params.py format) inside a host-signed document."""
+    """The parameter file (terminal/domain/params.py format) inside a host-signed document."""
     body = {k: v for k, v in signed.items() if k not in _ENVELOPE}
     if _is_compact(body):
         return _from_compact(body, terminal_id=terminal_id, merchant_id=merchant_id, serial=serial)
@@ -445,7 +445,7 @@ def queue_backlog(data_dir: Path) -> Backlog | None:
 
 
 def _describe_amounts(amounts: Mapping[int, int]) -> str:
-    from .currency import UnknownCurrencyError, format_amount
+    from ..domain.currency import UnknownCurrencyError, format_amount
 
     parts = []
     for cur, minor in sorted(amounts.items()):
@@ -698,7 +698,7 @@ def provision(
 
 
 def _check_new_secret(secret: str) -> None:
-    from .technician import MIN_LENGTH, TechnicianError
+    from ..security.technician import MIN_LENGTH, TechnicianError
 
     if len(secret) < MIN_LENGTH:
         raise TechnicianError(

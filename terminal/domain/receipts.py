@@ -22,7 +22,7 @@ from .currency import format_amount
 from .errors import TerminalError
 from .messages import Result, message_for
 from .params import TerminalParams
-from .transactions import TxnRecord
+from .records import TxnRecord
 
 __all__ = ["PrinterError", "Receipt", "build_receipt", "open_printer", "print_receipt"]
 

@@ -7,7 +7,7 @@ back) -> sign -> record durably -> publish the result. Every state change is com
 journal before it is published, so what the merchant sees is always on disk first.
 
 With a code scanner configured, the sale waits for whichever comes first: a card on the
-reader or a code on the scanner (a scanned code pays through terminal.qr_payment, over the
+reader or a code on the scanner (a scanned code pays through terminal.checkout.qr_payment, over the
 acquirer client's own signed connection). A "merchant_qr" sale instead shows the terminal's
 dynamic EMVCo merchant-presented code and waits for the wallet provider's payment
 notification. Either way the outcome is journaled, evented and receipted like a card's.
@@ -48,7 +48,7 @@ from offline_queue.limits import OfflineDecision
 from offline_queue.model import CardData as QueueCardData
 from offline_queue.model import OfflinePayment
 
-from .acquirer import (
+from ..acquirer.client import (
     AcquirerClient,
     AcquirerError,
     AuthorisationRequest,
@@ -61,13 +61,16 @@ from .acquirer import (
     RefundRequest,
     ReversalPendingError,
 )
+from ..acquirer.qr_client import OrderStatus, QrClient, QrHostError, QrHostUnavailableError
+from ..domain.currency import MAX_EMV_AMOUNT, UnknownCurrencyError, currency, format_amount
+from ..domain.errors import TerminalError
+from ..domain.merchant_qr import MerchantCodeError, merchant_payload
+from ..domain.messages import Message, Result, message_for, progress_text
+from ..domain.params import TerminalParams
+from ..domain.records import TotalsLine, TxnRecord
+from ..domain.signing import Signer
+from ..store.journal import Journal
 from .card_session import new_request, run_card_transaction
-from .currency import MAX_EMV_AMOUNT, UnknownCurrencyError, currency, format_amount
-from .errors import TerminalError
-from .merchant_qr import MerchantCodeError, merchant_payload
-from .messages import Message, Result, message_for, progress_text
-from .params import TerminalParams
-from .qr_client import OrderStatus, QrClient, QrHostError, QrHostUnavailableError
 from .qr_payment import (
     CodePaymentOutcome,
     QrPaymentParams,
@@ -75,8 +78,6 @@ from .qr_payment import (
     run_code_payment,
     run_merchant_order,
 )
-from .signing import Signer
-from .transactions import Journal, TotalsLine, TxnRecord
 
 __all__ = [
     "QR_CANCEL_PREFIX",
@@ -183,7 +184,7 @@ class QueueSummary:
 
 
 class OfflineQueuePort(Protocol):
-    """What the checkout needs from the offline queue (adapted in terminal.queue_port)."""
+    """What the checkout needs from the offline queue (adapted in terminal.app.queue_port)."""
 
     def admit(
         self, payment: OfflinePayment, *, card_approves_offline: bool, now: int
@@ -813,7 +814,7 @@ class Checkout:
         return self._clock().timestamp()
 
     def _run_code(self, record: TxnRecord, code: str, cancel: threading.Event) -> TxnRecord:
-        """A scanned code pays the sale (terminal.qr_payment): journaled, evented and shown
+        """A scanned code pays the sale (terminal.checkout.qr_payment): journaled, evented and shown
         exactly like a card's outcome."""
         order_id = new_order_id(self._random)
         # The order id is on disk before the request leaves: after a crash, recovery cancels

@@ -42,8 +42,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from drivers.errors import DriverError
 from drivers.scanner import ScanRejectedError
 
-from .audit import AuditLog
-from .checkout import (
+from ..app.sim_field import SimulatedField
+from ..app.sim_scanner import PHONE_CODES, SimulatedDeviceError, SimulatedPhone, SimulatedScanner
+from ..checkout.flow import (
     BusyError,
     Checkout,
     CheckoutError,
@@ -53,12 +54,11 @@ from .checkout import (
     StateError,
     totals_json,
 )
-from .currency import CURRENCIES, MAX_EMV_AMOUNT
-from .messages import LANGUAGES, ui_strings
-from .receipts import PrinterError, build_receipt, print_receipt
-from .sim_field import SimulatedField
-from .sim_scanner import PHONE_CODES, SimulatedDeviceError, SimulatedPhone, SimulatedScanner
-from .transactions import TxnRecord
+from ..domain.currency import CURRENCIES, MAX_EMV_AMOUNT
+from ..domain.messages import LANGUAGES, ui_strings
+from ..domain.receipts import PrinterError, build_receipt, print_receipt
+from ..domain.records import TxnRecord
+from ..store.audit import AuditLog
 
 __all__ = ["ApiSettings", "PinGuard", "create_api", "hash_pin", "render_svg"]
 
@@ -686,7 +686,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
 
     # --- the checkout page ------------------------------------------------------------
 
-    web = resources.files("terminal").joinpath("web")
+    web = resources.files("terminal.api").joinpath("web")
 
     def page() -> str:
         text = web.joinpath("index.html").read_text(encoding="utf-8")

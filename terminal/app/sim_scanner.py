@@ -21,7 +21,7 @@ from typing import Any, Final
 from drivers.errors import CancelledError, ReaderTimeoutError
 from drivers.scanner import CodeScanner, ScanRejectedError
 
-from .errors import TerminalError
+from ..domain.errors import TerminalError
 
 __all__ = ["PHONE_CODES", "SimulatedDeviceError", "SimulatedPhone", "SimulatedScanner"]
 

@@ -6,7 +6,7 @@ so a copied SD card image does not yield the signing key without the secret. The
 created with mode 0600 and replaced atomically (write, fsync, rename, fsync directory), so a
 crash leaves either the old or the new keystore, never a torn one.
 
-The private key never leaves this module: callers get a :class:`terminal.signing.Signer`
+The private key never leaves this module: callers get a :class:`terminal.domain.signing.Signer`
 (a key id and a sign function). Nothing here logs key material.
 """
 
@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from .errors import TerminalError
-from .signing import Signer, b64decode, b64encode, key_id_for
+from ..domain.errors import TerminalError
+from ..domain.signing import Signer, b64decode, b64encode, key_id_for
 
 FORMAT: Final = "pipos-keystore-1"
 KEYSTORE_FILE: Final = "keystore.json"

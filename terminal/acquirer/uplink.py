@@ -24,7 +24,9 @@ from offline_queue import (
     UplinkUnavailableError,
 )
 
-from .acquirer import (
+from ..domain.params import OfflineParams
+from ..store.keys import Keystore
+from .client import (
     AcquirerClient,
     HostFaultError,
     HostRejectedError,
@@ -33,8 +35,6 @@ from .acquirer import (
     OfflineItem,
     OutcomeUnknownError,
 )
-from .keys import Keystore
-from .params import OfflineParams
 
 __all__ = [
     "QUEUE_KEY_PURPOSE",

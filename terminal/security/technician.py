@@ -26,9 +26,9 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from .audit import AuditLog
-from .errors import TerminalError
-from .keys import atomic_write
+from ..domain.errors import TerminalError
+from ..store.audit import AuditLog
+from ..store.keys import atomic_write
 
 __all__ = [
     "MIN_LENGTH",

@@ -35,11 +35,11 @@ import httpx
 
 from drivers.discovery import DeviceEntry, discover
 
-from .acquirer import TlsOptions
-from .audit import verify_audit_log
+from ..acquirer.client import TlsOptions
+from ..domain.errors import TerminalError
+from ..store.audit import verify_audit_log
+from ..store.keys import Keystore, secret_from_file
 from .config import TerminalConfig, load_config
-from .errors import TerminalError
-from .keys import Keystore, secret_from_file
 from .provision import (
     QUEUE_FILE,
     ParametersRefusedError,

@@ -23,13 +23,13 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from .api import ApiSettings, PinGuard, create_api
-from .audit import AuditLog
-from .errors import ConfigurationError
-from .params import default_params
-from .qr_payment import QrPaymentParams
-from .runtime import TerminalRuntime, start_terminal
-from .sim_scanner import SimulatedPhone
+from ..app.runtime import TerminalRuntime, start_terminal
+from ..app.sim_scanner import SimulatedPhone
+from ..checkout.qr_payment import QrPaymentParams
+from ..domain.errors import ConfigurationError
+from ..domain.params import default_params
+from ..store.audit import AuditLog
+from .server import ApiSettings, PinGuard, create_api
 
 __all__ = [
     "DEMO_PIN",
@@ -243,9 +243,9 @@ def start_provisioned_stack(
 ) -> tuple[DemoStack, Path, bool]:
     """The terminal as `pipos provision` configured it: its keys, its verified parameters,
     its acquirer, its reader and scanner. No simulator is started."""
-    from .config import load_config
-    from .keys import Keystore, secret_from_file
-    from .provision import load_installed_parameters, tls_from_config
+    from ..service.config import load_config
+    from ..service.provision import load_installed_parameters, tls_from_config
+    from ..store.keys import Keystore, secret_from_file
 
     config = load_config(config_path)
     if not config.provisioned:

@@ -28,7 +28,7 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Final, Literal, TypeVar
 
-from terminal.currency import (
+from terminal.domain.currency import (
     CURRENCIES,
     MAX_EMV_AMOUNT,
     AmountError,
@@ -38,7 +38,7 @@ from terminal.currency import (
     format_amount,
     parse_amount,
 )
-from terminal.errors import ConfigurationError
+from terminal.domain.errors import ConfigurationError
 
 __all__ = [
     "CURRENCIES",

@@ -23,17 +23,17 @@ from drivers.url import open_reader
 from offline_queue.forwarder import Backoff, Forwarder
 from offline_queue.store import OfflineQueue
 
-from .acquirer import AcquirerClient
-from .checkout import Checkout, ReaderFactory, ScannerFactory
-from .keys import DEFAULT_SCRYPT_N, Keystore, SequenceCounter
-from .params import TerminalParams, default_params
-from .qr_client import AcquirerTransport, QrClient
-from .qr_payment import QrPaymentParams
+from ..acquirer.client import AcquirerClient
+from ..acquirer.qr_client import AcquirerTransport, QrClient
+from ..acquirer.uplink import QUEUE_KEY_PURPOSE, AcquirerUplink, limits_from_params
+from ..checkout.flow import Checkout, ReaderFactory, ScannerFactory
+from ..checkout.qr_payment import QrPaymentParams
+from ..domain.params import TerminalParams, default_params
+from ..store.journal import Journal
+from ..store.keys import DEFAULT_SCRYPT_N, Keystore, SequenceCounter
 from .queue_port import QueuePort
-from .queue_uplink import QUEUE_KEY_PURPOSE, AcquirerUplink, limits_from_params
 from .sim_field import SimulatedField
 from .sim_scanner import SimulatedScanner
-from .transactions import Journal
 
 __all__ = ["TerminalRuntime", "start_terminal"]
 

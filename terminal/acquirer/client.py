@@ -35,9 +35,8 @@ import httpx
 
 from emv.pan import mask_pan
 
-from .errors import TerminalError
-from .keys import Keystore, SequenceCounter
-from .signing import (
+from ..domain.errors import TerminalError
+from ..domain.signing import (
     Signer,
     b64decode,
     b64encode,
@@ -45,6 +44,7 @@ from .signing import (
     verify_response,
     verify_signature,
 )
+from ..store.keys import Keystore, SequenceCounter
 
 Clock = Callable[[], float]
 Token = Callable[[int], bytes]
@@ -528,7 +528,8 @@ class AcquirerClient:
         idempotency_key: str | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """One signed request on this client's connection and sequence counter, for endpoint
-        families with their own client (code payments: terminal.qr_client.AcquirerTransport),
+        families with their own client (code payments:
+        terminal.acquirer.qr_client.AcquirerTransport),
         so every request of the terminal shares one sequence. Raises HostUnreachable,
         HostRejectedError (4xx, with the host's code) or OutcomeUnknownError (no usable answer;
         the request may have been processed)."""

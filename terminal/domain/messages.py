@@ -53,8 +53,8 @@ class Result(StrEnum):
     VOID_APPROVED = "void_approved"
     VOID_DECLINED = "void_declined"
     REFUND_PENDING = "refund_pending"  # host unreachable, refund waits for the network
-    # Scanned and merchant-presented codes (terminal.qr_payment); the reason is a code reason
-    # key (terminal.qr_payment.MESSAGES) with its own text below.
+    # Scanned and merchant-presented codes (terminal.checkout.qr_payment); the reason is a code
+    # reason key (terminal.checkout.qr_payment.MESSAGES) with its own text below.
     CODE_DECLINED = "code_declined"  # the wallet or the issuer said no
     CODE_REJECTED = "code_rejected"  # unreadable, expired, reused, not a payment code
     CODE_CANCELLED = "code_cancelled"  # the merchant cancelled; the order is cancelled
@@ -201,7 +201,7 @@ CODE_RESULTS: Final = frozenset(
     }
 )
 
-# (merchant, customer) per code reason (terminal.qr_payment reasons), per language.
+# (merchant, customer) per code reason (terminal.checkout.qr_payment reasons), per language.
 _CODE_TEXT: Final[Mapping[str, Mapping[str, tuple[str, str]]]] = MappingProxyType(
     {
         "en": {
@@ -333,11 +333,11 @@ def message_for(result: Result, language: str, *, amount: str = "", reason: str 
 
 
 def progress_text(stage: str, language: str) -> str:
-    """The prompt shown while a transaction runs (stage names of terminal.checkout.Stage)."""
+    """The prompt shown while a transaction runs (stage names of terminal.checkout.flow.Stage)."""
     return _PROGRESS[_language(language)].get(stage, stage)
 
 
-# The checkout page's labels (terminal/web), per language. "{name}" placeholders are filled
+# The checkout page's labels (terminal/api/web), per language. "{name}" placeholders are filled
 # in by the page; every language has the same keys and the same placeholders (tested). The
 # page's index.html carries the English text as its default, for the instant before the
 # page has loaded its strings. Prompts shared with progress_text() are taken from _PROGRESS.

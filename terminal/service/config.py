@@ -42,8 +42,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
-from .errors import ConfigurationError
-from .keys import atomic_write
+from ..domain.errors import ConfigurationError
+from ..store.keys import atomic_write
 
 __all__ = [
     "CONFIG_ENV",

@@ -1,0 +1,1 @@
+"""Who may do what at the terminal: the technician credential (PIN, lock-out, audit)."""

@@ -1,0 +1,1 @@
+"""Field service: the configuration file, provisioning and unit swap, `pipos doctor`."""
