@@ -12,6 +12,7 @@ from enum import IntEnum
 from typing import Final
 
 from .errors import EmvError
+from .tlv import encode_one
 
 
 class ApduError(EmvError):
@@ -65,7 +66,7 @@ def select_ppse() -> CommandApdu:
 
 def get_processing_options(pdol_related_data: bytes) -> CommandApdu:
     """GET PROCESSING OPTIONS (Book 3 §6.5.8): data is the template '83' around PDOL data."""
-    body = b"\x83" + bytes([len(pdol_related_data)]) + pdol_related_data
+    body = encode_one(0x83, pdol_related_data)
     return CommandApdu(0x80, 0xA8, 0x00, 0x00, body, 0x00, "GET PROCESSING OPTIONS")
 
 

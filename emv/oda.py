@@ -33,6 +33,7 @@ from datetime import date, timedelta
 from typing import Final
 
 from emv.capk import CaKeyStore, CaPublicKey
+from emv.tlv import RawTlv, TlvError, decode_raw, read_raw
 
 __all__ = [
     "HASH_SHA1",
@@ -323,61 +324,20 @@ def _expiry_date(mmyy: bytes) -> date | None:
     return first_of_next - timedelta(days=1)
 
 
-class _Ber:
-    """Just enough BER-TLV (EMV Book 3 Annex B) to walk records and GENERATE AC responses."""
+def _objects(data: bytes) -> tuple[RawTlv, ...] | None:
+    """The top-level objects of ``data`` as coded, values undecoded; None if malformed."""
+    try:
+        return decode_raw(data)
+    except TlvError:
+        return None
 
-    @staticmethod
-    def read(data: bytes, offset: int) -> tuple[int, int, int] | None:
-        """(tag, value_start, value_end) of the object at ``offset``, or None if malformed."""
-        end = len(data)
-        if offset >= end:
-            return None
-        pos = offset
-        tag = data[pos]
-        pos += 1
-        if tag & 0x1F == 0x1F:  # Annex B1: subsequent tag bytes follow while b8 is set
-            while True:
-                if pos >= end or pos - offset > 3:
-                    return None
-                tag = (tag << 8) | data[pos]
-                pos += 1
-                if not data[pos - 1] & 0x80:
-                    break
-        if pos >= end:
-            return None
-        first = data[pos]
-        pos += 1
-        if first < 0x80:
-            length = first
-        else:
-            count = first & 0x7F
-            if count == 0 or count > 3 or pos + count > end:
-                return None
-            length = int.from_bytes(data[pos : pos + count], "big")
-            pos += count
-        if pos + length > end:
-            return None
-        return tag, pos, pos + length
 
-    @staticmethod
-    def children(data: bytes) -> list[tuple[int, bytes, bytes]] | None:
-        """[(tag, value, whole encoding)] of a sequence of objects; None if malformed.
-
-        Padding bytes '00' and 'FF' between objects are skipped (EMV Book 3 Annex B).
-        """
-        out: list[tuple[int, bytes, bytes]] = []
-        offset = 0
-        while offset < len(data):
-            if data[offset] in (0x00, 0xFF):
-                offset += 1
-                continue
-            item = _Ber.read(data, offset)
-            if item is None:
-                return None
-            tag, start, stop = item
-            out.append((tag, data[start:stop], data[offset:stop]))
-            offset = stop
-        return out
+def _object_at_start(data: bytes) -> RawTlv | None:
+    """The object that starts at byte 0 of ``data`` (no padding skipped); None if malformed."""
+    try:
+        return read_raw(data)
+    except TlvError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,14 +381,14 @@ def build_static_data(
     parts: list[bytes] = []
     for sfi, record in oda_records:
         if 1 <= sfi <= 10:
-            item = _Ber.read(record, 0)
-            if item is None or item[0] != TAG_RECORD_TEMPLATE or item[2] != len(record):
+            item = _object_at_start(record)
+            if item is None or item.tag != TAG_RECORD_TEMPLATE or len(item.encoded) != len(record):
                 return StaticDataResult(
                     None,
                     OdaFailure.STATIC_DATA_RECORD,
                     f"record in SFI {sfi} is not coded as a '70' template (Book 3 §10.3)",
                 )
-            parts.append(record[item[1] : item[2]])
+            parts.append(item.value)
         elif 11 <= sfi <= 30:
             parts.append(bytes(record))
         else:
@@ -861,19 +821,19 @@ def cda_transaction_data_hash(
     parts = [bytes(pdol_data), bytes(cdol1_data)]
     if cdol2_data is not None:
         parts.append(bytes(cdol2_data))
-    parts.extend(raw for tag, _, raw in objects if tag != TAG_SDAD)
+    parts.extend(obj.encoded for obj in objects if obj.tag != TAG_SDAD)
     return _sha1(b"".join(parts))
 
 
-def _genac_objects(genac_response: bytes) -> list[tuple[int, bytes, bytes]] | None:
-    outer = _Ber.read(genac_response, 0)
-    if outer is not None and outer[0] == TAG_RESPONSE_TEMPLATE_2:
-        if outer[2] != len(genac_response):
+def _genac_objects(genac_response: bytes) -> tuple[RawTlv, ...] | None:
+    outer = _object_at_start(genac_response)
+    if outer is not None and outer.tag == TAG_RESPONSE_TEMPLATE_2:
+        if len(outer.encoded) != len(genac_response):
             return None
-        return _Ber.children(genac_response[outer[1] : outer[2]])
-    if outer is not None and outer[0] == TAG_RESPONSE_TEMPLATE_1:
+        return _objects(outer.value)
+    if outer is not None and outer.tag == TAG_RESPONSE_TEMPLATE_1:
         return None  # Format 1 cannot carry an SDAD (Book 3 §6.5.5.4).
-    return _Ber.children(genac_response)
+    return _objects(genac_response)
 
 
 def verify_cda(
@@ -897,7 +857,7 @@ def verify_cda(
         return _fail(
             m, OdaFailure.GENAC_RESPONSE_FORMAT, "GENERATE AC response is not a '77' template"
         )
-    found = {tag: value for tag, value, _ in objects}
+    found = {obj.tag: obj.value for obj in objects}
     sdad = found.get(TAG_SDAD)
     cid = found.get(TAG_CID)
     if sdad is None or cid is None or len(cid) != 1:

@@ -4,6 +4,10 @@ Tags are kept as the integer of their big-endian bytes (``0x9F02``), which keeps
 and prints the way the specifications write them. Decoding is strict and bounded: every
 object must fit inside its parent, nesting is capped, and any defect raises :class:`TlvError`
 with the offset, the tag being read and what was expected. Nothing else escapes.
+
+:func:`decode` builds the tree of :class:`Tlv`; :func:`read_raw` and :func:`decode_raw` keep
+each object's tag and length bytes as coded and leave values undecoded, for what is hashed or
+signed as received (offline data authentication). :func:`encode_one` codes one object.
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ class Tlv:
         return cls(tag, b"".join(child.encode() for child in kids), kids)
 
     def encode(self) -> bytes:
-        return encode_tag(self.tag) + encode_length(len(self.value)) + self.value
+        return encode_one(self.tag, self.value)
 
     def find(self, *path: int) -> Tlv | None:
         """The first descendant reached through `path` (tags of successive levels)."""
@@ -117,6 +121,20 @@ def encode_length(length: int) -> bytes:
     if width > MAX_LENGTH_BYTES:
         raise TlvError(0, f"a length that fits in {MAX_LENGTH_BYTES} bytes")
     return bytes([0x80 | width]) + length.to_bytes(width, "big")
+
+
+def encode_one(tag: int, value: bytes) -> bytes:
+    """One data object: its tag, its definite length and `value` (Annex B1, B2).
+
+    >>> encode_one(0x9F27, bytes([0x80])).hex().upper()
+    '9F270180'
+    >>> encode_one(0x9F4B, bytes(200)).hex().upper()[:8]
+    '9F4B81C8'
+
+    `value` is taken as given: a template's value is its children's encodings, concatenated.
+    A malformed tag raises :class:`TlvError` (:func:`encode_tag`).
+    """
+    return encode_tag(tag) + encode_length(len(value)) + bytes(value)
 
 
 def encode(objects: Iterable[Tlv]) -> bytes:
@@ -159,29 +177,39 @@ def _read_length(data: bytes, offset: int, end: int, tag: int) -> tuple[int, int
     return int.from_bytes(data[offset : offset + width], "big"), offset + width
 
 
-def _decode_range(data: bytes, offset: int, end: int, depth: int) -> tuple[Tlv, ...]:
-    if depth > MAX_DEPTH:
-        raise TlvError(offset, f"nesting no deeper than {MAX_DEPTH} levels")
-    objects: list[Tlv] = []
+def _read_header(data: bytes, offset: int, end: int) -> tuple[int, int, int]:
+    """(tag, value start, value end) of the object whose tag starts at `offset`."""
+    tag, value_start = _read_tag(data, offset, end)
+    length, value_start = _read_length(data, value_start, end, tag)
+    if length > end - value_start:
+        raise TlvError(
+            offset, f"{length} value bytes, only {end - value_start} remain in the parent", tag
+        )
+    return tag, value_start, value_start + length
+
+
+def _headers(data: bytes, offset: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """(tag, tag start, value start, value end) of each object in data[offset:end]."""
     while offset < end:
         # Annex B: '00' bytes may appear before, between or after data objects, and
         # 'FF' is used as padding by some cards; neither starts a valid EMV tag.
         if data[offset] in (0x00, 0xFF):
             offset += 1
             continue
-        start = offset
-        tag, offset = _read_tag(data, offset, end)
-        length, offset = _read_length(data, offset, end, tag)
-        if length > end - offset:
-            raise TlvError(
-                start, f"{length} value bytes, only {end - offset} remain in the parent", tag
-            )
-        value = data[offset : offset + length]
+        tag, start, stop = _read_header(data, offset, end)
+        yield tag, offset, start, stop
+        offset = stop
+
+
+def _decode_range(data: bytes, offset: int, end: int, depth: int) -> tuple[Tlv, ...]:
+    if depth > MAX_DEPTH:
+        raise TlvError(offset, f"nesting no deeper than {MAX_DEPTH} levels")
+    objects: list[Tlv] = []
+    for tag, _, start, stop in _headers(data, offset, end):
         children: tuple[Tlv, ...] = ()
         if tag_is_constructed(tag):
-            children = _decode_range(data, offset, offset + length, depth + 1)
-        objects.append(Tlv(tag, value, children))
-        offset += length
+            children = _decode_range(data, start, stop, depth + 1)
+        objects.append(Tlv(tag, data[start:stop], children))
     return tuple(objects)
 
 
@@ -198,6 +226,61 @@ def decode_one(data: bytes, tag: int | None = None) -> Tlv:
     if tag is not None and objects[0].tag != tag:
         raise TlvError(0, f"template {tag_hex(tag)}, found {tag_hex(objects[0].tag)}", tag)
     return objects[0]
+
+
+@dataclass(frozen=True, slots=True)
+class RawTlv:
+    """One data object as the card coded it; its value is not decoded, constructed or not.
+
+    `header` is the tag and length fields exactly as received (a length sent in a longer form
+    than needed stays so), for what is hashed or signed as coded: the '70' record templates
+    and SFI 11-30 records of the static data to be authenticated (EMV 4.4 Book 3 §10.3) and
+    the GENERATE AC response objects of the Transaction Data Hash Code (Book 2 §6.6.1).
+    """
+
+    tag: int
+    header: bytes
+    value: bytes
+
+    @property
+    def encoded(self) -> bytes:
+        """Tag, length and value, byte for byte as read."""
+        return self.header + self.value
+
+
+def read_raw(data: bytes, offset: int = 0) -> RawTlv:
+    """The one object whose tag starts at `offset`, exactly there.
+
+    >>> obj = read_raw(bytes.fromhex("7081035A0100FF"))
+    >>> hex(obj.tag), obj.header.hex().upper(), obj.value.hex().upper()
+    ('0x70', '708103', '5A0100')
+
+    Bytes after the object are not looked at, nor is its value. :class:`TlvError` when no
+    object starts there (the end of the data, or padding '00' / 'FF', which is skipped only
+    between objects by :func:`decode` and :func:`decode_raw`), for a defect in the object's
+    own tag or length, and for a value running past the end of the data.
+    """
+    data = bytes(data)
+    if not 0 <= offset < len(data):
+        raise TlvError(offset, f"a data object (the data is {len(data)} bytes long)")
+    if data[offset] in (0x00, 0xFF):
+        raise TlvError(offset, f"a tag, found padding byte '{data[offset]:02X}'")
+    tag, start, stop = _read_header(data, offset, len(data))
+    return RawTlv(tag, data[offset:start], data[start:stop])
+
+
+def decode_raw(data: bytes) -> tuple[RawTlv, ...]:
+    """All top-level objects of `data` as coded, padding between them skipped as by
+    :func:`decode`; values are not decoded, so only the top level has to be well formed.
+
+    >>> [o.encoded.hex().upper() for o in decode_raw(bytes.fromhex("9F2701800077025A00"))]
+    ['9F270180', '77025A00']
+    """
+    data = bytes(data)
+    return tuple(
+        RawTlv(tag, data[head:start], data[start:stop])
+        for tag, head, start, stop in _headers(data, 0, len(data))
+    )
 
 
 def find(objects: Sequence[Tlv], *path: int) -> Tlv | None:

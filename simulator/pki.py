@@ -25,6 +25,7 @@ from typing import Final, NamedTuple
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from emv.capk import CaKeyStore, CaPublicKey, parse_ca_keys
+from emv.tlv import encode_one
 
 from .errors import SimulatorError
 
@@ -387,18 +388,6 @@ def cda_icc_dynamic_data(
     )
 
 
-def _tlv(tag: int, value: bytes) -> bytes:
-    tag_bytes = tag.to_bytes(max(1, (tag.bit_length() + 7) // 8), "big")
-    n = len(value)
-    if n < 0x80:
-        length = bytes([n])
-    elif n <= 0xFF:
-        length = b"\x81" + bytes([n])
-    else:
-        length = b"\x82" + n.to_bytes(2, "big")
-    return tag_bytes + length + value
-
-
 def build_cda_genac_response(
     icc: IccKeys,
     *,
@@ -417,11 +406,11 @@ def build_cda_genac_response(
     then 9F4B. The AC travels only inside the SDAD. The Transaction Data Hash Code is SHA-1
     over PDOL data || CDOL1 data (|| CDOL2 data) || the response objects other than 9F4B.
     """
-    objects = _tlv(0x9F27, bytes([cid])) + b"".join(_tlv(t, v) for t, v in other_objects)
+    objects = b"".join(encode_one(t, v) for t, v in ((0x9F27, bytes([cid])), *other_objects))
     tdhc = _sha1(pdol_data + cdol1_data + (cdol2_data or b"") + objects)
     dyn = cda_icc_dynamic_data(icc_dynamic_number, cid, application_cryptogram, tdhc)
     sdad = sign_sdad(icc, dyn, unpredictable_number)
-    return _tlv(0x77, objects + _tlv(0x9F4B, sdad))
+    return encode_one(0x77, objects + encode_one(0x9F4B, sdad))
 
 
 def make_card_oda_data(

@@ -20,6 +20,10 @@ def test_command_encodings_known_answers() -> None:
     assert apdu.get_processing_options(bytes.fromhex("36A04000")).encode() == bytes.fromhex(
         "80A8000006830436A0400000"
     )
+    # PDOL data of 128 bytes or more: tag 83's length takes the long form (Book 3 Annex B2),
+    # so Lc = 1 + 2 + 130 = 133 (0x85) and the template reads 83 81 82.
+    long_gpo = apdu.get_processing_options(bytes(130)).encode()
+    assert long_gpo[:8] == bytes.fromhex("80A8000085838182")
     assert apdu.read_record(1, 1).encode() == bytes.fromhex("00B2010C00")
     assert apdu.read_record(3, 2).encode() == bytes.fromhex("00B2021C00")
     assert apdu.generate_ac(CryptogramType.ARQC, b"\x01\x02", cda_requested=True).encode() == (

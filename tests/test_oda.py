@@ -238,6 +238,34 @@ def test_cda_transaction_data_hash_excludes_the_sdad(icc: IccKeys) -> None:
     assert oda.cda_transaction_data_hash(PDOL_DATA, CDOL1_DATA, b"\x9f") is None
 
 
+def test_cda_transaction_data_hash_takes_objects_as_coded() -> None:
+    # Book 2 §6.6.1: the response objects enter the hash with their tag and length as sent,
+    # a longer length form included; padding between them does not; nor does the SDAD.
+    cid, iad = bytes.fromhex("9F270180"), bytes.fromhex("9F1081020102")
+    body = cid + b"\x00" + iad + bytes.fromhex("9F4B03AABBCC")
+    expected = hashlib.sha1(PDOL_DATA + CDOL1_DATA + cid + iad).digest()
+    response = b"\x77\x81" + bytes([len(body)]) + body
+    assert oda.cda_transaction_data_hash(PDOL_DATA, CDOL1_DATA, response) == expected
+    assert oda.cda_transaction_data_hash(PDOL_DATA, CDOL1_DATA, body) == expected  # value only
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"\x77\x05\x9f\x27\x01\x80",  # '77' longer than the response
+        b"\x77\x04\x9f\x27\x01\x80\x00",  # bytes after the '77'
+        b"\x77\x03\x9f\x27\x05",  # an object inside '77' runs past it
+        b"\x80\x04\x80\x00\x01\x02",  # format 1 cannot carry an SDAD
+        b"\x9f\x27\x01",  # a bare object list, truncated
+    ],
+)
+def test_malformed_genac_response_is_a_value_not_an_error(response: bytes) -> None:
+    assert oda.cda_transaction_data_hash(PDOL_DATA, CDOL1_DATA, response) is None
+    key = _key(bytes([0xFF]) * 128, b"\x03")
+    result = oda.verify_cda(key, response, UN, PDOL_DATA, CDOL1_DATA)
+    assert result.failure is OdaFailure.GENAC_RESPONSE_FORMAT
+
+
 # --- Tampering ---------------------------------------------------------------------------------
 
 
@@ -551,6 +579,34 @@ def test_static_data_record_not_70_fails() -> None:
     trailing = oda.build_static_data([(2, b"\x70\x02\x01\x02\x00")])
     assert trailing.failure is OdaFailure.STATIC_DATA_RECORD
     assert oda.build_static_data([(12, b"\x77\x02\x01\x02")]).ok  # SFI 11-30: taken whole
+
+
+def test_static_data_takes_records_as_coded() -> None:
+    # A '70' with a longer length form than needed: SFI 1-10 lose exactly that header, SFI
+    # 11-30 keep it, byte for byte (Book 3 §10.3).
+    record = b"\x70\x81\x03\x9f\x07\x00"
+    assert oda.build_static_data([(1, record)]).data == b"\x9f\x07\x00"
+    assert oda.build_static_data([(11, record)]).data == record
+    # A four-byte length field is read as emv.tlv reads it (the kernel decoded the same
+    # record with emv.tlv before ODA sees it); the old private reader of oda stopped at three.
+    four = b"\x70\x84\x00\x00\x00\x03\x9f\x07\x00"
+    assert oda.build_static_data([(1, four)]).data == b"\x9f\x07\x00"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"",
+        b"\x70",  # no length
+        b"\x70\x05\x9f\x07\x00",  # value runs past the record
+        b"\x70\x80\x00\x00",  # indefinite length
+        b"\x00\x70\x01\xaa",  # padding before the template
+        b"\x70\x01\xaa\x5a",  # bytes after the template
+    ],
+)
+def test_static_data_malformed_record_is_a_failure_not_an_error(record: bytes) -> None:
+    result = oda.build_static_data([(1, record)])
+    assert result.failure is OdaFailure.STATIC_DATA_RECORD
 
 
 def test_static_data_tag_list_other_than_82_fails() -> None:

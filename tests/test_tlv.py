@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import re
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -66,30 +68,40 @@ def test_real_gpo_response_format_2() -> None:
     assert values[0x57][:8] == bytes.fromhex("4761739001010119")
 
 
-@pytest.mark.parametrize(
-    ("hex_data", "offset", "tag", "expected"),
-    [
-        ("9F", 1, 0x9F, "another tag byte"),
-        ("9F02", 2, 0x9F02, "a length byte"),
-        ("9F0281", 3, 0x9F02, "1 length byte (length truncated)"),
-        ("5A0547617390", 0, 0x5A, "5 value bytes, only 4 remain"),
-        ("5A80", 1, 0x5A, "definite length"),
-        ("5A85FFFFFFFFFF", 1, 0x5A, "at most 4 length bytes"),
-        ("70045A051122", 2, 0x5A, "5 value bytes, only 2 remain in the parent"),
-        ("DF818181810100", 4, 0xDF818181, "a tag of at most 4 bytes"),
-    ],
-)
+#: Defects of a top-level object: decode and decode_raw name them alike.
+_TOP_LEVEL_DEFECTS = [
+    ("9F", 1, 0x9F, "another tag byte"),
+    ("9F02", 2, 0x9F02, "a length byte"),
+    ("9F0281", 3, 0x9F02, "1 length byte (length truncated)"),
+    ("5A0547617390", 0, 0x5A, "5 value bytes, only 4 remain"),
+    ("5A80", 1, 0x5A, "definite length"),
+    ("5A85FFFFFFFFFF", 1, 0x5A, "at most 4 length bytes"),
+    ("DF818181810100", 4, 0xDF818181, "a tag of at most 4 bytes"),
+    ("5A01FF00009F", 6, 0x9F, "another tag byte"),  # the second object, after padding
+]
+
+
+@pytest.mark.parametrize("decoder", [tlv.decode, tlv.decode_raw])
+@pytest.mark.parametrize(("hex_data", "offset", "tag", "expected"), _TOP_LEVEL_DEFECTS)
 def test_malformed_input_names_offset_tag_and_expectation(
-    hex_data: str, offset: int, tag: int | None, expected: str
+    decoder: Callable[[bytes], object], hex_data: str, offset: int, tag: int, expected: str
 ) -> None:
     with pytest.raises(TlvError) as caught:
-        tlv.decode(bytes.fromhex(hex_data))
+        decoder(bytes.fromhex(hex_data))
     error = caught.value
-    assert error.offset == offset
-    if tag is not None:
-        assert error.tag == tag
+    assert (error.offset, error.tag) == (offset, tag)
     assert expected in str(error)
     assert f"offset {offset}" in str(error)
+
+
+def test_a_defect_inside_a_template_is_found_by_decode_only() -> None:
+    data = bytes.fromhex("70045A051122")
+    with pytest.raises(TlvError) as caught:
+        tlv.decode(data)
+    assert (caught.value.offset, caught.value.tag) == (2, 0x5A)
+    assert "5 value bytes, only 2 remain in the parent" in str(caught.value)
+    (template,) = tlv.decode_raw(data)  # values are not decoded
+    assert template.value == bytes.fromhex("5A051122")
 
 
 def test_nesting_is_bounded() -> None:
@@ -128,6 +140,111 @@ def test_parse_tag_hex() -> None:
         tlv.parse_tag_hex("xyz")
 
 
+# --- one object encoded, objects as coded -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tag", "value_hex", "expected_hex"),
+    [
+        # Application Cryptogram, two-byte tag and 8-byte value (the GPO answer above).
+        (0x9F26, "C0E8AE3F2AC0F4A8", "9F2608C0E8AE3F2AC0F4A8"),
+        (0x5A, "4761739001010010", "5A084761739001010010"),
+        (0x9F36, "", "9F3600"),
+        (0xDF8129, "00", "DF81290100"),  # three-byte tag
+        (0x77, "9F270180", "77049F270180"),  # a template's value is taken as given
+    ],
+)
+def test_encode_one_known_answers(tag: int, value_hex: str, expected_hex: str) -> None:
+    assert tlv.encode_one(tag, bytes.fromhex(value_hex)) == bytes.fromhex(expected_hex)
+
+
+@pytest.mark.parametrize(
+    ("size", "length_hex"),
+    [
+        # Annex B2: short form up to 127; '81' then one byte up to 255; '82' then two bytes.
+        (127, "7F"),
+        (128, "8180"),
+        (255, "81FF"),
+        (256, "820100"),
+        (65535, "82FFFF"),
+        (65536, "83010000"),
+    ],
+)
+def test_encode_one_length_forms(size: int, length_hex: str) -> None:
+    encoded = tlv.encode_one(0x9F4B, bytes(size))
+    assert encoded[:2] == bytes.fromhex("9F4B")
+    assert encoded[2 : 2 + len(length_hex) // 2] == bytes.fromhex(length_hex)
+    assert len(encoded) == 2 + len(length_hex) // 2 + size
+    assert tlv.decode_one(encoded) == Tlv(0x9F4B, bytes(size))
+
+
+def test_encode_one_is_what_tlv_encode_writes() -> None:
+    obj = Tlv.template(0x70, [Tlv.primitive(0x5A, b"\x47\x61"), Tlv.primitive(0x9F07, b"")])
+    assert tlv.encode_one(obj.tag, obj.value) == obj.encode()
+
+
+@pytest.mark.parametrize("tag", [0, 0x1F, 0x9F82, 0x9F0280])
+def test_encode_one_rejects_malformed_tags(tag: int) -> None:
+    with pytest.raises(TlvError):
+        tlv.encode_one(tag, b"")
+
+
+def test_read_raw_keeps_the_header_as_coded() -> None:
+    # A non-minimal '81' length stays as sent: ODA hashes objects byte for byte.
+    obj = tlv.read_raw(bytes.fromhex("7081035A0100FF"))
+    assert (obj.tag, obj.header, obj.value) == (0x70, bytes.fromhex("708103"), b"\x5a\x01\x00")
+    assert obj.encoded == bytes.fromhex("7081035A0100")
+    at_offset = tlv.read_raw(bytes.fromhex("9F270180 9F3602002A"), 4)
+    assert (at_offset.tag, at_offset.value) == (0x9F36, b"\x00\x2a")
+
+
+def test_read_raw_leaves_values_undecoded() -> None:
+    # The value of this '70' is not valid TLV; decode refuses it, read_raw does not look.
+    data = bytes.fromhex("70035A0511")
+    with pytest.raises(TlvError):
+        tlv.decode(data)
+    assert tlv.read_raw(data).value == bytes.fromhex("5A0511")
+
+
+@pytest.mark.parametrize(
+    ("hex_data", "offset", "expected"),
+    [
+        ("", 0, "a data object (the data is 0 bytes long)"),
+        ("5A00", 2, "a data object (the data is 2 bytes long)"),
+        ("5A00", -1, "a data object"),
+        ("00700100", 0, "a tag, found padding byte '00'"),
+        ("FF", 0, "a tag, found padding byte 'FF'"),
+        ("9F", 0, "another tag byte"),
+        ("9F02", 0, "a length byte"),
+        ("5A80", 0, "definite length"),
+        ("5A85FFFFFFFFFF", 0, "at most 4 length bytes"),
+        ("5A0547617390", 0, "5 value bytes, only 4 remain"),
+    ],
+)
+def test_read_raw_errors(hex_data: str, offset: int, expected: str) -> None:
+    with pytest.raises(TlvError, match=re.escape(expected)):
+        tlv.read_raw(bytes.fromhex(hex_data), offset)
+
+
+def test_decode_raw_top_level_objects_as_coded() -> None:
+    # A GENERATE AC response body: padding skipped between objects, a long-form length kept.
+    body = bytes.fromhex("9F270180 0000 9F3602002A FF 9F4B8103AABBCC 00")
+    objects = tlv.decode_raw(body)
+    assert [obj.tag for obj in objects] == [0x9F27, 0x9F36, 0x9F4B]
+    assert [obj.header.hex().upper() for obj in objects] == ["9F2701", "9F3602", "9F4B8103"]
+    assert objects[2].value == bytes.fromhex("AABBCC")
+    assert tlv.decode_raw(b"") == ()
+    assert tlv.decode_raw(b"\x00\xff") == ()
+
+
+def test_decode_raw_does_not_decode_constructed_values() -> None:
+    objects = tlv.decode_raw(bytes.fromhex("70035A0511" + "82022000"))
+    assert [(obj.tag, obj.value) for obj in objects] == [
+        (0x70, bytes.fromhex("5A0511")),
+        (0x82, b"\x20\x00"),
+    ]
+
+
 # --- properties -------------------------------------------------------------------------
 
 _primitive_tags = st.sampled_from(
@@ -158,6 +275,52 @@ def test_round_trip(objects: list[Tlv]) -> None:
     encoded = tlv.encode(objects)
     assert tlv.decode(encoded) == tuple(objects)
     assert tlv.encode(tlv.decode(encoded)) == encoded
+
+
+_values = st.one_of(
+    st.binary(max_size=300),
+    # Long values, past the '82' and into the '83' length form, without drawing 70 kB.
+    st.builds(
+        lambda size, fill: fill * size, st.integers(0, 70_000), st.binary(min_size=1, max_size=1)
+    ),
+)
+
+
+@given(st.one_of(_primitive_tags, _constructed_tags), _values)
+def test_encode_one_round_trips(tag: int, value: bytes) -> None:
+    encoded = tlv.encode_one(tag, value)
+    raw = tlv.read_raw(encoded)
+    assert (raw.tag, raw.value, raw.encoded) == (tag, value, encoded)
+    assert tlv.decode_raw(encoded) == (raw,)
+    if not tlv.tag_is_constructed(tag):
+        assert tlv.decode_one(encoded) == Tlv(tag, value)
+
+
+@given(st.lists(_tlv_trees(), max_size=5))
+def test_decode_raw_agrees_with_decode_on_the_top_level(objects: list[Tlv]) -> None:
+    encoded = tlv.encode(objects)
+    raw = tlv.decode_raw(encoded)
+    assert [(obj.tag, obj.value) for obj in raw] == [(obj.tag, obj.value) for obj in objects]
+    assert b"".join(obj.encoded for obj in raw) == encoded
+
+
+@settings(max_examples=2000)
+@given(st.binary(max_size=600))
+def test_decode_raw_accepts_whatever_decode_accepts(data: bytes) -> None:
+    try:
+        decoded = tlv.decode(data)
+    except TlvError:
+        decoded = None
+    try:
+        raw = tlv.decode_raw(data)
+    except TlvError as error:
+        assert decoded is None
+        assert 0 <= error.offset <= len(data)
+        return
+    if decoded is not None:
+        assert [(obj.tag, obj.value) for obj in raw] == [(o.tag, o.value) for o in decoded]
+    # Nothing is invented: the objects as coded fit in the input.
+    assert len(b"".join(obj.encoded for obj in raw)) <= len(data)
 
 
 @settings(max_examples=2000)

@@ -19,7 +19,7 @@ from typing import Final
 from emv.apdu import PPSE_NAME, CryptogramType
 from emv.dol import dol_length, split_dol_data
 from emv.oda import fdda_terminal_dynamic_data
-from emv.tlv import Tlv, TlvError, decode_one, encode_length, encode_tag
+from emv.tlv import Tlv, TlvError, decode_one, encode_length, encode_one, encode_tag
 from simulator import pki
 
 from .behaviour import Behaviour, Corruption, Decision
@@ -63,14 +63,6 @@ def _yymmdd(day: date) -> bytes:
 def _flip(value: bytes, index: int) -> bytes:
     index = min(index, len(value) - 1)
     return value[:index] + bytes([value[index] ^ 0x01]) + value[index + 1 :]
-
-
-def _tlv(tag: int, value: bytes) -> bytes:
-    return encode_tag(tag) + encode_length(len(value)) + value
-
-
-def _template(tag: int, body: bytes) -> bytes:
-    return _tlv(tag, body)
 
 
 # Certificates are pure functions of hashable inputs; signing with the private exponent takes
@@ -235,8 +227,8 @@ class VirtualCard:
         return data
 
     def _render(self, sfi: int, number: int, tags: tuple[int, ...]) -> bytes:
-        body = b"".join(_tlv(tag, self.data[tag]) for tag in tags if tag in self.data)
-        record = _template(0x70, body)
+        body = b"".join(encode_one(tag, self.data[tag]) for tag in tags if tag in self.data)
+        record = encode_one(0x70, body)
         if len(record) > _MAX_RESPONSE:
             raise ProfileError(
                 self.profile.name, f"{len(record)} bytes exceed 256", f"SFI {sfi} record {number}"
@@ -329,7 +321,7 @@ class VirtualCard:
         head = b"".join(obj.encode() for obj in objects[:-1])
         last = objects[-1]
         body = head + encode_tag(last.tag) + encode_length(len(last.value) + 1) + last.value
-        return _template(0x70, body)
+        return encode_one(0x70, body)
 
     # ----------------------------------------------------------------------------------
     # Field presence
@@ -434,25 +426,27 @@ class VirtualCard:
         # Book B §3.3.2, Table 3-3: FCI 6F { 84 DF name, A5 { BF0C { 61 entries } } }.
         entries = b""
         for app in self.profile.applications:
-            entry = _tlv(0x4F, app.aid) + _tlv(0x50, app.label.encode("ascii"))
-            entry += _tlv(0x87, bytes([app.priority])) + _tlv(0x9F2A, app.kernel_id)
-            entries += _template(0x61, entry)
-        proprietary = _template(0xA5, _template(0xBF0C, entries))
-        return _template(0x6F, _tlv(0x84, PPSE_NAME) + proprietary)
+            entry = encode_one(0x4F, app.aid) + encode_one(0x50, app.label.encode("ascii"))
+            entry += encode_one(0x87, bytes([app.priority])) + encode_one(0x9F2A, app.kernel_id)
+            entries += encode_one(0x61, entry)
+        proprietary = encode_one(0xA5, encode_one(0xBF0C, entries))
+        return encode_one(0x6F, encode_one(0x84, PPSE_NAME) + proprietary)
 
     def _application_fci(self, app: Application) -> bytes:
         # Book 1 §11.3.4, Table 11 / Book 3 §6.5.8: FCI of an ADF.
-        body = _tlv(0x50, app.label.encode("ascii")) + _tlv(0x87, bytes([app.priority]))
+        body = encode_one(0x50, app.label.encode("ascii")) + encode_one(0x87, bytes([app.priority]))
         if self.profile.pdol:
-            body += _tlv(0x9F38, self.profile.pdol)
-        body += _tlv(0x5F2D, self.profile.language.encode("ascii"))
+            body += encode_one(0x9F38, self.profile.pdol)
+        body += encode_one(0x5F2D, self.profile.language.encode("ascii"))
         if app.preferred_name:
-            body += _tlv(0x9F11, b"\x01") + _tlv(0x9F12, app.preferred_name.encode("ascii"))
-        if app.fci_discretionary:
-            body += _template(
-                0xBF0C, b"".join(_tlv(tag, value) for tag, value in app.fci_discretionary)
+            body += encode_one(0x9F11, b"\x01") + encode_one(
+                0x9F12, app.preferred_name.encode("ascii")
             )
-        return _template(0x6F, _tlv(0x84, app.aid) + _template(0xA5, body))
+        if app.fci_discretionary:
+            body += encode_one(
+                0xBF0C, b"".join(encode_one(tag, value) for tag, value in app.fci_discretionary)
+            )
+        return encode_one(0x6F, encode_one(0x84, app.aid) + encode_one(0xA5, body))
 
     # ----------------------------------------------------------------------------------
     # GET PROCESSING OPTIONS (EMV Book 3 §6.5.8, Book C-3 §5.4, Book C-2 §5.6)
@@ -488,8 +482,8 @@ class VirtualCard:
             return self._qvsdc(values)
         afl = self.profile.afl_bytes()
         if self.profile.response_format == 1:
-            return _tlv(0x80, self.aip + afl) + SW_OK
-        return _template(0x77, _tlv(0x82, self.aip) + _tlv(0x94, afl)) + SW_OK
+            return encode_one(0x80, self.aip + afl) + SW_OK
+        return encode_one(0x77, encode_one(0x82, self.aip) + encode_one(0x94, afl)) + SW_OK
 
     def _amount(self, values: Mapping[int, bytes]) -> int:
         return bcd_to_int(values.get(0x9F02, bytes(6)), 0x9F02)
@@ -564,8 +558,8 @@ class VirtualCard:
         if ctype is CryptogramType.TC and p.oda.method is CardOda.FDDA and self._icc:
             objects += self._fdda(values, atc, bytes(ctq))
         self._finish(ctype, amount)
-        body = b"".join(_tlv(tag, value) for tag, value in objects)
-        return _template(0x77, body) + SW_OK
+        body = b"".join(encode_one(tag, value) for tag, value in objects)
+        return encode_one(0x77, body) + SW_OK
 
     def _fdda(self, values: Mapping[int, bytes], atc: bytes, ctq: bytes) -> list[tuple[int, bytes]]:
         """fDDA signature (EMV Book C-3 fDDA; Book 2 §6.5 Table 17 with the ATC as the ICC
@@ -711,14 +705,14 @@ class VirtualCard:
                 response = self._corrupt_sdad(response)
             return response + SW_OK
         if p.response_format == 1:
-            return _tlv(0x80, bytes([cid]) + atc + cryptogram + iad) + SW_OK
+            return encode_one(0x80, bytes([cid]) + atc + cryptogram + iad) + SW_OK
         body = (
-            _tlv(0x9F27, bytes([cid]))
-            + _tlv(0x9F36, atc)
-            + _tlv(0x9F26, cryptogram)
-            + _tlv(0x9F10, iad)
+            encode_one(0x9F27, bytes([cid]))
+            + encode_one(0x9F36, atc)
+            + encode_one(0x9F26, cryptogram)
+            + encode_one(0x9F10, iad)
         )
-        return _template(0x77, body) + SW_OK
+        return encode_one(0x77, body) + SW_OK
 
     @staticmethod
     def _corrupt_sdad(response: bytes) -> bytes:
@@ -744,8 +738,8 @@ class VirtualCard:
         if self.behaviour.corrupt is Corruption.SDAD:
             sdad = _flip(sdad, len(sdad) // 2)
         if self.profile.response_format == 1:
-            return _tlv(0x80, sdad) + SW_OK
-        return _template(0x77, _tlv(0x9F4B, sdad)) + SW_OK
+            return encode_one(0x80, sdad) + SW_OK
+        return encode_one(0x77, encode_one(0x9F4B, sdad)) + SW_OK
 
     def _get_data(self, cmd: Command) -> bytes:
         tag = (cmd.p1 << 8) | cmd.p2 if cmd.p1 else cmd.p2
@@ -760,4 +754,4 @@ class VirtualCard:
         value = values.get(tag)
         if value is None:
             return SW_DATA_NOT_FOUND
-        return _tlv(tag, value) + SW_OK
+        return encode_one(tag, value) + SW_OK
