@@ -152,7 +152,7 @@ def test_wallet_code_through_the_serial_scanner_is_approved_journaled_and_receip
     assert (order["status"], order["amount"], order["order_id"]) == (
         "paid",
         1250,
-        done.extra["qr_order_id"],
+        done.qr_order_id,
     )
     receipt = build_receipt(done, terminal.checkout.params, "customer").text()
     assert "QR / WALLET" in receipt
@@ -281,7 +281,7 @@ def test_offline_code_means_take_a_card_and_the_order_is_cancelled_later(
         "offline",
     )
     assert "take a card instead" in terminal.checkout.message(done).merchant  # type: ignore[union-attr]
-    order_key = QR_CANCEL_PREFIX + done.extra["qr_order_id"]
+    order_key = QR_CANCEL_PREFIX + done.qr_order_id
     assert (order_key, done.id) in terminal.checkout.journal.pending_reversals()
     server = HostServer(acquirer_host.db_path, port=port or 0)
     server.start()
@@ -289,7 +289,7 @@ def test_offline_code_means_take_a_card_and_the_order_is_cancelled_later(
         assert terminal.checkout.retry_reversals() == 0
         # The cancel reached the host first: a late copy of the payment can never charge.
         [order] = _orders(HostHandle(server))
-        assert (order["order_id"], order["status"]) == (done.extra["qr_order_id"], "cancelled")
+        assert (order["order_id"], order["status"]) == (done.qr_order_id, "cancelled")
     finally:
         server.stop()
 
@@ -302,7 +302,7 @@ def test_merchant_presented_sale_is_paid_by_the_phone(
     payload = terminal.checkout.merchant_qr_payload(record)
     mpm = parse_mpm(payload)  # a valid EMVCo MPM, CRC included
     assert (mpm.initiation, mpm.amount_minor(2), mpm.currency) == ("dynamic", 990, 978)
-    assert mpm.additional["05"] == record.extra["qr_order_id"]
+    assert mpm.additional["05"] == record.qr_order_id
     assert terminal.checkout.view(record)["qr_svg"] is None  # the order is being opened
     _wait_for_stage(terminal, record.id, Stage.WAITING_FOR_PAYMENT)
     view = terminal.checkout.view(terminal.checkout.get(record.id))
@@ -349,7 +349,7 @@ def test_code_payment_cut_short_by_a_crash_is_given_back_on_restart(
             updated_at="2026-01-01T10:00:00+00:00",
             stage=Stage.READING_CODE,
             entry_mode="qr",
-            extra={"qr_order_id": order_id},
+            qr_order_id=order_id,
         )
     )
     client = QrClient(AcquirerTransport(terminal.client))

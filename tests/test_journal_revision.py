@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from terminal.domain.records import TxnRecord
-from terminal.store.journal import _COLUMNS, _INT_COLUMNS, Journal, JournalError
+from terminal.store.journal import Journal, JournalError
 
 
 def _sale(txn_id: str, *, kind: str = "sale", original: str = "", amount: int = 1000) -> TxnRecord:
@@ -61,34 +61,71 @@ def test_closing_the_batch_moves_every_closed_transaction_forward(tmp_path: Path
     journal.close()
 
 
-def test_a_schema_1_journal_gets_revisions_in_journal_order(tmp_path: Path) -> None:
-    path = tmp_path / "journal.sqlite3"
-    # The journal as schema 1 made it: the same columns less `revision`.
-    old_columns = [name for name in _COLUMNS if name not in ("id", "revision")]
+#: The transactions table as schema 1 made it (written out: the code's columns move on).
+SCHEMA_1_TEXT_COLUMNS = [
+    "kind",
+    "state",
+    "created_at",
+    "updated_at",
+    "result",
+    "reason",
+    "external_ref",
+    "original_id",
+    "stage",
+    "masked_pan",
+    "brand",
+    "aid",
+    "entry_mode",
+    "cryptogram_kind",
+    "cryptogram",
+    "atc",
+    "tvr",
+    "cvm",
+    "auth_code",
+    "response_code",
+    "host_ref",
+    "idempotency_key",
+    "offline_id",
+    "batch_id",
+    "extra",
+]
+SCHEMA_1_INT_COLUMNS = ("amount", "currency", "refunded_amount", "voided")
+
+
+def _old_journal(path: Path, rows: str, *, version: int = 1) -> None:
+    """A journal as schema 1 (or 2, with `revision`) left it, holding `rows` (SQL values
+    for id, kind, state, amount, currency, original_id, refunded_amount, seq, extra)."""
     cols = ", ".join(
-        f"{name} INTEGER NOT NULL DEFAULT 0"
-        if name in _INT_COLUMNS or name == "voided"
-        else f"{name} TEXT NOT NULL DEFAULT ''"
-        for name in old_columns
+        [f"{name} TEXT NOT NULL DEFAULT ''" for name in SCHEMA_1_TEXT_COLUMNS]
+        + [f"{name} INTEGER NOT NULL DEFAULT 0" for name in SCHEMA_1_INT_COLUMNS]
     )
+    revision = "revision INTEGER NOT NULL DEFAULT 0, " if version >= 2 else ""
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript(
         f"""
-        CREATE TABLE transactions (id TEXT PRIMARY KEY, {cols}, seq INTEGER);
+        CREATE TABLE transactions (id TEXT PRIMARY KEY, {cols}, {revision}seq INTEGER);
         CREATE INDEX transactions_created ON transactions (seq);
         CREATE INDEX transactions_external ON transactions (external_ref);
         CREATE TABLE batches (batch_id TEXT PRIMARY KEY, closed_at TEXT NOT NULL,
                               totals TEXT NOT NULL);
         CREATE TABLE pending_reversals (idempotency_key TEXT PRIMARY KEY,
                                         txn_id TEXT NOT NULL, created_at TEXT NOT NULL);
-        INSERT INTO transactions (id, kind, state, amount, currency, seq, extra)
-            VALUES ('S-old', 'sale', 'approved', 500, 978, 1, '{{}}'),
-                   ('S-new', 'sale', 'approved', 700, 978, 2, '{{}}');
-        PRAGMA user_version = 1;
+        INSERT INTO transactions (id, kind, state, amount, currency, original_id,
+                                  refunded_amount, seq, extra)
+            VALUES {rows};
+        PRAGMA user_version = {version};
         """
     )
     db.close()
 
+
+def test_a_schema_1_journal_gets_revisions_in_journal_order(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    _old_journal(
+        path,
+        "('S-old', 'sale', 'approved', 500, 978, '', 0, 1, '{}'), "
+        "('S-new', 'sale', 'approved', 700, 978, '', 0, 2, '{}')",
+    )
     journal = Journal(path)
     old, new = journal.get("S-old"), journal.get("S-new")
     assert old is not None
@@ -96,7 +133,45 @@ def test_a_schema_1_journal_gets_revisions_in_journal_order(tmp_path: Path) -> N
     assert (old.revision, new.revision) == (1, 2)
     assert journal.update(old, reason="after the upgrade").revision == 3
     journal.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_a_schema_2_journal_gets_its_extra_as_typed_fields(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    _old_journal(
+        path,
+        "('S-mpm', 'sale', 'approved', 990, 978, '', 0, 1, "
+        """'{"method": "merchant_qr", "qr_order_id": "O-1", "qr_payload": "000201"}'), """
+        "('S-code', 'sale', 'approved', 1250, 978, '', 0, 2, "
+        """'{"qr_order_id": "O-2", "qr_kind": "wallet", "qr_scheme": "alipay"}'), """
+        "('R-lost', 'refund', 'failed', 400, 978, 'S-code', 0, 3, "
+        """'{"refund_outcome_unknown": true}')""",
+        version=2,
+    )
+    journal = Journal(path)
+    mpm, code, lost = journal.get("S-mpm"), journal.get("S-code"), journal.get("R-lost")
+    assert mpm is not None
+    assert code is not None
+    assert lost is not None
+    assert (mpm.method, mpm.qr_order_id, mpm.qr_payload) == ("merchant_qr", "O-1", "000201")
+    assert (code.method, code.qr_order_id, code.qr_kind, code.qr_scheme) == (
+        "card",
+        "O-2",
+        "wallet",
+        "alipay",
+    )
+    assert lost.outcome_unknown is True
+    assert code.outcome_unknown is False
+    # The register's API still sees the code-payment fields where earlier releases put them.
+    assert mpm.to_json()["extra"] == {
+        "method": "merchant_qr",
+        "qr_order_id": "O-1",
+        "qr_payload": "000201",
+    }
+    journal.close()
+    columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(transactions)")}
+    assert "extra" not in columns
+    assert {"method", "qr_order_id", "outcome_unknown"} <= columns
 
 
 def test_refunded_amount_and_voided_follow_their_records_in_the_same_commit(
@@ -128,19 +203,12 @@ def test_refunded_amount_and_voided_follow_their_records_in_the_same_commit(
 
 def test_migration_mends_a_refund_counted_twice(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite3"
-    journal = Journal(path)
-    journal.update(journal.insert(_sale("S1", amount=2000)), state="approved")
-    journal.update(journal.insert(_sale("R1", kind="refund", original="S1", amount=400)),
-                   state="approved")  # fmt: skip
-    journal.close()
     # As an older version could leave it: 8.00 refunded where one refund of 4.00 exists.
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("UPDATE transactions SET refunded_amount = 800 WHERE id = 'S1'")
-    db.execute("DROP INDEX transactions_revision")
-    db.execute("DROP INDEX transactions_original")
-    db.execute("ALTER TABLE transactions DROP COLUMN revision")
-    db.execute("PRAGMA user_version = 1")
-    db.close()
+    _old_journal(
+        path,
+        "('S1', 'sale', 'approved', 2000, 978, '', 800, 1, '{}'), "
+        "('R1', 'refund', 'approved', 400, 978, 'S1', 0, 2, '{}')",
+    )
     mended = Journal(path).get("S1")
     assert mended is not None
     assert mended.refunded_amount == 400

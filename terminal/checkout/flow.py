@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from drivers.base import CardReader
@@ -67,7 +66,7 @@ from ..domain.errors import TerminalError
 from ..domain.merchant_qr import MerchantCodeError, merchant_payload
 from ..domain.messages import Message, Result, message_for, progress_text
 from ..domain.params import TerminalParams
-from ..domain.records import TotalsLine, TxnRecord
+from ..domain.records import APPROVED_STATES, Kind, Stage, State, TotalsLine, TxnRecord, check_move
 from ..domain.signing import Signer
 from ..store.journal import Journal
 from .card_session import new_request, run_card_transaction
@@ -108,8 +107,6 @@ SALE_METHODS: Final = ("card", "merchant_qr")
 #: Journal prefix of merchant cancels of code-payment orders still to be acknowledged (they
 #: share the pending-reversal list: both undo something the host may have done).
 QR_CANCEL_PREFIX: Final = "qr-cancel:"
-#: Journal `extra` mark of a refund whose answer was lost (it may have been paid).
-_REFUND_UNKNOWN: Final = "refund_outcome_unknown"
 
 
 class CheckoutError(TerminalError):
@@ -136,19 +133,62 @@ class HostUnavailableError(CheckoutError):
     """The operation needs the acquirer and it cannot be reached now."""
 
 
-class Stage(StrEnum):
-    WAITING_FOR_CARD = "waiting_for_card"
-    READING_CARD = "reading_card"
-    AUTHORISING = "authorising"
-    STORING = "storing"
-    REVERSING = "reversing"
-    READING_CODE = "reading_code"  # a scanned code is on its way to the acquirer
-    WAITING_FOR_CONFIRMATION = "waiting_for_confirmation"  # the wallet asks its user
-    #: The merchant-presented order is being opened with the acquirer: no code on screen
-    #: yet, so a phone cannot pay an order the acquirer does not know.
-    OPENING_ORDER = "opening_order"
-    WAITING_FOR_PAYMENT = "waiting_for_payment"  # merchant-presented code on the screen
-    DONE = "done"
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """How an acquirer error ends a transaction."""
+
+    state: State
+    result: Result
+    #: What the error says of the link to the acquirer (None: nothing).
+    online: bool | None
+    reason: Callable[[AcquirerError], str]
+    #: A refund whose answer was lost: the bank may have paid it (settled before the next).
+    unknown: bool = False
+
+
+def _host_said(exc: AcquirerError) -> str:
+    return (exc.message or exc.code) if isinstance(exc, HostRejectedError) else str(exc)
+
+
+#: One table from acquirer errors to how each kind of transaction ends: the most specific
+#: class of the error wins (its MRO is walked). A sale whose host cannot be reached at all
+#: (HostUnreachable, NotEnrolledError) does not end here: it goes offline.
+_ACQUIRER_FAILURES: Final[Mapping[tuple[Kind, type[AcquirerError]], _Failure]] = {
+    (Kind.SALE, ReversalPendingError): _Failure(
+        State.DECLINED, Result.HOST_NO_RESPONSE, False, lambda _: "reversal pending"
+    ),
+    (Kind.SALE, HostRejectedError): _Failure(State.DECLINED, Result.HOST_ERROR, True, _host_said),
+    (Kind.SALE, AcquirerError): _Failure(State.DECLINED, Result.HOST_ERROR, False, _host_said),
+    (Kind.REFUND, HostUnreachable): _Failure(
+        State.FAILED, Result.REFUND_DECLINED, False, lambda e: f"bank unreachable: {e}"
+    ),
+    (Kind.REFUND, OutcomeUnknownError): _Failure(
+        State.FAILED,
+        Result.REFUND_DECLINED,
+        False,
+        lambda _: "no answer from the bank",
+        unknown=True,
+    ),
+    (Kind.REFUND, HostRejectedError): _Failure(
+        State.DECLINED, Result.REFUND_DECLINED, True, _host_said
+    ),
+    (Kind.REFUND, AcquirerError): _Failure(State.FAILED, Result.REFUND_DECLINED, None, _host_said),
+    (Kind.VOID, HostUnreachable): _Failure(
+        State.FAILED, Result.VOID_DECLINED, False, lambda e: f"bank unreachable: {e}"
+    ),
+    (Kind.VOID, HostRejectedError): _Failure(
+        State.DECLINED, Result.VOID_DECLINED, True, _host_said
+    ),
+    (Kind.VOID, AcquirerError): _Failure(State.FAILED, Result.VOID_DECLINED, None, _host_said),
+}
+
+
+def _failure(kind: Kind, exc: AcquirerError) -> _Failure:
+    for cls in type(exc).__mro__:
+        found = _ACQUIRER_FAILURES.get((kind, cls))
+        if found is not None:
+            return found
+    raise TypeError(f"no failure for {type(exc).__name__}")  # AcquirerError is in every kind
 
 
 #: Stages in which the merchant may still cancel (nothing is charged without a receipt: a
@@ -404,11 +444,11 @@ class Checkout:
             else {"merchant": message.merchant, "customer": message.customer}
         )
         data["prompt"] = progress_text(record.stage, self.language) if not record.finished else ""
-        data["method"] = record.extra.get("method", "card")
+        data["method"] = record.method
         # The merchant-presented code, while the phone can still pay it.
         data["qr_svg"] = (
             f"/api/v1/sales/{record.id}/qr.svg"
-            if record.extra.get("qr_payload") and record.stage == Stage.WAITING_FOR_PAYMENT
+            if record.qr_payload and record.stage == Stage.WAITING_FOR_PAYMENT
             else None
         )
         data["cancellable"] = not record.finished and record.stage in _CANCELLABLE_STAGES
@@ -474,15 +514,66 @@ class Checkout:
                 else "terminal busy: another operation is in progress"
             )
 
-    def _save(self, record: TxnRecord, **changes: Any) -> TxnRecord:
-        """Commit, then publish: the journal is fsynced before anyone sees the change."""
-        new = self.journal.update(record, updated_at=_now_text(self._now()), **changes)
-        self.events.publish("transaction", self.view(new))
+    @contextmanager
+    def _holding(self, *, claimed: bool = False) -> Iterator[None]:
+        """The terminal is this operation's until the block ends: claimed on entry (unless
+        the caller `claimed` it already: a sale's worker), then released, and only then is
+        the operation's final state published, with the terminal's status."""
+        if not claimed:
+            self._claim()
+        try:
+            yield
+        finally:
+            self._release()
+            self._publish_final()
+            self._publish_status()
+
+    def _move(
+        self,
+        record: TxnRecord,
+        state: State,
+        result: Result | None = None,
+        reason: str | None = None,
+        *,
+        reversal_key: str = "",
+        **changes: Any,
+    ) -> TxnRecord:
+        """The one way a transaction changes: the move is checked against the table
+        (:data:`terminal.domain.records.MOVES`), committed (with what it changes in its sale
+        and any reversal it owes, in one SQLite transaction), then published, so what anyone
+        sees is on disk first. The final state of the transaction the terminal is busy with
+        is published once the terminal is free again (:meth:`_holding`): a register that
+        reacts to the result at once is not told "busy"."""
+        check_move(record.kind, record.state, state)
+        if result is not None:
+            changes["result"] = str(result)
+        if reason is not None:
+            changes["reason"] = reason
+        if state is not State.IN_PROGRESS:
+            changes.setdefault("stage", Stage.DONE)
+        new = self.journal.update(
+            record,
+            reversal_key=reversal_key,
+            updated_at=_now_text(self._now()),
+            state=state,
+            **changes,
+        )
+        if new.finished and new.id == self._current:
+            self._final = new
+        else:
+            self._publish(new)
         return new
 
-    def _publish_sale(self, sale_id: str) -> None:
-        """The sale a refund or void changed (its refundable amount, its voided flag)."""
-        self.events.publish("transaction", self.view(self.get(sale_id)))
+    def _publish(self, record: TxnRecord) -> None:
+        if record.original_id and record.finished:
+            # The sale a refund or void changed (its refundable amount, its voided flag).
+            self.events.publish("transaction", self.view(self.get(record.original_id)))
+        self.events.publish("transaction", self.view(record))
+
+    def _link(self, online: bool | None) -> None:
+        """What the last exchange said of the link to the acquirer (None: nothing)."""
+        if online is not None:
+            self.host_online = online
 
     def _publish_status(self) -> None:
         self.events.publish("status", self.status())
@@ -509,12 +600,11 @@ class Checkout:
 
     def merchant_qr_payload(self, record: TxnRecord) -> str:
         """The EMVCo MPM payload a merchant-presented sale shows (NotFoundError otherwise)."""
-        payload = record.extra.get("qr_payload")
-        if not isinstance(payload, str) or not payload:
+        if not record.qr_payload:
             raise NotFoundError(f"sale {record.id} has no merchant-presented code")
-        return payload
+        return record.qr_payload
 
-    def _merchant_qr_extra(self, amount: int) -> dict[str, Any]:
+    def _merchant_qr_fields(self, amount: int) -> dict[str, Any]:
         if not (self.params.qr.enabled and self.params.qr.merchant_presented):
             raise RequestError("merchant-presented codes are not enabled in the parameters")
         if self._qr_client is None:
@@ -545,11 +635,11 @@ class Checkout:
         self._check_amount(amount, code)
         if method not in SALE_METHODS:
             raise RequestError(f"unknown payment method {method!r}: one of {SALE_METHODS}")
-        extra: dict[str, Any] = {}
+        fields: dict[str, Any] = {}
         stage = Stage.WAITING_FOR_CARD
         entry_mode = "contactless"
         if method == "merchant_qr":
-            extra = self._merchant_qr_extra(amount)
+            fields = self._merchant_qr_fields(amount)
             stage = Stage.OPENING_ORDER
             entry_mode = _ENTRY_MODES["mpm"]
         self._claim()
@@ -558,8 +648,8 @@ class Checkout:
             record = self.journal.insert(
                 TxnRecord(
                     id=self._new_id("S"),
-                    kind="sale",
-                    state="in_progress",
+                    kind=Kind.SALE,
+                    state=State.IN_PROGRESS,
                     amount=amount,
                     currency=code,
                     created_at=now,
@@ -567,7 +657,7 @@ class Checkout:
                     external_ref=external_ref,
                     stage=stage,
                     entry_mode=entry_mode,
-                    extra=extra,
+                    **fields,
                 )
             )
             with self._state_lock:
@@ -627,49 +717,44 @@ class Checkout:
         self._busy.release()
 
     def _sale_worker(self, record: TxnRecord, cancel: threading.Event) -> None:
-        try:
-            record = self._run_sale(record, cancel)
-        except Exception:
-            # A fault, not an outcome: keep the journal truthful and the terminal usable.
-            log.exception("sale %s failed", record.id)
-            current = self.journal.get(record.id) or record
-            if not current.finished:
-                self._save(
-                    current,
-                    state="failed",
-                    stage=Stage.DONE,
-                    result=Result.READER_ERROR,
-                    reason="internal error; see the log",
-                )
-        finally:
-            self._release()
-            self._publish_final()
-            self._publish_status()
+        with self._holding(claimed=True):
+            try:
+                self._run_sale(record, cancel)
+            except Exception:
+                # The backstop of the sale's thread: a fault, not an outcome. Logged with its
+                # traceback; the journal stays truthful and the terminal usable.
+                log.exception("sale %s failed", record.id)
+                current = self.journal.get(record.id) or record
+                if not current.finished:
+                    self._move(
+                        current, State.FAILED, Result.READER_ERROR, "internal error; see the log"
+                    )
 
     def _finish(
-        self, record: TxnRecord, state: str, result: Result, reason: str = "", **changes: Any
+        self, record: TxnRecord, state: State, result: Result, reason: str = "", **changes: Any
     ) -> TxnRecord:
-        """Commit the final state; it is published once the terminal is free again, so a
-        register that reacts to the result at once is not told "busy"."""
-        new = self.journal.update(
+        """End `record` in a final state (a :meth:`_move` with its result and reason)."""
+        return self._move(record, state, result, reason, **changes)
+
+    def _fail(self, record: TxnRecord, exc: AcquirerError) -> TxnRecord:
+        """End `record` as the acquirer error table says, and note what it says of the link."""
+        failure = _failure(record.kind, exc)
+        self._link(failure.online)
+        return self._finish(
             record,
-            updated_at=_now_text(self._now()),
-            state=state,
-            result=str(result),
-            reason=reason,
-            stage=Stage.DONE,
-            **changes,
+            failure.state,
+            failure.result,
+            failure.reason(exc),
+            outcome_unknown=failure.unknown,
         )
-        self._final = new
-        return new
 
     def _publish_final(self) -> None:
         final, self._final = self._final, None
         if final is not None:
-            self.events.publish("transaction", self.view(final))
+            self._publish(final)
 
     def _run_sale(self, record: TxnRecord, cancel: threading.Event) -> TxnRecord:
-        if record.extra.get("method") == "merchant_qr":
+        if record.method == "merchant_qr":
             return self._run_merchant_qr(record, cancel)
         reader: CardReader | None = None
         scanner: CodeScanner | None = None
@@ -685,7 +770,7 @@ class Checkout:
                 log.warning("code scanner unavailable: %s", exc)
                 problems.append(str(exc))
         if reader is None and scanner is None:
-            return self._finish(record, "failed", Result.READER_ERROR, "; ".join(problems))
+            return self._finish(record, State.FAILED, Result.READER_ERROR, "; ".join(problems))
         # Both devices are open and listening: a serial port drops what arrived before it
         # was opened, so the register (and tests) may wait for this before the customer acts.
         self.events.publish(
@@ -702,20 +787,20 @@ class Checkout:
                 scanner = None
             with self._state_lock:
                 if cancel.is_set():
-                    return self._finish(record, "cancelled", Result.CANCELLED)
+                    return self._finish(record, State.CANCELLED, Result.CANCELLED)
                 if got == "card":
                     self._cancellable = False  # the card is being read: too late to cancel
             if got == "timeout":
-                return self._finish(record, "cancelled", Result.NO_CARD)
+                return self._finish(record, State.CANCELLED, Result.NO_CARD)
             if got == "error":
-                return self._finish(record, "failed", Result.READER_ERROR, value)
+                return self._finish(record, State.FAILED, Result.READER_ERROR, value)
             if got == "code":
                 if reader is not None:
                     reader.close()
                     reader = None
                 return self._run_code(record, value, cancel)
             assert reader is not None
-            record = self._save(record, stage=Stage.READING_CARD)
+            record = self._move(record, record.state, stage=Stage.READING_CARD)
             request = new_request(
                 record.amount,
                 currency=record.currency,
@@ -819,11 +904,12 @@ class Checkout:
         order_id = new_order_id(self._random)
         # The order id is on disk before the request leaves: after a crash, recovery cancels
         # the order, so a payment nobody saw approved is never kept.
-        record = self._save(
+        record = self._move(
             record,
+            record.state,
             stage=Stage.READING_CODE,
             entry_mode="qr",
-            extra={**record.extra, "qr_order_id": order_id},
+            qr_order_id=order_id,
         )
         # Codes are online-only unless the parameters allow a scheme offline; only then does
         # a terminal that knows it is offline skip the attempt (an attempt that gets no
@@ -834,9 +920,11 @@ class Checkout:
         current = [record]
 
         def on_sent(status: OrderStatus) -> None:
-            self.host_online = True
+            self._link(True)
             if not status.final:
-                current[0] = self._save(current[0], stage=Stage.WAITING_FOR_CONFIRMATION)
+                current[0] = self._move(
+                    current[0], current[0].state, stage=Stage.WAITING_FOR_CONFIRMATION
+                )
 
         outcome = run_code_payment(
             code,
@@ -862,9 +950,9 @@ class Checkout:
         current = [record]
 
         def on_created(status: OrderStatus) -> None:
-            self.host_online = True
+            self._link(True)
             # Only now does the page show the code: the acquirer knows the order.
-            current[0] = self._save(current[0], stage=Stage.WAITING_FOR_PAYMENT)
+            current[0] = self._move(current[0], current[0].state, stage=Stage.WAITING_FOR_PAYMENT)
 
         outcome = run_merchant_order(
             record.amount,
@@ -873,7 +961,7 @@ class Checkout:
             self.qr_params,
             self._qr_clock,
             _sleeper(cancel),
-            order_id=str(record.extra["qr_order_id"]),
+            order_id=record.qr_order_id,
             timeout=self._card_timeout,
             cancel_requested=cancel.is_set,
             on_created=on_created,
@@ -883,25 +971,24 @@ class Checkout:
     def _after_code(
         self, record: TxnRecord, outcome: CodePaymentOutcome, label: str | None
     ) -> TxnRecord:
-        extra = {**record.extra, "qr_kind": outcome.kind or "", "qr_scheme": outcome.scheme or ""}
         fields: dict[str, Any] = {
             "masked_pan": outcome.masked or "",
             "brand": _code_brand(outcome, label) if outcome.kind else "",
             "entry_mode": _ENTRY_MODES.get(outcome.kind or "", "qr"),
-            "extra": extra,
+            "qr_kind": outcome.kind or "",
+            "qr_scheme": outcome.scheme or "",
         }
         if outcome.cancel_pending and outcome.order_id:
             # The cancel did not get through: keep retrying it (retry_reversals), so a late
-            # success cannot charge the customer without a receipt.
-            self.journal.add_pending_reversal(
-                QR_CANCEL_PREFIX + outcome.order_id, record.id, _now_text(self._now())
-            )
+            # success cannot charge the customer without a receipt. Committed with the
+            # outcome, in one transaction.
+            fields["reversal_key"] = QR_CANCEL_PREFIX + outcome.order_id
         result = outcome.result
         if result == "approved":
-            self.host_online = True
+            self._link(True)
             return self._finish(
                 record,
-                "approved",
+                State.APPROVED,
                 Result.APPROVED,
                 host_ref=outcome.transaction_ref or "",
                 **fields,
@@ -909,13 +996,13 @@ class Checkout:
         if result == "offline_accepted":
             return self._store_code_offline(record, outcome, fields)
         if result == "use_card" and outcome.reason == "offline":
-            self.host_online = False
-        states: dict[str, tuple[str, Result]] = {
-            "declined": ("declined", Result.CODE_DECLINED),
-            "rejected": ("declined", Result.CODE_REJECTED),
-            "cancelled": ("cancelled", Result.CODE_CANCELLED),
-            "timed_out": ("cancelled", Result.CODE_TIMED_OUT),
-            "use_card": ("declined", Result.CODE_USE_CARD),
+            self._link(False)
+        states: dict[str, tuple[State, Result]] = {
+            "declined": (State.DECLINED, Result.CODE_DECLINED),
+            "rejected": (State.DECLINED, Result.CODE_REJECTED),
+            "cancelled": (State.CANCELLED, Result.CODE_CANCELLED),
+            "timed_out": (State.CANCELLED, Result.CODE_TIMED_OUT),
+            "use_card": (State.DECLINED, Result.CODE_USE_CARD),
         }
         state, code_result = states[result]
         return self._finish(record, state, code_result, outcome.reason, **fields)
@@ -928,8 +1015,8 @@ class Checkout:
         data the queue could forward, so it is refused: take a card."""
         data = outcome.offline_data or {}
         if data.get("kind") != "cpm" or not data.get("pan"):
-            return self._finish(record, "declined", Result.CODE_USE_CARD, "offline", **fields)
-        record = self._save(record, stage=Stage.STORING, **fields)
+            return self._finish(record, State.DECLINED, Result.CODE_USE_CARD, "offline", **fields)
+        record = self._move(record, record.state, stage=Stage.STORING, **fields)
         captured_at = self._unix()
         signed, signature, key_id = self._signed_record(record, captured_at)
         emv = {str(tag): str(value) for tag, value in dict(data.get("emv") or {}).items()}
@@ -952,9 +1039,11 @@ class Checkout:
         )
         decision = self.queue.admit(payment, card_approves_offline=True, now=captured_at)
         if not decision.allowed:
-            return self._finish(record, "declined", Result.DECLINED_OFFLINE_LIMIT, decision.message)
+            return self._finish(
+                record, State.DECLINED, Result.DECLINED_OFFLINE_LIMIT, decision.message
+            )
         return self._finish(
-            record, "approved_offline", Result.APPROVED_OFFLINE, offline_id=record.id
+            record, State.APPROVED_OFFLINE, Result.APPROVED_OFFLINE, offline_id=record.id
         )
 
     def _card_fields(self, outcome: Outcome) -> dict[str, Any]:
@@ -973,7 +1062,7 @@ class Checkout:
     def _after_card(self, record: TxnRecord, outcome: Outcome) -> TxnRecord:
         kind = outcome.kind
         if kind in (OutcomeKind.APPROVED, OutcomeKind.ONLINE_REQUEST):
-            record = self._save(record, **self._card_fields(outcome))
+            record = self._move(record, record.state, **self._card_fields(outcome))
         if kind is OutcomeKind.APPROVED:
             # The card approved offline (TC): the payment still has to reach the acquirer, so
             # it goes through the queue; a refusal there is a decline, never a silent accept.
@@ -983,23 +1072,25 @@ class Checkout:
         fields = self._card_fields(outcome)
         reason = outcome.reason or outcome.detail
         if kind is OutcomeKind.DECLINED:
-            return self._finish(record, "declined", Result.DECLINED_BY_CARD, reason, **fields)
+            return self._finish(record, State.DECLINED, Result.DECLINED_BY_CARD, reason, **fields)
         if kind is OutcomeKind.TRY_AGAIN:
-            return self._finish(record, "declined", Result.TRY_AGAIN, reason, **fields)
+            return self._finish(record, State.DECLINED, Result.TRY_AGAIN, reason, **fields)
         if kind is OutcomeKind.TRY_ANOTHER_INTERFACE:
-            return self._finish(record, "declined", Result.TRY_ANOTHER_INTERFACE, reason, **fields)
-        return self._finish(record, "declined", Result.CARD_NOT_SUPPORTED, reason, **fields)
+            return self._finish(
+                record, State.DECLINED, Result.TRY_ANOTHER_INTERFACE, reason, **fields
+            )
+        return self._finish(record, State.DECLINED, Result.CARD_NOT_SUPPORTED, reason, **fields)
 
     def _go_online(self, record: TxnRecord, outcome: Outcome) -> TxnRecord:
         card = outcome.card_data
         account = _account(card)
         if account is None:
-            return self._finish(record, "declined", Result.TRY_AGAIN, "card gave no valid PAN")
+            return self._finish(record, State.DECLINED, Result.TRY_AGAIN, "card gave no valid PAN")
         if self._acquirer is None:
             return self._store_offline(record, outcome, online_failed=True)
         key = self._acquirer.new_idempotency_key("auth")
         # The key is on disk before the request leaves: after a crash, recovery can reverse it.
-        record = self._save(record, stage=Stage.AUTHORISING, idempotency_key=key)
+        record = self._move(record, record.state, stage=Stage.AUTHORISING, idempotency_key=key)
         request = AuthorisationRequest(
             amount=record.amount,
             currency=record.currency,
@@ -1013,26 +1104,28 @@ class Checkout:
         try:
             answer = self._acquirer.authorise(request, idempotency_key=key)
         except (HostUnreachable, NotEnrolledError) as exc:
-            self.host_online = False
+            self._link(False)
             log.info("sale %s: acquirer unreachable (%s); trying offline", record.id, exc)
             return self._store_offline(record, outcome, online_failed=True)
         except ReversalPendingError as exc:
-            self.host_online = False
-            self.journal.add_pending_reversal(
-                exc.idempotency_key, record.id, _now_text(self._now())
+            # The reversal the client could not get acknowledged is kept, with the decline,
+            # in one commit, and retried (retry_reversals).
+            failure = _failure(record.kind, exc)
+            self._link(failure.online)
+            return self._finish(
+                record,
+                failure.state,
+                failure.result,
+                failure.reason(exc),
+                reversal_key=exc.idempotency_key,
             )
-            return self._finish(record, "declined", Result.HOST_NO_RESPONSE, "reversal pending")
-        except HostRejectedError as exc:
-            self.host_online = True
-            return self._finish(record, "declined", Result.HOST_ERROR, exc.message or exc.code)
         except AcquirerError as exc:
-            self.host_online = False
-            return self._finish(record, "declined", Result.HOST_ERROR, str(exc))
-        self.host_online = True
+            return self._fail(record, exc)
+        self._link(True)
         if answer.outcome is AuthOutcome.APPROVED:
             return self._finish(
                 record,
-                "approved",
+                State.APPROVED,
                 Result.APPROVED,
                 auth_code=answer.auth_code or "",
                 response_code=answer.response_code or "",
@@ -1041,13 +1134,13 @@ class Checkout:
         if answer.outcome is AuthOutcome.REVERSED_AFTER_LOST_RESPONSE:
             return self._finish(
                 record,
-                "declined",
+                State.DECLINED,
                 Result.HOST_NO_RESPONSE,
                 f"reversal {answer.reversal_status}",
             )
         return self._finish(
             record,
-            "declined",
+            State.DECLINED,
             Result.DECLINED_BY_ISSUER,
             f"{answer.response_code} {answer.reason}".strip(),
             response_code=answer.response_code or "",
@@ -1081,11 +1174,11 @@ class Checkout:
         card = outcome.card_data
         account = _account(card)
         if account is None:
-            return self._finish(record, "declined", Result.TRY_AGAIN, "card gave no valid PAN")
+            return self._finish(record, State.DECLINED, Result.TRY_AGAIN, "card gave no valid PAN")
         offline = self.params.offline
         if online_failed and (offline is None or not offline.enabled):
-            return self._finish(record, "declined", Result.DECLINED_OFFLINE_DISABLED)
-        record = self._save(record, stage=Stage.STORING)
+            return self._finish(record, State.DECLINED, Result.DECLINED_OFFLINE_DISABLED)
+        record = self._move(record, record.state, stage=Stage.STORING)
         captured_at = self._unix()
         signed, signature, key_id = self._signed_record(record, captured_at)
         payment = OfflinePayment(
@@ -1109,9 +1202,9 @@ class Checkout:
         decision = self.queue.admit(payment, card_approves_offline=card_ok, now=captured_at)
         if not decision.allowed:
             result = Result.DECLINED_OFFLINE_LIMIT if online_failed else Result.DECLINED_BY_CARD
-            return self._finish(record, "declined", result, decision.message)
+            return self._finish(record, State.DECLINED, result, decision.message)
         result = Result.APPROVED_OFFLINE if online_failed else Result.APPROVED
-        return self._finish(record, "approved_offline", result, offline_id=record.id)
+        return self._finish(record, State.APPROVED_OFFLINE, result, offline_id=record.id)
 
     # --- refund, void -------------------------------------------------------------------
 
@@ -1130,28 +1223,53 @@ class Checkout:
         raise StateError(f"sale {sale.id} has no bank reference")
 
     def _refundable(self, record: TxnRecord) -> int:
-        if record.kind != "sale" or record.voided:
+        if record.kind is not Kind.SALE or record.voided:
             return 0
-        if record.state not in ("approved", "approved_offline"):
+        if record.state not in APPROVED_STATES:
             return 0
         return record.amount - record.refunded_amount
 
     def _voidable(self, record: TxnRecord) -> bool:
         return (
-            record.kind == "sale"
-            and record.state == "approved"
+            record.kind is Kind.SALE
+            and record.state is State.APPROVED
             and not record.voided
             and not record.batch_id
             and record.refunded_amount == 0
             and bool(record.host_ref)
         )
 
+    def _undo_record(self, sale: TxnRecord, kind: Kind, amount: int, **fields: Any) -> TxnRecord:
+        """Journal a refund or void of `sale` before its request leaves, and make it the
+        terminal's current transaction."""
+        now = _now_text(self._now())
+        record = self.journal.insert(
+            TxnRecord(
+                id=self._new_id("R" if kind is Kind.REFUND else "V"),
+                kind=kind,
+                state=State.IN_PROGRESS,
+                amount=amount,
+                currency=sale.currency,
+                created_at=now,
+                updated_at=now,
+                original_id=sale.id,
+                stage=Stage.AUTHORISING,
+                masked_pan=sale.masked_pan,
+                brand=sale.brand,
+                aid=sale.aid,
+                **fields,
+            )
+        )
+        with self._state_lock:
+            self._current = record.id
+        return record
+
     def refund(
         self, original_id: str, amount: int | None = None, *, external_ref: str = ""
     ) -> TxnRecord:
         """Refund (part of) an approved sale to the card it was paid with."""
         sale = self.get(original_id)
-        if sale.kind != "sale":
+        if sale.kind is not Kind.SALE:
             raise StateError(f"{original_id} is a {sale.kind}, only sales can be refunded")
         refundable = self._refundable(sale)
         if refundable <= 0:
@@ -1173,8 +1291,7 @@ class Checkout:
                 f"refund of {format_amount(amount, sale.currency)} exceeds what is left to "
                 f"refund ({format_amount(refundable, sale.currency)})"
             )
-        self._claim()
-        try:
+        with self._holding():
             host_ref = self._resolve_host_ref(sale)
             if self._acquirer is None:
                 raise HostUnavailableError("the terminal is not connected to an acquirer")
@@ -1187,68 +1304,30 @@ class Checkout:
                     f"refund of {format_amount(amount, sale.currency)} exceeds what is left to "
                     f"refund ({format_amount(self._refundable(sale), sale.currency)})"
                 )
-            now = _now_text(self._now())
-            key = self._acquirer.new_idempotency_key("refund")
-            record = self.journal.insert(
-                TxnRecord(
-                    id=self._new_id("R"),
-                    kind="refund",
-                    state="in_progress",
-                    amount=amount,
-                    currency=sale.currency,
-                    created_at=now,
-                    updated_at=now,
-                    external_ref=external_ref,
-                    original_id=sale.id,
-                    stage=Stage.AUTHORISING,
-                    masked_pan=sale.masked_pan,
-                    brand=sale.brand,
-                    aid=sale.aid,
-                    entry_mode=sale.entry_mode,
-                    idempotency_key=key,
-                )
+            record = self._undo_record(
+                sale,
+                Kind.REFUND,
+                amount,
+                external_ref=external_ref,
+                entry_mode=sale.entry_mode,
+                idempotency_key=self._acquirer.new_idempotency_key("refund"),
             )
-            with self._state_lock:
-                self._current = record.id
-            self.events.publish("transaction", self.view(record))
+            self._publish(record)
             try:
                 answer = self._acquirer.refund(
                     RefundRequest(amount=amount, currency=sale.currency, original_ref=host_ref),
-                    idempotency_key=key,
+                    idempotency_key=record.idempotency_key,
                 )
-            except HostUnreachable as exc:
-                self.host_online = False
-                return self._finish(
-                    record, "failed", Result.REFUND_DECLINED, f"bank unreachable: {exc}"
-                )
-            except OutcomeUnknownError:
-                self.host_online = False
-                # The bank may have refunded: the next refund of this sale first re-sends
-                # this one under its own key (_settle_unknown_refunds), never a new one.
-                return self._finish(
-                    record,
-                    "failed",
-                    Result.REFUND_DECLINED,
-                    "no answer from the bank",
-                    extra={**record.extra, _REFUND_UNKNOWN: True},
-                )
-            except HostRejectedError as exc:
-                self.host_online = True
-                return self._finish(record, "declined", Result.REFUND_DECLINED, exc.message)
             except AcquirerError as exc:
-                return self._finish(record, "failed", Result.REFUND_DECLINED, str(exc))
-            self.host_online = True
+                # A lost answer (the bank may have refunded): the next refund of this sale
+                # first re-sends this one under its own key (_settle_unknown_refunds).
+                return self._fail(record, exc)
+            self._link(True)
             # One commit: the refund's approval and the sale's refunded amount derived from
             # it (a crash can no longer leave the one without the other).
-            final = self._finish(
-                record, "approved", Result.REFUND_APPROVED, host_ref=answer.transaction_ref
+            return self._finish(
+                record, State.APPROVED, Result.REFUND_APPROVED, host_ref=answer.transaction_ref
             )
-            self._publish_sale(sale.id)
-            return final
-        finally:
-            self._release()
-            self._publish_final()
-            self._publish_status()
 
     def _settle_unknown_refunds(
         self, sale: TxnRecord, host_ref: str, acquirer: AcquirerClient
@@ -1259,9 +1338,8 @@ class Checkout:
         and the new request is refused, for the merchant to decide again."""
         went_through: list[TxnRecord] = []
         for earlier in self.journal.find_original(sale.id):
-            if earlier.kind != "refund" or not earlier.extra.get(_REFUND_UNKNOWN):
+            if earlier.kind is not Kind.REFUND or not earlier.outcome_unknown:
                 continue
-            extra = {k: v for k, v in earlier.extra.items() if k != _REFUND_UNKNOWN}
             try:
                 answer = acquirer.refund(
                     RefundRequest(
@@ -1270,26 +1348,25 @@ class Checkout:
                     idempotency_key=earlier.idempotency_key,
                 )
             except HostRejectedError as exc:
-                self.host_online = True
-                self._save(earlier, state="declined", reason=exc.message, extra=extra)
+                self._link(True)
+                self._move(earlier, State.DECLINED, reason=exc.message, outcome_unknown=False)
                 continue
             except AcquirerError as exc:
                 raise HostUnavailableError(
                     f"an earlier refund ({earlier.id}) of this sale has no answer from the bank "
                     "yet; try again when the bank can be reached"
                 ) from exc
-            self.host_online = True
+            self._link(True)
             went_through.append(
-                self._save(
+                self._move(
                     earlier,
-                    state="approved",
-                    result=str(Result.REFUND_APPROVED),
-                    reason="",
+                    State.APPROVED,
+                    Result.REFUND_APPROVED,
+                    "",
                     host_ref=answer.transaction_ref,
-                    extra=extra,
+                    outcome_unknown=False,
                 )
             )
-            self._publish_sale(sale.id)
         if went_through:
             done = ", ".join(
                 f"{r.id} ({format_amount(r.amount, r.currency)})" for r in went_through
@@ -1303,7 +1380,7 @@ class Checkout:
         if not self._voidable(sale):
             why = (
                 "only approved online sales not yet settled or refunded can be voided"
-                if sale.kind == "sale"
+                if sale.kind is Kind.SALE
                 else f"{sale.id} is a {sale.kind}"
             )
             raise StateError(f"{sale.id} cannot be voided: {why}")
@@ -1313,51 +1390,21 @@ class Checkout:
         self._check_voidable(self.get(original_id))
         if self._acquirer is None:
             raise HostUnavailableError("the terminal is not connected to an acquirer")
-        self._claim()
-        try:
+        acquirer = self._acquirer
+        with self._holding():
             # Read again under the terminal's lock: a refund may have finished in between.
             sale = self.get(original_id)
             self._check_voidable(sale)
-            now = _now_text(self._now())
-            record = self.journal.insert(
-                TxnRecord(
-                    id=self._new_id("V"),
-                    kind="void",
-                    state="in_progress",
-                    amount=sale.amount,
-                    currency=sale.currency,
-                    created_at=now,
-                    updated_at=now,
-                    original_id=sale.id,
-                    stage=Stage.AUTHORISING,
-                    masked_pan=sale.masked_pan,
-                    brand=sale.brand,
-                    aid=sale.aid,
-                    idempotency_key="void-" + sale.host_ref,
-                )
+            record = self._undo_record(
+                sale, Kind.VOID, sale.amount, idempotency_key="void-" + sale.host_ref
             )
-            with self._state_lock:
-                self._current = record.id
             try:
-                answer = self._acquirer.void(sale.host_ref, idempotency_key=record.idempotency_key)
-            except HostUnreachable as exc:
-                self.host_online = False
-                return self._finish(
-                    record, "failed", Result.VOID_DECLINED, f"bank unreachable: {exc}"
-                )
-            except HostRejectedError as exc:
-                return self._finish(record, "declined", Result.VOID_DECLINED, exc.message)
+                answer = acquirer.void(sale.host_ref, idempotency_key=record.idempotency_key)
             except AcquirerError as exc:
-                return self._finish(record, "failed", Result.VOID_DECLINED, str(exc))
-            self.host_online = True
+                return self._fail(record, exc)
+            self._link(True)
             # One commit: the void's approval and the sale's voided flag derived from it.
-            final = self._finish(record, "approved", Result.VOID_APPROVED, reason=answer.status)
-            self._publish_sale(sale.id)
-            return final
-        finally:
-            self._release()
-            self._publish_final()
-            self._publish_status()
+            return self._finish(record, State.APPROVED, Result.VOID_APPROVED, reason=answer.status)
 
     # --- totals, end of day, sync, recovery ---------------------------------------------
 
@@ -1366,8 +1413,7 @@ class Checkout:
 
     def end_of_day(self) -> dict[str, Any]:
         """Send what the queue holds, then close the batch with the acquirer and compare."""
-        self._claim()
-        try:
+        with self._holding():
             if self._acquirer is None:
                 raise HostUnavailableError("the terminal is not connected to an acquirer")
             sync = self._safe_sync()
@@ -1387,11 +1433,11 @@ class Checkout:
             try:
                 settlement = self._acquirer.settle(terminal_totals=None)
             except HostUnreachable as exc:
-                self.host_online = False
+                self._link(False)
                 raise HostUnavailableError(f"bank unreachable, batch not closed: {exc}") from exc
             except AcquirerError as exc:
                 raise HostUnavailableError(f"batch not closed: {exc}") from exc
-            self.host_online = True
+            self._link(True)
             host_totals = [t.to_json() for t in settlement.totals]
             count = self.journal.close_batch(
                 settlement.batch_id, _now_text(self._now()), host_totals
@@ -1407,10 +1453,6 @@ class Checkout:
             }
             self.events.publish("end_of_day", report)
             return report
-        finally:
-            self._release()
-            self._publish_final()
-            self._publish_status()
 
     def _safe_sync(self) -> Mapping[str, int]:
         try:
@@ -1430,15 +1472,24 @@ class Checkout:
     def _mark_synced(self) -> None:
         """Copy the host references (and after-the-fact declines) from the queue."""
         for record in self.journal.recent(limit=500):
-            if record.state != "approved_offline" or record.host_ref or not record.offline_id:
+            if (
+                record.state is not State.APPROVED_OFFLINE
+                or record.host_ref
+                or not record.offline_id
+            ):
                 continue
             state, ref = self.queue.host_ref(record.offline_id)
             if state == "declined":
-                self._save(record, reason="declined by the bank after the fact", host_ref=ref or "")
+                self._move(
+                    record,
+                    record.state,
+                    reason="declined by the bank after the fact",
+                    host_ref=ref or "",
+                )
             elif ref:
-                self._save(record, host_ref=ref)
+                self._move(record, record.state, host_ref=ref)
         if self.queue_summary().count == 0:
-            self.host_online = True
+            self._link(True)
 
     def retry_reversals(self) -> int:
         """Send reversals the host has not acknowledged yet; returns how many remain."""
@@ -1465,46 +1516,47 @@ class Checkout:
 
     def recover(self) -> list[TxnRecord]:
         """After a restart: finish what a crash interrupted, truthfully."""
-        fixed = []
-        for record in self.journal.unfinished():
-            order_id = record.extra.get("qr_order_id")
-            if order_id and not record.offline_id:
-                # A code payment cut short: cancel its order (reversed if it was paid), so
-                # no money is kept for a sale the merchant never saw approved.
-                self.journal.add_pending_reversal(
-                    QR_CANCEL_PREFIX + str(order_id), record.id, _now_text(self._now())
-                )
-                fixed.append(self._finish(record, "cancelled", Result.CODE_CANCELLED, "cancelled"))
-            elif record.offline_id or self.queue.host_ref(record.id)[0]:
-                fixed.append(
-                    self._finish(
-                        record, "approved_offline", Result.APPROVED_OFFLINE, offline_id=record.id
-                    )
-                )
-            elif record.idempotency_key and record.kind == "refund":
-                # The refund may have reached the bank: the next refund of the sale re-sends
-                # it under this key first (_settle_unknown_refunds).
-                fixed.append(
-                    self._finish(
-                        record,
-                        "failed",
-                        Result.REFUND_DECLINED,
-                        "interrupted; no answer from the bank",
-                        extra={**record.extra, _REFUND_UNKNOWN: True},
-                    )
-                )
-            elif record.idempotency_key and record.kind == "sale":
-                # The authorisation may have reached the host: reverse it, never assume.
-                self.journal.add_pending_reversal(
-                    record.idempotency_key, record.id, _now_text(self._now())
-                )
-                fixed.append(
-                    self._finish(record, "declined", Result.HOST_NO_RESPONSE, "interrupted")
-                )
-            else:
-                fixed.append(self._finish(record, "cancelled", Result.CANCELLED, "interrupted"))
+        fixed = [self._recovered(record) for record in self.journal.unfinished()]
         self.retry_reversals()
         return fixed
+
+    def _recovered(self, record: TxnRecord) -> TxnRecord:
+        """How a transaction a crash interrupted ends: each in one commit, with the reversal
+        or order cancel it owes."""
+        if record.qr_order_id and not record.offline_id:
+            # A code payment cut short: cancel its order (reversed if it was paid), so no
+            # money is kept for a sale the merchant never saw approved.
+            return self._finish(
+                record,
+                State.CANCELLED,
+                Result.CODE_CANCELLED,
+                "cancelled",
+                reversal_key=QR_CANCEL_PREFIX + record.qr_order_id,
+            )
+        if record.offline_id or self.queue.host_ref(record.id)[0]:
+            return self._finish(
+                record, State.APPROVED_OFFLINE, Result.APPROVED_OFFLINE, offline_id=record.id
+            )
+        if record.idempotency_key and record.kind is Kind.REFUND:
+            # The refund may have reached the bank: the next refund of the sale re-sends it
+            # under this key first (_settle_unknown_refunds).
+            return self._finish(
+                record,
+                State.FAILED,
+                Result.REFUND_DECLINED,
+                "interrupted; no answer from the bank",
+                outcome_unknown=True,
+            )
+        if record.idempotency_key and record.kind is Kind.SALE:
+            # The authorisation may have reached the host: reverse it, never assume.
+            return self._finish(
+                record,
+                State.DECLINED,
+                Result.HOST_NO_RESPONSE,
+                "interrupted",
+                reversal_key=record.idempotency_key,
+            )
+        return self._finish(record, State.CANCELLED, Result.CANCELLED, "interrupted")
 
     def close(self) -> None:
         with self._state_lock:

@@ -148,7 +148,7 @@ def build_receipt(
         lines.append(("TVR", record.tvr))
     if record.host_ref:
         lines.append(("REF", record.host_ref))
-    order_id = record.extra.get("qr_order_id") if by_code else None
+    order_id = record.qr_order_id if by_code else ""
     if order_id:
         lines.append(("ORDER", str(order_id)))
     if record.original_id:

@@ -1,16 +1,94 @@
-"""What the journal records: one transaction as the merchant sees it, and a totals line.
+"""What the journal records: one transaction as the merchant sees it, its kind and state,
+the moves between states the checkout may make, and a totals line.
 
-Plain values, no I/O: the checkout builds them, the journal (:mod:`terminal.store.journal`)
-stores them, receipts and the API show them.
+Plain values, no I/O: the checkout builds them and moves them through :data:`MOVES` (one
+table, checked by :func:`check_move` before every commit), the journal
+(:mod:`terminal.store.journal`) stores them, receipts and the API show them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any, Final
 
-__all__ = ["TotalsLine", "TxnRecord"]
+from .errors import TerminalError
+
+__all__ = [
+    "MOVES",
+    "Kind",
+    "Stage",
+    "State",
+    "TotalsLine",
+    "TransitionError",
+    "TxnRecord",
+    "check_move",
+]
+
+
+class Kind(StrEnum):
+    SALE = "sale"
+    REFUND = "refund"
+    VOID = "void"
+
+
+class State(StrEnum):
+    IN_PROGRESS = "in_progress"
+    APPROVED = "approved"
+    #: Taken without the acquirer (store and forward): in the offline queue until it is sent.
+    APPROVED_OFFLINE = "approved_offline"
+    DECLINED = "declined"
+    CANCELLED = "cancelled"
+    #: Ended without an answer that settles it (the bank could not be reached, or its answer
+    #: was lost: then `outcome_unknown`, and the next refund of the sale settles it first).
+    FAILED = "failed"
+
+
+#: The final states an approved payment can be in.
+APPROVED_STATES: Final = frozenset({State.APPROVED, State.APPROVED_OFFLINE})
+
+
+class Stage(StrEnum):
+    """Where a running transaction is (the prompt the merchant and the customer see)."""
+
+    NONE = ""
+    WAITING_FOR_CARD = "waiting_for_card"
+    READING_CARD = "reading_card"
+    AUTHORISING = "authorising"
+    STORING = "storing"
+    REVERSING = "reversing"
+    READING_CODE = "reading_code"  # a scanned code is on its way to the acquirer
+    WAITING_FOR_CONFIRMATION = "waiting_for_confirmation"  # the wallet asks its user
+    #: The merchant-presented order is being opened with the acquirer: no code on screen
+    #: yet, so a phone cannot pay an order the acquirer does not know.
+    OPENING_ORDER = "opening_order"
+    WAITING_FOR_PAYMENT = "waiting_for_payment"  # merchant-presented code on the screen
+    DONE = "done"
+
+
+#: Every move the checkout may make, per kind: (kind, from) -> the states it may go to.
+#: A move to the same state changes fields only (a stage, the host reference an offline
+#: sale gets once it is sent). Anything else is a bug, refused before it is committed.
+MOVES: Final[Mapping[tuple[Kind, State], frozenset[State]]] = {
+    # A sale ends in any final state; recovery ends an interrupted one too.
+    (Kind.SALE, State.IN_PROGRESS): frozenset(State),
+    # Sent later: the host reference (or an after-the-fact decline) is copied from the queue.
+    (Kind.SALE, State.APPROVED_OFFLINE): frozenset({State.APPROVED_OFFLINE}),
+    (Kind.REFUND, State.IN_PROGRESS): frozenset(State) - {State.APPROVED_OFFLINE},
+    # A refund whose answer was lost is settled under its own key before the next one.
+    (Kind.REFUND, State.FAILED): frozenset({State.APPROVED, State.DECLINED}),
+    (Kind.VOID, State.IN_PROGRESS): frozenset(State) - {State.APPROVED_OFFLINE},
+}
+
+
+class TransitionError(TerminalError):
+    """The checkout tried a move :data:`MOVES` does not allow: a bug, never committed."""
+
+
+def check_move(kind: Kind, before: State, after: State) -> None:
+    if after not in MOVES.get((kind, before), frozenset()):
+        raise TransitionError(f"a {kind} may not go from {before} to {after}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,8 +96,8 @@ class TxnRecord:
     """One transaction as the merchant sees it. Amounts are minor units."""
 
     id: str
-    kind: str  # sale | refund | void
-    state: str  # in_progress | approved | approved_offline | declined | cancelled | failed
+    kind: Kind
+    state: State
     amount: int
     currency: int
     created_at: str  # ISO 8601, terminal's clock
@@ -28,7 +106,7 @@ class TxnRecord:
     reason: str = ""
     external_ref: str = ""
     original_id: str = ""  # refunds and voids: the sale they undo
-    stage: str = ""
+    stage: Stage = Stage.NONE
     masked_pan: str = ""
     brand: str = ""  # application label, e.g. VISA
     aid: str = ""
@@ -49,7 +127,16 @@ class TxnRecord:
     refunded_amount: int = 0
     voided: bool = False
     batch_id: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: How a sale is paid: "card" (a card, or a code on the scanner) or "merchant_qr".
+    method: str = "card"
+    #: Code payments: the order id the acquirer knows, the merchant-presented payload
+    #: shown, and what was scanned (kind: cpm | wallet | mpm ...; the wallet's scheme).
+    qr_order_id: str = ""
+    qr_payload: str = ""
+    qr_kind: str = ""
+    qr_scheme: str = ""
+    #: A refund that failed because its answer was lost: the bank may have paid it.
+    outcome_unknown: bool = False
     #: Journal-wide change number: every write of a transaction gives it a revision higher
     #: than any before it, on this or any other transaction. Views carry it, so a client that
     #: gets one transaction by several paths (an HTTP answer, a poll, the event stream) keeps
@@ -58,11 +145,20 @@ class TxnRecord:
 
     @property
     def finished(self) -> bool:
-        return self.state != "in_progress"
+        return self.state is not State.IN_PROGRESS
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["extra"] = dict(self.extra)
+        data: dict[str, Any] = {}
+        for name in _VIEW_FIELDS:
+            value = getattr(self, name)
+            data[name] = str(value) if isinstance(value, StrEnum) else value
+        # The code-payment fields as earlier releases showed them (the register's API reads
+        # `extra`): only those set, and no method for a card sale.
+        data["extra"] = {
+            name: value
+            for name in _EXTRA_VIEW
+            if (value := getattr(self, name)) not in ("", "card")
+        }
         return data
 
 
@@ -80,3 +176,10 @@ class TotalsLine:
     @property
     def net_amount(self) -> int:
         return self.sales_amount - self.refunds_amount
+
+
+#: What the API and the page see of a record: everything but the internal settle mark.
+_EXTRA_VIEW: Final = ("method", "qr_order_id", "qr_payload", "qr_kind", "qr_scheme")
+_VIEW_FIELDS: Final = tuple(
+    f.name for f in fields(TxnRecord) if f.name not in (*_EXTRA_VIEW, "outcome_unknown")
+)

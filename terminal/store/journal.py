@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..domain.errors import TerminalError
-from ..domain.records import TotalsLine, TxnRecord
+from ..domain.records import Kind, Stage, State, TotalsLine, TxnRecord
 
 __all__ = ["Journal", "JournalError", "TotalsLine", "TxnRecord"]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 
 class JournalError(TerminalError):
@@ -33,8 +33,20 @@ class JournalError(TerminalError):
 
 _COLUMNS: Final = tuple(f.name for f in fields(TxnRecord))
 _INT_COLUMNS: Final = {"amount", "currency", "refunded_amount", "revision"}
+_BOOL_COLUMNS: Final = frozenset({"voided", "outcome_unknown"})
+#: Schema 3: what schema 1 and 2 kept in a JSON column `extra`, as columns of their own.
+_TYPED_EXTRA_COLUMNS: Final = {
+    "method": "'card'",
+    "qr_order_id": "''",
+    "qr_payload": "''",
+    "qr_kind": "''",
+    "qr_scheme": "''",
+    "outcome_unknown": "0",
+}
+#: The `extra` key schema 2 marked a refund with lost answer by.
+_SCHEMA2_UNKNOWN_MARK: Final = "refund_outcome_unknown"
 #: Columns added after schema 1, each by its own migration step.
-_LATER_COLUMNS: Final = frozenset({"revision"})
+_LATER_COLUMNS: Final = frozenset({"revision", *_TYPED_EXTRA_COLUMNS})
 #: Columns the journal derives from other records (Journal._derive); a write of a record
 #: never sets them, so a stale copy of a sale cannot undo a refund or a void.
 _DERIVED_COLUMNS: Final = frozenset({"refunded_amount", "voided"})
@@ -88,7 +100,7 @@ class Journal:
             if version < 1:
                 cols = ", ".join(
                     f"{name} INTEGER NOT NULL DEFAULT 0"
-                    if name in _INT_COLUMNS or name == "voided"
+                    if name in _INT_COLUMNS or name in _BOOL_COLUMNS
                     else f"{name} TEXT NOT NULL DEFAULT ''"
                     for name in _COLUMNS
                     if name != "id" and name not in _LATER_COLUMNS
@@ -119,8 +131,39 @@ class Journal:
                 ).fetchall()
                 for (sale_id,) in sales:
                     self._derive_sale(db, sale_id)
+            if version < 3:
+                self._type_extra(db, had_extra=version >= 1)
             if version < SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @staticmethod
+    def _type_extra(db: sqlite3.Connection, *, had_extra: bool) -> None:
+        """Schema 3: the code-payment fields and the refund's lost-answer mark get columns of
+        their own, filled from the JSON column `extra` of a schema 1 or 2 journal, which is
+        then dropped."""
+        for name, default in _TYPED_EXTRA_COLUMNS.items():
+            kind = "INTEGER" if name in _BOOL_COLUMNS else "TEXT"
+            db.execute(
+                f"ALTER TABLE transactions ADD COLUMN {name} {kind} NOT NULL DEFAULT {default}"
+            )
+        if not had_extra:
+            return
+        for txn_id, extra_text in db.execute("SELECT id, extra FROM transactions").fetchall():
+            extra = json.loads(extra_text or "{}")
+            values = {
+                name: str(extra[name])
+                for name in _TYPED_EXTRA_COLUMNS
+                if name != "outcome_unknown" and extra.get(name)
+            }
+            if extra.get(_SCHEMA2_UNKNOWN_MARK):
+                values["outcome_unknown"] = "1"
+            if values:
+                assignments = ", ".join(f"{name} = ?" for name in values)
+                db.execute(
+                    f"UPDATE transactions SET {assignments} WHERE id = ?",  # noqa: S608
+                    (*values.values(), txn_id),
+                )
+        db.execute("ALTER TABLE transactions DROP COLUMN extra")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -136,16 +179,17 @@ class Journal:
     @staticmethod
     def _row(row: sqlite3.Row) -> TxnRecord:
         values: dict[str, Any] = {name: row[name] for name in _COLUMNS}
-        values["voided"] = bool(values["voided"])
-        values["extra"] = json.loads(values["extra"] or "{}")
+        for name in _BOOL_COLUMNS:
+            values[name] = bool(values[name])
+        values["kind"] = Kind(values["kind"])
+        values["state"] = State(values["state"])
+        values["stage"] = Stage(values["stage"])
         return TxnRecord(**values)
 
     @staticmethod
     def _values(record: TxnRecord) -> dict[str, Any]:
         """The columns a write of `record` sets: all but the derived ones (_derive's)."""
-        values = {name: getattr(record, name) for name in _COLUMNS if name not in _DERIVED_COLUMNS}
-        values["extra"] = json.dumps(dict(record.extra), sort_keys=True)
-        return values
+        return {name: getattr(record, name) for name in _COLUMNS if name not in _DERIVED_COLUMNS}
 
     @staticmethod
     def _next_revision(db: sqlite3.Connection) -> int:
@@ -197,10 +241,14 @@ class Journal:
             self._derive(db, new)
             return self._reread(db, new.id)
 
-    def update(self, record: TxnRecord, **changes: Any) -> TxnRecord:
+    def update(
+        self, record: TxnRecord, *, reversal_key: str = "", **changes: Any
+    ) -> TxnRecord:
         """Write `record` with `changes` applied, and what it changes in its sale, in one
         commit; returns it as stored, with a revision higher than any given out before.
-        Derived fields (refunded amount, voided) are the journal's, never the caller's."""
+        Derived fields (refunded amount, voided) are the journal's, never the caller's.
+        `reversal_key`: in the same commit, an idempotency key whose request must be undone
+        (see :meth:`add_pending_reversal`), so a result never stands without its reversal."""
         if _DERIVED_COLUMNS & changes.keys():
             raise JournalError(
                 f"{', '.join(sorted(_DERIVED_COLUMNS & changes.keys()))} are derived from the "
@@ -218,6 +266,8 @@ class Journal:
             if cursor.rowcount != 1:
                 raise JournalError(f"transaction {record.id} is not in the journal")
             self._derive(db, new)
+            if reversal_key:
+                self._add_reversal(db, reversal_key, record.id, new.updated_at)
             return self._reread(db, record.id)
 
     def get(self, txn_id: str) -> TxnRecord | None:
@@ -268,11 +318,16 @@ class Journal:
     # --- reversals a lost host response left to do -------------------------------------
 
     def add_pending_reversal(self, idempotency_key: str, txn_id: str, now: str) -> None:
+        """Keep `idempotency_key` until its reversal (or order cancel) is acknowledged."""
         with self._write() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO pending_reversals VALUES (?, ?, ?)",
-                (idempotency_key, txn_id, now),
-            )
+            self._add_reversal(db, idempotency_key, txn_id, now)
+
+    @staticmethod
+    def _add_reversal(db: sqlite3.Connection, idempotency_key: str, txn_id: str, now: str) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO pending_reversals VALUES (?, ?, ?)",
+            (idempotency_key, txn_id, now),
+        )
 
     def pending_reversals(self) -> list[tuple[str, str]]:
         with self._lock:
