@@ -267,7 +267,7 @@ class TerminalProcess:
 def child(directory: Path, host_url: str, seed: str, interval: float, pause: float) -> None:
     """One terminal: sell forever with virtual cards, report results and the queue size."""
     from terminal.app.runtime import start_terminal
-    from terminal.checkout.flow import BusyError
+    from terminal.checkout.errors import BusyError
 
     rng = random.Random(seed)
     lock = threading.Lock()

@@ -12,7 +12,7 @@ import pytest
 
 from simulator.host import HostServer
 from terminal.app.runtime import TerminalRuntime, start_terminal
-from terminal.checkout.flow import BusyError, RequestError, StateError
+from terminal.checkout.errors import BusyError, RequestError, StateError
 from terminal.domain.messages import Result, message_for
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
 from tests.conftest_host import acquirer_host as acquirer_host

@@ -17,7 +17,7 @@ import pytest
 from simulator.host import HostServer
 from terminal.acquirer.client import AuthorisationRequest, HostRejectedError, RefundRequest
 from terminal.app.runtime import TerminalRuntime, start_terminal
-from terminal.checkout.flow import HostUnavailableError, StateError
+from terminal.checkout.errors import AcquirerRequiredError, StateError
 from terminal.domain.messages import Result
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, AcquirerTerminal, HostHandle
 from tests.conftest_host import acquirer_host as acquirer_host
@@ -127,7 +127,7 @@ def test_refund_with_no_answer_yet_blocks_another_refund_of_the_sale(
     acquirer_host.set_fault("/v1/refunds", "drop_after_commit", times=3)
     terminal.checkout.refund(str(sale["id"]), 500)
     acquirer_host.set_fault("/v1/refunds", "http_500", times=3)
-    with pytest.raises(HostUnavailableError, match="earlier refund"):
+    with pytest.raises(AcquirerRequiredError, match="earlier refund"):
         terminal.checkout.refund(str(sale["id"]), 500)
     refunds = [r for r in acquirer_host.ledger() if r["kind"] == "refund"]
     assert len(refunds) == 1

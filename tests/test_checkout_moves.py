@@ -1,6 +1,6 @@
 """The checkout as one state machine: every move a transaction may make is in one table
 (terminal.domain.records.MOVES), checked before it is committed; every acquirer error ends
-each kind of transaction as one table says (terminal.checkout.flow._ACQUIRER_FAILURES)."""
+each kind of transaction as one table says (terminal.checkout.failures.ACQUIRER_FAILURES)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from terminal.acquirer.client import (
     OutcomeUnknownError,
     ReversalPendingError,
 )
-from terminal.checkout.flow import _failure
+from terminal.checkout.failures import failure_for
 from terminal.domain.messages import Result
 from terminal.domain.records import MOVES, Kind, State, TransitionError, TxnRecord, check_move
 from terminal.store.journal import Journal
@@ -83,7 +83,7 @@ def test_one_table_says_how_an_acquirer_error_ends_each_kind(
     online: bool | None,
     unknown: bool,
 ) -> None:
-    failure = _failure(kind, _error(error))
+    failure = failure_for(kind, _error(error))
     assert (failure.state, failure.result, failure.online, failure.unknown) == (
         state,
         result,
@@ -95,9 +95,9 @@ def test_one_table_says_how_an_acquirer_error_ends_each_kind(
 
 def test_the_host_s_words_reach_the_merchant() -> None:
     rejected = _error(HostRejectedError)
-    assert _failure(Kind.REFUND, rejected).reason(rejected) == "no such sale"
+    assert failure_for(Kind.REFUND, rejected).reason(rejected) == "no such sale"
     unreachable = _error(HostUnreachable)
-    assert _failure(Kind.VOID, unreachable).reason(unreachable) == (
+    assert failure_for(Kind.VOID, unreachable).reason(unreachable) == (
         "bank unreachable: connection refused"
     )
 

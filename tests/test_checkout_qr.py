@@ -23,11 +23,11 @@ from simulator.host import HostServer
 from simulator.wallet import PhoneWallet, WalletAccount, http_registrar, pay_merchant_code
 from terminal.acquirer.qr_client import AcquirerTransport, QrClient
 from terminal.app.runtime import TerminalRuntime, start_terminal
-from terminal.checkout.flow import QR_CANCEL_PREFIX, Stage
+from terminal.checkout.core import QR_CANCEL_PREFIX
 from terminal.checkout.qr_payment import QrPaymentParams
 from terminal.domain.messages import Result
 from terminal.domain.receipts import build_receipt
-from terminal.domain.records import TxnRecord
+from terminal.domain.records import Stage, TxnRecord
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
 from tests.conftest_host import acquirer_host as acquirer_host
 

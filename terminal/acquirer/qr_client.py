@@ -26,7 +26,7 @@ class QrHostError(TerminalError):
     """The code-payment exchange with the acquirer failed."""
 
 
-class QrHostUnavailableError(QrHostError):
+class QrNoAnswerError(QrHostError):
     """The acquirer could not be reached or did not answer (the request may have arrived)."""
 
 
@@ -106,7 +106,7 @@ class HttpSignedTransport:
         try:
             response = self._http.request(method, path, content=raw or None, headers=headers)
         except httpx.HTTPError as exc:
-            raise QrHostUnavailableError(f"acquirer unreachable: {type(exc).__name__}") from exc
+            raise QrNoAnswerError(f"acquirer unreachable: {type(exc).__name__}") from exc
         if self._host_key is not None and not verify_response(
             self._host_key,
             response.headers,
@@ -119,9 +119,7 @@ class HttpSignedTransport:
         try:
             data = response.json()
         except ValueError as exc:
-            raise QrHostUnavailableError(
-                f"acquirer answered {response.status_code} without JSON"
-            ) from exc
+            raise QrNoAnswerError(f"acquirer answered {response.status_code} without JSON") from exc
         return response.status_code, data
 
 
@@ -145,7 +143,7 @@ class AcquirerTransport:
         except HostRejectedError as exc:
             return exc.status, {"error": {"code": exc.code, "message": exc.message}}
         except AcquirerError as exc:  # unreachable, no usable answer: it may have arrived
-            raise QrHostUnavailableError(str(exc)) from exc
+            raise QrNoAnswerError(str(exc)) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +188,7 @@ class QrClient:
     ) -> OrderStatus:
         status, data = self._transport.request(method, path, body, idempotency_key=key)
         if status >= 500:
-            raise QrHostUnavailableError(f"acquirer failed with HTTP {status}")
+            raise QrNoAnswerError(f"acquirer failed with HTTP {status}")
         if status >= 400:
             error = data.get("error", {}) if isinstance(data, dict) else {}
             raise QrHostRejectedError(

@@ -44,16 +44,16 @@ from drivers.scanner import ScanRejectedError
 
 from ..app.sim_field import SimulatedField
 from ..app.sim_scanner import PHONE_CODES, SimulatedDeviceError, SimulatedPhone, SimulatedScanner
-from ..checkout.flow import (
+from ..checkout.errors import (
+    AcquirerRequiredError,
     BusyError,
-    Checkout,
     CheckoutError,
-    HostUnavailableError,
     NotFoundError,
     RequestError,
     StateError,
-    totals_json,
 )
+from ..checkout.flow import Checkout
+from ..checkout.reconciliation import totals_json
 from ..domain.currency import CURRENCIES, MAX_EMV_AMOUNT
 from ..domain.messages import LANGUAGES, ui_strings
 from ..domain.receipts import PrinterError, build_receipt, print_receipt
@@ -370,7 +370,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             return _error(409, "invalid_state", str(exc))
         if isinstance(exc, RequestError):
             return _error(422, "invalid_request", str(exc))
-        if isinstance(exc, HostUnavailableError):
+        if isinstance(exc, AcquirerRequiredError):
             return _error(503, "acquirer_unavailable", str(exc))
         return _error(409, "refused", str(exc))
 

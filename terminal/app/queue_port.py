@@ -10,7 +10,7 @@ from offline_queue.limits import OfflineDecision, OfflineLimits, check_offline
 from offline_queue.model import OUTSTANDING_STATES, OfflinePayment
 from offline_queue.store import OfflineQueue
 
-from ..checkout.flow import QueueSummary
+from ..checkout.ports import QueueSummary
 from ..domain.currency import format_amount
 
 __all__ = ["QueuePort"]

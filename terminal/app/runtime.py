@@ -26,7 +26,8 @@ from offline_queue.store import OfflineQueue
 from ..acquirer.client import AcquirerClient
 from ..acquirer.qr_client import AcquirerTransport, QrClient
 from ..acquirer.uplink import QUEUE_KEY_PURPOSE, AcquirerUplink, limits_from_params
-from ..checkout.flow import Checkout, ReaderFactory, ScannerFactory
+from ..checkout.flow import Checkout
+from ..checkout.ports import ReaderFactory, ScannerFactory
 from ..checkout.qr_payment import QrPaymentParams
 from ..domain.params import TerminalParams, default_params
 from ..store.journal import Journal

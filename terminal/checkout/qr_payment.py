@@ -29,7 +29,7 @@ from ..acquirer.qr_client import (
     QrClient,
     QrHostError,
     QrHostRejectedError,
-    QrHostUnavailableError,
+    QrNoAnswerError,
 )
 
 Result = Literal[
@@ -148,7 +148,7 @@ def _cancel(client: QrClient, order_id: str, reason: str) -> tuple[OrderStatus |
     """Cancel `order_id`; (final status or None, whether a retry is still needed)."""
     try:
         return client.cancel(order_id, reason), False
-    except QrHostUnavailableError:
+    except QrNoAnswerError:
         return None, True
 
 
@@ -246,7 +246,7 @@ def run_code_payment(
     base["order_id"] = order_id
     try:
         status = send()
-    except QrHostUnavailableError:
+    except QrNoAnswerError:
         # The request may have arrived: cancel, so a late success cannot charge without a
         # receipt. Offline acceptance is not offered here for the same reason.
         _, pending = _cancel(client, order_id, "no_answer")
@@ -287,7 +287,7 @@ def _poll_until_final(
         sleep(params.poll_interval)
         try:
             status = client.order_status(order_id)
-        except QrHostUnavailableError:
+        except QrNoAnswerError:
             continue  # a blip: keep polling until the timeout, then cancel
         except QrHostError:
             final, pending = _cancel(client, order_id, "status_unknown")
@@ -323,7 +323,7 @@ def run_merchant_order(
     }
     try:
         status = client.create_merchant_order(order_id, amount, currency)
-    except QrHostUnavailableError:
+    except QrNoAnswerError:
         _, pending = _cancel(client, order_id, "no_answer")
         return CodePaymentOutcome("use_card", "offline", cancel_pending=pending, **base)
     except QrHostRejectedError:

@@ -333,7 +333,7 @@ def message_for(result: Result, language: str, *, amount: str = "", reason: str 
 
 
 def progress_text(stage: str, language: str) -> str:
-    """The prompt shown while a transaction runs (stage names of terminal.checkout.flow.Stage)."""
+    """The prompt shown while a transaction runs (stage names of terminal.domain.records.Stage)."""
     return _PROGRESS[_language(language)].get(stage, stage)
 
 

@@ -1,0 +1,364 @@
+"""The checkout's core: one transaction at a time, and the one way a transaction changes
+(:meth:`CheckoutCore._move`: the move checked against the table, committed, then published).
+The operations (sale, code payments, refunds and voids, reconciliation) build on it, one
+module each; :class:`terminal.checkout.flow.Checkout` puts them together."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from ..acquirer.client import (
+    AcquirerClient,
+    AcquirerError,
+)
+from ..acquirer.qr_client import QrClient
+from ..domain.currency import MAX_EMV_AMOUNT, UnknownCurrencyError, currency, format_amount
+from ..domain.messages import Message, Result, message_for, progress_text
+from ..domain.params import TerminalParams
+from ..domain.records import APPROVED_STATES, Kind, Stage, State, TxnRecord, check_move
+from ..domain.signing import Signer
+from ..store.journal import Journal
+from .errors import (
+    BusyError,
+    NotFoundError,
+    RequestError,
+)
+from .events import EventHub
+from .failures import failure_for
+from .ports import Clock, OfflineQueuePort, QueueSummary, RandomBytes, ReaderFactory, ScannerFactory
+from .qr_payment import (
+    QrPaymentParams,
+)
+
+__all__ = ["QR_CANCEL_PREFIX", "SALE_METHODS", "CheckoutCore"]
+
+
+#: How a sale is paid: "card" waits for a card on the reader or a code on the scanner;
+#: "merchant_qr" shows the terminal's own EMVCo MPM code and waits for the wallet to pay it.
+SALE_METHODS: Final = ("card", "merchant_qr")
+
+
+#: Journal prefix of merchant cancels of code-payment orders still to be acknowledged (they
+#: share the pending-reversal list: both undo something the host may have done).
+QR_CANCEL_PREFIX: Final = "qr-cancel:"
+
+
+#: Stages in which the merchant may still cancel (nothing is charged without a receipt: a
+#: code payment's order is cancelled with the acquirer, reversed if it was paid meanwhile).
+_CANCELLABLE_STAGES: Final = frozenset(
+    {
+        Stage.WAITING_FOR_CARD,
+        Stage.READING_CODE,
+        Stage.WAITING_FOR_CONFIRMATION,
+        Stage.OPENING_ORDER,
+        Stage.WAITING_FOR_PAYMENT,
+    }
+)
+
+
+def _now_text(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+class CheckoutCore:
+    """State and rules every operation shares."""
+
+    def __init__(
+        self,
+        *,
+        params: TerminalParams,
+        journal: Journal,
+        queue: OfflineQueuePort,
+        reader_factory: ReaderFactory,
+        acquirer: AcquirerClient | None,
+        signer: Signer | None,
+        clock: Clock = lambda: datetime.now(UTC),
+        random_bytes: RandomBytes,
+        card_timeout: float = 60.0,
+        terminal_id: str = "",
+        scanner_factory: ScannerFactory | None = None,
+        qr_client: QrClient | None = None,
+        qr_params: QrPaymentParams | None = None,
+    ) -> None:
+        self.params = params
+        self.journal = journal
+        self.queue = queue
+        self.events = EventHub()
+        self._reader_factory = reader_factory
+        self._acquirer = acquirer
+        self._signer = signer
+        self._clock = clock
+        self._random = random_bytes
+        self._card_timeout = card_timeout
+        self.terminal_id = terminal_id or params.terminal.terminal_identifier
+        self._busy = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._current: str | None = None
+        self._cancel = threading.Event()
+        self._cancellable = False
+        self._worker: threading.Thread | None = None
+        self.host_online: bool | None = None  # None until the first exchange
+        self._final: TxnRecord | None = None
+        self._scanner_factory = scanner_factory
+        self._qr_client = qr_client
+        self.qr_params = qr_params or QrPaymentParams.from_terminal_params(params)
+        self._stop_wait: threading.Event | None = None
+
+    @property
+    def language(self) -> str:
+        return self.params.terminal.language
+
+    def message(self, record: TxnRecord) -> Message | None:
+        if not record.result:
+            return None
+        return message_for(
+            Result(record.result),
+            self.language,
+            amount=format_amount(record.amount, record.currency),
+            reason=record.reason,
+        )
+
+    def view(self, record: TxnRecord) -> dict[str, Any]:
+        """A transaction as the API and the page show it (JSON-ready, no card data)."""
+        data = record.to_json()
+        data["amount_text"] = format_amount(record.amount, record.currency)
+        data["refundable_amount"] = self._refundable(record)
+        data["voidable"] = self._voidable(record)
+        message = self.message(record)
+        data["message"] = (
+            None
+            if message is None
+            else {"merchant": message.merchant, "customer": message.customer}
+        )
+        data["prompt"] = progress_text(record.stage, self.language) if not record.finished else ""
+        data["method"] = record.method
+        # The merchant-presented code, while the phone can still pay it.
+        data["qr_svg"] = (
+            f"/api/v1/sales/{record.id}/qr.svg"
+            if record.qr_payload and record.stage == Stage.WAITING_FOR_PAYMENT
+            else None
+        )
+        data["cancellable"] = not record.finished and record.stage in _CANCELLABLE_STAGES
+        return data
+
+    def get(self, txn_id: str) -> TxnRecord:
+        record = self.journal.get(txn_id)
+        if record is None:
+            raise NotFoundError(f"no transaction {txn_id!r} on this terminal")
+        return record
+
+    @property
+    def current(self) -> str | None:
+        return self._current
+
+    def queue_summary(self) -> QueueSummary:
+        return self.queue.summary(self._unix())
+
+    def status(self) -> dict[str, Any]:
+        summary = self.queue_summary()
+        return {
+            "terminal_id": self.terminal_id,
+            "host_online": self.host_online,
+            "busy": self._current is not None,
+            "current": self._current,
+            "queue": summary.to_json()
+            | {
+                "text": [
+                    format_amount(amount, cur) for cur, amount in sorted(summary.amounts.items())
+                ]
+            },
+            "pending_reversals": len(self.journal.pending_reversals()),
+            "codes": {
+                "scanner": self._scanner_factory is not None,
+                "merchant_presented": bool(
+                    self.params.qr.enabled
+                    and self.params.qr.merchant_presented
+                    and self._qr_client is not None
+                ),
+            },
+            "language": self.language,
+            "currency": self.params.terminal.currency_code,
+            "currency_alpha": currency(self.params.terminal.currency_code).alpha,
+            "currency_exponent": currency(self.params.terminal.currency_code).exponent,
+        }
+
+    def _now(self) -> datetime:
+        return self._clock()
+
+    def _unix(self) -> int:
+        return int(self._clock().timestamp())
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}{self._now().strftime('%y%m%d')}-{self._random(6).hex()}"
+
+    def _claim(self) -> None:
+        if not self._busy.acquire(blocking=False):
+            raise BusyError(
+                f"terminal busy: transaction {self._current} is in progress"
+                if self._current
+                else "terminal busy: another operation is in progress"
+            )
+
+    def _release(self) -> None:
+        with self._state_lock:
+            self._current = None
+            self._cancellable = False
+            self._stop_wait = None
+        self._busy.release()
+
+    @contextmanager
+    def _holding(self, *, claimed: bool = False) -> Iterator[None]:
+        """The terminal is this operation's until the block ends: claimed on entry (unless
+        the caller `claimed` it already: a sale's worker), then released, and only then is
+        the operation's final state published, with the terminal's status."""
+        if not claimed:
+            self._claim()
+        try:
+            yield
+        finally:
+            self._release()
+            self._publish_final()
+            self._publish_status()
+
+    def _move(
+        self,
+        record: TxnRecord,
+        state: State,
+        result: Result | None = None,
+        reason: str | None = None,
+        *,
+        reversal_key: str = "",
+        **changes: Any,
+    ) -> TxnRecord:
+        """The one way a transaction changes: the move is checked against the table
+        (:data:`terminal.domain.records.MOVES`), committed (with what it changes in its sale
+        and any reversal it owes, in one SQLite transaction), then published, so what anyone
+        sees is on disk first. The final state of the transaction the terminal is busy with
+        is published once the terminal is free again (:meth:`_holding`): a register that
+        reacts to the result at once is not told "busy"."""
+        check_move(record.kind, record.state, state)
+        if result is not None:
+            changes["result"] = str(result)
+        if reason is not None:
+            changes["reason"] = reason
+        if state is not State.IN_PROGRESS:
+            changes.setdefault("stage", Stage.DONE)
+        new = self.journal.update(
+            record,
+            reversal_key=reversal_key,
+            updated_at=_now_text(self._now()),
+            state=state,
+            **changes,
+        )
+        if new.finished and new.id == self._current:
+            self._final = new
+        else:
+            self._publish(new)
+        return new
+
+    def _publish(self, record: TxnRecord) -> None:
+        if record.original_id and record.finished:
+            # The sale a refund or void changed (its refundable amount, its voided flag).
+            self.events.publish("transaction", self.view(self.get(record.original_id)))
+        self.events.publish("transaction", self.view(record))
+
+    def _publish_final(self) -> None:
+        final, self._final = self._final, None
+        if final is not None:
+            self._publish(final)
+
+    def _link(self, online: bool | None) -> None:
+        """What the last exchange said of the link to the acquirer (None: nothing)."""
+        if online is not None:
+            self.host_online = online
+
+    def _publish_status(self) -> None:
+        self.events.publish("status", self.status())
+
+    def _check_amount(self, amount: int, currency_code: int) -> None:
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise RequestError("amount must be an integer number of minor units")
+        if amount <= 0:
+            raise RequestError(f"amount must be positive, got {amount}")
+        if amount > MAX_EMV_AMOUNT:
+            raise RequestError(f"amount {amount} exceeds the EMV maximum {MAX_EMV_AMOUNT}")
+        try:
+            currency(currency_code)
+        except UnknownCurrencyError as exc:
+            raise RequestError(str(exc)) from exc
+        if currency_code != self.params.terminal.currency_code:
+            raise RequestError(
+                f"currency {currency_code:03d} is not accepted: this terminal takes "
+                f"{currency(self.params.terminal.currency_code).alpha} "
+                f"({self.params.terminal.currency_code:03d})"
+            )
+
+    def _finish(
+        self, record: TxnRecord, state: State, result: Result, reason: str = "", **changes: Any
+    ) -> TxnRecord:
+        """End `record` in a final state (a :meth:`_move` with its result and reason)."""
+        return self._move(record, state, result, reason, **changes)
+
+    def _fail(self, record: TxnRecord, exc: AcquirerError) -> TxnRecord:
+        """End `record` as the acquirer error table says, and note what it says of the link."""
+        failure = failure_for(record.kind, exc)
+        self._link(failure.online)
+        return self._finish(
+            record,
+            failure.state,
+            failure.result,
+            failure.reason(exc),
+            outcome_unknown=failure.unknown,
+        )
+
+    def _signed_record(self, record: TxnRecord, captured_at: int) -> tuple[bytes, bytes, str]:
+        """The terminal's signature over what it approved offline (no card data in it)."""
+        body = json.dumps(
+            {
+                "transaction_id": record.id,
+                "terminal_id": self.terminal_id,
+                "amount": record.amount,
+                "currency": record.currency,
+                "captured_at": captured_at,
+                "masked_pan": record.masked_pan,
+                "aid": record.aid,
+                "cryptogram": record.cryptogram,
+                "atc": record.atc,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+        if self._signer is None:
+            return body, b"", ""
+        return body, self._signer.sign(body), self._signer.key_id
+
+    def _refundable(self, record: TxnRecord) -> int:
+        if record.kind is not Kind.SALE or record.voided:
+            return 0
+        if record.state not in APPROVED_STATES:
+            return 0
+        return record.amount - record.refunded_amount
+
+    def _voidable(self, record: TxnRecord) -> bool:
+        return (
+            record.kind is Kind.SALE
+            and record.state is State.APPROVED
+            and not record.voided
+            and not record.batch_id
+            and record.refunded_amount == 0
+            and bool(record.host_ref)
+        )
+
+    def close(self) -> None:
+        with self._state_lock:
+            if self._current is not None and self._cancellable:
+                self._cancel.set()
+                if self._stop_wait is not None:
+                    self._stop_wait.set()
+        if self._worker is not None:
+            self._worker.join(timeout=10)

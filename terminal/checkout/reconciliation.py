@@ -1,0 +1,196 @@
+"""Reconciliation: totals, end of day against the acquirer, the offline queue's sync, the
+reversals still owed, and recovery after a crash."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..acquirer.client import (
+    AcquirerError,
+    BrandTotals,
+    HostUnreachable,
+)
+from ..acquirer.qr_client import QrHostError
+from ..domain.currency import format_amount
+from ..domain.messages import Result
+from ..domain.records import Kind, State, TotalsLine, TxnRecord
+from .core import QR_CANCEL_PREFIX, CheckoutCore, _now_text
+from .errors import AcquirerRequiredError
+
+__all__ = ["Reconciliation", "totals_json"]
+
+log = logging.getLogger(__name__)
+
+
+def totals_json(lines: Sequence[TotalsLine]) -> list[dict[str, Any]]:
+    return [
+        {
+            "brand": line.brand,
+            "currency": line.currency,
+            "sales_count": line.sales_count,
+            "sales_amount": line.sales_amount,
+            "refunds_count": line.refunds_count,
+            "refunds_amount": line.refunds_amount,
+            "net_amount": line.net_amount,
+            "offline_count": line.offline_count,
+            "offline_amount": line.offline_amount,
+            "net_text": format_amount(line.net_amount, line.currency),
+        }
+        for line in lines
+    ]
+
+
+class Reconciliation(CheckoutCore):
+    """End of day, sync and recovery."""
+
+    def totals(self) -> list[TotalsLine]:
+        return self.journal.open_totals()
+
+    def end_of_day(self) -> dict[str, Any]:
+        """Send what the queue holds, then close the batch with the acquirer and compare."""
+        with self._holding():
+            if self._acquirer is None:
+                raise AcquirerRequiredError("the terminal is not connected to an acquirer")
+            sync = self._safe_sync()
+            lines = self.journal.open_totals()
+            mine = [
+                BrandTotals(
+                    brand=line.brand,
+                    currency=line.currency,
+                    sales_count=line.sales_count - line.offline_count,
+                    sales_amount=line.sales_amount - line.offline_amount,
+                    refunds_count=line.refunds_count,
+                    refunds_amount=line.refunds_amount,
+                    net_amount=line.net_amount - line.offline_amount,
+                )
+                for line in lines
+            ]
+            try:
+                settlement = self._acquirer.settle(terminal_totals=None)
+            except HostUnreachable as exc:
+                self._link(False)
+                raise AcquirerRequiredError(f"bank unreachable, batch not closed: {exc}") from exc
+            except AcquirerError as exc:
+                raise AcquirerRequiredError(f"batch not closed: {exc}") from exc
+            self._link(True)
+            host_totals = [t.to_json() for t in settlement.totals]
+            count = self.journal.close_batch(
+                settlement.batch_id, _now_text(self._now()), host_totals
+            )
+            report = {
+                "batch_id": settlement.batch_id,
+                "transactions": count,
+                "host_transactions": settlement.transaction_count,
+                "host_totals": host_totals,
+                "terminal_totals": [t.to_json() for t in mine],
+                "offline_synced": dict(sync),
+                "still_offline": self.queue_summary().to_json(),
+            }
+            self.events.publish("end_of_day", report)
+            return report
+
+    def _safe_sync(self) -> Mapping[str, int]:
+        try:
+            result = self.queue.sync()
+        except Exception as exc:  # the queue's own errors: report, do not lose the batch
+            log.warning("offline sync failed: %s", exc)
+            return {"error": 1}
+        self._mark_synced()
+        return result
+
+    def sync_offline(self) -> Mapping[str, int]:
+        """Send the offline queue now and bring the journal up to date with what happened."""
+        result = self._safe_sync()
+        self._publish_status()
+        return result
+
+    def _mark_synced(self) -> None:
+        """Copy the host references (and after-the-fact declines) from the queue."""
+        for record in self.journal.recent(limit=500):
+            if (
+                record.state is not State.APPROVED_OFFLINE
+                or record.host_ref
+                or not record.offline_id
+            ):
+                continue
+            state, ref = self.queue.host_ref(record.offline_id)
+            if state == "declined":
+                self._move(
+                    record,
+                    record.state,
+                    reason="declined by the bank after the fact",
+                    host_ref=ref or "",
+                )
+            elif ref:
+                self._move(record, record.state, host_ref=ref)
+        if self.queue_summary().count == 0:
+            self._link(True)
+
+    def retry_reversals(self) -> int:
+        """Send reversals the host has not acknowledged yet; returns how many remain."""
+        for key, _txn in self.journal.pending_reversals():
+            if key.startswith(QR_CANCEL_PREFIX):
+                if self._qr_client is None:
+                    continue
+                try:
+                    self._qr_client.cancel(key[len(QR_CANCEL_PREFIX) :], "no_answer")
+                except QrHostError as exc:
+                    log.info("code order cancel still pending: %s", type(exc).__name__)
+                    continue
+                self.journal.reversal_done(key)
+                continue
+            if self._acquirer is None:
+                continue
+            try:
+                self._acquirer.reverse(original_idempotency_key=key, reason="lost_response")
+            except AcquirerError as exc:
+                log.info("reversal still pending: %s", type(exc).__name__)
+                continue
+            self.journal.reversal_done(key)
+        return len(self.journal.pending_reversals())
+
+    def recover(self) -> list[TxnRecord]:
+        """After a restart: finish what a crash interrupted, truthfully."""
+        fixed = [self._recovered(record) for record in self.journal.unfinished()]
+        self.retry_reversals()
+        return fixed
+
+    def _recovered(self, record: TxnRecord) -> TxnRecord:
+        """How a transaction a crash interrupted ends: each in one commit, with the reversal
+        or order cancel it owes."""
+        if record.qr_order_id and not record.offline_id:
+            # A code payment cut short: cancel its order (reversed if it was paid), so no
+            # money is kept for a sale the merchant never saw approved.
+            return self._finish(
+                record,
+                State.CANCELLED,
+                Result.CODE_CANCELLED,
+                "cancelled",
+                reversal_key=QR_CANCEL_PREFIX + record.qr_order_id,
+            )
+        if record.offline_id or self.queue.host_ref(record.id)[0]:
+            return self._finish(
+                record, State.APPROVED_OFFLINE, Result.APPROVED_OFFLINE, offline_id=record.id
+            )
+        if record.idempotency_key and record.kind is Kind.REFUND:
+            # The refund may have reached the bank: the next refund of the sale re-sends it
+            # under this key first (_settle_unknown_refunds).
+            return self._finish(
+                record,
+                State.FAILED,
+                Result.REFUND_DECLINED,
+                "interrupted; no answer from the bank",
+                outcome_unknown=True,
+            )
+        if record.idempotency_key and record.kind is Kind.SALE:
+            # The authorisation may have reached the host: reverse it, never assume.
+            return self._finish(
+                record,
+                State.DECLINED,
+                Result.HOST_NO_RESPONSE,
+                "interrupted",
+                reversal_key=record.idempotency_key,
+            )
+        return self._finish(record, State.CANCELLED, Result.CANCELLED, "interrupted")

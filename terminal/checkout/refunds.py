@@ -1,0 +1,205 @@
+"""Refunds and voids of an approved sale: each journaled before its request leaves; a refund
+whose answer was lost is settled under its own key before any new refund of the sale."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..acquirer.client import (
+    AcquirerClient,
+    AcquirerError,
+    HostRejectedError,
+    RefundRequest,
+)
+from ..domain.currency import format_amount
+from ..domain.messages import Result
+from ..domain.records import Kind, Stage, State, TxnRecord
+from .core import CheckoutCore, _now_text
+from .errors import AcquirerRequiredError, RequestError, StateError
+
+__all__ = ["RefundsAndVoids"]
+
+
+class RefundsAndVoids(CheckoutCore):
+    """Refund (part of) a sale; void one not yet settled."""
+
+    def _resolve_host_ref(self, sale: TxnRecord) -> str:
+        if sale.host_ref:
+            return sale.host_ref
+        if sale.offline_id:
+            state, ref = self.queue.host_ref(sale.offline_id)
+            if ref:
+                self.journal.update(sale, host_ref=ref)
+                return ref
+            raise StateError(
+                f"sale {sale.id} is still in the offline queue ({state or 'unknown'}); "
+                "it can be refunded once it has been sent to the bank"
+            )
+        raise StateError(f"sale {sale.id} has no bank reference")
+
+    def _undo_record(self, sale: TxnRecord, kind: Kind, amount: int, **fields: Any) -> TxnRecord:
+        """Journal a refund or void of `sale` before its request leaves, and make it the
+        terminal's current transaction."""
+        now = _now_text(self._now())
+        record = self.journal.insert(
+            TxnRecord(
+                id=self._new_id("R" if kind is Kind.REFUND else "V"),
+                kind=kind,
+                state=State.IN_PROGRESS,
+                amount=amount,
+                currency=sale.currency,
+                created_at=now,
+                updated_at=now,
+                original_id=sale.id,
+                stage=Stage.AUTHORISING,
+                masked_pan=sale.masked_pan,
+                brand=sale.brand,
+                aid=sale.aid,
+                **fields,
+            )
+        )
+        with self._state_lock:
+            self._current = record.id
+        return record
+
+    def refund(
+        self, original_id: str, amount: int | None = None, *, external_ref: str = ""
+    ) -> TxnRecord:
+        """Refund (part of) an approved sale to the card it was paid with."""
+        sale = self.get(original_id)
+        if sale.kind is not Kind.SALE:
+            raise StateError(f"{original_id} is a {sale.kind}, only sales can be refunded")
+        refundable = self._refundable(sale)
+        if refundable <= 0:
+            raise StateError(
+                f"sale {original_id} cannot be refunded ({sale.state}"
+                + (
+                    ", voided"
+                    if sale.voided
+                    else ", already fully refunded"
+                    if sale.refunded_amount
+                    else ""
+                )
+                + ")"
+            )
+        amount = refundable if amount is None else amount
+        self._check_amount(amount, sale.currency)
+        if amount > refundable:
+            raise RequestError(
+                f"refund of {format_amount(amount, sale.currency)} exceeds what is left to "
+                f"refund ({format_amount(refundable, sale.currency)})"
+            )
+        with self._holding():
+            host_ref = self._resolve_host_ref(sale)
+            if self._acquirer is None:
+                raise AcquirerRequiredError("the terminal is not connected to an acquirer")
+            self._settle_unknown_refunds(sale, host_ref, self._acquirer)
+            # Checked again now that the terminal is ours: another refund or a void may have
+            # finished since the checks above.
+            sale = self.get(original_id)
+            if amount > self._refundable(sale):
+                raise StateError(
+                    f"refund of {format_amount(amount, sale.currency)} exceeds what is left to "
+                    f"refund ({format_amount(self._refundable(sale), sale.currency)})"
+                )
+            record = self._undo_record(
+                sale,
+                Kind.REFUND,
+                amount,
+                external_ref=external_ref,
+                entry_mode=sale.entry_mode,
+                idempotency_key=self._acquirer.new_idempotency_key("refund"),
+            )
+            self._publish(record)
+            try:
+                answer = self._acquirer.refund(
+                    RefundRequest(amount=amount, currency=sale.currency, original_ref=host_ref),
+                    idempotency_key=record.idempotency_key,
+                )
+            except AcquirerError as exc:
+                # A lost answer (the bank may have refunded): the next refund of this sale
+                # first re-sends this one under its own key (_settle_unknown_refunds).
+                return self._fail(record, exc)
+            self._link(True)
+            # One commit: the refund's approval and the sale's refunded amount derived from
+            # it (a crash can no longer leave the one without the other).
+            return self._finish(
+                record, State.APPROVED, Result.REFUND_APPROVED, host_ref=answer.transaction_ref
+            )
+
+    def _settle_unknown_refunds(
+        self, sale: TxnRecord, host_ref: str, acquirer: AcquirerClient
+    ) -> None:
+        """Re-send, under their own idempotency keys, this sale's refunds whose answer was
+        lost, before any new refund: the host answers the first result (or refunds now), so a
+        refund the merchant retries is never paid twice. One that did go through is recorded
+        and the new request is refused, for the merchant to decide again."""
+        went_through: list[TxnRecord] = []
+        for earlier in self.journal.find_original(sale.id):
+            if earlier.kind is not Kind.REFUND or not earlier.outcome_unknown:
+                continue
+            try:
+                answer = acquirer.refund(
+                    RefundRequest(
+                        amount=earlier.amount, currency=earlier.currency, original_ref=host_ref
+                    ),
+                    idempotency_key=earlier.idempotency_key,
+                )
+            except HostRejectedError as exc:
+                self._link(True)
+                self._move(earlier, State.DECLINED, reason=exc.message, outcome_unknown=False)
+                continue
+            except AcquirerError as exc:
+                raise AcquirerRequiredError(
+                    f"an earlier refund ({earlier.id}) of this sale has no answer from the bank "
+                    "yet; try again when the bank can be reached"
+                ) from exc
+            self._link(True)
+            went_through.append(
+                self._move(
+                    earlier,
+                    State.APPROVED,
+                    Result.REFUND_APPROVED,
+                    "",
+                    host_ref=answer.transaction_ref,
+                    outcome_unknown=False,
+                )
+            )
+        if went_through:
+            done = ", ".join(
+                f"{r.id} ({format_amount(r.amount, r.currency)})" for r in went_through
+            )
+            raise StateError(
+                f"an earlier refund of this sale did reach the bank and is now recorded as "
+                f"approved: {done}; nothing more was refunded"
+            )
+
+    def _check_voidable(self, sale: TxnRecord) -> None:
+        if not self._voidable(sale):
+            why = (
+                "only approved online sales not yet settled or refunded can be voided"
+                if sale.kind is Kind.SALE
+                else f"{sale.id} is a {sale.kind}"
+            )
+            raise StateError(f"{sale.id} cannot be voided: {why}")
+
+    def void(self, original_id: str) -> TxnRecord:
+        """Cancel an approved online sale that is not settled yet (no money moves)."""
+        self._check_voidable(self.get(original_id))
+        if self._acquirer is None:
+            raise AcquirerRequiredError("the terminal is not connected to an acquirer")
+        acquirer = self._acquirer
+        with self._holding():
+            # Read again under the terminal's lock: a refund may have finished in between.
+            sale = self.get(original_id)
+            self._check_voidable(sale)
+            record = self._undo_record(
+                sale, Kind.VOID, sale.amount, idempotency_key="void-" + sale.host_ref
+            )
+            try:
+                answer = acquirer.void(sale.host_ref, idempotency_key=record.idempotency_key)
+            except AcquirerError as exc:
+                return self._fail(record, exc)
+            self._link(True)
+            # One commit: the void's approval and the sale's voided flag derived from it.
+            return self._finish(record, State.APPROVED, Result.VOID_APPROVED, reason=answer.status)

@@ -1,0 +1,443 @@
+"""A card sale: wait for a card (or a code on the scanner), run the kernel, go online when
+the card asks for it, store and forward when the host cannot be reached."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+from drivers.base import CardReader
+from drivers.errors import CancelledError, DriverError, ReaderTimeoutError
+from drivers.scanner import CodeScanner, ScanRejectedError
+from emv.carddata import CardAccount, CardAccountError, read_account
+from emv.kernel import CryptogramKind, Outcome, OutcomeKind
+from offline_queue.model import CardData as QueueCardData
+from offline_queue.model import OfflinePayment
+
+from ..acquirer.client import (
+    AcquirerError,
+    AuthorisationRequest,
+    AuthOutcome,
+    HostUnreachable,
+    NotEnrolledError,
+    ReversalPendingError,
+)
+from ..domain.messages import Result
+from ..domain.records import Kind, Stage, State, TxnRecord
+from .card_session import new_request, run_card_transaction
+from .codes import _ENTRY_MODES, CodePayments
+from .core import SALE_METHODS, _now_text
+from .errors import NotFoundError, RequestError, StateError
+from .failures import failure_for
+
+__all__ = ["Sales"]
+
+log = logging.getLogger(__name__)
+
+
+#: Card data that never goes into the `emv` map sent to the host or the queue: the PAN,
+#: track data, name and expiry travel in their own (encrypted / TLS-only) fields.
+_NOT_IN_EMV: Final = frozenset({0x5A, 0x57, 0x56, 0x9F6B, 0x5F20, 0x5F24, 0x9F1F, 0x9F20})
+
+
+def _account(card: Mapping[int, bytes]) -> CardAccount | None:
+    """The card's account data by the kernel's own reader (emv.carddata): the number the
+    kernel vetted is the number sent. None when the card gave none or it is malformed (the
+    kernel ends such a transaction itself; this is the checkout's guard)."""
+    try:
+        return read_account(card)
+    except CardAccountError as exc:
+        log.warning("card account data refused: %s", exc)
+        return None
+
+
+def _emv_map(card: Mapping[int, bytes]) -> dict[str, bytes]:
+    return {f"{tag:X}": value for tag, value in card.items() if tag not in _NOT_IN_EMV}
+
+
+class Sales(CodePayments):
+    """Starting, waiting for, cancelling and running sales."""
+
+    def start_sale(
+        self,
+        amount: int,
+        currency_code: int | None = None,
+        *,
+        external_ref: str = "",
+        method: str = "card",
+    ) -> TxnRecord:
+        """Begin a sale and return at once; progress arrives as events and in the journal.
+
+        `method` "card" waits for a card or a scanned code; "merchant_qr" shows the
+        terminal's dynamic EMVCo code for the amount and waits for the phone to pay it.
+        """
+        code = self.params.terminal.currency_code if currency_code is None else currency_code
+        self._check_amount(amount, code)
+        if method not in SALE_METHODS:
+            raise RequestError(f"unknown payment method {method!r}: one of {SALE_METHODS}")
+        fields: dict[str, Any] = {}
+        stage = Stage.WAITING_FOR_CARD
+        entry_mode = "contactless"
+        if method == "merchant_qr":
+            fields = self._merchant_qr_fields(amount)
+            stage = Stage.OPENING_ORDER
+            entry_mode = _ENTRY_MODES["mpm"]
+        self._claim()
+        try:
+            now = _now_text(self._now())
+            record = self.journal.insert(
+                TxnRecord(
+                    id=self._new_id("S"),
+                    kind=Kind.SALE,
+                    state=State.IN_PROGRESS,
+                    amount=amount,
+                    currency=code,
+                    created_at=now,
+                    updated_at=now,
+                    external_ref=external_ref,
+                    stage=stage,
+                    entry_mode=entry_mode,
+                    **fields,
+                )
+            )
+            with self._state_lock:
+                self._current = record.id
+                self._cancel = threading.Event()
+                self._stop_wait = threading.Event()
+                self._cancellable = True
+            self.events.publish("transaction", self.view(record))
+            self._worker = threading.Thread(
+                target=self._sale_worker, args=(record, self._cancel), name="sale", daemon=True
+            )
+            self._worker.start()
+        except BaseException:
+            self._release()
+            raise
+        return record
+
+    def wait(self, txn_id: str, timeout: float | None = None) -> TxnRecord:
+        """Block until the transaction has finished, or `timeout` seconds have passed; returns
+        it as it then stands (the API's cancel, tests, the demo, the CLI)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = self.events.last_id
+        record = self.get(txn_id)
+        while not record.finished:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if (remaining is not None and remaining <= 0) or self.events.closed:
+                break  # out of time, or the terminal is stopping: no more changes come
+            self.events.after(last, timeout=remaining)
+            last = self.events.last_id
+            record = self.get(txn_id)
+        return record
+
+    def cancel(self, txn_id: str | None = None) -> TxnRecord:
+        """Stop waiting for a card or a code. Refused once a card is being read (it is too
+        late). A code payment can be cancelled until it is final: its order is cancelled with
+        the acquirer (and reversed if the wallet paid meanwhile), so nothing is charged."""
+        with self._state_lock:
+            current = self._current
+            if current is None or (txn_id is not None and txn_id != current):
+                target = txn_id or "(none)"
+                record = self.journal.get(target) if txn_id else None
+                if record is not None and record.finished:
+                    raise StateError(f"transaction {target} has already finished ({record.state})")
+                raise NotFoundError(f"no transaction {target} is running")
+            if not self._cancellable:
+                raise StateError("too late to cancel: the card is being processed")
+            self._cancel.set()
+            if self._stop_wait is not None:
+                self._stop_wait.set()
+        return self.get(current)
+
+    def _sale_worker(self, record: TxnRecord, cancel: threading.Event) -> None:
+        with self._holding(claimed=True):
+            try:
+                self._run_sale(record, cancel)
+            except Exception:
+                # The backstop of the sale's thread: a fault, not an outcome. Logged with its
+                # traceback; the journal stays truthful and the terminal usable.
+                log.exception("sale %s failed", record.id)
+                current = self.journal.get(record.id) or record
+                if not current.finished:
+                    self._move(
+                        current, State.FAILED, Result.READER_ERROR, "internal error; see the log"
+                    )
+
+    def _run_sale(self, record: TxnRecord, cancel: threading.Event) -> TxnRecord:
+        if record.method == "merchant_qr":
+            return self._run_merchant_qr(record, cancel)
+        reader: CardReader | None = None
+        scanner: CodeScanner | None = None
+        problems: list[str] = []
+        try:
+            reader = self._reader_factory()
+        except DriverError as exc:
+            problems.append(str(exc))
+        if self._scanner_factory is not None:
+            try:
+                scanner = self._scanner_factory()
+            except DriverError as exc:  # cards still work; say why codes do not
+                log.warning("code scanner unavailable: %s", exc)
+                problems.append(str(exc))
+        if reader is None and scanner is None:
+            return self._finish(record, State.FAILED, Result.READER_ERROR, "; ".join(problems))
+        # Both devices are open and listening: a serial port drops what arrived before it
+        # was opened, so the register (and tests) may wait for this before the customer acts.
+        self.events.publish(
+            "ready",
+            {"id": record.id, "card": reader is not None, "code": scanner is not None},
+        )
+        try:
+            stop = self._stop_wait or threading.Event()
+            if cancel.is_set():
+                stop.set()
+            got, value = self._wait_for_card_or_code(record, reader, scanner, stop)
+            if scanner is not None:
+                scanner.close()
+                scanner = None
+            with self._state_lock:
+                if cancel.is_set():
+                    return self._finish(record, State.CANCELLED, Result.CANCELLED)
+                if got == "card":
+                    self._cancellable = False  # the card is being read: too late to cancel
+            if got == "timeout":
+                return self._finish(record, State.CANCELLED, Result.NO_CARD)
+            if got == "error":
+                return self._finish(record, State.FAILED, Result.READER_ERROR, value)
+            if got == "code":
+                if reader is not None:
+                    reader.close()
+                    reader = None
+                return self._run_code(record, value, cancel)
+            assert reader is not None
+            record = self._move(record, record.state, stage=Stage.READING_CARD)
+            request = new_request(
+                record.amount,
+                currency=record.currency,
+                clock=self._clock,
+                random_bytes=self._random,
+                reader=reader,
+            )
+            session = run_card_transaction(reader, self.params, request)
+        finally:
+            if scanner is not None:
+                scanner.close()
+            if reader is not None:
+                reader.close()
+        return self._after_card(record, session.outcome)
+
+    def _wait_for_card_or_code(
+        self,
+        record: TxnRecord,
+        reader: CardReader | None,
+        scanner: CodeScanner | None,
+        stop: threading.Event,
+    ) -> tuple[str, str]:
+        """Wait for whichever comes first: a card on the reader or a code on the scanner.
+
+        Returns ("card", ""), ("code", text), ("timeout", ""), ("error", why) or
+        ("cancelled", ""). `stop` ends both waits: the merchant's cancel sets it, and so
+        does the first of the two to get something (the other then gives up).
+        """
+        won: list[tuple[str, str]] = []
+        lock = threading.Lock()
+        scan_problem: list[str] = []
+
+        def claim(kind: str, value: str) -> bool:
+            with lock:
+                if won:
+                    return False
+                won.append((kind, value))
+                stop.set()
+                return True
+
+        def scan() -> None:
+            assert scanner is not None
+            deadline = time.monotonic() + self._card_timeout
+            while not stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                try:
+                    code = scanner.wait_for_code(timeout=remaining, cancel=stop)
+                except ScanRejectedError as exc:
+                    # A bad read (partial, not text): say so and keep waiting for a good one.
+                    self.events.publish(
+                        "scan_rejected", {"id": record.id, "reason": f"code not read: {exc}"}
+                    )
+                    continue
+                except (CancelledError, ReaderTimeoutError):
+                    return
+                except DriverError as exc:
+                    log.warning("code scanner failed: %s", exc)
+                    scan_problem.append(str(exc))
+                    return
+                claim("code", code)
+                return
+
+        worker = None
+        if scanner is not None:
+            worker = threading.Thread(target=scan, name="scanner", daemon=True)
+            worker.start()
+        card_problem = ""
+        if reader is not None:
+            try:
+                reader.wait_for_card(timeout=self._card_timeout, cancel=stop)
+            except (CancelledError, ReaderTimeoutError):
+                stop.set()
+            except DriverError as exc:
+                # A broken reader: codes may still come; report it only if nothing does.
+                card_problem = str(exc)
+            else:
+                claim("card", "")
+        if worker is not None:
+            worker.join()
+        if won:
+            return won[0]
+        if self._cancel.is_set():
+            return "cancelled", ""
+        if card_problem or (reader is None and scan_problem):
+            return "error", card_problem or scan_problem[0]
+        return "timeout", ""
+
+    def _card_fields(self, outcome: Outcome) -> dict[str, Any]:
+        card = outcome.card_data
+        return {
+            "masked_pan": outcome.masked_pan or "",
+            "brand": outcome.label,
+            "aid": "" if outcome.aid is None else outcome.aid.hex().upper(),
+            "cryptogram_kind": "" if outcome.cryptogram is None else str(outcome.cryptogram),
+            "cryptogram": card.get(0x9F26, b"").hex().upper(),
+            "atc": card.get(0x9F36, b"").hex().upper(),
+            "tvr": outcome.tvr.hex().upper(),
+            "cvm": "" if outcome.cvm is None else str(outcome.cvm),
+        }
+
+    def _after_card(self, record: TxnRecord, outcome: Outcome) -> TxnRecord:
+        kind = outcome.kind
+        if kind in (OutcomeKind.APPROVED, OutcomeKind.ONLINE_REQUEST):
+            record = self._move(record, record.state, **self._card_fields(outcome))
+        if kind is OutcomeKind.APPROVED:
+            # The card approved offline (TC): the payment still has to reach the acquirer, so
+            # it goes through the queue; a refusal there is a decline, never a silent accept.
+            return self._store_offline(record, outcome, online_failed=False)
+        if kind is OutcomeKind.ONLINE_REQUEST:
+            return self._go_online(record, outcome)
+        fields = self._card_fields(outcome)
+        reason = outcome.reason or outcome.detail
+        if kind is OutcomeKind.DECLINED:
+            return self._finish(record, State.DECLINED, Result.DECLINED_BY_CARD, reason, **fields)
+        if kind is OutcomeKind.TRY_AGAIN:
+            return self._finish(record, State.DECLINED, Result.TRY_AGAIN, reason, **fields)
+        if kind is OutcomeKind.TRY_ANOTHER_INTERFACE:
+            return self._finish(
+                record, State.DECLINED, Result.TRY_ANOTHER_INTERFACE, reason, **fields
+            )
+        return self._finish(record, State.DECLINED, Result.CARD_NOT_SUPPORTED, reason, **fields)
+
+    def _go_online(self, record: TxnRecord, outcome: Outcome) -> TxnRecord:
+        card = outcome.card_data
+        account = _account(card)
+        if account is None:
+            return self._finish(record, State.DECLINED, Result.TRY_AGAIN, "card gave no valid PAN")
+        if self._acquirer is None:
+            return self._store_offline(record, outcome, online_failed=True)
+        key = self._acquirer.new_idempotency_key("auth")
+        # The key is on disk before the request leaves: after a crash, recovery can reverse it.
+        record = self._move(record, record.state, stage=Stage.AUTHORISING, idempotency_key=key)
+        request = AuthorisationRequest(
+            amount=record.amount,
+            currency=record.currency,
+            pan=account.pan,
+            pan_sequence=account.pan_sequence,
+            expiry=account.expiry,
+            brand=outcome.label or None,
+            aid=record.aid or None,
+            emv=_emv_map(card),
+        )
+        try:
+            answer = self._acquirer.authorise(request, idempotency_key=key)
+        except (HostUnreachable, NotEnrolledError) as exc:
+            self._link(False)
+            log.info("sale %s: acquirer unreachable (%s); trying offline", record.id, exc)
+            return self._store_offline(record, outcome, online_failed=True)
+        except ReversalPendingError as exc:
+            # The reversal the client could not get acknowledged is kept, with the decline,
+            # in one commit, and retried (retry_reversals).
+            failure = failure_for(record.kind, exc)
+            self._link(failure.online)
+            return self._finish(
+                record,
+                failure.state,
+                failure.result,
+                failure.reason(exc),
+                reversal_key=exc.idempotency_key,
+            )
+        except AcquirerError as exc:
+            return self._fail(record, exc)
+        self._link(True)
+        if answer.outcome is AuthOutcome.APPROVED:
+            return self._finish(
+                record,
+                State.APPROVED,
+                Result.APPROVED,
+                auth_code=answer.auth_code or "",
+                response_code=answer.response_code or "",
+                host_ref=answer.transaction_ref or "",
+            )
+        if answer.outcome is AuthOutcome.REVERSED_AFTER_LOST_RESPONSE:
+            return self._finish(
+                record,
+                State.DECLINED,
+                Result.HOST_NO_RESPONSE,
+                f"reversal {answer.reversal_status}",
+            )
+        return self._finish(
+            record,
+            State.DECLINED,
+            Result.DECLINED_BY_ISSUER,
+            f"{answer.response_code} {answer.reason}".strip(),
+            response_code=answer.response_code or "",
+            host_ref=answer.transaction_ref or "",
+        )
+
+    def _store_offline(
+        self, record: TxnRecord, outcome: Outcome, *, online_failed: bool
+    ) -> TxnRecord:
+        card = outcome.card_data
+        account = _account(card)
+        if account is None:
+            return self._finish(record, State.DECLINED, Result.TRY_AGAIN, "card gave no valid PAN")
+        offline = self.params.offline
+        if online_failed and (offline is None or not offline.enabled):
+            return self._finish(record, State.DECLINED, Result.DECLINED_OFFLINE_DISABLED)
+        record = self._move(record, record.state, stage=Stage.STORING)
+        captured_at = self._unix()
+        signed, signature, key_id = self._signed_record(record, captured_at)
+        payment = OfflinePayment(
+            transaction_id=record.id,
+            amount=record.amount,
+            currency=record.currency,
+            card=QueueCardData(
+                pan=account.pan, pan_sequence=account.pan_sequence, expiry=account.expiry
+            ),
+            captured_at=captured_at,
+            emv={tag: value.hex().upper() for tag, value in _emv_map(card).items()},
+            brand=outcome.label or None,
+            aid=record.aid or None,
+            signed_record=signed,
+            signature=signature,
+            key_id=key_id or None,
+        )
+        # Store and forward (deferred authorisation): an ARQC or a TC may be kept for later
+        # upload; an AAC is the card's own refusal and is never stored.
+        card_ok = outcome.cryptogram in (CryptogramKind.TC, CryptogramKind.ARQC)
+        decision = self.queue.admit(payment, card_approves_offline=card_ok, now=captured_at)
+        if not decision.allowed:
+            result = Result.DECLINED_OFFLINE_LIMIT if online_failed else Result.DECLINED_BY_CARD
+            return self._finish(record, State.DECLINED, result, decision.message)
+        result = Result.APPROVED_OFFLINE if online_failed else Result.APPROVED
+        return self._finish(record, State.APPROVED_OFFLINE, result, offline_id=record.id)
