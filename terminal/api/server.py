@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from drivers.errors import DriverError
 from drivers.scanner import ScanRejectedError
+from emv.errors import PiposError
 
 from ..app.sim_field import SimulatedField
 from ..app.sim_scanner import PHONE_CODES, SimulatedDeviceError, SimulatedPhone, SimulatedScanner
@@ -643,7 +644,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
                 sim_field.present("sim:" + body.card)
             except DriverError as exc:
                 raise _ApiError(422, "unknown_card", str(exc), field="card") from exc
-            except Exception as exc:  # the simulator's own errors: bad profile or option
+            except PiposError as exc:  # the simulator's own errors: bad profile or option
                 raise _ApiError(422, "unknown_card", str(exc), field="card") from exc
             return {"presented": body.card}
 

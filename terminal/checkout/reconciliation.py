@@ -7,6 +7,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from offline_queue.errors import QueueError
+
 from ..acquirer.client import (
     AcquirerError,
     BrandTotals,
@@ -94,7 +96,7 @@ class Reconciliation(CheckoutCore):
     def _safe_sync(self) -> Mapping[str, int]:
         try:
             result = self.queue.sync()
-        except Exception as exc:  # the queue's own errors: report, do not lose the batch
+        except QueueError as exc:  # the queue's own errors: report, do not lose the batch
             log.warning("offline sync failed: %s", exc)
             return {"error": 1}
         self._mark_synced()
