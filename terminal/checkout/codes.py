@@ -97,7 +97,7 @@ class CodePayments(CheckoutCore):
         order_id = new_order_id(self._random)
         # The order id is on disk before the request leaves: after a crash, recovery cancels
         # the order, so a payment nobody saw approved is never kept.
-        record = self._move(
+        record = self._transition(
             record,
             record.state,
             stage=Stage.READING_CODE,
@@ -115,7 +115,7 @@ class CodePayments(CheckoutCore):
         def on_sent(status: OrderStatus) -> None:
             self._link(True)
             if not status.final:
-                current[0] = self._move(
+                current[0] = self._transition(
                     current[0], current[0].state, stage=Stage.WAITING_FOR_CONFIRMATION
                 )
 
@@ -145,7 +145,9 @@ class CodePayments(CheckoutCore):
         def on_created(status: OrderStatus) -> None:
             self._link(True)
             # Only now does the page show the code: the acquirer knows the order.
-            current[0] = self._move(current[0], current[0].state, stage=Stage.WAITING_FOR_PAYMENT)
+            current[0] = self._transition(
+                current[0], current[0].state, stage=Stage.WAITING_FOR_PAYMENT
+            )
 
         outcome = run_merchant_order(
             record.amount,
@@ -209,7 +211,7 @@ class CodePayments(CheckoutCore):
         data = outcome.offline_data or {}
         if data.get("kind") != "cpm" or not data.get("pan"):
             return self._finish(record, State.DECLINED, Result.CODE_USE_CARD, "offline", **fields)
-        record = self._move(record, record.state, stage=Stage.STORING, **fields)
+        record = self._transition(record, record.state, stage=Stage.STORING, **fields)
         captured_at = self._unix()
         signed, signature, key_id = self._signed_record(record, captured_at)
         emv = {str(tag): str(value) for tag, value in dict(data.get("emv") or {}).items()}

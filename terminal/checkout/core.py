@@ -1,5 +1,5 @@
 """The checkout's core: one transaction at a time, and the one way a transaction changes
-(:meth:`CheckoutCore._move`: the move checked against the table, committed, then published).
+(:meth:`CheckoutCore._transition`: the move checked against the table, committed, then published).
 The operations (sale, code payments, refunds and voids, reconciliation) build on it, one
 module each; :class:`terminal.checkout.flow.Checkout` puts them together."""
 
@@ -225,7 +225,7 @@ class CheckoutCore:
             self._publish_final()
             self._publish_status()
 
-    def _move(
+    def _transition(
         self,
         record: TxnRecord,
         state: State,
@@ -301,8 +301,8 @@ class CheckoutCore:
     def _finish(
         self, record: TxnRecord, state: State, result: Result, reason: str = "", **changes: Any
     ) -> TxnRecord:
-        """End `record` in a final state (a :meth:`_move` with its result and reason)."""
-        return self._move(record, state, result, reason, **changes)
+        """End `record` in a final state (a :meth:`_transition` with its result and reason)."""
+        return self._transition(record, state, result, reason, **changes)
 
     def _fail(self, record: TxnRecord, exc: AcquirerError) -> TxnRecord:
         """End `record` as the acquirer error table says, and note what it says of the link."""

@@ -119,14 +119,14 @@ class Reconciliation(CheckoutCore):
                 continue
             state, ref = self.queue.host_ref(record.offline_id)
             if state == "declined":
-                self._move(
+                self._transition(
                     record,
                     record.state,
                     reason="declined by the bank after the fact",
                     host_ref=ref or "",
                 )
             elif ref:
-                self._move(record, record.state, host_ref=ref)
+                self._transition(record, record.state, host_ref=ref)
         if self.queue_summary().count == 0:
             self._link(True)
 

@@ -147,7 +147,7 @@ class RefundsAndVoids(CheckoutCore):
                 )
             except HostRejectedError as exc:
                 self._link(True)
-                self._move(earlier, State.DECLINED, reason=exc.message, outcome_unknown=False)
+                self._transition(earlier, State.DECLINED, reason=exc.message, outcome_unknown=False)
                 continue
             except AcquirerError as exc:
                 raise AcquirerRequiredError(
@@ -156,7 +156,7 @@ class RefundsAndVoids(CheckoutCore):
                 ) from exc
             self._link(True)
             went_through.append(
-                self._move(
+                self._transition(
                     earlier,
                     State.APPROVED,
                     Result.REFUND_APPROVED,

@@ -162,7 +162,7 @@ class Sales(CodePayments):
                 log.exception("sale %s failed", record.id)
                 current = self.journal.get(record.id) or record
                 if not current.finished:
-                    self._move(
+                    self._transition(
                         current, State.FAILED, Result.READER_ERROR, "internal error; see the log"
                     )
 
@@ -213,7 +213,7 @@ class Sales(CodePayments):
                     reader = None
                 return self._run_code(record, value, cancel)
             assert reader is not None
-            record = self._move(record, record.state, stage=Stage.READING_CARD)
+            record = self._transition(record, record.state, stage=Stage.READING_CARD)
             request = new_request(
                 record.amount,
                 currency=record.currency,
@@ -319,7 +319,7 @@ class Sales(CodePayments):
     def _after_card(self, record: TxnRecord, outcome: Outcome) -> TxnRecord:
         kind = outcome.kind
         if kind in (OutcomeKind.APPROVED, OutcomeKind.ONLINE_REQUEST):
-            record = self._move(record, record.state, **self._card_fields(outcome))
+            record = self._transition(record, record.state, **self._card_fields(outcome))
         if kind is OutcomeKind.APPROVED:
             # The card approved offline (TC): the payment still has to reach the acquirer, so
             # it goes through the queue; a refusal there is a decline, never a silent accept.
@@ -347,7 +347,9 @@ class Sales(CodePayments):
             return self._store_offline(record, outcome, online_failed=True)
         key = self._acquirer.new_idempotency_key("auth")
         # The key is on disk before the request leaves: after a crash, recovery can reverse it.
-        record = self._move(record, record.state, stage=Stage.AUTHORISING, idempotency_key=key)
+        record = self._transition(
+            record, record.state, stage=Stage.AUTHORISING, idempotency_key=key
+        )
         request = AuthorisationRequest(
             amount=record.amount,
             currency=record.currency,
@@ -414,7 +416,7 @@ class Sales(CodePayments):
         offline = self.params.offline
         if online_failed and (offline is None or not offline.enabled):
             return self._finish(record, State.DECLINED, Result.DECLINED_OFFLINE_DISABLED)
-        record = self._move(record, record.state, stage=Stage.STORING)
+        record = self._transition(record, record.state, stage=Stage.STORING)
         captured_at = self._unix()
         signed, signature, key_id = self._signed_record(record, captured_at)
         payment = OfflinePayment(
