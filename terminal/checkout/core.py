@@ -12,10 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from ..acquirer.client import (
-    AcquirerClient,
-    AcquirerError,
-)
+from ..acquirer.client import AcquirerClient, AcquirerError, ReversalPendingError
 from ..acquirer.qr_client import QrClient
 from ..domain.currency import MAX_EMV_AMOUNT, UnknownCurrencyError, currency, format_amount
 from ..domain.messages import Message, Result, message_for, progress_text
@@ -305,7 +302,9 @@ class CheckoutCore:
         return self._transition(record, state, result, reason, **changes)
 
     def _fail(self, record: TxnRecord, exc: AcquirerError) -> TxnRecord:
-        """End `record` as the acquirer error table says, and note what it says of the link."""
+        """End `record` as the acquirer error table says, and note what it says of the link.
+        An authorisation whose reversal is not acknowledged yet keeps that reversal, in the
+        same commit as the decline, for :meth:`retry_reversals`."""
         failure = failure_for(record.kind, exc)
         self._link(failure.online)
         return self._finish(
@@ -314,6 +313,7 @@ class CheckoutCore:
             failure.result,
             failure.reason(exc),
             outcome_unknown=failure.unknown,
+            reversal_key=exc.idempotency_key if isinstance(exc, ReversalPendingError) else "",
         )
 
     def _signed_record(self, record: TxnRecord, captured_at: int) -> tuple[bytes, bytes, str]:

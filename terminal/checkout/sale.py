@@ -23,7 +23,6 @@ from ..acquirer.client import (
     AuthOutcome,
     HostUnreachable,
     NotEnrolledError,
-    ReversalPendingError,
 )
 from ..domain.messages import Result
 from ..domain.records import Kind, Stage, State, TxnRecord
@@ -31,7 +30,6 @@ from .card_session import new_request, run_card_transaction
 from .codes import _ENTRY_MODES, CodePayments
 from .core import SALE_METHODS, _now_text
 from .errors import NotFoundError, RequestError, StateError
-from .failures import failure_for
 
 __all__ = ["Sales"]
 
@@ -366,18 +364,6 @@ class Sales(CodePayments):
             self._link(False)
             log.info("sale %s: acquirer unreachable (%s); trying offline", record.id, exc)
             return self._store_offline(record, outcome, online_failed=True)
-        except ReversalPendingError as exc:
-            # The reversal the client could not get acknowledged is kept, with the decline,
-            # in one commit, and retried (retry_reversals).
-            failure = failure_for(record.kind, exc)
-            self._link(failure.online)
-            return self._finish(
-                record,
-                failure.state,
-                failure.result,
-                failure.reason(exc),
-                reversal_key=exc.idempotency_key,
-            )
         except AcquirerError as exc:
             return self._fail(record, exc)
         self._link(True)
