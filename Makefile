@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 
 .PHONY: run test lint typecheck unit bench setup setup-dev lock clean
 
+# `make run` is the demo: the terminal and its simulator (the sim extra, pipos-sim).
 setup:
-	@scripts/bootstrap.sh ""
+	@scripts/bootstrap.sh sim
 
 setup-dev:
 	@scripts/bootstrap.sh dev

@@ -6,6 +6,10 @@ nfcpy activates ISO/IEC 14443-4 (ISO-DEP) cards of Type A (RATS/ATS) and Type B 
 runs the block protocol itself: frame sizes from the ATS/ATQB, command and response chaining,
 R(NAK) retries and waiting-time extensions. This module only polls, moves APDUs, and
 translates nfcpy's exceptions into :mod:`drivers.errors`.
+
+The contactless frontend is made by a factory, ``nfc.ContactlessFrontend`` unless one is
+passed in: unit tests hand the reader a fake frontend whose ``connect`` returns a scripted
+``nfc.tag.tt4.Type4Tag`` and raises nfcpy's own exceptions, without any device.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import errno
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -91,13 +96,20 @@ def _open_error(url: str, path: str, exc: BaseException | None) -> DeviceUnavail
     )
 
 
-class NfcReader(CardReader):
-    """A reader on nfcpy; one ISO-DEP card at a time."""
+Frontend = Callable[[], Any]
+"""Makes an unopened contactless frontend: ``nfc.ContactlessFrontend`` or a test's fake (its
+``open(path)``, ``connect(rdwr=..., terminate=...)``, ``close()`` and ``device.mute()``)."""
 
-    def __init__(self, url: str) -> None:
+
+class NfcReader(CardReader):
+    """A reader on nfcpy; one ISO-DEP card at a time. `frontend` stands in for
+    ``nfc.ContactlessFrontend`` (unit tests: a fake device and card)."""
+
+    def __init__(self, url: str, *, frontend: Frontend | None = None) -> None:
         self.url = url
         self.path, self.targets = parse_nfc_url(url)
-        self._clf: Any = nfc.ContactlessFrontend()
+        make = nfc.ContactlessFrontend if frontend is None else frontend
+        self._clf: Any = make()
         try:
             opened = self._clf.open(self.path)
         except (OSError, TimeoutError, nfc.clf.CommunicationError) as exc:

@@ -9,6 +9,10 @@ card as T=1 and run T=CL themselves; the UID comes from the PC/SC Part 3 pseudo-
 come back instead of failing.
 
 Every pyscard result code is translated here into :mod:`drivers.errors`.
+
+The calls that reach pcscd go through a backend, ``smartcard.scard`` itself unless one is
+passed in (:class:`PcscBackend`): unit tests drive the reader loop and the error translation
+with a fake reader and card, and no pcscd. Result codes and constants are pyscard's.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from smartcard import scard
 
@@ -56,6 +61,23 @@ _CARD_GONE = {
 }
 
 
+class PcscBackend(Protocol):
+    """The pyscard calls the driver makes, as ``smartcard.scard`` names them (the default
+    backend is that module). Each returns the PC/SC result code first, as pyscard does."""
+
+    def SCardEstablishContext(self, scope: int) -> Any: ...  # noqa: N802 - pyscard's names
+    def SCardReleaseContext(self, context: int) -> Any: ...  # noqa: N802
+    def SCardListReaders(self, context: int, groups: list[str]) -> Any: ...  # noqa: N802
+    def SCardGetStatusChange(  # noqa: N802
+        self, context: int, timeout_ms: int, states: list[tuple[str, int]]
+    ) -> Any: ...
+    def SCardConnect(  # noqa: N802
+        self, context: int, reader: str, share: int, protocols: int
+    ) -> Any: ...
+    def SCardTransmit(self, card: int, protocol: int, command: list[int]) -> Any: ...  # noqa: N802
+    def SCardDisconnect(self, card: int, disposition: int) -> Any: ...  # noqa: N802
+
+
 def _code(hresult: int) -> int:
     """pyscard returns result codes as signed or unsigned ints depending on the platform."""
     return hresult & 0xFFFFFFFF
@@ -77,9 +99,10 @@ def _describe(hresult: int) -> str:
     return f"{message} (0x{_code(hresult):08X})"
 
 
-def establish_context(url: str) -> int:
+def establish_context(url: str, backend: PcscBackend | None = None) -> int:
     """A PC/SC context, or DeviceUnavailableError saying pcscd is not running."""
-    hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    pcsc = scard if backend is None else backend
+    hresult, context = pcsc.SCardEstablishContext(scard.SCARD_SCOPE_USER)
     if not _same(hresult, scard.SCARD_S_SUCCESS):
         raise DeviceUnavailableError(
             url, f"pcscd does not answer: {_describe(hresult)}", _START_PCSCD
@@ -87,13 +110,14 @@ def establish_context(url: str) -> int:
     return int(context)
 
 
-def list_pcsc_readers(context: int | None = None) -> list[str]:
+def list_pcsc_readers(context: int | None = None, backend: PcscBackend | None = None) -> list[str]:
     """Reader names pcscd knows now ([] when pcscd has none). DeviceUnavailableError when
     pcscd is not running."""
+    pcsc = scard if backend is None else backend
     own = context is None
-    ctx = establish_context("pcsc:") if context is None else context
+    ctx = establish_context("pcsc:", pcsc) if context is None else context
     try:
-        hresult, readers = scard.SCardListReaders(ctx, [])
+        hresult, readers = pcsc.SCardListReaders(ctx, [])
         if _same(hresult, scard.SCARD_E_NO_READERS_AVAILABLE):
             return []
         if _in(hresult, _DAEMON_GONE):
@@ -105,7 +129,7 @@ def list_pcsc_readers(context: int | None = None) -> list[str]:
         return [str(name) for name in readers]
     finally:
         if own:
-            scard.SCardReleaseContext(ctx)
+            pcsc.SCardReleaseContext(ctx)
 
 
 def match_reader(readers: list[str], pattern: str) -> str | None:
@@ -214,12 +238,23 @@ class ReaderWatch:
 
 
 class PcscReader(CardReader):
-    """One PC/SC reader, chosen by name pattern, with the card in its field."""
+    """One PC/SC reader, chosen by name pattern, with the card in its field.
 
-    def __init__(self, url: str, pattern: str = "", watch: ReaderWatch | None = None) -> None:
+    `backend` stands in for ``smartcard.scard`` (unit tests: a fake reader and card).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        pattern: str = "",
+        watch: ReaderWatch | None = None,
+        *,
+        backend: PcscBackend | None = None,
+    ) -> None:
         self.url = url
         self.pattern = pattern
-        self._context: int | None = establish_context(url)
+        self._scard: PcscBackend = scard if backend is None else backend
+        self._context: int | None = establish_context(url, self._scard)
         self._watch = watch or ReaderWatch(self._list_readers)
         readers = self._watch.refresh()
         self.reader_name: str | None = match_reader(readers, pattern)
@@ -249,7 +284,7 @@ class PcscReader(CardReader):
         """The PC/SC context, re-established after pcscd restarted."""
         if self._context is None:
             try:
-                self._context = establish_context(self.url)
+                self._context = establish_context(self.url, self._scard)
             except DeviceUnavailableError as exc:
                 raise ReaderGoneError(f"{self.url}: pcscd stopped; {_START_PCSCD}") from exc
         return self._context
@@ -261,15 +296,15 @@ class PcscReader(CardReader):
 
     def _list_readers(self) -> list[str]:
         if self._context is None:
-            self._context = establish_context(self.url)
+            self._context = establish_context(self.url, self._scard)
         try:
-            return list_pcsc_readers(self._context)
+            return list_pcsc_readers(self._context, self._scard)
         except DeviceUnavailableError:
             self._context = None
             raise
 
     def _status(self, name: str, known: int, timeout_ms: int) -> tuple[int, int, bytes]:
-        hresult, states = scard.SCardGetStatusChange(self._ctx(), timeout_ms, [(name, known)])
+        hresult, states = self._scard.SCardGetStatusChange(self._ctx(), timeout_ms, [(name, known)])
         if _in(hresult, _DAEMON_GONE):
             raise self._daemon_gone(hresult)
         if not states:
@@ -332,7 +367,7 @@ class PcscReader(CardReader):
 
     def _connect(self, atr: bytes) -> CardPresence | None:
         assert self.reader_name is not None
-        hresult, card, protocol = scard.SCardConnect(
+        hresult, card, protocol = self._scard.SCardConnect(
             self._ctx(),
             self.reader_name,
             scard.SCARD_SHARE_SHARED,
@@ -372,7 +407,7 @@ class PcscReader(CardReader):
     def _transmit(self, command: bytes) -> bytes:
         if self._card is None:
             raise CardRemovedError(f"{self.url}: no card connected (wait_for_card first)")
-        hresult, response = scard.SCardTransmit(self._card, self._protocol, list(command))
+        hresult, response = self._scard.SCardTransmit(self._card, self._protocol, list(command))
         if _same(hresult, scard.SCARD_S_SUCCESS):
             return bytes(response)
         if _in(hresult, _DAEMON_GONE):
@@ -413,7 +448,7 @@ class PcscReader(CardReader):
         card, self._card = self._card, None
         self.presence = None
         if card is not None:
-            scard.SCardDisconnect(card, scard.SCARD_LEAVE_CARD)
+            self._scard.SCardDisconnect(card, scard.SCARD_LEAVE_CARD)
 
     def wait_for_removal(
         self, timeout: float | None = None, cancel: threading.Event | None = None
@@ -448,7 +483,7 @@ class PcscReader(CardReader):
     def _release(self) -> None:
         context, self._context = self._context, None
         if context is not None:
-            scard.SCardReleaseContext(context)
+            self._scard.SCardReleaseContext(context)
 
     def close(self) -> None:
         try:

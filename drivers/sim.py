@@ -1,8 +1,10 @@
 """Readers with a virtual card behind them: `sim:PROFILE[?option=value...]` and `replay:PATH`.
 
-The virtual cards live in the simulator distribution, reached through the
-``pipos.virtual_cards`` entry-point group (the drivers never import the simulator). A plugin
-is a factory ``(scheme, target, options) -> VirtualCardPort``.
+The virtual cards live in the simulator distribution (pipos-sim, the `sim` extra, which a
+terminal's install leaves out), reached through the ``pipos.virtual_cards`` entry-point group
+(the drivers never import the simulator). A plugin is a factory
+``(scheme, target, options) -> VirtualCardPort``. Without one, a `sim:` or `replay:` URL gets
+a :class:`DeviceUnavailableError` that says what to install.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from .errors import CancelledError, CardRemovedError, DeviceUnavailableError, Re
 from .url import split_url
 
 VIRTUAL_CARD_ENTRY_POINT_GROUP = "pipos.virtual_cards"
+#: How to get the virtual cards (the same wording as terminal.domain.errors'
+#: SIMULATOR_INSTALL_HINT; the drivers may not import the terminal).
+SIMULATOR_FIX = (
+    "install the sim extra (pipos[sim], the pipos-sim distribution): scripts/bootstrap.sh sim, "
+    "as make run does, or pip install ./sim from the pipos repository; a terminal uses its "
+    "own reader (pcsc:, nfc:usb)"
+)
 
 
 class VirtualCardPort(Protocol):
@@ -81,23 +90,40 @@ class VirtualCardReader(CardReader):
         return RecordedInputs(*recorded)
 
 
-def _factory() -> VirtualCardFactory | None:
+def _factory(url: str) -> VirtualCardFactory:
+    """The installed virtual card provider, or the error that says what to install."""
     for entry in entry_points(group=VIRTUAL_CARD_ENTRY_POINT_GROUP):
         if entry.name == "default":
-            factory: VirtualCardFactory = entry.load()
+            try:
+                factory: VirtualCardFactory = entry.load()
+            except ImportError as exc:  # its metadata is installed, its code is not
+                raise DeviceUnavailableError(
+                    url,
+                    f"the virtual card provider {entry.value} cannot be imported "
+                    f"({exc.name or exc})",
+                    SIMULATOR_FIX,
+                ) from exc
             return factory
-    return None
+    raise DeviceUnavailableError(
+        url,
+        "the simulator is not installed (no provider in the entry point group "
+        f"{VIRTUAL_CARD_ENTRY_POINT_GROUP})",
+        SIMULATOR_FIX,
+    )
+
+
+def virtual_cards_installed() -> bool:
+    """Whether `sim:` and `replay:` URLs can open (the simulator is installed)."""
+    try:
+        _factory("sim:")
+    except DeviceUnavailableError:
+        return False
+    return True
 
 
 def open_virtual_reader(url: str) -> CardReader:
     scheme, rest = split_url(url)
     target, _, query = rest.partition("?")
-    factory = _factory()
-    if factory is None:
-        raise DeviceUnavailableError(
-            url,
-            "no virtual card provider is installed (entry point group pipos.virtual_cards)",
-            "install pipos itself (pip install -e .), which ships the simulator",
-        )
+    factory = _factory(url)
     options = dict(parse_qsl(query, keep_blank_values=True))
     return VirtualCardReader(url, factory(scheme, target, options))

@@ -1,4 +1,5 @@
-"""The durable payment queue: one SQLite file (WAL, synchronous=FULL), via sqlite-utils.
+"""The durable payment queue: one SQLite file (WAL, synchronous=FULL), via sqlite-utils over a
+connection opened by :mod:`offline_queue.sqlite`.
 
 Durability rule (DESIGN.md): `enqueue` returns only after the row is committed and the WAL is
 fsynced, so a payment the merchant saw approved survives a crash or power cut at any instant.
@@ -19,9 +20,8 @@ import hmac
 import json
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -55,6 +55,7 @@ from .model import (
     StateSummary,
     validate_payment,
 )
+from .sqlite import BUSY_TIMEOUT, Faults, SqliteFile
 
 __all__ = ["SCHEMA_VERSION", "EnqueueResult", "ImportReport", "OfflineQueue"]
 
@@ -124,6 +125,47 @@ def _migrate_to_1(db: Database) -> None:
 
 # Migration n takes the schema from version n-1 to n. Append, never edit a published one.
 MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (_migrate_to_1,)
+
+#: The queue's exceptions for the faults of its file (offline_queue.sqlite translates).
+_FAULTS: Final = Faults(
+    "queue",
+    QueueError,
+    busy=QueueBusyError,
+    corrupt=QueueCorruptError,
+    advice="do not delete it - export it with a technician's tools or restore the last backup",
+)
+
+
+def _refuse_foreign(file: SqliteFile) -> None:
+    """Refuse, before anything is written to it, a file that is not a pipos queue or that a
+    newer pipos wrote."""
+    conn = file.conn
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    if app_id != _APPLICATION_ID and (tables or version):
+        raise QueueCorruptError(
+            f"queue {file.path}: not a pipos offline queue (other tables found)"
+        )
+    if version > SCHEMA_VERSION:
+        raise QueueSchemaError(
+            f"queue {file.path}: schema version {version} is newer than this pipos understands "
+            f"({SCHEMA_VERSION}); update pipos before opening it"
+        )
+
+
+def _migrate(file: SqliteFile, db: Database) -> None:
+    """Each step one IMMEDIATE transaction, the version read inside it: two processes opening
+    an old queue at once migrate it once."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    while version < SCHEMA_VERSION:
+        with file.write():
+            current = db.execute("PRAGMA user_version").fetchone()[0]
+            if current == version:  # another process may have migrated meanwhile
+                MIGRATIONS[version](db)
+                db.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version = {version + 1}")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,19 +259,20 @@ class OfflineQueue:
 
     def __init__(
         self,
-        path: Path,
+        file: SqliteFile,
         db: Database,
         cipher: CardCipher | None,
         *,
         clock: Clock,
         token: Token,
     ) -> None:
-        self.path = path
+        self.path = file.path
+        self._file = file
         self._db = db
         self._cipher = cipher
         self._clock = clock
         self._token = token
-        self._lock = threading.RLock()
+        self._lock = file.lock
 
     def __repr__(self) -> str:
         return f"OfflineQueue({str(self.path)!r})"
@@ -246,7 +289,7 @@ class OfflineQueue:
         token: Token = os.urandom,
         create: bool = True,
         full_check: bool = False,
-        busy_timeout: float = 10.0,
+        busy_timeout: float = BUSY_TIMEOUT,
     ) -> OfflineQueue:
         """Open (and create or migrate) the queue at `path`, after an integrity check.
 
@@ -259,66 +302,30 @@ class OfflineQueue:
             raise QueueError(f"queue {p}: no such file")
         if p.exists() and p.is_dir():
             raise QueueError(f"queue {p}: is a directory, expected a database file")
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(p), timeout=busy_timeout, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
-            raise QueueError(f"queue {p}: cannot open ({exc})") from exc
+        # The integrity check (and _refuse_foreign) run before anything is written: a damaged
+        # file, or another program's, is not migrated or written to. Then foreign keys, WAL and
+        # synchronous=FULL: a committed payment survives power loss.
+        file = SqliteFile(
+            p,
+            _FAULTS,
+            busy_timeout=busy_timeout,
+            foreign_keys=True,
+            row_factory=None,
+            check="full" if full_check else "quick",
+            vet=_refuse_foreign,
+        )
         cipher = CardCipher(data_key, token=token) if data_key is not None else None
         try:
-            db = Database(conn, execute_plugins=False)
-            cls._prepare(p, db, full_check)
-            queue = cls(p, db, cipher, clock=clock, token=token)
-            queue._check_key()
+            with file.connection():
+                db = Database(file.conn, execute_plugins=False)
+                _migrate(file, db)
+                queue = cls(file, db, cipher, clock=clock, token=token)
+                queue._check_key()
             _fsync_directory(p.parent)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise _translate(p, exc) from exc
         except BaseException:
-            conn.close()
+            file.close()
             raise
         return queue
-
-    @staticmethod
-    def _prepare(p: Path, db: Database, full_check: bool) -> None:
-        # The integrity check runs first: a damaged file must not be migrated or written to.
-        check = "integrity_check" if full_check else "quick_check"
-        rows = [r[0] for r in db.execute(f"PRAGMA {check}").fetchall()]
-        if rows != ["ok"]:
-            shown = "; ".join(str(r) for r in rows[:5])
-            raise QueueCorruptError(
-                f"queue {p}: failed the SQLite {check} ({shown}); do not delete it - export it "
-                "with a technician's tools or restore the last backup"
-            )
-        app_id = db.execute("PRAGMA application_id").fetchone()[0]
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = db.table_names()
-        if app_id != _APPLICATION_ID and (tables or version):
-            raise QueueCorruptError(f"queue {p}: not a pipos offline queue (other tables found)")
-        if version > SCHEMA_VERSION:
-            raise QueueSchemaError(
-                f"queue {p}: schema version {version} is newer than this pipos understands "
-                f"({SCHEMA_VERSION}); update pipos before opening it"
-            )
-        db.execute("PRAGMA foreign_keys = ON")
-        db.enable_wal()
-        # FULL: the WAL is fsynced at every commit, so a committed payment survives power loss
-        # (https://www.sqlite.org/pragma.html#pragma_synchronous).
-        db.execute("PRAGMA synchronous = FULL")
-        while version < SCHEMA_VERSION:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                current = db.execute("PRAGMA user_version").fetchone()[0]
-                if current == version:  # another process may have migrated meanwhile
-                    MIGRATIONS[version](db)
-                    db.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
-                    db.execute(f"PRAGMA user_version = {version + 1}")
-                db.execute("COMMIT")
-            except BaseException:
-                if db.conn.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-            version = db.execute("PRAGMA user_version").fetchone()[0]
 
     def _check_key(self) -> None:
         if self._cipher is None:
@@ -338,8 +345,7 @@ class OfflineQueue:
                 )
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._file.close()
 
     def __enter__(self) -> OfflineQueue:
         return self
@@ -349,23 +355,9 @@ class OfflineQueue:
 
     # --- transactions -------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[None]:
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One IMMEDIATE transaction: takes the write lock up front, so no upgrade deadlock."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise _translate(self.path, exc) from exc
-            try:
-                yield
-                self._db.execute("COMMIT")
-            except BaseException as exc:
-                if self._db.conn.in_transaction:
-                    self._db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.DatabaseError):
-                    raise _translate(self.path, exc) from exc
-                raise
+        return self._file.write()
 
     def _now(self) -> int:
         return int(self._clock())
@@ -1041,14 +1033,3 @@ def _fsync_directory(directory: Path) -> None:
         pass  # some filesystems refuse fsync on a directory; the data itself is synced
     finally:
         os.close(fd)
-
-
-def _translate(path: Path, exc: sqlite3.Error) -> QueueError:
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
-        return QueueBusyError(f"queue {path}: database is locked by another process ({text})")
-    if "not a database" in text or "malformed" in text or "corrupt" in text:
-        return QueueCorruptError(
-            f"queue {path}: the file is damaged or not an SQLite database ({text})"
-        )
-    return QueueError(f"queue {path}: {text}")

@@ -4,8 +4,10 @@
 # every Python package at the version and hash uv.lock records. Idempotent: a second run only
 # checks.
 #
-#   scripts/bootstrap.sh [EXTRAS]          set up (EXTRAS "" = the terminal only, "dev" = all,
-#                                          "pcsc,nfc,serial,printer" = a terminal's devices)
+#   scripts/bootstrap.sh [EXTRAS]          set up (EXTRAS "" = the terminal only, "sim" = the
+#                                          terminal and its simulator (make run), "dev" = all
+#                                          (make test), "pcsc,nfc,serial,printer" = a
+#                                          terminal's devices, no simulator)
 #   scripts/bootstrap.sh lock [PACKAGE]    re-resolve uv.lock on purpose: every package to the
 #                                          newest release pyproject.toml allows, or only PACKAGE
 set -euo pipefail
@@ -92,15 +94,18 @@ install_debian_packages "$extras"
 make_venv
 install_uv
 # --locked: a pyproject.toml that no longer matches uv.lock is an error, never a silent
-# re-resolve. The test set-up installs exactly the lock's dev set (anything else is removed);
-# the run set-up only adds what the terminal needs, so it keeps a developer's dev tools.
+# re-resolve. The test set-up and a terminal's install get exactly the lock's set for their
+# extras (anything else is removed: a terminal upgraded from an install that carried the
+# simulator loses it); the run set-up ("" or "sim") only adds what the demo needs, so it keeps
+# a developer's dev tools.
 sync=(sync --locked --quiet)
 if [ -n "$extras" ]; then
     IFS=, read -r -a extra_list <<<"$extras"
     for extra in "${extra_list[@]}"; do
         sync+=(--extra "$extra")
     done
-else
+fi
+if [ -z "$extras" ] || [ "$extras" = sim ]; then
     sync+=(--inexact)
 fi
 uv "${sync[@]}"

@@ -1,5 +1,7 @@
 """Fixture plugins: the real components tests start (pcscd + vpcd, nfcpy udp, pty pairs, the
-simulated acquirer host on 127.0.0.1); and, under ``CI=true``, no silent skips.
+simulated acquirer host on 127.0.0.1) and the in-process seams unit tests take instead (the
+host through tests/inprocess.py); the ``integration`` marker on every test that starts a real
+component; and, under ``CI=true``, no silent skips. How to add a test: tests/README.md.
 
 A test skips when a component it needs is missing on a developer's machine (not root, no
 pcscd or vpcd, no Chromium, no pty, an extra not installed); the skip says what is missing.
@@ -51,6 +53,28 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
     report: pytest.CollectReport = outcome.get_result()
     if IN_CI and report.outcome == "skipped":
         _as_failure(report)
+
+
+# Fixtures that start a real component (tests/README.md): a test that uses one, directly or
+# through another fixture, is an integration test whether or not it says so.
+REAL_COMPONENT_FIXTURES = frozenset(
+    {
+        "acquirer_host",  # uvicorn on 127.0.0.1, one per test
+        "acquirer_terminal",
+        "pcscd",  # pcscd + vpcd
+        "vpcd_card",
+        "nfc_card",  # nfcpy's udp device
+        "pn532_pty",
+        "pty_scanner",
+        "browser",  # Chromium (tests/test_page.py)
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_COMPONENT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 def pytest_configure(config: pytest.Config) -> None:

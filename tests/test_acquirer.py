@@ -1,4 +1,6 @@
-"""End to end over real HTTP on loopback: terminal client <-> simulated acquirer host."""
+"""Terminal client <-> simulated acquirer host, end to end: in process through the host's ASGI
+app (tests/inprocess.py), and over real HTTP on loopback for the faults that cut the TCP
+connection or outlast the client's read timeout (integration)."""
 
 from __future__ import annotations
 
@@ -105,7 +107,7 @@ def _raw(
     )
     headers["Content-Type"] = "application/json"
     content = body if send_body is None else send_body
-    return httpx.request(method, host.url + path, content=content or None, headers=headers)
+    return host.http.request(method, path, content=content or None, headers=headers)
 
 
 def _rejected(host: HostHandle, code: str) -> bool:
@@ -115,38 +117,37 @@ def _rejected(host: HostHandle, code: str) -> bool:
 # --- enrolment and parameters -------------------------------------------------------------
 
 
-def test_enrolment_gives_identity_and_host_key(acquirer_terminal: AcquirerTerminal) -> None:
-    ks = acquirer_terminal.keystore
-    assert ks.terminal_id == acquirer_terminal.enrolment.terminal_id
+def test_enrolment_gives_identity_and_host_key(inprocess_terminal: AcquirerTerminal) -> None:
+    ks = inprocess_terminal.keystore
+    assert ks.terminal_id == inprocess_terminal.enrolment.terminal_id
     assert ks.merchant_id == "M0001"
-    assert ks.host_public_key == acquirer_terminal.host.host_public_key()
-    who = acquirer_terminal.client.whoami()
+    assert ks.host_public_key == inprocess_terminal.host.host_public_key()
+    who = inprocess_terminal.client.whoami()
     assert who["terminal_id"] == ks.terminal_id
     assert who["key_id"] == ks.key_id
 
 
 def test_activation_code_is_one_time(
-    acquirer_host: HostHandle,
-    acquirer_terminal: AcquirerTerminal,
-    acquirer_client_factory: Any,
+    inprocess_host: HostHandle,
+    inprocess_terminal: AcquirerTerminal,
     tmp_path: Any,
 ) -> None:
-    code = acquirer_host.activation_code("M0002")
+    code = inprocess_host.activation_code("M0002")
     with pytest.raises(HostRejectedError) as err:
-        acquirer_terminal.client.enrol(code)  # the same key cannot become a second terminal
+        inprocess_terminal.client.enrol(code)  # the same key cannot become a second terminal
     assert err.value.code == "key_already_enrolled"
     ks2 = Keystore.create(tmp_path / "other", b"another-secret-123", scrypt_n=TEST_SCRYPT_N)
     with SequenceCounter(tmp_path / "other" / "seq.json") as seq2:
-        keys2 = type(acquirer_terminal.keys)(tmp_path / "other", ks2, seq2)
-        with acquirer_client_factory(acquirer_host.url, keys2) as other:
+        keys2 = type(inprocess_terminal.keys)(tmp_path / "other", ks2, seq2)
+        with inprocess_host.client(keys2) as other:
             first = other.enrol(code)
             # A retry after a lost answer (same key, same code) gets the same enrolment.
             assert other.enrol(code) == first
             assert first.merchant_id == "M0002"
         ks3 = Keystore.create(tmp_path / "third", b"another-secret-456", scrypt_n=TEST_SCRYPT_N)
         with SequenceCounter(tmp_path / "third" / "seq.json") as seq3:
-            keys3 = type(acquirer_terminal.keys)(tmp_path / "third", ks3, seq3)
-            with acquirer_client_factory(acquirer_host.url, keys3) as third:
+            keys3 = type(inprocess_terminal.keys)(tmp_path / "third", ks3, seq3)
+            with inprocess_host.client(keys3) as third:
                 with pytest.raises(HostRejectedError) as err:
                     third.enrol(code)
                 assert err.value.code == "activation_code_used"
@@ -155,14 +156,14 @@ def test_activation_code_is_one_time(
                 assert err.value.code == "activation_code_invalid"
 
 
-def test_parameters_are_verified_before_use(acquirer_terminal: AcquirerTerminal) -> None:
-    client, host = acquirer_terminal.client, acquirer_terminal.host
+def test_parameters_are_verified_before_use(inprocess_terminal: AcquirerTerminal) -> None:
+    client, host = inprocess_terminal.client, inprocess_terminal.host
     version = host.set_parameters({"terminal": {"country_code": "0826"}, "aids": [], "x": 1})
     params = client.download_parameters()
     assert params.version == version
     assert params.document["x"] == 1
-    assert params.terminal_id == acquirer_terminal.keystore.terminal_id
-    host_key = acquirer_terminal.keystore.host_public_key
+    assert params.terminal_id == inprocess_terminal.keystore.terminal_id
+    host_key = inprocess_terminal.keystore.host_public_key
     assert host_key is not None
     tampered = params.raw.replace(b'"x":1', b'"x":2')
     with pytest.raises(ParametersInvalidError, match="signature"):
@@ -179,8 +180,8 @@ def test_parameters_are_verified_before_use(acquirer_terminal: AcquirerTerminal)
         client.download_parameters(min_version=version + 1)
 
 
-def test_default_parameters_carry_aids_and_ca_keys(acquirer_terminal: AcquirerTerminal) -> None:
-    params = acquirer_terminal.client.download_parameters()
+def test_default_parameters_carry_aids_and_ca_keys(inprocess_terminal: AcquirerTerminal) -> None:
+    params = inprocess_terminal.client.download_parameters()
     assert {a["aid"] for a in params.document["aids"]} >= {"A0000000031010", "A0000000041010"}
     assert "terminal" in params.document
     assert isinstance(params.document["ca_public_keys"], list)
@@ -189,27 +190,27 @@ def test_default_parameters_carry_aids_and_ca_keys(acquirer_terminal: AcquirerTe
 # --- authorisation -------------------------------------------------------------------------
 
 
-def test_authorisation_approved(acquirer_terminal: AcquirerTerminal) -> None:
-    result = acquirer_terminal.client.authorise(_purchase(1250))
+def test_authorisation_approved(inprocess_terminal: AcquirerTerminal) -> None:
+    result = inprocess_terminal.client.authorise(_purchase(1250))
     assert result.outcome is AuthOutcome.APPROVED
     assert result.approved
     assert result.response_code == "00"
     assert result.arc == b"00"
     assert result.auth_code
     assert len(result.auth_code) == 6
-    [row] = acquirer_terminal.host.ledger()
+    [row] = inprocess_terminal.host.ledger()
     assert row["status"] == "approved"
     assert row["amount"] == 1250
     assert row["masked_pan"] == "476173******0010"
 
 
-def test_pan_never_stored_by_host(acquirer_terminal: AcquirerTerminal) -> None:
-    acquirer_terminal.client.authorise(_purchase(700))
-    assert VISA.encode() not in acquirer_terminal.host.db_path.read_bytes()
+def test_pan_never_stored_by_host(inprocess_terminal: AcquirerTerminal) -> None:
+    inprocess_terminal.client.authorise(_purchase(700))
+    assert VISA.encode() not in inprocess_terminal.host.db_path.read_bytes()
 
 
-def test_decline_rules(acquirer_terminal: AcquirerTerminal) -> None:
-    client, host = acquirer_terminal.client, acquirer_terminal.host
+def test_decline_rules(inprocess_terminal: AcquirerTerminal) -> None:
+    client, host = inprocess_terminal.client, inprocess_terminal.host
     assert client.authorise(_purchase(1051)).response_code == "51"  # insufficient funds
     host.set_rules(
         card_limits={MASTERCARD: 3000}, blocked_cards=[VISA], decline_amounts={"777": "05"}
@@ -223,8 +224,8 @@ def test_decline_rules(acquirer_terminal: AcquirerTerminal) -> None:
     assert client.authorise(_purchase(777, MASTERCARD)).response_code == "05"
 
 
-def test_arqc_verified_and_arpc_returned(acquirer_terminal: AcquirerTerminal) -> None:
-    client, host = acquirer_terminal.client, acquirer_terminal.host
+def test_arqc_verified_and_arpc_returned(inprocess_terminal: AcquirerTerminal) -> None:
+    client, host = inprocess_terminal.client, inprocess_terminal.host
     host.set_issuer_key("476173", IMK)
     emv = _emv_with_arqc(1500, VISA, 1)
     result = client.authorise(_purchase(1500, pan_sequence=1, emv=emv))
@@ -244,10 +245,10 @@ def test_arqc_verified_and_arpc_returned(acquirer_terminal: AcquirerTerminal) ->
     assert mismatch.response_code == "13"
 
 
-def test_arpc_for_a_decline_carries_the_decline_code(acquirer_terminal: AcquirerTerminal) -> None:
-    acquirer_terminal.host.set_issuer_key("476173", IMK)
+def test_arpc_for_a_decline_carries_the_decline_code(inprocess_terminal: AcquirerTerminal) -> None:
+    inprocess_terminal.host.set_issuer_key("476173", IMK)
     emv = _emv_with_arqc(2051, VISA, 1)
-    result = acquirer_terminal.client.authorise(_purchase(2051, pan_sequence=1, emv=emv))
+    result = inprocess_terminal.client.authorise(_purchase(2051, pan_sequence=1, emv=emv))
     assert result.response_code == "51"
     assert result.arpc is not None
     assert cryptogram.verify_arpc_method_1(_session_key(VISA, 1), emv["9F26"], b"51", result.arpc)
@@ -257,19 +258,19 @@ def test_arpc_for_a_decline_carries_the_decline_code(acquirer_terminal: Acquirer
 
 
 def test_duplicate_idempotency_key_returns_first_result(
-    acquirer_terminal: AcquirerTerminal,
+    inprocess_terminal: AcquirerTerminal,
 ) -> None:
-    client = acquirer_terminal.client
+    client = inprocess_terminal.client
     first = client.authorise(_purchase(1200), idempotency_key="auth-dup-1")
     second = client.authorise(_purchase(1200), idempotency_key="auth-dup-1")
     assert second == first
-    assert len(acquirer_terminal.host.ledger()) == 1
+    assert len(inprocess_terminal.host.ledger()) == 1
 
 
 def test_duplicate_is_byte_for_byte_and_reuse_is_refused(
-    acquirer_terminal: AcquirerTerminal,
+    inprocess_terminal: AcquirerTerminal,
 ) -> None:
-    host, keys = acquirer_terminal.host, acquirer_terminal.keys
+    host, keys = inprocess_terminal.host, inprocess_terminal.keys
     body = json.dumps({"amount": 900, "currency": 826, "pan": VISA}).encode()
     path = "/v1/authorisations"
     a = _raw(host, keys, method="POST", path=path, body=body, idem="auth-raw-1")
@@ -288,8 +289,8 @@ def test_duplicate_is_byte_for_byte_and_reuse_is_refused(
 # --- attacks --------------------------------------------------------------------------------
 
 
-def test_tampered_body_is_rejected_and_recorded(acquirer_terminal: AcquirerTerminal) -> None:
-    host, keys = acquirer_terminal.host, acquirer_terminal.keys
+def test_tampered_body_is_rejected_and_recorded(inprocess_terminal: AcquirerTerminal) -> None:
+    host, keys = inprocess_terminal.host, inprocess_terminal.keys
     body = json.dumps({"amount": 100, "currency": 826, "pan": VISA}).encode()
     evil = body.replace(b"100", b"900")
     r = _raw(
@@ -301,8 +302,8 @@ def test_tampered_body_is_rejected_and_recorded(acquirer_terminal: AcquirerTermi
     assert host.ledger() == []
 
 
-def test_wrong_key_is_rejected(acquirer_terminal: AcquirerTerminal, tmp_path: Any) -> None:
-    host, keys = acquirer_terminal.host, acquirer_terminal.keys
+def test_wrong_key_is_rejected(inprocess_terminal: AcquirerTerminal, tmp_path: Any) -> None:
+    host, keys = inprocess_terminal.host, inprocess_terminal.keys
     impostor = Keystore.create(tmp_path / "impostor", b"impostor-secret-1", scrypt_n=TEST_SCRYPT_N)
     real = keys.keystore.signer()
     forged = type(real)(key_id=real.key_id, sign=impostor.sign, public_key=impostor.public_key)
@@ -314,40 +315,40 @@ def test_wrong_key_is_rejected(acquirer_terminal: AcquirerTerminal, tmp_path: An
     assert _rejected(host, "unknown_key")
 
 
-def test_old_sequence_and_replay_are_rejected(acquirer_terminal: AcquirerTerminal) -> None:
-    host, keys = acquirer_terminal.host, acquirer_terminal.keys
+def test_old_sequence_and_replay_are_rejected(inprocess_terminal: AcquirerTerminal) -> None:
+    host, keys = inprocess_terminal.host, inprocess_terminal.keys
     ok = _raw(host, keys)
     assert ok.status_code == 200
     stale = _raw(host, keys, seq=1)
     assert stale.status_code == 409
     assert stale.json()["error"]["code"] == "stale_sequence"
-    replay = httpx.request("GET", host.url + "/v1/terminal", headers=dict(ok.request.headers))
+    replay = host.http.request("GET", "/v1/terminal", headers=dict(ok.request.headers))
     assert replay.status_code == 409
     assert replay.json()["error"]["code"] == "replayed_request"
     assert _rejected(host, "stale_sequence")
     assert _rejected(host, "replayed_request")
 
 
-def test_timestamp_outside_window_is_rejected(acquirer_terminal: AcquirerTerminal) -> None:
-    host, keys = acquirer_terminal.host, acquirer_terminal.keys
+def test_timestamp_outside_window_is_rejected(inprocess_terminal: AcquirerTerminal) -> None:
+    host, keys = inprocess_terminal.host, inprocess_terminal.keys
     r = _raw(host, keys, timestamp=int(time.time()) - 3600)
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "timestamp_out_of_window"
 
 
-def test_unsigned_and_unknown_terminal_are_rejected(acquirer_host: HostHandle) -> None:
-    r = httpx.post(acquirer_host.url + "/v1/authorisations", json={})
+def test_unsigned_and_unknown_terminal_are_rejected(inprocess_host: HostHandle) -> None:
+    r = inprocess_host.http.post("/v1/authorisations", json={})
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "missing_header"
-    assert _rejected(acquirer_host, "missing_header")
+    assert _rejected(inprocess_host, "missing_header")
 
 
-def test_client_rejects_a_forged_response(acquirer_terminal: AcquirerTerminal) -> None:
+def test_client_rejects_a_forged_response(inprocess_terminal: AcquirerTerminal) -> None:
     # A response not signed by the host (here: corrupted in transit) is never trusted;
     # for an authorisation that means a reversal, and no approval.
-    host = acquirer_terminal.host
+    host = inprocess_terminal.host
     host.set_fault("/v1/authorisations", "corrupt", times=1)
-    result = acquirer_terminal.client.authorise(_purchase(1300))
+    result = inprocess_terminal.client.authorise(_purchase(1300))
     assert result.outcome is AuthOutcome.REVERSED_AFTER_LOST_RESPONSE
     assert result.reversal_status == "reversed"
     [row] = host.ledger()
@@ -357,8 +358,8 @@ def test_client_rejects_a_forged_response(acquirer_terminal: AcquirerTerminal) -
 # --- money operations -----------------------------------------------------------------------
 
 
-def test_reversal_void_refund_status_and_settlement(acquirer_terminal: AcquirerTerminal) -> None:
-    client, _host = acquirer_terminal.client, acquirer_terminal.host
+def test_reversal_void_refund_status_and_settlement(inprocess_terminal: AcquirerTerminal) -> None:
+    client, _host = inprocess_terminal.client, inprocess_terminal.host
     a = client.authorise(_purchase(1000))
     b = client.authorise(_purchase(2500, MASTERCARD))
     c = client.authorise(_purchase(400))
@@ -403,8 +404,8 @@ def test_reversal_void_refund_status_and_settlement(acquirer_terminal: AcquirerT
     assert err.value.code == "already_settled"
 
 
-def test_offline_batch_is_deduplicated_per_item(acquirer_terminal: AcquirerTerminal) -> None:
-    client, host = acquirer_terminal.client, acquirer_terminal.host
+def test_offline_batch_is_deduplicated_per_item(inprocess_terminal: AcquirerTerminal) -> None:
+    client, host = inprocess_terminal.client, inprocess_terminal.host
     items = [
         OfflineItem(offline_id=f"off-{i}", amount=100 + i, currency=826, pan=MASTERCARD)
         for i in range(3)
@@ -417,6 +418,8 @@ def test_offline_batch_is_deduplicated_per_item(acquirer_terminal: AcquirerTermi
 
 
 # --- faults ---------------------------------------------------------------------------------
+# A cut connection and a read timeout are a real network's: these run on a host of their own
+# on 127.0.0.1 (acquirer_terminal, integration).
 
 
 def test_connect_failure_is_host_unreachable(
@@ -438,6 +441,7 @@ def test_connect_failure_is_host_unreachable(
         client.authorise(_purchase())
 
 
+@pytest.mark.integration
 def test_lost_response_is_reversed_and_acknowledged(acquirer_terminal: AcquirerTerminal) -> None:
     client, host = acquirer_terminal.client, acquirer_terminal.host
     host.set_fault("/v1/authorisations", "drop_after_commit", times=1)
@@ -451,6 +455,7 @@ def test_lost_response_is_reversed_and_acknowledged(acquirer_terminal: AcquirerT
     assert client.status(idempotency_key=result.idempotency_key).status == "reversed"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mode", ["http_500", "refuse"])
 def test_unprocessed_authorisation_is_reversed_and_refused_later(
     acquirer_terminal: AcquirerTerminal, mode: str
@@ -466,6 +471,7 @@ def test_unprocessed_authorisation_is_reversed_and_refused_later(
     assert host.ledger() == []
 
 
+@pytest.mark.integration
 def test_delayed_authorisation_is_reversed_before_it_lands(
     acquirer_host: HostHandle, terminal_keys: TerminalKeys, acquirer_client_factory: Any
 ) -> None:
@@ -486,6 +492,7 @@ def test_delayed_authorisation_is_reversed_before_it_lands(
     client.close()
 
 
+@pytest.mark.integration
 def test_refund_with_lost_response_is_not_duplicated(acquirer_terminal: AcquirerTerminal) -> None:
     client, host = acquirer_terminal.client, acquirer_terminal.host
     sale = client.authorise(_purchase(3000))
@@ -502,8 +509,8 @@ def test_refund_with_lost_response_is_not_duplicated(acquirer_terminal: Acquirer
 # --- key rotation ---------------------------------------------------------------------------
 
 
-def test_key_rotation_with_host(acquirer_terminal: AcquirerTerminal) -> None:
-    client, host, keys = acquirer_terminal.client, acquirer_terminal.host, acquirer_terminal.keys
+def test_key_rotation_with_host(inprocess_terminal: AcquirerTerminal) -> None:
+    client, host, keys = inprocess_terminal.client, inprocess_terminal.host, inprocess_terminal.keys
     old = keys.keystore.signer()
     new_id = client.rotate_key()
     assert keys.keystore.key_id == new_id != old.key_id
@@ -513,6 +520,7 @@ def test_key_rotation_with_host(acquirer_terminal: AcquirerTerminal) -> None:
     assert client.authorise(_purchase(100)).approved
 
 
+@pytest.mark.integration
 def test_key_rotation_recovers_from_lost_response(acquirer_terminal: AcquirerTerminal) -> None:
     client, host, ks = acquirer_terminal.client, acquirer_terminal.host, acquirer_terminal.keystore
     host.set_fault("/v1/keys/rotate", "drop_after_commit", times=1)

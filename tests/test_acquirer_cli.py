@@ -31,11 +31,13 @@ def _run(argv: list[str]) -> int:
     return int(args.handler(args))
 
 
+@pytest.mark.integration
 def test_activation_code_via_running_host(
-    acquirer_host: HostHandle, capsys: pytest.CaptureFixture[str]
+    session_host: HostHandle, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # The command takes a URL: the session's host over real HTTP on loopback.
     assert (
-        _run(["acquirer", "activation-code", "--merchant", "M42", "--url", acquirer_host.url]) == 0
+        _run(["acquirer", "activation-code", "--merchant", "M42", "--url", session_host.url]) == 0
     )
     code = capsys.readouterr().out.strip()
     assert code
@@ -57,6 +59,7 @@ def test_unreachable_host_is_a_clear_error(tmp_path: Path) -> None:
         _run(["acquirer", "activation-code", "--merchant", "M", "--url", "http://127.0.0.1:9"])
 
 
+@pytest.mark.integration
 def test_python_m_simulator_host_serves(tmp_path: Path) -> None:
     import socket
 

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from tests.conftest_host import TerminalKeys
 
 
+# TLS is a real socket's: every test here starts its own host under uvicorn with TLS.
+pytestmark = pytest.mark.integration
+
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 

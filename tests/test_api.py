@@ -1,5 +1,6 @@
 """The local API for the cash register, served by uvicorn on loopback, against the simulated
-acquirer host and virtual cards."""
+acquirer host (the session's, on loopback: each test's terminal enrols anew) and virtual
+cards. Integration tests: a real API server."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 
 from terminal.api.stack import DemoStack, start_demo_stack
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
-from tests.conftest_host import acquirer_host as acquirer_host
+
+pytestmark = pytest.mark.integration
 
 
 class FakeClock:
@@ -33,13 +35,13 @@ def pin_clock() -> FakeClock:
 @pytest.fixture
 def stack(
     tmp_path: Path,
-    acquirer_host: HostHandle,
+    session_host: HostHandle,
     pin_clock: FakeClock,
 ) -> Iterator[DemoStack]:
     s = start_demo_stack(
         tmp_path,
-        host_url=acquirer_host.url,
-        activation_code=acquirer_host.activation_code,
+        host_url=session_host.url,
+        activation_code=session_host.activation_code,
         secret=TEST_SECRET,
         scrypt_n=TEST_SCRYPT_N,
         pin="2468",

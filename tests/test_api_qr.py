@@ -14,15 +14,16 @@ import pytest
 from emv.qr.mpm import parse_mpm
 from terminal.api.stack import DemoStack, start_demo_stack
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
-from tests.conftest_host import acquirer_host as acquirer_host
+
+pytestmark = pytest.mark.integration  # a real API server (and the session's host) on loopback
 
 
 @pytest.fixture
-def stack(tmp_path: Path, acquirer_host: HostHandle) -> Iterator[DemoStack]:
+def stack(tmp_path: Path, session_host: HostHandle) -> Iterator[DemoStack]:
     s = start_demo_stack(
         tmp_path,
-        host_url=acquirer_host.url,
-        activation_code=acquirer_host.activation_code,
+        host_url=session_host.url,
+        activation_code=session_host.activation_code,
         secret=TEST_SECRET,
         scrypt_n=TEST_SCRYPT_N,
         pin="2468",
@@ -103,7 +104,7 @@ def test_scanned_text_that_is_no_payment_code(stack: DemoStack, api: httpx.Clien
 
 
 def test_register_cancels_while_the_customer_confirms(
-    stack: DemoStack, api: httpx.Client, acquirer_host: HostHandle
+    stack: DemoStack, api: httpx.Client, session_host: HostHandle
 ) -> None:
     assert stack.phone is not None
     stack.phone.confirm_delay = 3600
@@ -114,7 +115,7 @@ def test_register_cancels_while_the_customer_confirms(
     assert cancelled.status_code == 200, cancelled.text
     done = _finish(stack, api, txn["id"])
     assert (done["state"], done["result"]) == ("cancelled", "code_cancelled")
-    orders = httpx.get(acquirer_host.url + "/admin/qr/orders").json()
+    orders = session_host.qr_orders(stack.runtime.keystore.terminal_id)
     assert [o["status"] for o in orders] == ["cancelled"]
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 import httpx
+import pytest
 
 from terminal.api.stack import DemoStack
-from tests.conftest_host import acquirer_host as acquirer_host
 from tests.test_api import api as api
 from tests.test_api import pin_clock as pin_clock
 from tests.test_api import stack as stack
+
+pytestmark = pytest.mark.integration  # the API server of tests/test_api.py's stack
 
 
 def speak(stack: DemoStack, language: str) -> None:

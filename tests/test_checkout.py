@@ -1,5 +1,6 @@
-"""Checkout orchestration against real components: simulated acquirer host over HTTP on
-loopback, virtual cards through the `sim:` driver, real SQLite journal and offline queue."""
+"""Checkout orchestration: the simulated acquirer host in process (tests/inprocess.py), or
+over HTTP on loopback for a host that goes down or cuts the connection (integration);
+virtual cards through the `sim:` driver, real SQLite journal and offline queue."""
 
 from __future__ import annotations
 
@@ -15,20 +16,20 @@ from terminal.app.runtime import TerminalRuntime, start_terminal
 from terminal.checkout.errors import BusyError, RequestError, StateError
 from terminal.domain.messages import Result, message_for
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
-from tests.conftest_host import acquirer_host as acquirer_host
 
 CLIENT = {"sleep": lambda _s: None, "read_timeout": 10.0, "max_reversal_attempts": 3}
 
 
 @pytest.fixture
-def terminal(tmp_path: Path, acquirer_host: HostHandle) -> Iterator[TerminalRuntime]:
+def terminal(tmp_path: Path, host: HostHandle) -> Iterator[TerminalRuntime]:
+    """On the test's host: in process, or acquirer_host when the test takes it."""
     rt = start_terminal(
         tmp_path / "terminal",
         secret=TEST_SECRET,
-        host_url=acquirer_host.url,
-        activation_code=acquirer_host.activation_code,
+        host_url=host.url,
+        activation_code=host.activation_code,
         scrypt_n=TEST_SCRYPT_N,
-        client_options=CLIENT,
+        client_options=host.client_options(**CLIENT),
     )
     try:
         yield rt
@@ -45,7 +46,7 @@ def _sale(rt: TerminalRuntime, amount: int, card: str = "visa") -> dict[str, obj
 
 def test_online_sale_is_approved_recorded_and_in_the_host_ledger(
     terminal: TerminalRuntime,
-    acquirer_host: HostHandle,
+    host: HostHandle,
 ) -> None:
     result = _sale(terminal, 1234)
     assert result["state"] == "approved"
@@ -55,7 +56,7 @@ def test_online_sale_is_approved_recorded_and_in_the_host_ledger(
         "merchant": "Approved 12.34 EUR",
         "customer": "Approved - thank you",
     }
-    ledger = acquirer_host.ledger()
+    ledger = host.ledger()
     assert [(r["kind"], r["amount"], r["status"]) for r in ledger] == [("sale", 1234, "approved")]
     # The journal on disk says the same after a reopen.
     journal_file = terminal.state_dir / "journal.sqlite3"
@@ -71,6 +72,7 @@ def test_issuer_decline_is_declined_with_reason(terminal: TerminalRuntime) -> No
     assert result["refundable_amount"] == 0
 
 
+@pytest.mark.integration
 def test_host_down_sale_is_approved_offline_then_synced_and_refundable(
     tmp_path: Path,
     terminal: TerminalRuntime,
@@ -107,6 +109,7 @@ def test_host_down_sale_is_approved_offline_then_synced_and_refundable(
         server.stop()
 
 
+@pytest.mark.integration
 def test_offline_limit_refusal_is_a_decline_never_a_silent_accept(
     terminal: TerminalRuntime,
     acquirer_host: HostHandle,
@@ -119,6 +122,7 @@ def test_offline_limit_refusal_is_a_decline_never_a_silent_accept(
     assert terminal.checkout.queue_summary().count == 0
 
 
+@pytest.mark.integration
 def test_lost_authorisation_response_is_reversed_not_approved(
     terminal: TerminalRuntime,
     acquirer_host: HostHandle,

@@ -1,7 +1,8 @@
 """Paths where a payment could be lost, doubled or taken without a receipt: a reversal the
 host refuses, an unanswered refund retried by the merchant, a void after a refund, and the
-background forwarder surviving a fault. Real components: the simulated acquirer over HTTP on
-loopback, virtual cards through the `sim:` driver, real SQLite journal and offline queue."""
+background forwarder surviving a fault. The simulated acquirer over HTTP on loopback where a
+fault cuts the connection or the host restarts (integration), in process otherwise; virtual
+cards through the `sim:` driver, real SQLite journal and offline queue."""
 
 from __future__ import annotations
 
@@ -20,9 +21,6 @@ from terminal.app.runtime import TerminalRuntime, start_terminal
 from terminal.checkout.errors import AcquirerRequiredError, StateError
 from terminal.domain.messages import Result
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, AcquirerTerminal, HostHandle
-from tests.conftest_host import acquirer_host as acquirer_host
-from tests.conftest_host import acquirer_terminal as acquirer_terminal
-from tests.conftest_host import terminal_keys as terminal_keys
 
 CLIENT: dict[str, Any] = {"sleep": lambda _s: None, "read_timeout": 10.0}
 
@@ -55,7 +53,7 @@ def _start(directory: Path, host: HostHandle, **client: Any) -> TerminalRuntime:
         host_url=host.url,
         activation_code=host.activation_code,
         scrypt_n=TEST_SCRYPT_N,
-        client_options={**CLIENT, **client},
+        client_options=host.client_options(**{**CLIENT, **client}),
     )
 
 
@@ -75,6 +73,7 @@ def _sale(rt: TerminalRuntime, amount: int, card: str = "visa") -> Mapping[str, 
     return rt.checkout.view(rt.checkout.wait(record.id, timeout=30))
 
 
+@pytest.mark.integration
 def test_reversal_the_host_refuses_is_kept_and_retried_never_dropped(
     tmp_path: Path, acquirer_host: HostHandle
 ) -> None:
@@ -97,6 +96,7 @@ def test_reversal_the_host_refuses_is_kept_and_retried_never_dropped(
         rt.close()
 
 
+@pytest.mark.integration
 def test_unanswered_refund_is_not_sent_again_under_a_new_key(
     terminal: TerminalRuntime, acquirer_host: HostHandle
 ) -> None:
@@ -120,6 +120,30 @@ def test_unanswered_refund_is_not_sent_again_under_a_new_key(
     assert terminal.checkout.get(str(sale["id"])).refunded_amount == 1000
 
 
+@pytest.mark.integration
+def test_void_whose_answer_is_lost_is_settled_under_its_own_key(
+    terminal: TerminalRuntime, acquirer_host: HostHandle
+) -> None:
+    sale = _sale(terminal, 1800)
+    assert sale["state"] == "approved"
+    # The host voids, but every answer (the client's three tries) is lost.
+    acquirer_host.set_fault("/v1/voids", "drop_after_commit", times=3)
+    first = terminal.checkout.void(str(sale["id"]))
+    assert (first.state, first.reason) == ("failed", "no answer from the bank")
+    assert terminal.checkout.owes_the_host()
+    # The background loop's pass settles it under its own key: the host answers the first
+    # result, the sale is voided on the terminal as at the host, and nothing is owed.
+    assert terminal.checkout.retry_reversals() == 0
+    assert terminal.checkout.get(first.id).state == "approved"
+    assert terminal.checkout.get(str(sale["id"])).voided is True
+    assert not terminal.checkout.owes_the_host()
+    voids = [r for r in acquirer_host.ledger() if r["kind"] == "sale" and r["status"] == "voided"]
+    assert len(voids) == 1
+    with pytest.raises(StateError, match="cannot be voided"):
+        terminal.checkout.void(str(sale["id"]))
+
+
+@pytest.mark.integration
 def test_refund_with_no_answer_yet_blocks_another_refund_of_the_sale(
     terminal: TerminalRuntime, acquirer_host: HostHandle
 ) -> None:
@@ -158,6 +182,7 @@ def _refund_then_power_cut(
     return _start(directory, host)
 
 
+@pytest.mark.integration
 def test_refund_interrupted_by_a_crash_is_settled_before_another(
     tmp_path: Path, acquirer_host: HostHandle
 ) -> None:
@@ -178,22 +203,22 @@ def test_refund_interrupted_by_a_crash_is_settled_before_another(
 
 
 def test_refund_approved_then_a_crash_before_its_record_is_counted_once(
-    tmp_path: Path, acquirer_host: HostHandle
+    tmp_path: Path, inprocess_host: HostHandle
 ) -> None:
     """The bank refunded 7.00 and answered; the terminal died while recording the approval.
     After the restart the refund is settled under its own key; the sale shows 7.00 refunded,
     what the bank moved, not 14.00 (the sale's total used to be committed apart from the
     refund record, so the settle added it a second time), and 13.00 can still be refunded."""
     directory = tmp_path / "terminal"
-    rt = _start(directory, acquirer_host)
+    rt = _start(directory, inprocess_host)
     sale = _sale(rt, 2000)
     rt = _refund_then_power_cut(
-        rt, str(sale["id"]), 700, directory, acquirer_host, at_state="approved"
+        rt, str(sale["id"]), 700, directory, inprocess_host, at_state="approved"
     )
     try:
         with pytest.raises(StateError, match="earlier refund"):
             rt.checkout.refund(str(sale["id"]), 700)
-        moved = sum(r["amount"] for r in acquirer_host.ledger() if r["kind"] == "refund")
+        moved = sum(r["amount"] for r in inprocess_host.ledger() if r["kind"] == "refund")
         assert moved == 700
         assert rt.checkout.get(str(sale["id"])).refunded_amount == moved
         assert rt.checkout.view(rt.checkout.get(str(sale["id"])))["refundable_amount"] == 1300
@@ -205,9 +230,9 @@ def test_refund_approved_then_a_crash_before_its_record_is_counted_once(
 
 
 def test_host_refuses_to_void_a_sale_that_was_refunded(
-    acquirer_terminal: AcquirerTerminal,
+    inprocess_terminal: AcquirerTerminal,
 ) -> None:
-    client = acquirer_terminal.client
+    client = inprocess_terminal.client
     request = AuthorisationRequest(amount=3000, currency=826, pan="4761739001010010")
     sale = client.authorise(request)
     assert sale.approved
@@ -219,6 +244,7 @@ def test_host_refuses_to_void_a_sale_that_was_refunded(
     assert err.value.code == "not_voidable"
 
 
+@pytest.mark.integration
 def test_background_forwarder_survives_a_fault_and_keeps_forwarding(
     terminal: TerminalRuntime, acquirer_host: HostHandle
 ) -> None:

@@ -1,9 +1,10 @@
 """Phone payments in the checkout, end to end: the simulated phone types its code into a pty,
 the real serial scanner driver reads it while the checkout also waits for a card, the code
 payment goes over the acquirer client's own signed connection to the simulated acquirer
-(real uvicorn, real SQLite), and the outcome is journaled, evented and receipted like a
-card's. Merchant-presented sales are paid by the simulated phone through the host's wallet
-notification."""
+(in process through tests/inprocess.py, real SQLite; on 127.0.0.1 for the tests where the
+host goes down), and the outcome is journaled, evented and receipted like a card's.
+Merchant-presented sales are paid by the simulated phone through the host's wallet
+notification. Every test reads codes through a real pty: integration tests."""
 
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import httpx
 import pytest
 
 from emv.qr.mpm import parse_mpm
 from simulator.host import HostServer
-from simulator.wallet import PhoneWallet, WalletAccount, http_registrar, pay_merchant_code
+from simulator.wallet import PhoneWallet, WalletAccount
 from terminal.acquirer.qr_client import AcquirerTransport, QrClient
 from terminal.app.runtime import TerminalRuntime, start_terminal
 from terminal.checkout.core import QR_CANCEL_PREFIX
@@ -29,10 +29,11 @@ from terminal.domain.messages import Result
 from terminal.domain.receipts import build_receipt
 from terminal.domain.records import Stage, TxnRecord
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
-from tests.conftest_host import acquirer_host as acquirer_host
 
 pytest.importorskip("serial")
 from simulator.bridges.pty_scanner import PtyScanner
+
+pytestmark = pytest.mark.integration  # the serial scanner driver on a real pty
 
 CLIENT = {"sleep": lambda _s: None, "read_timeout": 10.0, "max_reversal_attempts": 3}
 IMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
@@ -60,16 +61,15 @@ def pty() -> Iterator[PtyScanner]:
 
 
 @pytest.fixture
-def terminal(
-    tmp_path: Path, acquirer_host: HostHandle, pty: PtyScanner
-) -> Iterator[TerminalRuntime]:
+def terminal(tmp_path: Path, host: HostHandle, pty: PtyScanner) -> Iterator[TerminalRuntime]:
+    """On the test's host: in process, or acquirer_host when the test takes it."""
     rt = start_terminal(
         tmp_path / "terminal",
         secret=TEST_SECRET,
-        host_url=acquirer_host.url,
-        activation_code=acquirer_host.activation_code,
+        host_url=host.url,
+        activation_code=host.activation_code,
         scrypt_n=TEST_SCRYPT_N,
-        client_options=CLIENT,
+        client_options=host.client_options(**CLIENT),
         scanner_url=f"serial:{pty.path}?suffix=CR",
         qr_params=QR,
         card_timeout=CARD_TIMEOUT,
@@ -81,19 +81,18 @@ def terminal(
 
 
 @pytest.fixture
-def phone(acquirer_host: HostHandle) -> PhoneWallet:
-    acquirer_host.set_issuer_key(WALLET_PAN[:6], IMK)  # the host checks the CPM cryptogram
+def phone(host: HostHandle) -> PhoneWallet:
+    host.set_issuer_key(WALLET_PAN[:6], IMK)  # the host checks the CPM cryptogram
     return PhoneWallet(
         WalletAccount(WALLET_PAN, "3012", IMK),
         random=_random(),
         clock=time.time,
-        register=http_registrar(acquirer_host.url),
+        register=host.register_wallet_code,
     )
 
 
 def _orders(host: HostHandle) -> list[dict[str, Any]]:
-    with httpx.Client(base_url=host.url, timeout=10) as admin:
-        return list(admin.get("/admin/qr/orders").json())
+    return host.qr_orders()
 
 
 def _stages(rt: TerminalRuntime, since: int, txn_id: str) -> list[str]:
@@ -136,7 +135,7 @@ def _code_sale(rt: TerminalRuntime, pty: PtyScanner, code: str, amount: int = 12
 
 
 def test_wallet_code_through_the_serial_scanner_is_approved_journaled_and_receipted(
-    terminal: TerminalRuntime, pty: PtyScanner, phone: PhoneWallet, acquirer_host: HostHandle
+    terminal: TerminalRuntime, pty: PtyScanner, phone: PhoneWallet, host: HostHandle
 ) -> None:
     start = terminal.checkout.events.last_id
     code = phone.wallet_code("alipay")
@@ -148,7 +147,7 @@ def test_wallet_code_through_the_serial_scanner_is_approved_journaled_and_receip
     assert view["masked_pan"].endswith(code[-4:])
     assert code not in view["masked_pan"]
     assert "reading_code" in _stages(terminal, start, done.id)
-    [order] = _orders(acquirer_host)
+    [order] = _orders(host)
     assert (order["status"], order["amount"], order["order_id"]) == (
         "paid",
         1250,
@@ -163,14 +162,14 @@ def test_wallet_code_through_the_serial_scanner_is_approved_journaled_and_receip
 
 
 def test_wallet_sale_is_refunded_through_the_checkout_and_settled_under_its_scheme(
-    terminal: TerminalRuntime, pty: PtyScanner, phone: PhoneWallet, acquirer_host: HostHandle
+    terminal: TerminalRuntime, pty: PtyScanner, phone: PhoneWallet, host: HostHandle
 ) -> None:
     done = _code_sale(terminal, pty, phone.wallet_code("wechatpay"), amount=1800)
     assert done.state == "approved"
     assert done.host_ref  # the host booked it: a bank reference to refund against
     refund = terminal.checkout.refund(done.id, 800)
     assert (refund.state, refund.result) == ("approved", Result.REFUND_APPROVED)
-    ledger = acquirer_host.ledger()
+    ledger = host.ledger()
     assert [(r["kind"], r["brand"], r["amount"]) for r in ledger] == [
         ("sale", "wechatpay", 1800),
         ("refund", "wechatpay", 800),
@@ -182,29 +181,29 @@ def test_wallet_sale_is_refunded_through_the_checkout_and_settled_under_its_sche
 
 
 def test_consumer_presented_code_is_authorised_with_its_cryptogram(
-    terminal: TerminalRuntime, pty: PtyScanner, phone: PhoneWallet, acquirer_host: HostHandle
+    terminal: TerminalRuntime, pty: PtyScanner, phone: PhoneWallet, host: HostHandle
 ) -> None:
     done = _code_sale(terminal, pty, phone.consumer_code(), amount=2200)
     assert done.state == "approved"
     assert done.masked_pan == "476173******0119"
     assert done.host_ref  # authorised through the host's ledger, refundable like a card
-    ledger = acquirer_host.ledger()
+    ledger = host.ledger()
     assert [(r["amount"], r["status"]) for r in ledger] == [(2200, "approved")]
 
 
 def test_confirm_then_pay_waits_for_the_customer(
-    terminal: TerminalRuntime, pty: PtyScanner, phone: PhoneWallet, acquirer_host: HostHandle
+    terminal: TerminalRuntime, pty: PtyScanner, phone: PhoneWallet, host: HostHandle
 ) -> None:
     start = terminal.checkout.events.last_id
     code = phone.wallet_code("wechatpay", confirm_delay=0.3)
     done = _code_sale(terminal, pty, code)
     assert done.state == "approved"
     assert Stage.WAITING_FOR_CONFIRMATION in _stages(terminal, start, done.id)
-    assert _orders(acquirer_host)[0]["status"] == "paid"
+    assert _orders(host)[0]["status"] == "paid"
 
 
 def test_cancel_from_the_register_cancels_the_order_and_charges_nothing(
-    terminal: TerminalRuntime, pty: PtyScanner, phone: PhoneWallet, acquirer_host: HostHandle
+    terminal: TerminalRuntime, pty: PtyScanner, phone: PhoneWallet, host: HostHandle
 ) -> None:
     code = phone.wallet_code("alipay", confirm_delay=3600, confirm_outcome="never")
     record = terminal.checkout.start_sale(1500)
@@ -217,8 +216,8 @@ def test_cancel_from_the_register_cancels_the_order_and_charges_nothing(
     assert terminal.checkout.message(done).merchant == (  # type: ignore[union-attr]
         "Payment cancelled. Nothing was charged."
     )
-    assert [o["status"] for o in _orders(acquirer_host)] == ["cancelled"]
-    assert acquirer_host.ledger() == []
+    assert [o["status"] for o in _orders(host)] == ["cancelled"]
+    assert host.ledger() == []
     assert terminal.checkout.current is None  # the terminal is free for the next sale
 
 
@@ -234,7 +233,7 @@ def test_bad_codes_get_a_clear_reason_and_nothing_is_charged(
     terminal: TerminalRuntime,
     pty: PtyScanner,
     phone: PhoneWallet,
-    acquirer_host: HostHandle,
+    host: HostHandle,
     make: Any,
     reason: str,
     merchant: str,
@@ -243,8 +242,8 @@ def test_bad_codes_get_a_clear_reason_and_nothing_is_charged(
     assert done.state == "declined"
     assert done.reason == reason
     assert merchant in terminal.checkout.message(done).merchant  # type: ignore[union-attr]
-    assert acquirer_host.ledger() == []
-    assert all(o["status"] != "paid" for o in _orders(acquirer_host))
+    assert host.ledger() == []
+    assert all(o["status"] != "paid" for o in _orders(host))
 
 
 def test_reused_code_is_refused(
@@ -295,7 +294,7 @@ def test_offline_code_means_take_a_card_and_the_order_is_cancelled_later(
 
 
 def test_merchant_presented_sale_is_paid_by_the_phone(
-    terminal: TerminalRuntime, acquirer_host: HostHandle
+    terminal: TerminalRuntime, host: HostHandle
 ) -> None:
     start = terminal.checkout.events.last_id
     record = terminal.checkout.start_sale(990, method="merchant_qr")
@@ -308,7 +307,7 @@ def test_merchant_presented_sale_is_paid_by_the_phone(
     view = terminal.checkout.view(terminal.checkout.get(record.id))
     assert view["qr_svg"] == f"/api/v1/sales/{record.id}/qr.svg"
     assert view["cancellable"] is True
-    assert pay_merchant_code(acquirer_host.url, payload)["status"] == "paid"
+    assert host.pay_merchant_code(payload)["status"] == "paid"
     done = terminal.checkout.wait(record.id, timeout=30)
     assert (done.state, done.entry_mode, done.brand) == ("approved", "qr_merchant", "QR SIM-WALLET")
     assert terminal.checkout.view(done)["qr_svg"] is None
@@ -318,7 +317,7 @@ def test_merchant_presented_sale_is_paid_by_the_phone(
 
 
 def test_cancelled_merchant_code_cannot_be_paid_afterwards(
-    terminal: TerminalRuntime, acquirer_host: HostHandle
+    terminal: TerminalRuntime, host: HostHandle
 ) -> None:
     record = terminal.checkout.start_sale(450, method="merchant_qr")
     payload = terminal.checkout.merchant_qr_payload(record)
@@ -327,12 +326,12 @@ def test_cancelled_merchant_code_cannot_be_paid_afterwards(
     done = terminal.checkout.wait(record.id, timeout=30)
     assert (done.state, done.result) == ("cancelled", Result.CODE_CANCELLED)
     with pytest.raises(Exception, match="409"):
-        pay_merchant_code(acquirer_host.url, payload)
-    assert [o["status"] for o in _orders(acquirer_host)] == ["cancelled"]
+        host.pay_merchant_code(payload)
+    assert [o["status"] for o in _orders(host)] == ["cancelled"]
 
 
 def test_code_payment_cut_short_by_a_crash_is_given_back_on_restart(
-    terminal: TerminalRuntime, phone: PhoneWallet, acquirer_host: HostHandle
+    terminal: TerminalRuntime, phone: PhoneWallet, host: HostHandle
 ) -> None:
     checkout = terminal.checkout
     assert terminal.client is not None
@@ -362,7 +361,7 @@ def test_code_payment_cut_short_by_a_crash_is_given_back_on_restart(
         Result.CODE_CANCELLED,
     )
     # Nobody saw it approved, so the customer gets the money back.
-    assert [o["status"] for o in _orders(acquirer_host)] == ["reversed"]
+    assert [o["status"] for o in _orders(host)] == ["reversed"]
     assert checkout.journal.pending_reversals() == []
 
 

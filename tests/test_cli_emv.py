@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# The installed `pipos` console script in a subprocess.
+pytestmark = pytest.mark.integration
+
 PIPOS = Path(sys.executable).with_name("pipos")
 
 # A Mastercard READ RECORD response (SFI 1 record 1) with its status word.

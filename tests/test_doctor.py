@@ -158,6 +158,41 @@ def test_scanner_accessible_but_modemmanager_not_kept_off(tmp_path: Path) -> Non
     assert "ModemManager" in scan.message
 
 
+@pytest.mark.parametrize(
+    ("reader", "scanner"),
+    [("sim:visa", "sim:phone"), ("replay:transcript.json", "replay:codes.txt")],
+)
+def test_provisioned_terminal_with_a_simulated_reader_or_scanner_is_warned(
+    tmp_path: Path, reader: str, scanner: str
+) -> None:
+    env = Environment(devices=lambda: [], udev_dirs=[tmp_path / "none"])
+    config = _config(tmp_path, terminal_id="T0A1B2C3D4E", reader_url=reader, scanner_url=scanner)
+    report = run_doctor(config, env)
+    [configured] = _by_name(report, "configured reader")
+    assert configured.status == "warn"
+    assert f"{reader} is a simulated reader" in configured.message
+    assert "takes no real payments" in configured.message
+    assert "[devices] reader" in configured.fix
+    assert "pipos provision with --reader" in configured.fix
+    [scan] = _by_name(report, "configured scanner")
+    assert scan.status == "warn"
+    assert f"{scanner} is a simulated scanner" in scan.message
+    assert "[devices] scanner" in scan.fix
+    lines = report.lines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("WARN  configured reader"))
+    assert f"{reader} is a simulated reader" in lines[at]
+    assert lines[at + 1].strip().startswith("fix: set [devices] reader")
+
+
+def test_simulated_reader_on_an_unprovisioned_configuration_passes(tmp_path: Path) -> None:
+    # A development configuration (not provisioned) may use the simulator: nothing to warn of.
+    env = Environment(devices=lambda: [])
+    report = run_doctor(_config(tmp_path, reader_url="sim:visa"), env)
+    [configured] = _by_name(report, "configured reader")
+    assert configured.status == "pass"
+    assert "is simulated" in configured.message
+
+
 def _ready_reader() -> list[DeviceEntry]:
     return [DeviceEntry("pcsc:ACS ACR122U", "card reader", "pcsc", "ACS ACR122U 00 00")]
 

@@ -76,6 +76,7 @@ def test_emv_transaction_through_pcscd(vpcd_card: object, behaviour: dict[str, A
     assert result.outcome.masked_pan == "476173******0010"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("technology", ["A", "B"])
 def test_emv_transaction_through_nfcpy(technology: str) -> None:
     from simulator.bridges.nfc_udp import NfcUdpCardEmulator
@@ -117,6 +118,7 @@ def test_card_removed_mid_transaction_through_pcscd(vpcd_card: object) -> None:
     assert result.outcome.kind != OutcomeKind.APPROVED
 
 
+@pytest.mark.integration
 def test_card_removed_mid_transaction_through_nfcpy() -> None:
     from simulator.bridges.nfc_udp import NfcUdpCardEmulator
 

@@ -1,5 +1,6 @@
 """NFC readers through nfcpy's own protocol code, on its udp device, with the simulator's
-ISO 14443 card emulator on the other end."""
+ISO 14443 card emulator on the other end (integration: a real UDP socket and nfcpy's stack).
+The reader's own logic with a fake frontend, no socket: tests/test_driver_backends.py."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def test_nfc_urls_map_to_nfcpy_paths() -> None:
         parse_nfc_url("nfc:usb?types=F")
 
 
+@pytest.mark.integration
 def test_type_a_activation_and_apdu_exchange(emulator: NfcUdpCardEmulator) -> None:
     with open_reader(emulator.url) as reader:
         presence = reader.wait_for_card(timeout=10)
@@ -66,6 +68,7 @@ def test_type_a_activation_and_apdu_exchange(emulator: NfcUdpCardEmulator) -> No
         assert reader.transceive(SELECT_PPSE) == SELECT_PPSE[::-1] + b"\x90\x00"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("technology", ["A", "B"])
 def test_chaining_both_ways_and_wtx(technology: str) -> None:
     card = EchoCard()
@@ -87,6 +90,7 @@ def test_chaining_both_ways_and_wtx(technology: str) -> None:
         emulator.stop()
 
 
+@pytest.mark.integration
 def test_long_response_is_reassembled() -> None:
     card = EchoCard(response_size=1000)
     emulator = NfcUdpCardEmulator(card)
@@ -100,6 +104,7 @@ def test_long_response_is_reassembled() -> None:
         emulator.stop()
 
 
+@pytest.mark.integration
 def test_no_card_times_out_and_cancels(emulator: NfcUdpCardEmulator) -> None:
     emulator.remove()
     with open_reader(emulator.url) as reader:
@@ -111,6 +116,7 @@ def test_no_card_times_out_and_cancels(emulator: NfcUdpCardEmulator) -> None:
             reader.wait_for_card(timeout=30, cancel=cancel)
 
 
+@pytest.mark.integration
 def test_card_leaving_mid_command_is_card_removed(emulator: NfcUdpCardEmulator) -> None:
     emulator.insert(EchoCard(leave_after=1))
     with open_reader(emulator.url) as reader:
@@ -122,6 +128,7 @@ def test_card_leaving_mid_command_is_card_removed(emulator: NfcUdpCardEmulator) 
             reader.transceive(SELECT_PPSE)
 
 
+@pytest.mark.integration
 def test_field_broken_is_card_removed() -> None:
     emulator = NfcUdpCardEmulator(EchoCard(), rfoff_on_remove=True)
     emulator.start()
@@ -136,6 +143,7 @@ def test_field_broken_is_card_removed() -> None:
         emulator.stop()
 
 
+@pytest.mark.integration
 def test_removal_then_next_card(emulator: NfcUdpCardEmulator) -> None:
     with open_reader(emulator.url) as reader:
         reader.wait_for_card(timeout=10)

@@ -112,6 +112,7 @@ class _Host:
         return frames
 
 
+@pytest.mark.integration
 def test_raw_frames_automatic_rats_data_exchange_and_errors() -> None:
     card = EchoCard()
     with Pn532PtySimulator(card, link_in_dev=False) as chip:
@@ -198,6 +199,7 @@ def test_card_removed_mid_transaction_is_try_again(pn532_pty: Pn532PtySimulator)
             reader.wait_for_card(timeout=0.3)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("options", "chained"),
     [({}, False), ({"fsci": 2, "max_chunk": 20, "wtx": True}, True)],
@@ -243,6 +245,7 @@ def test_removal_then_next_card(pn532_pty: Pn532PtySimulator) -> None:
     assert pn532_pty.commands[IN_LIST_PASSIVE_TARGET] >= 2
 
 
+@pytest.mark.integration
 def test_chip_that_does_not_answer_is_device_unavailable() -> None:
     _needs_root()
     with Pn532PtySimulator(silent=True) as chip, pytest.raises(DeviceUnavailableError) as caught:

@@ -147,6 +147,7 @@ def test_timeout_and_cancel(pty_scanner: PtyScanner) -> None:
             scanner.wait_for_code(timeout=30, cancel=cancel)
 
 
+@pytest.mark.integration
 def test_unplug_is_reader_gone_and_replug_reconnects(tmp_path: Path) -> None:
     first = PtyScanner()
     link = tmp_path / "scanner"  # a stable name, like /dev/serial/by-id/...

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from bench.fleet import FleetConfig, FleetReport, TerminalLog, _reconcile_terminal, run_fleet
 
 SHORT = FleetConfig(
@@ -22,6 +24,7 @@ SHORT = FleetConfig(
 )
 
 
+@pytest.mark.integration
 def test_fleet_under_chaos_loses_doubles_and_leaves_nothing_unexplained(tmp_path: Path) -> None:
     report = run_fleet(tmp_path, SHORT)
     print("\n" + report.summary())

@@ -14,7 +14,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = tomllib.loads((ROOT / "uv.lock").read_text(encoding="utf-8"))
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-EXTRAS = ("pcsc", "nfc", "serial", "printer", "fuzz", "dev")
+EXTRAS = ("pcsc", "nfc", "serial", "printer", "fuzz", "sim", "dev")
+#: The distributions built from this repository (the uv workspace): pipos, and the simulator
+#: as pipos-sim (sim/pyproject.toml). They are locked by path, without files or hashes.
+WORKSPACE = {"pipos": ".", "pipos-sim": "sim"}
 
 
 def _name(requirement: str) -> str:
@@ -32,16 +35,34 @@ def test_every_declared_dependency_of_every_extra_is_locked_with_hashes() -> Non
     project = PYPROJECT["project"]
     wanted = [*project["dependencies"]]
     for extra in EXTRAS:
-        wanted += [r for r in project["optional-dependencies"][extra] if not r.startswith("pipos")]
+        wanted += [r for r in project["optional-dependencies"][extra] if _name(r) not in WORKSPACE]
     wanted += PYPROJECT["dependency-groups"]["tools"]
     missing = sorted({_name(r) for r in wanted} - set(locked))
     assert missing == []
     for name, package in locked.items():
-        if package.get("source", {}) == {"editable": "."}:
-            continue  # pipos itself
+        if name in WORKSPACE:
+            assert package["source"] == {"editable": WORKSPACE[name]}, name
+            continue  # built from this repository
         files = [*package.get("wheels", []), *([package["sdist"]] if "sdist" in package else [])]
         assert files, f"{name} has no files in the lock"
         assert all(str(f["hash"]).startswith("sha256:") for f in files), name
+
+
+def test_the_simulator_is_the_sim_extra_from_the_workspace() -> None:
+    # The product's own install (no extra, or a terminal's device extras) has no simulator;
+    # the sim extra (and dev, which includes it) brings pipos-sim from sim/, never an index.
+    project = PYPROJECT["project"]
+    assert project["optional-dependencies"]["sim"] == ["pipos-sim"]
+    assert PYPROJECT["tool"]["uv"]["sources"]["pipos-sim"] == {"workspace": True}
+    assert PYPROJECT["tool"]["uv"]["workspace"]["members"] == ["sim"]
+    locked = _locked()
+    assert set(LOCK["manifest"]["members"]) == set(WORKSPACE)
+    pipos = locked["pipos"]
+    assert {d["name"] for d in pipos["dependencies"]} & {"pipos-sim"} == set()
+    assert [d["name"] for d in pipos["optional-dependencies"]["sim"]] == ["pipos-sim"]
+    for extra in ("pcsc", "nfc", "serial", "printer"):
+        names = {d["name"] for d in pipos["optional-dependencies"][extra]}
+        assert "pipos-sim" not in names, extra
 
 
 def test_installed_packages_are_exactly_the_locked_versions() -> None:

@@ -1,6 +1,9 @@
-"""The forwarder against the simulated acquirer host over real HTTP, under every fault it has.
+"""The forwarder against the simulated acquirer host, under every fault it has: in process
+(tests/inprocess.py) for the faults that answer, over real HTTP on loopback for those that
+cut the connection (integration).
 
-Also the `pipos queue` / `pipos sync` commands end to end.
+Also the `pipos queue` / `pipos sync` commands end to end (`pipos sync` takes a URL: the
+session's host on loopback).
 """
 
 from __future__ import annotations
@@ -49,16 +52,19 @@ class Terminal:
         )
 
     def client(self, seq: SequenceCounter) -> AcquirerClient:
-        return AcquirerClient(
-            self.host.url, self.keystore, seq, sleep=lambda _s: None, read_timeout=5.0
-        )
+        options = self.host.client_options(sleep=lambda _s: None, read_timeout=5.0)
+        return AcquirerClient(self.host.url, self.keystore, seq, **options)
 
     def offline_ids(self) -> list[str]:
-        return [r["offline_id"] for r in self.host.ledger() if r["offline_id"]]
+        ledger = self.host.ledger(self.keystore.terminal_id)
+        return [r["offline_id"] for r in ledger if r["offline_id"]]
 
 
 @pytest.fixture
-def terminal(tmp_path: Path, acquirer_host: HostHandle) -> Iterator[Terminal]:
+def terminal(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Terminal]:
+    """An enrolled terminal's files, on the host fixture named by an indirect parameter:
+    inprocess_host unless the test says otherwise."""
+    host: HostHandle = request.getfixturevalue(getattr(request, "param", "inprocess_host"))
     data = tmp_path / "terminal"
     data.mkdir()
     secret = data / "device-secret"
@@ -66,10 +72,10 @@ def terminal(tmp_path: Path, acquirer_host: HostHandle) -> Iterator[Terminal]:
     secret.chmod(0o600)
     ks = Keystore.create(data, SECRET, serial="PIPOS-Q-1", scrypt_n=2**10)
     seq = SequenceCounter(data / "sequence.json")
-    with AcquirerClient(acquirer_host.url, ks, seq, sleep=lambda _s: None) as client:
-        client.enrol(acquirer_host.activation_code())
+    with AcquirerClient(host.url, ks, seq, **host.client_options(sleep=lambda _s: None)) as client:
+        client.enrol(host.activation_code())
     seq.close()
-    return Terminal(data, ks, acquirer_host)
+    return Terminal(data, ks, host)
 
 
 def _payment(i: int, amount: int = 1000) -> OfflinePayment:
@@ -90,7 +96,21 @@ def _fill(q: OfflineQueue, n: int) -> None:
         assert q.enqueue(_payment(i, amount=1000 + i)).stored
 
 
-@pytest.mark.parametrize("mode", ["refuse", "http_500", "drop_after_commit", "corrupt", "delay"])
+# A fault that cuts the TCP connection is a real socket's (a host of its own, integration).
+CUT = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    ("mode", "terminal"),
+    [
+        pytest.param("refuse", "acquirer_host", marks=CUT),
+        ("http_500", "inprocess_host"),
+        pytest.param("drop_after_commit", "acquirer_host", marks=CUT),
+        ("corrupt", "inprocess_host"),
+        ("delay", "inprocess_host"),
+    ],
+    indirect=["terminal"],
+)
 def test_every_host_fault_ends_with_each_payment_once(terminal: Terminal, mode: str) -> None:
     q = terminal.queue()
     _fill(q, 9)
@@ -144,6 +164,8 @@ def test_lost_answer_then_crash_resends_same_batch_and_host_answers_first_result
     q.close()
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("terminal", ["session_host"], indirect=True)
 def test_host_declines_after_the_fact_and_the_cli_shows_it(
     terminal: Terminal, capsys: pytest.CaptureFixture[str]
 ) -> None:

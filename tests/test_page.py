@@ -1,6 +1,7 @@
 """The checkout page in headless Chromium (Debian's /usr/bin/chromium) driven by Playwright,
-against the real terminal API, simulated acquirer and virtual cards. Screenshots are written
-to $PIPOS_TEST_OUTPUT/page (default: test-output/page) as CI artefacts."""
+against the real terminal API, simulated acquirer (the session's on loopback, a host of the
+test's own where the test stops it) and virtual cards. Screenshots are written to
+$PIPOS_TEST_OUTPUT/page (default: test-output/page) as CI artefacts. Integration tests."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import pytest
 from simulator.host import HostServer
 from terminal.api.stack import DemoStack, start_demo_stack
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
-from tests.conftest_host import acquirer_host as acquirer_host
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 # Found on PATH like any other program: Debian's package installs /usr/bin/chromium,
@@ -69,11 +69,12 @@ PIN_CLOCK = FakeClock()
 
 
 @pytest.fixture
-def stack(tmp_path: Path, acquirer_host: HostHandle) -> Iterator[DemoStack]:
+def stack(tmp_path: Path, loopback_host: HostHandle) -> Iterator[DemoStack]:
+    """On the session's host, or on acquirer_host when the test takes it (to stop it)."""
     s = start_demo_stack(
         tmp_path,
-        host_url=acquirer_host.url,
-        activation_code=acquirer_host.activation_code,
+        host_url=loopback_host.url,
+        activation_code=loopback_host.activation_code,
         secret=TEST_SECRET,
         scrypt_n=TEST_SCRYPT_N,
         pin="2468",

@@ -11,7 +11,6 @@ import pytest
 
 from terminal.api.stack import DemoStack
 from tests.conftest_host import HostHandle
-from tests.conftest_host import acquirer_host as acquirer_host
 from tests.test_page import browser as browser
 from tests.test_page import key_in, pay, shot
 from tests.test_page import page as page

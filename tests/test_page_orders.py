@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from terminal.api.stack import DemoStack
-from tests.conftest_host import acquirer_host as acquirer_host
 from tests.page_orders import RECORDER, HeldRequests, StreamHold
 from tests.test_page import browser as browser
 from tests.test_page import key_in, shot

@@ -4,7 +4,6 @@ as SVG and paid by the simulated phone. Screenshots go with the other page artef
 
 from __future__ import annotations
 
-from tests.conftest_host import acquirer_host as acquirer_host
 from tests.test_page import browser as browser
 from tests.test_page import key_in, shot
 from tests.test_page import page as page

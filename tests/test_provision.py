@@ -1,5 +1,5 @@
 """Provisioning, parameter updates, key rotation and the technician credential, end to end
-against the simulated acquirer (real uvicorn on 127.0.0.1)."""
+against the simulated acquirer (a host of each test's own, in process: tests/inprocess.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from terminal.store.keys import Keystore, secret_from_file
 from tests.conftest_host import TEST_SCRYPT_N, HostHandle
 
 PIN = "270513"
-FAST = {"scrypt_n": TEST_SCRYPT_N, "client_options": {"sleep": lambda _s: None}}
+CLIENT = {"sleep": lambda _s: None}
 
 
 def _provision(host: HostHandle, tmp: Path, code: str | None = None, **kw: Any) -> ProvisionResult:
@@ -40,13 +40,19 @@ def _provision(host: HostHandle, tmp: Path, code: str | None = None, **kw: Any) 
         activation_code=code or host.activation_code(),
         config_path=tmp / "etc" / "terminal.toml",
         technician_secret=kw.pop("technician_secret", PIN),
-        **FAST,
+        scrypt_n=TEST_SCRYPT_N,
+        client_options=host.client_options(**CLIENT),
         **kw,
     )
 
 
-def _service(tmp: Path, **kw: Any) -> ServiceTerminal:
-    return open_service_terminal(tmp / "etc" / "terminal.toml", **FAST, **kw)
+def _service(tmp: Path, host: HostHandle, **kw: Any) -> ServiceTerminal:
+    return open_service_terminal(
+        tmp / "etc" / "terminal.toml",
+        scrypt_n=TEST_SCRYPT_N,
+        client_options=host.client_options(**CLIENT),
+        **kw,
+    )
 
 
 def _payment(i: int, amount: int = 1500) -> OfflinePayment:
@@ -80,12 +86,12 @@ def _events(tmp: Path) -> list[str]:
 # --- provisioning --------------------------------------------------------------------------
 
 
-def test_provision_in_one_step(acquirer_host: HostHandle, tmp_path: Path) -> None:
-    result = _provision(acquirer_host, tmp_path)
+def test_provision_in_one_step(inprocess_host: HostHandle, tmp_path: Path) -> None:
+    result = _provision(inprocess_host, tmp_path)
     config = load_config(tmp_path / "etc" / "terminal.toml")
     assert result.action == "provisioned"
     assert config.terminal_id == result.terminal_id
-    assert config.host_url == acquirer_host.url
+    assert config.host_url == inprocess_host.url
     assert config.params_version == result.params_version
     assert config.host_key_id
     # The key was generated and enrolled; the device secret was created private.
@@ -93,13 +99,13 @@ def test_provision_in_one_step(acquirer_host: HostHandle, tmp_path: Path) -> Non
     assert secret_file.stat().st_mode & 0o777 == 0o600
     keystore = Keystore.open(tmp_path / "data", secret_from_file(secret_file))
     assert keystore.terminal_id == result.terminal_id
-    assert keystore.host_public_key == acquirer_host.host_public_key()
+    assert keystore.host_public_key == inprocess_host.host_public_key()
     # The signed parameters are installed and re-verify; the simulator's expired test key
     # (A000000003/99, 2020) was left out and said so.
     assert [k.label() for k in result.refused_ca_keys] == ["A000000003/99"]
     installed = load_installed_parameters(
         config.params_path,
-        host_public_key=acquirer_host.host_public_key(),
+        host_public_key=inprocess_host.host_public_key(),
         terminal_id=result.terminal_id,
         serial=keystore.serial,
         today=datetime.date(2026, 1, 1),
@@ -117,57 +123,59 @@ def test_provision_in_one_step(acquirer_host: HostHandle, tmp_path: Path) -> Non
     assert verify_audit_log(tmp_path / "data" / "audit.log").ok
 
 
-def test_rerun_refreshes_without_enrolling_again(acquirer_host: HostHandle, tmp_path: Path) -> None:
-    first = _provision(acquirer_host, tmp_path)
+def test_rerun_refreshes_without_enrolling_again(
+    inprocess_host: HostHandle, tmp_path: Path
+) -> None:
+    first = _provision(inprocess_host, tmp_path)
     # An already used (or any) code is not consumed: nothing is enrolled a second time.
-    again = _provision(acquirer_host, tmp_path, code="ALREADY-USED")
+    again = _provision(inprocess_host, tmp_path, code="ALREADY-USED")
     assert again.action == "refreshed"
     assert again.terminal_id == first.terminal_id
     assert again.key_id == first.key_id
 
 
 def test_rerun_after_a_crash_before_the_config_was_written(
-    acquirer_host: HostHandle, tmp_path: Path
+    inprocess_host: HostHandle, tmp_path: Path
 ) -> None:
-    code = acquirer_host.activation_code()
-    first = _provision(acquirer_host, tmp_path, code=code)
+    code = inprocess_host.activation_code()
+    first = _provision(inprocess_host, tmp_path, code=code)
     (tmp_path / "etc" / "terminal.toml").unlink()
-    again = _provision(acquirer_host, tmp_path, code=code)
+    again = _provision(inprocess_host, tmp_path, code=code)
     assert again.terminal_id == first.terminal_id  # the host answers the same enrolment
 
 
 def test_provision_needs_the_technician_pin_once_set(
-    acquirer_host: HostHandle, tmp_path: Path
+    inprocess_host: HostHandle, tmp_path: Path
 ) -> None:
-    _provision(acquirer_host, tmp_path)
+    _provision(inprocess_host, tmp_path)
     with pytest.raises(TechnicianAuthError):
-        _provision(acquirer_host, tmp_path, technician_secret="999999")
+        _provision(inprocess_host, tmp_path, technician_secret="999999")
     assert "technician_auth_failed" in _events(tmp_path)
 
 
 def test_a_weak_technician_pin_is_refused_before_enrolling(
-    acquirer_host: HostHandle, tmp_path: Path
+    inprocess_host: HostHandle, tmp_path: Path
 ) -> None:
     with pytest.raises(Exception, match="too short"):
-        _provision(acquirer_host, tmp_path, technician_secret="123")
+        _provision(inprocess_host, tmp_path, technician_secret="123")
     assert not (tmp_path / "etc" / "terminal.toml").exists()
 
 
 def test_reprovision_with_queued_payments_is_refused_unless_forced(
-    acquirer_host: HostHandle, tmp_path: Path
+    inprocess_host: HostHandle, tmp_path: Path
 ) -> None:
-    first = _provision(acquirer_host, tmp_path)
+    first = _provision(inprocess_host, tmp_path)
     _enqueue(tmp_path / "data", _payment(1), _payment(2))
     # Another acquirer URL means a new enrolment: refused while payments wait, saying why.
-    other_url = acquirer_host.url.replace("127.0.0.1", "localhost")
+    other_url = "http://another-acquirer.inprocess"
     with pytest.raises(ProvisionRefusedError) as err:
-        _provision(acquirer_host, tmp_path, host_url=other_url)
+        _provision(inprocess_host, tmp_path, host_url=other_url)
     message = str(err.value)
     assert "2 payment(s)" in message
     assert "30.00" in message
     assert "pipos sync" in message
     assert load_config(tmp_path / "etc" / "terminal.toml").terminal_id == first.terminal_id
-    forced = _provision(acquirer_host, tmp_path, force=True)
+    forced = _provision(inprocess_host, tmp_path, force=True)
     assert forced.action == "re-enrolled"
     assert forced.terminal_id != first.terminal_id
     assert forced.key_id != first.key_id
@@ -180,9 +188,11 @@ def test_reprovision_with_queued_payments_is_refused_unless_forced(
         assert queue.status().outstanding_count == 2
 
 
-def test_forced_reprovision_of_an_empty_terminal(acquirer_host: HostHandle, tmp_path: Path) -> None:
-    first = _provision(acquirer_host, tmp_path)
-    again = _provision(acquirer_host, tmp_path, force=True)
+def test_forced_reprovision_of_an_empty_terminal(
+    inprocess_host: HostHandle, tmp_path: Path
+) -> None:
+    first = _provision(inprocess_host, tmp_path)
+    again = _provision(inprocess_host, tmp_path, force=True)
     assert again.action == "re-enrolled"
     assert again.terminal_id != first.terminal_id
     assert again.previous_terminal_id == first.terminal_id
@@ -215,10 +225,10 @@ def _full_params(ca_keys: list[dict[str, str]]) -> dict[str, Any]:
 
 
 def test_parameter_update_rotates_ca_keys_and_refuses_expired_ones(
-    acquirer_host: HostHandle, tmp_path: Path
+    inprocess_host: HostHandle, tmp_path: Path
 ) -> None:
-    _provision(acquirer_host, tmp_path)
-    acquirer_host.set_parameters(
+    _provision(inprocess_host, tmp_path)
+    inprocess_host.set_parameters(
         _full_params(
             [
                 _ca_key("A000000003", "A1", "2040-12-31"),
@@ -227,7 +237,7 @@ def test_parameter_update_rotates_ca_keys_and_refuses_expired_ones(
             ]
         )
     )
-    service = _service(tmp_path)
+    service = _service(tmp_path, inprocess_host)
     update = service.update_parameters(PIN)
     assert update.changed
     assert update.added_ca_keys == ("A000000003/A1", "A000000004/B2")
@@ -241,26 +251,26 @@ def test_parameter_update_rotates_ca_keys_and_refuses_expired_ones(
 
 
 def test_a_bad_ca_checksum_refuses_the_update_and_keeps_the_installed_file(
-    acquirer_host: HostHandle, tmp_path: Path
+    inprocess_host: HostHandle, tmp_path: Path
 ) -> None:
-    _provision(acquirer_host, tmp_path)
+    _provision(inprocess_host, tmp_path)
     params_file = tmp_path / "data" / "parameters.json"
     before = params_file.read_bytes()
-    acquirer_host.set_parameters(
+    inprocess_host.set_parameters(
         _full_params([_ca_key("A000000003", "A1", "2040-12-31", good_sum=False)])
     )
     with pytest.raises(ParametersRefusedError, match=r"ca_public_keys\[0\].sha1"):
-        _service(tmp_path).update_parameters(PIN)
+        _service(tmp_path, inprocess_host).update_parameters(PIN)
     assert params_file.read_bytes() == before
     assert "parameters_refused" in _events(tmp_path)
     assert list(tmp_path.joinpath("data").glob("*.tmp")) == []
 
 
 def test_parameter_update_is_guarded_by_the_technician_pin(
-    acquirer_host: HostHandle, tmp_path: Path
+    inprocess_host: HostHandle, tmp_path: Path
 ) -> None:
-    _provision(acquirer_host, tmp_path)
-    service = _service(tmp_path, clock=lambda: 1_800_000_000.0)
+    _provision(inprocess_host, tmp_path)
+    service = _service(tmp_path, inprocess_host, clock=lambda: 1_800_000_000.0)
     for _ in range(2):
         with pytest.raises(TechnicianAuthError):
             service.update_parameters("000001")
@@ -269,16 +279,16 @@ def test_parameter_update_is_guarded_by_the_technician_pin(
     assert locked.value.retry_after == 30
     # Locked even for the right PIN, and across processes (the state is on disk).
     with pytest.raises(TechnicianLockedError):
-        _service(tmp_path, clock=lambda: 1_800_000_010.0).update_parameters(PIN)
-    later = _service(tmp_path, clock=lambda: 1_800_000_031.0)
+        _service(tmp_path, inprocess_host, clock=lambda: 1_800_000_010.0).update_parameters(PIN)
+    later = _service(tmp_path, inprocess_host, clock=lambda: 1_800_000_031.0)
     assert not later.update_parameters(PIN).changed
     events = _events(tmp_path)
     assert events.count("technician_auth_failed") == 3
     assert "technician_locked_out" in events
 
 
-def test_installed_parameters_must_verify(acquirer_host: HostHandle, tmp_path: Path) -> None:
-    result = _provision(acquirer_host, tmp_path)
+def test_installed_parameters_must_verify(inprocess_host: HostHandle, tmp_path: Path) -> None:
+    result = _provision(inprocess_host, tmp_path)
     path = tmp_path / "data" / "parameters.json"
     doc = json.loads(path.read_text())
     doc["signed"]["document"] = doc["signed"]["document"].replace("10000", "99999")
@@ -286,7 +296,7 @@ def test_installed_parameters_must_verify(acquirer_host: HostHandle, tmp_path: P
     with pytest.raises(ParametersRefusedError, match="signature"):
         load_installed_parameters(
             path,
-            host_public_key=acquirer_host.host_public_key(),
+            host_public_key=inprocess_host.host_public_key(),
             terminal_id=result.terminal_id,
             serial=result.serial,
             today=datetime.date(2026, 1, 1),
@@ -294,10 +304,10 @@ def test_installed_parameters_must_verify(acquirer_host: HostHandle, tmp_path: P
 
 
 def test_full_parameter_files_from_the_host_are_used_as_they_are(
-    acquirer_host: HostHandle, tmp_path: Path
+    inprocess_host: HostHandle, tmp_path: Path
 ) -> None:
-    acquirer_host.set_parameters(_full_params([_ca_key("A000000003", "A1", "2040-12-31")]))
-    result = _provision(acquirer_host, tmp_path)
+    inprocess_host.set_parameters(_full_params([_ca_key("A000000003", "A1", "2040-12-31")]))
+    result = _provision(inprocess_host, tmp_path)
     assert result.params.terminal == default_params().terminal
     assert [a.label for a in result.params.aids] == ["VISA", "MASTERCARD"]
 
@@ -305,14 +315,14 @@ def test_full_parameter_files_from_the_host_are_used_as_they_are(
 # --- key rotation --------------------------------------------------------------------------
 
 
-def test_key_rotation_with_the_host(acquirer_host: HostHandle, tmp_path: Path) -> None:
-    first = _provision(acquirer_host, tmp_path)
-    service = _service(tmp_path)
+def test_key_rotation_with_the_host(inprocess_host: HostHandle, tmp_path: Path) -> None:
+    first = _provision(inprocess_host, tmp_path)
+    service = _service(tmp_path, inprocess_host)
     old, new = service.rotate_key(PIN)
     assert old == first.key_id
     assert new != old
     # The new key is what the host now accepts.
-    again = _service(tmp_path)
+    again = _service(tmp_path, inprocess_host)
     assert again.keystore.key_id == new
     with again.client() as client:
         assert client.whoami()["key_id"] == new

@@ -1,8 +1,9 @@
 """Code payments in the acquirer's ledger: a consumer-presented code is authorised through the
 host's normal path (its ARQC verified by the host's CryptogramVerifier and recorded), and a
 wallet-paid order is booked as a sale under its scheme, so it is settled, refunded and
-reversed like a card sale. Real host (uvicorn, SQLite) from tests/conftest_host.py, an
-enrolled terminal's signed AcquirerClient, and the terminal's own code-payment function."""
+reversed like a card sale. A host of each test's own, in process (inprocess_terminal from
+tests/conftest_host.py, real SQLite), an enrolled terminal's signed AcquirerClient, and the
+terminal's own code-payment function."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from emv.qr import decode_cpm, encode_cpm
 from emv.qr.cpm import CpmApplication
-from simulator.wallet import PhoneWallet, WalletAccount, http_registrar, pay_merchant_code
+from simulator.wallet import PhoneWallet, WalletAccount
 from terminal.acquirer.client import RefundRequest
 from terminal.acquirer.qr_client import AcquirerTransport, QrClient
 from terminal.checkout.qr_payment import CodePaymentOutcome, QrPaymentParams, run_code_payment
@@ -51,7 +52,7 @@ class Till:
             WalletAccount(pan, "3012", IMK),
             random=_random(),
             clock=time.time,
-            register=http_registrar(self.host.url),
+            register=self.host.register_wallet_code,
         )
 
     def pay(self, code: str, amount: int = 1250, **kwargs: Any) -> CodePaymentOutcome:
@@ -77,9 +78,9 @@ class Till:
 
 
 @pytest.fixture
-def till(acquirer_terminal: AcquirerTerminal) -> Till:
-    acquirer_terminal.host.set_issuer_key(PAN[:6], IMK)
-    return Till(acquirer_terminal)
+def till(inprocess_terminal: AcquirerTerminal) -> Till:
+    inprocess_terminal.host.set_issuer_key(PAN[:6], IMK)
+    return Till(inprocess_terminal)
 
 
 def _forged(code: str) -> str:
@@ -207,8 +208,8 @@ def test_repeated_wallet_request_is_answered_once_and_booked_once(till: Till) ->
 
 def test_merchant_presented_order_paid_by_a_wallet_is_booked(till: Till) -> None:
     till.client.create_merchant_order("QMP1", 1234, EUR)
-    pay_merchant_code(
-        till.host.url, merchant_payload(default_params(), 1234, reference="QMP1"), wallet="alipay"
+    till.host.pay_merchant_code(
+        merchant_payload(default_params(), 1234, reference="QMP1"), wallet="alipay"
     )
     status = till.client.order_status("QMP1")
     assert status.status == "paid"

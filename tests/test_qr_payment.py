@@ -1,5 +1,6 @@
 """Code payments end to end: simulated phone -> pty -> real scanner driver -> checkout
-function -> signed requests -> simulated acquirer (real uvicorn, real SQLite file).
+function -> signed requests -> simulated acquirer (in process through tests/inprocess.py,
+real SQLite file). The tests through the pty are integration tests.
 
 Time is a fake clock shared by the host and the terminal; `sleep` advances it, so the
 confirm-then-pay and timeout flows run instantly and deterministically.
@@ -19,13 +20,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from simulator.host import HostServer, qr_payments
-from simulator.wallet import PhoneWallet, WalletAccount, pay_merchant_code, type_code
+from simulator.host import qr_payments
+from simulator.wallet import PhoneWallet, WalletAccount, type_code
 from terminal.acquirer.qr_client import HttpSignedTransport, QrClient
 from terminal.checkout.qr_payment import CodePaymentOutcome, QrPaymentParams, run_code_payment
 from terminal.domain.merchant_qr import merchant_payload
 from terminal.domain.params import default_params
 from terminal.domain.signing import Signer, key_id_for
+from tests.conftest_host import HostHandle, inprocess_host_at
 
 IMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 PAN = "4761739001010119"
@@ -46,7 +48,7 @@ class FakeClock:
 
 @dataclass
 class Rig:
-    url: str
+    host: HostHandle
     clock: FakeClock
     client: QrClient
     wallet: PhoneWallet
@@ -87,19 +89,18 @@ def _random() -> Any:
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
     clock = FakeClock()
-    server = HostServer(tmp_path / "acquirer.sqlite3", clock=clock.now)
-    server.start()
-    admin = httpx.Client(base_url=server.url, timeout=10)
-    try:
+    with inprocess_host_at(tmp_path / "acquirer.sqlite3", clock=clock.now) as host:
+        admin = host.http
         admin.put("/admin/issuer-keys", json={"476173": {"imk_ac": IMK.hex()}}).raise_for_status()
-        code = admin.post("/admin/activation-codes", json={"merchant_id": "M1"}).json()["code"]
+        code = host.activation_code("M1")
         key = Ed25519PrivateKey.generate()
         public = key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
         signer = Signer(key_id_for(public), key.sign, public)
         seq = itertools.count(1)
-        enrol = HttpSignedTransport(server.url, signer, "", lambda: next(seq), clock.now)
+        http = httpx.Client(base_url=host.url, timeout=10, transport=host.transport)
+        enrol = HttpSignedTransport(host.url, signer, "", lambda: next(seq), clock.now, http=http)
         import base64
 
         status, data = enrol.request(
@@ -110,14 +111,15 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         assert status == 200, data
         host_key = base64.b64decode(data["host_public_key"])
         transport = HttpSignedTransport(
-            server.url,
+            host.url,
             signer,
             data["terminal_id"],
             lambda: next(seq),
             clock.now,
             host_public_key=host_key,
+            http=http,
         )
-        store = server.app.host.store
+        store = host.app.host.store
         wallet = PhoneWallet(
             WalletAccount(PAN, "3012", IMK),
             random=_random(),
@@ -125,7 +127,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
             register=lambda record: qr_payments.register_wallet_code(store, record),
         )
         yield Rig(
-            server.url,
+            host,
             clock,
             QrClient(transport),
             wallet,
@@ -133,15 +135,12 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
             data["terminal_id"],
             itertools.count(1),
         )
-        transport.close()
-        enrol.close()
-    finally:
-        admin.close()
-        server.stop()
+        http.close()
 
 
 @pytest.fixture
 def scanner() -> Iterator[tuple[int, Any]]:
+    """The real serial scanner driver on a pty (tests using it are marked integration)."""
     pytest.importorskip("serial")
     from drivers.scanner import open_scanner
 
@@ -165,6 +164,7 @@ def _scan(scanner: tuple[int, Any], code: str) -> str:
 # --- through the pty scanner -----------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_wallet_code_sale_through_the_scanner(rig: Rig, scanner: tuple[int, Any]) -> None:
     code = rig.wallet.wallet_code("alipay")
     outcome = rig.pay(_scan(scanner, code))
@@ -175,6 +175,7 @@ def test_wallet_code_sale_through_the_scanner(rig: Rig, scanner: tuple[int, Any]
     assert (order["status"], order["amount"]) == ("paid", 1250)
 
 
+@pytest.mark.integration
 def test_confirm_then_pay_through_the_scanner(rig: Rig, scanner: tuple[int, Any]) -> None:
     code = rig.wallet.wallet_code("wechatpay", confirm_delay=5)
     start = rig.clock.now()
@@ -184,6 +185,7 @@ def test_confirm_then_pay_through_the_scanner(rig: Rig, scanner: tuple[int, Any]
     assert rig.orders_on_host()[0]["status"] == "paid"
 
 
+@pytest.mark.integration
 def test_unconfirmed_payment_times_out_and_is_cancelled(rig: Rig, scanner: tuple[int, Any]) -> None:
     code = rig.wallet.wallet_code("alipay", confirm_delay=5, confirm_outcome="never")
     outcome = rig.pay(_scan(scanner, code))
@@ -192,6 +194,7 @@ def test_unconfirmed_payment_times_out_and_is_cancelled(rig: Rig, scanner: tuple
     assert rig.orders_on_host()[0]["status"] == "cancelled"
 
 
+@pytest.mark.integration
 def test_merchant_cancels_while_waiting(rig: Rig, scanner: tuple[int, Any]) -> None:
     code = rig.wallet.wallet_code("alipay", confirm_delay=20)
     polls = itertools.count()
@@ -202,6 +205,7 @@ def test_merchant_cancels_while_waiting(rig: Rig, scanner: tuple[int, Any]) -> N
     assert rig.client.order_status(outcome.order_id or "").status == "cancelled"
 
 
+@pytest.mark.integration
 def test_consumer_presented_code_with_real_cryptogram(rig: Rig, scanner: tuple[int, Any]) -> None:
     outcome = rig.pay(_scan(scanner, rig.wallet.consumer_code()), amount=2000)
     assert (outcome.result, outcome.scheme) == ("approved", "cpm")
@@ -310,7 +314,7 @@ def test_merchant_presented_payment_notification(rig: Rig) -> None:
     assert order.status == "awaiting_payment"
     payload = merchant_payload(default_params(), 1234, reference="QM0001")
     assert rig.client.order_status("QM0001").status == "awaiting_payment"
-    pay_merchant_code(rig.url, payload, wallet="alipay")
+    rig.host.pay_merchant_code(payload, wallet="alipay")
     assert rig.client.order_status("QM0001").status == "paid"
 
 
@@ -318,5 +322,5 @@ def test_doctored_merchant_code_is_refused(rig: Rig) -> None:
     rig.client.create_merchant_order("QM0002", 1234, EUR)
     payload = merchant_payload(default_params(), 1, reference="QM0002")
     with pytest.raises(Exception, match="422"):
-        pay_merchant_code(rig.url, payload)
+        rig.host.pay_merchant_code(payload)
     assert rig.client.order_status("QM0002").status == "awaiting_payment"

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.conftest_host"]
 
+# Child processes killed with SIGKILL, a host of the test's own on loopback.
+pytestmark = pytest.mark.integration
+
 SECRET = b"crash-test-device-secret-0123456789"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,7 +130,7 @@ def _sending(db: Path) -> set[str]:
 
 def _upload_held(host: HostHandle) -> bool:
     """An offline upload has reached the host and waits there (the delay fault was hit)."""
-    faults = host._ok(host._admin.get("/admin/faults"))
+    faults = host.faults()
     return int(faults.get("/v1/batches/offline", {}).get("hits", 0)) >= 1
 
 

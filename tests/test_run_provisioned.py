@@ -18,6 +18,9 @@ from terminal.store.audit import verify_audit_log
 from terminal.store.keys import Keystore, secret_from_file
 from tests.conftest_host import TEST_SCRYPT_N, HostHandle
 
+# `pipos run` serves the API on loopback, against a host of the test's own.
+pytestmark = pytest.mark.integration
+
 
 def _provisioned(host: HostHandle, tmp_path: Path) -> Path:
     config_path = tmp_path / "etc" / "terminal.toml"

@@ -27,6 +27,9 @@ from simulator.host import HostServer
 from terminal.api.stack import DemoStack, start_demo_stack
 from tests.conftest_host import TEST_SCRYPT_N
 
+# Both APIs over real HTTP on loopback (uvicorn's own refusals are part of the answer).
+pytestmark = pytest.mark.integration
+
 EXAMPLES = 12
 
 # Long-lived streams would hold a worker forever; the event stream has its own tests.

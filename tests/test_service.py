@@ -1,6 +1,10 @@
 """The technician's commands end to end through `pipos ...` against the simulated host, and
 unit replacement: export the queue from a failing unit, import it on its replacement, sync -
-a payment the old unit was sending when it died is not paid twice."""
+a payment the old unit was sending when it died is not paid twice.
+
+The commands reach the host by the URL in the terminal's configuration: over real HTTP on
+loopback, the session's host (each test enrols its own terminals and reads their ledger
+only) or, to change the host's parameters, a host of the test's own."""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from terminal.service.provision import open_service_terminal
 from terminal.store.keys import Keystore, SequenceCounter, secret_from_file
 from tests.conftest_host import TEST_SCRYPT_N, HostHandle
 from tests.test_provision import PIN, _enqueue, _payment, _provision
+
+pytestmark = pytest.mark.integration
 
 
 def _files(tmp: Path) -> tuple[Path, Path]:
@@ -70,11 +76,11 @@ def _default_host_params() -> dict[str, object]:
 
 
 def test_unit_replacement_does_not_pay_a_payment_twice(
-    acquirer_host: HostHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    session_host: HostHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pin, passphrase = _files(tmp_path)
     old_dir, new_dir = tmp_path / "old", tmp_path / "new"
-    old = _provision(acquirer_host, old_dir)
+    old = _provision(session_host, old_dir)
     _enqueue(old_dir / "data", _payment(1, 1200), _payment(2, 3400))
 
     # The old unit was sending payment 1 when it died: the host processed it, the answer
@@ -99,7 +105,7 @@ def test_unit_replacement_does_not_pay_a_payment_twice(
     assert "exported 2 payment(s)" in capsys.readouterr().out
 
     # The replacement: same merchant, its own key and terminal id.
-    new = _provision(acquirer_host, new_dir)
+    new = _provision(session_host, new_dir)
     assert new.terminal_id != old.terminal_id
     new_args = ["--config", str(new_dir / "etc" / "terminal.toml")]
     assert main(["unit", "import", str(backup), *new_args, *pins]) == 0
@@ -111,7 +117,8 @@ def test_unit_replacement_does_not_pay_a_payment_twice(
     assert main(["sync", *new_args]) == 0
     assert "accepted 2" in capsys.readouterr().out
 
-    sales = [r for r in acquirer_host.ledger() if r["kind"] == "offline_sale"]
+    ledger = session_host.ledger(old.terminal_id) + session_host.ledger(new.terminal_id)
+    sales = [r for r in ledger if r["kind"] == "offline_sale"]
     by_id = {}
     for row in sales:
         by_id.setdefault(row["offline_id"], []).append(row)
@@ -129,26 +136,27 @@ def test_unit_replacement_does_not_pay_a_payment_twice(
 
 
 def test_same_offline_id_with_other_content_is_still_a_new_payment(
-    acquirer_host: HostHandle, tmp_path: Path
+    session_host: HostHandle, tmp_path: Path
 ) -> None:
     """The host's cross-terminal match is on the payment's content too, so two units whose
     random ids collide never lose one of the payments."""
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
-    _provision(acquirer_host, a_dir)
-    _provision(acquirer_host, b_dir)
+    a = _provision(session_host, a_dir)
+    b = _provision(session_host, b_dir)
     _enqueue(a_dir / "data", _payment(7, 1000))
     _enqueue(b_dir / "data", _payment(7, 2000))
     for d in (a_dir, b_dir):
         assert main(["sync", "--config", str(d / "etc" / "terminal.toml")]) == 0
-    sales = [r for r in acquirer_host.ledger() if r["kind"] == "offline_sale"]
+    ledger = session_host.ledger(a.terminal_id) + session_host.ledger(b.terminal_id)
+    sales = [r for r in ledger if r["kind"] == "offline_sale"]
     assert sorted(r["amount"] for r in sales) == [1000, 2000]
 
 
 def test_service_commands_refuse_while_the_terminal_runs(
-    acquirer_host: HostHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    session_host: HostHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pin, _ = _files(tmp_path)
-    _provision(acquirer_host, tmp_path)
+    _provision(session_host, tmp_path)
     running = SequenceCounter(tmp_path / "data" / "sequence.json")
     try:
         config = ["--config", str(tmp_path / "etc" / "terminal.toml")]
@@ -159,9 +167,9 @@ def test_service_commands_refuse_while_the_terminal_runs(
 
 
 def test_doctor_human_output(
-    acquirer_host: HostHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    session_host: HostHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _provision(acquirer_host, tmp_path)
+    _provision(session_host, tmp_path)
     main(["doctor", "--config", str(tmp_path / "etc" / "terminal.toml")])
     out = capsys.readouterr().out
     assert "PASS  host reachable" in out

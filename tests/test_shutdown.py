@@ -17,6 +17,9 @@ import pytest
 from terminal.api.stack import start_demo_stack
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET
 
+# A demo stack (uvicorn servers on loopback) and `pipos run` in a subprocess.
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

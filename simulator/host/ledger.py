@@ -17,13 +17,16 @@ import hmac
 import json
 import os
 import sqlite3
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from offline_queue.sqlite import Faults, SqliteFile
+
+from ..errors import SimulatorError
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS config (
@@ -132,25 +135,27 @@ CREATE TABLE IF NOT EXISTS batches (
 
 
 class Store:
-    """One SQLite connection guarded by a lock; transactions are BEGIN IMMEDIATE."""
+    """One SQLite connection guarded by a lock; transactions are BEGIN IMMEDIATE.
+
+    The file is kept as the terminal keeps its own (offline_queue.sqlite): WAL and
+    ``synchronous=FULL``, so a committed authorisation survives power loss; its faults are
+    SimulatorErrors.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
+        self._file = SqliteFile(self.path, Faults("acquirer ledger", SimulatorError))
+        self._lock = self._file.lock
         self._depth = 0
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a committed authorisation survives power loss (durability first).
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA busy_timeout=5000")
-            self._conn.executescript(SCHEMA)
+        try:
+            with self._file.connection() as conn:
+                conn.executescript(SCHEMA)
+        except BaseException:
+            self._file.close()
+            raise
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._file.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -159,29 +164,24 @@ class Store:
             if self._depth:
                 self._depth += 1
                 try:
-                    yield self._conn
+                    yield self._file.conn
                 finally:
                     self._depth -= 1
                 return
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._depth = 1
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            else:
-                self._conn.execute("COMMIT")
-            finally:
-                self._depth = 0
+            with self._file.write() as conn:
+                self._depth = 1
+                try:
+                    yield conn
+                finally:
+                    self._depth = 0
 
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(row) for row in self._conn.execute(sql, params).fetchall()]
+        with self._file.connection() as conn:
+            return [dict(row) for row in conn.execute(sql, params).fetchall()]
 
     def one(self, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._conn.execute(sql, params).fetchone()
+        with self._file.connection() as conn:
+            row = conn.execute(sql, params).fetchone()
             return None if row is None else dict(row)
 
     # --- configuration ------------------------------------------------------------------

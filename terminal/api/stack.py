@@ -23,10 +23,12 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from drivers.sim import virtual_cards_installed
+
 from ..app.runtime import TerminalRuntime, start_terminal
 from ..app.sim_scanner import SimulatedPhone
 from ..checkout.qr_payment import QrPaymentParams
-from ..domain.errors import ConfigurationError
+from ..domain.errors import ConfigurationError, simulator_missing, simulator_not_installed
 from ..domain.params import default_params
 from ..store.audit import AuditLog
 from .server import ApiSettings, PinGuard, create_api
@@ -139,13 +141,31 @@ def start_demo_stack(
     confirm_delay: float = 3.0,
     qr_poll_interval: float = 1.0,
 ) -> DemoStack:
-    """Start the simulated acquirer (unless `host_url` is given), the terminal and its API."""
-    directory = Path(state_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    """Start the simulated acquirer (unless `host_url` is given), the terminal and its API.
+
+    The simulated acquirer and the simulated card field (no `reader_url`) need the simulator
+    (the `sim` extra); without it this raises :class:`ConfigurationError` saying what to
+    install, before anything is started."""
     host = None
     if host_url is None:
-        from simulator.host import HostServer  # the simulator only on the demo path
-
+        try:
+            from simulator.host import HostServer  # the simulator only on the demo path
+        except ImportError as exc:
+            if not simulator_missing(exc):
+                raise
+            raise ConfigurationError(
+                simulator_not_installed(
+                    "the demo terminal (its simulated acquirer, cards and phone)",
+                    "A provisioned terminal runs without it: pipos run --config FILE",
+                )
+            ) from exc
+    if reader_url is None and not virtual_cards_installed():
+        raise ConfigurationError(
+            simulator_not_installed("the simulated card field (pipos run without --reader)")
+        )
+    directory = Path(state_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    if host_url is None:
         host = HostServer(directory / "acquirer.sqlite3")
         host_url = host.start()
         acquirer = host.app.host

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from drivers.scanner import open_scanner
 from drivers.url import open_reader
 from offline_queue.forwarder import Backoff, Forwarder
 from offline_queue.store import OfflineQueue
 
-from ..acquirer.client import AcquirerClient
+from ..acquirer.client import AcquirerClient, HostRejectedError
 from ..acquirer.qr_client import AcquirerTransport, QrClient
 from ..acquirer.uplink import QUEUE_KEY_PURPOSE, AcquirerUplink, limits_from_params
 from ..checkout.flow import Checkout
@@ -31,7 +31,7 @@ from ..checkout.ports import ReaderFactory, ScannerFactory
 from ..checkout.qr_payment import QrPaymentParams
 from ..domain.params import TerminalParams, default_params
 from ..store.journal import Journal
-from ..store.keys import DEFAULT_SCRYPT_N, Keystore, SequenceCounter
+from ..store.keys import DEFAULT_SCRYPT_N, Keystore, SequenceCounter, atomic_write
 from .queue_port import QueuePort
 from .sim_field import SimulatedField
 from .sim_scanner import SimulatedScanner
@@ -85,7 +85,7 @@ class TerminalRuntime:
                             wait = backoff.delay(failures, random)
                         else:
                             failures = 0
-                    if self.checkout.journal.pending_reversals():
+                    if self.checkout.owes_the_host():
                         self.checkout.retry_reversals()
                 except Exception:
                     # One bad pass (a locked or failing disk, a bug) must not end forwarding
@@ -107,6 +107,40 @@ class TerminalRuntime:
         self.queue.close()
         self.journal.close()
         self.sequence.close()
+
+
+#: The activation code an enrolment in flight used, kept until the keystore holds its answer.
+ENROLMENT_CODE_FILE: Final = "enrolment-code"
+
+
+def _enrol(
+    client: AcquirerClient, directory: Path, activation_code: str | Callable[[], str]
+) -> None:
+    """Enrol, with the code an earlier start had in flight if there is one.
+
+    The code is kept on disk until the keystore holds the host's answer. The host answers a
+    retry from the same key with the same code by the same enrolment (docs/protocol.md), so
+    a crash after the host committed the enrolment and before the keystore saved it is mended
+    on the next start; any other code would be refused, the host knowing this key already
+    (the demo asks the host for a new code on every start). A code the host refuses is not
+    kept (a kept one is dropped and the code given now is used); one that got no answer is."""
+    kept = directory / ENROLMENT_CODE_FILE
+    if kept.exists():
+        try:
+            client.enrol(kept.read_text(encoding="utf-8").strip())
+        except HostRejectedError as exc:
+            log.info("the enrolment code kept from an earlier start is refused (%s)", exc.code)
+        else:
+            kept.unlink()
+            return
+    code = activation_code() if callable(activation_code) else activation_code
+    atomic_write(kept, code.encode("utf-8"))
+    try:
+        client.enrol(code)
+    except HostRejectedError:
+        kept.unlink()  # refused: nothing to retry with; the technician's error says why
+        raise
+    kept.unlink()
 
 
 def start_terminal(
@@ -143,8 +177,7 @@ def start_terminal(
     if host_url:
         client = AcquirerClient(host_url, keystore, sequence, **(client_options or {}))
         if keystore.terminal_id is None and activation_code is not None:
-            code = activation_code() if callable(activation_code) else activation_code
-            client.enrol(code)
+            _enrol(client, directory, activation_code)
     queue = OfflineQueue.open(
         directory / "offline_queue.sqlite3",
         keystore.data_key(QUEUE_KEY_PURPOSE),

@@ -21,7 +21,7 @@ from typing import Any, Final
 from drivers.errors import CancelledError, ReaderTimeoutError
 from drivers.scanner import CodeScanner, ScanRejectedError
 
-from ..domain.errors import TerminalError
+from ..domain.errors import TerminalError, simulator_missing, simulator_not_installed
 
 __all__ = ["PHONE_CODES", "SimulatedDeviceError", "SimulatedPhone", "SimulatedScanner"]
 
@@ -118,9 +118,15 @@ class SimulatedPhone:
         random: Callable[[int], bytes] = secrets.token_bytes,
         confirm_delay: float = 3.0,
     ) -> None:
-        # The simulator only on the demo path (DESIGN.md: terminal/ reaches the simulator
-        # through URLs otherwise); imported here so a production terminal never loads it.
-        from simulator.wallet import PhoneWallet, WalletAccount, http_registrar
+        # The simulator only on the demo path (ARCHITECTURE.md: terminal/ reaches the
+        # simulator through URLs otherwise); imported here so a production terminal never
+        # loads it, and may not have it (the `sim` extra).
+        try:
+            from simulator.wallet import PhoneWallet, WalletAccount, http_registrar
+        except ImportError as exc:
+            if not simulator_missing(exc):
+                raise
+            raise SimulatedDeviceError(simulator_not_installed("the simulated phone")) from exc
 
         self.host_url = host_url
         self._scanner = scanner
@@ -164,8 +170,12 @@ class SimulatedPhone:
 
     def pay_merchant_code(self, payload: str, *, result: str = "paid") -> dict[str, Any]:
         """The phone scanned the terminal's merchant-presented code and the user paid."""
-        from simulator.wallet import pay_merchant_code
-
+        try:
+            from simulator.wallet import pay_merchant_code
+        except ImportError as exc:
+            if not simulator_missing(exc):
+                raise
+            raise SimulatedDeviceError(simulator_not_installed("the simulated phone")) from exc
         try:
             return pay_merchant_code(self.host_url, payload, result=result)
         except (OSError, ValueError) as exc:

@@ -59,6 +59,9 @@ ACQUIRER_FAILURES: Final[Mapping[tuple[Kind, type[AcquirerError]], Failure]] = {
         State.DECLINED, Result.REFUND_DECLINED, True, _host_said
     ),
     (Kind.REFUND, AcquirerError): Failure(State.FAILED, Result.REFUND_DECLINED, None, _host_said),
+    (Kind.VOID, OutcomeUnknownError): Failure(
+        State.FAILED, Result.VOID_DECLINED, False, lambda _: "no answer from the bank", unknown=True
+    ),
     (Kind.VOID, HostUnreachable): Failure(
         State.FAILED, Result.VOID_DECLINED, False, lambda e: f"bank unreachable: {e}"
     ),

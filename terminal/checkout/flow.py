@@ -28,13 +28,12 @@ Rules the flow keeps:
 from __future__ import annotations
 
 from .reconciliation import Reconciliation
-from .refunds import RefundsAndVoids
 from .sale import Sales
 
 __all__ = ["Checkout"]
 
 
-class Checkout(Sales, RefundsAndVoids, Reconciliation):
+class Checkout(Sales, Reconciliation):
     """The one place that runs payments on this terminal.
 
     `reader_factory` opens the card reader for one transaction (closed afterwards, also on

@@ -18,8 +18,9 @@ from ..acquirer.qr_client import QrHostError
 from ..domain.currency import format_amount
 from ..domain.messages import Result
 from ..domain.records import Kind, State, TotalsLine, TxnRecord
-from .core import QR_CANCEL_PREFIX, CheckoutCore, _now_text
+from .core import QR_CANCEL_PREFIX, _now_text
 from .errors import AcquirerRequiredError
+from .refunds import RefundsAndVoids
 
 __all__ = ["Reconciliation", "totals_json"]
 
@@ -44,7 +45,7 @@ def totals_json(lines: Sequence[TotalsLine]) -> list[dict[str, Any]]:
     ]
 
 
-class Reconciliation(CheckoutCore):
+class Reconciliation(RefundsAndVoids):
     """End of day, sync and recovery."""
 
     def totals(self) -> list[TotalsLine]:
@@ -130,8 +131,14 @@ class Reconciliation(CheckoutCore):
         if self.queue_summary().count == 0:
             self._link(True)
 
+    def owes_the_host(self) -> bool:
+        """Whether something the host may have done waits to be undone or settled: a
+        reversal or order cancel not yet acknowledged, a void whose answer was lost."""
+        return bool(self.journal.pending_reversals() or self.journal.unsettled(Kind.VOID))
+
     def retry_reversals(self) -> int:
-        """Send reversals the host has not acknowledged yet; returns how many remain."""
+        """Send reversals the host has not acknowledged yet, and settle the voids whose
+        answer was lost; returns how many of either remain."""
         for key, _txn in self.journal.pending_reversals():
             if key.startswith(QR_CANCEL_PREFIX):
                 if self._qr_client is None:
@@ -151,7 +158,8 @@ class Reconciliation(CheckoutCore):
                 log.info("reversal still pending: %s", type(exc).__name__)
                 continue
             self.journal.reversal_done(key)
-        return len(self.journal.pending_reversals())
+        unknown_voids = self._settle_unknown_voids()
+        return len(self.journal.pending_reversals()) + len(unknown_voids)
 
     def recover(self) -> list[TxnRecord]:
         """After a restart: finish what a crash interrupted, truthfully."""
@@ -176,13 +184,13 @@ class Reconciliation(CheckoutCore):
             return self._finish(
                 record, State.APPROVED_OFFLINE, Result.APPROVED_OFFLINE, offline_id=record.id
             )
-        if record.idempotency_key and record.kind is Kind.REFUND:
-            # The refund may have reached the bank: the next refund of the sale re-sends it
-            # under this key first (_settle_unknown_refunds).
+        if record.idempotency_key and record.kind in (Kind.REFUND, Kind.VOID):
+            # It may have reached the bank: re-sent under this key before the next refund of
+            # the sale (_settle_unknown_refunds), or, a void, by retry_reversals just below.
             return self._finish(
                 record,
                 State.FAILED,
-                Result.REFUND_DECLINED,
+                Result.REFUND_DECLINED if record.kind is Kind.REFUND else Result.VOID_DECLINED,
                 "interrupted; no answer from the bank",
                 outcome_unknown=True,
             )

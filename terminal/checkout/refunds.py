@@ -3,6 +3,7 @@ whose answer was lost is settled under its own key before any new refund of the 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..acquirer.client import (
@@ -18,6 +19,9 @@ from .core import CheckoutCore, _now_text
 from .errors import AcquirerRequiredError, RequestError, StateError
 
 __all__ = ["RefundsAndVoids"]
+
+
+log = logging.getLogger(__name__)
 
 
 class RefundsAndVoids(CheckoutCore):
@@ -183,6 +187,37 @@ class RefundsAndVoids(CheckoutCore):
             )
             raise StateError(f"{sale.id} cannot be voided: {why}")
 
+    def _settle_unknown_voids(self, sale_id: str | None = None) -> list[TxnRecord]:
+        """Re-send, under their own idempotency keys, the voids whose answer was lost (of
+        one sale, or all): the host answers the first result, so the journal learns whether
+        the sale was voided. Returns the voids still unknown (the host could not be asked)."""
+        still_unknown: list[TxnRecord] = []
+        if self._acquirer is None:
+            return self.journal.unsettled(Kind.VOID)
+        for earlier in self.journal.unsettled(Kind.VOID):
+            if sale_id is not None and earlier.original_id != sale_id:
+                continue
+            sale = self.get(earlier.original_id)
+            try:
+                answer = self._acquirer.void(sale.host_ref, idempotency_key=earlier.idempotency_key)
+            except HostRejectedError as exc:
+                self._link(True)
+                self._transition(earlier, State.DECLINED, reason=exc.message, outcome_unknown=False)
+                continue
+            except AcquirerError as exc:
+                log.info("void %s still without an answer: %s", earlier.id, type(exc).__name__)
+                still_unknown.append(earlier)
+                continue
+            self._link(True)
+            self._transition(
+                earlier,
+                State.APPROVED,
+                Result.VOID_APPROVED,
+                answer.status,
+                outcome_unknown=False,
+            )
+        return still_unknown
+
     def void(self, original_id: str) -> TxnRecord:
         """Cancel an approved online sale that is not settled yet (no money moves)."""
         self._check_voidable(self.get(original_id))
@@ -190,6 +225,13 @@ class RefundsAndVoids(CheckoutCore):
             raise AcquirerRequiredError("the terminal is not connected to an acquirer")
         acquirer = self._acquirer
         with self._holding():
+            # An earlier void of this sale whose answer was lost is settled first: it may
+            # have voided the sale already (then the check below refuses a second one).
+            if self._settle_unknown_voids(original_id):
+                raise AcquirerRequiredError(
+                    "an earlier void of this sale has no answer from the bank yet; try again "
+                    "when the bank can be reached"
+                )
             # Read again under the terminal's lock: a refund may have finished in between.
             sale = self.get(original_id)
             self._check_voidable(sale)

@@ -1,8 +1,9 @@
 """`pipos acquirer`: run the simulated acquirer host, and mint enrolment activation codes.
 
-This is the one place terminal/ launches the simulator (the product ships the simulator for
-development and CI); the import happens inside the handler so the terminal application itself
-never loads simulator code.
+This is the one place terminal/ launches the simulator as a command of its own. The simulator
+is not part of the product install (it is pipos-sim, the `sim` extra), so the import happens
+inside the handler: the terminal application never loads simulator code, and without the
+simulator the command says what to install.
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ import os
 
 import httpx
 
-from ..domain.errors import TerminalError
+from ..domain.errors import TerminalError, simulator_missing, simulator_not_installed
 
 
 class AcquirerCommandError(TerminalError):
     """The acquirer command could not do what was asked."""
 
 
+_NEEDED_BY = "pipos acquirer (the simulated acquirer host)"
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "acquirer",
         help="run the simulated acquirer host (or create an activation code)",
-        description="Run the simulated acquirer host on HOST:PORT with its state in --db.",
+        description="Run the simulated acquirer host on HOST:PORT with its state in --db. "
+        "Needs the simulator (the sim extra: scripts/bootstrap.sh sim).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8600, help="TCP port (default 8600)")
@@ -53,7 +58,12 @@ def _serve(args: argparse.Namespace) -> int:
         raise AcquirerCommandError("--tls-cert and --tls-key must be given together")
     # `pipos acquirer` runs the simulated host itself: a command of the simulator's, kept in
     # the one CLI (listed in the import contract's exceptions).
-    from simulator.host import server
+    try:
+        from simulator.host import server
+    except ImportError as exc:
+        if not simulator_missing(exc):
+            raise
+        raise AcquirerCommandError(simulator_not_installed(_NEEDED_BY)) from exc
 
     tls = server.TlsConfig(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
     scheme = "https" if tls else "http"
@@ -80,8 +90,12 @@ def _activation_code(args: argparse.Namespace) -> int:
             )
         print(response.json()["code"])
         return 0
-    import simulator.host as host
-
+    try:
+        import simulator.host as host
+    except ImportError as exc:
+        if not simulator_missing(exc):
+            raise
+        raise AcquirerCommandError(simulator_not_installed(_NEEDED_BY)) from exc
     store = host.Store(args.db)
     try:
         print(host.AcquirerHost(store).create_activation_code(args.merchant))

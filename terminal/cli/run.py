@@ -4,7 +4,9 @@ With no options, `pipos run` starts everything on embedded defaults: the simulat
 on 127.0.0.1, a simulated card field and code scanner (cards are tapped and phone codes
 scanned from the page's simulator panel), a demo terminal that
 enrols itself with the simulated acquirer, the local API and the checkout page; it prints the
-page's address, the register's API token and the merchant PIN.
+page's address, the register's API token and the merchant PIN. The simulated parts come from
+the simulator (pipos-sim, the `sim` extra `make run` installs); without it the command says
+what to install. `pipos run --config FILE` (a provisioned terminal) needs no simulator.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Start the terminal. With no options: simulated acquirer on 127.0.0.1, "
         "simulated card reader and code scanner (tap cards and scan phone codes from the "
         "page), a demo terminal enrolled "
-        "automatically, the API and the checkout page on http://127.0.0.1:8700/.",
+        "automatically, the API and the checkout page on http://127.0.0.1:8700/. The "
+        "simulated parts need the simulator (the sim extra, which make run installs); a "
+        "provisioned terminal runs with --config.",
     )
     run.add_argument("--state-dir", help="terminal state (default: ~/.local/state/pipos/run)")
     run.add_argument("--bind", default="127.0.0.1", help="API address (default 127.0.0.1)")

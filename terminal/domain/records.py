@@ -79,6 +79,8 @@ MOVES: Final[Mapping[tuple[Kind, State], frozenset[State]]] = {
     # A refund whose answer was lost is settled under its own key before the next one.
     (Kind.REFUND, State.FAILED): frozenset({State.APPROVED, State.DECLINED}),
     (Kind.VOID, State.IN_PROGRESS): frozenset(State) - {State.APPROVED_OFFLINE},
+    # So is a void whose answer was lost, by the background loop (or before the next void).
+    (Kind.VOID, State.FAILED): frozenset({State.APPROVED, State.DECLINED}),
 }
 
 
@@ -135,7 +137,7 @@ class TxnRecord:
     qr_payload: str = ""
     qr_kind: str = ""
     qr_scheme: str = ""
-    #: A refund that failed because its answer was lost: the bank may have paid it.
+    #: A refund or void that failed because its answer was lost: the bank may have done it.
     outcome_unknown: bool = False
     #: Journal-wide change number: every write of a transaction gives it a revision higher
     #: than any before it, on this or any other transaction. Views carry it, so a client that

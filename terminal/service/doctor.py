@@ -6,7 +6,9 @@ scanner on every stack (PC/SC, nfcpy USB and UART, serial) with permission probl
 grabbing a scanner, a kernel driver holding a PN533); clock sanity and skew against the host;
 host reachability and TLS; the host key; the keystore and device secret; the installed
 parameters (signature, expired CA keys); database integrity and size; free disk; offline
-queue backlog; the audit log's hash chain; the technician credential.
+queue backlog; the audit log's hash chain; the technician credential. A provisioned terminal
+whose configured reader or scanner is simulated (`sim:`, `replay:`, nfcpy's `udp` device)
+gets a warning: it takes no real payments with it.
 
 Everything that touches the machine is injectable (:class:`Environment`) so each situation is
 testable without the hardware or the permissions it describes.
@@ -21,7 +23,6 @@ import os
 import pwd
 import re
 import shutil
-import sqlite3
 import stat
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from urllib.parse import urlparse
 import httpx
 
 from drivers.discovery import DeviceEntry, discover
+from offline_queue.sqlite import Faults, SqliteFile
 
 from ..acquirer.client import TlsOptions
 from ..domain.errors import TerminalError
@@ -59,6 +61,12 @@ RULES_FIX: Final = (
 PCSCD_FIX: Final = "sudo systemctl enable --now pcscd.socket (package: pcscd)"
 MAX_SKEW: Final = 300  # the host refuses signed requests outside +-300 s (docs/protocol.md)
 EARLIEST_SANE: Final = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+#: Device URL schemes the simulator stands behind (the `sim` extra); never a terminal's device.
+SIMULATED_SCHEMES: Final = frozenset({"sim", "replay"})
+_REAL_DEVICES: Final = {
+    "reader": "e.g. pcsc: or nfc:usb",
+    "scanner": "e.g. serial:/dev/serial/by-id/...",
+}
 
 
 @dataclass(frozen=True)
@@ -246,8 +254,9 @@ def _device_checks(config: TerminalConfig | None, env: Environment) -> list[Chec
         )
     readers = [e for e in entries if e.kind == "card reader" and e.status == "ready"]
     configured = config.reader_url if config else None
+    provisioned = config is not None and config.provisioned
     if configured:
-        checks.append(_configured_reader(configured, entries, env))
+        checks.append(_configured_reader(configured, entries, env, provisioned=provisioned))
     elif not readers:
         checks.append(
             Check(
@@ -259,8 +268,23 @@ def _device_checks(config: TerminalConfig | None, env: Environment) -> list[Chec
             )
         )
     if config and config.scanner_url:
-        checks.append(_configured_scanner(config.scanner_url, env))
+        checks.append(_configured_scanner(config.scanner_url, env, provisioned=provisioned))
     return checks
+
+
+def _simulated(name: str, url: str, what: str, *, provisioned: bool) -> Check:
+    """A simulated device: fine on a development configuration, a warning on a provisioned
+    terminal (it would wait for cards or codes that only the simulator can present)."""
+    if not provisioned:
+        return Check(name, "pass", f"{url} is simulated")
+    return Check(
+        name,
+        "warn",
+        f"{url} is a simulated {what}: this provisioned terminal takes no real payments with it",
+        f"set [devices] {what} in the configuration to the terminal's own {what} "
+        f"({_REAL_DEVICES[what]}; `pipos readers` lists what is attached), or re-run "
+        f"pipos provision with --{what} URL",
+    )
 
 
 def _tty_check(name: str, device: str, env: Environment, fix_missing: str) -> Check:
@@ -271,11 +295,13 @@ def _tty_check(name: str, device: str, env: Environment, fix_missing: str) -> Ch
     return Check(name, "pass", f"{device} present and accessible")
 
 
-def _configured_reader(url: str, entries: list[DeviceEntry], env: Environment) -> Check:
+def _configured_reader(
+    url: str, entries: list[DeviceEntry], env: Environment, *, provisioned: bool
+) -> Check:
     name = "configured reader"
     scheme, _, rest = url.partition(":")
-    if scheme in ("sim", "replay") or rest.startswith("udp"):
-        return Check(name, "pass", f"{url} is simulated")
+    if scheme in SIMULATED_SCHEMES or (scheme == "nfc" and rest.startswith("udp")):
+        return _simulated(name, url, "reader", provisioned=provisioned)
     if scheme == "nfc" and rest.startswith("tty:"):
         # nfcpy's UART path: tty:AMA0:pn532 means /dev/ttyAMA0 (a PN532 on the Pi's UART).
         port = rest.split(":")[1] if rest.count(":") >= 1 else ""
@@ -305,8 +331,10 @@ def _configured_reader(url: str, entries: list[DeviceEntry], env: Environment) -
     )
 
 
-def _configured_scanner(url: str, env: Environment) -> Check:
+def _configured_scanner(url: str, env: Environment, *, provisioned: bool) -> Check:
     name = "configured scanner"
+    if url.partition(":")[0] in SIMULATED_SCHEMES:
+        return _simulated(name, url, "scanner", provisioned=provisioned)
     if not url.startswith("serial:"):
         return Check(name, "pass", f"{url} is not a serial device")
     device = urlparse(url[len("serial:") :]).path or url[len("serial:") :]
@@ -518,18 +546,14 @@ def _db_check(name: str, path: Path, *, required: bool) -> Check:
         return Check(name, status, f"{path} not created yet", "")
     size = path.stat().st_size
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        try:
-            rows = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        rows = [str(exc)]
-    if rows != ["ok"]:
+        # Read-only, so the check changes nothing; opening runs the quick_check and fails on a
+        # damaged file (or one locked past the busy timeout) with what is wrong and the path.
+        SqliteFile(path, Faults(name, TerminalError), read_only=True).close()
+    except TerminalError as exc:
         return Check(
             name,
             "fail",
-            f"{path} failed its integrity check: {'; '.join(map(str, rows[:3]))}",
+            str(exc),
             "do not delete it: stop the service, copy the file, and move the queue to a new "
             "unit (pipos unit export) or restore a backup",
         )

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Final
+
+from offline_queue.sqlite import Faults, SqliteFile
 
 from ..domain.errors import TerminalError
 from ..domain.records import Kind, Stage, State, TotalsLine, TxnRecord
@@ -62,28 +63,18 @@ class Journal:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
+        # offline_queue.sqlite: the quick_check before anything is written, WAL and
+        # synchronous=FULL (the WAL fsynced at every commit: an approved payment survives
+        # power loss), every SQLite fault a JournalError.
+        self._file = SqliteFile(self.path, Faults("transaction journal", JournalError))
+        self._db = self._file.conn
+        self._lock = self._file.lock
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise JournalError(f"transaction journal {self.path}: {exc}") from exc
-        try:
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: the WAL is fsynced at every commit - an approved payment survives power loss.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._migrate()
-            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise JournalError(f"transaction journal {self.path}: {exc}") from exc
-        except JournalError:
-            self._db.close()
+            with self._file.connection():
+                self._migrate()
+        except BaseException:
+            self._file.close()
             raise
-        if check != "ok":
-            self._db.close()
-            raise JournalError(f"transaction journal {self.path} failed its check: {check}")
 
     def _migrate(self) -> None:
         if self._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
@@ -167,14 +158,9 @@ class Journal:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        # BEGIN IMMEDIATE ... COMMIT, ROLLBACK when the block raises (offline_queue.sqlite).
+        with self._file.write() as db:
+            yield db
 
     @staticmethod
     def _row(row: sqlite3.Row) -> TxnRecord:
@@ -241,9 +227,7 @@ class Journal:
             self._derive(db, new)
             return self._reread(db, new.id)
 
-    def update(
-        self, record: TxnRecord, *, reversal_key: str = "", **changes: Any
-    ) -> TxnRecord:
+    def update(self, record: TxnRecord, *, reversal_key: str = "", **changes: Any) -> TxnRecord:
         """Write `record` with `changes` applied, and what it changes in its sale, in one
         commit; returns it as stored, with a revision higher than any given out before.
         Derived fields (refunded amount, voided) are the journal's, never the caller's.
@@ -304,6 +288,17 @@ class Journal:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM transactions WHERE state = 'in_progress' ORDER BY seq"
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def unsettled(self, kind: str) -> list[TxnRecord]:
+        """The records of `kind` that failed with their answer lost (the bank may have done
+        them), oldest first: settled under their own idempotency key."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM transactions WHERE kind = ? AND state = 'failed' "
+                "AND outcome_unknown = 1 ORDER BY seq",
+                (str(kind),),
             ).fetchall()
         return [self._row(r) for r in rows]
 
@@ -389,5 +384,4 @@ class Journal:
         return [{"batch_id": r[0], "closed_at": r[1], "totals": json.loads(r[2])} for r in rows]
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._file.close()
