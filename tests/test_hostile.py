@@ -28,7 +28,7 @@ from emv import tlv
 from emv.kernel import ContactlessTransaction, Outcome, OutcomeKind, TerminalConfig, default_aids
 from emv.tlv import Tlv
 from simulator.cards import load_card
-from tests.test_kernel_helpers import CA_KEYS, request
+from tests.emv.test_kernel_helpers import CA_KEYS, request
 
 if TYPE_CHECKING:
     from simulator.bridges.pty_scanner import PtyScanner

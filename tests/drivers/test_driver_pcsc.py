@@ -1,6 +1,6 @@
 """PC/SC readers through the real pcscd + vpcd, with a virtual card on the other end (the
 tests taking `pcscd` or `vpcd_card` are integration tests, marked by tests/conftest.py). The
-reader's own logic over a fake pyscard, no pcscd: tests/test_driver_pcsc_backend.py."""
+reader's own logic over a fake pyscard, no pcscd: tests/drivers/test_driver_pcsc_backend.py."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ import pytest
 
 from emv.qr import parse_mpm
 from terminal.cli import qr as cli_qr
-from tests.test_qr_cpm import SPEC_TRACK2
-from tests.test_qr_mpm import SPEC
+from tests.emv.test_qr_cpm import SPEC_TRACK2
+from tests.emv.test_qr_mpm import SPEC
 
 
 def run(*argv: str) -> int:

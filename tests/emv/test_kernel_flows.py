@@ -18,7 +18,7 @@ from simulator.cards import load_card
 
 from .test_kernel_helpers import transact
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "simulator" / "data" / "cards"
+PROFILES_DIR = Path(__file__).resolve().parents[2] / "simulator" / "data" / "cards"
 
 A, D, ONLINE, E, T = (
     OutcomeKind.APPROVED,

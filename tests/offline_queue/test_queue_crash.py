@@ -40,7 +40,7 @@ pytest_plugins = ["tests.conftest_host"]
 pytestmark = pytest.mark.integration
 
 SECRET = b"crash-test-device-secret-0123456789"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 SALE_CHILD = r"""
 import random, sys, time

@@ -19,7 +19,7 @@ from emv.kernel import (
 from simulator.cards import VirtualCardRemovedError
 from simulator.pki import load_test_ca_store
 
-TRANSCRIPTS = Path(__file__).parent / "transcripts"
+TRANSCRIPTS = Path(__file__).parents[1] / "transcripts"
 UN = bytes.fromhex("A1B2C3D4")
 DATE = "250601"
 TIME = "101500"

@@ -26,7 +26,7 @@ from simulator.bridges.pn532_pty import (
     Pn532PtySimulator,
     encode_frame,
 )
-from tests.test_driver_emv import _reference, _same_outcome, _transact
+from tests.drivers.test_driver_emv import _reference, _same_outcome, _transact
 
 SELECT_PPSE = bytes.fromhex("00A404000E325041592E5359532E444446303100")
 

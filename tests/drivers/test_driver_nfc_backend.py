@@ -5,7 +5,7 @@ and hands over a scripted ``Type4Tag`` that raises nfcpy's own exceptions. What 
 every nfcpy failure becomes the driver's error (drivers/errors.py) with what to do about it,
 and the card loop: arrival, removal (the field switched off after), a card of another type.
 
-The same driver on nfcpy's real stack (its udp device): tests/test_driver_nfc.py
+The same driver on nfcpy's real stack (its udp device): tests/drivers/test_driver_nfc.py
 (integration).
 """
 

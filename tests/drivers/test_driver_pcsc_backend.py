@@ -5,7 +5,7 @@ with real PC/SC result codes. What is checked: every result code becomes the dri
 (drivers/errors.py) with a message saying what happened, and the APDU loop: card arrival and
 removal, T=0 fix-ups, the reader unplugged and back, pcscd restarted.
 
-The same driver against the real pcscd + vpcd: tests/test_driver_pcsc.py (integration).
+The same driver against the real pcscd + vpcd: tests/drivers/test_driver_pcsc.py (integration).
 """
 
 from __future__ import annotations

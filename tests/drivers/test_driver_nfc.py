@@ -1,6 +1,6 @@
 """NFC readers through nfcpy's own protocol code, on its udp device, with the simulator's
 ISO 14443 card emulator on the other end (integration: a real UDP socket and nfcpy's stack).
-The reader's own logic with a fake frontend, no socket: tests/test_driver_backends.py."""
+The reader's own logic with a fake frontend, no socket: tests/drivers/test_driver_nfc_backend.py."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Tests of drivers/: over fake libraries in process, then through the real stacks."""

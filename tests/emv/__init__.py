@@ -1,0 +1,1 @@
+"""Tests of emv/: known-answer vectors, scripted cards, recorded transcripts."""

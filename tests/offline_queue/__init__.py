@@ -1,0 +1,1 @@
+"""Tests of offline_queue/: real SQLite files, state machines, SIGKILL."""

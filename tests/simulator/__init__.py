@@ -1,0 +1,1 @@
+"""Tests of simulator/: virtual cards, replay, the simulated host's ledger."""

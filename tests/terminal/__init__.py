@@ -1,0 +1,1 @@
+"""Tests of terminal/: acquirer, checkout, store, service, API and page, command line."""
