@@ -19,7 +19,7 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -31,18 +31,17 @@ from offline_queue import (
     QueuedPayment,
     QueueStatus,
     State,
-    export_queue,
-    import_queue,
 )
 
 from ..acquirer.uplink import QUEUE_KEY_PURPOSE, AcquirerUplink
 from ..domain.currency import UnknownCurrencyError, format_amount
 from ..domain.errors import TerminalError
+from ..service.transfer import TransferGuard, export_queue_file, import_queue_file
 from ..store.keys import Keystore, SequenceCounter, SequenceError, secret_from_file
 from .common import default_data_dir
 
 if TYPE_CHECKING:
-    from ..store.audit import AuditLog
+    pass
 
 __all__ = ["ProgressBar", "main", "register"]
 
@@ -397,11 +396,10 @@ def _list_command(args: argparse.Namespace) -> int:
 # --- export / import -----------------------------------------------------------------------
 
 
-def _authorise_technician(args: argparse.Namespace, action: str) -> AuditLog | None:
+def _transfer_guard(args: argparse.Namespace) -> TransferGuard:
     """A provisioned terminal (one with a technician credential) lets card data leave or
-    enter its queue only with the technician's PIN, as `pipos unit export|import` does; the
-    attempt is audited either way. Returns the audit log for the result (None when the
-    terminal is not provisioned: a developer's or a test queue)."""
+    enter its queue only with the technician's PIN, audited either way, as `pipos unit
+    export|import` does (terminal.service.transfer); a developer's or a test queue has none."""
     from ..security.technician import TechnicianCredential
     from ..service.config import AUDIT_FILE, TECHNICIAN_FILE
     from ..store.audit import AuditLog
@@ -409,41 +407,27 @@ def _authorise_technician(args: argparse.Namespace, action: str) -> AuditLog | N
 
     data_dir = _data_dir(args)
     if not (data_dir / TECHNICIAN_FILE).exists():
-        return None
+        return TransferGuard(None, None, lambda: "")
     audit = AuditLog(data_dir / AUDIT_FILE)
     credential = TechnicianCredential(data_dir / TECHNICIAN_FILE, audit)
-    credential.verify(technician_secret(args), action=action)
-    return audit
+    return TransferGuard(credential, audit, lambda: technician_secret(args))
 
 
 @contextlib.contextmanager
-def _technician_transfer(args: argparse.Namespace, action: str) -> Iterator[Callable[..., None]]:
-    """Card data in or out of the queue: the technician's PIN first (on a provisioned
-    terminal), then an audit record of the result, "<action>ed" through the function this
-    yields, or "<action>_failed" with the reason when the transfer fails."""
-    audit = _authorise_technician(args, action)
-
-    def done(**detail: Any) -> None:
-        if audit is not None:
-            audit.record(action + "ed", actor="technician", file=str(args.file), **detail)
-
-    try:
-        yield done
-    except PiposError as exc:
-        if audit is not None:
-            audit.record(action + "_failed", actor="technician", error=str(exc))
-        raise
+def _keyed_queue(args: argparse.Namespace, *, create: bool) -> Iterator[OfflineQueue]:
+    with _open_keyed(args, _open_keystore(args), create=create) as queue:
+        yield queue
 
 
 def _export_command(args: argparse.Namespace) -> int:
     if Path(args.file).exists():
         raise QueueCommandError(f"{args.file}: already exists; choose another file name")
-    with _technician_transfer(args, "queue_export") as done:
-        keystore = _open_keystore(args)
-        passphrase = _passphrase(args, confirm=True)
-        with _open_keyed(args, keystore, create=False) as queue:
-            count = export_queue(queue, args.file, passphrase)
-        done(count=count)
+    count = export_queue_file(
+        lambda: _keyed_queue(args, create=False),
+        args.file,
+        lambda: _passphrase(args, confirm=True),
+        _transfer_guard(args),
+    )
     print(f"exported {count} payment(s) to {args.file} (encrypted; keep the passphrase apart)")
     return 0
 
@@ -451,16 +435,12 @@ def _export_command(args: argparse.Namespace) -> int:
 def _import_command(args: argparse.Namespace) -> int:
     if not Path(args.file).is_file():
         raise QueueCommandError(f"{args.file}: no such file")
-    with _technician_transfer(args, "queue_import") as done:
-        keystore = _open_keystore(args)
-        passphrase = _passphrase(args, confirm=False)
-        with _open_keyed(args, keystore, create=True) as queue:
-            report = import_queue(queue, args.file, passphrase)
-        done(
-            added=len(report.added),
-            already_present=len(report.already_present),
-            conflicts=list(report.conflicts),
-        )
+    report = import_queue_file(
+        lambda: _keyed_queue(args, create=True),
+        args.file,
+        lambda: _passphrase(args, confirm=False),
+        _transfer_guard(args),
+    )
     print(
         f"imported {len(report.added)} payment(s); {len(report.already_present)} already "
         f"in the queue"

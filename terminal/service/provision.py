@@ -34,7 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-from offline_queue import OfflineQueue, QueueError, export_queue, import_queue
+from offline_queue import OfflineQueue, QueueError
 
 from ..acquirer.client import (
     AcquirerClient,
@@ -59,6 +59,7 @@ from ..store.keys import (
     secret_from_file,
 )
 from .config import PARAMS_FILE, TerminalConfig, load_config, save_config
+from .transfer import TransferGuard, export_queue_file, import_queue_file
 
 __all__ = [
     "INSTALLED_FORMAT",
@@ -848,40 +849,29 @@ class ServiceTerminal:
             raise ProvisionError(f"no offline queue at {path}")
         return OfflineQueue.open(path, self.keystore.data_key(QUEUE_KEY_PURPOSE), create=create)
 
+    def _guard(self, secret: str) -> TransferGuard:
+        return TransferGuard(
+            self.technician, self.audit, lambda: secret, terminal_id=self.config.terminal_id
+        )
+
     def export_queue(self, secret: str, target: Path, passphrase: bytes) -> UnitTransfer:
         """Write the queue to an encrypted backup for the replacement unit."""
-        self.authorise(secret, "queue_export")
         try:
-            with self._queue(create=False) as queue:
-                count = export_queue(queue, target, passphrase)
+            count = export_queue_file(
+                lambda: self._queue(create=False), target, lambda: passphrase, self._guard(secret)
+            )
         except QueueError as exc:
             raise ProvisionError(str(exc)) from exc
-        self.audit.record(
-            "queue_exported",
-            actor="technician",
-            terminal_id=self.config.terminal_id,
-            count=count,
-            file=str(target),
-        )
         return UnitTransfer(count)
 
     def import_queue(self, secret: str, source: Path, passphrase: bytes) -> UnitTransfer:
         """Add a backup's payments to this unit's queue (idempotent); `pipos sync` sends them."""
-        self.authorise(secret, "queue_import")
         try:
-            with self._queue(create=True) as queue:
-                report = import_queue(queue, source, passphrase)
+            report = import_queue_file(
+                lambda: self._queue(create=True), source, lambda: passphrase, self._guard(secret)
+            )
         except QueueError as exc:
             raise ProvisionError(str(exc)) from exc
-        self.audit.record(
-            "queue_imported",
-            actor="technician",
-            terminal_id=self.config.terminal_id,
-            added=len(report.added),
-            already_present=len(report.already_present),
-            conflicts=list(report.conflicts),
-            file=str(source),
-        )
         return UnitTransfer(
             len(report.added) + len(report.already_present),
             len(report.added),

@@ -113,6 +113,14 @@ def test_unit_replacement_does_not_pay_a_payment_twice(
     # Importing twice adds nothing.
     assert main(["unit", "import", str(backup), *new_args, *pins]) == 0
     assert "imported 0 payment(s)" in capsys.readouterr().out
+    # A wrong passphrase imports nothing and is audited with its reason, as `pipos queue
+    # import` audits it: one transfer (terminal/service/transfer.py) behind both commands.
+    wrong = tmp_path / "wrong-passphrase"
+    wrong.write_text("not the passphrase of this backup\n")
+    bad_pins = ["--technician-pin-file", str(pin), "--passphrase-file", str(wrong)]
+    assert main(["unit", "import", str(backup), *new_args, *bad_pins]) == 1
+    assert "queue_import_failed" in (new_dir / "data" / "audit.log").read_text()
+    capsys.readouterr()
 
     assert main(["sync", *new_args]) == 0
     assert "accepted 2" in capsys.readouterr().out
