@@ -238,7 +238,7 @@ class SerialScanner(CodeScanner):
             self._port = self._factory(self.path, self.baud)
         except ImportError:
             raise
-        except Exception as exc:  # serial.SerialException, OSError
+        except (OSError, ValueError) as exc:  # SerialException is an OSError; bad settings
             text = str(exc)
             if "ermission" in text:
                 fix = (
@@ -279,7 +279,7 @@ class SerialScanner(CodeScanner):
         if data:
             try:
                 self._port.write(data)
-            except Exception as exc:
+            except OSError as exc:  # serial.SerialException is an OSError
                 raise self._gone(exc) from exc
 
     def wait_for_code(
@@ -297,7 +297,7 @@ class SerialScanner(CodeScanner):
             if self._port is not None and self.untrigger:
                 try:
                     self._port.write(self.untrigger)
-                except Exception as exc:  # the read will report the unplug next time
+                except OSError as exc:  # the read will report the unplug next time
                     log.debug("%s: untrigger failed: %s", self.url, exc)
 
     def _wait(
@@ -318,7 +318,7 @@ class SerialScanner(CodeScanner):
             try:
                 waiting = self._port.in_waiting
                 data = self._port.read(max(1, min(waiting, 65536)))
-            except Exception as exc:  # serial.SerialException, OSError: unplugged
+            except OSError as exc:  # serial.SerialException (an OSError): unplugged
                 raise self._gone(exc) from exc
             now = time.monotonic()
             if data:
@@ -339,7 +339,7 @@ class SerialScanner(CodeScanner):
         if port is not None:
             try:
                 port.close()
-            except Exception as exc:
+            except OSError as exc:
                 log.debug("%s: close: %s", self.url, exc)
 
 

@@ -272,7 +272,6 @@ class OfflineQueue:
         self._cipher = cipher
         self._clock = clock
         self._token = token
-        self._lock = file.lock
 
     def __repr__(self) -> str:
         return f"OfflineQueue({str(self.path)!r})"
@@ -392,7 +391,7 @@ class OfflineQueue:
 
     def exposure(self) -> Exposure:
         """What is stored and not yet paid: pending, sending and failed payments."""
-        with self._lock:
+        with self._file.connection():
             return self._exposure()
 
     def _exposure(self) -> Exposure:
@@ -426,7 +425,7 @@ class OfflineQueue:
         `enqueue(..., limits=...)` checks again atomically with the insert, so two sales
         racing for the last headroom cannot both be stored.
         """
-        with self._lock:
+        with self._file.connection():
             return check_offline(
                 limits,
                 self._exposure(),
@@ -525,7 +524,7 @@ class OfflineQueue:
     # --- reading ------------------------------------------------------------------------
 
     def get(self, transaction_id: str) -> QueuedPayment | None:
-        with self._lock:
+        with self._file.connection():
             rows = list(
                 self._db.query("SELECT * FROM payments WHERE transaction_id = ?", (transaction_id,))
             )
@@ -552,13 +551,13 @@ class OfflineQueue:
         sql += " ORDER BY created_at, rowid"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        with self._lock:
+        with self._file.connection():
             return [_row_to_payment(r) for r in self._db.query(sql, params)]
 
     def find_by_pan(self, pan: str) -> list[QueuedPayment]:
         """Payments made with this card, found by the keyed PAN hash (the PAN is not stored)."""
         cipher = self._need_cipher()
-        with self._lock:
+        with self._file.connection():
             return [
                 _row_to_payment(r)
                 for r in self._db.query(
@@ -569,7 +568,7 @@ class OfflineQueue:
 
     def history(self, transaction_id: str) -> list[tuple[str | None, str, int, str | None]]:
         """(from, to, at, detail) of every state change of one payment, oldest first."""
-        with self._lock:
+        with self._file.connection():
             return [
                 (r["from_state"], r["to_state"], r["at"], r["detail"])
                 for r in self._db.query(
@@ -580,7 +579,7 @@ class OfflineQueue:
 
     def status(self) -> QueueStatus:
         """Counts, amounts per currency and the oldest payment, per state."""
-        with self._lock:
+        with self._file.connection():
             now = self._now()
             per: dict[State, dict[str, Any]] = {
                 s: {"count": 0, "amounts": {}, "oldest": None} for s in State
@@ -849,7 +848,7 @@ class OfflineQueue:
 
     def due_count(self) -> int:
         """Payments the forwarder still has to send (pending or sending)."""
-        with self._lock:
+        with self._file.connection():
             return int(
                 self._db.execute(
                     "SELECT COUNT(*) FROM payments WHERE state IN ('pending', 'sending')"
@@ -858,7 +857,7 @@ class OfflineQueue:
 
     def next_due_at(self) -> int | None:
         """When the earliest deferred pending payment becomes due (None: nothing deferred)."""
-        with self._lock:
+        with self._file.connection():
             row = self._db.execute(
                 "SELECT MIN(COALESCE(next_attempt_at, 0)) FROM payments WHERE state = 'pending'"
             ).fetchone()
@@ -870,7 +869,7 @@ class OfflineQueue:
         """Every payment with its card data decrypted, for re-encryption under a transport key."""
         cipher = self._need_cipher()
         out = []
-        with self._lock:
+        with self._file.connection():
             for r in self._db.query("SELECT * FROM payments ORDER BY created_at, rowid"):
                 txid = str(r["transaction_id"])
                 payment: dict[str, Any] | None = None

@@ -81,6 +81,10 @@ from .tvr import Tsi, Tvr
 __all__ = ["ContactlessTransaction", "KernelStateError", "Reasons"]
 
 
+#: What a codec raises on a card's malformed answer (ODA reports its failures as values).
+_CODEC_FAULTS: Final = (tlv.TlvError, ApduError, CardAccountError)
+
+
 class KernelStateError(EmvError):
     """The caller drove the transaction out of order (e.g. fed a response after the end)."""
 
@@ -341,10 +345,11 @@ class ContactlessTransaction:
         except _CardFault as fault:
             self._tvr.set_all(fault.tvr_bits)
             step = self._end(fault.kind, fault.reason, fault.detail, fault.cryptogram)
-        except EmvError as exc:
-            # A card fault found by a codec (TLV, APDU, DOL, ODA, account data): the card's
-            # answer ends the transaction. Anything else is a bug in the kernel and
-            # propagates, so the fuzzers and the "never raises" properties find it.
+        except _CODEC_FAULTS as exc:
+            # A card fault found by a codec (TLV and DOLs, APDUs, account data): the card's
+            # answer ends the transaction. Anything else, the kernel's own configuration and
+            # state errors included, is a bug and propagates, so the fuzzers and the "never
+            # raises" properties find it.
             step = self._end(OutcomeKind.END_APPLICATION, Reasons.READ_ERROR, str(exc))
         return self._apply(step)
 

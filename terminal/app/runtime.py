@@ -178,6 +178,9 @@ def start_terminal(
         client = AcquirerClient(host_url, keystore, sequence, **(client_options or {}))
         if keystore.terminal_id is None and activation_code is not None:
             _enrol(client, directory, activation_code)
+    if keystore.terminal_id is not None:
+        # Killed after the keystore saved the enrolment, before the kept code was removed.
+        (directory / ENROLMENT_CODE_FILE).unlink(missing_ok=True)
     queue = OfflineQueue.open(
         directory / "offline_queue.sqlite3",
         keystore.data_key(QUEUE_KEY_PURPOSE),

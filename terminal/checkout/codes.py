@@ -14,7 +14,7 @@ from offline_queue.model import OfflinePayment
 from ..acquirer.qr_client import OrderStatus, QrClient, QrNoAnswerError
 from ..domain.merchant_qr import MerchantCodeError, merchant_payload
 from ..domain.messages import Result
-from ..domain.records import Stage, State, TxnRecord
+from ..domain.records import Method, Stage, State, TxnRecord
 from .core import QR_CANCEL_PREFIX, CheckoutCore
 from .errors import AcquirerRequiredError, NotFoundError, RequestError
 from .qr_payment import (
@@ -83,7 +83,7 @@ class CodePayments(CheckoutCore):
             payload = merchant_payload(self.params, amount, reference=order_id)
         except MerchantCodeError as exc:
             raise RequestError(f"cannot make the merchant-presented code: {exc}") from exc
-        return {"method": "merchant_qr", "qr_order_id": order_id, "qr_payload": payload}
+        return {"method": Method.MERCHANT_QR, "qr_order_id": order_id, "qr_payload": payload}
 
     def _qr(self) -> QrClient:
         return self._qr_client or QrClient(_NoAcquirer())

@@ -17,7 +17,15 @@ from ..acquirer.qr_client import QrClient
 from ..domain.currency import MAX_EMV_AMOUNT, UnknownCurrencyError, currency, format_amount
 from ..domain.messages import Message, Result, message_for, progress_text
 from ..domain.params import TerminalParams
-from ..domain.records import APPROVED_STATES, Kind, Stage, State, TxnRecord, check_move
+from ..domain.records import (
+    APPROVED_STATES,
+    Kind,
+    Method,
+    Stage,
+    State,
+    TxnRecord,
+    check_move,
+)
 from ..domain.signing import Signer
 from ..store.journal import Journal
 from .errors import (
@@ -37,7 +45,7 @@ __all__ = ["QR_CANCEL_PREFIX", "SALE_METHODS", "CheckoutCore"]
 
 #: How a sale is paid: "card" waits for a card on the reader or a code on the scanner;
 #: "merchant_qr" shows the terminal's own EMVCo MPM code and waits for the wallet to pay it.
-SALE_METHODS: Final = ("card", "merchant_qr")
+SALE_METHODS: Final = tuple(Method)
 
 
 #: Journal prefix of merchant cancels of code-payment orders still to be acknowledged (they
@@ -233,12 +241,16 @@ class CheckoutCore:
         **changes: Any,
     ) -> TxnRecord:
         """The one way a transaction changes: the move is checked against the table
-        (:data:`terminal.domain.records.MOVES`), committed (with what it changes in its sale
-        and any reversal it owes, in one SQLite transaction), then published, so what anyone
-        sees is on disk first. The final state of the transaction the terminal is busy with
-        is published once the terminal is free again (:meth:`_holding`): a register that
-        reacts to the result at once is not told "busy"."""
-        check_move(record.kind, record.state, state)
+        (:data:`terminal.domain.records.MOVES`) from the state as stored, inside the write
+        transaction (never from a copy that may be stale), committed with what it changes in
+        its sale and any reversal it owes, then published, so what anyone sees is on disk
+        first. The final state of the transaction the terminal is busy with is published
+        once the terminal is free again (:meth:`_holding`): a register that reacts to the
+        result at once is not told "busy"."""
+
+        def allowed(stored: TxnRecord) -> None:
+            check_move(stored.kind, stored.state, state)
+
         if result is not None:
             changes["result"] = str(result)
         if reason is not None:
@@ -247,6 +259,7 @@ class CheckoutCore:
             changes.setdefault("stage", Stage.DONE)
         new = self.journal.update(
             record,
+            expect=allowed,
             reversal_key=reversal_key,
             updated_at=_now_text(self._now()),
             state=state,

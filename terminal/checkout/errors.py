@@ -36,6 +36,9 @@ class RequestError(CheckoutError, ValueError):
 
 
 class AcquirerRequiredError(CheckoutError):
-    """Refused before anything was sent: the operation needs the acquirer, and the terminal
-    is not connected to one or cannot reach it now (the acquirer client's
-    :class:`terminal.acquirer.client.HostUnreachable` says the same of one request)."""
+    """An operation at the counter that needs the acquirer could not be done, and nothing
+    changed on the terminal: it has no acquirer, cannot reach it, or (closing the batch,
+    settling an earlier refund) got no usable answer; the register may retry. The local
+    API answers it 503. Not the client's
+    :class:`terminal.acquirer.client.HostUnreachable`, which says of one request that it
+    never reached the host."""

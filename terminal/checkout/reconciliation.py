@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from offline_queue.errors import QueueError
+from offline_queue.model import State as QueueState
 
 from ..acquirer.client import (
     AcquirerError,
@@ -119,7 +120,7 @@ class Reconciliation(RefundsAndVoids):
             ):
                 continue
             state, ref = self.queue.host_ref(record.offline_id)
-            if state == "declined":
+            if state == QueueState.DECLINED:
                 self._transition(
                     record,
                     record.state,
@@ -170,7 +171,13 @@ class Reconciliation(RefundsAndVoids):
     def _recovered(self, record: TxnRecord) -> TxnRecord:
         """How a transaction a crash interrupted ends: each in one commit, with the reversal
         or order cancel it owes."""
-        if record.qr_order_id and not record.offline_id:
+        if record.offline_id or self.queue.host_ref(record.id)[0]:
+            # In the offline queue already (a card's, or a code the parameters allow
+            # offline): it will be sent, so it is approved offline, never cancelled.
+            return self._finish(
+                record, State.APPROVED_OFFLINE, Result.APPROVED_OFFLINE, offline_id=record.id
+            )
+        if record.qr_order_id:
             # A code payment cut short: cancel its order (reversed if it was paid), so no
             # money is kept for a sale the merchant never saw approved.
             return self._finish(
@@ -179,10 +186,6 @@ class Reconciliation(RefundsAndVoids):
                 Result.CODE_CANCELLED,
                 "cancelled",
                 reversal_key=QR_CANCEL_PREFIX + record.qr_order_id,
-            )
-        if record.offline_id or self.queue.host_ref(record.id)[0]:
-            return self._finish(
-                record, State.APPROVED_OFFLINE, Result.APPROVED_OFFLINE, offline_id=record.id
             )
         if record.idempotency_key and record.kind in (Kind.REFUND, Kind.VOID):
             # It may have reached the bank: re-sent under this key before the next refund of

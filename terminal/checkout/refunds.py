@@ -33,7 +33,7 @@ class RefundsAndVoids(CheckoutCore):
         if sale.offline_id:
             state, ref = self.queue.host_ref(sale.offline_id)
             if ref:
-                self.journal.update(sale, host_ref=ref)
+                self._transition(sale, sale.state, host_ref=ref)
                 return ref
             raise StateError(
                 f"sale {sale.id} is still in the offline queue ({state or 'unknown'}); "
@@ -150,8 +150,7 @@ class RefundsAndVoids(CheckoutCore):
                     idempotency_key=earlier.idempotency_key,
                 )
             except HostRejectedError as exc:
-                self._link(True)
-                self._transition(earlier, State.DECLINED, reason=exc.message, outcome_unknown=False)
+                self._fail(earlier, exc)  # the host's refusal settles it: declined
                 continue
             except AcquirerError as exc:
                 raise AcquirerRequiredError(
@@ -201,8 +200,7 @@ class RefundsAndVoids(CheckoutCore):
             try:
                 answer = self._acquirer.void(sale.host_ref, idempotency_key=earlier.idempotency_key)
             except HostRejectedError as exc:
-                self._link(True)
-                self._transition(earlier, State.DECLINED, reason=exc.message, outcome_unknown=False)
+                self._fail(earlier, exc)  # the host's refusal settles it: declined
                 continue
             except AcquirerError as exc:
                 log.info("void %s still without an answer: %s", earlier.id, type(exc).__name__)

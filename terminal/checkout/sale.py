@@ -25,7 +25,7 @@ from ..acquirer.client import (
     NotEnrolledError,
 )
 from ..domain.messages import Result
-from ..domain.records import Kind, Stage, State, TxnRecord
+from ..domain.records import Kind, Method, Stage, State, TxnRecord
 from .card_session import new_request, run_card_transaction
 from .codes import _ENTRY_MODES, CodePayments
 from .core import SALE_METHODS, _now_text
@@ -79,7 +79,7 @@ class Sales(CodePayments):
         fields: dict[str, Any] = {}
         stage = Stage.WAITING_FOR_CARD
         entry_mode = "contactless"
-        if method == "merchant_qr":
+        if method == Method.MERCHANT_QR:
             fields = self._merchant_qr_fields(amount)
             stage = Stage.OPENING_ORDER
             entry_mode = _ENTRY_MODES["mpm"]
@@ -165,7 +165,7 @@ class Sales(CodePayments):
                     )
 
     def _run_sale(self, record: TxnRecord, cancel: threading.Event) -> TxnRecord:
-        if record.method == "merchant_qr":
+        if record.method is Method.MERCHANT_QR:
             return self._run_merchant_qr(record, cancel)
         reader: CardReader | None = None
         scanner: CodeScanner | None = None
@@ -316,15 +316,14 @@ class Sales(CodePayments):
 
     def _after_card(self, record: TxnRecord, outcome: Outcome) -> TxnRecord:
         kind = outcome.kind
-        if kind in (OutcomeKind.APPROVED, OutcomeKind.ONLINE_REQUEST):
-            record = self._transition(record, record.state, **self._card_fields(outcome))
+        # What the card gave goes into the journal with the next commit, whatever it is.
+        fields = self._card_fields(outcome)
         if kind is OutcomeKind.APPROVED:
             # The card approved offline (TC): the payment still has to reach the acquirer, so
             # it goes through the queue; a refusal there is a decline, never a silent accept.
-            return self._store_offline(record, outcome, online_failed=False)
+            return self._store_offline(record, outcome, fields, online_failed=False)
         if kind is OutcomeKind.ONLINE_REQUEST:
-            return self._go_online(record, outcome)
-        fields = self._card_fields(outcome)
+            return self._go_online(record, outcome, fields)
         reason = outcome.reason or outcome.detail
         if kind is OutcomeKind.DECLINED:
             return self._finish(record, State.DECLINED, Result.DECLINED_BY_CARD, reason, **fields)
@@ -336,17 +335,22 @@ class Sales(CodePayments):
             )
         return self._finish(record, State.DECLINED, Result.CARD_NOT_SUPPORTED, reason, **fields)
 
-    def _go_online(self, record: TxnRecord, outcome: Outcome) -> TxnRecord:
+    def _go_online(
+        self, record: TxnRecord, outcome: Outcome, fields: Mapping[str, Any]
+    ) -> TxnRecord:
         card = outcome.card_data
         account = _account(card)
         if account is None:
-            return self._finish(record, State.DECLINED, Result.TRY_AGAIN, "card gave no valid PAN")
+            return self._finish(
+                record, State.DECLINED, Result.TRY_AGAIN, "card gave no valid PAN", **fields
+            )
         if self._acquirer is None:
-            return self._store_offline(record, outcome, online_failed=True)
+            return self._store_offline(record, outcome, fields, online_failed=True)
         key = self._acquirer.new_idempotency_key("auth")
-        # The key is on disk before the request leaves: after a crash, recovery can reverse it.
+        # The key is on disk before the request leaves (with what the card gave, in the
+        # same commit): after a crash, recovery can reverse it.
         record = self._transition(
-            record, record.state, stage=Stage.AUTHORISING, idempotency_key=key
+            record, record.state, stage=Stage.AUTHORISING, idempotency_key=key, **fields
         )
         request = AuthorisationRequest(
             amount=record.amount,
@@ -363,7 +367,7 @@ class Sales(CodePayments):
         except (HostUnreachable, NotEnrolledError) as exc:
             self._link(False)
             log.info("sale %s: acquirer unreachable (%s); trying offline", record.id, exc)
-            return self._store_offline(record, outcome, online_failed=True)
+            return self._store_offline(record, outcome, fields, online_failed=True)
         except AcquirerError as exc:
             return self._fail(record, exc)
         self._link(True)
@@ -393,16 +397,24 @@ class Sales(CodePayments):
         )
 
     def _store_offline(
-        self, record: TxnRecord, outcome: Outcome, *, online_failed: bool
+        self,
+        record: TxnRecord,
+        outcome: Outcome,
+        fields: Mapping[str, Any],
+        *,
+        online_failed: bool,
     ) -> TxnRecord:
         card = outcome.card_data
         account = _account(card)
         if account is None:
-            return self._finish(record, State.DECLINED, Result.TRY_AGAIN, "card gave no valid PAN")
+            return self._finish(
+                record, State.DECLINED, Result.TRY_AGAIN, "card gave no valid PAN", **fields
+            )
         offline = self.params.offline
         if online_failed and (offline is None or not offline.enabled):
-            return self._finish(record, State.DECLINED, Result.DECLINED_OFFLINE_DISABLED)
-        record = self._transition(record, record.state, stage=Stage.STORING)
+            return self._finish(record, State.DECLINED, Result.DECLINED_OFFLINE_DISABLED, **fields)
+        # The record the terminal signs below carries the card's fields: committed here.
+        record = self._transition(record, record.state, stage=Stage.STORING, **fields)
         captured_at = self._unix()
         signed, signature, key_id = self._signed_record(record, captured_at)
         payment = OfflinePayment(

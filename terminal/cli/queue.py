@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final
+from typing import IO, Any, Final
 
 from emv.errors import PiposError
 from offline_queue import (
@@ -39,9 +39,6 @@ from ..domain.errors import TerminalError
 from ..service.transfer import TransferGuard, export_queue_file, import_queue_file
 from ..store.keys import Keystore, SequenceCounter, SequenceError, secret_from_file
 from .common import default_data_dir
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["ProgressBar", "main", "register"]
 
@@ -407,6 +404,13 @@ def _transfer_guard(args: argparse.Namespace) -> TransferGuard:
 
     data_dir = _data_dir(args)
     if not (data_dir / TECHNICIAN_FILE).exists():
+        config = _configured(args)
+        if config is not None and config.provisioned:
+            # Fail closed: a provisioned terminal's card data never moves without the PIN.
+            raise QueueCommandError(
+                f"no technician credential in {data_dir}, though {args.config} is provisioned: "
+                "card data stays in the queue; provision the terminal again (pipos provision)"
+            )
         return TransferGuard(None, None, lambda: "")
     audit = AuditLog(data_dir / AUDIT_FILE)
     credential = TechnicianCredential(data_dir / TECHNICIAN_FILE, audit)

@@ -210,9 +210,17 @@ def open_printer(url: str) -> object:
         raise PrinterError(
             "receipt printing needs python-escpos (pip install python-escpos)"
         ) from exc
-    except Exception as exc:  # python-escpos raises its own and OS errors; translate here
+    except _printer_errors() as exc:  # python-escpos's own, the device's; translated here
         raise PrinterError(f"cannot open printer {url!r}: {exc}") from exc
     raise PrinterError(f"unknown printer address {url!r}: use file:, serial:, usb: or dummy:")
+
+
+def _printer_errors() -> tuple[type[Exception], ...]:
+    """What printing may raise that is not a bug: python-escpos's errors, the device's (a
+    serial or USB fault is an OSError), a bad vendor or product number."""
+    from escpos.exceptions import Error as EscposError  # type: ignore[import-untyped]
+
+    return (EscposError, OSError, ValueError)
 
 
 def print_receipt(printer_url: str, receipts: Sequence[Receipt]) -> bytes | None:
@@ -229,9 +237,7 @@ def print_receipt(printer_url: str, receipts: Sequence[Receipt]) -> bytes | None
             device.cut()  # type: ignore[attr-defined]
         output = getattr(device, "output", None)
         return bytes(output) if output is not None else None
-    except PrinterError:
-        raise
-    except Exception as exc:
+    except _printer_errors() as exc:
         raise PrinterError(f"printer {printer_url!r} failed: {exc}") from exc
     finally:
         close = getattr(device, "close", None)

@@ -18,6 +18,7 @@ from .errors import TerminalError
 __all__ = [
     "MOVES",
     "Kind",
+    "Method",
     "Stage",
     "State",
     "TotalsLine",
@@ -31,6 +32,14 @@ class Kind(StrEnum):
     SALE = "sale"
     REFUND = "refund"
     VOID = "void"
+
+
+class Method(StrEnum):
+    """How a sale is paid: a card (or a code on the scanner), or the terminal's own
+    merchant-presented code the customer's phone pays."""
+
+    CARD = "card"
+    MERCHANT_QR = "merchant_qr"
 
 
 class State(StrEnum):
@@ -129,8 +138,7 @@ class TxnRecord:
     refunded_amount: int = 0
     voided: bool = False
     batch_id: str = ""
-    #: How a sale is paid: "card" (a card, or a code on the scanner) or "merchant_qr".
-    method: str = "card"
+    method: Method = Method.CARD
     #: Code payments: the order id the acquirer knows, the merchant-presented payload
     #: shown, and what was scanned (kind: cpm | wallet | mpm ...; the wallet's scheme).
     qr_order_id: str = ""
@@ -159,8 +167,10 @@ class TxnRecord:
         data["extra"] = {
             name: value
             for name in _EXTRA_VIEW
-            if (value := getattr(self, name)) not in ("", "card")
+            if (value := getattr(self, name)) not in ("", Method.CARD)
         }
+        if self.outcome_unknown and self.kind is Kind.REFUND:
+            data["extra"]["refund_outcome_unknown"] = True  # as schema 2 showed it
         return data
 
 

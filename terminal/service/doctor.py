@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 import httpx
 
 from drivers.discovery import DeviceEntry, discover
+from offline_queue.errors import QueueError
 from offline_queue.sqlite import Faults, SqliteFile
 
 from ..acquirer.client import TlsOptions
@@ -585,7 +586,7 @@ def _disk_check(directory: Path, env: Environment) -> Check:
 def _queue_check(config: TerminalConfig, env: Environment) -> Check:
     try:
         backlog = queue_backlog(config.data_dir)
-    except Exception as exc:
+    except (QueueError, OSError) as exc:  # damaged, locked, another version, unreadable
         return Check("queue backlog", "fail", f"cannot read the queue: {exc}", "")
     if backlog is None or backlog.count == 0:
         flagged = backlog.flagged if backlog else 0

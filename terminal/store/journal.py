@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any, Final
 from offline_queue.sqlite import Faults, SqliteFile
 
 from ..domain.errors import TerminalError
-from ..domain.records import Kind, Stage, State, TotalsLine, TxnRecord
+from ..domain.records import Kind, Method, Stage, State, TotalsLine, TxnRecord
 
 __all__ = ["Journal", "JournalError", "TotalsLine", "TxnRecord"]
 
@@ -68,7 +68,6 @@ class Journal:
         # power loss), every SQLite fault a JournalError.
         self._file = SqliteFile(self.path, Faults("transaction journal", JournalError))
         self._db = self._file.conn
-        self._lock = self._file.lock
         try:
             with self._file.connection():
                 self._migrate()
@@ -154,7 +153,9 @@ class Journal:
                     f"UPDATE transactions SET {assignments} WHERE id = ?",  # noqa: S608
                     (*values.values(), txn_id),
                 )
-        db.execute("ALTER TABLE transactions DROP COLUMN extra")
+        if sqlite3.sqlite_version_info >= (3, 35):  # DROP COLUMN came with SQLite 3.35
+            db.execute("ALTER TABLE transactions DROP COLUMN extra")
+        # Older: the column stays, unread; inserts leave it at its default.
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -168,6 +169,7 @@ class Journal:
         for name in _BOOL_COLUMNS:
             values[name] = bool(values[name])
         values["kind"] = Kind(values["kind"])
+        values["method"] = Method(values["method"])
         values["state"] = State(values["state"])
         values["stage"] = Stage(values["stage"])
         return TxnRecord(**values)
@@ -227,41 +229,58 @@ class Journal:
             self._derive(db, new)
             return self._reread(db, new.id)
 
-    def update(self, record: TxnRecord, *, reversal_key: str = "", **changes: Any) -> TxnRecord:
-        """Write `record` with `changes` applied, and what it changes in its sale, in one
-        commit; returns it as stored, with a revision higher than any given out before.
-        Derived fields (refunded amount, voided) are the journal's, never the caller's.
-        `reversal_key`: in the same commit, an idempotency key whose request must be undone
-        (see :meth:`add_pending_reversal`), so a result never stands without its reversal."""
+    def update(
+        self,
+        record: TxnRecord,
+        *,
+        reversal_key: str = "",
+        expect: Callable[[TxnRecord], None] | None = None,
+        **changes: Any,
+    ) -> TxnRecord:
+        """Apply `changes` to `record` as it is stored now, with what that changes in its
+        sale, in one commit; returns it as stored, with a revision higher than any given out
+        before. Only the fields in `changes` are written: a stale copy cannot undo what
+        another writer changed meanwhile (a batch closed, a host reference copied). Derived
+        fields (refunded amount, voided) are the journal's, never the caller's.
+
+        `expect` is called with the stored record inside the write transaction and may
+        refuse the change by raising (the checkout checks its move there, against what is
+        stored, not against its copy). `reversal_key`: in the same commit, an idempotency
+        key whose request must be undone (see :meth:`add_pending_reversal`), so a result
+        never stands without its reversal."""
         if _DERIVED_COLUMNS & changes.keys():
             raise JournalError(
                 f"{', '.join(sorted(_DERIVED_COLUMNS & changes.keys()))} are derived from the "
                 "refund and void records, not written"
             )
         with self._write() as db:
-            new = replace(record, **changes, revision=self._next_revision(db))
-            values = self._values(new)
-            values.pop("id")
+            stored = self._reread(db, record.id)
+            if expect is not None:
+                expect(stored)
+            new = replace(stored, **changes, revision=self._next_revision(db))
+            values = {
+                name: value
+                for name, value in self._values(new).items()
+                if name in changes or name == "revision"
+            }
             assignments = ", ".join(f"{name} = ?" for name in values)
-            cursor = db.execute(
+            db.execute(
                 f"UPDATE transactions SET {assignments} WHERE id = ?",  # noqa: S608
                 (*values.values(), record.id),
             )
-            if cursor.rowcount != 1:
-                raise JournalError(f"transaction {record.id} is not in the journal")
             self._derive(db, new)
             if reversal_key:
                 self._add_reversal(db, reversal_key, record.id, new.updated_at)
             return self._reread(db, record.id)
 
     def get(self, txn_id: str) -> TxnRecord | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM transactions WHERE id = ?", (txn_id,)).fetchone()
+        with self._file.connection() as db:
+            row = db.execute("SELECT * FROM transactions WHERE id = ?", (txn_id,)).fetchone()
         return None if row is None else self._row(row)
 
     def find_external(self, external_ref: str) -> list[TxnRecord]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._file.connection() as db:
+            rows = db.execute(
                 "SELECT * FROM transactions WHERE external_ref = ? ORDER BY seq", (external_ref,)
             ).fetchall()
         return [self._row(r) for r in rows]
@@ -280,13 +299,13 @@ class Journal:
             args.append(kind)
         query += " ORDER BY seq DESC LIMIT ?"
         args.append(limit)
-        with self._lock:
-            rows = self._db.execute(query, args).fetchall()
+        with self._file.connection() as db:
+            rows = db.execute(query, args).fetchall()
         return [self._row(r) for r in rows]
 
     def unfinished(self) -> list[TxnRecord]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._file.connection() as db:
+            rows = db.execute(
                 "SELECT * FROM transactions WHERE state = 'in_progress' ORDER BY seq"
             ).fetchall()
         return [self._row(r) for r in rows]
@@ -294,8 +313,8 @@ class Journal:
     def unsettled(self, kind: str) -> list[TxnRecord]:
         """The records of `kind` that failed with their answer lost (the bank may have done
         them), oldest first: settled under their own idempotency key."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._file.connection() as db:
+            rows = db.execute(
                 "SELECT * FROM transactions WHERE kind = ? AND state = 'failed' "
                 "AND outcome_unknown = 1 ORDER BY seq",
                 (str(kind),),
@@ -304,8 +323,8 @@ class Journal:
 
     def find_original(self, original_id: str) -> list[TxnRecord]:
         """The refunds and voids of one sale, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._file.connection() as db:
+            rows = db.execute(
                 "SELECT * FROM transactions WHERE original_id = ? ORDER BY seq", (original_id,)
             ).fetchall()
         return [self._row(r) for r in rows]
@@ -325,8 +344,8 @@ class Journal:
         )
 
     def pending_reversals(self) -> list[tuple[str, str]]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._file.connection() as db:
+            rows = db.execute(
                 "SELECT idempotency_key, txn_id FROM pending_reversals ORDER BY created_at"
             ).fetchall()
         return [(r[0], r[1]) for r in rows]
@@ -341,8 +360,8 @@ class Journal:
 
     def open_totals(self) -> list[TotalsLine]:
         """Totals of approved, not yet settled transactions, per brand and currency."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._file.connection() as db:
+            rows = db.execute(
                 "SELECT kind, state, brand, currency, amount, voided FROM transactions "
                 "WHERE batch_id = '' AND state IN ('approved', 'approved_offline')"
             ).fetchall()
@@ -377,8 +396,8 @@ class Journal:
         return cursor.rowcount
 
     def batches(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(
+        with self._file.connection() as db:
+            rows = db.execute(
                 "SELECT batch_id, closed_at, totals FROM batches ORDER BY closed_at DESC"
             ).fetchall()
         return [{"batch_id": r[0], "closed_at": r[1], "totals": json.loads(r[2])} for r in rows]
