@@ -113,6 +113,9 @@ class CheckoutCore:
         self._qr_client = qr_client
         self.qr_params = qr_params or QrPaymentParams.from_terminal_params(params)
         self._stop_wait: threading.Event | None = None
+        #: One settler of lost answers at a time: the background loop and a merchant's void
+        #: may both find the same unsettled void.
+        self._settling = threading.Lock()
 
     @property
     def language(self) -> str:

@@ -190,30 +190,33 @@ class RefundsAndVoids(CheckoutCore):
         """Re-send, under their own idempotency keys, the voids whose answer was lost (of
         one sale, or all): the host answers the first result, so the journal learns whether
         the sale was voided. Returns the voids still unknown (the host could not be asked)."""
-        still_unknown: list[TxnRecord] = []
         if self._acquirer is None:
             return self.journal.unsettled(Kind.VOID)
-        for earlier in self.journal.unsettled(Kind.VOID):
-            if sale_id is not None and earlier.original_id != sale_id:
-                continue
-            sale = self.get(earlier.original_id)
-            try:
-                answer = self._acquirer.void(sale.host_ref, idempotency_key=earlier.idempotency_key)
-            except HostRejectedError as exc:
-                self._fail(earlier, exc)  # the host's refusal settles it: declined
-                continue
-            except AcquirerError as exc:
-                log.info("void %s still without an answer: %s", earlier.id, type(exc).__name__)
-                still_unknown.append(earlier)
-                continue
-            self._link(True)
-            self._transition(
-                earlier,
-                State.APPROVED,
-                Result.VOID_APPROVED,
-                answer.status,
-                outcome_unknown=False,
-            )
+        acquirer = self._acquirer
+        still_unknown: list[TxnRecord] = []
+        # Listed under the lock: what another settler has just settled is not sent again.
+        with self._settling:
+            for earlier in self.journal.unsettled(Kind.VOID):
+                if sale_id is not None and earlier.original_id != sale_id:
+                    continue
+                sale = self.get(earlier.original_id)
+                try:
+                    answer = acquirer.void(sale.host_ref, idempotency_key=earlier.idempotency_key)
+                except HostRejectedError as exc:
+                    self._fail(earlier, exc)  # the host's refusal settles it: declined
+                    continue
+                except AcquirerError as exc:
+                    log.info("void %s still unanswered: %s", earlier.id, type(exc).__name__)
+                    still_unknown.append(earlier)
+                    continue
+                self._link(True)
+                self._transition(
+                    earlier,
+                    State.APPROVED,
+                    Result.VOID_APPROVED,
+                    answer.status,
+                    outcome_unknown=False,
+                )
         return still_unknown
 
     def void(self, original_id: str) -> TxnRecord:
