@@ -66,7 +66,7 @@ REAL_COMPONENT_FIXTURES = frozenset(
         "nfc_card",  # nfcpy's udp device
         "pn532_pty",
         "pty_scanner",
-        "browser",  # Chromium (tests/terminal/test_page.py)
+        "browser",  # Chromium (tests/terminal/api/test_page.py)
     }
 )
 

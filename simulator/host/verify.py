@@ -2,7 +2,7 @@
 
 A deliberate re-implementation of the few lines in terminal/domain/signing.py: simulator/ may not
 import terminal/, and a second implementation written against the document is what a real
-acquirer would have. tests/terminal/test_signing.py checks the two agree byte for byte.
+acquirer would have. tests/terminal/domain/test_signing.py checks the two agree byte for byte.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ import pytest
 
 from terminal.api.stack import DemoStack
 from tests.page_orders import RECORDER, HeldRequests, StreamHold
-from tests.terminal.test_page import browser as browser
-from tests.terminal.test_page import key_in, shot
-from tests.terminal.test_page import stack as stack
+from tests.terminal.api.test_page import browser as browser
+from tests.terminal.api.test_page import key_in, shot
+from tests.terminal.api.test_page import stack as stack
 
 ROUNDS = 10
 

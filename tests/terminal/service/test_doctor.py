@@ -16,7 +16,7 @@ from terminal.cli import main
 from terminal.service.config import TerminalConfig, save_config
 from terminal.service.doctor import Check, DoctorReport, Environment, run_doctor
 from tests.conftest_host import HostHandle
-from tests.terminal.test_provision import _provision
+from tests.terminal.service.test_provision import _provision
 
 
 def _fake_usb(tmp: Path, vendor: str, product: str) -> tuple[Path, Path]:
@@ -103,7 +103,7 @@ def test_usb_reader_with_rule_but_user_not_in_group(
     rules = tmp_path / "rules.d"
     rules.mkdir()
     # The rule the package installs.
-    shipped = Path(__file__).parents[2] / "packaging" / "udev" / "60-pipos.rules"
+    shipped = Path(__file__).parents[3] / "packaging" / "udev" / "60-pipos.rules"
     (rules / "60-pipos.rules").write_text(shipped.read_text())
     modules = tmp_path / "module"
     (modules / "pn533_usb").mkdir(parents=True)

@@ -19,7 +19,7 @@ from terminal.service.config import load_config
 from terminal.service.provision import open_service_terminal
 from terminal.store.keys import Keystore, SequenceCounter, secret_from_file
 from tests.conftest_host import TEST_SCRYPT_N, HostHandle
-from tests.terminal.test_provision import PIN, _enqueue, _payment, _provision
+from tests.terminal.service.test_provision import PIN, _enqueue, _payment, _provision
 
 pytestmark = pytest.mark.integration
 

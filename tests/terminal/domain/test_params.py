@@ -27,7 +27,7 @@ from terminal.domain.params import (
     parse_params,
 )
 
-DEFAULTS = Path(__file__).resolve().parents[2] / "terminal" / "data" / "default_params.json"
+DEFAULTS = Path(__file__).resolve().parents[3] / "terminal" / "data" / "default_params.json"
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from terminal.store.keys import (
 
 SECRET = b"device-secret-for-tests-0001"
 N = 2**10
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _counter_token() -> object:

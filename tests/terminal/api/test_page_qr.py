@@ -4,10 +4,10 @@ as SVG and paid by the simulated phone. Screenshots go with the other page artef
 
 from __future__ import annotations
 
-from tests.terminal.test_page import browser as browser
-from tests.terminal.test_page import key_in, shot
-from tests.terminal.test_page import page as page
-from tests.terminal.test_page import stack as stack
+from tests.terminal.api.test_page import browser as browser
+from tests.terminal.api.test_page import key_in, shot
+from tests.terminal.api.test_page import page as page
+from tests.terminal.api.test_page import stack as stack
 
 
 def test_scanned_phone_code_pays_and_shows_the_receipt(page: object) -> None:

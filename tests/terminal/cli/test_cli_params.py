@@ -10,8 +10,8 @@ import pytest
 from terminal.cli import main
 from terminal.domain.params import default_params
 
-DEFAULTS = Path(__file__).resolve().parents[2] / "terminal" / "data" / "default_params.json"
-SIM_CA_KEYS = Path(__file__).resolve().parents[2] / "simulator" / "data" / "test_ca_keys.json"
+DEFAULTS = Path(__file__).resolve().parents[3] / "terminal" / "data" / "default_params.json"
+SIM_CA_KEYS = Path(__file__).resolve().parents[3] / "simulator" / "data" / "test_ca_keys.json"
 
 
 def test_embedded_defaults_are_valid_and_summarised(capsys: pytest.CaptureFixture[str]) -> None:

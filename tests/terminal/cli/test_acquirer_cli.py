@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from tests.conftest_host import HostHandle
 
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _run(argv: list[str]) -> int:

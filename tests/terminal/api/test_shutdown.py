@@ -20,7 +20,7 @@ from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET
 # A demo stack (uvicorn servers on loopback) and `pipos run` in a subprocess.
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _follow(url: str, token: str, lines: list[str], opened: threading.Event) -> None:

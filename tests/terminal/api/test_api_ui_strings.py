@@ -8,11 +8,11 @@ import httpx
 import pytest
 
 from terminal.api.stack import DemoStack
-from tests.terminal.test_api import api as api
-from tests.terminal.test_api import pin_clock as pin_clock
-from tests.terminal.test_api import stack as stack
+from tests.terminal.api.test_api import api as api
+from tests.terminal.api.test_api import pin_clock as pin_clock
+from tests.terminal.api.test_api import stack as stack
 
-pytestmark = pytest.mark.integration  # the API server of tests/terminal/test_api.py's stack
+pytestmark = pytest.mark.integration  # the API server of tests/terminal/api/test_api.py's stack
 
 
 def speak(stack: DemoStack, language: str) -> None:

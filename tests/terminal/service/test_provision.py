@@ -216,7 +216,7 @@ def _ca_key(rid: str, index: str, expiry: str, *, good_sum: bool = True) -> dict
 
 
 def _full_params(ca_keys: list[dict[str, str]]) -> dict[str, Any]:
-    doc = json.loads((Path(__file__).parents[2] / "terminal/data/default_params.json").read_text())
+    doc = json.loads((Path(__file__).parents[3] / "terminal/data/default_params.json").read_text())
     doc.pop("version")
     doc["ca_public_keys"] = ca_keys
     return doc

@@ -11,10 +11,10 @@ import pytest
 
 from terminal.api.stack import DemoStack
 from tests.conftest_host import HostHandle
-from tests.terminal.test_page import browser as browser
-from tests.terminal.test_page import key_in, pay, shot
-from tests.terminal.test_page import page as page
-from tests.terminal.test_page import stack as stack
+from tests.terminal.api.test_page import browser as browser
+from tests.terminal.api.test_page import key_in, pay, shot
+from tests.terminal.api.test_page import page as page
+from tests.terminal.api.test_page import stack as stack
 
 
 def speak(stack: DemoStack, language: str) -> None:
