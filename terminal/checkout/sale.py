@@ -318,12 +318,17 @@ class Sales(CodePayments):
         kind = outcome.kind
         # What the card gave goes into the journal with the next commit, whatever it is.
         fields = self._card_fields(outcome)
-        if kind is OutcomeKind.APPROVED:
+        if kind in (OutcomeKind.APPROVED, OutcomeKind.ONLINE_REQUEST):
+            account = _account(outcome.card_data)
+            if account is None:
+                return self._finish(
+                    record, State.DECLINED, Result.TRY_AGAIN, "card gave no valid PAN", **fields
+                )
+            if kind is OutcomeKind.ONLINE_REQUEST:
+                return self._go_online(record, outcome, account, fields)
             # The card approved offline (TC): the payment still has to reach the acquirer, so
             # it goes through the queue; a refusal there is a decline, never a silent accept.
-            return self._store_offline(record, outcome, fields, online_failed=False)
-        if kind is OutcomeKind.ONLINE_REQUEST:
-            return self._go_online(record, outcome, fields)
+            return self._store_offline(record, outcome, account, fields, online_failed=False)
         reason = outcome.reason or outcome.detail
         if kind is OutcomeKind.DECLINED:
             return self._finish(record, State.DECLINED, Result.DECLINED_BY_CARD, reason, **fields)
@@ -336,16 +341,15 @@ class Sales(CodePayments):
         return self._finish(record, State.DECLINED, Result.CARD_NOT_SUPPORTED, reason, **fields)
 
     def _go_online(
-        self, record: TxnRecord, outcome: Outcome, fields: Mapping[str, Any]
+        self,
+        record: TxnRecord,
+        outcome: Outcome,
+        account: CardAccount,
+        fields: Mapping[str, Any],
     ) -> TxnRecord:
         card = outcome.card_data
-        account = _account(card)
-        if account is None:
-            return self._finish(
-                record, State.DECLINED, Result.TRY_AGAIN, "card gave no valid PAN", **fields
-            )
         if self._acquirer is None:
-            return self._store_offline(record, outcome, fields, online_failed=True)
+            return self._store_offline(record, outcome, account, fields, online_failed=True)
         key = self._acquirer.new_idempotency_key("auth")
         # The key is on disk before the request leaves (with what the card gave, in the
         # same commit): after a crash, recovery can reverse it.
@@ -367,7 +371,7 @@ class Sales(CodePayments):
         except (HostUnreachable, NotEnrolledError) as exc:
             self._link(False)
             log.info("sale %s: acquirer unreachable (%s); trying offline", record.id, exc)
-            return self._store_offline(record, outcome, fields, online_failed=True)
+            return self._store_offline(record, outcome, account, fields, online_failed=True)
         except AcquirerError as exc:
             return self._fail(record, exc)
         self._link(True)
@@ -400,16 +404,12 @@ class Sales(CodePayments):
         self,
         record: TxnRecord,
         outcome: Outcome,
+        account: CardAccount,
         fields: Mapping[str, Any],
         *,
         online_failed: bool,
     ) -> TxnRecord:
         card = outcome.card_data
-        account = _account(card)
-        if account is None:
-            return self._finish(
-                record, State.DECLINED, Result.TRY_AGAIN, "card gave no valid PAN", **fields
-            )
         offline = self.params.offline
         if online_failed and (offline is None or not offline.enabled):
             return self._finish(record, State.DECLINED, Result.DECLINED_OFFLINE_DISABLED, **fields)
