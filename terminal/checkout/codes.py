@@ -17,12 +17,7 @@ from ..domain.messages import Result
 from ..domain.records import Method, Stage, State, TxnRecord
 from .core import QR_CANCEL_PREFIX, CheckoutCore
 from .errors import AcquirerRequiredError, NotFoundError, RequestError
-from .qr_payment import (
-    CodePaymentOutcome,
-    new_order_id,
-    run_code_payment,
-    run_merchant_order,
-)
+from .qr_payment import CodePaymentOutcome, new_order_id, run_code_payment, run_merchant_order
 
 __all__ = ["CodePayments"]
 

@@ -17,28 +17,14 @@ from ..acquirer.qr_client import QrClient
 from ..domain.currency import MAX_EMV_AMOUNT, UnknownCurrencyError, currency, format_amount
 from ..domain.messages import Message, Result, message_for, progress_text
 from ..domain.params import TerminalParams
-from ..domain.records import (
-    APPROVED_STATES,
-    Kind,
-    Method,
-    Stage,
-    State,
-    TxnRecord,
-    check_move,
-)
+from ..domain.records import APPROVED_STATES, Kind, Method, Stage, State, TxnRecord, check_move
 from ..domain.signing import Signer
 from ..store.journal import Journal
-from .errors import (
-    BusyError,
-    NotFoundError,
-    RequestError,
-)
+from .errors import BusyError, NotFoundError, RequestError
 from .events import EventHub
 from .failures import failure_for
 from .ports import Clock, OfflineQueuePort, QueueSummary, RandomBytes, ReaderFactory, ScannerFactory
-from .qr_payment import (
-    QrPaymentParams,
-)
+from .qr_payment import QrPaymentParams
 
 __all__ = ["QR_CANCEL_PREFIX", "SALE_METHODS", "CheckoutCore"]
 

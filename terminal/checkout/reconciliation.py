@@ -10,11 +10,7 @@ from typing import Any
 from offline_queue.errors import QueueError
 from offline_queue.model import State as QueueState
 
-from ..acquirer.client import (
-    AcquirerError,
-    BrandTotals,
-    HostUnreachable,
-)
+from ..acquirer.client import AcquirerError, BrandTotals, HostUnreachable
 from ..acquirer.qr_client import QrHostError
 from ..domain.currency import format_amount
 from ..domain.messages import Result

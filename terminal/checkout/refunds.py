@@ -6,12 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..acquirer.client import (
-    AcquirerClient,
-    AcquirerError,
-    HostRejectedError,
-    RefundRequest,
-)
+from ..acquirer.client import AcquirerClient, AcquirerError, HostRejectedError, RefundRequest
 from ..domain.currency import format_amount
 from ..domain.messages import Result
 from ..domain.records import Kind, Stage, State, TxnRecord
