@@ -1,5 +1,7 @@
-"""Refunds and voids of an approved sale: each journaled before its request leaves; a refund
-whose answer was lost is settled under its own key before any new refund of the sale."""
+"""Refunds and voids of an approved sale: each journaled before its request leaves. One whose
+answer was lost (or cut by a crash) is settled under its own idempotency key, the host
+answering the first result: a refund before any new refund of the sale, a void by the
+background loop or before another void of the sale."""
 
 from __future__ import annotations
 
