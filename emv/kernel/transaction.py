@@ -289,6 +289,12 @@ class ContactlessTransaction:
         self._oda_records: dict[tuple[int, int], bytes] = {}
         self._pdol_data = b""
         self._cdol1_data = b""
+        #: The TVR as the card received it in the DOL of the command that gave its
+        #: cryptogram (the PDOL for Kernel 3's GPO, CDOL1 for GENERATE AC). It is an input of
+        #: the Application Cryptogram (EMV Book 2 v4.4 §8.1.1, Table 26), so the online data
+        #: carries this one, not the TVR the kernel went on to set: an issuer recomputes the
+        #: ARQC from the online data alone.
+        self._tvr_given: bytes | None = None
         self._oda_method = OdaMethod.NONE
         self._oda_result: OdaResult | None = None
         self._cda_possible = False
@@ -482,7 +488,14 @@ class ContactlessTransaction:
         """Book 3 §10.1: GET PROCESSING OPTIONS with the PDOL related data."""
         pdol = self._card.get(0x9F38, b"")
         self._pdol_data = build_dol(parse_dol(pdol), self._dol_values()) if pdol else b""
+        self._tvr_given = self._tvr_in(pdol)
         return _Send(state, get_processing_options(self._pdol_data))
+
+    def _tvr_in(self, dol: bytes) -> bytes | None:
+        """The TVR as it is now, if `dol` asks for it (so the card computes over it)."""
+        if any(entry.tag == 0x95 for entry in parse_dol(dol)):
+            return self._tvr.value
+        return None
 
     def _read_next_record(self, then: Callable[[ContactlessTransaction], _Step]) -> _Step:
         if self._to_read:
@@ -930,6 +943,7 @@ class ContactlessTransaction:
         # Book 2 §6.6.1: CDA is requested for TC and ARQC; an AAC is never signed.
         self._cda_requested = self._cda_possible and requested is not CryptogramType.AAC
         self._cdol1_data = build_dol(parse_dol(self._card[0x8C]), self._dol_values())
+        self._tvr_given = self._tvr_in(self._card[0x8C])
         return _Send(
             _State.K2_GENERATE_AC,
             generate_ac(requested, self._cdol1_data, cda_requested=self._cda_requested),
@@ -1104,7 +1118,8 @@ class ContactlessTransaction:
         card_data: CardData = CardData()
         if kind in (OutcomeKind.APPROVED, OutcomeKind.DECLINED, OutcomeKind.ONLINE_REQUEST):
             values = {**self._card, **self._terminal}
-            values[0x95] = self._tvr.value
+            # The TVR the card computed its cryptogram over, when a DOL gave it one.
+            values[0x95] = self._tvr.value if self._tvr_given is None else self._tvr_given
             values[0x9B] = self._tsi.value
             if self._cvm_results is not None:
                 values[0x9F34] = self._cvm_results

@@ -14,7 +14,7 @@ import pytest
 from emv.kernel import CryptogramKind, CvmKind, OdaStatus, OutcomeKind, Reasons, TerminalConfig
 from emv.kernel.tvr import Tvr
 from emv.oda import OdaMethod
-from simulator.cards import load_card
+from simulator.cards import load_card, verify_cryptogram
 
 from .test_kernel_helpers import transact
 
@@ -312,3 +312,45 @@ def test_kernel3_cdcvm_with_tc_needs_signed_ctq() -> None:
     signed = transact(load_card("visa", cdcvm_performed=True), 1000).outcome
     assert signed.kind is A, signed.detail
     assert signed.cvm is CvmKind.CDCVM
+
+
+# --- The online data is what the card computed its cryptogram over ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("profile", "behaviour", "amount"),
+    [
+        ("visa", {"request_online": True}, 1000),
+        ("visa", {}, 7000),  # above the CVM limit: the kernel sets TVR bits after the GPO
+        ("visa", {"expired": True}, 1000),  # expired: TVR byte 2 set after the GPO
+        ("visa_debit", {"request_online": True}, 1000),
+        ("maestro", {}, 7000),
+        ("mastercard", {"request_online": True}, 1000),
+        ("mastercard", {}, 7000),
+        ("mastercard_phone", {}, 1000),
+    ],
+)
+def test_the_arqc_verifies_from_the_online_data_alone(
+    profile: str, behaviour: dict[str, Any], amount: int
+) -> None:
+    """The TVR is an input of the Application Cryptogram (EMV Book 2 v4.4 §8.1.1, Table 26):
+    the online data must carry the TVR the card received in the DOL of the command that gave
+    the ARQC (Kernel 3: the PDOL of GET PROCESSING OPTIONS; Kernel 2: CDOL1 of GENERATE AC),
+    or the issuer, recomputing the ARQC from what it is sent, declines it. Checked with the
+    issuer's own arithmetic (simulator.cards.verify_cryptogram, the card's IMK)."""
+    card = load_card(profile, **behaviour)
+    run = transact(card, amount)
+    outcome = run.outcome
+    assert outcome.kind is ONLINE, outcome.detail
+    assert outcome.cryptogram is CryptogramKind.ARQC
+    assert verify_cryptogram(card.profile, dict(outcome.card_data.items()))
+
+
+def test_kernel3_online_data_carries_the_pdol_tvr_while_the_outcome_has_the_final_one() -> None:
+    """What the terminal itself decided on (the receipt's and the journal's TVR) is the final
+    TVR; what goes to the issuer is the card's input."""
+    outcome = transact(load_card("visa", expired=True), 1000).outcome
+    assert "expired_application" in tvr(outcome)  # set by the kernel after the GPO
+    sent = outcome.card_data[0x95]
+    assert "expired_application" not in Tvr(sent).names()
+    assert sent != outcome.tvr
