@@ -69,7 +69,9 @@ class IssuerKey:
     imk_ac: bytes
     session_key: Literal["common", "mastercard"] = "common"
     padding: Literal[1, 2] = 2
-    iad: Literal["none", "full"] = "none"
+    #: How much of the Issuer Application Data (9F10) the cryptogram covers: none, all of
+    #: it (Visa CVN 18), or the CVR in bytes 3-8 (M/Chip).
+    iad: Literal["none", "full", "cvr"] = "none"
     arpc_key: Literal["session", "master"] = "session"
 
     @classmethod
@@ -86,6 +88,14 @@ class IssuerKey:
 def _n(value: bytes) -> int:
     """A numeric (n) data element: BCD digits read as a decimal integer."""
     return int(value.hex()) if value else 0
+
+
+def _covered_iad(ik: IssuerKey, emv: Mapping[str, bytes]) -> bytes | None:
+    if ik.iad == "full":
+        return emv.get("9F10", b"")
+    if ik.iad == "cvr":
+        return emv["9F10"][2:8]
+    return None
 
 
 class EmvCryptogramVerifier:
@@ -130,7 +140,7 @@ class EmvCryptogramVerifier:
                 unpredictable_number=emv["9F37"],
                 aip=emv["82"],
                 atc=int.from_bytes(emv["9F36"], "big"),
-                iad=emv.get("9F10", b"") if ik.iad == "full" else None,
+                iad=_covered_iad(ik, emv),
             )
             ok = cryptogram.verify_ac(session, data, emv["9F26"], padding=ik.padding)
         except KeyError as exc:

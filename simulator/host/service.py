@@ -32,6 +32,7 @@ from .decisions import (
     brand_for,
     decide,
 )
+from .issuers import virtual_issuer_keys
 from .ledger import Store
 
 ENROL_PATH: Final = "/v1/enrol"
@@ -362,7 +363,9 @@ class AcquirerHost:
         self.store.set_config("issuer_keys", {k: dict(v) for k, v in keys.items()})
 
     def _issuer_key(self, pan: str) -> IssuerKey | None:
-        keys: dict[str, Any] = self.store.get_config("issuer_keys", {})
+        keys: dict[str, Any] | None = self.store.get_config("issuer_keys", None)
+        if keys is None:  # none configured: the virtual cards' issuers (simulator.host.issuers)
+            keys = virtual_issuer_keys()
         matches = [p for p in keys if pan.startswith(p)]
         if not matches:
             return None

@@ -205,3 +205,30 @@ def test_events_follow_the_sale(terminal: TerminalRuntime) -> None:
     assert stages[-1] == "done"
     assert "authorising" in stages
     assert threading.active_count() >= 1
+
+
+@pytest.mark.parametrize(
+    ("card", "amount"),
+    [("visa", 1234), ("visa", 7000), ("mastercard", 7000), ("visa_debit", 2500)],
+)
+def test_the_issuer_verifies_every_online_arqc_from_what_the_terminal_sends(
+    terminal: TerminalRuntime, host: HostHandle, card: str, amount: int
+) -> None:
+    """The simulated issuer holds the virtual cards' issuer master keys by default
+    (simulator.host.issuers) and recomputes each ARQC from the online data alone (EMV Book 2
+    v4.4 §8.1.1): a Kernel 3 sale above the CVM limit, whose TVR the kernel changes after the
+    GPO, verifies as well as a Kernel 2 one."""
+    result = _sale(terminal, amount, card)
+    assert result["state"] == "approved", result["reason"]
+    [row] = [r for r in host.ledger() if r["kind"] == "sale"]
+    assert (row["status"], row["arqc_status"]) == ("approved", "valid")
+
+
+def test_a_wrong_arqc_is_declined_with_the_reason(terminal: TerminalRuntime) -> None:
+    # The card's cryptogram is corrupted after the card computed it: 7000 goes online.
+    record = terminal.checkout.start_sale(7000)
+    assert terminal.field is not None
+    terminal.field.present("sim:visa?corrupt=cryptogram")
+    result = terminal.checkout.view(terminal.checkout.wait(record.id, timeout=30))
+    assert result["state"] == "declined"
+    assert result["result"] == Result.DECLINED_BY_ISSUER
