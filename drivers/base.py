@@ -55,6 +55,11 @@ class CardReader(ABC):
         """Inputs a replayed transcript carries; None for live readers."""
         return None
 
+    def replay_report(self) -> dict[str, list[str]] | None:
+        """What a replayed transcript could not answer as recorded (commands it never saw,
+        exchanges never asked for, commands whose data differ); None for live readers."""
+        return None
+
     def __enter__(self) -> CardReader:
         return self
 

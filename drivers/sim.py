@@ -41,6 +41,10 @@ class VirtualCardPort(Protocol):
     def recorded_inputs(self) -> tuple[bytes, str, str] | None:
         """(unpredictable number, YYMMDD, HHMMSS) of a recorded transcript, else None."""
 
+    def report(self) -> dict[str, list[str]] | None:
+        """A transcript's replay report (CardReader.replay_report), else None. Optional:
+        a provider without it reports nothing."""
+
 
 VirtualCardFactory = Callable[[str, str, Mapping[str, str]], VirtualCardPort]
 
@@ -88,6 +92,10 @@ class VirtualCardReader(CardReader):
         if recorded is None:
             return None
         return RecordedInputs(*recorded)
+
+    def replay_report(self) -> dict[str, list[str]] | None:
+        report = getattr(self._card, "report", None)  # a provider from before reports
+        return None if report is None else report()
 
 
 def _factory(url: str) -> VirtualCardFactory:

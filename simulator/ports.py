@@ -45,6 +45,9 @@ class _RemovalAwareCard:
     def recorded_inputs(self) -> tuple[bytes, str, str] | None:
         return None
 
+    def report(self) -> dict[str, list[str]] | None:
+        return None
+
 
 _TRUE = frozenset({"", "1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})

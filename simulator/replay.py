@@ -5,10 +5,21 @@ Format (JSON)::
     {"terminal": {"unpredictable_number": "hex", "date": "YYMMDD", "time": "HHMMSS"},
      "exchanges": [{"command": "hex", "response": "hex"}, ...]}
 
-The ``terminal`` block is optional. Each command is answered with the next unused recorded
-exchange of the same instruction (and, for SELECT, the same AID), so a kernel that orders its
-READ RECORDs differently still replays, while a command the recording never saw gets '6D00'
-and is reported.
+The ``terminal`` block is optional. A command is answered as the card answered it, and only
+then (ISO 7816-4 v2013 §5.6 status words):
+
+* READ RECORD and GET DATA by their exact P1 P2 (record and SFI; the data object's tag): one
+  the card was never asked for gets '6A83' (record not found) or '6A88' (referenced data not
+  found), never the next record, so a kernel that reads what the card does not hold fails
+  there and then;
+* SELECT by the name it selects: another name gets '6A82' (file not found);
+* GET PROCESSING OPTIONS and GENERATE AC by instruction, in order (their data hold the
+  terminal's unpredictable number and amounts): one whose data differ from the recording is
+  answered as recorded and reported in :attr:`ReplayCard.differing`;
+* any other instruction the recording never saw gets '6D00' (instruction not supported).
+
+What was not matched (:attr:`ReplayCard.unmatched`) and what was recorded but never asked for
+(:attr:`ReplayCard.unused`) are kept for the report.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from .errors import SimulatorError
 
@@ -24,6 +36,16 @@ log = logging.getLogger(__name__)
 
 UNMATCHED_RESPONSE = bytes.fromhex("6D00")
 _SELECT_INS = 0xA4
+_READ_RECORD_INS = 0xB2
+_GET_DATA_INS = 0xCA
+#: Matched on P1 P2 exactly; the answer when the recording has no such exchange.
+_BY_REFERENCE: Final = {
+    _READ_RECORD_INS: bytes.fromhex("6A83"),  # record not found
+    _GET_DATA_INS: bytes.fromhex("6A88"),  # referenced data not found
+}
+_NOT_FOUND = bytes.fromhex("6A82")  # SELECT: file or application not found
+#: Matched by instruction, in order; their data are compared with the recording's.
+_IN_ORDER: Final = frozenset({0xA8, 0xAE})  # GET PROCESSING OPTIONS, GENERATE AC
 # Uniform contactless ATR (PC/SC Part 3 §3.1.3.2.3) for a replayed ISO 14443-4 card.
 REPLAY_ATR = bytes.fromhex("3B8880010000000000000000")
 
@@ -44,7 +66,17 @@ class Exchange:
             return False
         if command[1] == _SELECT_INS:
             return _select_name(command) == _select_name(self.command)
+        if command[1] in _BY_REFERENCE:
+            return command[2:4] == self.command[2:4]
         return True
+
+
+def _unmatched_answer(command: bytes) -> bytes:
+    if len(command) < 2:
+        return UNMATCHED_RESPONSE
+    if command[1] == _SELECT_INS:
+        return _NOT_FOUND
+    return _BY_REFERENCE.get(command[1], UNMATCHED_RESPONSE)
 
 
 def _select_name(command: bytes) -> bytes:
@@ -135,24 +167,51 @@ class ReplayCard:
     atr: bytes = REPLAY_ATR
     used: list[bool] = field(default_factory=list)
     unmatched: list[bytes] = field(default_factory=list)
+    #: GPO and GENERATE AC answered as recorded although their data differ: (sent, recorded).
+    differing: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.used = [False] * len(self.transcript.exchanges)
 
     def transceive(self, command: bytes) -> bytes:
-        for index, exchange in enumerate(self.transcript.exchanges):
-            if not self.used[index] and exchange.matches(command):
-                self.used[index] = True
-                return exchange.response
+        exchanges = self.transcript.exchanges
+        found = next(
+            (i for i, e in enumerate(exchanges) if not self.used[i] and e.matches(command)), None
+        )
+        if found is None and len(command) >= 2 and command[1] not in _IN_ORDER:
+            # A record, a data object or an application asked for again: the card answers the
+            # same (they are the card's data, not a step of the transaction).
+            found = next((i for i, e in enumerate(exchanges) if e.matches(command)), None)
+        if found is not None:
+            self.used[found] = True
+            exchange = exchanges[found]
+            if command[1] in _IN_ORDER and command != exchange.command:
+                self.differing.append((command, exchange.command))
+                log.warning(
+                    "replay: %s differs from the recorded %s", command.hex(), exchange.command.hex()
+                )
+            return exchange.response
         self.unmatched.append(command)
-        log.warning("replay: command %s is not in the transcript; answered 6D00", command.hex())
-        return UNMATCHED_RESPONSE
+        answer = _unmatched_answer(command)
+        log.warning(
+            "replay: command %s is not in the transcript; answered %s", command.hex(), answer.hex()
+        )
+        return answer
 
     def recorded_inputs(self) -> tuple[bytes, str, str] | None:
         terminal = self.transcript.terminal
         if terminal is None:
             return None
         return terminal.unpredictable_number, terminal.date, terminal.time
+
+    def report(self) -> dict[str, list[str]]:
+        """What could not be answered as recorded, hex: `unmatched` commands, `unused`
+        recorded commands, `differing` GPO / GENERATE AC ("sent != recorded")."""
+        return {
+            "unmatched": [c.hex().upper() for c in self.unmatched],
+            "unused": [e.command.hex().upper() for e in self.unused],
+            "differing": [f"{s.hex().upper()} != {r.hex().upper()}" for s, r in self.differing],
+        }
 
     @property
     def unused(self) -> list[Exchange]:

@@ -21,6 +21,7 @@ from emv.tlv import tag_hex
 from .tvr import Tsi, Tvr
 
 __all__ = [
+    "NOT_IN_ICC_DATA",
     "CardData",
     "CryptogramKind",
     "CvmKind",
@@ -29,6 +30,12 @@ __all__ = [
     "OutcomeKind",
     "mask_pan",
 ]
+
+
+#: The account and cardholder data an authorisation carries in its own fields (PAN, expiry,
+#: track 1 and 2 data and their discretionary parts, cardholder name), never in the ICC data:
+#: 5A, 57, 56, 9F6B, 5F20, 5F24, 9F1F, 9F20.
+NOT_IN_ICC_DATA: Final = frozenset({0x5A, 0x57, 0x56, 0x9F6B, 0x5F20, 0x5F24, 0x9F1F, 0x9F20})
 
 
 class OutcomeKind(StrEnum):
@@ -114,6 +121,11 @@ class CardData(Mapping[int, bytes]):
         return f"CardData({{{shown}}})"
 
     __str__ = __repr__
+
+    def icc_data(self) -> dict[int, bytes]:
+        """What goes in the ICC data of the authorisation request (ISO 8583 DE 55): all of it
+        but the account data, which travels in fields of its own (:data:`NOT_IN_ICC_DATA`)."""
+        return {tag: value for tag, value in self._data.items() if tag not in NOT_IN_ICC_DATA}
 
     def redacted(self) -> dict[str, str]:
         """Tag hex -> value hex, sensitive values replaced by '<redacted>' (for logs)."""

@@ -7,13 +7,13 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 from drivers.base import CardReader
 from drivers.errors import CancelledError, DriverError, ReaderTimeoutError
 from drivers.scanner import CodeScanner, ScanRejectedError
 from emv.carddata import CardAccount, CardAccountError, read_account
-from emv.kernel import CryptogramKind, Outcome, OutcomeKind
+from emv.kernel import CardData, CryptogramKind, Outcome, OutcomeKind
 from offline_queue.model import CardData as QueueCardData
 from offline_queue.model import OfflinePayment
 
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Card data that never goes into the `emv` map sent to the host or the queue: the PAN,
 #: track data, name and expiry travel in their own (encrypted / TLS-only) fields.
-_NOT_IN_EMV: Final = frozenset({0x5A, 0x57, 0x56, 0x9F6B, 0x5F20, 0x5F24, 0x9F1F, 0x9F20})
 
 
 def _account(card: Mapping[int, bytes]) -> CardAccount | None:
@@ -52,8 +51,8 @@ def _account(card: Mapping[int, bytes]) -> CardAccount | None:
         return None
 
 
-def _emv_map(card: Mapping[int, bytes]) -> dict[str, bytes]:
-    return {f"{tag:X}": value for tag, value in card.items() if tag not in _NOT_IN_EMV}
+def _emv_map(card: CardData) -> dict[str, bytes]:
+    return {f"{tag:X}": value for tag, value in card.icc_data().items()}
 
 
 class Sales(CodePayments):

@@ -8,6 +8,7 @@ import secrets
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Final
 
 from drivers.base import CardPresence, CardReader, RecordedInputs
 from drivers.errors import DriverError
@@ -90,6 +91,9 @@ class _RecordingReader(CardReader):
     def recorded_inputs(self) -> RecordedInputs | None:
         return self._inner.recorded_inputs()
 
+    def replay_report(self) -> dict[str, list[str]] | None:
+        return self._inner.replay_report()
+
 
 def _transact_command(args: argparse.Namespace) -> int:
     # Imported here so that other commands start without loading the kernel.
@@ -103,9 +107,10 @@ def _transact_command(args: argparse.Namespace) -> int:
     except (AmountError, UnknownCurrencyError) as exc:
         print(f"pipos emv transact: {exc}", file=sys.stderr)
         return 2
-    reader: CardReader = open_reader(args.reader)
-    recorder = _RecordingReader(reader) if args.record else None
-    active = recorder if recorder is not None else reader
+    # Every exchange is kept: for a transcript (--record) and for the commands the card did
+    # not answer (--json).
+    recorder = _RecordingReader(open_reader(args.reader))
+    active: CardReader = recorder
     try:
         try:
             active.wait_for_card(timeout=args.timeout)
@@ -124,7 +129,16 @@ def _transact_command(args: argparse.Namespace) -> int:
         active.close()
     summary = result.outcome.summary()
     summary["amount"] = format_amount(amount, currency_code)
-    if recorder is not None:
+    # The ICC data (DE 55) the terminal would send the acquirer, and what the card refused.
+    summary["online_data"] = {
+        f"{tag:X}": value.hex().upper()
+        for tag, value in result.outcome.card_data.icc_data().items()
+    }
+    summary["unanswered"] = _unanswered(recorder.exchanges)
+    replay = recorder.replay_report()
+    if replay is not None:
+        summary["replay"] = replay
+    if args.record:
         _write_transcript(
             Path(args.record), recorder, request.unpredictable_number, request.date, request.time
         )
@@ -140,6 +154,21 @@ def _transact_command(args: argparse.Namespace) -> int:
         for bit in result.outcome.tvr_bits:
             print(f"{'':<14}   TVR: {bit}")
     return 0 if result.outcome.approved or str(result.outcome.kind) == "online_request" else 1
+
+
+#: Status words that are an answer (ISO 7816-4 §5.6): normal processing, warnings, and the
+#: transport's own 61xx / 6Cxx, which the kernel follows with GET RESPONSE or a resend.
+_ANSWERED_SW1: Final = frozenset({0x90, 0x61, 0x62, 0x63, 0x6C})
+
+
+def _unanswered(exchanges: list[tuple[bytes, bytes]]) -> list[dict[str, str]]:
+    """The commands the card refused or did not know (6A82 not found, 6A83 no such record,
+    6A88 no such data, 6D00 instruction not supported, ...), with their status word."""
+    return [
+        {"command": command.hex().upper(), "status": response[-2:].hex().upper()}
+        for command, response in exchanges
+        if len(response) < 2 or response[-2] not in _ANSWERED_SW1
+    ]
 
 
 def _write_transcript(

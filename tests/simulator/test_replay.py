@@ -23,7 +23,7 @@ def _transcript(tmp_path: Path, document: object) -> Path:
     return path
 
 
-def test_answers_by_instruction_and_select_aid(tmp_path: Path) -> None:
+def test_answers_as_the_card_did_and_only_then(tmp_path: Path) -> None:
     path = _transcript(
         tmp_path,
         {
@@ -42,22 +42,57 @@ def test_answers_by_instruction_and_select_aid(tmp_path: Path) -> None:
         )
         assert reader.transceive(SELECT_VISA) == bytes.fromhex("6F019000")
         assert reader.transceive(SELECT_MC) == bytes.fromhex("6F009000")
-        # READ RECORD answers come in recorded order, whatever the P1/P2 asked.
-        assert reader.transceive(apdu.read_record(2, 1).encode()) == bytes.fromhex("70009000")
-        assert reader.transceive(apdu.read_record(1, 1).encode()) == bytes.fromhex("70019000")
-        # Used up: a further READ RECORD is not in the transcript.
-        assert reader.transceive(apdu.read_record(1, 1).encode()) == bytes.fromhex("6D00")
+        # READ RECORD by its exact P1 P2: the record asked for, in any order.
+        assert reader.transceive(apdu.read_record(2, 1).encode()) == bytes.fromhex("70019000")
+        assert reader.transceive(apdu.read_record(1, 1).encode()) == bytes.fromhex("70009000")
+        # Read again, the card answers the same; a record it never gave: 6A83, not the next.
+        assert reader.transceive(apdu.read_record(1, 1).encode()) == bytes.fromhex("70009000")
+        assert reader.transceive(apdu.read_record(3, 1).encode()) == bytes.fromhex("6A83")
+        # An application the recording never selected: 6A82.
+        other = apdu.select(bytes.fromhex("A0000000651010")).encode()
+        assert reader.transceive(other) == bytes.fromhex("6A82")
 
 
-def test_unmatched_commands_get_6d00_and_are_reported(caplog: pytest.LogCaptureFixture) -> None:
+def test_unmatched_commands_get_the_card_s_refusal_and_are_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     card = ReplayCard(
-        Transcript.from_json({"exchanges": [{"command": "00A4040000", "response": "9000"}]})
+        Transcript.from_json(
+            {
+                "exchanges": [
+                    {"command": "00A4040000", "response": "9000"},
+                    {"command": "80CA9F1700", "response": "9F1701039000"},
+                ]
+            }
+        )
     )
-    assert card.transceive(bytes.fromhex("80CA9F3600")) == bytes.fromhex("6D00")
-    assert card.unmatched == [bytes.fromhex("80CA9F3600")]
+    # GET DATA by the tag it asks for (P1 P2): the ATC was never recorded, the PIN try
+    # counter was.
+    assert card.transceive(bytes.fromhex("80CA9F3600")) == bytes.fromhex("6A88")
+    assert card.transceive(bytes.fromhex("80CA9F1700")) == bytes.fromhex("9F1701039000")
+    # An instruction the recording never saw: 6D00.
+    assert card.transceive(bytes.fromhex("0084000008")) == bytes.fromhex("6D00")
+    assert card.unmatched == [bytes.fromhex("80CA9F3600"), bytes.fromhex("0084000008")]
     assert "not in the transcript" in caplog.text
     assert card.recorded_inputs() is None
-    assert len(card.unused) == 1
+    assert [e.command.hex().upper() for e in card.unused] == ["00A4040000"]
+
+
+def test_gpo_and_generate_ac_answer_in_order_and_report_different_data() -> None:
+    recorded_gpo = apdu.get_processing_options(bytes.fromhex("36A04000CAFEBABE")).encode()
+    card = ReplayCard(
+        Transcript.from_json(
+            {
+                "exchanges": [
+                    {"command": recorded_gpo.hex(), "response": "770A820200009404080101009000"}
+                ]
+            }
+        )
+    )
+    sent = apdu.get_processing_options(bytes.fromhex("36A0400012345678")).encode()
+    assert card.transceive(sent) == bytes.fromhex("770A820200009404080101009000")
+    assert card.differing == [(sent, recorded_gpo)]
+    assert card.unmatched == []
 
 
 @pytest.mark.parametrize(

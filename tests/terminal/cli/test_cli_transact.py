@@ -77,6 +77,43 @@ def test_recorded_transcript_replays_to_the_same_outcome(
     # CDA verifies again because the replay feeds the recorded unpredictable number and date.
     for key in ("outcome", "cryptogram", "oda_method", "oda_result", "tvr", "tsi", "pan", "apdus"):
         assert replayed[key] == live[key], key
+    # Everything asked was recorded, and everything recorded was asked for.
+    assert replayed["replay"] == {"unmatched": [], "unused": [], "differing": []}
+    assert replayed["online_data"] == live["online_data"]
+
+
+def test_json_shows_the_icc_data_the_acquirer_would_get_and_no_account_data(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, result, _ = transact(capsys, "--reader", "sim:visa", "--amount", "12.34")
+    online = result["online_data"]
+    assert isinstance(online, dict)
+    # DE 55: the cryptogram and what it covers (EMV Book 2 v4.4 §8.1.1 Table 26) ...
+    for tag in ("9F26", "9F27", "9F10", "9F36", "9F37", "95", "9A", "9C", "9F02", "5F2A", "82"):
+        assert tag in online, tag
+    assert online["9F02"] == "000000001234"
+    # ... and none of the account data, which travels in fields of its own.
+    for tag in ("5A", "57", "5F24", "5F20"):
+        assert tag not in online, tag
+    assert "4761739001010010" not in json.dumps(result)
+    assert result["unanswered"] == []
+    assert "replay" not in result  # a live (virtual) card: nothing to report
+
+
+def test_a_transcript_that_lacks_a_record_fails_there_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    transcript = tmp_path / "visa.json"
+    transact(capsys, "--reader", "sim:visa", "--amount", "12.34", "--record", str(transcript))
+    document = json.loads(transcript.read_text())
+    records = [e for e in document["exchanges"] if e["command"].startswith("00B2")]
+    document["exchanges"].remove(records[0])  # the card's first record is gone
+    transcript.write_text(json.dumps(document))
+    _, replayed, _ = transact(capsys, "--reader", f"replay:{transcript}", "--amount", "12.34")
+    assert replayed["outcome"] != "online_request"
+    missing = records[0]["command"]
+    assert {"command": missing, "status": "6A83"} in replayed["unanswered"]
+    assert replayed["replay"]["unmatched"] == [missing]
 
 
 def test_text_output_lists_every_field(capsys: pytest.CaptureFixture[str]) -> None:
