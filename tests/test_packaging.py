@@ -157,8 +157,8 @@ def without_simulator(
     return {**env, "PIPOS_TEST_CWD": str(base)}
 
 
-def _pipos(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from terminal.cli import main; sys.exit(main())"
+def _isolated(env: dict[str, str], code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`code` in a Python that sees only what `env` puts on its path (no site-packages)."""
     return subprocess.run(
         [sys.executable, "-S", "-c", code, *args],
         cwd=env["PIPOS_TEST_CWD"],
@@ -170,6 +170,10 @@ def _pipos(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _pipos(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return _isolated(env, "import sys; from terminal.cli import main; sys.exit(main())", *args)
+
+
 def test_the_isolated_environment_really_has_no_simulator(
     without_simulator: dict[str, str],
 ) -> None:
@@ -178,15 +182,8 @@ def test_the_isolated_environment_really_has_no_simulator(
         "print(json.dumps([terminal.__file__, importlib.util.find_spec('simulator') is None,"
         " [e.value for e in m.entry_points(group='pipos.virtual_cards')]]))"
     )
-    result = subprocess.run(
-        [sys.executable, "-S", "-c", probe],
-        cwd=without_simulator["PIPOS_TEST_CWD"],
-        env=without_simulator,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    result = _isolated(without_simulator, probe)
+    assert result.returncode == 0, result.stderr
     terminal_file, no_simulator, providers = json.loads(result.stdout)
     assert not terminal_file.startswith(str(ROOT))  # the wheel's terminal, not the checkout's
     assert no_simulator
@@ -243,15 +240,7 @@ def test_the_sim_wheel_gives_the_product_its_virtual_cards(
         "from drivers.url import open_reader; import simulator;"
         "r = open_reader('sim:visa'); print(r.wait_for_card(1).atr.hex(), simulator.__file__)"
     )
-    result = subprocess.run(
-        [sys.executable, "-S", "-c", code],
-        cwd=env["PIPOS_TEST_CWD"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = _isolated(env, code)
     assert result.returncode == 0, result.stderr
     atr, simulator_file = result.stdout.split()
     assert atr
