@@ -125,15 +125,21 @@ class HostProcess:
 
     def close(self) -> None:
         self.admin.close()
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        _end(self.process)
+
+
+def _end(process: subprocess.Popen[str]) -> None:
+    """A child told to stop by closing its stdin: waited for, killed if it does not."""
+    if process.stdin is not None:
+        with suppress(OSError):
+            process.stdin.close()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 class Uplink:
@@ -310,16 +316,7 @@ class Zygote:
     def close(self) -> None:
         with suppress(OSError, HarnessError):
             self._ask({"cmd": "quit"})
-        if self.process.stdin is not None:
-            with suppress(OSError):
-                self.process.stdin.close()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        _end(self.process)
 
 
 class TerminalGoneError(Exception):
