@@ -48,6 +48,8 @@ TVR_BITS: Final[BitTable] = (
     (4, 0x10, "Script processing failed after final GENERATE AC"),
     (4, 0x08, "Relay resistance threshold exceeded"),
     (4, 0x04, "Relay resistance time limits exceeded"),
+    (4, 0x01, "Relay resistance not performed (b2-b1 '01')"),
+    (4, 0x02, "Relay resistance performed (b2-b1 '10')"),
 )
 
 #: Transaction Status Information, EMV Book 3 Annex C6 (Table 47).

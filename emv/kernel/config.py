@@ -16,6 +16,8 @@ from typing import Final
 
 from emv.errors import EmvError
 
+from .kernel_data import check_kernel_data
+
 __all__ = [
     "DEFAULT_TERMINAL_DATA",
     "DEFAULT_TTQ",
@@ -32,15 +34,21 @@ __all__ = [
 KERNEL_MASTERCARD: Final = 2
 KERNEL_VISA: Final = 3
 
-#: Terminal Transaction Qualifiers (Book C-3 Table 5-2 / Annex A): qVSDC supported, EMV
-#: contact chip supported, online PIN supported, signature supported; byte 3: consumer device
-#: CVM supported. Bytes 2 b8-b7 are set per transaction by Entry Point pre-processing.
-DEFAULT_TTQ: Final = bytes.fromhex("36004000")
+#: Terminal Transaction Qualifiers (Book C-3 v2.10 Annex A, 9F66) of a contactless-only
+#: reader without a PIN pad: qVSDC supported, signature supported; byte 3: consumer device
+#: CVM supported. No online PIN (byte 1 b3) and no contact chip (b5): a reader claims only
+#: what it can do. Byte 2 b8-b7 are set per transaction by Entry Point pre-processing.
+DEFAULT_TTQ: Final = bytes.fromhex("22004000")
 
-#: Typical attended, online-capable merchant terminal (EMV Book 4 Annex A).
+#: TTQ byte 1 b3 "Online PIN supported" and Terminal Capabilities byte 2 b7 "Enciphered PIN
+#: for online verification": cleared unless a PIN entry device is attached.
+TTQ_ONLINE_PIN: Final = 0x04
+CAPABILITY_ONLINE_PIN: Final = 0x40
+
+#: An attended, online-capable contactless merchant terminal (EMV Book 4 v4.4 Annex A).
 DEFAULT_TERMINAL_DATA: Final[Mapping[int, bytes]] = MappingProxyType(
     {
-        0x9F33: bytes.fromhex("E068C8"),  # Terminal Capabilities: online PIN, signature, CDA
+        0x9F33: bytes.fromhex("0028C8"),  # Terminal Capabilities: signature, no CVM, SDA/DDA/CDA
         0x9F35: bytes.fromhex("22"),  # Terminal Type: attended, merchant, offline with online
         0x9F40: bytes.fromhex("6000F0A001"),  # Additional Terminal Capabilities
         0x9F1A: bytes.fromhex("0978"),  # Terminal Country Code
@@ -80,7 +88,12 @@ class TerminalConfig:
     #: Terminal Transaction Qualifiers 9F66 before pre-processing (Book C-3 Table 5-2).
     ttq: bytes = DEFAULT_TTQ
     #: Whether the terminal can go online (Book 3 §10.7: TAC/IAC-Online versus Default).
+    #: An offline-only Terminal Type (9F35 x3, x6) cannot, whatever this says.
     online_capable: bool = True
+    #: Whether a PIN entry device is attached and answers. Without one the kernel never
+    #: claims online PIN (TTQ byte 1 b3, 9F33 byte 2 b7, DF8118/DF8119 b7 are cleared):
+    #: a terminal must not offer a CVM it cannot perform.
+    pin_entry_device: bool = False
 
     def __post_init__(self) -> None:
         for tag in _REQUIRED_TERMINAL_TAGS:
@@ -108,6 +121,44 @@ class TerminalConfig:
     def online_only(self) -> bool:
         """Terminal Type x1 or x4: online only (EMV Book 4 Annex A1, Table 24)."""
         return self.terminal_type & 0x0F in (0x01, 0x04)
+
+    @property
+    def offline_only(self) -> bool:
+        """Terminal Type x3 or x6: offline only (EMV Book 4 Annex A1, Table 24)."""
+        return self.terminal_type & 0x0F in (0x03, 0x06)
+
+    @property
+    def can_go_online(self) -> bool:
+        """Online capable by configuration and by Terminal Type (Book 3 §10.7)."""
+        return self.online_capable and not self.offline_only
+
+    def honest_capabilities(self, value: bytes) -> bytes:
+        """Terminal Capabilities (or a CVM capability byte when one byte) without online PIN
+        when no PIN entry device is attached."""
+        if self.pin_entry_device:
+            return value
+        if len(value) == 1:
+            return bytes([value[0] & ~CAPABILITY_ONLINE_PIN & 0xFF])
+        return value[:1] + bytes([value[1] & ~CAPABILITY_ONLINE_PIN & 0xFF]) + value[2:]
+
+    def honest_ttq(self, ttq: bytes) -> bytes:
+        """The TTQ without "online PIN supported" when no PIN entry device is attached, and
+        with "offline-only reader" (byte 1 b4) when the terminal cannot go online."""
+        first = ttq[0]
+        if not self.pin_entry_device:
+            first &= ~TTQ_ONLINE_PIN & 0xFF
+        if not self.can_go_online:
+            first |= 0x08
+        return bytes([first]) + ttq[1:]
+
+
+#: Optional named limits and the C-2 data objects that carry them.
+_OPTIONAL_NAMED: Final = {
+    0xDF8123: "contactless_floor_limit",
+    0xDF8124: "contactless_transaction_limit",
+    0xDF8125: "cdcvm_transaction_limit",
+    0xDF8126: "cvm_required_limit",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,6 +192,23 @@ class AidConfig:
     cdcvm_transaction_limit: int | None = None
     #: Book B §3.1.1.5: whether a zero amount may be processed contactless.
     zero_amount_allowed: bool = True
+    #: Terminal Transaction Qualifiers for this AID (Book B §3.1.1.1: per Combination);
+    #: None: the terminal's.
+    ttq: bytes | None = None
+    #: Book B §3.1.1.3 Status Check Support: a single unit of currency asks for an online
+    #: cryptogram (a card status check).
+    status_check: bool = False
+    #: Book B §3.3.3.3 Extended Selection Support: append the directory entry's Extended
+    #: Selection (9F29) to the ADF Name at final selection. Off unless configured.
+    extended_selection: bool = False
+    #: Book C-3 v2.10 §5.8.2: fDDA needs Card Authentication Related Data (9F69) with
+    #: version '01'; a card without it (legacy fDDA version '00') is accepted only when
+    #: the acquirer configures it.
+    fdda_version_0: bool = False
+    #: Kernel configuration data objects by tag (:mod:`emv.kernel.kernel_data`): C-2's
+    #: DF81xx objects, per-AID 9F33/9F35/9F40/9F1A/9F66. Objects the named fields above
+    #: carry (limits, TACs, 9F09, 9F1B, 9F66) must agree with them.
+    kernel_data: Mapping[int, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 5 <= len(self.aid) <= 16:
@@ -171,6 +239,56 @@ class AidConfig:
             raise KernelConfigError(
                 "random_selection_max_percent", "must not be below the target percentage"
             )
+        if self.ttq is not None and len(self.ttq) != 4:
+            raise KernelConfigError("ttq", f"must be 4 bytes, got {len(self.ttq)}")
+        data = dict(self.kernel_data)
+        for tag, message in check_kernel_data(self.kernel_id, data):
+            raise KernelConfigError(f"kernel_data.{tag:X}", message)
+        # An optional named field left out takes its value from the data object.
+        for tag, name in _OPTIONAL_NAMED.items():
+            if getattr(self, name) is None and tag in data:
+                object.__setattr__(self, name, int(data[tag].hex()))
+        if self.ttq is None and self.kernel_id == KERNEL_VISA and 0x9F66 in data:
+            object.__setattr__(self, "ttq", data[0x9F66])
+        for tag, (name, value) in self.named_objects().items():
+            given = data.get(tag)
+            if given is not None and value is not None and given != value:
+                raise KernelConfigError(
+                    f"kernel_data.{tag:X}",
+                    f"{given.hex().upper()} disagrees with {name} "
+                    f"({value.hex().upper()}); give it one way, or the same both ways",
+                )
+        object.__setattr__(self, "kernel_data", MappingProxyType(data))
+
+    def named_objects(self) -> dict[int, tuple[str, bytes | None]]:
+        """The kernel data objects the named fields carry: tag -> (field, encoded value)."""
+
+        def n12(value: int | None) -> bytes | None:
+            return None if value is None else bytes.fromhex(f"{value:012d}")
+
+        objects: dict[int, tuple[str, bytes | None]] = {
+            0xDF8123: ("contactless_floor_limit", n12(self.contactless_floor_limit)),
+            0xDF8124: ("contactless_transaction_limit", n12(self.contactless_transaction_limit)),
+            0xDF8126: ("cvm_required_limit", n12(self.cvm_required_limit)),
+            0x9F09: ("app_version", self.app_version),
+            0x9F1B: ("terminal_floor_limit", self.terminal_floor_limit.to_bytes(4, "big")),
+        }
+        if self.kernel_id == KERNEL_MASTERCARD:
+            objects[0xDF8125] = ("cdcvm_transaction_limit", n12(self.cdcvm_transaction_limit))
+            objects[0xDF8120] = ("tac_default", self.tac_default)
+            objects[0xDF8121] = ("tac_denial", self.tac_denial)
+            objects[0xDF8122] = ("tac_online", self.tac_online)
+        else:
+            objects[0x9F66] = ("ttq", self.ttq)
+        return objects
+
+    def data_object(self, tag: int) -> bytes | None:
+        """A configuration data object's value: as configured, or as a named field gives it."""
+        value = self.kernel_data.get(tag)
+        if value is not None:
+            return value
+        named = self.named_objects().get(tag)
+        return None if named is None else named[1]
 
     @property
     def rid(self) -> bytes:

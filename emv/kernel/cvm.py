@@ -58,6 +58,9 @@ class CvmInputs:
     #: Reader CVM Required Limit exceeded (Book C-2: amount greater than the limit).
     cvm_required_limit_exceeded: bool
     unattended: bool
+    #: Card (AIP byte 1 b2) and kernel (Kernel Configuration DF811B b6) both support
+    #: on-device cardholder verification (C-2 v2.10 §7.5).
+    on_device_cvm: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def select_cvm(inputs: CvmInputs) -> CvmDecision:
     """Book C-2 §7.5 and Book 3 §10.5: choose the CVM and compute CVM Results (9F34)."""
     aip1 = inputs.aip[0] if inputs.aip else 0
     # C-2 §7.5.1: on-device cardholder verification supported by card and reader.
-    if aip1 & 0x02:
+    if inputs.on_device_cvm:
         if inputs.cvm_required_limit_exceeded:
             return CvmDecision(
                 CvmKind.CDCVM, bytes([0x01, 0x00, RESULT_SUCCESSFUL]), performed=True
@@ -166,7 +169,8 @@ def select_cvm(inputs: CvmInputs) -> CvmDecision:
                     frozenset(bits),
                     True,
                 )
-            bits.add("online_pin_entered")
+            # The PIN is still to be entered (on a PIN entry device): TVR "online PIN
+            # entered" is set by whoever collects it, never by CVM selection.
             return CvmDecision(
                 CvmKind.ONLINE_PIN, bytes([rule, condition, RESULT_UNKNOWN]), frozenset(bits), True
             )

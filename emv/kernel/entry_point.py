@@ -11,7 +11,7 @@ from typing import Final
 
 from emv import tlv
 
-from .config import AidConfig, TerminalConfig, TransactionRequest
+from .config import KERNEL_MASTERCARD, AidConfig, TerminalConfig, TransactionRequest
 
 __all__ = [
     "Candidate",
@@ -52,11 +52,17 @@ def preprocess(
 ) -> PreprocessingIndicators:
     """Book B §3.1.1: Pre-Processing of one Combination against the reader limits."""
     amount = request.amount
-    # §3.1.1.2: start from the configured TTQ with byte 2 b8-b7 cleared.
-    ttq = bytearray(terminal.ttq)
+    # §3.1.1.2: start from the Combination's TTQ (the AID's, else the terminal's) with byte 2
+    # b8-b7 cleared, and without capabilities the terminal lacks (no PIN entry device: no
+    # online PIN; an offline-only Terminal Type: an offline-only reader).
+    ttq = bytearray(terminal.honest_ttq(aid.ttq if aid.ttq is not None else terminal.ttq))
     ttq[1] &= 0x3F
     not_allowed = False
     zero_amount = False
+    # §3.1.1.3: Status Check Support: a single unit of currency asks for an online
+    # cryptogram (TTQ byte 2 b8 below), so the issuer sees the card's status.
+    exponent = int(terminal.data.get(0x5F36, b"\x02").hex())
+    status_check = aid.status_check and amount == 10**exponent
     # §3.1.1.5: zero amount. An offline-only reader (TTQ byte 1 b4) cannot ask for an online
     # cryptogram, so for it the combination is not allowed (§3.1.1.12).
     if amount == 0:
@@ -64,16 +70,18 @@ def preprocess(
             not_allowed = True
         else:
             zero_amount = True
-    # §3.1.1.6: Reader Contactless Transaction Limit, "greater than or equal to".
+    # §3.1.1.6: Reader Contactless Transaction Limit, "greater than or equal to". Kernel 2
+    # checks its own limits (C-2 v2.10 S456.14: DF8124 or DF8125 by on-device CVM support,
+    # "greater than"), which Entry Point cannot know before the card's AIP.
     limit = aid.contactless_transaction_limit
-    if limit is not None and amount >= limit:
+    if aid.kernel_id != KERNEL_MASTERCARD and limit is not None and amount >= limit:
         not_allowed = True
     # §3.1.1.7-8: Reader Contactless Floor Limit, else the Terminal Floor Limit.
     floor_exceeded = amount > aid.floor_limit
     # §3.1.1.9: Reader CVM Required Limit, "greater than or equal to".
     cvm_exceeded = aid.cvm_required_limit is not None and amount >= aid.cvm_required_limit
     # §3.1.1.10-12: qualifiers for Kernel 3 (TTQ byte 2).
-    if floor_exceeded:
+    if floor_exceeded or status_check:
         ttq[1] |= 0x80
     if zero_amount:
         if ttq[0] & 0x08:
@@ -154,7 +162,8 @@ def build_candidate_list(
                     aid=aid,
                     label=entry.get(0x50, b"").decode("latin-1") or aid.label,
                     priority=priority_raw[0] & 0x0F if priority_raw else 0,
-                    extended_selection=entry.get(0x9F29, b""),
+                    # §3.3.3.3: appended only when the Combination supports it.
+                    extended_selection=entry.get(0x9F29, b"") if aid.extended_selection else b"",
                     order=order,
                 )
             )

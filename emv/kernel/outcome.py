@@ -18,6 +18,7 @@ from emv.oda import OdaFailure, OdaMethod
 from emv.tags import describe
 from emv.tlv import tag_hex
 
+from .kernel_data import UiMessage
 from .tvr import Tsi, Tvr
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "OdaStatus",
     "Outcome",
     "OutcomeKind",
+    "Start",
     "mask_pan",
 ]
 
@@ -50,6 +52,16 @@ class OutcomeKind(StrEnum):
     #: step directly; :class:`ContactlessTransaction` moves on to the next candidate.
     SELECT_NEXT = "select_next"
     END_APPLICATION = "end_application"
+
+
+class Start(StrEnum):
+    """Where Entry Point starts again after this outcome (Book B v2.10 §3.5, Outcome
+    parameter "Start"): B is a new tap of the same transaction (protocol activation with the
+    same pre-processing, e.g. after "see phone"), C is combination selection (the next
+    application on the same tap; :class:`ContactlessTransaction` does that itself)."""
+
+    B = "B"
+    C = "C"
 
 
 class CryptogramKind(StrEnum):
@@ -165,6 +177,11 @@ class Outcome:
     #: Technical detail for the technician's log (never card data).
     detail: str = ""
     card_data: CardData = field(default_factory=CardData)
+    #: Book B §3.5 "Start": None when the transaction is over; B when Entry Point must start
+    #: again at protocol activation (a second tap), after showing ``message``.
+    start: Start | None = None
+    #: Book A §9.4 message identifier for the cardholder (User Interface Request Data).
+    message: UiMessage | None = None
 
     @property
     def approved(self) -> bool:
@@ -199,4 +216,6 @@ class Outcome:
             "apdus": self.apdu_count,
             "reason": self.reason,
             "detail": self.detail,
+            "start": None if self.start is None else str(self.start),
+            "message": None if self.message is None else f"{int(self.message):02X}",
         }

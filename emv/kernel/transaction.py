@@ -68,7 +68,23 @@ from .entry_point import (
     order_candidates,
     preprocess,
 )
-from .outcome import CardData, CryptogramKind, CvmKind, OdaStatus, Outcome, OutcomeKind, mask_pan
+from .kernel_data import (
+    DEFAULT_PHONE_MESSAGE_TABLE,
+    KC_ON_DEVICE_CVM,
+    KC_ONLY_EMV_MODE,
+    UiMessage,
+    parse_phone_message_table,
+)
+from .outcome import (
+    CardData,
+    CryptogramKind,
+    CvmKind,
+    OdaStatus,
+    Outcome,
+    OutcomeKind,
+    Start,
+    mask_pan,
+)
 from .risk import (
     bcd_date,
     processing_restrictions,
@@ -104,6 +120,8 @@ class Reasons:
     OTHER_INTERFACE: Final = "Insert or swipe the card"
     OVER_LIMIT: Final = "Amount above the contactless limit - insert or swipe the card"
     SEE_PHONE: Final = "See phone for instructions, then tap again"
+    #: Book A message '1C' (C-2 S910: a failed combined authentication).
+    TRY_ANOTHER_CARD: Final = "Insert, swipe or try another card"
     NOT_YET_EFFECTIVE: Final = "Card not yet valid - try another card"
     SERVICE_NOT_ALLOWED: Final = "Card not valid for this transaction - try another card"
 
@@ -166,6 +184,13 @@ def _redundant(where: str, tag: int) -> _CardFault:
         "(Book 3 §10.2: redundant data objects)",
     )
 
+
+#: The AFL entry of a mag-stripe-mode record (C-2 v2.10 S3.32): SFI 1, record 1 to 1, none
+#: for offline data authentication.
+_MAG_STRIPE_AFL_ENTRY: Final = bytes.fromhex("08010100")
+
+#: Terminal data objects an AID's kernel data may give its own value of.
+_PER_AID_TERMINAL_DATA: Final = (0x9F33, 0x9F35, 0x9F40, 0x9F1A, 0x9F1D, 0x9F53, 0x9F6D, 0x9F7E)
 
 #: Tags passed on for online authorisation (EMV Book 3 Annex A; ISO 8583 DE 55 content).
 _ONLINE_TAGS: Final = (
@@ -272,6 +297,8 @@ class ContactlessTransaction:
         self._candidates: list[Candidate] = []
         self._candidate: Candidate | None = None
         self._blocked_seen = False
+        #: A Kernel 2 Combination was dropped for its transaction limit (C-2 S456.14).
+        self._over_limit_seen = False
         self._reset_kernel()
 
     def _reset_kernel(self) -> None:
@@ -367,6 +394,8 @@ class ContactlessTransaction:
             OutcomeKind.TRY_AGAIN,
             Reasons.CARD_REMOVED,
             f"card left the field in state {self._state.value}",
+            start=Start.B,
+            message=UiMessage.PRESENT_CARD_AGAIN,
         )
         self._apply(outcome)
         return outcome
@@ -422,8 +451,12 @@ class ContactlessTransaction:
         return _Send(_State.FINAL_SELECTION, select(name))
 
     def _select_next(self, detail: str) -> _Step:
-        """Book B §3.5.1.1 Outcome "Select Next": drop this Combination, select the next."""
+        """Book B §3.5.1.1 Outcome "Select Next" (Start C): drop this Combination, select
+        the next on the same tap."""
         if not self._candidates:
+            if self._over_limit_seen:
+                # As when pre-processing allows no Combination (Book B §3.1.1.13).
+                return self._end(OutcomeKind.TRY_ANOTHER_INTERFACE, Reasons.OVER_LIMIT, detail)
             reason = Reasons.BLOCKED if self._blocked_seen else Reasons.NOT_SUPPORTED
             return self._end(OutcomeKind.END_APPLICATION, reason, detail)
         return self._final_selection()
@@ -475,6 +508,13 @@ class ContactlessTransaction:
                 0x9F06: aid.aid,
             }
         )
+        # Terminal data a kernel needs its own value of, per AID (C-2 Annex A; Book B
+        # §3.1: configuration data is per Combination).
+        for tag in _PER_AID_TERMINAL_DATA:
+            value = aid.kernel_data.get(tag)
+            if value is not None:
+                data[tag] = value
+        data[0x9F33] = self._config.honest_capabilities(data[0x9F33])
         return data
 
     def _dol_values(self) -> dict[int, bytes]:
@@ -560,7 +600,14 @@ class ContactlessTransaction:
         if sw == 0x6985:
             return self._select_next("GPO answered 6985 (conditions of use not satisfied)")
         if sw == 0x6986:
-            return self._end(OutcomeKind.TRY_AGAIN, Reasons.SEE_PHONE, "GPO answered 6986")
+            # C-3 v2.10 §5.2.2: the phone wants its cardholder first: Try Again, Start B.
+            return self._end(
+                OutcomeKind.TRY_AGAIN,
+                Reasons.SEE_PHONE,
+                "GPO answered 6986",
+                start=Start.B,
+                message=UiMessage.SEE_PHONE,
+            )
         if not response.ok:
             return self._end(
                 OutcomeKind.END_APPLICATION,
@@ -606,17 +653,25 @@ class ContactlessTransaction:
             self._tvr.set("expired_application")
         ctq = card.get(0x9F6C, b"\x00\x00").ljust(2, b"\x00")
         ttq = self._terminal[0x9F66]
-        online_capable = self._config.online_capable and not ttq[0] & 0x08
+        online_capable = self._config.can_go_online and not ttq[0] & 0x08
         if kind is CryptogramKind.AAC:
             self._tvr.set("oda_not_performed")
             reason = Reasons.EXPIRED if expired else Reasons.DECLINED
             return self._end(OutcomeKind.DECLINED, reason, "card returned AAC", kind)
         if kind is CryptogramKind.ARQC:
+            if not online_capable:
+                # An offline-only reader (Terminal Type x3/x6, TTQ byte 1 b4) cannot send
+                # the request the card asks for (Book 3 §10.7 for offline-only terminals).
+                return self._end(
+                    OutcomeKind.DECLINED,
+                    Reasons.DECLINED,
+                    "card returned ARQC, the reader is offline-only",
+                    kind,
+                )
             # §5.8: an online authorisation; fDDA for online is optional and not performed.
             self._tvr.set("oda_not_performed")
             self._k3_cvm(online=True)
             return self._end(OutcomeKind.ONLINE_REQUEST, "", "card returned ARQC", kind)
-        # TC: offline approval needs a valid application and successful fDDA.
         # TC: offline approval needs a valid application and successful fDDA; the
         # Application Expiration Date is then mandatory (Book C-3 §5.5).
         if 0x5F24 not in card:
@@ -688,7 +743,11 @@ class ContactlessTransaction:
         static = (
             build_static_data_from_afl(self._afl, self._oda_records, card) if self._afl else None
         )
-        if static is not None and not static.ok:
+        assert self._candidate is not None
+        version = self._k3_fdda_version_problem(self._candidate.aid)
+        if version is not None:
+            result = OdaResult(OdaMethod.FDDA, False, OdaFailure.ICC_DATA_MISSING, version)
+        elif static is not None and not static.ok:
             result = OdaResult(
                 OdaMethod.FDDA, False, static.failure or OdaFailure.STATIC_DATA_AFL, static.detail
             )
@@ -710,28 +769,53 @@ class ContactlessTransaction:
         self._tvr.set_all(result.tvr_bits)
         return result
 
-    def _k3_cvm(self, *, online: bool) -> bool:
-        """Book C-3 §5.7: the CVM from the CTQ and the reader's TTQ.
+    def _k3_fdda_version_problem(self, aid: AidConfig) -> str | None:
+        """C-3 v2.10 §5.8.2 (fDDA): Card Authentication Related Data (9F69) byte 1 is the
+        fDDA version; this reader performs version '01'. Legacy version '00' (no 9F69) only
+        when the acquirer configured it for the AID."""
+        card_auth = self._card.get(0x9F69)
+        if card_auth is None:
+            if aid.fdda_version_0:
+                return None
+            return (
+                "no Card Authentication Related Data (9F69): legacy fDDA version 00 "
+                "is not accepted for this AID"
+            )
+        if len(card_auth) < 7 or card_auth[0] != 0x01:
+            return (
+                f"Card Authentication Related Data (9F69) {card_auth.hex().upper()} is not "
+                "fDDA version 01"
+            )
+        return None
 
-        Returns True when the CVM (online PIN asked for by the card, Req 5.7.1.2) needs an
-        online request although the card did not return an ARQC.
+    def _k3_cvm(self, *, online: bool) -> bool:
+        """Book C-3 v2.10 §5.7.1: the CVM from the CTQ and the reader's TTQ.
+
+        Req 5.7.1.1: with a CTQ the card names the CVM: online PIN (CTQ byte 1 b8) when the
+        reader supports it (TTQ byte 1 b3), else consumer device CVM performed (byte 2 b8,
+        checked by Req 5.7.1.2), else signature (byte 1 b7) when the reader supports it
+        (TTQ byte 1 b2). Req 5.7.1.3: when the reader requires a CVM (TTQ byte 2 b7) and
+        none of these applies, the transaction is declined. Without a CTQ the reader's own
+        capabilities decide when a CVM is required.
+
+        Returns True when the CVM (online PIN asked for by the card) needs an online
+        request although the card did not return an ARQC. The kernel never sets TVR
+        "online PIN entered": only a PIN entry device that collected the PIN may.
         """
         ttq = self._terminal[0x9F66]
-        raw_ctq = self._card.get(0x9F6C)
+        raw_ctq = self._card.get(0x9F6C) or None  # an empty CTQ is no CTQ
         ctq = (raw_ctq or b"").ljust(2, b"\x00")
         cvm_required = bool(ttq[1] & 0x40)
-        cvm: CvmKind | None = None
-        if ctq[0] & 0x80 and ttq[0] & 0x04:
-            # Req 5.7.1.2: Online PIN Required (CTQ byte 1 b8) and supported (TTQ byte 1 b3):
-            # online PIN and an online request, whatever cryptogram the card returned.
+        cvm: CvmKind
+        if raw_ctq is not None and ctq[0] & 0x80 and ttq[0] & 0x04:
             cvm = CvmKind.ONLINE_PIN
-        elif ctq[1] & 0x80:
-            # Req 5.7.1.2: Consumer Device CVM Performed (CTQ byte 2 b8) is believed only
-            # when the CTQ copy the card signed (Card Authentication Related Data 9F69 bytes
-            # 6-7) matches, or, without 9F69, when the card returned an ARQC.
+        elif raw_ctq is not None and ctq[1] & 0x80:
+            # Req 5.7.1.2: Consumer Device CVM Performed is believed only when the CTQ copy
+            # the card signed (Card Authentication Related Data 9F69 bytes 6-7) matches, or,
+            # without 9F69, when the card returned an ARQC.
             card_auth = self._card.get(0x9F69)
             if card_auth is not None:
-                trusted = raw_ctq is not None and card_auth[5:7] == raw_ctq
+                trusted = card_auth[5:7] == raw_ctq
             else:
                 trusted = CryptogramKind.from_cid(self._k3_cid()) is CryptogramKind.ARQC
             if not trusted:
@@ -743,41 +827,77 @@ class ContactlessTransaction:
                     tvr_bits=("cardholder_verification_not_successful",),
                 )
             cvm = CvmKind.CDCVM
-        elif ctq[0] & 0x40 and ttq[0] & 0x02:
+        elif raw_ctq is not None and ctq[0] & 0x40 and ttq[0] & 0x02:
             cvm = CvmKind.SIGNATURE
-        elif cvm_required:
-            # §5.7.1: the reader requires a CVM the card did not indicate.
-            if ttq[0] & 0x02:
-                cvm = CvmKind.SIGNATURE
-            elif ttq[0] & 0x04 and online:
-                cvm = CvmKind.ONLINE_PIN
-            else:
-                raise _CardFault(
-                    OutcomeKind.DECLINED,
-                    Reasons.CVM_FAILED,
-                    "CVM required and no CVM the card and reader share",
-                    tvr_bits=("cardholder_verification_not_successful",),
-                )
-        else:
+        elif not cvm_required:
             cvm = CvmKind.NO_CVM
+        elif raw_ctq is None and ttq[0] & 0x02:
+            cvm = CvmKind.SIGNATURE
+        elif raw_ctq is None and ttq[0] & 0x04 and online:
+            cvm = CvmKind.ONLINE_PIN
+        else:
+            card_says = (
+                "the card's CTQ names none the reader supports"
+                if raw_ctq is not None
+                else "the card gave no CTQ and the reader supports none"
+            )
+            raise _CardFault(
+                OutcomeKind.DECLINED,
+                Reasons.CVM_FAILED,
+                f"the reader requires a CVM; {card_says} (Book C-3 Req 5.7.1.3)",
+                tvr_bits=("cardholder_verification_not_successful",),
+            )
         self._cvm = cvm
         self._cvm_results = _K3_CVM_RESULTS[cvm]
         self._tsi.set("cardholder_verification_performed")
-        if cvm is CvmKind.ONLINE_PIN:
-            self._tvr.set("online_pin_entered")
         return cvm is CvmKind.ONLINE_PIN and not online
 
     # ------------------------------------------------------------------------------------
     # Kernel 2 (Book C-2, M/Chip)
 
     def _k2_initiate(self) -> _Step:
-        """Book C-2 §3.2 / Book 3 §10.1: PDOL data and GET PROCESSING OPTIONS."""
+        """Book C-2 v2.10 S1.9: Terminal Capabilities (9F33) from Card Data Input Capability
+        (DF8117), '00' and Security Capability (DF811F): its CVM byte is set only after
+        the CVM Required Limit check (S456.30), so the PDOL data (which CDA signs) carries
+        '00' there. Then the PDOL data and GET PROCESSING OPTIONS (§3.2, Book 3 §10.1)."""
+        card_input, _, _, security = self._k2_capabilities()
+        self._terminal[0x9F33] = bytes([card_input, 0x00, security])
         return self._gpo(_State.K2_GPO)
+
+    def _k2_capabilities(self) -> tuple[int, int, int, int]:
+        """DF8117, DF8118, DF8119, DF811F for this AID (C-2 Annex A): as configured, else
+        from the terminal's 9F33 (byte 1; byte 2 without / with only "No CVM"; byte 3);
+        never online PIN without a PIN entry device."""
+        assert self._candidate is not None
+        aid = self._candidate.aid
+        caps = aid.kernel_data.get(0x9F33) or self._config.data[0x9F33]
+
+        def one(tag: int, derived: int) -> int:
+            value = aid.kernel_data.get(tag)
+            return value[0] if value is not None else derived
+
+        honest = self._config.honest_capabilities
+        cvm_required = honest(bytes([one(0xDF8118, caps[1] & ~0x08 & 0xFF)]))[0]
+        no_cvm_required = honest(bytes([one(0xDF8119, caps[1] & 0x08)]))[0]
+        return one(0xDF8117, caps[0]), cvm_required, no_cvm_required, one(0xDF811F, caps[2])
+
+    def _k2_kernel_configuration(self) -> int:
+        """DF811B for this AID; unconfigured, what this kernel is: only EMV mode
+        transactions supported, on-device cardholder verification supported (C-2 Annex A)."""
+        assert self._candidate is not None
+        value = self._candidate.aid.kernel_data.get(0xDF811B)
+        return value[0] if value is not None else KC_ONLY_EMV_MODE | KC_ON_DEVICE_CVM
 
     def _k2_on_gpo(self, response: ResponseApdu) -> _Step:
         """Book C-2 §3.2: GPO response, Format 1 ('80') or Format 2 ('77')."""
         if response.sw == 0x6986:
-            return self._end(OutcomeKind.TRY_AGAIN, Reasons.SEE_PHONE, "GPO answered 6986")
+            return self._end(
+                OutcomeKind.TRY_AGAIN,
+                Reasons.SEE_PHONE,
+                "GPO answered 6986",
+                start=Start.B,
+                message=UiMessage.SEE_PHONE,
+            )
         if not response.ok:
             # C-2: any other status word -> Select Next.
             return self._select_next(f"GPO answered {response.describe()}")
@@ -802,14 +922,30 @@ class ContactlessTransaction:
             raise self._missing("82")
         if 0x94 not in self._card:
             raise self._missing("94")
+        configuration = self._k2_kernel_configuration()
         if not aip[1] & 0x80:
-            # AIP byte 2 b8: EMV mode not supported; mag-stripe mode is not implemented.
+            # C-2 v2.10 S3.30: the card does not support EMV mode (AIP byte 2 b8). This
+            # kernel implements EMV mode only, so as with "Only EMV mode transactions
+            # supported": End Application, "insert, swipe or try another card".
             return self._end(
-                OutcomeKind.TRY_ANOTHER_INTERFACE,
-                Reasons.OTHER_INTERFACE,
-                "card supports mag-stripe mode only (AIP byte 2 b8)",
+                OutcomeKind.END_APPLICATION,
+                Reasons.TRY_ANOTHER_CARD,
+                "card supports mag-stripe mode only (AIP byte 2 b8); "
+                "this kernel performs EMV mode only",
+                message=UiMessage.INSERT_SWIPE_OR_TRY_ANOTHER_CARD,
             )
-        self._schedule_records(self._card[0x94])
+        # C-2 v2.10 S3.31-S3.32, the Active AFL: a card that also does mag-stripe mode lists
+        # its mag-stripe record ('08010100': SFI 1, record 1, not signed) first; a kernel that
+        # does both modes leaves it out in EMV mode.
+        afl = self._card[0x94]
+        if afl[:4] == _MAG_STRIPE_AFL_ENTRY and not configuration & KC_ONLY_EMV_MODE:
+            afl = afl[4:]
+        # C-2 v2.6+: the relay resistance protocol is not performed (this kernel does not
+        # implement it, and DF811B cannot ask for it): TVR byte 5 b2-b1 '01'.
+        self._tvr.set("relay_resistance_not_performed")
+        if not afl:
+            raise self._missing("94")
+        self._schedule_records(afl)
         return self._read_next_record(_k2_records_read)
 
     def _k2_after_records(self) -> _Step:
@@ -823,6 +959,22 @@ class ContactlessTransaction:
                 raise self._missing(name)
         self._checked_account()
         aip = card[0x82]
+        amount = self._request.amount
+        # C-2 v2.10 S456.14: the Reader Contactless Transaction Limit is the on-device-CVM
+        # one (DF8125) when card (AIP byte 1 b2) and kernel (DF811B b6) both support on-device
+        # cardholder verification, else DF8124; above it ("greater than"): Select Next.
+        on_device_cvm = bool(aip[0] & 0x02) and bool(
+            self._k2_kernel_configuration() & KC_ON_DEVICE_CVM
+        )
+        limit = aid.contactless_transaction_limit
+        if on_device_cvm and aid.cdcvm_transaction_limit is not None:
+            limit = aid.cdcvm_transaction_limit
+        if limit is not None and amount > limit:
+            self._over_limit_seen = True
+            return self._select_next(
+                f"amount {amount} above the Reader Contactless Transaction Limit {limit} "
+                f"({'DF8125, on-device CVM' if on_device_cvm else 'DF8124'}; C-2 S456.14)"
+            )
         caps = self._terminal[0x9F33]
         # ODA selection (C-2 §7.3 / Book 3 §10.3): CDA only, when card and terminal support it.
         if aip[0] & 0x01 and caps[2] & 0x08:
@@ -841,10 +993,12 @@ class ContactlessTransaction:
                 self._request.other_amount,
             )
         )
-        # CVM selection (C-2 §7.5): CVM capability depends on the Reader CVM Required Limit.
-        amount = self._request.amount
+        # C-2 v2.10 S456.30: above the Reader CVM Required Limit ("greater than")
+        # Terminal Capabilities byte 2 is CVM Capability - CVM Required (DF8118), else CVM
+        # Capability - No CVM Required (DF8119); CVM selection (§7.5) then uses it.
+        _, cvm_required, no_cvm_required, _ = self._k2_capabilities()
         exceeded = aid.cvm_required_limit is not None and amount > aid.cvm_required_limit
-        capability = caps[1] if exceeded else 0x08
+        capability = cvm_required if exceeded else no_cvm_required
         self._terminal[0x9F33] = bytes([caps[0], capability, caps[2]])
         terminal_type = self._terminal[0x9F35][0]
         decision = select_cvm(
@@ -859,6 +1013,7 @@ class ContactlessTransaction:
                 cvm_capability=capability,
                 cvm_required_limit_exceeded=exceeded,
                 unattended=terminal_type & 0x0F in (0x04, 0x05, 0x06),
+                on_device_cvm=on_device_cvm,
             )
         )
         self._cvm = decision.cvm
@@ -934,20 +1089,28 @@ class ContactlessTransaction:
             self._tvr.value,
             self._candidate.aid,
             self._card,
-            online_capable=self._config.online_capable,
+            online_capable=self._config.can_go_online,
             online_only=self._config.online_only,
             online_cryptogram_required=self._indicators[index].zero_amount
-            and self._config.online_capable,
+            and self._config.can_go_online,
         )
         self._requested = requested
-        # Book 2 §6.6.1: CDA is requested for TC and ARQC; an AAC is never signed.
-        self._cda_requested = self._cda_possible and requested is not CryptogramType.AAC
+        # Book 2 v4.4 §6.6.1: CDA is requested for TC and ARQC; for an AAC only when the
+        # card says it signs one (C-2 v2.10 Annex A: Application Capabilities Information
+        # 9F5D byte 2 b1 "CDA supported over TC, ARQC and AAC").
+        self._cda_requested = self._cda_possible and (
+            requested is not CryptogramType.AAC or self._k2_cda_over_aac()
+        )
         self._cdol1_data = build_dol(parse_dol(self._card[0x8C]), self._dol_values())
         self._tvr_given = self._tvr_in(self._card[0x8C])
         return _Send(
             _State.K2_GENERATE_AC,
             generate_ac(requested, self._cdol1_data, cda_requested=self._cda_requested),
         )
+
+    def _k2_cda_over_aac(self) -> bool:
+        aci = self._card.get(0x9F5D, b"")
+        return len(aci) >= 2 and bool(aci[1] & 0x01)
 
     def _k2_on_generate_ac(self, response: ResponseApdu) -> _Step:
         """Book 3 §9.3 / §6.5.5.4 the card's decision; Book 2 §6.6.2 CDA verification."""
@@ -994,17 +1157,76 @@ class ContactlessTransaction:
                 Reasons.READ_ERROR,
                 f"card answered CID {cid[0]:02X} to a request for {requested}",
             )
-        if kind is not CryptogramKind.AAC and self._cda_requested:
+        signed = kind is not CryptogramKind.AAC or self._k2_cda_over_aac()
+        if self._cda_requested and signed:
             result = self._k2_verify_cda(response.data)
             if not result.ok:
-                return self._end(OutcomeKind.DECLINED, Reasons.ODA_FAILED, result.detail, kind)
+                # C-2 v2.10 S910: a missing or failed SDAD when CDA was requested ends the
+                # application (the card is not to be trusted with another tap either).
+                return self._end(
+                    OutcomeKind.END_APPLICATION,
+                    Reasons.TRY_ANOTHER_CARD,
+                    f"combined data authentication failed: {result.detail}",
+                    kind,
+                    message=UiMessage.INSERT_SWIPE_OR_TRY_ANOTHER_CARD,
+                )
         elif 0x9F26 not in self._card:
             raise self._missing("9F26")
         if kind is CryptogramKind.TC:
             return self._end(OutcomeKind.APPROVED, "", "card returned TC", kind)
         if kind is CryptogramKind.ARQC:
             return self._end(OutcomeKind.ONLINE_REQUEST, "", "card returned ARQC", kind)
-        return self._end(OutcomeKind.DECLINED, self._k2_decline_reason(), "card returned AAC", kind)
+        return self._k2_declined(kind)
+
+    def _k2_declined(self, kind: CryptogramKind) -> Outcome:
+        """C-2 v2.10 S910 for an AAC: a phone that asks its holder to look at it (POS
+        Cardholder Interaction Information DF4B) gets End Application with Start B and the
+        Phone Message Table's message; a card (not a mobile device) on a terminal that
+        has a contact interface gets Try Another Interface; anything else is Declined."""
+        pcii = self._card.get(0xDF4B)
+        if pcii is not None and len(pcii) == 3 and int.from_bytes(pcii, "big") & 0x00030F:
+            assert self._candidate is not None
+            table = self._candidate.aid.kernel_data.get(0xDF8131, DEFAULT_PHONE_MESSAGE_TABLE)
+            entry = next((e for e in parse_phone_message_table(table) if e.matches(pcii)), None)
+            message = UiMessage.SEE_PHONE
+            if entry is not None and entry.message in UiMessage._value2member_map_:
+                message = UiMessage(entry.message)
+            return self._end(
+                OutcomeKind.END_APPLICATION,
+                Reasons.SEE_PHONE if message is UiMessage.SEE_PHONE else Reasons.DECLINED,
+                f"card returned AAC with POS Cardholder Interaction Information "
+                f"{pcii.hex().upper()}: the phone asks its holder, then a second tap",
+                kind,
+                start=Start.B,
+                message=message,
+            )
+        contact = bool(self._terminal[0x9F33][0] & 0x20)
+        if contact and not self._k2_mobile_device():
+            return self._end(
+                OutcomeKind.TRY_ANOTHER_INTERFACE,
+                Reasons.OTHER_INTERFACE,
+                "card returned AAC; the terminal has a contact interface",
+                kind,
+                message=UiMessage.PLEASE_INSERT_CARD,
+            )
+        return self._end(
+            OutcomeKind.DECLINED,
+            self._k2_decline_reason(),
+            "card returned AAC",
+            kind,
+            message=UiMessage.NOT_AUTHORISED,
+        )
+
+    def _k2_mobile_device(self) -> bool:
+        """A phone or wearable rather than a card: it gave DF4B, or its Third Party Data
+        (9F6E) names a Device Type (bytes 5-6 when Unique Identifier byte 1 b8 is 0)
+        other than '30 30' (card) (C-2 v2.10 Annex A)."""
+        if 0xDF4B in self._card:
+            return True
+        third_party = self._card.get(0x9F6E, b"")
+        if len(third_party) >= 6 and not third_party[2] & 0x80:
+            return third_party[4:6] != b"00"
+        return False
 
     def _k2_verify_cda(self, genac_response: bytes) -> OdaResult:
         """Book 2 §6.6.2: recover the ICC key and check the signed GENERATE AC response."""
@@ -1105,6 +1327,9 @@ class ContactlessTransaction:
         reason: str,
         detail: str,
         cryptogram: CryptogramKind | None = None,
+        *,
+        start: Start | None = None,
+        message: UiMessage | None = None,
     ) -> Outcome:
         """The Outcome, filled from everything the kernel knows at this point."""
         candidate = self._candidate
@@ -1147,6 +1372,8 @@ class ContactlessTransaction:
             apdu_count=self._apdus,
             detail=detail,
             card_data=card_data,
+            start=start,
+            message=message,
         )
 
 

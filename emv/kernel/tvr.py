@@ -1,6 +1,6 @@
 """Terminal Verification Results and Transaction Status Information, bit by bit.
 
-TVR (tag 95) is EMV Book 3 Annex C5, Table 46 (byte 5 b4-b3: Book C-2 relay resistance);
+TVR (tag 95) is EMV Book 3 Annex C5, Table 46 (byte 5 b4-b1: Book C-2 relay resistance);
 TSI (tag 9B) is Book 3 Annex C6, Table 47. Bits are named so a kernel step reads as the
 specification does (``tvr.set("expired_application")``), and so the names returned by
 :attr:`emv.oda.OdaResult.tvr_bits` apply directly.
@@ -46,6 +46,10 @@ TVR_BITS: Final[Mapping[str, tuple[int, int]]] = MappingProxyType(
         "script_failed_after_final_generate_ac": (4, 0x10),
         "relay_resistance_threshold_exceeded": (4, 0x08),
         "relay_resistance_time_limits_exceeded": (4, 0x04),
+        # Byte 5 b2-b1 "Relay resistance performed" (C-2 v2.6+): '00' not supported, '01'
+        # not performed, '10' performed.
+        "relay_resistance_not_performed": (4, 0x01),
+        "relay_resistance_performed": (4, 0x02),
     }
 )
 

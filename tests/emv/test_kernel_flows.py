@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from emv.kernel import CryptogramKind, CvmKind, OdaStatus, OutcomeKind, Reasons, TerminalConfig
+from emv.kernel.kernel_data import UiMessage
 from emv.kernel.tvr import Tvr
 from emv.oda import OdaMethod
 from simulator.cards import load_card, verify_cryptogram
@@ -43,15 +44,18 @@ VISA_CASES: list[tuple[str, dict[str, Any], int, OutcomeKind, str | None, set[st
     ("visa", {"expired": True}, 1000, ONLINE, "ARQC", {"expired_application"}),
     ("visa", {"corrupt": "cryptogram"}, 1000, A, "TC", set()),
     ("visa", {"slow": 0.5}, 1000, A, "TC", set()),
-    ("visa", {}, 7000, ONLINE, "ARQC", {"online_pin_entered"}),
-    ("visa_debit", {}, 1000, A, "TC", set()),
+    # No PIN entry device: the card's first choice (online PIN) is not offered, signature is.
+    ("visa", {}, 7000, ONLINE, "ARQC", set()),
+    # fDDA version 00 (no 9F69) is not accepted unless configured (C-3 v2.10 §5.8.2): the
+    # CTQ says go online when offline data authentication fails.
+    ("visa_debit", {}, 1000, ONLINE, "TC", {"dda_failed"}),
     ("visa_debit", {"request_online": True}, 1000, ONLINE, "ARQC", set()),
     ("visa_debit", {"decline": True}, 1000, D, "AAC", set()),
     ("visa_debit", {"expired": True}, 1000, ONLINE, "ARQC", {"expired_application"}),
     ("maestro", {}, 1000, ONLINE, "ARQC", {"oda_not_performed"}),
     ("maestro", {"decline": True}, 1000, D, "AAC", set()),
     ("maestro", {"expired": True}, 1000, ONLINE, "ARQC", {"expired_application"}),
-    ("maestro", {}, 7000, ONLINE, "ARQC", {"floor_limit_exceeded", "online_pin_entered"}),
+    ("maestro", {}, 7000, ONLINE, "ARQC", {"floor_limit_exceeded"}),
 ]
 
 
@@ -81,7 +85,7 @@ MASTERCARD_CASES: list[tuple[str, dict[str, Any], int, OutcomeKind, str, set[str
     ("mastercard", {}, 1000, A, "TC", set()),
     ("mastercard", {"approve_offline": True}, 1000, A, "TC", set()),
     ("mastercard", {"request_online": True}, 1000, ONLINE, "ARQC", set()),
-    ("mastercard", {}, 7000, ONLINE, "ARQC", {"floor_limit_exceeded", "online_pin_entered"}),
+    ("mastercard", {}, 7000, ONLINE, "ARQC", {"floor_limit_exceeded"}),
     ("mastercard", {"corrupt": "cryptogram"}, 1000, A, "TC", set()),
     ("mastercard_phone", {}, 1000, ONLINE, "ARQC", set()),
     ("mastercard_phone", {}, 7000, ONLINE, "ARQC", {"floor_limit_exceeded"}),
@@ -126,7 +130,8 @@ def mastercard_short(tmp_path: Path) -> Path:
     ("behaviour", "amount", "kind", "cryptogram", "cvm"),
     [
         ({}, 1000, A, "TC", CvmKind.NO_CVM),
-        ({}, 7000, ONLINE, "ARQC", CvmKind.ONLINE_PIN),
+        # CVM list: online PIN, signature, no CVM; no PIN entry device, so signature.
+        ({}, 7000, ONLINE, "ARQC", CvmKind.SIGNATURE),
         ({"request_online": True}, 1000, ONLINE, "ARQC", CvmKind.NO_CVM),
         ({"cdcvm_performed": True}, 7000, ONLINE, "ARQC", CvmKind.CDCVM),
         ({"cdcvm_performed": True}, 1000, A, "TC", CvmKind.NO_CVM),
@@ -157,12 +162,15 @@ def test_kernel2_cda_end_to_end(
 
 
 @pytest.mark.parametrize("corruption", ["sdad", "icc_certificate", "issuer_certificate"])
-def test_kernel2_cda_tampering_declines_with_cda_failed(
+def test_kernel2_cda_tampering_ends_the_application_with_cda_failed(
     mastercard_short: Path, corruption: str
 ) -> None:
+    """C-2 v2.10 S910: a failed CDA ends the application, "insert, swipe or try another card"
+    (not Declined: the card's cryptogram cannot be trusted to say anything)."""
     outcome = transact(load_card(mastercard_short, corrupt=corruption), 1000).outcome
-    assert outcome.kind is D
-    assert outcome.reason == Reasons.ODA_FAILED
+    assert outcome.kind is OutcomeKind.END_APPLICATION
+    assert outcome.reason == Reasons.TRY_ANOTHER_CARD
+    assert outcome.message is UiMessage.INSERT_SWIPE_OR_TRY_ANOTHER_CARD
     assert "cda_failed" in tvr(outcome)
     assert outcome.oda_status is OdaStatus.FAILED
     assert outcome.oda_failure is not None
@@ -273,7 +281,9 @@ def test_tvr_sent_in_cdol1_matches_outcome(mastercard_short: Path) -> None:
     # CDOL1: 9F02 06 9F03 06 9F1A 02 95 05 ... -> TVR at offset 14 of the data.
     data = genac[5:-1]
     assert data[14:19] == run.outcome.tvr
-    assert run.outcome.tvr == bytes.fromhex("0000048000")
+    # Floor limit exceeded; relay resistance not performed (byte 5 b2-b1 '01', C-2 v2.6+);
+    # no "online PIN entered" (byte 3 b3): no PIN was entered.
+    assert run.outcome.tvr == bytes.fromhex("0000008001")
 
 
 # --- Kernel 3 CVM from the CTQ (Book C-3 §5.7, Req 5.7.1.2) ----------------------------
@@ -294,11 +304,23 @@ def test_kernel3_tc_with_ctq_online_pin_required_goes_online(visa_online_pin_ctq
     """Req 5.7.1.2: CTQ 'Online PIN Required' and TTQ 'online PIN supported' -> Online PIN and
     an online request, even when the card approved offline: never an offline approval
     without the PIN the card asked for."""
-    outcome = transact(load_card(visa_online_pin_ctq), 1000).outcome
+    with_pin_pad = TerminalConfig(ttq=bytes.fromhex("26004000"), pin_entry_device=True)
+    outcome = transact(load_card(visa_online_pin_ctq), 1000, config=with_pin_pad).outcome
     assert outcome.cryptogram is CryptogramKind.TC
     assert outcome.kind is ONLINE, outcome.detail
     assert outcome.cvm is CvmKind.ONLINE_PIN
-    assert "online_pin_entered" in tvr(outcome)
+    # The PIN is still to be collected: the kernel never claims it was entered.
+    assert "online_pin_entered" not in tvr(outcome)
+
+
+def test_kernel3_ctq_online_pin_on_a_reader_without_pin_pad(visa_online_pin_ctq: Path) -> None:
+    """Without a PIN entry device the TTQ does not claim online PIN: below the CVM limit no
+    CVM is required and the card's TC stands; above it, Req 5.7.1.3 declines."""
+    below = transact(load_card(visa_online_pin_ctq), 1000).outcome
+    assert below.kind is A, below.detail
+    assert below.cvm is CvmKind.NO_CVM
+    above = transact(load_card(visa_online_pin_ctq, approve_offline=True), 6000).outcome
+    assert above.cvm is not CvmKind.ONLINE_PIN
 
 
 def test_kernel3_cdcvm_with_tc_needs_signed_ctq() -> None:

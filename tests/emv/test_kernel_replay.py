@@ -100,5 +100,6 @@ def test_tampered_cda_response_is_rejected() -> None:
     raw[-10] ^= 0x01  # inside the SDAD
     last["response"] = raw.hex().upper()
     outcome = replay(data)
-    assert str(outcome.kind) == "declined"
+    # C-2 v2.10 S910: a failed CDA is End Application, never an approval.
+    assert str(outcome.kind) == "end_application"
     assert "cda_failed" in outcome.tvr_bits

@@ -22,6 +22,7 @@ from emv.kernel import (
     TerminalConfig,
     default_aids,
 )
+from emv.kernel.kernel_data import UiMessage
 from emv.kernel.tvr import Tvr
 from emv.tlv import Tlv
 from simulator.cards import ANY, ScriptedCard, prefix
@@ -70,7 +71,7 @@ def fci(aid: bytes, pdol: str = "9F66049F02069F37045F2A02") -> str:
 TRACK2 = "4761739001010010D31122010000000000000F"
 
 
-def visa_gpo(cid: str = "80", ctq: str = "0000", extra: tuple[Tlv, ...] = ()) -> str:
+def visa_gpo(cid: str = "80", ctq: str | None = "0000", extra: tuple[Tlv, ...] = ()) -> str:
     return hexr(
         t(
             0x77,
@@ -79,7 +80,7 @@ def visa_gpo(cid: str = "80", ctq: str = "0000", extra: tuple[Tlv, ...] = ()) ->
             p(0x9F26, "1122334455667788"),
             p(0x9F27, cid),
             p(0x9F10, "06011203A00000"),
-            p(0x9F6C, ctq),
+            *([p(0x9F6C, ctq)] if ctq is not None else []),
             p(0x57, TRACK2),
             *extra,
         )
@@ -112,7 +113,7 @@ def test_visa_online_exact_commands() -> None:
                 "80A80000"
                 + "12"
                 + "8310"
-                + "36004000"
+                + "22004000"  # TTQ: qVSDC, signature; no online PIN without a PIN pad
                 + "000000001000"
                 + "A1B2C3D4"
                 + "0978"
@@ -136,7 +137,7 @@ def test_ttq_qualifiers_from_preprocessing() -> None:
         [
             (PPSE_CMD, ppse((VISA, 1, "03"))),
             (select_cmd(VISA), fci(VISA, "9F6604")),
-            ("80A8000006830436C0400000", visa_gpo(ctq="4000")),
+            ("80A8000006830422C0400000", visa_gpo(ctq="4000")),
         ],
         amount=5000 + 1,
     )
@@ -144,21 +145,43 @@ def test_ttq_qualifiers_from_preprocessing() -> None:
     assert run.outcome.cvm is CvmKind.SIGNATURE
 
 
-def test_cvm_required_at_exactly_the_limit() -> None:
+def test_cvm_required_at_exactly_the_limit_and_the_ctq_names_none() -> None:
+    """Book B v2.10 §3.1.1.9: at the CVM Required Limit ("greater than or equal") the reader
+    requires a CVM (TTQ byte 2 b7); Book C-3 v2.10 Req 5.7.1.3: a CTQ naming no CVM the
+    reader supports then declines, whatever cryptogram the card gave."""
     run = run_script(
         [
             (PPSE_CMD, ppse((VISA, 1, "03"))),
             (select_cmd(VISA), fci(VISA, "9F6604")),
-            ("80A8000006830436404000" + "00", visa_gpo()),
+            ("80A8000006830422404000" + "00", visa_gpo()),
         ],
         amount=5000,
     )
-    # Card named no CVM although the reader required one: signature (TTQ supports it).
+    assert run.outcome.kind is OutcomeKind.DECLINED
+    assert run.outcome.reason == Reasons.CVM_FAILED
+    assert "Req 5.7.1.3" in run.outcome.detail
+    assert "cardholder_verification_not_successful" in Tvr(run.outcome.tvr).names()
+
+
+def test_cvm_required_without_a_ctq_is_the_readers_signature() -> None:
+    """No CTQ at all: the reader's own capability decides (TTQ byte 1 b2, signature)."""
+    run = run_script(
+        [
+            (PPSE_CMD, ppse((VISA, 1, "03"))),
+            (select_cmd(VISA), fci(VISA, "9F6604")),
+            ("80A8000006830422404000" + "00", visa_gpo(ctq=None)),
+        ],
+        amount=5000,
+    )
+    assert run.outcome.kind is OutcomeKind.ONLINE_REQUEST
     assert run.outcome.cvm is CvmKind.SIGNATURE
 
 
 def test_over_contactless_limit_needs_no_card() -> None:
-    tx = ContactlessTransaction(TerminalConfig(), default_aids(), request(100_000), CA_KEYS)
+    """Book B §3.1.1.13: no Kernel 3 Combination is allowed: Try Another Interface before
+    any command (Kernel 2 applies its own limits after GPO, C-2 S456.14)."""
+    visa_only = [aid for aid in default_aids() if aid.kernel_id == 3]
+    tx = ContactlessTransaction(TerminalConfig(), visa_only, request(100_000), CA_KEYS)
     outcome = tx.start()
     assert not isinstance(outcome, bytes)
     assert outcome.kind is OutcomeKind.TRY_ANOTHER_INTERFACE
@@ -378,7 +401,9 @@ def test_kernel2_offline_terminal_approves_within_limits() -> None:
     run = run_script(mc_script(mc_record(), (prefix("80AE4000"), genac_response("40"))), aids=aids)
     assert run.outcome.kind is OutcomeKind.APPROVED
     assert run.outcome.cryptogram is CryptogramKind.TC
-    assert run.outcome.tvr == bytes.fromhex("8000000000")
+    # ODA not performed (no CDA data); byte 5 b2-b1 '01': relay resistance not performed
+    # (C-2 v2.6+).
+    assert run.outcome.tvr == bytes.fromhex("8000000001")
 
 
 def test_kernel2_card_may_not_upgrade_the_cryptogram() -> None:
@@ -406,8 +431,13 @@ def test_kernel2_cvm_list_all_fail() -> None:
 
 
 def test_kernel2_mag_stripe_only_card() -> None:
+    """C-2 v2.10 S3.30: a card without EMV mode (AIP byte 2 b8) on a kernel that does EMV
+    mode only: End Application, "insert, swipe or try another card" (not Try Another
+    Interface)."""
     run = run_script(mc_script(mc_record(), aip="1800")[:3])
-    assert run.outcome.kind is OutcomeKind.TRY_ANOTHER_INTERFACE
+    assert run.outcome.kind is OutcomeKind.END_APPLICATION
+    assert run.outcome.message is UiMessage.INSERT_SWIPE_OR_TRY_ANOTHER_CARD
+    assert run.outcome.start is None
 
 
 def test_kernel2_expired_card_declined_by_iac() -> None:

@@ -61,7 +61,8 @@ def test_preprocessing(amount: int, not_allowed: bool, floor: bool, cvm: bool, t
     config = aid(
         contactless_transaction_limit=10000, contactless_floor_limit=2000, cvm_required_limit=5000
     )
-    result = preprocess(TerminalConfig(ttq=bytes.fromhex("36C04000")), config, request(amount))
+    terminal = TerminalConfig(ttq=bytes.fromhex("36C04000"), pin_entry_device=True)
+    result = preprocess(terminal, config, request(amount))
     assert result.not_allowed is not_allowed
     assert result.floor_limit_exceeded is floor
     assert result.cvm_required_limit_exceeded is cvm
@@ -105,7 +106,9 @@ def test_cvm_online_pin_first() -> None:
     decision = select_cvm(cvm_inputs("000000000000000042031E031F03"))
     assert decision.cvm is CvmKind.ONLINE_PIN
     assert decision.results == bytes.fromhex("420300")
-    assert "online_pin_entered" in decision.tvr_bits
+    # Selecting online PIN is not entering it: only a PIN entry device that collected the
+    # PIN may set TVR byte 3 b3.
+    assert "online_pin_entered" not in decision.tvr_bits
 
 
 def test_cvm_below_limit_only_no_cvm_capability() -> None:
@@ -150,11 +153,13 @@ def test_cvm_missing_list_and_unsupported_aip() -> None:
 
 
 def test_cdcvm_on_device() -> None:
-    above = select_cvm(cvm_inputs(None, aip=bytes.fromhex("1A80")))
+    above = select_cvm(cvm_inputs(None, aip=bytes.fromhex("1A80"), on_device_cvm=True))
     assert above.cvm is CvmKind.CDCVM
     assert above.results == bytes.fromhex("010002")
     below = select_cvm(
-        cvm_inputs(None, aip=bytes.fromhex("1A80"), cvm_required_limit_exceeded=False)
+        cvm_inputs(
+            None, aip=bytes.fromhex("1A80"), cvm_required_limit_exceeded=False, on_device_cvm=True
+        )
     )
     assert below.cvm is CvmKind.NO_CVM
     assert below.results == bytes.fromhex("3F0002")
