@@ -41,6 +41,8 @@ def terminal_config(params: TerminalParams) -> TerminalConfig:
 
 
 def aid_config(aid: AidParams) -> AidConfig:
+    """The kernel's view of one configured application: the named fields, the per-AID TTQ
+    and status check, and the kernel data objects by tag (docs/parameters.md)."""
     limits = aid.limits
     return AidConfig(
         aid=aid.aid,
@@ -60,6 +62,11 @@ def aid_config(aid: AidParams) -> AidConfig:
         random_selection_max_percent=aid.random_selection.max_target_percent,
         cdcvm_transaction_limit=limits.contactless_transaction_on_device_cvm,
         zero_amount_allowed=aid.zero_amount_allowed,
+        ttq=aid.ttq,
+        status_check=aid.status_check,
+        extended_selection=aid.extended_selection,
+        fdda_version_0=aid.fdda_version_0,
+        kernel_data=aid.kernel_data,
     )
 
 

@@ -6,9 +6,21 @@ import argparse
 import sys
 
 from emv.capk import CaPublicKey
+from emv.kernel.kernel_data import kernel_data_name
 
+from ..checkout.card_session import terminal_config
 from ..domain.currency import format_amount
-from ..domain.params import ParamsError, TerminalParams, default_params, load_params
+from ..domain.params import (
+    AidParams,
+    ParamsError,
+    TerminalParams,
+    data_object_amount,
+    default_params,
+    load_params,
+)
+
+#: Capability objects the kernel sends without online PIN when no PIN entry device is attached.
+_CAPABILITIES = frozenset({0x9F33, 0xDF8118, 0xDF8119})
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,12 +67,15 @@ def summarise(params: TerminalParams) -> list[str]:
     ]
     for aid in params.aids:
         limits = aid.limits
+        on_device = limits.contactless_transaction_on_device_cvm
         lines.append(
             f"  {aid.aid.hex().upper():<16} {aid.label:<12} kernel {aid.kernel_id}  "
             f"contactless limit {format_amount(limits.contactless_transaction, currency)}, "
             f"CVM limit {format_amount(limits.cvm_required, currency)}, "
             f"floor {format_amount(limits.contactless_floor, currency)}"
+            + ("" if on_device is None else f", on-device CVM {format_amount(on_device, currency)}")
         )
+        lines.extend(_kernel_data_lines(params, aid))
     lines.append(f"CA public keys ({len(params.ca_public_keys)}):")
     for key in params.ca_public_keys:
         ca_key = CaPublicKey(key.rid, key.index, key.modulus, key.exponent, key.expiry, key.sha1)
@@ -81,3 +96,43 @@ def summarise(params: TerminalParams) -> list[str]:
     else:
         lines.append("offline: not accepted")
     return lines
+
+
+def _kernel_data_lines(params: TerminalParams, aid: AidParams) -> list[str]:
+    """The AID's kernel data objects as its kernel gets them, each with its name; amounts
+    also in money, and what the kernel sends instead when it may not claim online PIN."""
+    currency = params.terminal.currency_code
+    config = terminal_config(params)
+    objects = aid.data_objects()
+    notes: dict[int, str] = {}
+    if aid.kernel_id == 3 and 0x9F66 not in objects:
+        objects = dict(sorted({**objects, 0x9F66: params.terminal.ttq}.items()))
+        notes[0x9F66] = " (the terminal's)"
+    lines = []
+    for tag, value in objects.items():
+        note = notes.get(tag, "")
+        amount = data_object_amount(tag, value)
+        if amount is not None:
+            note += f" ({format_amount(amount, currency)})"
+        honest = (
+            config.honest_ttq(value)
+            if tag == 0x9F66
+            else config.honest_capabilities(value)
+            if tag in _CAPABILITIES
+            else value
+        )
+        if honest != value:
+            note += f", sent as {honest.hex().upper()}: " + _why_not_as_configured(
+                tag, value, honest
+            )
+        lines.append(f"    {tag:X} {kernel_data_name(tag)} = {value.hex().upper()}{note}")
+    return lines
+
+
+def _why_not_as_configured(tag: int, value: bytes, honest: bytes) -> str:
+    """Why the kernel sends `honest` for `value` (emv.kernel.config.TerminalConfig)."""
+    if tag == 0x9F66 and honest[0] & ~value[0] & 0x08:  # TTQ byte 1 b4: offline-only reader
+        if value[0] & ~honest[0] & 0x04:
+            return "no PIN entry device, no online PIN; an offline-only terminal type"
+        return "an offline-only terminal type"
+    return "no PIN entry device, no online PIN"

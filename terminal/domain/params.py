@@ -13,6 +13,12 @@ them all, each naming the source and the field path, e.g.::
 
 Money is an integer count of minor units: a float or a string where an amount belongs is an
 error, never converted. Keys starting with "_" are comments and ignored at every level.
+
+An AID's ``kernel_data`` configures its kernel by tag (EMV Contactless Book C-2 Annex A,
+Book C-3 Annex A; :mod:`emv.kernel.kernel_data`), each object checked against its definition.
+The named fields that carry one of these objects (:data:`NAMED_KERNEL_DATA`: the limits, the
+Kernel 2 TACs, 9F09, 9F1B, the Kernel 3 TTQ) may be given either way; given both ways they
+must agree. The format, every key and its tag: docs/parameters.md.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Final, Literal, TypeVar
 
+from emv.kernel.config import KERNEL_MASTERCARD, KERNEL_VISA
+from emv.kernel.kernel_data import KERNEL_DATA_OBJECTS, check_kernel_data, kernel_data_name
 from terminal.domain.currency import (
     CURRENCIES,
     MAX_EMV_AMOUNT,
@@ -43,6 +51,7 @@ from terminal.domain.errors import ConfigurationError
 __all__ = [
     "CURRENCIES",
     "FORMAT_VERSION",
+    "NAMED_KERNEL_DATA",
     "AidLimits",
     "AidParams",
     "AmountError",
@@ -57,6 +66,7 @@ __all__ = [
     "TerminalParams",
     "UnknownCurrencyError",
     "currency",
+    "data_object_amount",
     "default_params",
     "format_amount",
     "load_params",
@@ -130,6 +140,54 @@ class RandomSelection:
     max_target_percent: int = 0  # 0..99
 
 
+#: The AID keys that carry a kernel data object, by tag. A key maps onto its tag only for
+#: the kernels the object belongs to (``KERNEL_DATA_OBJECTS[tag].kernels``): DF8125 and the
+#: TACs DF8120-DF8122 for Kernel 2, 9F66 for Kernel 3, the others for both. Amounts in DF8123-
+#: DF8126 are n12 BCD minor units ("000000015000" is 150.00), 9F1B is binary minor units.
+NAMED_KERNEL_DATA: Final[Mapping[int, str]] = MappingProxyType(
+    {
+        0x9F09: "application_version",
+        0x9F1B: "terminal_floor_limit",
+        0xDF8123: "limits.contactless_floor",
+        0xDF8124: "limits.contactless_transaction",
+        0xDF8125: "limits.contactless_transaction_on_device_cvm",
+        0xDF8126: "limits.cvm_required",
+        0xDF8120: "tac.default",
+        0xDF8121: "tac.denial",
+        0xDF8122: "tac.online",
+        0x9F66: "ttq",
+    }
+)
+
+#: The n12 amount objects (Book C-2 Annex A: Reader limits, BCD minor units).
+_N12_AMOUNTS: Final = frozenset({0xDF8123, 0xDF8124, 0xDF8125, 0xDF8126})
+#: 9F1B Terminal Floor Limit is b4 (EMV Book 3 §10.6.1): at most this many minor units.
+_MAX_B4: Final = 0xFFFFFFFF
+
+
+def data_object_amount(tag: int, value: bytes) -> int | None:
+    """The amount in minor units an amount object holds (DF8123-DF8126 n12 BCD, 9F1B
+    binary), or None for any other object."""
+    if tag in _N12_AMOUNTS:
+        return int(value.hex())
+    if tag == 0x9F1B:
+        return int.from_bytes(value, "big")
+    return None
+
+
+def _named_tags(kernel_id: int) -> dict[str, int]:
+    """The AID keys that carry a kernel data object for this kernel: key -> tag."""
+    return {
+        key: tag
+        for tag, key in NAMED_KERNEL_DATA.items()
+        if kernel_id in KERNEL_DATA_OBJECTS[tag].kernels
+    }
+
+
+def _no_kernel_data() -> Mapping[int, bytes]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class AidParams:
     """One supported application (AID) and how the terminal treats it."""
@@ -150,11 +208,44 @@ class AidParams:
     ddol: bytes | None = None  # default DDOL (9F49)
     status_check: bool = False  # Book B §3.1.1.3
     zero_amount_allowed: bool = True  # Book B §3.1.1.4
+    extended_selection: bool = False  # Book B §3.3.3.3 Extended Selection Support
+    fdda_version_0: bool = False  # Book C-3 §5.8.2: accept legacy fDDA (no 9F69 version 01)
+    #: Kernel data objects by tag (emv.kernel.kernel_data), validated, without those a named
+    #: field above carries (NAMED_KERNEL_DATA): those are in the named fields.
+    kernel_data: Mapping[int, bytes] = field(default_factory=_no_kernel_data)
 
     @property
     def rid(self) -> bytes:
         """The Registered Application Provider Identifier: the AID's first 5 bytes."""
         return self.aid[:5]
+
+    def data_objects(self) -> dict[int, bytes]:
+        """Every kernel data object this AID configures, sorted by tag: ``kernel_data`` and
+        the named fields that carry an object for this kernel, encoded as the tag is."""
+        named: dict[str, bytes | None] = {
+            "application_version": self.application_version,
+            "terminal_floor_limit": self.terminal_floor_limit.to_bytes(4, "big"),
+            "limits.contactless_floor": _n12(self.limits.contactless_floor),
+            "limits.contactless_transaction": _n12(self.limits.contactless_transaction),
+            "limits.contactless_transaction_on_device_cvm": _n12(
+                self.limits.contactless_transaction_on_device_cvm
+            ),
+            "limits.cvm_required": _n12(self.limits.cvm_required),
+            "tac.default": self.tac_default,
+            "tac.denial": self.tac_denial,
+            "tac.online": self.tac_online,
+            "ttq": self.ttq,
+        }
+        objects = dict(self.kernel_data)
+        for key, tag in _named_tags(self.kernel_id).items():
+            value = named[key]
+            if value is not None:
+                objects[tag] = value
+        return dict(sorted(objects.items()))
+
+
+def _n12(amount: int | None) -> bytes | None:
+    return None if amount is None else bytes.fromhex(f"{amount:012d}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,10 +574,21 @@ def _parse_terminal(c: _Checker, value: object, path: str) -> TerminalData:
         language = "zh"
     elif language_raw != "en":
         c.error(_join(path, "language"), f'expected "en" or "zh", got {_show(language_raw)}')
+
+    def defined(tag: int, size: int) -> Callable[[object, str], bytes]:
+        """A data object checked against its definition (emv.kernel.kernel_data): no RFU bits."""
+
+        def convert(v: object, p: str) -> bytes:
+            value = c.hex_bytes(v, p, size=size)
+            if value:
+                for _tag, message in check_kernel_data(KERNEL_VISA, {tag: value}):
+                    c.error(p, message)
+            return value
+
+        return convert
+
     return TerminalData(
-        terminal_capabilities=c.get(
-            obj, "terminal_capabilities", path, lambda v, p: c.hex_bytes(v, p, size=3), b""
-        ),
+        terminal_capabilities=c.get(obj, "terminal_capabilities", path, defined(0x9F33, 3), b""),
         additional_terminal_capabilities=c.get(
             obj,
             "additional_terminal_capabilities",
@@ -514,24 +616,7 @@ def _parse_terminal(c: _Checker, value: object, path: str) -> TerminalData:
             obj, "ifd_serial_number", path, lambda v, p: c.text(v, p, 8, 8, alnum=True), ""
         ),
         language=language,
-        ttq=c.get(obj, "ttq", path, lambda v, p: c.hex_bytes(v, p, size=4), b""),
-    )
-
-
-def _parse_limits(c: _Checker, value: object, path: str) -> AidLimits:
-    obj = c.section(
-        value,
-        path,
-        ("contactless_transaction", "contactless_floor", "cvm_required"),
-        ("contactless_transaction_on_device_cvm",),
-    )
-    return AidLimits(
-        contactless_transaction=c.get(obj, "contactless_transaction", path, c.amount, 0),
-        contactless_floor=c.get(obj, "contactless_floor", path, c.amount, 0),
-        cvm_required=c.get(obj, "cvm_required", path, c.amount, 0),
-        contactless_transaction_on_device_cvm=c.optional(
-            obj, "contactless_transaction_on_device_cvm", path, c.amount
-        ),
+        ttq=c.get(obj, "ttq", path, defined(0x9F66, 4), b""),
     )
 
 
@@ -557,16 +642,14 @@ def _parse_random_selection(
     return RandomSelection(threshold, target, maximum)
 
 
-_AID_REQUIRED: Final = (
-    "aid",
-    "label",
-    "kernel_id",
+_AID_REQUIRED: Final = ("aid", "label", "kernel_id")
+_AID_OPTIONAL: Final = (
+    # Required unless the kernel data objects they carry are given (NAMED_KERNEL_DATA).
     "application_version",
     "limits",
     "tac",
     "terminal_floor_limit",
-)
-_AID_OPTIONAL: Final = (
+    # Optional.
     "partial_selection",
     "random_selection",
     "ttq",
@@ -574,20 +657,244 @@ _AID_OPTIONAL: Final = (
     "ddol",
     "status_check",
     "zero_amount_allowed",
+    "extended_selection",
+    "fdda_version_0",
+    "kernel_data",
 )
+_LIMITS_REQUIRED: Final = ("contactless_transaction", "contactless_floor", "cvm_required")
+_LIMITS_OPTIONAL: Final = ("contactless_transaction_on_device_cvm",)
+_TAC_REQUIRED: Final = ("denial", "online", "default")
+#: A kernel data object's tag as the file writes it: 1 to 4 bytes of hex digits.
+_TAG_RE: Final = re.compile(r"(?:[0-9A-Fa-f]{2}){1,4}")
 
 
-def _parse_aid(c: _Checker, value: object, path: str) -> AidParams:
+def _parse_kernel_data(
+    c: _Checker, value: object, path: str, kernel_id: int | None
+) -> tuple[dict[int, bytes], set[int]]:
+    """An AID's ``kernel_data``: tag (hex) -> value (hex), each object checked against its
+    definition for this kernel (``check_kernel_data``). Returns the valid objects and the
+    tags given at all (valid or not), so that a bad object is reported once, not also as a
+    missing named field. ``kernel_id`` None: the AID's kernel is itself invalid."""
+    if not isinstance(value, dict):
+        c.error(
+            path,
+            f'expected an object of tag to hex value, e.g. {{"DF811B": "20"}}, got {_show(value)}',
+        )
+        return {}, set()
+    values: dict[int, bytes] = {}
+    given: set[int] = set()
+    spelled: dict[int, str] = {}
+    for key, item in value.items():
+        if key.startswith("_"):
+            continue
+        if not _TAG_RE.fullmatch(key):
+            c.error(
+                _join(path, key),
+                f'expected a tag as hex digits, such as "DF811B", got {_show(key)}',
+            )
+            continue
+        tag = int(key, 16)
+        name = key.upper()
+        if name != f"{tag:X}":  # "00DF81": no tag has a zero first byte
+            c.error(
+                _join(path, key),
+                f"{name} is not a configuration data object pipos knows "
+                "(see docs/parameters.md for the list)",
+            )
+            continue
+        item_path = _join(path, name)
+        if tag in spelled:
+            c.error(item_path, f"given twice, as {_show(spelled[tag])} and as {_show(key)}")
+            continue
+        spelled[tag] = key
+        given.add(tag)
+        what = f"{name} ({KERNEL_DATA_OBJECTS[tag].name})" if tag in KERNEL_DATA_OBJECTS else name
+        if not isinstance(item, str) or not _HEX_RE.fullmatch(item) or len(item) % 2:
+            c.error(
+                item_path,
+                f'{what}: expected its value as hex digits, two per byte (e.g. "20"), '
+                f"got {_show(item)}",
+            )
+            continue
+        values[tag] = bytes.fromhex(item)
+    if kernel_id is None:
+        return {}, given
+    for tag, message in check_kernel_data(kernel_id, values):
+        c.error(_join(path, f"{tag:X}"), message)
+        del values[tag]
+    return values, given
+
+
+class _AidFields:
+    """An AID's named fields merged with the kernel data objects that carry them."""
+
+    def __init__(
+        self,
+        c: _Checker,
+        path: str,
+        kernel_id: int | None,
+        values: Mapping[int, bytes],
+        given: set[int],
+        currency_code: int,
+    ) -> None:
+        self.c = c
+        self.path = path
+        self.tags = _named_tags(kernel_id) if kernel_id is not None else {}
+        self.values = values
+        self.given = given
+        self.currency_code = currency_code
+
+    def tag_given(self, key: str) -> bool:
+        tag = self.tags.get(key)
+        return tag is not None and tag in self.given
+
+    def hint(self, keys: Sequence[str]) -> str:
+        """How else the missing keys may be given, if they may."""
+        tags = sorted(f"{self.tags[key]:X}" for key in keys if key in self.tags)
+        if not tags:
+            return ""
+        if len(tags) == 1:
+            return f" (or give it as kernel_data.{tags[0]})"
+        return f" (or give kernel_data {', '.join(tags[:-1])} and {tags[-1]})"
+
+    def require(self, within: Mapping[str, object], key: str) -> None:
+        """`key` (e.g. "limits.cvm_required") must be in `within` unless its tag is given."""
+        if key.rsplit(".", 1)[-1] not in within and not self.tag_given(key):
+            self.c.error(_join(self.path, key), "missing required field" + self.hint([key]))
+
+    def group(
+        self,
+        obj: Mapping[str, object],
+        name: str,
+        required: Sequence[str],
+        optional: Sequence[str] = (),
+    ) -> dict[str, object]:
+        """A section such as "limits": its keys required unless their tags are given."""
+        keys = [f"{name}.{key}" for key in required]
+        if name not in obj:
+            untagged = [key for key in keys if not self.tag_given(key)]
+            if len(untagged) == len(keys):
+                self.c.error(_join(self.path, name), "missing required field" + self.hint(keys))
+            else:
+                for key in untagged:
+                    self.c.error(_join(self.path, key), "missing required field" + self.hint([key]))
+            return {}
+        if not isinstance(obj[name], dict):
+            return self.c.section(obj[name], _join(self.path, name), ())  # reports it
+        section = self.c.section(obj[name], _join(self.path, name), (), (*required, *optional))
+        for key in keys:
+            self.require(section, key)
+        return section
+
+    def _disagree(self, key: str, tag: int, raw: bytes, shown: str, named: str) -> None:
+        self.c.error(
+            f"{self.path}.kernel_data.{tag:X}",
+            f"{tag:X} ({kernel_data_name(tag)}) {raw.hex().upper()}{shown} disagrees with "
+            f"{_join(self.path, key)} {named}; give it one way, or the same both ways",
+        )
+
+    def amount(self, key: str, named: int | None) -> int | None:
+        """An amount: as the named field gives it, else as its tag does (n12 BCD or b4)."""
+        tag = self.tags.get(key)
+        raw = self.values.get(tag) if tag is not None else None
+        if tag is None or raw is None:
+            return named
+        from_tag = data_object_amount(tag, raw)
+        assert from_tag is not None  # the named amounts are amount objects
+        if named is not None and named != from_tag:
+            self._disagree(
+                key, tag, raw, f" ({self._money(from_tag)})", f"{named} ({self._money(named)})"
+            )
+        return from_tag if named is None else named
+
+    def binary(self, key: str, named: bytes | None) -> bytes | None:
+        """A binary value: as the named field gives it, else as its tag does."""
+        tag = self.tags.get(key)
+        raw = self.values.get(tag) if tag is not None else None
+        if tag is None or raw is None:
+            return named
+        if named is not None and named != raw:
+            self._disagree(key, tag, raw, "", named.hex().upper())
+        return raw if named is None else named
+
+    def _money(self, minor: int) -> str:
+        if self.currency_code in CURRENCIES:
+            return format_amount(minor, self.currency_code)
+        return f"{minor} minor units"
+
+    def unnamed(self) -> Mapping[int, bytes]:
+        """The kernel data objects no named field carries."""
+        named = set(self.tags.values())
+        return MappingProxyType(
+            {tag: value for tag, value in sorted(self.values.items()) if tag not in named}
+        )
+
+
+def _parse_aid(c: _Checker, value: object, path: str, currency_code: int = 0) -> AidParams:
     obj = c.section(value, path, _AID_REQUIRED, _AID_OPTIONAL)
-    tac_path = _join(path, "tac")
-    tac: dict[str, object] = {}
-    if "tac" in obj:  # a missing "tac" is reported once by section(), not per code
-        tac = c.section(obj["tac"], tac_path, ("denial", "online", "default"))
+    before = len(c.issues)
+    kernel_id = c.get(obj, "kernel_id", path, lambda v, p: c.integer(v, p, 1, 255), 1)
+    known_kernel = kernel_id if "kernel_id" in obj and len(c.issues) == before else None
+    values: dict[int, bytes] = {}
+    given: set[int] = set()
+    if "kernel_data" in obj:
+        values, given = _parse_kernel_data(
+            c, obj["kernel_data"], _join(path, "kernel_data"), known_kernel
+        )
+    fields = _AidFields(c, path, known_kernel, values, given, currency_code)
 
-    def tac_value(key: str) -> bytes:
-        return c.get(tac, key, tac_path, lambda v, p: c.hex_bytes(v, p, size=5), b"")
+    def valid(
+        within: Mapping[str, object],
+        at: str,
+        key: str,
+        convert: Callable[[object, str], _T],
+        *,
+        nullable: bool = False,
+    ) -> _T | None:
+        """within[key] converted, or None when absent (or null, when `nullable`) or invalid
+        (then already reported)."""
+        if key not in within or (nullable and within[key] is None):
+            return None
+        count = len(c.issues)
+        result = convert(within[key], _join(at, key))
+        return result if len(c.issues) == count else None
 
-    floor_limit = c.get(obj, "terminal_floor_limit", path, c.amount, 0)
+    def hex_of(size: int) -> Callable[[object, str], bytes]:
+        return lambda v, p: c.hex_bytes(v, p, size=size)
+
+    def floor_amount(v: object, p: str) -> int:
+        amount = c.amount(v, p)
+        if amount > _MAX_B4:
+            c.error(p, f"{amount} does not fit 9F1B (Terminal Floor Limit, b4): at most {_MAX_B4}")
+        return amount
+
+    def ttq_value(v: object, p: str) -> bytes:
+        ttq = c.hex_bytes(v, p, size=4)
+        if ttq and known_kernel in (KERNEL_MASTERCARD, KERNEL_VISA):
+            for _tag, message in check_kernel_data(known_kernel, {0x9F66: ttq}):
+                c.error(p, message)
+        return ttq
+
+    fields.require(obj, "application_version")
+    fields.require(obj, "terminal_floor_limit")
+    limits_obj = fields.group(obj, "limits", _LIMITS_REQUIRED, _LIMITS_OPTIONAL)
+    tac_obj = fields.group(obj, "tac", _TAC_REQUIRED)
+    limits_path, tac_path = _join(path, "limits"), _join(path, "tac")
+
+    def limit(key: str) -> int | None:
+        nullable = key in _LIMITS_OPTIONAL
+        given = valid(limits_obj, limits_path, key, c.amount, nullable=nullable)
+        return fields.amount(f"limits.{key}", given)
+
+    def tac(key: str) -> bytes:
+        return fields.binary(f"tac.{key}", valid(tac_obj, tac_path, key, hex_of(5))) or b""
+
+    floor_limit = (
+        fields.amount(
+            "terminal_floor_limit", valid(obj, path, "terminal_floor_limit", floor_amount)
+        )
+        or 0
+    )
     random_selection = RandomSelection()
     if "random_selection" in obj:
         random_selection = _parse_random_selection(
@@ -600,25 +907,40 @@ def _parse_aid(c: _Checker, value: object, path: str) -> AidParams:
     def dol(v: object, p: str) -> bytes:
         return c.hex_bytes(v, p, lo=0, hi=252)
 
+    fdda_version_0 = flag("fdda_version_0", False)
+    if fdda_version_0 and known_kernel is not None and known_kernel != KERNEL_VISA:
+        c.error(
+            _join(path, "fdda_version_0"),
+            f"fDDA is Kernel 3's (Book C-3 §5.8.2); Kernel {known_kernel} has none",
+        )
     return AidParams(
         aid=c.get(obj, "aid", path, lambda v, p: c.hex_bytes(v, p, lo=5, hi=16), b""),
         label=c.get(obj, "label", path, lambda v, p: c.text(v, p, 1, 16), ""),
-        kernel_id=c.get(obj, "kernel_id", path, lambda v, p: c.integer(v, p, 1, 255), 1),
+        kernel_id=kernel_id,
         partial_selection=flag("partial_selection", True),
-        application_version=c.get(
-            obj, "application_version", path, lambda v, p: c.hex_bytes(v, p, size=2), b""
+        application_version=fields.binary(
+            "application_version", valid(obj, path, "application_version", hex_of(2))
+        )
+        or b"",
+        limits=AidLimits(
+            contactless_transaction=limit("contactless_transaction") or 0,
+            contactless_floor=limit("contactless_floor") or 0,
+            cvm_required=limit("cvm_required") or 0,
+            contactless_transaction_on_device_cvm=limit("contactless_transaction_on_device_cvm"),
         ),
-        limits=c.get(obj, "limits", path, lambda v, p: _parse_limits(c, v, p), AidLimits(0, 0, 0)),
-        tac_denial=tac_value("denial"),
-        tac_online=tac_value("online"),
-        tac_default=tac_value("default"),
+        tac_denial=tac("denial"),
+        tac_online=tac("online"),
+        tac_default=tac("default"),
         terminal_floor_limit=floor_limit,
         random_selection=random_selection,
-        ttq=c.optional(obj, "ttq", path, lambda v, p: c.hex_bytes(v, p, size=4)),
+        ttq=fields.binary("ttq", valid(obj, path, "ttq", ttq_value, nullable=True)),
         tdol=c.optional(obj, "tdol", path, dol),
         ddol=c.optional(obj, "ddol", path, dol),
         status_check=flag("status_check", False),
         zero_amount_allowed=flag("zero_amount_allowed", True),
+        extended_selection=flag("extended_selection", False),
+        fdda_version_0=fdda_version_0,
+        kernel_data=fields.unnamed(),
     )
 
 
@@ -760,7 +1082,12 @@ def parse_params(obj: object, source: str) -> TerminalParams:
     )
     qr = _parse_qr(c, top["qr"], "qr") if "qr" in top else QrParams()
 
-    aids = _parse_list(c, top.get("aids", []), "aids", _parse_aid) if "aids" in top else []
+    terminal_currency = terminal.currency_code if terminal is not None else 0
+
+    def parse_aid(checker: _Checker, value: object, path: str) -> AidParams:
+        return _parse_aid(checker, value, path, terminal_currency)
+
+    aids = _parse_list(c, top.get("aids", []), "aids", parse_aid) if "aids" in top else []
     if "aids" in top and isinstance(top["aids"], list) and not top["aids"] and not qr.enabled:
         c.error("aids", "no applications configured and QR is disabled: nothing can be paid")
     seen_aids: dict[bytes, int] = {}
@@ -788,7 +1115,6 @@ def parse_params(obj: object, source: str) -> TerminalParams:
 
     offline = None
     if top.get("offline") is not None:
-        terminal_currency = terminal.currency_code if terminal is not None else 0
         offline = _parse_offline(c, top["offline"], "offline", terminal_currency)
 
     if c.issues or terminal is None:

@@ -6,10 +6,23 @@ import dataclasses
 from datetime import datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from drivers.url import open_reader
-from terminal.checkout.card_session import new_request, run_card_transaction, supported_aids
-from terminal.domain.params import default_params
+from terminal.checkout.card_session import (
+    aid_config,
+    new_request,
+    run_card_transaction,
+    supported_aids,
+)
+from terminal.domain.params import default_params, parse_params
+from tests.terminal.domain.test_params import (
+    MASTERCARD,
+    VISA,
+    kernel_data_dicts,
+    kernel_data_document,
+)
 
 
 def _fixed_clock() -> datetime:
@@ -42,3 +55,47 @@ def test_request_takes_clock_and_random_source() -> None:
     assert (request.date, request.time) == ("261125", "101500")
     assert request.unpredictable_number == bytes.fromhex("01020304")
     assert request.random_selection == 1
+
+
+def test_aid_config_passes_the_per_aid_configuration_through() -> None:
+    params = default_params()
+    visa = dataclasses.replace(
+        params.aids[VISA],
+        ttq=bytes.fromhex("20004000"),
+        status_check=True,
+        extended_selection=True,
+        fdda_version_0=True,
+    )
+    config = aid_config(visa)
+    assert config.ttq == bytes.fromhex("20004000")  # was parsed and dropped before
+    assert config.status_check is True
+    assert (config.extended_selection, config.fdda_version_0) == (True, True)
+    master = aid_config(params.aids[MASTERCARD])
+    assert dict(master.kernel_data) == dict(params.aids[MASTERCARD].kernel_data)
+    assert master.kernel_data[0xDF811B] == bytes.fromhex("A0")
+    assert master.ttq is None
+    # The named fields reach the kernel as the objects they carry.
+    assert master.data_object(0xDF8124) == bytes.fromhex("000000015000")
+    assert master.data_object(0xDF8120) == params.aids[MASTERCARD].tac_default
+
+
+@given(
+    case=st.sampled_from([(VISA, 3), (MASTERCARD, 2)]).flatmap(
+        lambda c: st.tuples(st.just(c[0]), kernel_data_dicts(c[1]))
+    )
+)
+def test_any_valid_kernel_data_reaches_the_kernel_as_given(
+    case: tuple[int, dict[int, bytes]],
+) -> None:
+    index, data = case
+    aid = parse_params(kernel_data_document(index, data, False), "p.json").aids[index]
+    config = aid_config(aid)  # the kernel's own checks agree with the parameter file's
+    assert {tag: config.data_object(tag) for tag in data} == data
+
+
+@pytest.mark.parametrize("card", ["mastercard", "mastercard_phone", "visa"])
+def test_a_sale_on_the_default_kernel_data(card: str) -> None:
+    with open_reader(f"sim:{card}") as reader:
+        request = new_request(9000, currency=978, clock=_fixed_clock, random_bytes=_counter_bytes)
+        result = run_card_transaction(reader, default_params(), request)
+    assert str(result.outcome.kind) == "online_request"

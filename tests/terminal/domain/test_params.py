@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from emv.kernel.kernel_data import KERNEL_DATA_OBJECTS, KernelDataObject, check_kernel_data
 from terminal.domain.errors import ConfigurationError, TerminalError
 from terminal.domain.params import (
     CURRENCIES,
+    NAMED_KERNEL_DATA,
     AmountError,
     ParamsError,
     UnknownCurrencyError,
@@ -27,7 +29,10 @@ from terminal.domain.params import (
     parse_params,
 )
 
-DEFAULTS = Path(__file__).resolve().parents[3] / "terminal" / "data" / "default_params.json"
+ROOT = Path(__file__).resolve().parents[3]
+DEFAULTS = ROOT / "terminal" / "data" / "default_params.json"
+PARAMETERS_DOC = ROOT / "docs" / "parameters.md"
+VISA, MASTERCARD = 0, 1  # the defaults' AIDs: Kernel 3, Kernel 2
 
 
 @pytest.fixture
@@ -412,3 +417,512 @@ def test_format_parse_round_trip(minor: int, code: int) -> None:
     number, alpha = text.split(" ")
     assert alpha == currency(code).alpha
     assert parse_amount(number, code) == minor
+
+
+# --- kernel data by tag (aids[].kernel_data) -------------------------------------------------
+
+
+def parsed_aid(doc: dict[str, Any], index: int) -> Any:
+    return parse_params(doc, "params.json").aids[index]
+
+
+def test_defaults_claim_only_what_the_terminal_can_do() -> None:
+    params = default_params()
+    # No PIN entry device: no online PIN (TTQ byte 1 b3, 9F33 byte 2 b7), no contact chip.
+    assert params.terminal.ttq == bytes.fromhex("22004000")
+    assert params.terminal.terminal_capabilities == bytes.fromhex("0028C8")
+    master = params.aids[MASTERCARD]
+    assert {f"{tag:X}": value.hex().upper() for tag, value in master.kernel_data.items()} == {
+        "DF8117": "00",
+        "DF8118": "20",
+        "DF8119": "08",
+        "DF811B": "A0",  # only EMV mode, on-device CVM
+        "DF811F": "C8",
+    }
+    assert params.aids[VISA].kernel_data == {}
+    assert check_kernel_data(2, master.kernel_data) == []
+
+
+# Each named key, the tag it maps onto for its kernel, a tag value, and the named value.
+NAMED_CASES = [
+    (MASTERCARD, "limits.contactless_transaction", "DF8124", "000000020000", 20000),
+    (VISA, "limits.contactless_transaction", "DF8124", "000000020000", 20000),
+    (MASTERCARD, "limits.contactless_transaction_on_device_cvm", "DF8125", "000000200000", 200000),
+    (MASTERCARD, "limits.contactless_floor", "DF8123", "000000001000", 1000),
+    (VISA, "limits.contactless_floor", "DF8123", "000000001000", 1000),
+    (MASTERCARD, "limits.cvm_required", "DF8126", "000000002500", 2500),
+    (VISA, "limits.cvm_required", "DF8126", "000000002500", 2500),
+    (MASTERCARD, "terminal_floor_limit", "9F1B", "00002710", 10000),
+    (VISA, "terminal_floor_limit", "9F1B", "00002710", 10000),
+    (MASTERCARD, "tac.default", "DF8120", "FC50BCA000", "FC50BCA000"),
+    (MASTERCARD, "tac.denial", "DF8121", "0000800000", "0000800000"),
+    (MASTERCARD, "tac.online", "DF8122", "FC50BCF800", "FC50BCF800"),
+    (MASTERCARD, "application_version", "9F09", "0003", "0003"),
+    (VISA, "application_version", "9F09", "0097", "0097"),
+    (VISA, "ttq", "9F66", "20004000", "20004000"),
+]
+
+
+def _set_named(aid: dict[str, Any], key: str, value: object) -> None:
+    *section, name = key.split(".")
+    (aid[section[0]] if section else aid)[name] = value
+
+
+def _drop_named(aid: dict[str, Any], key: str) -> None:
+    *section, name = key.split(".")
+    (aid[section[0]] if section else aid).pop(name, None)
+
+
+def _named_value(aid: Any, key: str) -> object:
+    """The parsed value of a named key ("tac.default" is AidParams.tac_default)."""
+    *section, name = key.split(".")
+    if section == ["tac"]:
+        value = getattr(aid, f"tac_{name}")
+    else:
+        value = getattr(getattr(aid, section[0]) if section else aid, name)
+    return value.hex().upper() if isinstance(value, bytes) else value
+
+
+@pytest.mark.parametrize(("index", "key", "tag", "raw", "named"), NAMED_CASES)
+def test_a_named_key_may_be_given_as_its_tag(
+    index: int, key: str, tag: str, raw: str, named: object, doc: dict[str, Any]
+) -> None:
+    assert NAMED_KERNEL_DATA[int(tag, 16)] == key
+    aid = doc["aids"][index]
+    _drop_named(aid, key)
+    aid["kernel_data"] = {tag.lower(): raw}  # any case; stored as the tag
+    parsed = parsed_aid(doc, index)
+    assert _named_value(parsed, key) == named  # the named field takes the tag's value
+    assert int(tag, 16) not in parsed.kernel_data  # held once, in the named field
+    assert parsed.data_objects()[int(tag, 16)] == bytes.fromhex(raw)
+
+
+@pytest.mark.parametrize(("index", "key", "tag", "raw", "named"), NAMED_CASES)
+def test_a_value_given_both_ways_must_agree(
+    index: int, key: str, tag: str, raw: str, named: object, doc: dict[str, Any]
+) -> None:
+    aid = doc["aids"][index]
+    _set_named(aid, key, named)
+    aid["kernel_data"] = {tag: raw}
+    assert _named_value(parsed_aid(doc, index), key) == named  # the same both ways: fine
+
+    other: object = named + 1 if isinstance(named, int) else "00" * (len(raw) // 2)
+    _set_named(aid, key, other)
+    messages = errors_of(doc)
+    assert len(messages) == 1, messages
+    assert messages[0].startswith(f"params.json: aids[{index}].kernel_data.{tag}: {tag} (")
+    assert f"disagrees with aids[{index}].{key} " in messages[0]
+    assert "give it one way, or the same both ways" in messages[0]
+
+
+def test_disagreeing_amounts_are_shown_in_money(doc: dict[str, Any]) -> None:
+    doc["aids"][MASTERCARD]["kernel_data"]["DF8124"] = "000000020000"
+    assert errors_of(doc) == [
+        "params.json: aids[1].kernel_data.DF8124: DF8124 (Reader Contactless Transaction Limit "
+        "(No On-device CVM)) 000000020000 (200.00 EUR) disagrees with "
+        "aids[1].limits.contactless_transaction 15000 (150.00 EUR); give it one way, or the "
+        "same both ways"
+    ]
+
+
+def test_limits_and_tac_may_be_given_only_as_tags(doc: dict[str, Any]) -> None:
+    aid = doc["aids"][MASTERCARD]
+    for key in ("limits", "tac", "application_version", "terminal_floor_limit"):
+        del aid[key]
+    aid["kernel_data"].update(
+        {
+            "DF8120": "F45084800C",
+            "DF8121": "0000000000",
+            "DF8122": "F45084800C",
+            "DF8123": "000000000000",
+            "DF8124": "000000015000",
+            "DF8126": "000000005000",
+            "9F09": "0002",
+            "9F1B": "00000000",
+        }
+    )
+    parsed = parsed_aid(doc, MASTERCARD)
+    assert parsed.limits.contactless_transaction == 15000  # "000000015000" is 150.00
+    assert parsed.limits.cvm_required == 5000
+    assert parsed.limits.contactless_floor == 0
+    assert parsed.limits.contactless_transaction_on_device_cvm is None
+    assert parsed.tac_default == bytes.fromhex("F45084800C")
+    assert parsed.tac_denial == bytes(5)
+    assert parsed.application_version == bytes.fromhex("0002")
+    assert set(parsed.kernel_data) == {0xDF8117, 0xDF8118, 0xDF8119, 0xDF811B, 0xDF811F}
+
+
+def test_missing_named_keys_say_which_tag_would_do(doc: dict[str, Any]) -> None:
+    master = doc["aids"][MASTERCARD]
+    for key in ("limits", "tac", "application_version", "terminal_floor_limit"):
+        del master[key]
+    visa = doc["aids"][VISA]
+    del visa["limits"], visa["tac"]
+    visa["kernel_data"] = {"DF8124": "000000015000"}
+    assert errors_of(doc) == [
+        "params.json: aids[0].limits.contactless_floor: missing required field "
+        "(or give it as kernel_data.DF8123)",
+        "params.json: aids[0].limits.cvm_required: missing required field "
+        "(or give it as kernel_data.DF8126)",
+        "params.json: aids[0].tac: missing required field",  # Kernel 3 has no TAC tags
+        "params.json: aids[1].application_version: missing required field "
+        "(or give it as kernel_data.9F09)",
+        "params.json: aids[1].terminal_floor_limit: missing required field "
+        "(or give it as kernel_data.9F1B)",
+        "params.json: aids[1].limits: missing required field "
+        "(or give kernel_data DF8123, DF8124 and DF8126)",
+        "params.json: aids[1].tac: missing required field "
+        "(or give kernel_data DF8120, DF8121 and DF8122)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("index", "entries", "expected"),
+    [
+        (
+            MASTERCARD,
+            {"DF8118": "27"},
+            "aids[1].kernel_data.DF8118: DF8118 (CVM Capability - CVM Required) byte 1 sets "
+            "bits the book leaves RFU (07; defined: F8)",
+        ),
+        (
+            MASTERCARD,
+            {"DF811F": "D8"},
+            "aids[1].kernel_data.DF811F: DF811F (Security Capability) byte 1 sets bits the "
+            "book leaves RFU (10; defined: E8)",
+        ),
+        (
+            MASTERCARD,
+            {"DF8117": "0000"},
+            "aids[1].kernel_data.DF8117: DF8117 (Card Data Input Capability) must be 1 bytes, "
+            "got 2",
+        ),
+        (
+            MASTERCARD,
+            {"DF8124": "00000001500A"},
+            "aids[1].kernel_data.DF8124: DF8124 (Reader Contactless Transaction Limit (No "
+            "On-device CVM)) is numeric (BCD digits only), got 00000001500A",
+        ),
+        (
+            MASTERCARD,
+            {"DF8131": "00080000080020"},
+            "aids[1].kernel_data.DF8131: DF8131 (Phone Message Table) must be 8-240 bytes, got 7",
+        ),
+        (
+            MASTERCARD,
+            {"DF81FF": "00"},
+            "aids[1].kernel_data.DF81FF: DF81FF is not a Kernel 2 configuration data object "
+            "pipos knows (see docs/parameters.md for the list)",
+        ),
+        (
+            VISA,
+            {"DF8125": "000000100000"},
+            "aids[0].kernel_data.DF8125: DF8125 (Reader Contactless Transaction Limit "
+            "(On-device CVM)) configures Kernel 2, not Kernel 3",
+        ),
+        (
+            VISA,
+            {"DF811B": "20"},
+            "aids[0].kernel_data.DF811B: DF811B (Kernel Configuration) configures Kernel 2, "
+            "not Kernel 3",
+        ),
+        (
+            MASTERCARD,
+            {"9F66": "22004000"},
+            "aids[1].kernel_data.9F66: 9F66 (Terminal Transaction Qualifiers) configures "
+            "Kernel 3, not Kernel 2",
+        ),
+        (
+            MASTERCARD,
+            {"DF811B": "30"},
+            "aids[1].kernel_data.DF811B: DF811B (Kernel Configuration) asks for the relay "
+            "resistance protocol, which pipos does not implement",
+        ),
+        (
+            MASTERCARD,
+            {"DF811B": "40"},
+            "aids[1].kernel_data.DF811B: DF811B (Kernel Configuration) says only mag-stripe "
+            "mode: pipos implements EMV mode only",
+        ),
+        (
+            MASTERCARD,
+            {"9F35": "27"},
+            "aids[1].kernel_data.9F35: 9F35 (Terminal Type) 27 is not a Book 4 Annex A1 type",
+        ),
+        (
+            MASTERCARD,
+            {"DF8119": 8},
+            "aids[1].kernel_data.DF8119: DF8119 (CVM Capability - No CVM Required): expected "
+            'its value as hex digits, two per byte (e.g. "20"), got 8',
+        ),
+        (
+            MASTERCARD,
+            {"DF8119": "0G"},
+            "aids[1].kernel_data.DF8119: DF8119 (CVM Capability - No CVM Required): expected "
+            'its value as hex digits, two per byte (e.g. "20"), got "0G"',
+        ),
+        (
+            MASTERCARD,
+            {"DF8119": "008"},
+            "aids[1].kernel_data.DF8119: DF8119 (CVM Capability - No CVM Required): expected "
+            'its value as hex digits, two per byte (e.g. "20"), got "008"',
+        ),
+        (
+            MASTERCARD,
+            {"CVM": "20"},
+            'aids[1].kernel_data.CVM: expected a tag as hex digits, such as "DF811B", got "CVM"',
+        ),
+        (
+            MASTERCARD,
+            {"00DF8118": "20"},
+            "aids[1].kernel_data.00DF8118: 00DF8118 is not a configuration data object pipos knows",
+        ),
+        (
+            MASTERCARD,
+            {"df8118": "20"},  # also given as "DF8118" by the defaults
+            'aids[1].kernel_data.DF8118: given twice, as "DF8118" and as "df8118"',
+        ),
+    ],
+)
+def test_kernel_data_errors_name_the_object(
+    index: int, entries: dict[str, object], expected: str, doc: dict[str, Any]
+) -> None:
+    doc["aids"][index].setdefault("kernel_data", {}).update(entries)
+    messages = errors_of(doc)
+    assert len(messages) == 1, messages
+    assert messages[0].startswith("params.json: " + expected), messages
+
+
+def test_kernel_data_must_be_an_object(doc: dict[str, Any]) -> None:
+    doc["aids"][VISA]["kernel_data"] = ["DF8118", "20"]
+    assert errors_of(doc) == [
+        "params.json: aids[0].kernel_data: expected an object of tag to hex value, e.g. "
+        '{"DF811B": "20"}, got ["DF8118", "20"]'
+    ]
+
+
+def test_every_kernel_data_problem_is_reported_together(doc: dict[str, Any]) -> None:
+    doc["aids"][MASTERCARD]["kernel_data"].update(
+        {"_note": "ignored", "DF8118": "27", "DF811B": "10", "9F66": "22004000"}
+    )
+    doc["aids"][VISA]["kernel_data"] = {"DF8125": "000000100000", "9F66": "FF004000"}
+    with pytest.raises(ParamsError) as info:
+        parse_params(doc, "params.json")
+    assert {issue.path for issue in info.value.issues} == {
+        "aids[1].kernel_data.DF8118",
+        "aids[1].kernel_data.DF811B",
+        "aids[1].kernel_data.9F66",
+        "aids[0].kernel_data.DF8125",
+        "aids[0].kernel_data.9F66",
+    }
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda d: d["aids"][MASTERCARD].__setitem__("ttq", "22004000"),
+            "aids[1].ttq: 9F66 (Terminal Transaction Qualifiers) configures Kernel 3, not Kernel 2",
+        ),
+        (
+            lambda d: d["aids"][VISA].__setitem__("ttq", "62004000"),
+            "aids[0].ttq: 9F66 (Terminal Transaction Qualifiers) byte 1 sets bits the book "
+            "leaves RFU (40; defined: BF)",
+        ),
+        (
+            lambda d: d["terminal"].__setitem__("ttq", "62004000"),
+            "terminal.ttq: 9F66 (Terminal Transaction Qualifiers) byte 1 sets bits the book "
+            "leaves RFU (40; defined: BF)",
+        ),
+        (
+            lambda d: d["terminal"].__setitem__("terminal_capabilities", "0028CC"),
+            "terminal.terminal_capabilities: 9F33 (Terminal Capabilities) byte 3 sets bits the "
+            "book leaves RFU (04; defined: E8)",
+        ),
+        (
+            lambda d: d["aids"][VISA].__setitem__("terminal_floor_limit", 2**32),
+            "aids[0].terminal_floor_limit: 4294967296 does not fit 9F1B (Terminal Floor Limit, "
+            "b4): at most 4294967295",
+        ),
+        (
+            lambda d: d["aids"][MASTERCARD].__setitem__("fdda_version_0", True),
+            "aids[1].fdda_version_0: fDDA is Kernel 3's (Book C-3 §5.8.2); Kernel 2 has none",
+        ),
+        (
+            lambda d: d["aids"][VISA].__setitem__("extended_selection", "no"),
+            'aids[0].extended_selection: expected true or false, got "no"',
+        ),
+    ],
+)
+def test_named_values_are_checked_as_their_objects(
+    mutate: Any, expected: str, doc: dict[str, Any]
+) -> None:
+    mutate(doc)
+    messages = errors_of(doc)
+    assert len(messages) == 1, messages
+    assert messages[0].startswith("params.json: " + expected), messages
+
+
+def test_new_aid_flags(doc: dict[str, Any]) -> None:
+    assert (parsed_aid(doc, VISA).extended_selection, parsed_aid(doc, VISA).fdda_version_0) == (
+        False,
+        False,
+    )
+    doc["aids"][VISA].update(extended_selection=True, fdda_version_0=True, ttq=None)
+    visa = parsed_aid(doc, VISA)
+    assert (visa.extended_selection, visa.fdda_version_0, visa.ttq) == (True, True, None)
+
+
+_TERMINAL_TYPES = [0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26]
+_ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _object_values(definition: KernelDataObject) -> st.SearchStrategy[bytes]:
+    """Values valid for one kernel data object's definition."""
+    if definition.tag == 0x9F35:
+        return st.sampled_from(_TERMINAL_TYPES).map(lambda b: bytes([b]))
+    sizes = [
+        n
+        for n in range(definition.min_length, definition.max_length + 1)
+        if not definition.entry_size or n % definition.entry_size == 0
+    ]
+
+    def of_size(n: int) -> st.SearchStrategy[bytes]:
+        if definition.data_format == "n":
+            return st.lists(st.integers(0, 9), min_size=2 * n, max_size=2 * n).map(
+                lambda digits: bytes.fromhex("".join(map(str, digits)))
+            )
+        if definition.data_format == "an":
+            return st.text(_ALNUM, min_size=n, max_size=n).map(str.encode)
+        defined = definition.defined_bits
+        if definition.tag == 0xDF811B:  # EMV mode; no relay resistance (not implemented)
+            defined = (0xA8,)
+        if defined is None:
+            return st.binary(min_size=n, max_size=n)
+        return st.tuples(*(_bits_within(mask) for mask in defined)).map(bytes)
+
+    return st.sampled_from(sizes).flatmap(of_size)
+
+
+def _bits_within(mask: int) -> st.SearchStrategy[int]:
+    """A byte with no bit set outside `mask` (the bits a definition leaves RFU stay zero)."""
+    return st.integers(0, 255).map(lambda byte: byte & mask)
+
+
+@st.composite
+def kernel_data_dicts(draw: st.DrawFn, kernel_id: int) -> dict[int, bytes]:
+    """Any valid kernel data of one kernel (2 or 3)."""
+    tags = sorted(tag for tag, item in KERNEL_DATA_OBJECTS.items() if kernel_id in item.kernels)
+    chosen = draw(st.lists(st.sampled_from(tags), unique=True, max_size=len(tags)))
+    data = {tag: draw(_object_values(KERNEL_DATA_OBJECTS[tag])) for tag in chosen}
+    assume(check_kernel_data(kernel_id, data) == [])
+    return data
+
+
+def kernel_data_document(index: int, data: dict[int, bytes], lower: bool) -> dict[str, Any]:
+    """The defaults with this AID's kernel data replaced by `data`; the named keys its tags
+    carry left out, so that they take the tags' values."""
+    document: dict[str, Any] = copy.deepcopy(json.loads(DEFAULTS.read_text(encoding="utf-8")))
+    aid = document["aids"][index]
+    for tag in data:
+        key = NAMED_KERNEL_DATA.get(tag)
+        if key is not None:
+            _drop_named(aid, key)
+    aid["kernel_data"] = {
+        (f"{tag:x}" if lower else f"{tag:X}"): value.hex() for tag, value in data.items()
+    }
+    return document
+
+
+@given(
+    case=st.sampled_from([(VISA, 3), (MASTERCARD, 2)]).flatmap(
+        lambda c: st.tuples(st.just(c[0]), kernel_data_dicts(c[1]), st.booleans())
+    )
+)
+def test_any_valid_kernel_data_round_trips(case: tuple[int, dict[int, bytes], bool]) -> None:
+    index, data, lower = case
+    aid = parse_params(kernel_data_document(index, data, lower), "params.json").aids[index]
+    objects = aid.data_objects()
+    assert {tag: objects[tag] for tag in data} == data
+    assert dict(aid.kernel_data) == {
+        tag: value for tag, value in data.items() if tag not in NAMED_KERNEL_DATA
+    }
+
+
+# --- docs/parameters.md is the format, checked against the code -------------------------------
+
+
+def kernel_data_table() -> list[str]:
+    """The kernel data objects table of docs/parameters.md, as KERNEL_DATA_OBJECTS gives it."""
+    lines = [
+        "| tag | name | kernels | bytes | format | defined bits | AID key | source |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for tag, item in KERNEL_DATA_OBJECTS.items():
+        size = (
+            f"{item.min_length}"
+            if item.min_length == item.max_length
+            else f"{item.min_length}-{item.max_length}"
+        )
+        if item.entry_size:
+            size += f", entries of {item.entry_size}"
+        bits = (
+            "any" if item.defined_bits is None else " ".join(f"{b:02X}" for b in item.defined_bits)
+        )
+        key = f"`{NAMED_KERNEL_DATA[tag]}`" if tag in NAMED_KERNEL_DATA else ""
+        kernels = ", ".join(str(k) for k in sorted(item.kernels))
+        lines.append(
+            f"| `{tag:X}` | {item.name} | {kernels} | {size} | {item.data_format} | {bits} "
+            f"| {key} | {item.source} |"
+        )
+    return lines
+
+
+def test_docs_kernel_data_table_matches_the_kernel() -> None:
+    text = PARAMETERS_DOC.read_text(encoding="utf-8")
+    start, end = "<!-- kernel-data-table:start -->\n", "\n<!-- kernel-data-table:end -->"
+    documented = text[text.index(start) + len(start) : text.index(end)].splitlines()
+    expected = kernel_data_table()
+    assert documented == expected, "docs/parameters.md, replace the table with:\n" + "\n".join(
+        expected
+    )
+
+
+def _accepted_keys(doc: dict[str, Any]) -> dict[str, set[str]]:
+    """Every key the parser accepts, per section, read from its unknown-field messages."""
+    doc["zz"] = 1
+    for section in (
+        doc["terminal"],
+        doc["aids"][0],
+        doc["aids"][0]["limits"],
+        doc["aids"][0]["tac"],
+        doc["aids"][0]["random_selection"],
+        doc["ca_public_keys"][0],
+        doc["offline"],
+        doc["qr"],
+    ):
+        section["zz"] = 1
+    keys = {}
+    for message in errors_of(doc):
+        path = message.split(": ")[1].removesuffix("zz").removesuffix(".")
+        listed = message.split("expected one of: ")[1].rstrip(")")
+        keys[path] = set(listed.split(", "))
+    return keys
+
+
+def test_docs_list_every_key_and_its_tag(doc: dict[str, Any]) -> None:
+    text = PARAMETERS_DOC.read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    first_cells = {row.split("|")[1].strip().strip("`"): row for row in rows}
+    for path, keys in _accepted_keys(doc).items():
+        prefix = {"aids[0].limits": "limits.", "aids[0].tac": "tac."}.get(path, "")
+        for key in keys:
+            assert prefix + key in first_cells, f"docs/parameters.md does not list {path}.{key}"
+    for tag, key in NAMED_KERNEL_DATA.items():
+        assert f"`{tag:X}`" in first_cells[key], f"docs: {key} does not name its tag {tag:X}"
+    for tag, key in {
+        0x9F33: "terminal_capabilities",
+        0x9F66: "ttq",
+        0x9F35: "terminal_type",
+    }.items():
+        assert f"`{tag:X}`" in first_cells[key]
