@@ -45,12 +45,20 @@ class VirtualCardPort(Protocol):
         """A transcript's replay report (CardReader.replay_report), else None. Optional:
         a provider without it reports nothing."""
 
+    def remove(self) -> None:
+        """The card has left the field. Optional, as is :meth:`insert`: a card without
+        them never learns of its taps."""
+
+    def insert(self) -> None:
+        """The same card is in the field again (a second tap)."""
+
 
 VirtualCardFactory = Callable[[str, str, Mapping[str, str]], VirtualCardPort]
 
 
 class VirtualCardReader(CardReader):
-    """A reader whose field always holds one virtual card until the card leaves."""
+    """A reader whose field always holds one virtual card until the card leaves; the same
+    card comes back only when someone presents it again (:meth:`present_again`)."""
 
     def __init__(self, url: str, card: VirtualCardPort) -> None:
         self.url = url
@@ -83,6 +91,19 @@ class VirtualCardReader(CardReader):
         self, timeout: float | None = None, cancel: threading.Event | None = None
     ) -> None:
         self._present = False
+        leave = getattr(self._card, "remove", None)  # a provider from before taps
+        if leave is not None:
+            leave()
+
+    def present_again(self) -> None:
+        """The card that left is tapped again: the same card (its counters, its state), so a
+        phone that asked to be looked at before a second tap sees that tap."""
+        if self._present:
+            return
+        self._present = True
+        back = getattr(self._card, "insert", None)
+        if back is not None:
+            back()
 
     def close(self) -> None:
         self._closed = True

@@ -2,7 +2,8 @@
 
 Registered under the ``pipos.virtual_cards`` entry-point group; the drivers call
 :func:`virtual_card_factory` with the URL's scheme, target and query options and get back an
-object with ``uid``, ``atr``, ``transceive`` and ``recorded_inputs``.
+object with ``uid``, ``atr``, ``transceive`` and ``recorded_inputs`` (a virtual card's also
+``remove`` and ``insert``: the reader tells it when it leaves the field and comes back).
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ class _RemovalAwareCard:
 
     def report(self) -> dict[str, list[str]] | None:
         return None
+
+    def remove(self) -> None:
+        """The reader saw the card leave its field."""
+        self.card.remove()
+
+    def insert(self) -> None:
+        """The same card is presented again (a second tap)."""
+        self.card.insert()
 
 
 _TRUE = frozenset({"", "1", "true", "yes", "on"})

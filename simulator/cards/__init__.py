@@ -13,6 +13,7 @@ Stable API (other packages and tests import only these names from ``simulator.ca
         transceive(c_apdu: bytes) -> bytes          # response data + SW1 SW2
         profile: CardProfile; behaviour: Behaviour
         atc: int; last_cryptogram: CryptogramType | None
+        asked_to_see_phone: bool; verified_on_device: bool   # the see_phone behaviour
         data: dict[int, bytes]                      # personalised data objects by tag
         records: dict[(sfi, record), bytes]         # raw READ RECORD responses (no SW)
         transcript: list[(command, response)]; commands: int; simulated_delay: float
@@ -48,14 +49,15 @@ Commands a :class:`VirtualCard` answers:
   adds 9F4B (SDAD over 9F37 || 9F02 || 5F2A || 9F69, ICC Dynamic Number = ATC) and 9F69
   ('01' || card UN || CTQ). CTQ: profile ``ctq`` plus byte 2 b8 on ``cdcvm_performed``, or,
   when TTQ byte 2 b7 (CVM required), byte 1 b8 online PIN (ARQC only) / b7 signature per
-  ``cvm_preference``.
+  ``cvm_preference``. A ``see_phone`` phone not yet verified answers '6986' instead.
 * READ RECORD (Book 3 §6.5.11): records 70{...} of the AFL; '6A83' / '6A82' otherwise.
 * GENERATE AC (Book 3 §6.5.5): CDOL1 data (first) or CDOL2 data (second, only after an
   ARQC; approves with ARC '00'/'Y1'/'Y3'/'10'/'11'). Never answers a higher type than asked
   (AAC < ARQC < TC); a TC request goes through the same card risk management as above.
   Response 77{9F27 9F36 9F26 9F10} (or format 1 80{CID ATC AC IAD}); with P1 b5 (CDA
   requested), AIP CDA supported and TC/ARQC: 77{9F27 9F36 9F10 9F4B} signed per Book 2
-  §6.6.1 (the AC only inside the SDAD; AAC is never signed).
+  §6.6.1 (the AC only inside the SDAD; AAC is never signed). A ``see_phone`` phone not yet
+  verified answers its first GENERATE AC with an AAC in format 2 with DF4B = '000100'.
 * INTERNAL AUTHENTICATE (Book 3 §6.5.9): SDAD over the DDOL data (80 or 77{9F4B}).
 * GET DATA 9F36 (ATC), 9F13 (last online ATC), 9F17 (PIN try counter); '6A88' otherwise.
 

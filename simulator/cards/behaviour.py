@@ -23,6 +23,17 @@ keyword arguments of :func:`simulator.cards.load_card`. Keyword names (all optio
                      after N answered commands the card leaves the field: the next
                      ``transceive`` raises :class:`VirtualCardRemovedError` and ``removed`` is True.
 ``slow``             seconds of delay per command, passed to the injected ``sleep`` callable.
+``see_phone``        a phone that asks for its own cardholder verification on the first tap
+                     (EMV Contactless Book B v2.10 §3.5, Start B; Book A §9.4 "See Phone"):
+                     M/Chip answers its first GENERATE AC with an AAC carrying POS Cardholder
+                     Interaction Information DF4B = '000100' (Book C-2 Annex A: the phone
+                     wants verification on the device; always a format 2 '77' response, which
+                     can carry it); qVSDC answers GPO with '6986' (Book C-3: "see phone").
+                     Once the card has left the field and been presented again
+                     (``remove()`` then ``insert()``) it is a verified phone: as
+                     ``cdcvm_performed`` (CTQ byte 2 b8; M/Chip's AIP byte 1 b2, set on
+                     every tap since a phone supports on-device verification). Presented
+                     again without leaving the field, it asks again.
 """
 
 from __future__ import annotations
@@ -77,6 +88,7 @@ class Behaviour:
     corrupt: Corruption | None = None
     removed_after_n_commands: int | None = None
     slow: float = 0.0
+    see_phone: bool = False
 
     def updated(self, options: Mapping[str, Any]) -> Behaviour:
         """This behaviour with ``options`` (keyword names of the module docstring) applied."""
@@ -121,7 +133,7 @@ class Behaviour:
             raise BehaviourError("removed_after_n_commands must be a non-negative integer")
         if isinstance(self.slow, bool) or not isinstance(self.slow, int | float) or self.slow < 0:
             raise BehaviourError("slow must be a non-negative number of seconds")
-        for name in ("cdcvm_performed", "expired", "blocked_application"):
+        for name in ("cdcvm_performed", "expired", "blocked_application", "see_phone"):
             if not isinstance(getattr(self, name), bool):
                 raise BehaviourError(f"{name} must be true or false")
         return replace(self, decision=decision, corrupt=corrupt, slow=float(self.slow))

@@ -36,6 +36,9 @@ SW_WRONG_DATA: Final = b"\x6a\x80"
 SW_FILE_NOT_FOUND: Final = b"\x6a\x82"
 SW_RECORD_NOT_FOUND: Final = b"\x6a\x83"
 SW_WRONG_P1P2: Final = b"\x6a\x86"
+#: A qVSDC phone's "see phone" answer to GPO (EMV Contactless Book C-3 v2.10: the cardholder
+#: must look at the device, then tap again).
+SW_SEE_PHONE: Final = b"\x69\x86"
 SW_DATA_NOT_FOUND: Final = b"\x6a\x88"
 SW_INS_NOT_SUPPORTED: Final = b"\x6d\x00"
 SW_CLA_NOT_SUPPORTED: Final = b"\x6e\x00"
@@ -46,6 +49,10 @@ EXPIRED_DATE: Final = date(2021, 12, 31)
 #: Authorisation Response Codes (8A) a second GENERATE AC treats as an approval.
 _APPROVED_ARC: Final = (b"00", b"Y1", b"Y3", b"10", b"11")
 _MAX_RESPONSE: Final = 256
+#: POS Cardholder Interaction Information (DF4B, Book C-2 v2.10 Annex A) of the ``see_phone``
+#: behaviour's AAC: byte 2 b1, the phone wants the cardholder verified on the device (the
+#: default Phone Message Table maps it to "See Phone").
+SEE_PHONE_PCII: Final = bytes.fromhex("000100")
 
 
 def _bcd(number: int, digits: int) -> bytes:
@@ -167,6 +174,10 @@ class VirtualCard:
         self.offline_count = 0
         #: Type of the last cryptogram the card produced (GPO for qVSDC, GENERATE AC else).
         self.last_cryptogram: CryptogramType | None = None
+        #: ``see_phone``: the card has asked the cardholder to look at the phone (and not yet
+        #: been taken away and presented again), and whether that has happened since.
+        self.asked_to_see_phone = False
+        self.verified_on_device = False
         self.uid = profile.uid if profile.uid is not None else self._derived_uid()
         self.atr = self._build_atr(b"PIPOS SIM")
         self._icc: pki.IccKeys | None = None
@@ -194,9 +205,23 @@ class VirtualCard:
     @property
     def aip(self) -> bytes:
         aip = bytearray(self.profile.aip)
-        if self.behaviour.cdcvm_performed and self.profile.kernel is CardKernel.MASTERCARD_MCHIP:
+        # A phone (see_phone) supports on-device verification on every tap: the AIP is
+        # static (and signed when 9F4A lists it), the verification itself is the phone's.
+        phone = self.behaviour.cdcvm_performed or self.behaviour.see_phone
+        if phone and self.profile.kernel is CardKernel.MASTERCARD_MCHIP:
             aip[0] |= 0x02  # EMV Book C-2 Table A.5: on-device cardholder verification
         return bytes(aip)
+
+    @property
+    def cdcvm_performed(self) -> bool:
+        """The cardholder is verified on the device: always (``cdcvm_performed``), or since
+        the second tap of a ``see_phone`` phone."""
+        return self.behaviour.cdcvm_performed or self.verified_on_device
+
+    @property
+    def _sees_phone(self) -> bool:
+        """This tap ends in "see phone" (the ``see_phone`` behaviour, not yet verified)."""
+        return self.behaviour.see_phone and not self.verified_on_device
 
     @property
     def expiry(self) -> date:
@@ -347,7 +372,11 @@ class VirtualCard:
 
     def insert(self) -> None:
         """Put the card back (a new tap): clears the removal and disarms the removal
-        behaviour, so a re-presented card completes the transaction."""
+        behaviour, so a re-presented card completes the transaction. A ``see_phone`` phone
+        that asked to be looked at and was taken away comes back verified."""
+        if self.removed and self.asked_to_see_phone:
+            self.verified_on_device = True
+            self.asked_to_see_phone = False
         self.removed = False
         self._removal_armed = False
         self.commands = 0
@@ -472,6 +501,10 @@ class VirtualCard:
         if qvsdc and not values.get(0x9F66, b"\x20")[0] & 0x20:
             # TTQ byte 1 b6: the reader does not support qVSDC; this card has no MSD path.
             return SW_CONDITIONS
+        if qvsdc and self._sees_phone:
+            # The phone wants its own verification first: nothing is processed, no ATC used.
+            self.asked_to_see_phone = True
+            return SW_SEE_PHONE
         if self.atc >= 0xFFFF:
             return SW_CONDITIONS
         self.atc += 1
@@ -524,7 +557,7 @@ class VirtualCard:
         if ctype is CryptogramType.ARQC and offline_only_reader:
             ctype = CryptogramType.AAC  # an offline-only reader cannot go online: decline
         ctq = bytearray(p.ctq)
-        if self.behaviour.cdcvm_performed:
+        if self.cdcvm_performed:
             ctq[1] |= 0x80  # CTQ byte 2 b8: Consumer Device CVM Performed
         elif ttq[1] & 0x40:  # TTQ byte 2 b7: CVM required
             for choice in p.cvm_preference:
@@ -651,8 +684,11 @@ class VirtualCard:
         except CryptogramDataError:
             return SW_WRONG_DATA
         decision = self.behaviour.decision
+        # The phone's first answer: an AAC that tells the reader to send the cardholder to
+        # the phone (DF4B, Book C-2 v2.10 Annex A), never a cryptogram to go online.
+        see_phone = not second and self._sees_phone
         ctype: CryptogramType
-        if requested is CryptogramType.AAC or decision is Decision.DECLINE:
+        if see_phone or requested is CryptogramType.AAC or decision is Decision.DECLINE:
             ctype = CryptogramType.AAC
         elif second:
             arc = values.get(0x8A, b"")
@@ -704,7 +740,7 @@ class VirtualCard:
             if self.behaviour.corrupt is Corruption.SDAD:
                 response = self._corrupt_sdad(response)
             return response + SW_OK
-        if p.response_format == 1:
+        if p.response_format == 1 and not see_phone:  # format 1 cannot carry DF4B
             return encode_one(0x80, bytes([cid]) + atc + cryptogram + iad) + SW_OK
         body = (
             encode_one(0x9F27, bytes([cid]))
@@ -712,6 +748,9 @@ class VirtualCard:
             + encode_one(0x9F26, cryptogram)
             + encode_one(0x9F10, iad)
         )
+        if see_phone:
+            self.asked_to_see_phone = True
+            body += encode_one(0xDF4B, SEE_PHONE_PCII)
         return encode_one(0x77, body) + SW_OK
 
     @staticmethod

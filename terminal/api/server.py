@@ -600,7 +600,9 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         after: Annotated[int | None, Query(ge=0)] = None,
     ) -> StreamingResponse:
         """Server-sent events: `transaction` (every change), `status` (queue, host),
-        `end_of_day`. Resume with Last-Event-ID or ?after=."""
+        `end_of_day`, `restart` (the card asks for another tap: `id`, `message` in the
+        terminal's language, `reason`; the sale goes on). Resume with Last-Event-ID or
+        ?after=."""
         start = after
         if start is None and last_event_id and last_event_id.isdigit():
             start = int(last_event_id)

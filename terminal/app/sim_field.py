@@ -4,6 +4,11 @@
 "simulated card" buttons (or a test, or the demo) call :meth:`SimulatedField.present` with a
 reader URL such as ``sim:visa`` or ``sim:mastercard?decline=1``; the checkout, waiting for a
 card, then talks to that virtual card through the ordinary `sim:` driver.
+
+A card taken away from the field during a transaction (the checkout waits for that when the
+card asks for a second tap, EMV Contactless Book B §3.5 Start B) is kept until that
+transaction ends: presenting the same URL again taps that same card again (a phone that
+asked its holder to look at it remembers being asked), any other URL is a new card.
 """
 
 from __future__ import annotations
@@ -28,11 +33,23 @@ class SimulatedField:
         self._opener = opener
         self._cond = threading.Condition()
         self._presented: CardReader | None = None
+        #: The card that left the field during the running transaction (see the module).
+        self._left: CardReader | None = None
         self.presented_at: float | None = None  # monotonic time of the last tap (bench)
 
     def present(self, url: str) -> None:
-        """Put the card `url` names in the field (raises the driver's error for a bad URL)."""
-        reader = self._opener(url)
+        """Put the card `url` names in the field (raises the driver's error for a bad URL):
+        the card that just left it if it has that URL, else a new one."""
+        with self._cond:
+            left, self._left = self._left, None
+        tap_again = getattr(left, "present_again", None) if left and left.url == url else None
+        if left is not None and tap_again is not None:
+            tap_again()
+            reader = left
+        else:
+            if left is not None:
+                left.close()
+            reader = self._opener(url)
         with self._cond:
             if self._presented is not None:
                 self._presented.close()
@@ -45,6 +62,22 @@ class SimulatedField:
             if self._presented is not None:
                 self._presented.close()
             self._presented = None
+            self._forget_left()
+
+    def _forget_left(self, only: CardReader | None = None) -> None:
+        """Close the card that left the field (`only`: if it is that one). Under the lock."""
+        if self._left is not None and (only is None or self._left is only):
+            self._left.close()
+            self._left = None
+
+    def _card_left(self, reader: CardReader) -> None:
+        with self._cond:
+            self._forget_left()
+            self._left = reader
+
+    def _transaction_ended(self, reader: CardReader | None) -> None:
+        with self._cond:
+            self._forget_left(reader)
 
     def _take(self, timeout: float | None, cancel: threading.Event | None) -> CardReader:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -60,7 +93,9 @@ class SimulatedField:
             return reader
 
     def reader(self) -> CardReader:
-        """A reader for one transaction."""
+        """A reader for one transaction (a card that left the field before it is forgotten)."""
+        with self._cond:
+            self._forget_left()
         return _FieldReader(self)
 
 
@@ -69,6 +104,7 @@ class _FieldReader(CardReader):
         self.url = "field:"
         self._field = field
         self._inner: CardReader | None = None
+        self._gone: CardReader | None = None  # the card that left this reader's field
 
     def wait_for_card(
         self, timeout: float | None = None, cancel: threading.Event | None = None
@@ -89,12 +125,19 @@ class _FieldReader(CardReader):
     def wait_for_removal(
         self, timeout: float | None = None, cancel: threading.Event | None = None
     ) -> None:
-        if self._inner is not None:
-            self._inner.wait_for_removal(timeout, cancel)
+        # The card leaves: the next wait_for_card takes whatever is presented next (the
+        # same card again, by its URL, or another one).
+        inner = self._inner
+        if inner is not None:
+            inner.wait_for_removal(timeout, cancel)  # raises while the card stays
+            self._inner = None
+            self._gone = inner
+            self._field._card_left(inner)
 
     def close(self) -> None:
         if self._inner is not None:
             self._inner.close()
+        self._field._transaction_ended(self._gone)
 
     def recorded_inputs(self) -> RecordedInputs | None:
         return None if self._inner is None else self._inner.recorded_inputs()

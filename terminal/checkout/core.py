@@ -44,6 +44,7 @@ QR_CANCEL_PREFIX: Final = "qr-cancel:"
 _CANCELLABLE_STAGES: Final = frozenset(
     {
         Stage.WAITING_FOR_CARD,
+        Stage.WAITING_FOR_CARD_AGAIN,
         Stage.READING_CODE,
         Stage.WAITING_FOR_CONFIRMATION,
         Stage.OPENING_ORDER,

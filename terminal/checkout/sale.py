@@ -7,13 +7,14 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from drivers.base import CardReader
 from drivers.errors import CancelledError, DriverError, ReaderTimeoutError
 from drivers.scanner import CodeScanner, ScanRejectedError
 from emv.carddata import CardAccount, CardAccountError, read_account
 from emv.kernel import CardData, CryptogramKind, Outcome, OutcomeKind
+from emv.kernel.outcome import Start
 from offline_queue.model import CardData as QueueCardData
 from offline_queue.model import OfflinePayment
 
@@ -24,7 +25,7 @@ from ..acquirer.client import (
     HostUnreachable,
     NotEnrolledError,
 )
-from ..domain.messages import Result
+from ..domain.messages import Result, restart_text
 from ..domain.records import Kind, Method, Stage, State, TxnRecord
 from .card_session import new_request, run_card_transaction
 from .codes import _ENTRY_MODES, CodePayments
@@ -34,6 +35,15 @@ from .errors import NotFoundError, RequestError, StateError
 __all__ = ["Sales"]
 
 log = logging.getLogger(__name__)
+
+
+#: How many times one sale lets the card ask for another tap (an outcome with Start B, EMV
+#: Contactless Book B v2.10 §3.5: "see phone", removed too early). The bound is the
+#: terminal's: each tap needs the cardholder to act, so a phone whose verification keeps
+#: failing, or a hand that keeps pulling the card away, must not hold the counter until the
+#: card timeout. Three covers a phone unlocked at the second try and an unsteady tap; then
+#: the sale ends as a single Try Again would, and the merchant starts a new one.
+MAX_RESTARTS: Final = 3
 
 
 #: Card data that never goes into the `emv` map sent to the host or the queue: the PAN,
@@ -188,6 +198,8 @@ class Sales(CodePayments):
             {"id": record.id, "card": reader is not None, "code": scanner is not None},
         )
         try:
+            # One card timeout for the whole sale: a second tap gets what is left of it.
+            deadline = time.monotonic() + self._card_timeout
             stop = self._stop_wait or threading.Event()
             if cancel.is_set():
                 stop.set()
@@ -210,21 +222,93 @@ class Sales(CodePayments):
                     reader = None
                 return self._run_code(record, value, cancel)
             assert reader is not None
-            record = self._transition(record, record.state, stage=Stage.READING_CARD)
-            request = new_request(
-                record.amount,
-                currency=record.currency,
-                clock=self._clock,
-                random_bytes=self._random,
-                reader=reader,
-            )
-            session = run_card_transaction(reader, self.params, request)
+            record, outcome = self._read_card(record, reader)
+            restarts = 0
+            while outcome.start is Start.B and restarts < MAX_RESTARTS:
+                restarts += 1
+                record, ended = self._tap_again(record, reader, outcome, restarts, deadline)
+                if ended:
+                    return record
+                record, outcome = self._read_card(record, reader)
         finally:
             if scanner is not None:
                 scanner.close()
             if reader is not None:
                 reader.close()
-        return self._after_card(record, session.outcome)
+        return self._after_card(record, outcome)
+
+    def _read_card(self, record: TxnRecord, reader: CardReader) -> tuple[TxnRecord, Outcome]:
+        """One kernel transaction with the card in the field (a fresh one for every tap:
+        Book B §3.5 Start B begins again at protocol activation, with a new request)."""
+        record = self._transition(record, record.state, stage=Stage.READING_CARD)
+        request = new_request(
+            record.amount,
+            currency=record.currency,
+            clock=self._clock,
+            random_bytes=self._random,
+            reader=reader,
+        )
+        return record, run_card_transaction(reader, self.params, request).outcome
+
+    def _tap_again(
+        self,
+        record: TxnRecord,
+        reader: CardReader,
+        outcome: Outcome,
+        restarts: int,
+        deadline: float,
+    ) -> tuple[TxnRecord, bool]:
+        """The card asked for another tap (Start B): say what it said, wait for it to leave
+        the field and come back within what is left of the sale's card timeout, the
+        merchant's cancel stopping the wait as it stops the first one.
+
+        Returns the record and whether the sale has ended (cancelled, no card, a reader
+        failure); when it has not, the card is in the field again."""
+        message = restart_text(outcome.message, self.language)
+        log.info(
+            "sale %s: the card asks for another tap (%s), %d of %d",
+            record.id,
+            outcome.reason or outcome.kind,
+            restarts,
+            MAX_RESTARTS,
+        )
+        stop = threading.Event()
+        with self._state_lock:
+            self._stop_wait = stop
+            self._cancellable = True  # nothing is being read: the merchant may cancel again
+            if self._cancel.is_set():
+                stop.set()
+        # What the card gave is committed with the move, whatever comes next.
+        record = self._transition(
+            record, record.state, stage=Stage.WAITING_FOR_CARD_AGAIN, **self._card_fields(outcome)
+        )
+        self.events.publish(
+            "restart",
+            {"id": record.id, "message": message, "reason": outcome.reason, "restarts": restarts},
+        )
+        problem, timed_out = "", False
+        try:
+            remaining = deadline - time.monotonic()
+            if remaining > 0:
+                reader.wait_for_removal(timeout=remaining, cancel=stop)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReaderTimeoutError("no card presented again in time")
+            reader.wait_for_card(timeout=remaining, cancel=stop)
+        except (CancelledError, ReaderTimeoutError) as exc:
+            problem = str(exc) or "no card presented again in time"
+            timed_out = True
+        except DriverError as exc:  # the reader failed while the card was away
+            problem = str(exc)
+        with self._state_lock:
+            if self._cancel.is_set():
+                return self._finish(record, State.CANCELLED, Result.CANCELLED), True
+            if not problem:
+                self._cancellable = False  # the card is being read: too late to cancel
+                return record, False
+        if timed_out:
+            return self._finish(record, State.CANCELLED, Result.NO_CARD, problem), True
+        return self._finish(record, State.FAILED, Result.READER_ERROR, problem), True
 
     def _wait_for_card_or_code(
         self,
@@ -331,7 +415,10 @@ class Sales(CodePayments):
         reason = outcome.reason or outcome.detail
         if kind is OutcomeKind.DECLINED:
             return self._finish(record, State.DECLINED, Result.DECLINED_BY_CARD, reason, **fields)
-        if kind is OutcomeKind.TRY_AGAIN:
+        if kind is OutcomeKind.TRY_AGAIN or outcome.start is Start.B:
+            # Start B here: the card asked for one tap more than a sale allows.
+            if outcome.start is Start.B:
+                reason = f"{reason}; the card asked for another tap after {MAX_RESTARTS} already"
             return self._finish(record, State.DECLINED, Result.TRY_AGAIN, reason, **fields)
         if kind is OutcomeKind.TRY_ANOTHER_INTERFACE:
             return self._finish(

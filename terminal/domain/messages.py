@@ -18,6 +18,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
+from emv.kernel.kernel_data import UiMessage
+
 __all__ = [
     "CODE_RESULTS",
     "LANGUAGES",
@@ -25,6 +27,7 @@ __all__ = [
     "Result",
     "message_for",
     "progress_text",
+    "restart_text",
     "ui_strings",
 ]
 
@@ -284,6 +287,7 @@ _PROGRESS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
     {
         "en": {
             "waiting_for_card": "Tap card or scan code",
+            "waiting_for_card_again": "Tap the card or phone again",
             "reading_card": "Reading card - hold still",
             "authorising": "Authorising",
             "storing": "Saving",
@@ -296,6 +300,7 @@ _PROGRESS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
         },
         "zh": {
             "waiting_for_card": "请挥卡或扫码",
+            "waiting_for_card_again": "请将卡片或手机再次靠近读卡器",
             "reading_card": "正在读卡 - 请勿移开",
             "authorising": "正在授权",
             "storing": "正在保存",
@@ -305,6 +310,25 @@ _PROGRESS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "opening_order": "正在生成收款码",
             "waiting_for_payment": "请用手机扫描此码付款",
             "done": "完成",
+        },
+    }
+)
+
+
+# What the card said when it asked for a second tap (EMV Contactless Book B v2.10 §3.5,
+# Start B), by its Book A v2.10 §9.4 message identifier: one text, shown to the merchant and
+# the cardholder alike. Any other identifier reads as "present card again".
+_RESTART_TEXT: Final[Mapping[str, Mapping[UiMessage, str]]] = MappingProxyType(
+    {
+        "en": {
+            UiMessage.SEE_PHONE: "See phone for instructions, then tap again",
+            UiMessage.PRESENT_CARD_AGAIN: "Present card again",
+            UiMessage.PRESENT_ONE_CARD_ONLY: "Present one card only, then tap again",
+        },
+        "zh": {
+            UiMessage.SEE_PHONE: "请查看手机上的提示，然后再次挥卡",
+            UiMessage.PRESENT_CARD_AGAIN: "请再次挥卡",
+            UiMessage.PRESENT_ONE_CARD_ONLY: "请只出示一张卡，然后再次挥卡",
         },
     }
 )
@@ -330,6 +354,16 @@ def message_for(result: Result, language: str, *, amount: str = "", reason: str 
         merchant=merchant.format(amount=amount, reason=suffix).strip(),
         customer=customer.format(amount=amount, reason="").strip(),
     )
+
+
+def restart_text(message: UiMessage | None, language: str) -> str:
+    """What the merchant and the cardholder are told when the card asks for another tap
+    (its outcome's Book A message identifier; None or one without a text of its own: "present
+    card again")."""
+    texts = _RESTART_TEXT[_language(language)]
+    if message is not None and message in texts:
+        return texts[message]
+    return texts[UiMessage.PRESENT_CARD_AGAIN]
 
 
 def progress_text(stage: str, language: str) -> str:
@@ -367,6 +401,7 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "card_mastercard": "Mastercard",
             "card_visa_debit": "Visa Debit",
             "card_maestro": "Maestro",
+            "card_see_phone": "Phone (asks to tap again)",
             "cancel": "Cancel",
             "result_approved": "Approved",
             "result_approved_offline": "Approved (offline)",
@@ -441,6 +476,7 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "card_mastercard": "Mastercard",
             "card_visa_debit": "Visa 借记卡",
             "card_maestro": "Maestro",
+            "card_see_phone": "手机（需再次挥卡）",
             "cancel": "取消",
             "result_approved": "交易成功",
             "result_approved_offline": "交易成功（脱机）",

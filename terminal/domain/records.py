@@ -63,6 +63,10 @@ class Stage(StrEnum):
 
     NONE = ""
     WAITING_FOR_CARD = "waiting_for_card"
+    #: The card asked for a second tap (EMV Contactless Book B v2.10 §3.5, Start B: "see
+    #: phone", removed too early): waiting for it to leave the field and come back. What it
+    #: said is the `restart` event's message.
+    WAITING_FOR_CARD_AGAIN = "waiting_for_card_again"
     READING_CARD = "reading_card"
     AUTHORISING = "authorising"
     STORING = "storing"

@@ -36,6 +36,7 @@ from simulator.cards import (
 )
 from simulator.cards.crypto import cryptogram_type_of_iad
 from simulator.errors import SimulatorError
+from simulator.ports import virtual_card_factory
 
 TODAY = datetime.date(2026, 3, 1)
 UN = bytes.fromhex("1A2B3C4D")
@@ -621,6 +622,89 @@ def test_removed_after_n_commands() -> None:
         card.power_on()
     card.insert()  # presented again: completes
     assert run(card).cryptogram_type is CryptogramType.TC
+
+
+def _see_phone_answer(result: Run) -> bool:
+    """The M/Chip phone's first answer: an AAC carrying DF4B '000100' (C-2 Annex A)."""
+    pcii = result.genac_data.get(0xDF4B)
+    return result.cryptogram_type is CryptogramType.AAC and pcii == bytes.fromhex("000100")
+
+
+def test_see_phone_mchip_answers_aac_with_pcii_until_tapped_again() -> None:
+    card = load_card("mastercard", see_phone=True)
+    first = run(card, request=CryptogramType.ARQC)
+    assert _see_phone_answer(first)
+    assert decode_one(first.genac.data).tag == 0x77  # type: ignore[union-attr]
+    assert first.gpo_data[0x82][0] & 0x02  # a phone: on-device verification supported
+    assert card.asked_to_see_phone
+    assert not card.verified_on_device
+    # Asked again without leaving the field: the phone still wants its own verification.
+    assert _see_phone_answer(run(card, request=CryptogramType.ARQC))
+    card.remove()
+    card.insert()  # taken away, unlocked, tapped again
+    assert card.verified_on_device
+    second = run(card, request=CryptogramType.ARQC)
+    assert second.cryptogram_type is CryptogramType.ARQC
+    assert 0xDF4B not in second.genac_data
+    assert second.gpo_data[0x82] == first.gpo_data[0x82]  # the signed AIP does not change
+    assert second.genac is not None
+    outcome = oda.perform_cda(
+        second.card_data,
+        second.static_data,
+        CA_KEYS,
+        second.rid,
+        TODAY,
+        genac_response=second.genac.data,
+        unpredictable_number=UN,
+        pdol_data=second.pdol_data,
+        cdol1_data=second.cdol1_data,
+    )
+    assert outcome.ok, outcome
+
+
+def test_see_phone_answers_in_format_2_even_on_a_format_1_card() -> None:
+    card = load_card("maestro", see_phone=True)
+    first = run(card, request=CryptogramType.ARQC)
+    assert decode_one(first.genac.data).tag == 0x77  # type: ignore[union-attr]
+    assert _see_phone_answer(first)
+    card.remove()
+    card.insert()
+    second = run(card, request=CryptogramType.ARQC)
+    assert decode_one(second.genac.data).tag == 0x80  # type: ignore[union-attr]
+    assert second.cryptogram_type is CryptogramType.ARQC
+
+
+def test_see_phone_qvsdc_answers_gpo_6986_then_is_a_verified_phone() -> None:
+    card = load_card("visa", see_phone=True)
+    card.power_on()
+    assert send(card, apdu.select_ppse()).ok
+    assert send(card, apdu.select(bytes.fromhex("A0000000031010"))).ok
+    pdol = build_dol(card.profile.pdol, terminal_data(1000, ttq=TTQ_CVM_REQUIRED))
+    atc = card.atc
+    assert send(card, apdu.get_processing_options(pdol)).sw == 0x6986
+    assert card.atc == atc  # nothing processed
+    assert card.asked_to_see_phone
+    card.remove()
+    card.insert()
+    second = run(card, ttq=TTQ_CVM_REQUIRED)
+    assert second.gpo_data[0x9F6C][1] & 0x80  # CTQ byte 2 b8: consumer device CVM performed
+    assert not second.gpo_data[0x9F6C][0] & 0xC0  # so neither online PIN nor signature
+    assert verify_cryptogram(card.profile, host_values(second))
+
+
+def test_see_phone_by_url_and_its_checks() -> None:
+    port = virtual_card_factory("sim", "mastercard_phone", {"see_phone": ""})
+    card = port.card  # type: ignore[attr-defined]
+    assert card.behaviour.see_phone
+    assert card.behaviour.cdcvm_performed
+    card.asked_to_see_phone = True
+    port.remove()  # type: ignore[attr-defined]
+    assert card.removed
+    port.insert()  # type: ignore[attr-defined]
+    assert card.verified_on_device
+    assert not card.removed
+    with pytest.raises(BehaviourError, match="see_phone must be true or false"):
+        load_card("visa", see_phone="sometimes")
 
 
 def test_slow_card_calls_the_injected_sleep_per_command() -> None:

@@ -22,6 +22,7 @@ let receiptFrom = "result";
 let receiptCopy = "customer";
 let refundTarget = null;
 let shownCode = null;     // the sale whose merchant-presented code is on screen
+let restartNote = null;   // the last `restart` event: the card asked for another tap
 let strings = {};         // the page's labels in the terminal's language (GET /api/v1/ui-strings)
 let language = null;      // the language of `strings`
 let wantedLanguage = null;
@@ -243,10 +244,13 @@ function renderTransaction(txn) {
   current = txn;
   if (!txn.state || txn.state === "in_progress") {
     $("wait-amount").textContent = txn.amount_text;
-    $("prompt").textContent = txn.prompt || t("prompt");
+    // Waiting for a second tap: what the card said ("see phone ...") stays on screen.
+    const again = txn.stage === "waiting_for_card_again";
+    $("prompt").textContent = again && restartNote && restartNote.id === txn.id
+      ? restartNote.message : (txn.prompt || t("prompt"));
     $("cancel").disabled = !txn.cancellable;
     const waiting = txn.stage === "waiting_for_card";
-    $("sim-cards").classList.toggle("hidden", !SIMULATOR || !waiting);
+    $("sim-cards").classList.toggle("hidden", !SIMULATOR || !(waiting || again));
     $("sim-phone").classList.toggle("hidden", !SIM_PHONE || !waiting);
     $("sim-mpm").classList.toggle("hidden", !SIM_PHONE || !txn.qr_svg);
     $("spinner").classList.toggle("hidden", Boolean(txn.qr_svg));
@@ -525,6 +529,14 @@ function connect() {
     if (current && txn.id === current.id && txn.kind === "sale") offer(txn);
     else if (txn.kind === "sale" && txn.state === "in_progress" &&
              (!current || current.state !== "in_progress")) offer(txn);
+  });
+  // The card asked for another tap (Start B): the sale goes on; say what the card said.
+  source.addEventListener("restart", (event) => {
+    const note = JSON.parse(event.data);
+    restartNote = note;
+    if (current && note.id === current.id && current.state === "in_progress") {
+      $("prompt").textContent = note.message;
+    }
   });
   source.addEventListener("scan_rejected", (event) => {
     const note = JSON.parse(event.data);

@@ -145,6 +145,23 @@ def test_declined_card_shows_the_reason(page: object) -> None:
     shot(page, "05-declined")
 
 
+def test_a_phone_that_asks_to_be_tapped_again_keeps_the_sale_waiting(page: object) -> None:
+    phone = '#sim-cards button[data-card="mastercard_phone?see_phone"]'
+    key_in(page, "1234")
+    page.click("[data-testid=charge]")  # type: ignore[attr-defined]
+    page.wait_for_selector("#sim-cards:not(.hidden)")  # type: ignore[attr-defined]
+    page.click(phone)  # type: ignore[attr-defined]
+    # The restart event: the card's words on the status line, the sale still waiting.
+    page.wait_for_selector('[data-testid=prompt]:has-text("See phone for instructions")')  # type: ignore[attr-defined]
+    assert page.is_visible("#view-wait")  # type: ignore[attr-defined]
+    assert page.is_hidden("#view-result")  # type: ignore[attr-defined]
+    assert page.is_enabled("[data-testid=cancel]")  # type: ignore[attr-defined]
+    shot(page, "05b-see-phone")
+    page.click(phone)  # type: ignore[attr-defined]  # the same phone, unlocked, tapped again
+    page.wait_for_selector("#view-result:not(.hidden)")  # type: ignore[attr-defined]
+    assert page.inner_text("[data-testid=result]") == "Approved"  # type: ignore[attr-defined]
+
+
 def test_offline_sale_banner_then_sync(
     page: object,
     stack: DemoStack,
