@@ -661,7 +661,8 @@ class ContactlessTransaction:
         if kind is CryptogramKind.ARQC:
             if not online_capable:
                 # An offline-only reader (Terminal Type x3/x6, TTQ byte 1 b4) cannot send
-                # the request the card asks for (Book 3 §10.7 for offline-only terminals).
+                # the request the card asks for; C-3 names no outcome for a card that
+                # answers an offline-only reader with an ARQC, so it is declined.
                 return self._end(
                     OutcomeKind.DECLINED,
                     Reasons.DECLINED,
@@ -746,7 +747,11 @@ class ContactlessTransaction:
         assert self._candidate is not None
         version = self._k3_fdda_version_problem(self._candidate.aid)
         if version is not None:
-            result = OdaResult(OdaMethod.FDDA, False, OdaFailure.ICC_DATA_MISSING, version)
+            # Absent 9F69 is missing ICC data; a 9F69 of another version is an fDDA failure.
+            failure = (
+                OdaFailure.ICC_DATA_MISSING if 0x9F69 not in card else OdaFailure.SDAD_DYNAMIC_DATA
+            )
+            result = OdaResult(OdaMethod.FDDA, False, failure, version)
         elif static is not None and not static.ok:
             result = OdaResult(
                 OdaMethod.FDDA, False, static.failure or OdaFailure.STATIC_DATA_AFL, static.detail
@@ -793,7 +798,7 @@ class ContactlessTransaction:
 
         Req 5.7.1.1: with a CTQ the card names the CVM: online PIN (CTQ byte 1 b8) when the
         reader supports it (TTQ byte 1 b3), else consumer device CVM performed (byte 2 b8,
-        checked by Req 5.7.1.2), else signature (byte 1 b7) when the reader supports it
+        believed per Req 5.7.1.2), else signature (byte 1 b7) when the reader supports it
         (TTQ byte 1 b2). Req 5.7.1.3: when the reader requires a CVM (TTQ byte 2 b7) and
         none of these applies, the transaction is declined. Without a CTQ the reader's own
         capabilities decide when a CVM is required.
@@ -866,8 +871,8 @@ class ContactlessTransaction:
 
     def _k2_capabilities(self) -> tuple[int, int, int, int]:
         """DF8117, DF8118, DF8119, DF811F for this AID (C-2 Annex A): as configured, else
-        from the terminal's 9F33 (byte 1; byte 2 without / with only "No CVM"; byte 3);
-        never online PIN without a PIN entry device."""
+        from the terminal's 9F33 (byte 1; byte 2 without "No CVM"; "No CVM" ('08') below
+        the CVM Required Limit; byte 3); never online PIN without a PIN entry device."""
         assert self._candidate is not None
         aid = self._candidate.aid
         caps = aid.kernel_data.get(0x9F33) or self._config.data[0x9F33]
@@ -878,7 +883,7 @@ class ContactlessTransaction:
 
         honest = self._config.honest_capabilities
         cvm_required = honest(bytes([one(0xDF8118, caps[1] & ~0x08 & 0xFF)]))[0]
-        no_cvm_required = honest(bytes([one(0xDF8119, caps[1] & 0x08)]))[0]
+        no_cvm_required = honest(bytes([one(0xDF8119, 0x08)]))[0]
         return one(0xDF8117, caps[0]), cvm_required, no_cvm_required, one(0xDF811F, caps[2])
 
     def _k2_kernel_configuration(self) -> int:
@@ -1188,8 +1193,10 @@ class ContactlessTransaction:
             assert self._candidate is not None
             table = self._candidate.aid.kernel_data.get(0xDF8131, DEFAULT_PHONE_MESSAGE_TABLE)
             entry = next((e for e in parse_phone_message_table(table) if e.matches(pcii)), None)
+            known = {int(m) for m in UiMessage}
+            # An identifier this terminal has no text for stays "see phone".
             message = UiMessage.SEE_PHONE
-            if entry is not None and entry.message in UiMessage._value2member_map_:
+            if entry is not None and entry.message in known:
                 message = UiMessage(entry.message)
             return self._end(
                 OutcomeKind.END_APPLICATION,
@@ -1218,11 +1225,9 @@ class ContactlessTransaction:
         )
 
     def _k2_mobile_device(self) -> bool:
-        """A phone or wearable rather than a card: it gave DF4B, or its Third Party Data
-        (9F6E) names a Device Type (bytes 5-6 when Unique Identifier byte 1 b8 is 0)
-        other than '30 30' (card) (C-2 v2.10 Annex A)."""
-        if 0xDF4B in self._card:
-            return True
+        """A phone or wearable rather than a card: its Third Party Data (9F6E) names a
+        Device Type (bytes 5-6 when Unique Identifier byte 1 b8 is 0) other than '30 30'
+        (card) (C-2 v2.10 S910, Annex A)."""
         third_party = self._card.get(0x9F6E, b"")
         if len(third_party) >= 6 and not third_party[2] & 0x80:
             return third_party[4:6] != b"00"

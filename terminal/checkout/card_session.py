@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from drivers.base import CardReader
@@ -154,7 +154,9 @@ def run_card_transaction(
             # The reader itself failed (unplugged, daemon gone): for the transaction this is
             # the same as losing the card (Book B §3.5.1.2), the merchant retries the tap.
             log.warning("reader failed after %d commands: %s", count, exc)
-            return CardSessionResult(transaction.card_removed(), count)
+            # Not a tap to repeat on the same reader: no Entry Point restart (Start B).
+            ended = replace(transaction.card_removed(), start=None, message=None)
+            return CardSessionResult(ended, count)
         count += 1
         step = transaction.feed(response)
     return CardSessionResult(step, count)

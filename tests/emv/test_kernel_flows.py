@@ -376,3 +376,25 @@ def test_kernel3_online_data_carries_the_pdol_tvr_while_the_outcome_has_the_fina
     sent = outcome.card_data[0x95]
     assert "expired_application" not in Tvr(sent).names()
     assert sent != outcome.tvr
+
+
+@pytest.mark.parametrize(
+    ("corruption", "tvr_after"),
+    [(None, "0000000001"), ("sdad", "0400000001")],
+)
+def test_kernel2_cda_known_answer_tvr_and_cvm_results(
+    mastercard_short: Path, corruption: str | None, tvr_after: str
+) -> None:
+    """Known answers for a CDA transaction at 10.00 (below the floor and CVM limits):
+    CDOL1 carries TVR 00 00 00 00 01 (CDA possible, so no "ODA not performed"; byte 5 b2-b1
+    '01' relay resistance not performed, C-2 v2.6+) and CVM Results 1F 03 02 (CVM list rule
+    No CVM "if terminal supports", successful; C-2 S456.30: DF8119 '08' below the limit).
+    A tampered SDAD then adds "CDA failed" (TVR byte 1 b3, Book 3 Annex C5) to the outcome."""
+    behaviour = {} if corruption is None else {"corrupt": corruption}
+    run = transact(load_card(mastercard_short, **behaviour), 1000)
+    genac = next(c for c in run.commands if c[:2] == b"\x80\xae")
+    data = genac[5:-1]
+    assert genac[2] & 0x10  # CDA requested
+    assert data[14:19] == bytes.fromhex("0000000001")
+    assert data[-3:] == bytes.fromhex("1F0302")
+    assert run.outcome.tvr == bytes.fromhex(tvr_after)

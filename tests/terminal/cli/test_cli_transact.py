@@ -23,7 +23,8 @@ def transact(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[
         ("sim:visa", "12.34", "online_request", "ARQC", 3, "not_performed"),
         ("sim:mastercard", "80.00", "online_request", "ARQC", 2, "successful"),
         ("sim:visa?decline", "5.00", "declined", "AAC", 3, "not_performed"),
-        ("sim:mastercard?corrupt=sdad", "5.00", "declined", "ARQC", 2, "failed"),
+        # C-2 v2.10 S910: a failed CDA ends the application (not a decline).
+        ("sim:mastercard?corrupt=sdad", "5.00", "end_application", "ARQC", 2, "failed"),
     ],
 )
 def test_outcomes_for_simulated_cards(
