@@ -590,6 +590,17 @@ class ContactlessTransaction:
         """Book C-3 §5.2: PDOL data (TTQ, amount, UN, date, currency, country, type), GPO."""
         return self._gpo(_State.K3_GPO)
 
+    def _see_phone_gpo(self) -> Outcome:
+        """GPO '6986' (C-3 v2.10 §5.2.2): the phone wants its cardholder first: Try Again,
+        Start B, "see phone"."""
+        return self._end(
+            OutcomeKind.TRY_AGAIN,
+            Reasons.SEE_PHONE,
+            "GPO answered 6986",
+            start=Start.B,
+            message=UiMessage.SEE_PHONE,
+        )
+
     def _k3_on_gpo(self, response: ResponseApdu) -> _Step:
         """Book C-3 §5.2.2: GPO status words, then the response template '77'."""
         sw = response.sw
@@ -600,14 +611,7 @@ class ContactlessTransaction:
         if sw == 0x6985:
             return self._select_next("GPO answered 6985 (conditions of use not satisfied)")
         if sw == 0x6986:
-            # C-3 v2.10 §5.2.2: the phone wants its cardholder first: Try Again, Start B.
-            return self._end(
-                OutcomeKind.TRY_AGAIN,
-                Reasons.SEE_PHONE,
-                "GPO answered 6986",
-                start=Start.B,
-                message=UiMessage.SEE_PHONE,
-            )
+            return self._see_phone_gpo()
         if not response.ok:
             return self._end(
                 OutcomeKind.END_APPLICATION,
@@ -896,13 +900,7 @@ class ContactlessTransaction:
     def _k2_on_gpo(self, response: ResponseApdu) -> _Step:
         """Book C-2 §3.2: GPO response, Format 1 ('80') or Format 2 ('77')."""
         if response.sw == 0x6986:
-            return self._end(
-                OutcomeKind.TRY_AGAIN,
-                Reasons.SEE_PHONE,
-                "GPO answered 6986",
-                start=Start.B,
-                message=UiMessage.SEE_PHONE,
-            )
+            return self._see_phone_gpo()
         if not response.ok:
             # C-2: any other status word -> Select Next.
             return self._select_next(f"GPO answered {response.describe()}")
