@@ -97,6 +97,21 @@ class Run:
     def rid(self) -> bytes:
         return self.aid[:5]
 
+    def verify_cda(self) -> oda.OdaResult:
+        """The terminal's CDA check (EMV Book 2 §6.6.2) of this run's GENERATE AC answer."""
+        assert self.genac is not None
+        return oda.perform_cda(
+            self.card_data,
+            self.static_data,
+            CA_KEYS,
+            self.rid,
+            TODAY,
+            genac_response=self.genac.data,
+            unpredictable_number=UN,
+            pdol_data=self.pdol_data,
+            cdol1_data=self.cdol1_data,
+        )
+
     @property
     def cryptogram_type(self) -> CryptogramType:
         source = self.genac_data if self.genac is not None else self.gpo_data
@@ -216,18 +231,7 @@ def test_certificate_chain_and_dynamic_signature_verify(name: str) -> None:
             currency_code=result.terminal[0x5F2A],
         )
     else:
-        assert result.genac is not None
-        outcome = oda.perform_cda(
-            result.card_data,
-            result.static_data,
-            CA_KEYS,
-            result.rid,
-            TODAY,
-            genac_response=result.genac.data,
-            unpredictable_number=UN,
-            pdol_data=result.pdol_data,
-            cdol1_data=result.cdol1_data,
-        )
+        outcome = result.verify_cda()
     assert outcome.ok, outcome
 
 
@@ -286,18 +290,7 @@ def test_mastercard_arqc_inside_cda_verifies_from_the_issuer_master_key() -> Non
     result = run(card, amount=9000, request=CryptogramType.TC)
     assert result.cryptogram_type is CryptogramType.ARQC
     assert 0x9F26 not in result.genac_data  # with CDA the AC travels inside the SDAD
-    assert result.genac is not None
-    outcome = oda.perform_cda(
-        result.card_data,
-        result.static_data,
-        CA_KEYS,
-        result.rid,
-        TODAY,
-        genac_response=result.genac.data,
-        unpredictable_number=UN,
-        pdol_data=result.pdol_data,
-        cdol1_data=result.cdol1_data,
-    )
+    outcome = result.verify_cda()
     assert outcome.ok
     assert outcome.application_cryptogram is not None
     assert outcome.cryptogram_information_data == 0x80
@@ -479,18 +472,7 @@ def test_cdcvm_performed_is_signalled_by_each_scheme() -> None:
     phone = run(load_card("mastercard_phone"))
     assert phone.gpo_data[0x82][0] & 0x02
     # The AIP is signed (9F4A = '82'): CDA still verifies with the changed AIP.
-    assert mc.genac is not None
-    outcome = oda.perform_cda(
-        mc.card_data,
-        mc.static_data,
-        CA_KEYS,
-        mc.rid,
-        TODAY,
-        genac_response=mc.genac.data,
-        unpredictable_number=UN,
-        pdol_data=mc.pdol_data,
-        cdol1_data=mc.cdol1_data,
-    )
+    outcome = mc.verify_cda()
     assert outcome.ok, outcome
 
 
@@ -564,18 +546,7 @@ def test_corrupted_signatures_fail_oda(corruption: str, failures: set[str]) -> N
 
 def test_corrupted_sdad_fails_cda() -> None:
     result = run(load_card("mastercard", wrong_data="sdad"))
-    assert result.genac is not None
-    outcome = oda.perform_cda(
-        result.card_data,
-        result.static_data,
-        CA_KEYS,
-        result.rid,
-        TODAY,
-        genac_response=result.genac.data,
-        unpredictable_number=UN,
-        pdol_data=result.pdol_data,
-        cdol1_data=result.cdol1_data,
-    )
+    outcome = result.verify_cda()
     assert not outcome.ok
 
 
@@ -647,18 +618,7 @@ def test_see_phone_mchip_answers_aac_with_pcii_until_tapped_again() -> None:
     assert second.cryptogram_type is CryptogramType.ARQC
     assert 0xDF4B not in second.genac_data
     assert second.gpo_data[0x82] == first.gpo_data[0x82]  # the signed AIP does not change
-    assert second.genac is not None
-    outcome = oda.perform_cda(
-        second.card_data,
-        second.static_data,
-        CA_KEYS,
-        second.rid,
-        TODAY,
-        genac_response=second.genac.data,
-        unpredictable_number=UN,
-        pdol_data=second.pdol_data,
-        cdol1_data=second.cdol1_data,
-    )
+    outcome = second.verify_cda()
     assert outcome.ok, outcome
 
 
