@@ -16,7 +16,7 @@ from typing import Final
 
 from emv.errors import EmvError
 
-from .kernel_data import check_kernel_data
+from .kernel_data import KERNEL_DATA_OBJECTS, check_kernel_data
 
 __all__ = [
     "DEFAULT_TERMINAL_DATA",
@@ -152,15 +152,6 @@ class TerminalConfig:
         return bytes([first]) + ttq[1:]
 
 
-#: Optional named limits and the C-2 data objects that carry them.
-_OPTIONAL_NAMED: Final = {
-    0xDF8123: "contactless_floor_limit",
-    0xDF8124: "contactless_transaction_limit",
-    0xDF8125: "cdcvm_transaction_limit",
-    0xDF8126: "cvm_required_limit",
-}
-
-
 @dataclass(frozen=True, kw_only=True)
 class AidConfig:
     """One supported application (Book B §3.1: a reader Combination of AID and kernel)."""
@@ -244,12 +235,12 @@ class AidConfig:
         data = dict(self.kernel_data)
         for tag, message in check_kernel_data(self.kernel_id, data):
             raise KernelConfigError(f"kernel_data.{tag:X}", message)
-        # An optional named field left out takes its value from the data object.
-        for tag, name in _OPTIONAL_NAMED.items():
-            if getattr(self, name) is None and tag in data:
-                object.__setattr__(self, name, int(data[tag].hex()))
-        if self.ttq is None and self.kernel_id == KERNEL_VISA and 0x9F66 in data:
-            object.__setattr__(self, "ttq", data[0x9F66])
+        # An optional named field left out (None) takes its value from the data object:
+        # a numeric (n12) limit as its amount, the TTQ as it is.
+        for tag, (name, value) in self.named_objects().items():
+            if value is None and tag in data:
+                numeric = KERNEL_DATA_OBJECTS[tag].data_format == "n"
+                object.__setattr__(self, name, int(data[tag].hex()) if numeric else data[tag])
         for tag, (name, value) in self.named_objects().items():
             given = data.get(tag)
             if given is not None and value is not None and given != value:
