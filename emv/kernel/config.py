@@ -334,7 +334,7 @@ def default_aids() -> tuple[AidConfig, ...]:
 
 
 def _parse_digits(name: str, text: str, length: int) -> str:
-    if not isinstance(text, str) or len(text) != length or not text.isdigit():
+    if not isinstance(text, str) or len(text) != length or not (text.isascii() and text.isdigit()):
         raise KernelConfigError(name, f"must be {length} digits, got {text!r}")
     return text
 

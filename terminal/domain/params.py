@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -566,7 +567,7 @@ def _parse_terminal(c: _Checker, value: object, path: str) -> TerminalData:
                 f"got {given}",
             )
     mcc = c.get(obj, "merchant_category_code", path, lambda v, p: c.text(v, p, 4, 4), "0000")
-    if mcc and not mcc.isdigit():
+    if mcc and not (mcc.isascii() and mcc.isdigit()):
         c.error(_join(path, "merchant_category_code"), f"expected 4 digits, got {_show(mcc)}")
     language_raw = obj.get("language", "en")
     language: Language = "en"
@@ -1148,7 +1149,44 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not a valid JSON number")
 
 
+# A parameter file is a few kilobytes; these bounds keep a hostile or mistaken file (a huge
+# one, /dev/zero, a JSON bomb nested thousands deep) from exhausting memory or the stack.
+MAX_PARAMS_BYTES: Final = 1024 * 1024
+MAX_JSON_DEPTH: Final = 32
+
+
+def _nesting_depth_exceeds(text: str, limit: int) -> bool:
+    """True when arrays/objects nest deeper than `limit` (brackets inside strings ignored).
+
+    Checked before json.loads, whose recursive decoder would otherwise raise RecursionError
+    on a few thousand nested brackets."""
+    depth = 0
+    in_string = False
+    escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
 def _decode(text: str, source: str) -> object:
+    if _nesting_depth_exceeds(text, MAX_JSON_DEPTH):
+        raise ParamsError(
+            [ParamIssue(source, "", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")]
+        )
     try:
         return json.loads(
             text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
@@ -1172,14 +1210,64 @@ def _decode(text: str, source: str) -> object:
 def load_params(path: str | os.PathLike[str]) -> TerminalParams:
     """Read and validate a parameter file. Raises ParamsError (also for unreadable files)."""
     source = os.fspath(path)
+    raw = _read_bounded(source)
     try:
-        with open(source, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise ParamsError([ParamIssue(source, "", f"cannot read: {exc.strerror}")]) from exc
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ParamsError([ParamIssue(source, "", "not UTF-8 text")]) from exc
     return parse_params(_decode(text, source), source)
+
+
+def _read_bounded(source: str) -> bytes:
+    """The bytes of a regular file of at most MAX_PARAMS_BYTES.
+
+    Opened non-blocking so a FIFO cannot hang the command waiting for a writer; anything but a
+    regular file (a FIFO, /dev/zero, a directory) is refused before it is read; at most one byte
+    over the bound is read, so a file that grows while being read is refused too."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ParamsError([ParamIssue(source, "", f"cannot read: {exc.strerror}")]) from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ParamsError(
+                [ParamIssue(source, "", f"not a regular file ({_file_kind(info.st_mode)})")]
+            )
+        if info.st_size > MAX_PARAMS_BYTES:
+            raise ParamsError([ParamIssue(source, "", _too_big(info.st_size))])
+        chunks: list[bytes] = []
+        remaining = MAX_PARAMS_BYTES + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    except OSError as exc:
+        raise ParamsError([ParamIssue(source, "", f"cannot read: {exc.strerror}")]) from exc
+    finally:
+        os.close(fd)
+    raw = b"".join(chunks)
+    if len(raw) > MAX_PARAMS_BYTES:
+        raise ParamsError([ParamIssue(source, "", _too_big(len(raw)))])
+    return raw
+
+
+def _too_big(size: int) -> str:
+    return f"too large ({size} bytes; a parameter file is at most {MAX_PARAMS_BYTES} bytes)"
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a plain file"
 
 
 def default_params() -> TerminalParams:

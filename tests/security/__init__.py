@@ -1,0 +1,1 @@
+"""Regression tests for the attacks of issue 16: each keeps one attack from working again."""
