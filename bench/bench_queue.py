@@ -12,31 +12,50 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.common import Row
+from emv.pan import mask_pan
 from offline_queue import CardData, Forwarder, OfflinePayment, OfflineQueue
 from simulator.host import HostServer
 from terminal.acquirer.client import AcquirerClient
 from terminal.acquirer.uplink import QUEUE_KEY_PURPOSE, AcquirerUplink
+from terminal.domain.signing import offline_record
 from terminal.store.keys import Keystore, SequenceCounter
 
 SECRET = b"bench-device-secret-0123456789"
 
 
-def _payment(i: int, prefix: str) -> OfflinePayment:
-    record = f"bench sale {prefix}{i}".encode()
-    return OfflinePayment(
+def _payment(i: int, prefix: str, keystore: Keystore | None = None) -> OfflinePayment:
+    """A queued payment; with `keystore`, signed as the checkout signs what it approved offline
+    (the host refuses unsigned records)."""
+    pan = f"47617390{i:08d}"
+    payment = OfflinePayment(
         transaction_id=f"{prefix}{i}",
         amount=1000 + i % 4000,
         currency=978,
-        card=CardData(pan=f"47617390{i:08d}", pan_sequence=1, expiry="2812"),
+        card=CardData(pan=pan, pan_sequence=1, expiry="2812"),
         captured_at=1_700_000_000 + i,
         emv={"9F27": "40", "9F26": "0102030405060708", "9F36": "0001", "95": "0000000000"},
         brand="visa",
         aid="A0000000031010",
-        signed_record=record,
-        signature=bytes(64),
+    )
+    if keystore is None:
+        return payment
+    record = offline_record(
+        transaction_id=payment.transaction_id,
+        terminal_id=keystore.terminal_id or "",
+        amount=payment.amount,
+        currency=payment.currency,
+        captured_at=payment.captured_at,
+        masked_pan=mask_pan(pan),
+        aid=payment.aid or "",
+        cryptogram=payment.emv["9F26"],
+        atc=payment.emv["9F36"],
+    )
+    return replace(
+        payment, signed_record=record, signature=keystore.sign(record), key_id=keystore.key_id
     )
 
 
@@ -70,7 +89,7 @@ def _drain(directory: Path, n: int, batch_size: int) -> float:
                 # Filling is not what is measured: skip the per-row fsync for the setup only.
                 q._db.execute("PRAGMA synchronous = OFF")
                 for i in range(n):
-                    q.enqueue(_payment(i, f"b{batch_size}-"))
+                    q.enqueue(_payment(i, f"b{batch_size}-", ks))
                 q._db.execute("PRAGMA synchronous = FULL")
                 forwarder = Forwarder(q, AcquirerUplink(client), batch_size=batch_size)
                 start = time.perf_counter()

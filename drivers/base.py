@@ -51,6 +51,18 @@ class CardReader(ABC):
     def close(self) -> None:
         """Release the reader."""
 
+    def abort(self) -> None:
+        """Give up on the card conversation, from another thread, without blocking.
+
+        The checkout calls this when it stops waiting for a :meth:`transceive` (the merchant
+        cancelled, the card took too long, the terminal is stopping). The command in flight
+        returns (or raises) as soon as the stack lets it; every later :meth:`transceive`
+        raises :class:`~drivers.errors.CancelledError`. The thread that was talking to the
+        card still calls :meth:`close` when its command returns. The default does nothing:
+        for a reader whose commands never block for long.
+        """
+        return None
+
     def recorded_inputs(self) -> RecordedInputs | None:
         """Inputs a replayed transcript carries; None for live readers."""
         return None

@@ -47,3 +47,10 @@ class CancelledError(DriverError):
 
 class ReaderProtocolError(DriverError):
     """The reader or card broke the transport protocol (framing, chaining, ATS)."""
+
+
+class TransportLoopError(ReaderProtocolError):
+    """The card kept one command's transport going past the driver's bound: '61xx' (more
+    data) after every GET RESPONSE, '6Cxx' (wrong length) after the resend, S(WTX) (more
+    time) or chained blocks without end, or longer than the time allowed per command. The
+    card is faulty or hostile; the message says which bound it crossed."""

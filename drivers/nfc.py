@@ -7,6 +7,12 @@ runs the block protocol itself: frame sizes from the ATS/ATQB, command and respo
 R(NAK) retries and waiting-time extensions. This module only polls, moves APDUs, and
 translates nfcpy's exceptions into :mod:`drivers.errors`.
 
+nfcpy's block protocol has loops a card can keep going for ever (S(WTX) after S(WTX),
+chained blocks without end, an R(ACK) re-sent for ever). :class:`_FrameBudget` stands between
+nfcpy's ISO-DEP initiator and the frontend and bounds what one APDU may cost: frames,
+waiting-time extensions, chained blocks and bytes, and time (every frame's timeout is cut to
+what is left of it); past a bound the APDU ends in :class:`TransportLoopError`.
+
 The contactless frontend is made by a factory, ``nfc.ContactlessFrontend`` unless one is
 passed in: unit tests hand the reader a fake frontend whose ``connect`` returns a scripted
 ``nfc.tag.tt4.Type4Tag`` and raises nfcpy's own exceptions, without any device.
@@ -19,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
 import nfc
@@ -35,6 +41,7 @@ from .errors import (
     ReaderGoneError,
     ReaderProtocolError,
     ReaderTimeoutError,
+    TransportLoopError,
 )
 from .url import split_url
 
@@ -42,6 +49,72 @@ log = logging.getLogger(__name__)
 
 _TECHNOLOGIES = {"A": "106A", "B": "106B"}
 _POLL_PAUSE = 0.05
+
+#: What one APDU may cost on the air (see the module docstring). An EMV card answers in a
+#: few frames (EMV Contactless Book D: FWI at most 7, responses of 256 bytes at most), so
+#: these only stop a card that never finishes.
+MAX_WTX_PER_APDU: Final = 16
+MAX_CHAINED_BLOCKS: Final = 64
+MAX_FRAMES_PER_APDU: Final = 256
+MAX_RESPONSE_BYTES: Final = 65536 + 2
+#: Seconds one APDU may take, waiting-time extensions included.
+APDU_TIMEOUT: Final = 5.0
+
+
+class _BoundError(Exception):
+    """Internal: raised through nfcpy's ISO-DEP loop (which catches only nfcpy's own
+    errors) when an APDU crossed a bound; :meth:`NfcReader.transceive` translates it."""
+
+
+class _AbandonedError(Exception):
+    """Internal: the conversation was abandoned (:meth:`NfcReader.abort`)."""
+
+
+class _FrameBudget:
+    """nfcpy's ISO-DEP initiator talks to the frontend through this: one APDU's frames are
+    counted and timed (:meth:`start` begins an APDU); anything else is the frontend's."""
+
+    def __init__(self, clf: Any, apdu_timeout: float) -> None:
+        self._clf = clf
+        self._apdu_timeout = apdu_timeout
+        self.aborted = False
+        self.start()
+
+    def start(self) -> None:
+        self._frames = self._wtx = self._chained = self._bytes = 0
+        self._deadline = time.monotonic() + self._apdu_timeout
+
+    def exchange(self, data: Any, timeout: float | None) -> Any:
+        if self.aborted:
+            raise _AbandonedError("the card conversation was abandoned")
+        self._frames += 1
+        if self._frames > MAX_FRAMES_PER_APDU:
+            raise _BoundError(f"more than {MAX_FRAMES_PER_APDU} frames for one command")
+        if data and data[0] & 0xFE == 0xF2:  # our S(WTX) response: the card wants more time
+            self._wtx += 1
+            if self._wtx > MAX_WTX_PER_APDU:
+                raise _BoundError(
+                    f"the card asked for more time (S(WTX)) {MAX_WTX_PER_APDU} times for one "
+                    "command"
+                )
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise _BoundError(f"one command took longer than {self._apdu_timeout:g} s")
+        response = self._clf.exchange(
+            data, remaining if timeout is None else min(timeout, remaining)
+        )
+        if response and response[0] & 0xE2 == 0x02:  # an I-block: part of the answer
+            self._bytes += len(response) - 1
+            if self._bytes > MAX_RESPONSE_BYTES:
+                raise _BoundError(f"the response grew past {MAX_RESPONSE_BYTES} bytes")
+            if response[0] & 0x10:
+                self._chained += 1
+                if self._chained > MAX_CHAINED_BLOCKS:
+                    raise _BoundError(f"more than {MAX_CHAINED_BLOCKS} chained response blocks")
+        return response
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._clf, name)
 
 
 def _pseudo_atr(historical: bytes) -> bytes:
@@ -105,8 +178,11 @@ class NfcReader(CardReader):
     """A reader on nfcpy; one ISO-DEP card at a time. `frontend` stands in for
     ``nfc.ContactlessFrontend`` (unit tests: a fake device and card)."""
 
-    def __init__(self, url: str, *, frontend: Frontend | None = None) -> None:
+    def __init__(
+        self, url: str, *, frontend: Frontend | None = None, apdu_timeout: float = APDU_TIMEOUT
+    ) -> None:
         self.url = url
+        self.apdu_timeout = apdu_timeout
         self.path, self.targets = parse_nfc_url(url)
         make = nfc.ContactlessFrontend if frontend is None else frontend
         self._clf: Any = make()
@@ -117,8 +193,10 @@ class NfcReader(CardReader):
         if not opened:
             raise _open_error(url, self.path, None)
         self._tag: Any = None
+        self._budget: _FrameBudget | None = None
         self.presence: CardPresence | None = None
         self._closed = False
+        self._aborted = False
 
     def wait_for_card(
         self, timeout: float | None = None, cancel: threading.Event | None = None
@@ -163,8 +241,23 @@ class NfcReader(CardReader):
                     f"(an ISO/IEC 14443-4 card); nfcpy sees a {tag.type}"
                 )
             self._tag = tag
+            self._budget = self._bound(tag)
             self.presence = CardPresence(bytes(tag.identifier), self._atr(tag))
             return self.presence
+
+    def _bound(self, tag: Any) -> _FrameBudget | None:
+        """Put a :class:`_FrameBudget` between the tag's ISO-DEP initiator and the frontend
+        (nfcpy 1.0.4 keeps the initiator in ``Type4Tag._dep``, its frontend in ``.clf``;
+        the version is pinned). A tag without one (a test's scripted tag) is left as is."""
+        dep = getattr(tag, "_dep", None)
+        clf = getattr(dep, "clf", None)
+        if dep is None or clf is None:
+            return None
+        budget = clf if isinstance(clf, _FrameBudget) else _FrameBudget(clf, self.apdu_timeout)
+        dep.clf = budget
+        if self._aborted:
+            budget.aborted = True
+        return budget
 
     @staticmethod
     def _atr(tag: Any) -> bytes:
@@ -176,10 +269,20 @@ class NfcReader(CardReader):
         return _pseudo_atr(b"")
 
     def transceive(self, command: bytes) -> bytes:
+        if self._aborted:
+            raise CancelledError(f"{self.url}: the card conversation was abandoned")
         if self._tag is None:
             raise CardRemovedError(f"{self.url}: no card in the field (wait_for_card first)")
+        if self._budget is not None:
+            self._budget.start()
         try:
             response = self._tag.transceive(bytes(command))
+        except _BoundError as exc:
+            self._forget_card()
+            raise TransportLoopError(f"{self.url}: {exc}; the card is faulty") from exc
+        except _AbandonedError as exc:
+            self._forget_card()
+            raise CancelledError(f"{self.url}: {exc}") from exc
         except nfc.tag.TagCommandError as exc:
             self._forget_card()
             if getattr(exc, "errno", None) == nfc.tag.PROTOCOL_ERROR:
@@ -199,6 +302,14 @@ class NfcReader(CardReader):
     def _forget_card(self) -> None:
         self._tag = None
         self.presence = None
+
+    def abort(self) -> None:
+        """The frame in flight ends at its own timeout (nfcpy offers no way to interrupt
+        it); the next frame is not sent, so the APDU fails at once after."""
+        self._aborted = True
+        budget = self._budget
+        if budget is not None:
+            budget.aborted = True
 
     def wait_for_removal(
         self, timeout: float | None = None, cancel: threading.Event | None = None

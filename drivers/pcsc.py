@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from smartcard import scard
 
@@ -33,10 +33,18 @@ from .errors import (
     ReaderGoneError,
     ReaderProtocolError,
     ReaderTimeoutError,
+    TransportLoopError,
 )
 from .url import split_url
 
 log = logging.getLogger(__name__)
+
+#: Bounds on one command's T=0 transport (ISO/IEC 7816-4 §5.1.3 '61xx', ISO/IEC 7816-3
+#: §10.3.3 '6Cxx'), so a card answering "more data" or "wrong length" forever cannot hold the
+#: terminal: GET RESPONSE rounds, bytes gathered (an extended-length response at most), and
+#: one resend with the Le the card asked for per command sent.
+MAX_GET_RESPONSES: Final = 32
+MAX_RESPONSE_BYTES: Final = 65536 + 2
 
 PNP_NOTIFICATION = "\\\\?PnP?\\Notification"
 GET_UID = bytes.fromhex("FFCA000000")
@@ -277,6 +285,7 @@ class PcscReader(CardReader):
         self._protocol = scard.SCARD_PROTOCOL_T1
         self._state = scard.SCARD_STATE_UNAWARE
         self.presence: CardPresence | None = None
+        self._aborted = False
 
     # -- context and reader list -------------------------------------------------------
 
@@ -405,6 +414,8 @@ class PcscReader(CardReader):
         return b""
 
     def _transmit(self, command: bytes) -> bytes:
+        if self._aborted:
+            raise CancelledError(f"{self.url}: the card conversation was abandoned")
         if self._card is None:
             raise CardRemovedError(f"{self.url}: no card connected (wait_for_card first)")
         hresult, response = self._scard.SCardTransmit(self._card, self._protocol, list(command))
@@ -435,14 +446,40 @@ class PcscReader(CardReader):
     def _t0_fixups(self, command: bytes, response: bytes) -> bytes:
         """T=0 only (a contact card in a dual reader): ISO/IEC 7816-3 §10.3.3 '6Cxx' (resend
         with Le=xx) and ISO/IEC 7816-4 §5.1.3 '61xx' (GET RESPONSE) are handled here; T=CL
-        needs neither."""
-        if response[-2] == 0x6C and len(command) >= 5:
-            response = self._transmit(command[:-1] + response[-1:])
+        needs neither. Bounded: at most :data:`MAX_GET_RESPONSES` GET RESPONSE rounds and
+        :data:`MAX_RESPONSE_BYTES` bytes, and one resend per command sent; past a bound the
+        card is faulty or hostile (:class:`TransportLoopError`)."""
         data = bytearray()
-        while len(response) >= 2 and response[-2] == 0x61:
-            data += response[:-2]
-            response = self._transmit(bytes([command[0] & 0x03, 0xC0, 0, 0, response[-1]]))
-        return bytes(data) + response
+        sent, resent, rounds = command, False, 0
+        while True:
+            sw1, sw2 = response[-2], response[-1]
+            if sw1 == 0x6C and len(sent) >= 5:
+                if resent:
+                    raise TransportLoopError(
+                        f"{self.url}: the card answered '6C{sw2:02X}' (wrong length) again "
+                        f"after the command was resent with the length it asked for"
+                    )
+                resent, sent = True, sent[:-1] + bytes([sw2])
+            elif sw1 == 0x61:
+                data += response[:-2]
+                rounds += 1
+                if rounds > MAX_GET_RESPONSES:
+                    raise TransportLoopError(
+                        f"{self.url}: the card kept answering '61xx' (more data) after "
+                        f"{MAX_GET_RESPONSES} GET RESPONSE commands"
+                    )
+                if len(data) > MAX_RESPONSE_BYTES:
+                    raise TransportLoopError(
+                        f"{self.url}: the card's response grew past {MAX_RESPONSE_BYTES} "
+                        "bytes of '61xx' (more data)"
+                    )
+                resent, sent = False, bytes([command[0] & 0x03, 0xC0, 0, 0, sw2])
+            else:
+                return bytes(data) + response
+            response = self._transmit(sent)
+            if len(response) < 2:
+                self._drop_card()
+                raise CardRemovedError(f"{self.url}: the card returned no status word")
 
     def _drop_card(self) -> None:
         card, self._card = self._card, None
@@ -479,6 +516,22 @@ class PcscReader(CardReader):
             if not event & scard.SCARD_STATE_PRESENT:
                 self._state = known
                 return
+
+    def abort(self) -> None:
+        """pyscard's SCardTransmit has no timeout, and PC/SC serialises the calls on one
+        context: a disconnect from here would wait for the stuck transmit. So the reset is
+        left to a thread of its own (it resets the card as soon as pcscd lets it, which also
+        ends the transmit on readers that honour it) and nothing more is sent."""
+        self._aborted = True
+        card, self._card = self._card, None
+        self.presence = None
+        if card is not None:
+            threading.Thread(
+                target=self._scard.SCardDisconnect,
+                args=(card, scard.SCARD_RESET_CARD),
+                name="pcsc-abort",
+                daemon=True,
+            ).start()
 
     def _release(self) -> None:
         context, self._context = self._context, None

@@ -65,6 +65,7 @@ class VirtualCardReader(CardReader):
         self._card = card
         self._present = True
         self._closed = False
+        self._aborted = False
 
     def wait_for_card(
         self, timeout: float | None = None, cancel: threading.Event | None = None
@@ -79,6 +80,8 @@ class VirtualCardReader(CardReader):
         return CardPresence(self._card.uid, self._card.atr)
 
     def transceive(self, command: bytes) -> bytes:
+        if self._aborted:
+            raise CancelledError(f"{self.url}: the card conversation was abandoned")
         if not self._present:
             raise CardRemovedError("card removed")
         response = self._card.transceive(command)
@@ -92,6 +95,14 @@ class VirtualCardReader(CardReader):
     ) -> None:
         self._present = False
         leave = getattr(self._card, "remove", None)  # a provider from before taps
+        if leave is not None:
+            leave()
+
+    def abort(self) -> None:
+        """The field is switched off under the card: a virtual card that is told when it
+        leaves (``remove``) stops whatever it was doing, a wedged one included."""
+        self._aborted = True
+        leave = getattr(self._card, "remove", None)
         if leave is not None:
             leave()
 

@@ -4,7 +4,13 @@ File layout (all of it authenticated):
 
     PIPOS-QUEUE-BACKUP 1\n
     {"format": ..., "kdf": {scrypt params and salt}, "nonce": ..., "count": ...}\n
-    AES-256-GCM ciphertext of {"items": [...]} (associated data: the two lines above)
+    AES-256-GCM ciphertext of {"items": [...], "signers": {...}} (associated data: the two
+    lines above)
+
+`signers` are the exporting terminal's public keys (key id -> raw Ed25519 key, base64, and
+when it was retired), so the unit that imports can check each payment's terminal signature
+before it takes it (:func:`import_queue`'s `check`; the terminal does it in
+terminal/service/transfer.py). Older backups have none.
 
 The key comes from the technician's passphrase through scrypt (RFC 7914), so the file carries
 the payments re-encrypted for transport, independent of either terminal's keystore. Card data
@@ -19,7 +25,8 @@ import binascii
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,13 +38,41 @@ from .cardcrypt import Token
 from .errors import BackupError, QueueError
 from .store import ImportReport, OfflineQueue
 
-__all__ = ["MAGIC", "export_queue", "import_queue", "read_backup"]
+__all__ = [
+    "MAGIC",
+    "BackupContents",
+    "BackupSigner",
+    "export_queue",
+    "import_queue",
+    "open_backup",
+    "read_backup",
+]
 
 MAGIC: Final = b"PIPOS-QUEUE-BACKUP 1\n"
 FORMAT: Final = "pipos-queue-backup-1"
 DEFAULT_SCRYPT_N: Final = 2**15  # 32 MiB, ~0.1 s on a Pi-class CPU
 _MAX_SCRYPT_N: Final = 2**20
 _MIN_PASSPHRASE: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
+class BackupSigner:
+    """One public key of the exporting terminal: raw Ed25519 key, and its retirement time
+    (unix seconds) if it was rotated out."""
+
+    public_key: bytes = field(repr=False)
+    retired: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackupContents:
+    items: list[dict[str, Any]]
+    signers: Mapping[str, BackupSigner]
+
+
+#: Called with a backup's items and signers before anything is imported; raises to refuse
+#: the whole file.
+ImportCheck = Callable[[Sequence[Mapping[str, Any]], Mapping[str, BackupSigner]], None]
 
 
 def _kdf(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -57,8 +92,12 @@ def export_queue(
     token: Token = os.urandom,
     clock: Callable[[], float] = time.time,
     scrypt_n: int = DEFAULT_SCRYPT_N,
+    signers: Mapping[str, BackupSigner] | None = None,
 ) -> int:
     """Write every payment of `queue` to an encrypted backup file; returns how many.
+
+    `signers`: the exporting terminal's public keys, for the importer to check the
+    payments' signatures with.
 
     Refuses to overwrite an existing file. The file is written to a temporary name, fsynced
     and renamed, so an interrupted export never leaves a half file under the final name.
@@ -78,7 +117,13 @@ def export_queue(
     }
     head = MAGIC + json.dumps(header, sort_keys=True).encode("ascii") + b"\n"
     key = _kdf(passphrase, salt, scrypt_n, 8, 1)
-    body = json.dumps({"items": items}, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    content: dict[str, Any] = {"items": items}
+    if signers:
+        content["signers"] = {
+            key_id: {"public_key": _b64(signer.public_key), "retired": signer.retired}
+            for key_id, signer in signers.items()
+        }
+    body = json.dumps(content, sort_keys=True, separators=(",", ":")).encode("utf-8")
     data = head + AESGCM(key).encrypt(nonce, body, head)
     tmp = target.with_name(target.name + ".part")
     try:
@@ -98,6 +143,11 @@ def export_queue(
 
 def read_backup(path: str | os.PathLike[str], passphrase: bytes) -> list[dict[str, Any]]:
     """Open and authenticate a backup file; its items (decrypted payment documents)."""
+    return open_backup(path, passphrase).items
+
+
+def open_backup(path: str | os.PathLike[str], passphrase: bytes) -> BackupContents:
+    """Open and authenticate a backup file: its items and the exporter's public keys."""
     source = Path(path)
     try:
         data = source.read_bytes()
@@ -134,19 +184,37 @@ def read_backup(path: str | os.PathLike[str], passphrase: bytes) -> list[dict[st
             f"backup {source}: wrong passphrase, or the file is damaged or was altered"
         ) from None
     try:
-        items = json.loads(body)["items"]
-    except (ValueError, KeyError, TypeError) as exc:
+        content = json.loads(body)
+        items = content["items"]
+        signers = {
+            str(key_id): BackupSigner(
+                _unb64(str(entry["public_key"])),
+                None if entry.get("retired") is None else int(entry["retired"]),
+            )
+            for key_id, entry in (content.get("signers") or {}).items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
         raise BackupError(f"backup {source}: content is malformed ({exc})") from None
     if not isinstance(items, list) or len(items) != header.get("count"):
         raise BackupError(f"backup {source}: item count does not match the header")
-    return items
+    return BackupContents(items, signers)
 
 
 def import_queue(
-    queue: OfflineQueue, path: str | os.PathLike[str], passphrase: bytes
+    queue: OfflineQueue,
+    path: str | os.PathLike[str],
+    passphrase: bytes,
+    *,
+    check: ImportCheck | None = None,
 ) -> ImportReport:
-    """Import a backup into `queue`. Idempotent: importing the same file twice adds nothing."""
-    items = read_backup(path, passphrase)
+    """Import a backup into `queue`. Idempotent: importing the same file twice adds nothing.
+
+    `check` sees every item (and the exporter's keys) first and refuses the whole file by
+    raising: nothing is imported from a file with one bad item."""
+    contents = open_backup(path, passphrase)
+    items = contents.items
+    if check is not None:
+        check(items, contents.signers)
     try:
         return queue.import_documents(items)
     except QueueError as exc:

@@ -13,6 +13,12 @@ durability rules (DESIGN.md, "Durability first"):
   when the block ends, ``ROLLBACK`` when it raises;
 - the integrity check before anything is written: a damaged file is neither migrated nor
   written to, and the caller may refuse a file that is not its own before it is (``vet``);
+- owner-only files: the database is created 0600 whatever the umask (and an existing looser
+  one, its ``-wal``, ``-shm`` and ``-journal`` tightened) before SQLite opens it; SQLite gives
+  the ``-wal`` and ``-shm`` it creates the main file's mode, so they are 0600 too;
+- for a file that holds card data, ``secure_delete`` (``SqliteFile(..., secure_delete=True)``):
+  SQLite zeroes what a delete or an update frees, and :meth:`SqliteFile.checkpoint` copies the
+  WAL into the main file and truncates it, so no old copy of a page survives in either;
 - sqlite3's exceptions stop here: each is translated into the caller's own (:class:`Faults`),
   with the file's path in the message (``raise QueueBusyError(...) from exc``).
 
@@ -33,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,12 +49,24 @@ from typing import Any, Final, Literal
 
 from emv.errors import PiposError
 
-__all__ = ["BUSY_TIMEOUT", "Faults", "SqliteFile"]
+__all__ = ["BUSY_TIMEOUT", "CHECKPOINT_WAIT", "FILE_MODE", "Faults", "SqliteFile"]
 
 #: Seconds a connection waits for another one's lock before the caller's "busy" error: long
 #: enough to outwait a queue export or another process's migration, so an approved payment
 #: is not refused its commit for a moment's contention.
 BUSY_TIMEOUT: Final = 10.0
+
+#: Every pipos database and its companions: owner read and write only (they hold payments,
+#: the journal, the host's ledger; nobody else on the device has a reason to read them).
+FILE_MODE: Final = 0o600
+#: The files SQLite keeps next to a database (WAL mode, and the rollback journal of a file
+#: last opened in another mode).
+_COMPANIONS: Final = ("-wal", "-shm", "-journal")
+
+#: Seconds :meth:`SqliteFile.checkpoint` waits for readers to leave the WAL. Short on
+#: purpose: a TRUNCATE checkpoint holds the write lock while it waits, and an approved payment
+#: must not wait behind it; a checkpoint that finds a reader is simply owed and retried.
+CHECKPOINT_WAIT: Final = 0.2
 
 #: One of the caller's exception classes (or any callable taking the message).
 Raise = Callable[[str], PiposError]
@@ -112,16 +131,19 @@ class SqliteFile:
         check: Literal["quick", "full"] | None = "quick",
         vet: Callable[[SqliteFile], None] | None = None,
         read_only: bool = False,
+        secure_delete: bool = False,
     ) -> None:
         self.path = Path(path)
         self.faults = faults
         self.read_only = read_only
+        self.busy_timeout = busy_timeout
         self.lock = threading.RLock()
         try:
             if read_only:
                 target, uri = f"{self.path.absolute().as_uri()}?mode=ro", True
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                _owner_only(self.path)
                 target, uri = str(self.path), False
             self.conn = sqlite3.connect(
                 target,
@@ -144,6 +166,10 @@ class SqliteFile:
                 if not read_only:
                     if foreign_keys:
                         conn.execute("PRAGMA foreign_keys = ON")
+                    if secure_delete:
+                        # ON, not FAST: FAST leaves freed overflow and freelist pages as they
+                        # were, and a large sealed payload lives on overflow pages.
+                        conn.execute("PRAGMA secure_delete = ON")
                     conn.execute("PRAGMA journal_mode = WAL")
                     # FULL: the WAL is fsynced at every commit.
                     conn.execute("PRAGMA synchronous = FULL")
@@ -199,10 +225,33 @@ class SqliteFile:
             except sqlite3.Error as exc:
                 raise self.translate(exc) from exc
 
+    def checkpoint(self, *, wait: float = CHECKPOINT_WAIT) -> bool:
+        """Copy the whole WAL into the database file and truncate the WAL to zero bytes
+        (``PRAGMA wal_checkpoint(TRUNCATE)``); True when done.
+
+        False when a reader (another connection, another process) still reads from the WAL
+        after `wait` seconds: the frames it may need cannot be dropped yet, so old page copies
+        stay in the WAL until a later checkpoint succeeds. The caller keeps it owed.
+        """
+        with self.lock:
+            if self.read_only:
+                return False
+            try:
+                self.conn.execute(f"PRAGMA busy_timeout = {max(0, int(wait * 1000))}")
+                try:
+                    row = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                finally:
+                    self.conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            except sqlite3.Error as exc:
+                if _code(exc) in _BUSY_CODES:
+                    return False  # another writer or a checkpoint of its own: owed
+                raise self.translate(exc) from exc
+            # (busy, frames in the WAL, frames checkpointed); -1s when not in WAL mode.
+            return row is not None and int(row[0]) == 0
+
     def translate(self, exc: sqlite3.Error) -> PiposError:
         """The caller's exception for `exc`, with the path and what the fault means."""
-        code = getattr(exc, "sqlite_errorcode", None)
-        kind, meaning = _RESULT_CODES.get(-1 if code is None else code & 0xFF, (_OTHER, ""))
+        kind, meaning = _RESULT_CODES.get(_code(exc), (_OTHER, ""))
         return self._fault(kind, f"{meaning} ({exc})" if meaning else str(exc))
 
     def _fault(self, kind: str, detail: str) -> PiposError:
@@ -231,3 +280,48 @@ class SqliteFile:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+_BUSY_CODES: Final = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def _code(exc: sqlite3.Error) -> int:
+    """SQLite's primary result code of `exc` (-1 when sqlite3 gave none)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return -1 if code is None else int(code) & 0xFF
+
+
+def _owner_only(path: Path) -> None:
+    """Create `path` 0600 if it does not exist, and take group and other bits off it and its
+    companions if they have any, before SQLite opens it.
+
+    Left to itself SQLite creates a database 0644, whatever the umask (its default
+    permissions; measured here under umask 022 and 000). ``os.open``'s mode is filtered by the
+    umask, ``fchmod``'s is not, so a new file gets exactly 0600. SQLite creates the ``-wal``
+    and ``-shm`` with the main file's permissions (its unix VFS, ``findCreateFileMode``), so
+    they follow; those an older pipos left looser are tightened here. An existing file keeps
+    its owner bits (one made read-only on purpose stays so).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+        new = True
+    except FileExistsError:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        new = False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return  # a directory or a device: SQLite's own open says what is wrong with it
+        mode = stat.S_IMODE(info.st_mode)
+        if (new and mode != FILE_MODE) or mode & 0o077:
+            os.fchmod(fd, FILE_MODE if new else mode & 0o700)
+    finally:
+        os.close(fd)
+    for suffix in _COMPANIONS:
+        companion = path.with_name(path.name + suffix)
+        try:
+            mode = stat.S_IMODE(companion.stat().st_mode)
+            if mode & 0o077:
+                companion.chmod(mode & 0o700)
+        except FileNotFoundError:
+            continue

@@ -7,8 +7,28 @@ Each state change is one IMMEDIATE transaction that also appends to `transitions
 leaves every row in exactly one state with its full timestamped history.
 
 Sensitive data (PAN, card data, EMV data, the signed record) lives only in `payload`, sealed
-with AES-GCM bound to the transaction id (see :mod:`offline_queue.cardcrypt`). The clear
-columns hold what the merchant may see: amount, currency, masked PAN, brand, AID, states.
+with AES-GCM under the payment's own data key and bound to the transaction id (see
+:mod:`offline_queue.cardcrypt`); the wrapped data key is kept apart, in `card_data_keys`. The
+clear columns hold what the merchant may see: amount, currency, masked PAN, brand, AID, states.
+
+Erased means unrecoverable. Once the host has given its final word on a payment (accepted, or
+declined after the fact) its card data has no further use, and in the same transaction as that
+state change the queue deletes the payment's wrapped key, NULLs its sealed card data and its
+PAN lookup hash, and replaces its content hash by one of the clear columns only. The file runs
+with ``secure_delete`` on, so what those statements free is zeroed in the page; after the
+commit the WAL is checkpointed into the database file and truncated, so no older copy of a
+page (the key, the sealed data) survives in the ``-wal`` file either. A reader holding the WAL
+open (another process in a read transaction) can hold the checkpoint up: it is then owed
+(:attr:`OfflineQueue.erasure_pending`) and retried at the next sync, at the next acceptance,
+at close and at the next open. Why the keys share the queue's file rather than a small file
+of their own: a transaction over two attached WAL databases is not atomic across a crash
+(https://www.sqlite.org/lang_attach.html), and "the key is destroyed exactly when the payment
+is accepted" must hold at any instant.
+
+Declined payments lose their card data too: the host has refused them for good, nothing in
+the terminal can send them again, and the merchant's follow-up needs only the clear columns.
+Failed payments (refused as invalid, or whose batch was refused) keep it: a technician may
+send them again (:meth:`OfflineQueue.requeue_failed`) or export them.
 """
 
 from __future__ import annotations
@@ -30,7 +50,7 @@ from sqlite_utils import Database
 
 from emv.pan import mask_pan
 
-from .cardcrypt import CardCipher, Token
+from .cardcrypt import CardCipher, Sealed, Token
 from .errors import (
     CardDataError,
     PaymentConflictError,
@@ -61,7 +81,7 @@ __all__ = ["SCHEMA_VERSION", "EnqueueResult", "ImportReport", "OfflineQueue"]
 
 Clock = Callable[[], float]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _APPLICATION_ID: Final = 0x50495051  # "PIPQ" in PRAGMA application_id: marks a pipos queue
 
 
@@ -123,8 +143,73 @@ def _migrate_to_1(db: Database) -> None:
     )
 
 
+#: The content hash of a payment whose card data is erased starts with this: it is computed
+#: from the clear columns only (see :func:`_erased_hash`).
+_ERASED: Final = "erased:"
+#: States in which a payment's card data is erased (the host's final word).
+_ERASED_STATES: Final = (State.ACCEPTED, State.DECLINED)
+#: meta key: a VACUUM is owed to clear the free space of a file older pipos versions wrote
+#: without secure_delete (stale copies of erased card data may sit in it).
+_SCRUB_KEY: Final = "vacuum_owed"
+
+
+def _erased_hash(
+    transaction_id: str,
+    amount: int,
+    currency: int,
+    captured_at: int,
+    masked_pan: str,
+    brand: str | None,
+    aid: str | None,
+) -> str:
+    """What tells the same payment again apart from a different one under the same id once
+    its card data is gone: the clear columns only, so it is no oracle for the card data
+    (the keyed content hash over the whole record would be one, to someone with the key)."""
+    doc = [transaction_id, amount, currency, captured_at, masked_pan, brand, (aid or "").upper()]
+    return _ERASED + hashlib.sha256(_canonical_list(doc)).hexdigest()
+
+
+def _canonical_list(doc: list[Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+
+
+def _erase_sql(db: Database, txid: str, erased_hash: str) -> None:
+    """Erase a payment's card data: its key, its sealed data, its PAN lookup hash (a guess
+    oracle for the PAN to whoever holds the key) and its content hash. In the caller's
+    transaction."""
+    db.execute(
+        "UPDATE payments SET payload = NULL, pan_hash = '', content_hash = ? "
+        "WHERE transaction_id = ?",
+        (erased_hash, txid),
+    )
+    db.execute("DELETE FROM card_data_keys WHERE transaction_id = ?", (txid,))
+
+
+def _migrate_to_2(db: Database) -> None:
+    """Per-payment data keys, kept apart; the card data of payments the host has given its
+    final word on erased. The re-sealing of unsent payments under keys of their own needs the
+    queue key, and happens at the first open with it (:meth:`OfflineQueue._reseal_v1`)."""
+    db.execute(
+        "CREATE TABLE card_data_keys ("
+        "transaction_id TEXT PRIMARY KEY REFERENCES payments (transaction_id), "
+        "wrapped_key BLOB NOT NULL) WITHOUT ROWID"
+    )
+    erased = [s.value for s in _ERASED_STATES]
+    for r in db.execute(
+        "SELECT transaction_id, amount, currency, captured_at, masked_pan, brand, aid "
+        "FROM payments WHERE state IN (?, ?)",
+        erased,
+    ).fetchall():
+        _erase_sql(db, str(r[0]), _erased_hash(str(r[0]), *r[1:]))
+    # Older versions wrote without secure_delete: what they freed (the card data of accepted
+    # payments, set to NULL) may still sit in free space of the file. One VACUUM clears it;
+    # a queue that never held a payment (a new one) has nothing to clear.
+    if db.execute("SELECT COUNT(*) FROM payments").fetchone()[0]:
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '1')", (_SCRUB_KEY,))
+
+
 # Migration n takes the schema from version n-1 to n. Append, never edit a published one.
-MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (_migrate_to_1,)
+MIGRATIONS: Final[tuple[Callable[[Database], None], ...]] = (_migrate_to_1, _migrate_to_2)
 
 #: The queue's exceptions for the faults of its file (offline_queue.sqlite translates).
 _FAULTS: Final = Faults(
@@ -248,6 +333,16 @@ def _canonical(doc: Mapping[str, Any]) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
+def _payment_erased_hash(p: OfflinePayment) -> str:
+    return _erased_hash(
+        p.transaction_id, p.amount, p.currency, p.captured_at, mask_pan(p.card.pan), p.brand, p.aid
+    )
+
+
+def _blob(value: object) -> bytes | None:
+    return bytes(value) if isinstance(value, bytes | memoryview) else None
+
+
 class OfflineQueue:
     """An open queue database. Open with :meth:`open`; close with :meth:`close` (or `with`).
 
@@ -272,6 +367,7 @@ class OfflineQueue:
         self._cipher = cipher
         self._clock = clock
         self._token = token
+        self._scrub_owed = False
 
     def __repr__(self) -> str:
         return f"OfflineQueue({str(self.path)!r})"
@@ -312,6 +408,7 @@ class OfflineQueue:
             row_factory=None,
             check="full" if full_check else "quick",
             vet=_refuse_foreign,
+            secure_delete=True,
         )
         cipher = CardCipher(data_key, token=token) if data_key is not None else None
         try:
@@ -320,6 +417,11 @@ class OfflineQueue:
                 _migrate(file, db)
                 queue = cls(file, db, cipher, clock=clock, token=token)
                 queue._check_key()
+                queue._reseal_v1()
+                queue._vacuum_if_owed()
+            # A process killed after an erasure, before its checkpoint, left old pages in
+            # the WAL: cleared now (or owed, if a reader holds the WAL).
+            queue.scrub()
             _fsync_directory(p.parent)
         except BaseException:
             file.close()
@@ -343,7 +445,74 @@ class OfflineQueue:
                     "payments between terminals)"
                 )
 
+    def _reseal_v1(self) -> None:
+        """Schema 2's second half: every payment still sealed the version 1 way (under the
+        queue-wide key) re-sealed under a data key of its own, in one transaction. A payload
+        that does not open is left as it is: the forwarder marks it failed, as it would have."""
+        if self._cipher is None:
+            return
+        cipher = self._cipher
+        legacy = (
+            "SELECT transaction_id, payload FROM payments WHERE payload IS NOT NULL "
+            "AND transaction_id NOT IN (SELECT transaction_id FROM card_data_keys)"
+        )
+        with self._file.connection():
+            if self._db.execute(legacy + " LIMIT 1").fetchone() is None:
+                return  # the usual open: no write lock taken for nothing
+        with self._write():
+            rows = self._db.execute(legacy).fetchall()  # read again under the write lock
+            for txid, payload in rows:
+                try:
+                    plaintext = cipher.open_v1(str(txid), bytes(payload))
+                except CardDataError:
+                    continue
+                sealed = cipher.seal(str(txid), plaintext)
+                self._db.execute(
+                    "UPDATE payments SET payload = ? WHERE transaction_id = ?",
+                    (sealed.payload, txid),
+                )
+                self._db.execute(
+                    "INSERT INTO card_data_keys (transaction_id, wrapped_key) VALUES (?, ?)",
+                    (txid, sealed.wrapped_key),
+                )
+            if rows:
+                self._scrub_owed = True
+
+    def _vacuum_if_owed(self) -> None:
+        """The one VACUUM schema 2 asks for: rebuilds the file without its free space, where
+        an older pipos (no secure_delete) left copies of card data it had set to NULL. Busy
+        (another process has the queue open in a transaction): left owed for the next open."""
+        with self._file.connection():
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (_SCRUB_KEY,)).fetchone()
+        if row is None:
+            return
+        try:
+            with self._file.connection():
+                self._db.execute("VACUUM")
+        except QueueBusyError:
+            return
+        with self._write():
+            self._db.execute("DELETE FROM meta WHERE key = ?", (_SCRUB_KEY,))
+        self._scrub_owed = True
+
+    @property
+    def erasure_pending(self) -> bool:
+        """True while erased card data may still have an old copy in the WAL: the checkpoint
+        after the erasure found a reader in the WAL. Retried by :meth:`scrub`, which the
+        queue calls at each sync, acceptance, close and open."""
+        return self._scrub_owed
+
+    def scrub(self) -> bool:
+        """Checkpoint the WAL into the database file and truncate it to zero bytes; True when
+        done, False (and still owed) while a reader holds the WAL. Cheap on an empty WAL."""
+        done = self._file.checkpoint()
+        self._scrub_owed = not done
+        return done
+
     def close(self) -> None:
+        if self._scrub_owed:
+            with contextlib.suppress(QueueError):
+                self.scrub()
         self._file.close()
 
     def __enter__(self) -> OfflineQueue:
@@ -461,7 +630,9 @@ class OfflineQueue:
                 (payment.transaction_id,),
             ).fetchone()
             if existing is not None:
-                if hmac.compare_digest(existing[0], content_hash):
+                if hmac.compare_digest(existing[0], content_hash) or hmac.compare_digest(
+                    existing[0], _payment_erased_hash(payment)
+                ):
                     return EnqueueResult(True, OfflineDecision(True), duplicate=True)
                 raise PaymentConflictError(
                     f"transaction {payment.transaction_id} is already queued with different "
@@ -493,7 +664,7 @@ class OfflineQueue:
         self,
         payment: OfflinePayment,
         cipher: CardCipher,
-        sealed: bytes | None,
+        sealed: Sealed,
         content_hash: str,
         now: int,
         *,
@@ -511,7 +682,7 @@ class OfflineQueue:
             "brand": payment.brand,
             "aid": payment.aid.upper() if payment.aid else None,
             "captured_at": payment.captured_at,
-            "payload": sealed,
+            "payload": sealed.payload,
             "content_hash": content_hash,
             "created_at": now,
             "updated_at": now,
@@ -520,6 +691,10 @@ class OfflineQueue:
         if extra:
             row.update(extra)
         self._db.table("payments").insert(row)
+        self._db.execute(
+            "INSERT INTO card_data_keys (transaction_id, wrapped_key) VALUES (?, ?)",
+            (payment.transaction_id, sealed.wrapped_key),
+        )
 
     # --- reading ------------------------------------------------------------------------
 
@@ -629,6 +804,8 @@ class OfflineQueue:
         """
         if max_items < 1:
             raise ValueError("max_items must be at least 1")
+        if self._scrub_owed:
+            self.scrub()
         while True:
             again, claimed = self._claim(max_items)
             if not again:
@@ -673,8 +850,10 @@ class OfflineQueue:
                     self._transition(txid, State.PENDING, State.SENDING, now, batch_id=batch_id)
             items: list[BatchItem] = []
             for r in self._db.query(
-                "SELECT transaction_id, amount, currency, captured_at, payload FROM payments "
-                "WHERE batch_id = ? AND state = 'sending' ORDER BY created_at, rowid",
+                "SELECT p.transaction_id, p.amount, p.currency, p.captured_at, p.payload, "
+                "k.wrapped_key FROM payments AS p LEFT JOIN card_data_keys AS k "
+                "USING (transaction_id) "
+                "WHERE p.batch_id = ? AND p.state = 'sending' ORDER BY p.created_at, p.rowid",
                 (batch_id,),
             ):
                 item = self._open_item(cipher, r)
@@ -696,7 +875,8 @@ class OfflineQueue:
         if r["payload"] is None:
             return "card data missing"
         try:
-            p = payment_from_document(json.loads(cipher.open(txid, bytes(r["payload"]))))
+            plaintext = cipher.open(txid, bytes(r["payload"]), _blob(r["wrapped_key"]))
+            p = payment_from_document(json.loads(plaintext))
         except (CardDataError, QueueError, ValueError) as exc:
             return f"card data unreadable: {exc}"
         if (p.amount, p.currency, p.captured_at) != (r["amount"], r["currency"], r["captured_at"]):
@@ -727,19 +907,23 @@ class OfflineQueue:
         batch_id: str | None = None,
     ) -> None:
         old = self._db.execute(
-            "SELECT state FROM payments WHERE transaction_id = ?", (txid,)
+            "SELECT state, amount, currency, captured_at, masked_pan, brand, aid "
+            "FROM payments WHERE transaction_id = ?",
+            (txid,),
         ).fetchone()
         flagged = state in (State.DECLINED, State.FAILED)
-        # Once the host has the payment the card data has served its purpose: erase it
-        # (DESIGN.md: sensitive data deleted once authorised). Declined and failed rows keep
-        # it for the merchant's follow-up and the technician's export.
-        payload_sql = ", payload = NULL" if state is State.ACCEPTED else ""
         self._db.execute(
-            f"UPDATE payments SET state = ?, batch_id = NULL, finished_at = ?, "  # noqa: S608
-            f"updated_at = ?, reason = ?, host_ref = ?, host_code = ?, flagged = ?"
-            f"{payload_sql} WHERE transaction_id = ?",
+            "UPDATE payments SET state = ?, batch_id = NULL, finished_at = ?, "
+            "updated_at = ?, reason = ?, host_ref = ?, host_code = ?, flagged = ? "
+            "WHERE transaction_id = ?",
             (state.value, now, now, reason, host_ref, code, int(flagged), txid),
         )
+        if state in _ERASED_STATES:
+            # The host's final word: the card data has served its purpose (DESIGN.md:
+            # sensitive data deleted once authorised). Destroyed with the state change, in
+            # its transaction; the WAL is scrubbed after the commit (record_results).
+            _erase_sql(self._db, txid, _erased_hash(txid, *old[1:]))
+            self._scrub_owed = True
         self._transition(
             txid, State(old[0]), state, now, batch_id=batch_id, detail=reason or host_ref
         )
@@ -797,6 +981,11 @@ class OfflineQueue:
                 "WHERE batch_id = ?",
                 (now, now, batch.batch_id),
             )
+        if self._scrub_owed:
+            # After the commit (a checkpoint cannot run inside a transaction): the pages the
+            # erasure changed, and every older copy of them, leave the WAL. A reader in the
+            # WAL makes it owed; the next sync, acceptance or close tries again.
+            self.scrub()
         return counts
 
     def record_attempt_failed(self, batch: Batch, error: str) -> None:
@@ -839,7 +1028,8 @@ class OfflineQueue:
             cur = self._db.execute(
                 "UPDATE payments SET state = 'pending', flagged = 0, finished_at = NULL, "
                 "next_attempt_at = NULL, updated_at = ? WHERE transaction_id = ? "
-                "AND state = 'failed' AND payload IS NOT NULL",
+                "AND state = 'failed' AND payload IS NOT NULL AND transaction_id IN "
+                "(SELECT transaction_id FROM card_data_keys)",
                 (now, transaction_id),
             )
             if cur.rowcount == 0:
@@ -870,11 +1060,17 @@ class OfflineQueue:
         cipher = self._need_cipher()
         out = []
         with self._file.connection():
-            for r in self._db.query("SELECT * FROM payments ORDER BY created_at, rowid"):
+            for r in self._db.query(
+                "SELECT p.*, k.wrapped_key FROM payments AS p LEFT JOIN card_data_keys AS k "
+                "USING (transaction_id) ORDER BY p.created_at, p.rowid"
+            ):
                 txid = str(r["transaction_id"])
                 payment: dict[str, Any] | None = None
+                # Erased payments (accepted, declined) have neither payload nor key: the
+                # backup carries their clear columns only.
                 if r["payload"] is not None:
-                    payment = json.loads(cipher.open(txid, bytes(r["payload"])))
+                    plaintext = cipher.open(txid, bytes(r["payload"]), _blob(r["wrapped_key"]))
+                    payment = json.loads(plaintext)
                 clear = {k: r[k] for k in _EXPORTED_COLUMNS}
                 out.append({"row": clear, "payment": payment})
         return out
@@ -897,13 +1093,20 @@ class OfflineQueue:
                 existing = self._db.execute(
                     "SELECT content_hash FROM payments WHERE transaction_id = ?", (txid,)
                 ).fetchone()
+                erased_hash = _erased_hash(
+                    txid,
+                    int(row["amount"]),
+                    int(row["currency"]),
+                    int(row["captured_at"]),
+                    str(row["masked_pan"]),
+                    row["brand"],
+                    row["aid"],
+                )
                 content_hash = (
-                    self._content_hash(cipher, plaintext)
-                    if plaintext is not None
-                    else str(row["content_hash"])
+                    self._content_hash(cipher, plaintext) if plaintext is not None else ""
                 )
                 if existing is not None:
-                    if existing[0] == content_hash or plaintext is None:
+                    if plaintext is None or existing[0] in (content_hash, erased_hash):
                         present.append(txid)
                     else:
                         conflicts.append(txid)
@@ -911,6 +1114,10 @@ class OfflineQueue:
                 state = State(row["state"])
                 if state is State.SENDING:
                     state = State.PENDING
+                if state in _ERASED_STATES:
+                    # A backup from before per-payment keys carries the card data of
+                    # declined payments: not kept here either.
+                    payment = None
                 if payment is None:
                     if state in (State.PENDING, State.SENDING):
                         raise QueueError(f"backup item {txid}: unsent payment without card data")
@@ -920,7 +1127,9 @@ class OfflineQueue:
                             "state": state.value,
                             "pan_hash": "",
                             "payload": None,
-                            "content_hash": content_hash,
+                            "content_hash": erased_hash
+                            if state in _ERASED_STATES
+                            else str(row["content_hash"]),
                             "batch_id": None,
                             "imported": 1,
                             "updated_at": now,

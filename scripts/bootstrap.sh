@@ -24,11 +24,17 @@ debian_packages=(python3-venv python3-dev gcc pcscd libccid libpcsclite-dev swig
                  chromium fonts-wqy-zenhei)
 # Only for development and CI: vsmartcard-vpcd is the virtual reader the tests put simulated
 # cards in. Never on a terminal: it adds a reader that anyone on the network can put a card in.
-dev_debian_packages=(vsmartcard-vpcd)
+# swtpm (with swtpm-tools) is the software TPM 2.0 the tests seal device secrets to.
+dev_debian_packages=(vsmartcard-vpcd swtpm swtpm-tools)
+# With the tpm extra (and dev, which carries it): tpm2-pytss has no wheel, so it is built from
+# its sdist against the TSS headers (libtss2-dev, found through pkg-config); libtss2-dev also
+# pulls in the TSS libraries and TCTIs it loads at run time (device: /dev/tpmrm0, swtpm).
+tpm_debian_packages=(libtss2-dev pkg-config)
 
 install_debian_packages() {
     local wanted=("${debian_packages[@]}")
     [[ ",$1," == *,dev,* ]] && wanted+=("${dev_debian_packages[@]}")
+    [[ ",$1," == *,dev,* || ",$1," == *,tpm,* ]] && wanted+=("${tpm_debian_packages[@]}")
     local missing=() pkg
     for pkg in "${wanted[@]}"; do
         if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest_plugins = ["tests.conftest_hardware", "tests.conftest_host"]
+pytest_plugins = ["tests.conftest_hardware", "tests.conftest_host", "tests.conftest_tpm"]
 
 IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
@@ -67,6 +67,8 @@ REAL_COMPONENT_FIXTURES = frozenset(
         "pn532_pty",
         "pty_scanner",
         "browser",  # Chromium (tests/terminal/api/test_page.py)
+        "swtpm",  # Debian's software TPM 2.0 on loopback (tests/conftest_tpm.py)
+        "swtpm_factory",
     }
 )
 

@@ -32,25 +32,31 @@ rejections, wallet codes, merchant-code payments).
 from __future__ import annotations
 
 import base64
+import datetime
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
 
+from emv.pan import mask_pan
+from offline_queue import OfflinePayment
 from simulator.host import HostApp, HostServer, create_app
-from terminal.acquirer.client import AcquirerClient, Enrolment
+from terminal.acquirer.client import AcquirerClient, Enrolment, OfflineItem
+from terminal.domain.signing import offline_record
 from terminal.store.keys import Keystore, SequenceCounter
 from tests.inprocess import InProcessTransport
 
 TEST_SECRET = b"test-device-secret-0123456789"
 # Low scrypt cost keeps the suite fast; production uses the module default.
 TEST_SCRYPT_N = 2**10
-# The base URL of a host reached only in process: nothing listens there.
-INPROCESS_URL = "http://acquirer.inprocess"
+# The base URL of a host reached only in process: nothing listens there (the discard port
+# on loopback: it stands for a simulated acquirer on this machine, which is what `pipos
+# provision --allow-plain-http` accepts).
+INPROCESS_URL = "http://127.0.0.1:9"
 
 
 class HostHandle:
@@ -150,6 +156,23 @@ class HostHandle:
     def host_public_key(self) -> bytes:
         data = self._ok(self.http.get("/v1/host-key"))
         return base64.b64decode(data["host_public_key"])
+
+    @property
+    def host_key_fingerprint(self) -> str:
+        """What a technician pins: `pipos provision --host-key` (printed with each code)."""
+        return self.app.host.host_key_fingerprint
+
+    def provision_options(self) -> dict[str, Any]:
+        """provision()'s pin and transport for this host: the host key pinned, plain HTTP
+        allowed (the simulated host is on loopback or in this process)."""
+        return {"host_key": self.host_key_fingerprint, "allow_plain_http": True}
+
+    def set_unreferenced_refund_limit(self, merchant_id: str, limit: int) -> None:
+        path = f"/admin/merchants/{merchant_id}/unreferenced-refund-limit"
+        self._ok(self.http.put(path, json={"limit": limit}))
+
+    def status(self) -> dict[str, Any]:
+        return dict(self._ok(self.http.get("/admin/status")))
 
     # --- the simulated phone's side (simulator.wallet, without a socket) -------------------
 
@@ -329,6 +352,111 @@ class AcquirerTerminal:
         return self.enrolment.terminal_id
 
 
+def _bcd(value: int, digits: int) -> bytes:
+    return bytes.fromhex(f"{value:0{digits}d}")
+
+
+def card_emv(
+    pan: str, amount: int, currency: int = 826, *, atc: int = 0x1C
+) -> tuple[dict[str, bytes], int | None]:
+    """The chip data of an online authorisation with a real ARQC, and the PAN sequence
+    number to send with it: for a virtual card's PAN computed with its issuer's key and
+    scheme (the simulated host holds those keys, simulator.host.issuers, and verifies the
+    ARQC); for any other PAN under a test key the host does not hold (checked `no_key`).
+    The host declines an authorisation without an ARQC by default."""
+    from emv import cryptogram
+    from simulator.cards import list_profiles, load_profile
+    from simulator.host.issuers import virtual_issuer_keys
+
+    psn: int | None = 1
+    spec: dict[str, Any] = {"imk_ac": "0123456789ABCDEFFEDCBA9876543210", "session_key": "common"}
+    for name in list_profiles():
+        profile = load_profile(name)
+        if profile.pan == pan:
+            psn = profile.pan_sequence_number
+            spec = virtual_issuer_keys()[pan]
+    emv = {
+        "9F02": _bcd(amount, 12),
+        "9F03": _bcd(0, 12),
+        "9F1A": _bcd(826, 4),
+        "95": bytes(5),
+        "5F2A": _bcd(currency, 4),
+        "9A": bytes.fromhex("261125"),
+        "9C": b"\x00",
+        "9F37": bytes.fromhex("A1B2C3D4"),
+        "82": bytes.fromhex("1980"),
+        "9F36": atc.to_bytes(2, "big"),
+        "9F10": bytes.fromhex("0110A00003220000000000000000000000FF"),
+    }
+    master = cryptogram.derive_icc_master_key_option_a(bytes.fromhex(spec["imk_ac"]), pan, psn)
+    if spec.get("session_key") == "mastercard":
+        session = cryptogram.derive_mastercard_session_key(master, atc, emv["9F37"])
+    else:
+        session = cryptogram.derive_common_session_key(master, atc)
+    iad = {"full": emv["9F10"], "cvr": emv["9F10"][2:8]}.get(str(spec.get("iad", "none")))
+    data = cryptogram.build_ac_data(
+        amount_authorised=amount,
+        amount_other=0,
+        terminal_country_code=826,
+        tvr=bytes(5),
+        transaction_currency_code=currency,
+        transaction_date=datetime.date(2026, 11, 25),
+        transaction_type=0,
+        unpredictable_number=emv["9F37"],
+        aip=emv["82"],
+        atc=atc,
+        iad=iad,
+    )
+    padding: Literal[1, 2] = 1 if int(spec.get("padding", 2)) == 1 else 2
+    emv["9F26"] = cryptogram.generate_ac(session, data, padding=padding)
+    return emv, psn
+
+
+def signed_payment(payment: OfflinePayment, keystore: Keystore) -> OfflinePayment:
+    """`payment` signed by `keystore` as the checkout signs what it approved offline
+    (terminal.checkout.core ``_signed_record``): the record the host and `pipos queue import`
+    check the payment against."""
+    record = offline_record(
+        transaction_id=payment.transaction_id,
+        terminal_id=keystore.terminal_id or "",
+        amount=payment.amount,
+        currency=payment.currency,
+        captured_at=payment.captured_at,
+        masked_pan=mask_pan(payment.card.pan),
+        aid=payment.aid or "",
+        cryptogram=payment.emv.get("9F26", ""),
+        atc=payment.emv.get("9F36", ""),
+    )
+    return replace(
+        payment, signed_record=record, signature=keystore.sign(record), key_id=keystore.key_id
+    )
+
+
+def signed_item(keystore: Keystore, **fields: Any) -> OfflineItem:
+    """An offline upload item carrying the terminal's signed record of exactly `fields`."""
+    item = OfflineItem(**fields)
+    captured = item.captured_at if item.captured_at is not None else 1_700_000_000
+    emv = {k.upper(): v.hex().upper() for k, v in item.emv.items()}
+    record = offline_record(
+        transaction_id=item.offline_id,
+        terminal_id=keystore.terminal_id or "",
+        amount=item.amount,
+        currency=item.currency,
+        captured_at=captured,
+        masked_pan=mask_pan(item.pan),
+        aid=item.aid or "",
+        cryptogram=emv.get("9F26", ""),
+        atc=emv.get("9F36", ""),
+    )
+    return replace(
+        item,
+        captured_at=captured,
+        signed_record=record,
+        signature=keystore.sign(record),
+        key_id=keystore.key_id,
+    )
+
+
 def make_client(host_url: str, keys: TerminalKeys, **kwargs: Any) -> AcquirerClient:
     kwargs.setdefault("sleep", lambda _seconds: None)
     kwargs.setdefault("read_timeout", 10.0)
@@ -381,6 +509,7 @@ __all__ = [
     "acquirer_client_factory",
     "acquirer_host",
     "acquirer_terminal",
+    "card_emv",
     "enrolled_terminal",
     "host",
     "inprocess_host",
@@ -389,5 +518,7 @@ __all__ = [
     "loopback_host",
     "make_client",
     "session_host",
+    "signed_item",
+    "signed_payment",
     "terminal_keys",
 ]

@@ -682,14 +682,14 @@ def _act_sync(trial: Trial, term: Terminal) -> None:
 
 
 def _act_end_of_day(trial: Trial, term: Terminal) -> None:
-    answer = term.json("POST", "/api/v1/end-of-day")
+    answer = term.json("POST", "/api/v1/end-of-day", json={"pin": PIN})
     trial.register.answers.append(f"end-of-day {answer['_status']} {answer.get('batch_id')}")
     if answer["_status"] != 200:
         raise HarnessError(f"end of day refused: {answer}")
 
 
 def _end_of_day_again(trial: Trial, term: Terminal) -> None:
-    answer = term.json("POST", "/api/v1/end-of-day")
+    answer = term.json("POST", "/api/v1/end-of-day", json={"pin": PIN})
     if answer["_status"] != 200:
         raise HarnessError(f"end of day after recovery refused: {answer}")
 

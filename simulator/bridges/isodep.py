@@ -29,6 +29,9 @@ class IsoDepCardSide:
     _link: IsoDepLink
     max_chunk: int | None
     wtx: bool
+    #: Every S(WTX) response is answered with another S(WTX) request (a card that never
+    #: delivers its answer); emulators without the attribute never do this.
+    wtx_forever: bool = False
     chained_commands: int
     chained_responses: int
     wtx_sent: int
@@ -93,6 +96,9 @@ class IsoDepCardSide:
             self._deselected()
             return bytes([0xC2])
         if pcb & 0xF7 == 0xF2 and link.waiting is not None:  # S(WTX) response
+            if self.wtx_forever:
+                self.wtx_sent += 1
+                return bytes([0xF2, 0x01])  # more time, again
             response, link.waiting = link.waiting, None
             return self._send_response(response, link.waiting_bn)
         return None

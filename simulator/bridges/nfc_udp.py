@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from enum import Enum
 
@@ -57,8 +58,10 @@ class NfcUdpCardEmulator(IsoDepCardSide):
 
     Parameters let tests force the protocol's corners: ``fsci`` (the card's frame size, so
     commands arrive chained), ``max_chunk`` (response chaining below FSD-3), ``wtx`` (send an
-    S(WTX) request before every response), ``rfoff_on_remove`` (tell the reader at once
-    instead of going silent).
+    S(WTX) request before every response), ``wtx_forever`` (answer every S(WTX) response with
+    another S(WTX) request: a card that never delivers), ``wtx_interval`` (seconds the card
+    works before each S(WTX) request, as a slow card does), ``rfoff_on_remove`` (tell the reader
+    at once instead of going silent).
     """
 
     _link: _Link
@@ -74,6 +77,8 @@ class NfcUdpCardEmulator(IsoDepCardSide):
         fwi: int = 8,
         max_chunk: int | None = None,
         wtx: bool = False,
+        wtx_forever: bool = False,
+        wtx_interval: float = 0.0,
         rfoff_on_remove: bool = False,
     ) -> None:
         if technology not in ("A", "B"):
@@ -83,7 +88,9 @@ class NfcUdpCardEmulator(IsoDepCardSide):
         self.fsci = fsci
         self.fwi = fwi
         self.max_chunk = max_chunk
-        self.wtx = wtx
+        self.wtx = wtx or wtx_forever
+        self.wtx_forever = wtx_forever
+        self.wtx_interval = wtx_interval
         self.rfoff_on_remove = rfoff_on_remove
         self.commands = 0
         self.chained_commands = 0
@@ -257,4 +264,6 @@ class NfcUdpCardEmulator(IsoDepCardSide):
 
     def _protocol_block(self, data: bytes, card: BridgeCard) -> list[bytes]:
         block = self._block(data, card)
+        if block is not None and block[0] & 0xF7 == 0xF2 and self.wtx_interval:
+            time.sleep(self.wtx_interval)  # the card is working: more time, after a while
         return [block] if block is not None else []

@@ -46,6 +46,14 @@ def contactless_atr(atr: bytes, historical: bytes = b"PIPOS") -> bytes:
     return b"\x3b" + body + bytes([tck])
 
 
+def contact_t0_atr(historical: bytes = b"PIPOS") -> bytes:
+    """A contact card's ATR offering T=0 only (ISO/IEC 7816-3 §8.2: T0 with no interface
+    bytes, so no TD1 and no TCK): pcscd then talks T=0 to the card, and the driver sees the
+    '61xx' / '6Cxx' transport answers a contactless reader would have hidden."""
+    hist = historical[:15]
+    return bytes([0x3B, len(hist)]) + hist
+
+
 def _quickack(sock: socket.socket) -> None:
     # Not on Linux: no TCP_QUICKACK; slower, still correct.
     with contextlib.suppress(AttributeError, OSError):
@@ -69,14 +77,20 @@ class VpcdBridge:
         self.card: BridgeCard | None = None
         self.commands = 0
         self.left_field = threading.Event()
+        self._answering = False  # the card is working on a command (see remove)
+        self._atr: bytes | None = None
 
     @property
     def inserted(self) -> bool:
         return self._sock is not None
 
-    def insert(self, card: BridgeCard, *, connect_timeout: float = 5.0) -> None:
-        """Connect `card` to vpcd (pcscd must be running with the vpcd driver)."""
+    def insert(
+        self, card: BridgeCard, *, connect_timeout: float = 5.0, atr: bytes | None = None
+    ) -> None:
+        """Connect `card` to vpcd (pcscd must be running with the vpcd driver). `atr` replaces
+        the contactless ATR built from the card's (e.g. :func:`contact_t0_atr`)."""
         self.remove()
+        self._atr = atr
         deadline = time.monotonic() + connect_timeout
         while True:
             try:
@@ -103,9 +117,14 @@ class VpcdBridge:
         self._thread.start()
 
     def remove(self) -> None:
-        """Take the card out of the field (close the socket)."""
+        """Take the card out of the field (close the socket). A card still working on a
+        command (a wedged one) is told it left, so its silence ends with the removal."""
         with self._lock:
             sock, self._sock = self._sock, None
+            card = self.card if self._answering else None
+        leave = getattr(card, "remove", None)
+        if leave is not None:
+            leave()
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -130,7 +149,7 @@ class VpcdBridge:
         return bytes(chunks)
 
     def _serve(self, sock: socket.socket, card: BridgeCard) -> None:
-        atr = contactless_atr(bytes(card.atr))
+        atr = self._atr if self._atr is not None else contactless_atr(bytes(card.atr))
         try:
             while True:
                 header = self._recv_exact(sock, 2)
@@ -145,7 +164,13 @@ class VpcdBridge:
                     # Power off/on and reset need no answer; the virtual card keeps no
                     # contact-interface state worth resetting.
                     continue
-                response = answer(card, payload)
+                with self._lock:
+                    self._answering = True
+                try:
+                    response = answer(card, payload)
+                finally:
+                    with self._lock:
+                        self._answering = False
                 if response is None:
                     log.info("vpcd bridge: card left the field after %d commands", self.commands)
                     return

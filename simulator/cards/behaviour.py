@@ -23,6 +23,19 @@ keyword arguments of :func:`simulator.cards.load_card`. Keyword names (all optio
                      after N answered commands the card leaves the field: the next
                      ``transceive`` raises :class:`VirtualCardRemovedError` and ``removed`` is True.
 ``slow``             seconds of delay per command, passed to the injected ``sleep`` callable.
+``hang_on``          the card never answers one command: ``select``, ``gpo``, ``read_record``,
+                     ``generate_ac``, ``internal_authenticate``, ``get_data`` or ``any`` (the
+                     first command of all). The card stays silent until it leaves the field
+                     (``remove()``: a bridge or reader taking it away), then raises
+                     :class:`VirtualCardRemovedError`; a wedged card in front of the terminal.
+``more_data_forever``
+                     a T=0 transport fault: every command is answered '61 10' ("16 more
+                     bytes": ISO/IEC 7816-4 §5.1.3) and every GET RESPONSE with 16 bytes and
+                     '61 10' again, forever.
+``wrong_length_forever``
+                     a T=0 transport fault: every command is answered '6C xx' ("wrong Le, use
+                     xx": ISO/IEC 7816-3 §10.3.3) with an xx one above the Le it was sent,
+                     so no resend is ever right.
 ``see_phone``        a phone that asks for its own cardholder verification on the first tap
                      (EMV Contactless Book B v2.10 §3.5, Start B; Book A §9.4 "See Phone"):
                      M/Chip answers its first GENERATE AC with an AAC carrying POS Cardholder
@@ -41,7 +54,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from .errors import BehaviourError
 
@@ -78,6 +91,22 @@ class Corruption(StrEnum):
     UNEXPECTED_STATUS = "unexpected_status"
 
 
+#: The commands ``hang_on`` can name, by instruction byte (EMV Book 3 §6.5); ``any`` is None.
+HANG_COMMANDS: Final[Mapping[str, int | None]] = {
+    "select": 0xA4,
+    "gpo": 0xA8,
+    "read_record": 0xB2,
+    "generate_ac": 0xAE,
+    "internal_authenticate": 0x88,
+    "get_data": 0xCA,
+    "any": None,
+}
+
+#: What ``more_data_forever`` announces and hands out per GET RESPONSE (ISO/IEC 7816-4).
+_MORE_DATA: Final = 0x10
+_GET_RESPONSE_INS: Final = 0xC0
+
+
 @dataclass(frozen=True)
 class Behaviour:
     decision: Decision = Decision.AUTO
@@ -89,6 +118,28 @@ class Behaviour:
     removed_after_n_commands: int | None = None
     slow: float = 0.0
     see_phone: bool = False
+    hang_on: str | None = None
+    more_data_forever: bool = False
+    wrong_length_forever: bool = False
+
+    def hangs_on(self, command: bytes) -> bool:
+        """Whether the card stays silent on `command` (the ``hang_on`` behaviour)."""
+        if self.hang_on is None or len(command) < 4:
+            return False
+        ins = HANG_COMMANDS[self.hang_on]
+        return ins is None or command[1] == ins
+
+    def transport_answer(self, command: bytes) -> bytes | None:
+        """The answer a T=0 transport fault forces in place of the card's own (the
+        ``more_data_forever`` and ``wrong_length_forever`` behaviours), else None."""
+        if self.more_data_forever:
+            if len(command) >= 4 and command[1] == _GET_RESPONSE_INS:
+                return bytes(_MORE_DATA) + bytes([0x61, _MORE_DATA])  # 16 filler bytes
+            return bytes([0x61, _MORE_DATA])
+        if self.wrong_length_forever:
+            le = command[-1] if len(command) >= 5 else 0
+            return bytes([0x6C, (le + 1) & 0xFF])
+        return None
 
     def updated(self, options: Mapping[str, Any]) -> Behaviour:
         """This behaviour with ``options`` (keyword names of the module docstring) applied."""
@@ -133,7 +184,23 @@ class Behaviour:
             raise BehaviourError("removed_after_n_commands must be a non-negative integer")
         if isinstance(self.slow, bool) or not isinstance(self.slow, int | float) or self.slow < 0:
             raise BehaviourError("slow must be a non-negative number of seconds")
-        for name in ("cdcvm_performed", "expired", "blocked_application", "see_phone"):
+        for name in (
+            "cdcvm_performed",
+            "expired",
+            "blocked_application",
+            "see_phone",
+            "more_data_forever",
+            "wrong_length_forever",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise BehaviourError(f"{name} must be true or false")
-        return replace(self, decision=decision, corrupt=corrupt, slow=float(self.slow))
+        if self.more_data_forever and self.wrong_length_forever:
+            raise BehaviourError("choose one of more_data_forever, wrong_length_forever")
+        hang_on = None if self.hang_on is None else str(self.hang_on).lower()
+        if hang_on is not None and hang_on not in HANG_COMMANDS:
+            raise BehaviourError(
+                f"hang_on must name one of {', '.join(HANG_COMMANDS)}, got {self.hang_on!r}"
+            )
+        return replace(
+            self, decision=decision, corrupt=corrupt, slow=float(self.slow), hang_on=hang_on
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -163,6 +164,8 @@ class VirtualCard:
             else deterministic_random(b"pipos-card:" + profile.pan.encode())
         )
         self.removed = False
+        #: Set while the card is out of the field: ends a ``hang_on`` silence.
+        self._left_field = threading.Event()
         self._removal_armed = self.behaviour.removed_after_n_commands is not None
         #: Commands answered since the card entered the field.
         self.commands = 0
@@ -369,6 +372,7 @@ class VirtualCard:
     def remove(self) -> None:
         """Take the card out of the field now."""
         self.removed = True
+        self._left_field.set()
 
     def insert(self) -> None:
         """Put the card back (a new tap): clears the removal and disarms the removal
@@ -378,6 +382,8 @@ class VirtualCard:
             self.verified_on_device = True
             self.asked_to_see_phone = False
         self.removed = False
+        #: Set while the card is out of the field: ends a ``hang_on`` silence.
+        self._left_field = threading.Event()
         self._removal_armed = False
         self.commands = 0
         self.transcript = []
@@ -398,7 +404,12 @@ class VirtualCard:
             raise VirtualCardRemovedError(self.commands)
         if self.behaviour.slow:
             self._sleep(self.behaviour.slow)
-        response = self._dispatch(bytes(c_apdu))
+        if self.behaviour.hangs_on(c_apdu):
+            # A wedged card: silent until someone takes it out of the field.
+            self._left_field.wait()
+            raise VirtualCardRemovedError(self.commands)
+        forced = self.behaviour.transport_answer(bytes(c_apdu))
+        response = forced if forced is not None else self._dispatch(bytes(c_apdu))
         self.commands += 1
         self.transcript.append((bytes(c_apdu), response))
         return response

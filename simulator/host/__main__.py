@@ -35,7 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.activation_code:
         store = Store(args.db)
         try:
-            print(AcquirerHost(store).create_activation_code(args.activation_code))
+            host = AcquirerHost(store)
+            print(host.create_activation_code(args.activation_code))
+            # Printed with every code: what the technician pins (pipos provision --host-key).
+            print(f"host key: {host.host_key_fingerprint}")
         except HostError as exc:
             print(f"error: {exc.message}", file=sys.stderr)
             return 1

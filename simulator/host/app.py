@@ -11,18 +11,27 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
+from . import verify
 from .decisions import CryptogramVerifier
 from .faults import Fault, FaultBoard, FaultInjector, FaultMode
+from .guard import (
+    DEFAULT_LIMIT,
+    DEFAULT_WINDOW,
+    RejectionGuard,
+    rate_limited,
+    refuse_if_flooding,
+    source_of,
+)
 from .ledger import Store
 from .qr_payments import router as qr_router
 from .service import AcquirerHost, Caller, HostError, dumps
@@ -31,6 +40,8 @@ _HEX = r"^[0-9A-Fa-f]*$"
 _PAN = r"^[0-9]{12,19}$"
 _ID = r"^[A-Za-z0-9._:~-]{1,128}$"
 _MAX_AMOUNT = 10**12 - 1  # n12 (EMV 9F02)
+_MAX_INT64 = 2**63 - 1  # what SQLite's INTEGER holds: every stored number stays below it
+_B64 = r"^[A-Za-z0-9+/]*={0,2}$"
 
 
 class _Body(BaseModel):
@@ -90,7 +101,14 @@ class OfflineItem(_Body):
     brand: str | None = Field(default=None, max_length=32)
     aid: str | None = Field(default=None, pattern=_HEX, max_length=32)
     emv: dict[str, str] = Field(default_factory=dict)
-    captured_at: int | None = None
+    captured_at: int | None = Field(default=None, ge=0, le=_MAX_INT64)
+    signed_record: str | None = Field(
+        default=None, max_length=4096, pattern=_B64, description="the terminal's record, base64"
+    )
+    signature: str | None = Field(
+        default=None, max_length=128, pattern=_B64, description="its Ed25519 signature, base64"
+    )
+    key_id: str | None = Field(default=None, pattern=_ID, description="the signing key's id")
 
 
 class OfflineBatchBody(_Body):
@@ -98,17 +116,21 @@ class OfflineBatchBody(_Body):
 
 
 class Totals(_Body):
-    brand: str
-    currency: int
-    sales_count: int
-    sales_amount: int
-    refunds_count: int
-    refunds_amount: int
-    net_amount: int | None = None
+    brand: str = Field(max_length=32)
+    currency: int = Field(ge=1, le=999)
+    sales_count: int = Field(ge=0, le=_MAX_INT64)
+    sales_amount: int = Field(ge=0, le=_MAX_INT64)
+    refunds_count: int = Field(ge=0, le=_MAX_INT64)
+    refunds_amount: int = Field(ge=0, le=_MAX_INT64)
+    net_amount: int | None = Field(default=None, ge=-_MAX_INT64, le=_MAX_INT64)
 
 
 class SettlementBody(_Body):
-    terminal_totals: list[Totals] | None = None
+    terminal_totals: list[Totals] | None = Field(default=None, max_length=1000)
+
+
+class RefundLimitBody(_Body):
+    limit: int = Field(ge=0, le=_MAX_INT64, description="minor units per 24 hours; 0: none")
 
 
 class ActivationCodeBody(_Body):
@@ -130,7 +152,12 @@ class RulesBody(_Body):
     card_limits: dict[_Pan, _Minor] = Field(default_factory=dict, description="PAN -> limit")
     default_card_limit: _Minor | None = None
     blocked_cards: list[_Pan] = Field(default_factory=list, description="PANs")
-    require_arqc: bool = False
+    require_arqc: bool = Field(
+        default=True, description="decline an online card authorisation without 9F26"
+    )
+    require_verified_arqc: bool = Field(
+        default=False, description="decline too an ARQC the host holds no issuer key for"
+    )
 
 
 class IssuerKeyBody(_Body):
@@ -155,11 +182,14 @@ def _signed_path(scope: Scope) -> str:
 
 async def _signed(request: Request) -> Caller:
     """Dependency: authenticate the signed request (before the body is validated)."""
+    refuse_if_flooding(request)
     host: AcquirerHost = request.app.state.host
     body = await request.body()
-    return host.authenticate(
+    caller = host.authenticate(
         method=request.method, path=_signed_path(request.scope), headers=request.headers, body=body
     )
+    request.state.authenticated = True
+    return caller
 
 
 async def _admin(request: Request, x_admin_token: Annotated[str | None, Header()] = None) -> None:
@@ -195,8 +225,12 @@ def create_app(
     timestamp_window: int = 300,
     verifier: CryptogramVerifier | None = None,
     admin_token: str | None = None,
+    rejection_limit: int = DEFAULT_LIMIT,
+    rejection_window: float = DEFAULT_WINDOW,
 ) -> HostApp:
-    store = Store(Path(db_path))
+    """`rejection_limit` refusals of unauthenticated requests per `rejection_window`
+    seconds and source address, then 429 (simulator.host.guard)."""
+    store = Store(FilePath(db_path))
     host = AcquirerHost(
         store, clock=clock, token=token, timestamp_window=timestamp_window, verifier=verifier
     )
@@ -209,33 +243,46 @@ def create_app(
 
     app.state.host = host
     app.state.faults = faults
+    guard = RejectionGuard(limit=rejection_limit, window=rejection_window)
+    app.state.guard = guard
     app.state.admin_token = admin_token
     # Phone QR payments (consumer-presented, wallet codes, merchant-presented orders).
     app.include_router(qr_router)
 
     def respond(request: Request, status: int, body: bytes) -> Response:
         headers = {}
-        seq_text = request.headers.get("x-pipos-seq", "")
+        seq = verify.response_seq(request.headers.get("x-pipos-seq", ""))
         terminal = request.headers.get("x-pipos-terminal", "-")
-        if seq_text.isdigit() and len(seq_text) < 20:
+        if seq is not None and (terminal == "-" or verify.TOKEN.fullmatch(terminal)):
+            # Signed whenever the answer can be bound to a request number, refusals of an
+            # out-of-range number included.
             headers["X-Pipos-Host-Key-Id"] = host.host_key_id
             headers["X-Pipos-Host-Signature"] = host.sign_response(
-                terminal_id=terminal if terminal else "-",
-                seq=int(seq_text),
-                status=status,
-                body=body,
+                terminal_id=terminal if terminal else "-", seq=seq, status=status, body=body
             )
+        if status == 429:
+            headers["Retry-After"] = str(max(1, round(guard.window)))
         return Response(
             content=body, status_code=status, media_type="application/json", headers=headers
         )
 
     def reject(request: Request, error: HostError) -> Response:
-        host.record_rejection(
-            method=request.method,
-            path=_signed_path(request.scope),
-            headers=request.headers,
-            error=error,
-        )
+        path = _signed_path(request.scope)
+        if error.authenticated or getattr(request.state, "authenticated", False):
+            # The terminal's own signed request: kept in the ledger with the reason.
+            host.record_rejection(
+                method=request.method, path=path, headers=request.headers, error=error
+            )
+        elif error.code != "rate_limited":
+            # Anyone's junk: counted in memory, never a row each (issue 16: 19.3 MB from
+            # 2,000 junk requests); past the source's limit the answer is 429.
+            source = source_of(request)
+            if guard.blocked(source):
+                error = rate_limited(guard)
+            else:
+                guard.record(
+                    source, error.code, method=request.method, path=path, status=error.status
+                )
         return respond(request, error.status, dumps(error.body()))
 
     @app.exception_handler(HostError)
@@ -356,8 +403,35 @@ def create_app(
 
     @app.post("/admin/activation-codes", dependencies=[Admin])
     async def activation_code(payload: ActivationCodeBody) -> dict[str, str]:
+        """A one-time code, with the host key fingerprint the technician pins
+        (`pipos provision --host-key`)."""
         code = host.create_activation_code(payload.merchant_id, payload.code)
-        return {"code": code, "merchant_id": payload.merchant_id}
+        return {
+            "code": code,
+            "merchant_id": payload.merchant_id,
+            "host_key_fingerprint": host.host_key_fingerprint,
+        }
+
+    @app.put("/admin/merchants/{merchant_id}/unreferenced-refund-limit", dependencies=[Admin])
+    async def unreferenced_refund_limit(
+        merchant_id: Annotated[str, Path(pattern=_ID)], payload: RefundLimitBody
+    ) -> dict[str, Any]:
+        return host.set_unreferenced_refund_limit(merchant_id, payload.limit)
+
+    @app.get("/admin/status", dependencies=[Admin])
+    async def status() -> dict[str, Any]:
+        """The host key, what is in the ledger, and the unauthenticated refusals counted in
+        memory (by code and source, the most recent, how many were rate-limited)."""
+        counts = store.one(
+            "SELECT (SELECT COUNT(*) FROM terminals) AS terminals, "
+            "(SELECT COUNT(*) FROM transactions) AS transactions, "
+            "(SELECT COUNT(*) FROM rejections) AS recorded_rejections"
+        )
+        return {
+            **host.host_key_info(),
+            **(counts or {}),
+            "unauthenticated_rejections": guard.snapshot(),
+        }
 
     @app.put("/admin/rules", dependencies=[Admin])
     async def set_rules(payload: RulesBody) -> dict[str, Any]:
@@ -403,7 +477,10 @@ def create_app(
 
     @app.get("/admin/rejections", dependencies=[Admin])
     async def rejections() -> list[dict[str, Any]]:
-        return _view(store.rejections())
+        """The refusals of authenticated requests (ledger rows), then the most recent
+        unauthenticated ones (kept in memory only, `"recorded": "memory"`)."""
+        recent = [{**r, "recorded": "memory"} for r in guard.snapshot()["recent"]]
+        return _view(store.rejections()) + recent
 
     @app.get("/admin/terminals", dependencies=[Admin])
     async def terminals() -> list[dict[str, Any]]:

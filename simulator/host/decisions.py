@@ -25,6 +25,9 @@ INVALID_AMOUNT: Final = "13"
 INSUFFICIENT_FUNDS: Final = "51"
 EXCEEDS_LIMIT: Final = "61"
 RESTRICTED_CARD: Final = "62"
+#: An online card authorisation without an ARQC (9F26): the host cannot tell the card was
+#: there (card authentication failed, as ISO 8583 networks answer it).
+ARQC_REQUIRED: Final = "Q1"
 
 BRANDS_BY_RID: Final = {
     "A000000003": "visa",
@@ -172,7 +175,12 @@ class Rules:
     card_limits: Mapping[str, int] | None = None  # card token -> open-to-buy in minor units
     default_card_limit: int | None = None
     blocked_cards: frozenset[str] = frozenset()  # card tokens
-    require_arqc: bool = False
+    #: An online authorisation must carry an ARQC (9F26); off only for a host configured to
+    #: take card data without one.
+    require_arqc: bool = True
+    #: ... and one the host could verify: a card range whose issuer key it does not hold
+    #: (`no_key`) is declined too.
+    require_verified_arqc: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Rules:
@@ -184,7 +192,8 @@ class Rules:
             card_limits={str(k): int(v) for k, v in (data.get("card_limits") or {}).items()},
             default_card_limit=data.get("default_card_limit"),
             blocked_cards=frozenset(data.get("blocked_cards") or ()),
-            require_arqc=bool(data.get("require_arqc", False)),
+            require_arqc=bool(data.get("require_arqc", True)),
+            require_verified_arqc=bool(data.get("require_verified_arqc", False)),
         )
 
 
@@ -198,16 +207,29 @@ class Decision:
         return self.response_code == APPROVED
 
 
-def decide(rules: Rules, *, amount: int, card_token: str, spent: int, arqc: ArqcResult) -> Decision:
-    """Apply the rules in a fixed order; the first that matches declines."""
+def decide(
+    rules: Rules,
+    *,
+    amount: int,
+    card_token: str,
+    spent: int,
+    arqc: ArqcResult,
+    online: bool = True,
+) -> Decision:
+    """Apply the rules in a fixed order; the first that matches declines.
+
+    `online`: an authorisation (the ARQC rule applies); False for an offline payment the
+    terminal uploads later, whose record is vouched for by the terminal's signature."""
     if amount <= 0:
         return Decision(INVALID_AMOUNT, "amount must be positive")
     if arqc.status == "invalid":
         return Decision(DO_NOT_HONOUR, "ARQC verification failed")
     if arqc.status == "malformed":
         return Decision(DO_NOT_HONOUR, f"EMV data unusable: {arqc.detail}")
-    if rules.require_arqc and arqc.status != "valid":
-        return Decision(DO_NOT_HONOUR, f"ARQC required but {arqc.status}")
+    if online and rules.require_arqc and arqc.status == "absent":
+        return Decision(ARQC_REQUIRED, "ARQC (9F26) required: the authorisation carries none")
+    if rules.require_verified_arqc and arqc.status != "valid":
+        return Decision(DO_NOT_HONOUR, f"verified ARQC required but {arqc.status}")
     if card_token in rules.blocked_cards:
         return Decision(RESTRICTED_CARD, "card blocked")
     if rules.decline_amounts and amount in rules.decline_amounts:

@@ -40,6 +40,8 @@ from emv.errors import EmvError
 from emv.pan import mask_pan
 from emv.qr.mpm import parse_mpm
 
+from . import verify
+from .guard import refuse_if_flooding
 from .ledger import Store
 from .service import AcquirerHost, Caller, HostError, dumps
 
@@ -178,11 +180,15 @@ def _signed_path(request: Request) -> str:
 
 
 async def _signed(request: Request) -> Caller:
+    refuse_if_flooding(request)
     host = _host(request)
     body = await request.body()
-    return host.authenticate(
+    caller = host.authenticate(
         method=request.method, path=_signed_path(request), headers=request.headers, body=body
     )
+    # Refusals from here on are the terminal's own: the host's error handler records them.
+    request.state.authenticated = True
+    return caller
 
 
 async def _admin(request: Request, x_admin_token: Annotated[str | None, Header()] = None) -> None:
@@ -198,12 +204,12 @@ SignedCaller = Annotated[Caller, Depends(_signed)]
 
 def _respond(request: Request, host: AcquirerHost, status: int, body: bytes) -> Response:
     headers: dict[str, str] = {}
-    seq_text = request.headers.get("x-pipos-seq", "")
+    seq = verify.response_seq(request.headers.get("x-pipos-seq", ""))
     terminal = request.headers.get("x-pipos-terminal", "-") or "-"
-    if seq_text.isdigit() and len(seq_text) < 20:
+    if seq is not None and (terminal == "-" or verify.TOKEN.fullmatch(terminal)):
         headers["X-Pipos-Host-Key-Id"] = host.host_key_id
         headers["X-Pipos-Host-Signature"] = host.sign_response(
-            terminal_id=terminal, seq=int(seq_text), status=status, body=body
+            terminal_id=terminal, seq=seq, status=status, body=body
         )
     return Response(
         content=body, status_code=status, media_type="application/json", headers=headers

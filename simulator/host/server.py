@@ -110,6 +110,9 @@ def serve(
 ) -> None:
     """Serve until interrupted (the `pipos acquirer` command)."""
     app = create_app(db, admin_token=admin_token)
+    # The key terminals pin at enrolment (pipos provision --host-key), shown where the
+    # operator starts the host as well as with each activation code.
+    print(f"host key: {app.host.host_key_fingerprint}", flush=True)
     config = _config(app, tls, log_level)
     config.host, config.port = host, port
     uvicorn.Server(config).run()

@@ -50,16 +50,31 @@ Token = Callable[[int], bytes]
 
 
 class HostError(SimulatorError):
-    """A request the host refuses: HTTP status, a stable machine code and a human message."""
+    """A request the host refuses: HTTP status, a stable machine code and a human message.
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    `authenticated`: the request carried the terminal's own valid signature (not a replay),
+    so the refusal is the terminal's doing and is recorded in the ledger; any other refusal
+    is only counted in memory (simulator.host.guard). `detail` adds fields to the error
+    object (``last_sequence`` of ``stale_sequence``)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        authenticated: bool = False,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.authenticated = authenticated
+        self.detail = dict(detail or {})
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
+        return {"error": {"code": self.code, "message": self.message, **self.detail}}
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,35 @@ def default_parameters() -> dict[str, Any]:
     }
 
 
+def _record_mismatch(record: Mapping[str, Any], item: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first field where the terminal's signed record and the uploaded item disagree.
+
+    Compared: the id, amount, currency and capture time; the card by its masked PAN (the
+    record holds no card data); the AID, the cryptogram (9F26) and the ATC (9F36) whenever
+    the record names them. Messages show masked PANs only."""
+    emv = {str(k).upper(): str(v).upper() for k, v in (item.get("emv") or {}).items()}
+    pan = str(item.get("pan") or "")
+    pairs: list[tuple[str, Any, Any]] = [
+        ("transaction_id", record.get("transaction_id"), item.get("offline_id")),
+        ("amount", record.get("amount"), item.get("amount")),
+        ("currency", record.get("currency"), item.get("currency")),
+        ("captured_at", record.get("captured_at"), item.get("captured_at")),
+        ("masked_pan", record.get("masked_pan"), mask_pan(pan)),
+    ]
+    for name, tag in (("cryptogram", "9F26"), ("atc", "9F36")):
+        if record.get(name):
+            pairs.append((name, str(record[name]).upper(), emv.get(tag)))
+    if record.get("aid"):
+        pairs.append(("aid", str(record["aid"]).upper(), str(item.get("aid") or "").upper()))
+    for name, signed, sent in pairs:
+        if signed != sent or isinstance(signed, bool) or isinstance(sent, bool):
+            return (
+                "record_mismatch",
+                f"{name}: the signed record says {signed!r}, the item says {sent!r}",
+            )
+    return None
+
+
 def _hex_map(data: Mapping[str, str] | None) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for tag, value in (data or {}).items():
@@ -166,13 +210,17 @@ class AcquirerHost:
             if not value:
                 raise HostError(401, "missing_header", f"header {name} is required")
             values[name] = value
-        try:
-            seq = int(values["x-pipos-seq"])
-            timestamp = int(values["x-pipos-timestamp"])
-        except ValueError as exc:
+        seq_value = verify.header_number(values["x-pipos-seq"])
+        timestamp_value = verify.header_number(values["x-pipos-timestamp"])
+        if seq_value is None or timestamp_value is None:
             raise HostError(
-                400, "bad_header", "X-Pipos-Seq and X-Pipos-Timestamp must be integers"
-            ) from exc
+                400,
+                "bad_header",
+                "X-Pipos-Seq and X-Pipos-Timestamp must be decimal digits, below 2^63",
+            )
+        seq, timestamp = seq_value, timestamp_value
+        if len(values["x-pipos-signature"]) > verify.MAX_SIGNATURE_HEADER:
+            raise HostError(400, "bad_header", "X-Pipos-Signature is too long")
         terminal_id = values["x-pipos-terminal"]
         key_id = values["x-pipos-key-id"]
         idem = headers.get("idempotency-key") or None
@@ -232,12 +280,18 @@ class AcquirerHost:
                     401,
                     "timestamp_out_of_window",
                     f"timestamp {timestamp} is more than {self.window}s from host time {now}",
+                    authenticated=True,
                 )
             if seq <= last_seq:
+                # The answer carries the last accepted number (signed, like every answer), so
+                # a terminal whose counter went back (an old sequence.json restored) jumps
+                # past it by itself.
                 raise HostError(
                     409,
                     "stale_sequence",
                     f"sequence number {seq} is not greater than the last accepted {last_seq}",
+                    authenticated=True,
+                    detail={"last_sequence": last_seq},
                 )
             conn.execute(
                 "INSERT INTO seen_requests (signature_hash, terminal_id, seq, at) "
@@ -358,7 +412,7 @@ class AcquirerHost:
     def set_issuer_keys(self, keys: Mapping[str, Mapping[str, Any]]) -> None:
         for prefix, spec in keys.items():
             IssuerKey.from_json(spec)  # validate before storing
-            if not prefix.isdigit():
+            if not (prefix.isascii() and prefix.isdigit()):
                 raise HostError(422, "invalid_request", "issuer key prefixes are PAN digits")
         self.store.set_config("issuer_keys", {k: dict(v) for k, v in keys.items()})
 
@@ -380,10 +434,17 @@ class AcquirerHost:
 
     # --- operations ---------------------------------------------------------------------
 
+    @property
+    def host_key_fingerprint(self) -> str:
+        """What a technician pins with `pipos provision --host-key` (printed with each
+        activation code)."""
+        return verify.fingerprint_for(self.host_public_key)
+
     def host_key_info(self) -> dict[str, Any]:
         return {
             "host_key_id": self.host_key_id,
             "host_public_key": verify.b64encode(self.host_public_key),
+            "host_key_fingerprint": self.host_key_fingerprint,
         }
 
     def enrol(self, caller: Caller, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -787,6 +848,7 @@ class AcquirerHost:
             pan = body.get("pan")
             if not pan:
                 raise HostError(422, "invalid_request", "an unreferenced refund needs the card")
+            self._check_unreferenced_refund(conn, caller, amount, now)
             brand = brand_for(body.get("aid"), body.get("brand"))
             masked, token = mask_pan(str(pan)), self.store.card_token(str(pan))
         ref = self._ref("R")
@@ -816,14 +878,140 @@ class AcquirerHost:
         )
         return {"status": "approved", "transaction_ref": ref, "original_ref": original}
 
+    # --- unreferenced refunds ---------------------------------------------------------------
+
+    def unreferenced_refund_limits(self) -> dict[str, int]:
+        limits: dict[str, Any] = self.store.get_config("unreferenced_refund_limits", {}) or {}
+        return {str(k): int(v) for k, v in limits.items()}
+
+    def set_unreferenced_refund_limit(self, merchant_id: str, limit: int) -> dict[str, Any]:
+        """Allow a merchant refunds that point at no sale of this host, up to `limit` minor
+        units in total over any 24 hours (0, the default: none at all)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit < 2**63:
+            raise HostError(422, "invalid_request", "limit: minor units, 0 to 2^63-1")
+        with self.store.transaction():
+            limits = self.unreferenced_refund_limits()
+            limits[merchant_id] = limit
+            self.store.set_config("unreferenced_refund_limits", limits)
+        return {"merchant_id": merchant_id, "unreferenced_refund_limit": limit}
+
+    def _check_unreferenced_refund(
+        self, conn: sqlite3.Connection, caller: Caller, amount: int, now: int
+    ) -> None:
+        """A refund to a card with no sale of this host behind it moves money to any card:
+        only within the merchant's explicit limit (issue 16)."""
+        merchant = caller.merchant_id or ""
+        limit = self.unreferenced_refund_limits().get(merchant, 0)
+        if limit <= 0:
+            raise HostError(
+                403,
+                "unreferenced_refund_refused",
+                f"merchant {merchant} may not refund without the original sale: refund the "
+                "sale itself (its reference), or ask the acquirer for an unreferenced refund "
+                "limit",
+            )
+        done = conn.execute(
+            "SELECT COALESCE(SUM(amount), 0) FROM transactions WHERE merchant_id = ? "
+            "AND kind = 'refund' AND original_ref IS NULL AND status = 'approved' "
+            "AND created_at > ?",
+            (merchant, now - 86400),
+        ).fetchone()[0]
+        if int(done) + amount > limit:
+            raise HostError(
+                403,
+                "unreferenced_refund_limit",
+                f"unreferenced refunds of merchant {merchant} would total {int(done) + amount} "
+                f"in 24 hours, over its limit of {limit}: refund the original sale instead",
+            )
+
+    # --- offline batches ----------------------------------------------------------------
+
+    def _record_problem(
+        self, conn: sqlite3.Connection, caller: Caller, item: Mapping[str, Any]
+    ) -> tuple[str, str] | None:
+        """Why an offline item cannot be booked as the terminal's, or None.
+
+        The item must carry the terminal's canonical record (terminal.checkout.core), its
+        Ed25519 signature and the key id; the key must be one the host enrolled for a
+        terminal of the caller's merchant (a replacement unit uploads what the old one
+        signed); a retired key only for a record captured before it was retired; and the
+        record must say what the item says."""
+        raw = verify.b64decode(str(item.get("signed_record") or ""))
+        signature = verify.b64decode(str(item.get("signature") or ""))
+        key_id = item.get("key_id")
+        if not raw or not signature or not key_id:
+            return (
+                "unsigned_record",
+                "the payment carries no terminal signature (signed_record, signature, key_id)",
+            )
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            return "bad_record_signature", "the signed record is not a JSON object"
+        signer = record.get("terminal_id") or caller.terminal_id
+        key = conn.execute(
+            "SELECT k.public_key, k.retired_at FROM terminal_keys k JOIN terminals t "
+            "ON t.terminal_id = k.terminal_id WHERE k.terminal_id = ? AND k.key_id = ? "
+            "AND t.merchant_id = ?",
+            (str(signer), str(key_id), caller.merchant_id),
+        ).fetchone()
+        if key is None:
+            return (
+                "unknown_signing_key",
+                f"key {str(key_id)[:40]} is not a key of terminal {str(signer)[:40]} of this "
+                "merchant",
+            )
+        if not verify.verify(bytes(key["public_key"]), signature, raw):
+            return (
+                "bad_record_signature",
+                f"the signature does not verify with key {key_id}: the record was altered or "
+                "signed with another key",
+            )
+        captured = record.get("captured_at")
+        if key["retired_at"] is not None and (
+            not isinstance(captured, int) or captured > int(key["retired_at"]) + self.window
+        ):
+            return (
+                "retired_signing_key",
+                f"key {key_id} was retired before this record was captured",
+            )
+        return _record_mismatch(record, item)
+
     def offline_batch(
         self, caller: Caller, conn: sqlite3.Connection, body: Mapping[str, Any]
     ) -> dict[str, Any]:
         now = self.now()
-        results = []
+        results: list[dict[str, Any]] = []
         rules = self.rules()
         for item in body.get("items", []):
             offline_id = str(item["offline_id"])
+            problem = self._record_problem(conn, caller, item)
+            if problem is not None:
+                code, why = problem
+                # Refused, not booked: nothing of it is in the ledger but this event, and the
+                # terminal keeps it flagged for a technician rather than sending it again.
+                self.store.add_event(
+                    conn,
+                    now,
+                    caller.terminal_id,
+                    None,
+                    "offline_refused",
+                    {"offline_id": offline_id, "code": code},
+                )
+                results.append(
+                    {
+                        "offline_id": offline_id,
+                        "result": "refused",
+                        "status": "refused",
+                        "transaction_ref": None,
+                        "response_code": None,
+                        "reason_code": code,
+                        "reason": why,
+                    }
+                )
+                continue
             existing = conn.execute(
                 "SELECT ref, status FROM transactions WHERE terminal_id = ? AND offline_id = ?",
                 (caller.terminal_id, offline_id),
@@ -863,7 +1051,12 @@ class AcquirerHost:
                 pan=pan, pan_sequence=item.get("pan_sequence"), emv=emv
             )
             d = decide(
-                rules, amount=amount, card_token=token, spent=self._spent(conn, token), arqc=arqc
+                rules,
+                amount=amount,
+                card_token=token,
+                spent=self._spent(conn, token),
+                arqc=arqc,
+                online=False,
             )
             status = "approved" if d.approved else "declined"
             ref = self._ref("O")

@@ -20,6 +20,13 @@ REQUEST_FORMAT: Final = "PIPOS-REQ-V1"
 RESPONSE_FORMAT: Final = "PIPOS-RESP-V1"
 UNSET: Final = "-"
 TOKEN: Final = re.compile(r"[A-Za-z0-9._:~-]{1,128}")
+#: Every number in a header is a decimal of ASCII digits below 2^63: what SQLite's INTEGER
+#: holds, so no header can make the host fail (int() alone would take "+1", " 1", "1_0" and
+#: other scripts' digits).
+MAX_HEADER_NUMBER: Final = 2**63 - 1
+_DIGITS: Final = re.compile(r"[0-9]{1,19}")
+#: The signature header: 64 bytes in padded base64 are 88 characters.
+MAX_SIGNATURE_HEADER: Final = 100
 
 
 def body_digest(body: bytes) -> str:
@@ -60,6 +67,28 @@ def canonical_response(*, terminal_id: str, seq: int, status: int, body: bytes) 
 
 def key_id_for(public_key: bytes) -> str:
     return "ed25519:" + hashlib.sha256(public_key).hexdigest()[:16]
+
+
+def fingerprint_for(public_key: bytes) -> str:
+    """The host key fingerprint printed next to an activation code: ``ed25519:`` + the 64
+    hex digits of SHA-256 over the raw 32-byte key (`pipos provision --host-key`)."""
+    return "ed25519:" + hashlib.sha256(public_key).hexdigest()
+
+
+def header_number(text: str) -> int | None:
+    """A header number (sequence, timestamp) if it is one: ASCII digits, below 2^63."""
+    if not _DIGITS.fullmatch(text):
+        return None
+    value = int(text)
+    return value if value <= MAX_HEADER_NUMBER else None
+
+
+def response_seq(text: str) -> int | None:
+    """The request's sequence number to bind a signed answer to, whenever it is plain ASCII
+    digits (even one the host refuses as too large: that refusal is signed too)."""
+    if not re.fullmatch(r"[0-9]{1,20}", text):
+        return None
+    return int(text)
 
 
 def b64decode(text: str) -> bytes | None:

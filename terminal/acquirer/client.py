@@ -14,6 +14,11 @@ Failures are told apart because they mean different things at the counter:
 * a lost response to another money-moving request - retried with the same Idempotency-Key;
   if still unknown, :class:`OutcomeUnknownError` carries that key for a later retry.
 * :class:`HostRejectedError` - the host answered 4xx with a reason (bad signature, not found...).
+  A signed ``409 stale_sequence`` is not passed on: it carries the host's last accepted
+  sequence number, the counter jumps past it and the request is sent once more (same
+  Idempotency-Key), so a ``sequence.json`` restored from an older copy mends itself.
+* :class:`HostKeyMismatchError` - at enrolment, the host key answered is not the pinned one
+  (a man in the middle, or the wrong host): nothing is stored.
 
 Exceptions are faults; outcomes (approved, declined, reversed) are values.
 """
@@ -21,8 +26,10 @@ Exceptions are faults; outcomes (approved, declined, reversed) are values.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import ssl
 import threading
 import time
@@ -40,6 +47,7 @@ from ..domain.signing import (
     Signer,
     b64decode,
     b64encode,
+    key_id_for,
     sign_request,
     verify_response,
     verify_signature,
@@ -51,6 +59,28 @@ Token = Callable[[int], bytes]
 Sleep = Callable[[float], None]
 
 PARAMETERS_FORMAT: Final = "pipos-params-1"
+ENROL_PATH: Final = "/v1/enrol"
+#: Sequence numbers, like every number in a header, are below 2^63 (docs/protocol.md).
+MAX_SEQUENCE: Final = 2**63 - 1
+_FINGERPRINT: Final = re.compile(r"ed25519:([0-9A-Fa-f]{64})")
+
+
+def host_key_fingerprint(public_key: bytes) -> str:
+    """The host key's fingerprint as printed next to an activation code and given to
+    ``pipos provision --host-key``: ``ed25519:`` + the 64 lower-case hex digits of SHA-256
+    over the raw 32-byte Ed25519 public key (its first 16 digits are the key id)."""
+    return "ed25519:" + hashlib.sha256(public_key).hexdigest()
+
+
+def parse_host_key_fingerprint(text: str) -> str:
+    """A fingerprint as typed, checked and normalised (hex in lower case)."""
+    match = _FINGERPRINT.fullmatch(text.strip())
+    if match is None:
+        raise AcquirerError(
+            f"host key fingerprint {text[:80]!r}: expected ed25519: followed by 64 hex digits "
+            "(the fingerprint printed next to the activation code)"
+        )
+    return "ed25519:" + match.group(1).lower()
 
 
 # --- exceptions ---------------------------------------------------------------------------
@@ -97,6 +127,21 @@ class ReversalPendingError(OutcomeUnknownError):
     """
 
 
+class HostKeyMismatchError(AcquirerError):
+    """At enrolment the host answered with a key other than the pinned one; nothing stored."""
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(
+            f"enrolment refused: the acquirer answered with host key {actual}, but the pinned "
+            f"host key is {expected}. Someone between this terminal and the acquirer may be "
+            "intercepting it, or this is not the acquirer that issued the activation code. "
+            "Nothing was stored; once the connection is trusted, enrol again with the same "
+            "activation code"
+        )
+        self.expected = expected
+        self.actual = actual
+
+
 class ParametersInvalidError(AcquirerError):
     """Downloaded parameters failed the host signature or consistency checks; not used."""
 
@@ -107,6 +152,24 @@ class NotEnrolledError(AcquirerError):
 
 class _AmbiguousError(Exception):
     """Internal: the request may have been processed but no usable answer came back."""
+
+
+class _StaleSequenceError(Exception):
+    """Internal: a signed ``stale_sequence`` refusal naming the host's last accepted number."""
+
+    def __init__(self, last_sequence: int, error: HostRejectedError) -> None:
+        super().__init__(str(error))
+        self.last_sequence = last_sequence
+        self.error = error
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: httpx.Headers
+    content: bytes
+    seq: int
+    terminal_id: str | None
 
 
 # --- values -------------------------------------------------------------------------------
@@ -231,6 +294,11 @@ class OfflineItem:
     aid: str | None = None
     emv: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     captured_at: int | None = None
+    #: The terminal's canonical record of the payment, its Ed25519 signature and the key id
+    #: that made it (terminal.checkout.core): the host checks both against the item.
+    signed_record: bytes = field(default=b"", repr=False)
+    signature: bytes = field(default=b"", repr=False)
+    key_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -240,20 +308,28 @@ class OfflineItem:
             "pan": self.pan,
             "emv": _emv_json(self.emv),
         }
-        for name in ("pan_sequence", "expiry", "brand", "aid", "captured_at"):
+        for name in ("pan_sequence", "expiry", "brand", "aid", "captured_at", "key_id"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        if self.signed_record:
+            out["signed_record"] = b64encode(self.signed_record)
+        if self.signature:
+            out["signature"] = b64encode(self.signature)
         return out
 
 
 @dataclass(frozen=True)
 class BatchItemResult:
     offline_id: str
-    result: str  # approved / declined / duplicate
-    transaction_ref: str
+    result: str  # approved / declined / duplicate / refused
+    transaction_ref: str | None  # None for a refused item (the host booked nothing)
     status: str
     response_code: str | None = None
+    #: Why a refused item was refused (unsigned_record, bad_record_signature,
+    #: unknown_signing_key, record_mismatch), with the host's explanation.
+    reason_code: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -459,7 +535,33 @@ class AcquirerClient:
         terminal_id: str | None = None,
         params: Mapping[str, str] | None = None,
     ) -> tuple[int, dict[str, Any]]:
-        """Sign and send one request. Raises HostUnreachable, HostRejectedError, _AmbiguousError."""
+        """Sign and send one request. Raises HostUnreachable, HostRejectedError, _AmbiguousError.
+
+        A signed ``stale_sequence`` refusal (the counter is behind the host's, e.g. a
+        sequence.json restored from a backup) moves the counter past the host's last
+        accepted number and sends the request once more with a fresh number and the same
+        Idempotency-Key: the host refused the first before doing anything, so nothing is
+        done twice. Only a refusal whose signature verified moves the counter."""
+        for attempt in range(2):
+            answer = self._send(method, path, payload, idempotency_key, signer, terminal_id, params)
+            try:
+                return self._decode(answer, self._host_key())
+            except _StaleSequenceError as stale:
+                if attempt:
+                    raise stale.error from None
+                self._sequence.advance_past(stale.last_sequence)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        payload: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+        signer: Signer | None,
+        terminal_id: str | None,
+        params: Mapping[str, str] | None,
+    ) -> _Answer:
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         signer = signer or self._keystore.signer()
         tid = terminal_id if terminal_id is not None else self._keystore.terminal_id
@@ -496,27 +598,45 @@ class AcquirerClient:
                     # request is read, so nothing was processed.
                     raise HostUnreachable(f"acquirer refused the TLS session: {exc}") from exc
                 raise _AmbiguousError(f"no response from acquirer: {type(exc).__name__}") from exc
-        status = response.status_code
+        return _Answer(response.status_code, response.headers, content, seq, tid)
+
+    @staticmethod
+    def _verified(answer: _Answer, host_key: bytes) -> bool:
+        return verify_response(
+            host_key,
+            answer.headers,
+            terminal_id=answer.terminal_id,
+            seq=answer.seq,
+            status=answer.status,
+            body=answer.content,
+        )
+
+    def _decode(self, answer: _Answer, host_key: bytes | None) -> tuple[int, dict[str, Any]]:
+        status = answer.status
         if status >= 500:
             raise _AmbiguousError(f"acquirer failed with HTTP {status}")
-        host_key = self._host_key()
-        if host_key is not None and not verify_response(
-            host_key, response.headers, terminal_id=tid, seq=seq, status=status, body=content
-        ):
+        verified = host_key is not None and self._verified(answer, host_key)
+        if host_key is not None and not verified:
             raise _AmbiguousError("acquirer response signature missing or invalid")
-        try:
-            data = json.loads(content)
-        except ValueError as exc:
-            raise _AmbiguousError("acquirer response is not JSON") from exc
-        if not isinstance(data, dict):
-            raise _AmbiguousError("acquirer response is not a JSON object")
+        data = _json_object(answer.content)
         if status >= 400:
             err = data.get("error")
             if not isinstance(err, dict):
                 err = {}
-            raise HostRejectedError(
+            error = HostRejectedError(
                 status, str(err.get("code", "error")), str(err.get("message", ""))
             )
+            last = err.get("last_sequence")
+            if (
+                verified
+                and status == 409
+                and error.code == "stale_sequence"
+                and isinstance(last, int)
+                and not isinstance(last, bool)
+                and 0 <= last < MAX_SEQUENCE
+            ):
+                raise _StaleSequenceError(last, error)
+            raise error
         return status, data
 
     def signed_request(
@@ -580,35 +700,74 @@ class AcquirerClient:
 
     # --- operations -----------------------------------------------------------------------
 
-    def enrol(self, activation_code: str) -> Enrolment:
-        """Register this terminal's public key with a one-time activation code."""
+    def enrol(self, activation_code: str, *, host_key: str | None = None) -> Enrolment:
+        """Register this terminal's public key with a one-time activation code.
+
+        `host_key` pins the host: its fingerprint (:func:`host_key_fingerprint`, printed next
+        to the activation code). The answer must be signed by the key it carries, and that
+        key must be the pinned one (or the `host_public_key` this client was built with);
+        otherwise :class:`HostKeyMismatchError` and nothing is stored. Without a pin the
+        first key seen is trusted: only for a host the caller already trusts by other means
+        (its TLS CA pinned, or a simulator in this process)."""
         ks = self._keystore
+        pinned = None if host_key is None else parse_host_key_fingerprint(host_key)
         payload = {
             "activation_code": activation_code,
             "public_key": b64encode(ks.public_key),
             "serial": ks.serial,
         }
         try:
-            _, data = self._exchange("POST", "/v1/enrol", payload, None, terminal_id="-")
+            answer = self._send("POST", ENROL_PATH, payload, None, None, "-", None)
+            if self._pinned_host_key is not None:
+                _, data = self._decode(answer, self._pinned_host_key)
+            else:
+                data = self._enrolment_answer(answer)
         except _AmbiguousError as exc:
             raise HostFaultError(f"enrolment: {exc}; retrying with the same code is safe") from exc
-        host_key = b64decode(str(data.get("host_public_key", "")), "host public key")
-        if self._pinned_host_key is not None and host_key != self._pinned_host_key:
-            raise AcquirerError("enrolment: host key differs from the pinned host key")
+        host_public = b64decode(str(data.get("host_public_key", "")), "host public key")
+        if len(host_public) != 32:
+            raise HostFaultError("enrolment: the host public key is not 32 bytes")
+        # The same check whichever pin was given, before anything is stored.
+        actual = host_key_fingerprint(host_public)
+        if self._pinned_host_key is not None:
+            expected = host_key_fingerprint(self._pinned_host_key)
+            if actual != expected:
+                raise HostKeyMismatchError(expected, actual)
+        if pinned is not None and actual != pinned:
+            raise HostKeyMismatchError(pinned, actual)
         with _reading("enrolment"):
             enrolment = Enrolment(
                 terminal_id=str(data["terminal_id"]),
                 merchant_id=str(data["merchant_id"]),
                 host_key_id=str(data["host_key_id"]),
-                host_public_key=host_key,
+                host_public_key=host_public,
             )
+        if enrolment.host_key_id != key_id_for(host_public):
+            raise HostFaultError("enrolment: host_key_id does not name the host public key")
         ks.set_enrolment(
             terminal_id=enrolment.terminal_id,
             merchant_id=enrolment.merchant_id,
-            host_public_key=host_key,
+            host_public_key=host_public,
             host_key_id=enrolment.host_key_id,
         )
         return enrolment
+
+    def _enrolment_answer(self, answer: _Answer) -> dict[str, Any]:
+        """The enrolment answer when no host key is known yet: it must be signed by the key
+        it carries (the caller then compares that key with its pin). A refusal cannot be
+        verified before a key is known, and is reported as the host's refusal."""
+        if answer.status >= 500:
+            raise _AmbiguousError(f"acquirer failed with HTTP {answer.status}")
+        data = _json_object(answer.content)
+        if answer.status >= 400:
+            return self._decode(answer, None)[1]
+        try:
+            key = b64decode(str(data["host_public_key"]), "host public key")
+        except (KeyError, TerminalError) as exc:
+            raise _AmbiguousError("enrolment answer carries no usable host public key") from exc
+        if not self._verified(answer, key):
+            raise _AmbiguousError("enrolment answer is not signed by the host key it carries")
+        return data
 
     def whoami(self, *, signer: Signer | None = None) -> dict[str, Any]:
         self._require_enrolled()
@@ -781,9 +940,11 @@ class AcquirerClient:
                     BatchItemResult(
                         offline_id=str(r["offline_id"]),
                         result=str(r["result"]),
-                        transaction_ref=str(r["transaction_ref"]),
+                        transaction_ref=_opt_str(r.get("transaction_ref")),
                         status=str(r["status"]),
                         response_code=r.get("response_code"),
+                        reason_code=_opt_str(r.get("reason_code")),
+                        reason=_opt_str(r.get("reason")),
                     )
                     for r in data["items"]
                 ),
@@ -851,6 +1012,16 @@ class AcquirerClient:
                 in_balance=data.get("in_balance"),
                 idempotency_key=key,
             )
+
+
+def _json_object(content: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(content)
+    except ValueError as exc:
+        raise _AmbiguousError("acquirer response is not JSON") from exc
+    if not isinstance(data, dict):
+        raise _AmbiguousError("acquirer response is not a JSON object")
+    return data
 
 
 def _tls_refused(exc: BaseException) -> bool:

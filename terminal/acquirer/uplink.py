@@ -28,6 +28,7 @@ from ..domain.params import OfflineParams
 from ..store.keys import Keystore
 from .client import (
     AcquirerClient,
+    BatchItemResult,
     HostFaultError,
     HostRejectedError,
     HostUnreachable,
@@ -91,6 +92,11 @@ class AcquirerUplink:
                 aid=i.aid,
                 emv={tag: bytes.fromhex(value) for tag, value in i.emv.items()},
                 captured_at=i.captured_at,
+                # The terminal's signature travels with the payment: the host checks it and
+                # that the record says what the item says (docs/protocol.md).
+                signed_record=i.signed_record,
+                signature=i.signature,
+                key_id=i.key_id,
             )
             for i in batch.items
         ]
@@ -107,17 +113,25 @@ class AcquirerUplink:
             if exc.status in (400, 422):
                 raise BatchRejectedError(str(exc)) from exc
             raise UplinkUnavailableError(str(exc)) from exc
-        return [
-            _item_result(r.offline_id, r.result, r.status, r.transaction_ref, r.response_code)
-            for r in result.items
-        ]
+        return [_item_result(r) for r in result.items]
 
 
-def _item_result(
-    offline_id: str, result: str, status: str, ref: str, code: str | None
-) -> ItemResult:
+def _item_result(r: BatchItemResult) -> ItemResult:
+    offline_id, ref, code = r.offline_id, r.transaction_ref, r.response_code
+    if r.result == "refused":
+        # The host refused the item itself (unsigned, wrongly signed, or not what its signed
+        # record says): sending it again cannot change that, so it is kept, flagged, for a
+        # technician, never retried.
+        why = r.reason_code or "refused"
+        return ItemResult(
+            offline_id,
+            ItemOutcome.FAILED,
+            host_ref=ref,
+            code=why,
+            reason=f"refused by the host ({why}): {r.reason or 'no reason given'}",
+        )
     # "duplicate" means the host already had this payment: its first status is the answer.
-    decided = status if result == "duplicate" else result
+    decided = r.status if r.result == "duplicate" else r.result
     if decided == "approved":
         return ItemResult(offline_id, ItemOutcome.ACCEPTED, host_ref=ref, code=code)
     if decided == "declined":

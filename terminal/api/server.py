@@ -1,24 +1,35 @@
 """The terminal's local HTTP API for the merchant's cash register (ECR), and the checkout page.
 
 FastAPI, bound to 127.0.0.1 unless configured otherwise; OpenAPI at /openapi.json, docs at
-/docs. Every /api/v1 call needs ``Authorization: Bearer <register token>`` (the event stream
-also accepts ``?token=``, because a browser's EventSource cannot set headers). Refunds and
-voids also need the merchant PIN; wrong PINs are rate limited and then locked out.
+/docs (Swagger UI) and /redoc, both served from the terminal itself (no CDN). Every /api/v1
+call needs ``Authorization: Bearer <register token>`` (the event stream and a sale's QR code
+also accept ``?token=``, because a browser's EventSource and ``<img>`` cannot set headers),
+or the checkout page's session cookie (below). Refunds, voids and the end of day also need
+the merchant PIN, whoever asks; wrong PINs are rate limited and then locked out.
+
+The checkout page earns its credential (``terminal.api.kiosk``): ``GET /kiosk?code=`` takes
+the one-time code the kiosk launcher read from a 0600 file and answers with an HttpOnly,
+SameSite=Strict session cookie; the page's HTML holds no token. The cookie is accepted only
+on same-origin requests (``Sec-Fetch-Site``, ``Origin``). Every request must name the
+terminal in its ``Host`` header: loopback names (127.0.0.1, localhost, [::1], with any port)
+and the names the operator allowed (``pipos run --allowed-host NAME``); anything else gets
+400, which defeats DNS rebinding. Every response carries a strict Content-Security-Policy
+(``frame-ancestors 'none'``), ``X-Frame-Options: DENY``, ``X-Content-Type-Options: nosniff``
+and ``Referrer-Policy: no-referrer``.
 
 Errors are JSON ``{"error": {"code": ..., "message": ..., "field": ...}}`` with a precise
-4xx: 400 malformed body, 401 no/bad token, 403 wrong PIN, 404 unknown transaction, 409 busy,
-wrong state or no printer configured, 413 body too large, 422 invalid field, 423 PIN locked,
-429 PIN retry too soon, 503 acquirer or printer unavailable.
+4xx: 400 malformed body or a Host the terminal does not answer to, 401 no/bad token, 403
+wrong PIN, 404 unknown transaction, 409 busy, wrong state or no printer configured, 413 body
+too large (with or without Content-Length), 422 invalid field, 423 PIN locked (for this
+caller), 503 acquirer or printer unavailable, or no merchant PIN set (pin_unavailable).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
-import threading
-import time
+import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -31,13 +42,14 @@ from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
     PlainTextResponse,
+    RedirectResponse,
     Response,
     StreamingResponse,
 )
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from drivers.errors import DriverError
 from drivers.scanner import ScanRejectedError
@@ -59,11 +71,30 @@ from ..domain.currency import CURRENCIES, MAX_EMV_AMOUNT
 from ..domain.messages import LANGUAGES, ui_strings
 from ..domain.receipts import PrinterError, build_receipt, print_receipt
 from ..domain.records import TxnRecord
+from ..security.lockout import LockoutError
+from ..security.merchant_pin import (
+    MerchantPin,
+    MerchantPinError,
+    MerchantPinLockedError,
+    MerchantPinWrongError,
+)
 from ..store.audit import AuditLog
+from .kiosk import COOKIE, KioskCodes
 
-__all__ = ["ApiSettings", "PinGuard", "create_api", "hash_pin", "render_svg"]
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "PAGE",
+    "ApiSettings",
+    "PinGuard",
+    "allowed_host_names",
+    "create_api",
+    "render_svg",
+]
 
 MAX_BODY = 16 * 1024
+#: The checkout page's name as a caller (audit log, PIN guard): its credential is its
+#: session cookie, never a token.
+PAGE = "checkout-page"
 #: How long a cancel waits for the sale to reach its final state before it answers.
 CANCEL_SETTLE_SECONDS = 5.0
 _REF = r"^[A-Za-z0-9._:/#-]{1,64}$"
@@ -82,90 +113,42 @@ def render_svg(payload: str) -> bytes:
     return out.getvalue()
 
 
-def hash_pin(pin: str, salt: bytes) -> bytes:
-    """PBKDF2-SHA256 of the merchant PIN (it is never stored in the clear)."""
-    return hashlib.pbkdf2_hmac("sha256", pin.encode(), salt, 100_000)
-
-
 class PinGuard:
-    """Checks the merchant PIN; wrong PINs slow down, then lock out.
+    """The merchant PIN check behind the PIN-guarded operations, in the API's error shape.
 
-    After each wrong PIN the next try must wait `delay * 2^(failures-1)` seconds (429); after
-    `max_failures` wrong PINs in a row, PIN operations are locked for `lockout` seconds (423).
+    The credential is terminal.security.merchant_pin (scrypt, bound to the device, its
+    lock-out kept on disk and authenticated), checked per caller: `scope` is the caller's name,
+    so one caller's wrong PINs lock that caller only (the kiosk page, never the register).
+    403 wrong_pin (with the tries left); 423 pin_locked (with Retry-After: while locked the
+    right PIN is refused too); 503 pin_unavailable when no PIN is set or its files cannot be
+    read or written.
     """
 
-    def __init__(
-        self,
-        pin: str,
-        *,
-        salt: bytes,
-        clock: Callable[[], float] = time.monotonic,
-        max_failures: int = 5,
-        delay: float = 1.0,
-        lockout: float = 900.0,
-    ) -> None:
-        if not (pin.isdigit() and 4 <= len(pin) <= 12):
-            raise ValueError("the merchant PIN must be 4 to 12 digits")
-        self._salt = salt
-        self._hash = hash_pin(pin, salt)
-        self._clock = clock
-        self._max = max_failures
-        self._delay = delay
-        self._lockout = lockout
-        self._failures = 0
-        self._not_before = 0.0
-        self._locked_until = 0.0
-        self._lock = threading.Lock()
+    def __init__(self, credential: MerchantPin) -> None:
+        self.credential = credential
 
-    def check(self, pin: str) -> None:
-        with self._lock:
-            now = self._clock()
-            if now < self._locked_until:
-                raise _ApiError(
-                    423,
-                    "pin_locked",
-                    f"too many wrong PINs: refunds and voids are locked for "
-                    f"{int(self._locked_until - now) + 1} s",
-                    retry_after=int(self._locked_until - now) + 1,
-                )
-            if now < self._not_before:
-                wait = int(self._not_before - now) + 1
-                raise _ApiError(
-                    429,
-                    "pin_retry_too_soon",
-                    f"wait {wait} s before trying the PIN again",
-                    retry_after=wait,
-                )
-            if hmac.compare_digest(hash_pin(pin, self._salt), self._hash):
-                self._failures = 0
-                return
-            self._failures += 1
-            if self._failures >= self._max:
-                self._locked_until = now + self._lockout
-                self._failures = 0
-                raise _ApiError(
-                    423,
-                    "pin_locked",
-                    f"wrong PIN; {self._max} wrong PINs in a row: "
-                    f"locked for {int(self._lockout)} s",
-                    retry_after=int(self._lockout),
-                )
-            self._not_before = now + self._delay * 2 ** (self._failures - 1)
-            raise _ApiError(
-                403,
-                "wrong_pin",
-                f"wrong PIN ({self._max - self._failures} tries left before lockout)",
-                field="pin",
-            )
+    def check(self, pin: str, *, scope: str) -> None:
+        try:
+            self.credential.verify(pin, scope=scope)
+        except MerchantPinLockedError as exc:
+            raise _ApiError(423, "pin_locked", str(exc), retry_after=exc.retry_after) from exc
+        except MerchantPinWrongError as exc:
+            raise _ApiError(403, "wrong_pin", str(exc), field="pin") from exc
+        except (MerchantPinError, LockoutError) as exc:
+            raise _ApiError(503, "pin_unavailable", str(exc)) from exc
 
 
 @dataclass
 class ApiSettings:
-    """`tokens`: register token -> register name. `page_token` is the checkout page's own."""
+    """`tokens`: register token -> register name. `kiosk`: the checkout page's one-time
+    codes and sessions (None: no page credential; `/` only explains how to open it).
+    `allowed_hosts`: the names, besides loopback, a request's Host header may carry
+    (:func:`allowed_host_names`)."""
 
     tokens: Mapping[str, str]
     pin_guard: PinGuard
-    page_token: str | None = None
+    kiosk: KioskCodes | None = None
+    allowed_hosts: frozenset[str] = frozenset()
     printer_url: str | None = None
     field: SimulatedField | None = None
     scanner: SimulatedScanner | None = None  # simulated terminals: POST /simulator/scan
@@ -277,7 +260,7 @@ def _currency_code(value: int | str) -> int:
         for cur in CURRENCIES.values():
             if cur.alpha == value.upper():
                 return cur.numeric
-        if value.isdigit() and len(value) == 3 and int(value) in CURRENCIES:
+        if value.isascii() and value.isdigit() and len(value) == 3 and int(value) in CURRENCIES:
             return int(value)
         raise _ApiError(
             422, "unknown_currency", f"unknown ISO 4217 currency {value!r}", field="currency"
@@ -290,7 +273,10 @@ def _currency_code(value: int | str) -> int:
 
 
 class _BodyLimit:
-    """Refuses request bodies over MAX_BODY before they are read into memory (413)."""
+    """Refuses request bodies over MAX_BODY before they are read into memory (413).
+
+    A body with a Content-Length is judged by it; one without (chunked) is read here, byte
+    count checked as each piece arrives, at most MAX_BODY + one piece, and handed on whole."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -299,23 +285,160 @@ class _BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        too_large = _error(413, "body_too_large", f"request body over {MAX_BODY} bytes")
         length = dict(scope.get("headers", [])).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            response = _error(413, "body_too_large", f"request body over {MAX_BODY} bytes")
-            await response(scope, receive, send)
+        if length is not None:
+            if not (length.isascii() and length.isdigit()) or int(length) > MAX_BODY:
+                await too_large(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
             return
+        pieces: list[bytes] = []
         received = 0
-
-        async def limited() -> Any:
-            nonlocal received
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > MAX_BODY:
-                    raise _ApiError(413, "body_too_large", f"request body over {MAX_BODY} bytes")
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            piece = message.get("body", b"")
+            received += len(piece)
+            if received > MAX_BODY:
+                await too_large(scope, receive, send)
+                return
+            pieces.append(piece)
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(pieces), "more_body": False}
+            return await receive()  # after the body: the disconnect, when it comes
+
+        await self.app(scope, replay, send)
+
+
+#: The names a request's Host header may always carry: the terminal on this machine.
+LOOPBACK_HOSTS: frozenset[str] = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _host_name(header: str) -> str:
+    """The name in a Host header, without its port, lower case ("[::1]:8700" -> "::1")."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        rest = value[end + 1 :] if end > 0 else ":bad"
+        if rest and not (rest.startswith(":") and rest[1:].isascii() and rest[1:].isdigit()):
+            return ""
+        return value[1:end]
+    name, colon, port = value.partition(":")
+    if colon and not (port.isascii() and port.isdigit()):
+        return ""  # two colons without brackets, or a port that is not a number
+    return name
+
+
+def allowed_host_names(names: list[str] | tuple[str, ...] | frozenset[str]) -> frozenset[str]:
+    """The operator's extra Host names, checked and normalised (lower case, no port, IPv6
+    without brackets). Raises ConfigurationError naming a bad one."""
+    from ..domain.errors import ConfigurationError
+
+    allowed: set[str] = set()
+    for raw in names:
+        name = raw.strip().lower().removeprefix("[").removesuffix("]")
+        labels = name.split(".")
+        hostname = name.isascii() and all(
+            label and len(label) <= 63 and label.replace("-", "").isalnum() for label in labels
+        )
+        ipv6 = name.isascii() and ":" in name and all(c in "0123456789abcdef:." for c in name)
+        if not name or len(name) > 253 or not (hostname or ipv6):
+            raise ConfigurationError(
+                f"allowed host {raw!r}: expected a host name or an IP address (no port, no "
+                "wildcard), e.g. terminal-1.shop.lan or 192.168.1.20"
+            )
+        allowed.add(name)
+    return frozenset(allowed)
+
+
+class _HostCheck:
+    """Answers only requests whose Host header names this terminal (400 otherwise).
+
+    A page on another origin that makes its name resolve to 127.0.0.1 (DNS rebinding) sends
+    its own name in Host: refused here, before any route sees the request."""
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str]) -> None:
+        self.app = app
+        self.allowed = LOOPBACK_HOSTS | allowed
+        names = sorted(self.allowed - LOOPBACK_HOSTS)
+        self.listed = ", ".join(["127.0.0.1", "localhost", "[::1]", *names])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        hosts = [v for k, v in scope.get("headers", []) if k == b"host"]
+        header = hosts[0].decode("latin-1") if len(hosts) == 1 else ""
+        if len(hosts) == 1 and _host_name(header) in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        shown = repr(header[:80]) if hosts else "missing"
+        if len(hosts) > 1:
+            shown = f"sent {len(hosts)} times"
+        response = _error(
+            400,
+            "host_not_allowed",
+            f"Host header {shown}: this terminal answers only to {self.listed} (with any "
+            "port); a register on another machine reaches it by a name the operator allowed "
+            "(pipos run --allowed-host NAME)",
+            field="Host",
+        )
+        await response(scope, receive, send)
+
+
+#: The policy of every response: nothing from elsewhere, no inline script or style, never
+#: framed. The checkout page runs under it as it is.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+#: ReDoc's page: the same, except that ReDoc writes its styles as <style> elements (allowed
+#: by this answer's nonce alone, which ReDoc puts on them) and runs its search in a blob:
+#: worker. Script stays 'self' only. (Swagger UI's page runs under CSP as it is.)
+REDOC_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'nonce-{nonce}'; "
+    "img-src 'self' data:; connect-src 'self'; worker-src blob:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+_SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+)
+
+
+class _SecurityHeaders:
+    """Puts the security headers on every response, errors included (a route may bring its
+    own Content-Security-Policy: the docs pages do)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", CSP.encode()))
+                headers += [(k, v) for k, v in _SECURITY_HEADERS if k not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 # --- the application -----------------------------------------------------------------------
@@ -330,8 +453,15 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             "events), cancel, refunds and voids (merchant PIN), transactions, end-of-day "
             "totals, offline queue and health. Amounts are integers in minor units."
         ),
+        # Served below from the terminal's own files, never from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
+    # The last added runs first: headers on every answer, then the Host check, then the
+    # body limit.
     app.add_middleware(_BodyLimit)
+    app.add_middleware(_HostCheck, allowed=settings.allowed_hosts)
+    app.add_middleware(_SecurityHeaders)
 
     @app.exception_handler(_ApiError)
     async def _api_error(request: Request, exc: _ApiError) -> Response:
@@ -376,20 +506,46 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         return _error(409, "refused", str(exc))
 
     tokens = dict(settings.tokens)
-    if settings.page_token:
-        tokens[settings.page_token] = "checkout-page"
+    kiosk = settings.kiosk
+
+    def page_session(request: Request) -> bool:
+        """Whether the request carries a valid page session cookie, sent by the page itself.
+
+        SameSite=Strict keeps other sites' requests from carrying the cookie; another origin
+        of the same site (a page on another port of 127.0.0.1) is stopped by the browser's
+        own account of where the request comes from."""
+        cookie = request.cookies.get(COOKIE)
+        if not cookie or kiosk is None:
+            return False
+        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return False
+        origin = request.headers.get("origin")
+        host = request.headers.get("host", "")
+        if origin is not None and origin != f"{request.url.scheme}://{host}":
+            return False
+        return kiosk.session_valid(cookie)
 
     def register(
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
     ) -> str:
+        """Who is asking: a register (its name) or the checkout page (PAGE)."""
         supplied = ""
         if authorization and authorization.startswith("Bearer "):
             supplied = authorization[7:].strip()
-        elif request.url.path.endswith(("/events", "/qr.svg")):
-            # EventSource and <img> cannot set headers: the page passes its token here.
+        elif authorization is None and request.url.path.endswith(("/events", "/qr.svg")):
+            # EventSource and <img> cannot set headers: a register may pass its token here.
             supplied = request.query_params.get("token", "")
         if not supplied:
+            if authorization is None and page_session(request):
+                return PAGE
+            if request.cookies.get(COOKIE):
+                raise _ApiError(
+                    401,
+                    "unauthorised",
+                    "the checkout page's session is not valid here: open the kiosk again "
+                    "(pipos kiosk on the terminal)",
+                )
             raise _ApiError(401, "unauthorised", "missing API token (Authorization: Bearer ...)")
         for token, name in tokens.items():
             if hmac.compare_digest(token.encode(), supplied.encode()):
@@ -438,8 +594,9 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
 
     @app.post("/api/v1/transactions/{txn_id}/cancel", tags=["sales"])
     def cancel(txn_id: str, who: str = Depends(register)) -> dict[str, Any]:
-        """Stop waiting for a card or a code (409 once the card is being read). Answers
-        with the sale as it ended, or as it stands after a few seconds."""
+        """Stop waiting for a card or a code, or stop reading one (409 once the card has given
+        its outcome and the payment is being completed). Answers with the sale as it ended, or
+        as it stands after a few seconds."""
         return cancelled(checkout.cancel(txn_id))
 
     @app.post("/api/v1/cancel", tags=["sales"])
@@ -463,7 +620,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
 
     def check_pin(pin: str, who: str, action: str, txn_id: str) -> None:
         try:
-            settings.pin_guard.check(pin)
+            settings.pin_guard.check(pin, scope=who)
         except _ApiError as exc:
             if settings.audit is not None and exc.code in ("wrong_pin", "pin_locked"):
                 event = "merchant_pin_lockout" if exc.code == "pin_locked" else "merchant_pin_wrong"
@@ -548,9 +705,19 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         return {"totals": totals_json(checkout.totals()), "batches": checkout.journal.batches()[:5]}
 
     @app.post("/api/v1/end-of-day", tags=["end of day"])
-    def end_of_day(who: str = Depends(register)) -> dict[str, Any]:
-        """Send the offline queue, close the batch with the acquirer, report its totals."""
-        return checkout.end_of_day()
+    def end_of_day(body: PinBody, who: str = Depends(register)) -> dict[str, Any]:
+        """Send the offline queue, close the batch with the acquirer, report its totals.
+        Needs the merchant PIN (body `{"pin": "..."}`), as refunds and voids do."""
+        check_pin(body.pin, who, "end_of_day", "")
+        report = checkout.end_of_day()
+        if settings.audit is not None:
+            settings.audit.record(
+                "end_of_day",
+                actor=who,
+                batch=report.get("batch_id"),
+                transactions=report.get("transactions"),
+            )
+        return report
 
     @app.get("/api/v1/queue", tags=["status"])
     def queue(who: str = Depends(register)) -> dict[str, Any]:
@@ -604,7 +771,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         terminal's language, `reason`; the sale goes on). Resume with Last-Event-ID or
         ?after=."""
         start = after
-        if start is None and last_event_id and last_event_id.isdigit():
+        if start is None and last_event_id and last_event_id.isascii() and last_event_id.isdigit():
             start = int(last_event_id)
         if start is None:
             start = checkout.events.last_id
@@ -693,7 +860,6 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
 
     def page() -> str:
         text = web.joinpath("index.html").read_text(encoding="utf-8")
-        token = settings.page_token or ""
         flags = {
             "{{SIMULATOR}}": settings.field is not None,
             "{{SIM_SCANNER}}": settings.scanner is not None,
@@ -701,22 +867,81 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         }
         for marker, on in flags.items():
             text = text.replace(marker, "true" if on else "false")
-        return text.replace("{{PAGE_TOKEN}}", token)
+        return text
+
+    def locked(status: int) -> HTMLResponse:
+        # Says (in English and Chinese) how the kiosk opens the page; holds nothing that
+        # opens the API.
+        text = web.joinpath("kiosk.html").read_text(encoding="utf-8")
+        return HTMLResponse(text, status_code=status, headers={"Cache-Control": "no-store"})
 
     @app.get("/", include_in_schema=False)
-    def index() -> HTMLResponse:
+    def index(request: Request) -> HTMLResponse:
+        """The checkout page for the kiosk that earned its session; otherwise how to open it."""
+        if not page_session(request):
+            return locked(401)
         return HTMLResponse(page(), headers={"Cache-Control": "no-store"})
+
+    @app.get("/kiosk", include_in_schema=False)
+    def open_kiosk(code: Annotated[str, Query(max_length=128)] = "") -> Response:
+        """Trade the one-time kiosk code for the page's session cookie, then show the page."""
+        session = kiosk.redeem(code) if kiosk is not None and code else None
+        if session is None:
+            return locked(403)
+        response = RedirectResponse("/", status_code=303, headers={"Cache-Control": "no-store"})
+        response.set_cookie(COOKIE, session, path="/", httponly=True, samesite="strict")
+        return response
 
     types = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml"}
 
-    @app.get("/static/{name}", include_in_schema=False)
-    def static(name: str) -> Response:
+    def asset(root: Any, name: str, suffixes: Mapping[str, str]) -> Response:
         suffix = os.path.splitext(name)[1]
-        if "/" in name or name.startswith(".") or suffix not in types:
+        if "/" in name or name.startswith(".") or suffix not in suffixes:
             raise _ApiError(404, "not_found", "no such file")
-        item = web.joinpath(name)
+        item = root.joinpath(name)
         if not item.is_file():
             raise _ApiError(404, "not_found", "no such file")
-        return Response(item.read_bytes(), media_type=types[suffix])
+        return Response(item.read_bytes(), media_type=suffixes[suffix])
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        return asset(web, name, types)
+
+    # --- the API's documentation, from the terminal's own files -----------------------
+
+    def docs_files() -> Any:
+        # Swagger UI and ReDoc as their projects publish them (swagger-ui-dist, redoc's
+        # standalone bundle), from the fastapi-offline package, so the docs work with no
+        # internet and run no script from elsewhere in the API's origin.
+        try:
+            return resources.files("fastapi_offline").joinpath("static")
+        except ModuleNotFoundError as exc:
+            raise _ApiError(
+                503,
+                "docs_unavailable",
+                "the API documentation's files are not installed (the fastapi-offline "
+                "package); the OpenAPI document is at /openapi.json",
+            ) from exc
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        docs_files()
+        return HTMLResponse(web.joinpath("docs.html").read_text(encoding="utf-8"))
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        docs_files()
+        nonce = secrets.token_urlsafe(18)
+        text = web.joinpath("redoc.html").read_text(encoding="utf-8")
+        return HTMLResponse(
+            text.replace("{{NONCE}}", nonce),
+            headers={"Content-Security-Policy": REDOC_CSP.format(nonce=nonce)},
+        )
+
+    docs_types = {".css": "text/css", ".js": "text/javascript", ".png": "image/png"}
+
+    @app.get("/docs-assets/{name}", include_in_schema=False)
+    def docs_asset(name: str) -> Response:
+        return asset(docs_files(), name, docs_types)
 
     return app

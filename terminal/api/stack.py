@@ -8,17 +8,18 @@ unless the command needs them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -30,8 +31,18 @@ from ..app.sim_scanner import SimulatedPhone
 from ..checkout.qr_payment import QrPaymentParams
 from ..domain.errors import ConfigurationError, simulator_missing, simulator_not_installed
 from ..domain.params import default_params
+from ..security.merchant_pin import DEFAULT_SCRYPT_N as MERCHANT_PIN_SCRYPT_N
+from ..security.merchant_pin import FILE as MERCHANT_PIN_FILE
+from ..security.merchant_pin import KEY_PURPOSE as MERCHANT_PIN_KEY_PURPOSE
+from ..security.merchant_pin import LEGACY_FILE as MERCHANT_PIN_LEGACY_FILE
+from ..security.merchant_pin import MerchantPin, MerchantPinError, check_new_pin
 from ..store.audit import AuditLog
-from .server import ApiSettings, PinGuard, create_api
+from .kiosk import CODE_FILE, KioskCodes, kiosk_url, read_kiosk_code
+from .server import ApiSettings, PinGuard, allowed_host_names, create_api
+
+if TYPE_CHECKING:
+    from ..service.config import TerminalConfig
+    from ..store.keys import Keystore
 
 __all__ = [
     "DEMO_PIN",
@@ -43,7 +54,9 @@ __all__ = [
 ]
 
 DEMO_SECRET = b"pipos-demo-device-secret-not-for-production"
-DEMO_PIN = "1234"
+#: The demo terminal's merchant PIN (printed in `pipos run`'s banner): one the weak-PIN rules
+#: accept (terminal.security.pin_policy), so the demo takes the same path as a real terminal.
+DEMO_PIN = "4826"
 
 
 class ApiServer:
@@ -78,7 +91,11 @@ class ApiServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("terminal API did not start")
             time.sleep(0.01)
-        self.url = f"http://{host}:{port}"
+        # The address a browser on this machine uses: a wildcard bind is reached on loopback
+        # (a Host of 0.0.0.0 is not one the terminal answers to).
+        loopback = "::1" if ":" in host else "127.0.0.1"
+        shown = loopback if _unspecified(host) else host
+        self.url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
         return self.url
 
     def stop(self) -> None:
@@ -99,6 +116,7 @@ class DemoStack:
         token: str,
         pin: str,
         phone: SimulatedPhone | None = None,
+        kiosk: KioskCodes | None = None,
     ) -> None:
         self.runtime = runtime
         self.api = api
@@ -106,6 +124,14 @@ class DemoStack:
         self.token = token
         self.pin = pin
         self.phone = phone
+        self.kiosk = kiosk
+
+    def kiosk_url(self, base_url: str | None = None) -> str:
+        """The one-time address that opens the checkout page, from the code file as the
+        kiosk launcher reads it (`base_url`: another way to the same API, e.g. a proxy)."""
+        if self.kiosk is None:
+            raise ConfigurationError("this terminal serves no checkout page session")
+        return kiosk_url(base_url or self.api.url, read_kiosk_code(self.kiosk.code_path))
 
     @property
     def checkout(self) -> Any:
@@ -117,6 +143,8 @@ class DemoStack:
         self.checkout.close()
         self.checkout.events.close()
         self.api.stop()
+        if self.kiosk is not None:
+            self.kiosk.close()
         self.runtime.close()
         if self.host is not None:
             self.host.stop()
@@ -136,16 +164,20 @@ def start_demo_stack(
     secret: bytes = DEMO_SECRET,
     activation_code: str | Callable[[], str] | None = None,
     scrypt_n: int | None = None,
-    pin_clock: Callable[[], float] = time.monotonic,
+    pin_clock: Callable[[], float] = time.time,
     background: bool = True,
     confirm_delay: float = 3.0,
     qr_poll_interval: float = 1.0,
+    allowed_hosts: Iterable[str] = (),
 ) -> DemoStack:
     """Start the simulated acquirer (unless `host_url` is given), the terminal and its API.
 
     The simulated acquirer and the simulated card field (no `reader_url`) need the simulator
     (the `sim` extra); without it this raises :class:`ConfigurationError` saying what to
-    install, before anything is started."""
+    install, before anything is started. `allowed_hosts`: names, besides loopback and
+    `bind`, that requests may carry in their Host header (:func:`allowed_host_names`)."""
+    check_new_pin(pin)  # a weak --pin is refused before anything starts
+    hosts = _allowed_hosts(bind, allowed_hosts)
     host = None
     if host_url is None:
         try:
@@ -165,6 +197,7 @@ def start_demo_stack(
         )
     directory = Path(state_dir)
     directory.mkdir(parents=True, exist_ok=True)
+    kiosk = KioskCodes(directory / "terminal" / CODE_FILE)
     if host_url is None:
         host = HostServer(directory / "acquirer.sqlite3")
         host_url = host.start()
@@ -177,6 +210,11 @@ def start_demo_stack(
     kwargs: dict[str, Any] = {}
     if scrypt_n is not None:
         kwargs["scrypt_n"] = scrypt_n
+    pinned: dict[str, Any] = {}
+    if host is not None:
+        # The demo's own simulated acquirer, in this process: its key is known, so the
+        # enrolment answer (and every answer after) is checked against it, never learnt.
+        pinned["host_public_key"] = host.app.host.host_public_key
     runtime = start_terminal(
         directory / "terminal",
         secret=secret,
@@ -194,6 +232,7 @@ def start_demo_stack(
             "retries": 2,
             "max_reversal_attempts": 3,
             "backoff": (0.05, 0.5),
+            **pinned,
         },
         **kwargs,
     )
@@ -207,8 +246,11 @@ def start_demo_stack(
         phone = SimulatedPhone(host_url, runtime.scanner, confirm_delay=confirm_delay)
     settings = ApiSettings(
         tokens={token: "register-1"},
-        pin_guard=PinGuard(pin, salt=secrets.token_bytes(16), clock=pin_clock),
-        page_token=secrets.token_urlsafe(24),
+        pin_guard=PinGuard(
+            _demo_merchant_pin(directory / "terminal", runtime, pin, pin_clock, scrypt_n)
+        ),
+        kiosk=kiosk,
+        allowed_hosts=hosts,
         printer_url=printer_url,
         field=runtime.field,
         scanner=runtime.scanner,
@@ -217,12 +259,78 @@ def start_demo_stack(
     )
     api = ApiServer(create_api(runtime.checkout, settings), bind, port)
     api.start()
+    kiosk.start()
     if background:
         runtime.start_background()
-    return DemoStack(runtime, api, host, token, pin, phone)
+    return DemoStack(runtime, api, host, token, pin, phone, kiosk)
+
+
+def _allowed_hosts(bind: str, names: Iterable[str]) -> frozenset[str]:
+    """The operator's names, and the address the API is bound to unless it is every address
+    (a register that reaches a terminal by its own IP address is no rebinding)."""
+    extra = [*names] + ([] if _unspecified(bind) else [bind])
+    return allowed_host_names(tuple(extra))
+
+
+def _unspecified(address: str) -> bool:
+    """Whether `address` means every address of the machine ("", 0.0.0.0, ::)."""
+    try:
+        return not address or ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        return False  # a name
 
 
 # --- the commands --------------------------------------------------------------------------
+
+
+def _demo_merchant_pin(
+    directory: Path,
+    runtime: TerminalRuntime,
+    pin: str,
+    clock: Callable[[], float],
+    scrypt_n: int | None,
+) -> MerchantPin:
+    """The demo terminal's merchant PIN, set at every start (it may be another `--pin` than
+    last time) the way `pipos merchant-pin set` sets a real one, except that the callers'
+    lock-outs are kept: restarting the demo does not reset them either."""
+    credential = MerchantPin(
+        directory / MERCHANT_PIN_FILE,
+        AuditLog(directory / "audit.log"),
+        device_key=runtime.keystore.data_key(MERCHANT_PIN_KEY_PURPOSE),
+        clock=clock,
+        scrypt_n=scrypt_n or MERCHANT_PIN_SCRYPT_N,
+    )
+    credential.set(pin, actor="demo", keep_lockout=True)
+    return credential
+
+
+def _provisioned_merchant_pin(
+    config_path: Path,
+    config: TerminalConfig,
+    keystore: Keystore,
+    pin_file: Path | None,
+    clock: Callable[[], float],
+) -> MerchantPin:
+    """The merchant PIN `pipos merchant-pin set` stored (hashed, bound to this keystore),
+    checked before anything starts. A clear-text PIN file of an earlier version is refused."""
+    legacy = config.data_dir / MERCHANT_PIN_LEGACY_FILE
+    set_it = f"set it with `pipos merchant-pin set --config {config_path}`"
+    if legacy.exists():
+        raise ConfigurationError(
+            f"{legacy} holds the merchant PIN in clear, which this version refuses; {set_it} "
+            "(it stores the PIN hashed and removes that file)"
+        )
+    credential = MerchantPin(
+        pin_file or config.data_dir / MERCHANT_PIN_FILE,
+        AuditLog(config.audit_path),
+        device_key=keystore.data_key(MERCHANT_PIN_KEY_PURPOSE),
+        clock=clock,
+    )
+    try:
+        credential.read()
+    except MerchantPinError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    return credential
 
 
 def _private_text(path: Path, what: str, fix: str) -> str:
@@ -259,20 +367,24 @@ def start_provisioned_stack(
     printer_url: str | None,
     pin_file: Path | None,
     token_file: Path | None,
-    pin_clock: Callable[[], float] = time.monotonic,
+    pin_clock: Callable[[], float] = time.time,
+    allowed_hosts: Iterable[str] = (),
 ) -> tuple[DemoStack, Path, bool]:
     """The terminal as `pipos provision` configured it: its keys, its verified parameters,
-    its acquirer, its reader and scanner. No simulator is started."""
+    its acquirer, its reader and scanner. No simulator is started. The configuration file
+    has no table for the API: the names a register may reach it by are `allowed_hosts`
+    (`pipos run --config FILE --allowed-host NAME`)."""
     from ..service.config import load_config
     from ..service.provision import load_installed_parameters, tls_from_config
-    from ..store.keys import Keystore, secret_from_file
+    from ..store.keys import Keystore
 
+    hosts = _allowed_hosts(bind, allowed_hosts)
     config = load_config(config_path)
     if not config.provisioned:
         raise ConfigurationError(
             f"{config_path}: the terminal is not provisioned; run pipos provision first"
         )
-    secret = secret_from_file(config.secret_file)
+    secret = config.secret_provider().load()
     keystore = Keystore.open(config.data_dir, secret)
     if keystore.host_public_key is None or keystore.terminal_id is None:
         raise ConfigurationError(f"{config.data_dir}: the keystore holds no enrolment")
@@ -283,14 +395,10 @@ def start_provisioned_stack(
         serial=keystore.serial,
         today=datetime.now(UTC).date(),
     )
-    pin_path = pin_file or config.data_dir / "merchant-pin"
-    pin = _private_text(
-        pin_path,
-        "merchant PIN",
-        "write the merchant PIN (4-12 digits) to it with mode 0600, or pass --pin-file",
-    )
+    merchant_pin = _provisioned_merchant_pin(config_path, config, keystore, pin_file, pin_clock)
     token_path = token_file or config.data_dir / "register-token"
     token, created = _register_token(token_path)
+    kiosk = KioskCodes(config.data_dir / CODE_FILE)
     runtime = start_terminal(
         config.data_dir,
         secret=secret,
@@ -303,12 +411,15 @@ def start_provisioned_stack(
     )
     settings = ApiSettings(
         tokens={token: "register-1"},
-        pin_guard=PinGuard(pin, salt=secrets.token_bytes(16), clock=pin_clock),
-        page_token=secrets.token_urlsafe(24),
+        pin_guard=PinGuard(merchant_pin),
+        kiosk=kiosk,
+        allowed_hosts=hosts,
         printer_url=printer_url,
         audit=AuditLog(config.audit_path),
     )
     api = ApiServer(create_api(runtime.checkout, settings), bind, port)
     api.start()
+    kiosk.start()
     runtime.start_background()
-    return DemoStack(runtime, api, None, token, pin), token_path, created
+    # The provisioned terminal never knows its merchant PIN, only the PIN's hash.
+    return DemoStack(runtime, api, None, token, "", kiosk=kiosk), token_path, created

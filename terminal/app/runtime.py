@@ -26,6 +26,7 @@ from offline_queue.store import OfflineQueue
 from ..acquirer.client import AcquirerClient, HostRejectedError
 from ..acquirer.qr_client import AcquirerTransport, QrClient
 from ..acquirer.uplink import QUEUE_KEY_PURPOSE, AcquirerUplink, limits_from_params
+from ..checkout.card_session import CARD_READ_TIMEOUT
 from ..checkout.flow import Checkout
 from ..checkout.ports import ReaderFactory, ScannerFactory
 from ..checkout.qr_payment import QrPaymentParams
@@ -98,10 +99,12 @@ class TerminalRuntime:
         self._background.start()
 
     def close(self) -> None:
+        # Bounded waits: a SIGTERM must stop the terminal within 3 s (cli.service). A pass
+        # of the forwarder cut short is durable and picked up again at the next start.
         self._stop.set()
         self.checkout.close()
         if self._background is not None:
-            self._background.join(timeout=10)
+            self._background.join(timeout=1.0)
         if self.client is not None:
             self.client.close()
         self.queue.close()
@@ -155,6 +158,7 @@ def start_terminal(
     random_bytes: Callable[[int], bytes] = secrets.token_bytes,
     scrypt_n: int = DEFAULT_SCRYPT_N,
     card_timeout: float = 120.0,
+    card_read_timeout: float = CARD_READ_TIMEOUT,
     client_options: dict[str, Any] | None = None,
     scanner_url: str | None = None,
     qr_params: QrPaymentParams | None = None,
@@ -162,6 +166,8 @@ def start_terminal(
     """Open (or create) the terminal in `state_dir` and enrol it when it is not yet enrolled.
 
     `reader_url` None: a :class:`SimulatedField` (cards presented through the page or API).
+    `card_timeout`: seconds a sale waits for a card; `card_read_timeout`: seconds one tap's
+    card conversation may take (then the sale ends "card took too long").
     `scanner_url` (e.g. ``serial:/dev/ttyACM0?suffix=CR``): the code scanner; None gives a
     :class:`SimulatedScanner` on a simulated terminal (no `reader_url`) and no scanner on a
     terminal with a real reader; "" turns the scanner off.
@@ -222,6 +228,9 @@ def start_terminal(
         clock=clock,
         random_bytes=random_bytes,
         card_timeout=card_timeout,
+        card_read_timeout=card_read_timeout,
+        # Read at each offline payment: an enrolment made while running counts at once.
+        enrolled=lambda: keystore.terminal_id is not None and keystore.host_public_key is not None,
         terminal_id=keystore.terminal_id or "",
         scanner_factory=scanner_factory,
         qr_client=qr_client,

@@ -134,6 +134,11 @@ class _FieldReader(CardReader):
             self._gone = inner
             self._field._card_left(inner)
 
+    def abort(self) -> None:
+        inner = self._inner
+        if inner is not None:
+            inner.abort()
+
     def close(self) -> None:
         if self._inner is not None:
             self._inner.close()

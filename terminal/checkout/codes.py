@@ -206,6 +206,14 @@ class CodePayments(CheckoutCore):
         data = outcome.offline_data or {}
         if data.get("kind") != "cpm" or not data.get("pan"):
             return self._finish(record, State.DECLINED, Result.CODE_USE_CARD, "offline", **fields)
+        if not self._enrolled():  # it could never be uploaded (as a card's: sale.py)
+            return self._finish(
+                record,
+                State.DECLINED,
+                Result.DECLINED_NOT_ENROLLED,
+                "terminal not enrolled",
+                **fields,
+            )
         record = self._transition(record, record.state, stage=Stage.STORING, **fields)
         captured_at = self._unix()
         signed, signature, key_id = self._signed_record(record, captured_at)

@@ -5,9 +5,9 @@ module each; :class:`terminal.checkout.flow.Checkout` puts them together."""
 
 from __future__ import annotations
 
-import json
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -18,8 +18,9 @@ from ..domain.currency import MAX_EMV_AMOUNT, UnknownCurrencyError, currency, fo
 from ..domain.messages import Message, Result, message_for, progress_text
 from ..domain.params import TerminalParams
 from ..domain.records import APPROVED_STATES, Kind, Method, Stage, State, TxnRecord, check_move
-from ..domain.signing import Signer
+from ..domain.signing import Signer, offline_record
 from ..store.journal import Journal
+from .card_session import CARD_READ_TIMEOUT
 from .errors import BusyError, NotFoundError, RequestError
 from .events import EventHub
 from .failures import failure_for
@@ -27,6 +28,8 @@ from .ports import Clock, OfflineQueuePort, QueueSummary, RandomBytes, ReaderFac
 from .qr_payment import QrPaymentParams
 
 __all__ = ["QR_CANCEL_PREFIX", "SALE_METHODS", "CheckoutCore"]
+
+log = logging.getLogger(__name__)
 
 
 #: How a sale is paid: "card" waits for a card on the reader or a code on the scanner;
@@ -45,6 +48,7 @@ _CANCELLABLE_STAGES: Final = frozenset(
     {
         Stage.WAITING_FOR_CARD,
         Stage.WAITING_FOR_CARD_AGAIN,
+        Stage.READING_CARD,  # until the card has given its outcome (a wedged card)
         Stage.READING_CODE,
         Stage.WAITING_FOR_CONFIRMATION,
         Stage.OPENING_ORDER,
@@ -72,6 +76,8 @@ class CheckoutCore:
         clock: Clock = lambda: datetime.now(UTC),
         random_bytes: RandomBytes,
         card_timeout: float = 60.0,
+        card_read_timeout: float = CARD_READ_TIMEOUT,
+        enrolled: Callable[[], bool] = lambda: False,
         terminal_id: str = "",
         scanner_factory: ScannerFactory | None = None,
         qr_client: QrClient | None = None,
@@ -87,6 +93,11 @@ class CheckoutCore:
         self._clock = clock
         self._random = random_bytes
         self._card_timeout = card_timeout
+        #: Seconds one tap's card conversation may take (card_session.CARD_READ_TIMEOUT).
+        self._card_read_timeout = card_read_timeout
+        #: Whether the terminal holds its enrolment (terminal id and host key): without it an
+        #: offline payment could never be uploaded, so none is taken.
+        self._enrolled = enrolled
         self.terminal_id = terminal_id or params.terminal.terminal_identifier
         self._busy = threading.Lock()
         self._state_lock = threading.Lock()
@@ -321,21 +332,17 @@ class CheckoutCore:
 
     def _signed_record(self, record: TxnRecord, captured_at: int) -> tuple[bytes, bytes, str]:
         """The terminal's signature over what it approved offline (no card data in it)."""
-        body = json.dumps(
-            {
-                "transaction_id": record.id,
-                "terminal_id": self.terminal_id,
-                "amount": record.amount,
-                "currency": record.currency,
-                "captured_at": captured_at,
-                "masked_pan": record.masked_pan,
-                "aid": record.aid,
-                "cryptogram": record.cryptogram,
-                "atc": record.atc,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        ).encode()
+        body = offline_record(
+            transaction_id=record.id,
+            terminal_id=self.terminal_id,
+            amount=record.amount,
+            currency=record.currency,
+            captured_at=captured_at,
+            masked_pan=record.masked_pan,
+            aid=record.aid,
+            cryptogram=record.cryptogram,
+            atc=record.atc,
+        )
         if self._signer is None:
             return body, b"", ""
         return body, self._signer.sign(body), self._signer.key_id
@@ -357,11 +364,23 @@ class CheckoutCore:
             and bool(record.host_ref)
         )
 
-    def close(self) -> None:
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop taking payments. A sale waiting for a card or a code, or reading a card
+        (whatever the card does), is cancelled and recorded so within moments; one being
+        completed (authorised, stored) gets `timeout` seconds, then the terminal stops
+        anyway (SIGTERM must stop it within 3 s) and :meth:`recover` settles that sale
+        truthfully at the next start, as after a power cut."""
         with self._state_lock:
             if self._current is not None and self._cancellable:
                 self._cancel.set()
                 if self._stop_wait is not None:
                     self._stop_wait.set()
         if self._worker is not None:
-            self._worker.join(timeout=10)
+            self._worker.join(timeout=timeout)
+            if self._worker.is_alive():
+                log.warning(
+                    "transaction %s still running after %g s; stopping anyway (recovered at "
+                    "the next start)",
+                    self._current,
+                    timeout,
+                )

@@ -27,7 +27,7 @@ from ..acquirer.client import (
 )
 from ..domain.messages import Result, restart_text
 from ..domain.records import Kind, Method, Stage, State, TxnRecord
-from .card_session import new_request, run_card_transaction
+from .card_session import CardConversation, CardSessionResult, new_request
 from .codes import _ENTRY_MODES, CodePayments
 from .core import SALE_METHODS, _now_text
 from .errors import NotFoundError, RequestError, StateError
@@ -141,9 +141,12 @@ class Sales(CodePayments):
         return record
 
     def cancel(self, txn_id: str | None = None) -> TxnRecord:
-        """Stop waiting for a card or a code. Refused once a card is being read (it is too
-        late). A code payment can be cancelled until it is final: its order is cancelled with
-        the acquirer (and reversed if the wallet paid meanwhile), so nothing is charged."""
+        """Stop waiting for a card or a code, or for the card being read: whatever the card
+        does, the sale ends cancelled within moments (the card's conversation is abandoned,
+        what it may still answer is dropped). Refused once the card has given its outcome
+        (the payment is being completed). A code payment can be cancelled until it is final:
+        its order is cancelled with the acquirer (and reversed if the wallet paid meanwhile),
+        so nothing is charged."""
         with self._state_lock:
             current = self._current
             if current is None or (txn_id is not None and txn_id != current):
@@ -153,7 +156,9 @@ class Sales(CodePayments):
                     raise StateError(f"transaction {target} has already finished ({record.state})")
                 raise NotFoundError(f"no transaction {target} is running")
             if not self._cancellable:
-                raise StateError("too late to cancel: the card is being processed")
+                raise StateError(
+                    "too late to cancel: the card has been read and the payment is being completed"
+                )
             self._cancel.set()
             if self._stop_wait is not None:
                 self._stop_wait.set()
@@ -210,8 +215,6 @@ class Sales(CodePayments):
             with self._state_lock:
                 if cancel.is_set():
                     return self._finish(record, State.CANCELLED, Result.CANCELLED)
-                if got == "card":
-                    self._cancellable = False  # the card is being read: too late to cancel
             if got == "timeout":
                 return self._finish(record, State.CANCELLED, Result.NO_CARD)
             if got == "error":
@@ -222,24 +225,37 @@ class Sales(CodePayments):
                     reader = None
                 return self._run_code(record, value, cancel)
             assert reader is not None
-            record, outcome = self._read_card(record, reader)
+            record, result = self._read_card(record, reader)
             restarts = 0
-            while outcome.start is Start.B and restarts < MAX_RESTARTS:
+            while result is not None and result.outcome.start is Start.B:
+                if restarts >= MAX_RESTARTS:
+                    break
                 restarts += 1
-                record, ended = self._tap_again(record, reader, outcome, restarts, deadline)
+                record, ended = self._tap_again(record, reader, result.outcome, restarts, deadline)
                 if ended:
                     return record
-                record, outcome = self._read_card(record, reader)
+                record, result = self._read_card(record, reader)
+            if result is None:
+                reader = None  # the abandoned conversation closes it when it returns
+                return record
         finally:
             if scanner is not None:
                 scanner.close()
             if reader is not None:
                 reader.close()
-        return self._after_card(record, outcome)
+        return self._after_card(record, result.outcome, result.fault)
 
-    def _read_card(self, record: TxnRecord, reader: CardReader) -> tuple[TxnRecord, Outcome]:
+    def _read_card(
+        self, record: TxnRecord, reader: CardReader
+    ) -> tuple[TxnRecord, CardSessionResult | None]:
         """One kernel transaction with the card in the field (a fresh one for every tap:
-        Book B §3.5 Start B begins again at protocol activation, with a new request)."""
+        Book B §3.5 Start B begins again at protocol activation, with a new request).
+
+        The conversation runs in its own thread (card_session.CardConversation) while this
+        one waits for it, the merchant's cancel or the card read deadline, whichever comes
+        first. Returns the card's result, or None when the sale has ended (cancelled, the
+        card too slow, a fault) and `record` is final; the reader then belongs to the
+        abandoned conversation, which closes it."""
         record = self._transition(record, record.state, stage=Stage.READING_CARD)
         request = new_request(
             record.amount,
@@ -248,7 +264,59 @@ class Sales(CodePayments):
             random_bytes=self._random,
             reader=reader,
         )
-        return record, run_card_transaction(reader, self.params, request).outcome
+        cancel = self._cancel
+        done = threading.Event()
+        taken: list[CardSessionResult] = []
+        gave_up = False
+
+        def accept(result: CardSessionResult) -> bool:
+            # Called by the conversation's thread. Under the lock cancel() takes: either the
+            # card's outcome is in first (then it is too late to cancel), or the cancel (or
+            # the deadline) is, and the outcome is dropped, whatever it says.
+            with self._state_lock:
+                if gave_up or cancel.is_set():
+                    return False
+                self._cancellable = False
+                taken.append(result)
+                return True
+
+        with self._state_lock:
+            self._stop_wait = done  # cancel() sets it: the wait below ends at once
+            self._cancellable = True  # nothing is decided while the card is read
+            if cancel.is_set():
+                done.set()
+        conversation = CardConversation(
+            reader, self.params, request, accept=accept, done=done
+        ).start()
+        done.wait(self._card_read_timeout)
+        with self._state_lock:
+            if taken:
+                return record, taken[0]
+            gave_up = True
+            cancelled = cancel.is_set()
+            # Read under the lock: a conversation that finishes from here on was refused.
+            faulted = conversation.exited
+            self._cancellable = False  # ending now
+        conversation.abandon()
+        if cancelled:
+            log.info("sale %s: cancelled while the card was read", record.id)
+            return self._finish(record, State.CANCELLED, Result.CANCELLED), None
+        if faulted:
+            # The conversation ended without an outcome: a fault, logged by its thread.
+            return self._finish(
+                record, State.FAILED, Result.READER_ERROR, "internal error; see the log"
+            ), None
+        log.warning(
+            "sale %s: no outcome from the card within %g s; conversation abandoned",
+            record.id,
+            self._card_read_timeout,
+        )
+        return self._finish(
+            record,
+            State.DECLINED,
+            Result.CARD_TOO_SLOW,
+            f"no answer from the card within {self._card_read_timeout:g} s",
+        ), None
 
     def _tap_again(
         self,
@@ -304,8 +372,7 @@ class Sales(CodePayments):
             if self._cancel.is_set():
                 return self._finish(record, State.CANCELLED, Result.CANCELLED), True
             if not problem:
-                self._cancellable = False  # the card is being read: too late to cancel
-                return record, False
+                return record, False  # the card is back: read it (still cancellable)
         if timed_out:
             return self._finish(record, State.CANCELLED, Result.NO_CARD, problem), True
         return self._finish(record, State.FAILED, Result.READER_ERROR, problem), True
@@ -397,7 +464,8 @@ class Sales(CodePayments):
             "cvm": "" if outcome.cvm is None else str(outcome.cvm),
         }
 
-    def _after_card(self, record: TxnRecord, outcome: Outcome) -> TxnRecord:
+    def _after_card(self, record: TxnRecord, outcome: Outcome, fault: str = "") -> TxnRecord:
+        """`fault`: what the reader said when it failed mid-conversation (the reason then)."""
         kind = outcome.kind
         # What the card gave goes into the journal with the next commit, whatever it is.
         fields = self._card_fields(outcome)
@@ -412,7 +480,7 @@ class Sales(CodePayments):
             # The card approved offline (TC): the payment still has to reach the acquirer, so
             # it goes through the queue; a refusal there is a decline, never a silent accept.
             return self._store_offline(record, outcome, account, fields, online_failed=False)
-        reason = outcome.reason or outcome.detail
+        reason = fault or outcome.reason or outcome.detail
         if kind is OutcomeKind.DECLINED:
             return self._finish(record, State.DECLINED, Result.DECLINED_BY_CARD, reason, **fields)
         if kind is OutcomeKind.TRY_AGAIN or outcome.start is Start.B:
@@ -499,6 +567,17 @@ class Sales(CodePayments):
         offline = self.params.offline
         if online_failed and (offline is None or not offline.enabled):
             return self._finish(record, State.DECLINED, Result.DECLINED_OFFLINE_DISABLED, **fields)
+        if not self._enrolled():
+            # Without a terminal id and host key the payment could never be uploaded: the
+            # customer would leave "approved" and the merchant never be paid.
+            log.warning("sale %s: offline payment refused, the terminal is not enrolled", record.id)
+            return self._finish(
+                record,
+                State.DECLINED,
+                Result.DECLINED_NOT_ENROLLED,
+                "terminal not enrolled",
+                **fields,
+            )
         # The record the terminal signs below carries the card's fields: committed here.
         record = self._transition(record, record.state, stage=Stage.STORING, **fields)
         captured_at = self._unix()

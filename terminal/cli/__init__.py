@@ -28,6 +28,7 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 COMMAND_MODULES: Final[dict[str, str]] = {
     "run": "run",
     "demo": "run",
+    "kiosk": "kiosk",
     "emv": "emv",
     "params": "params",
     "readers": "readers",
@@ -39,6 +40,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "doctor": "service",
     "keys": "service",
     "unit": "service",
+    "merchant-pin": "merchant_pin",
 }
 
 _GLOBAL_OPTIONS_WITH_VALUE: Final = frozenset({"--log-level"})

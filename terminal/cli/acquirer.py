@@ -88,7 +88,8 @@ def _activation_code(args: argparse.Namespace) -> int:
             raise AcquirerCommandError(
                 f"acquirer refused ({response.status_code}): {response.text[:200]}"
             )
-        print(response.json()["code"])
+        data = response.json()
+        _print_code(str(data["code"]), data.get("host_key_fingerprint"))
         return 0
     try:
         import simulator.host as host
@@ -98,9 +99,18 @@ def _activation_code(args: argparse.Namespace) -> int:
         raise AcquirerCommandError(simulator_not_installed(_NEEDED_BY)) from exc
     store = host.Store(args.db)
     try:
-        print(host.AcquirerHost(store).create_activation_code(args.merchant))
+        acquirer = host.AcquirerHost(store)
+        _print_code(acquirer.create_activation_code(args.merchant), acquirer.host_key_fingerprint)
     except host.HostError as exc:
         raise AcquirerCommandError(exc.message) from exc
     finally:
         store.close()
     return 0
+
+
+def _print_code(code: str, fingerprint: object) -> None:
+    """The code on its own line (for a script to take), then the host key fingerprint the
+    technician pins when enrolling with it."""
+    print(code)
+    if isinstance(fingerprint, str) and fingerprint:
+        print(f"host key: {fingerprint}  (pipos provision --host-key {fingerprint})")

@@ -32,11 +32,17 @@ from offline_queue import (
     QueueStatus,
     State,
 )
+from offline_queue.backup import BackupSigner
 
 from ..acquirer.uplink import QUEUE_KEY_PURPOSE, AcquirerUplink
 from ..domain.currency import UnknownCurrencyError, format_amount
 from ..domain.errors import TerminalError
-from ..service.transfer import TransferGuard, export_queue_file, import_queue_file
+from ..service.transfer import (
+    TransferGuard,
+    export_queue_file,
+    import_queue_file,
+    keystore_signers,
+)
 from ..store.keys import Keystore, SequenceCounter, SequenceError, secret_from_file
 from .common import default_data_dir
 
@@ -231,11 +237,15 @@ def _open_keystore(args: argparse.Namespace) -> Keystore:
             f"no keystore in {data_dir} (use --data-dir to point at the terminal's data)"
         )
     config = _configured(args)
-    secret_path = args.secret_file or Path(
-        os.environ.get("PIPOS_DEVICE_SECRET_FILE")
-        or (config.secret_file if config is not None else data_dir / "device-secret")
-    )
-    return Keystore.open(data_dir, secret_from_file(secret_path))
+    explicit = args.secret_file or os.environ.get("PIPOS_DEVICE_SECRET_FILE")
+    if explicit:
+        secret = secret_from_file(Path(explicit))
+    elif config is not None:
+        # The configured provider: the TPM, the Pi's OTP key or the file.
+        secret = config.secret_provider().load()
+    else:
+        secret = secret_from_file(data_dir / "device-secret")
+    return Keystore.open(data_dir, secret)
 
 
 def _open_keyed(args: argparse.Namespace, keystore: Keystore, *, create: bool) -> OfflineQueue:
@@ -397,7 +407,7 @@ def _transfer_guard(args: argparse.Namespace) -> TransferGuard:
     """A provisioned terminal (one with a technician credential) lets card data leave or
     enter its queue only with the technician's PIN, audited either way, as `pipos unit
     export|import` does (terminal.service.transfer); a developer's or a test queue has none."""
-    from ..security.technician import TechnicianCredential
+    from ..security.technician import KEY_PURPOSE, TechnicianCredential
     from ..service.config import AUDIT_FILE, TECHNICIAN_FILE
     from ..store.audit import AuditLog
     from .common import technician_secret
@@ -413,24 +423,46 @@ def _transfer_guard(args: argparse.Namespace) -> TransferGuard:
             )
         return TransferGuard(None, None, lambda: "")
     audit = AuditLog(data_dir / AUDIT_FILE)
-    credential = TechnicianCredential(data_dir / TECHNICIAN_FILE, audit)
+    # Bound to the keystore's key (terminal.security.technician), opened when it is checked.
+    credential = TechnicianCredential(
+        data_dir / TECHNICIAN_FILE,
+        audit,
+        device_key=lambda: _open_keystore(args).data_key(KEY_PURPOSE),
+    )
     return TransferGuard(credential, audit, lambda: technician_secret(args))
 
 
-@contextlib.contextmanager
-def _keyed_queue(args: argparse.Namespace, *, create: bool) -> Iterator[OfflineQueue]:
-    with _open_keyed(args, _open_keystore(args), create=create) as queue:
-        yield queue
+class _Keyed:
+    """The terminal's keystore, opened once for a command: its queue and its public keys."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._args = args
+        self._keystore: Keystore | None = None
+
+    def keystore(self) -> Keystore:
+        if self._keystore is None:
+            self._keystore = _open_keystore(self._args)
+        return self._keystore
+
+    @contextlib.contextmanager
+    def queue(self, *, create: bool) -> Iterator[OfflineQueue]:
+        with _open_keyed(self._args, self.keystore(), create=create) as queue:
+            yield queue
+
+    def signers(self) -> dict[str, BackupSigner]:
+        return keystore_signers(self.keystore())
 
 
 def _export_command(args: argparse.Namespace) -> int:
     if Path(args.file).exists():
         raise QueueCommandError(f"{args.file}: already exists; choose another file name")
+    keyed = _Keyed(args)
     count = export_queue_file(
-        lambda: _keyed_queue(args, create=False),
+        lambda: keyed.queue(create=False),
         args.file,
         lambda: _passphrase(args, confirm=True),
         _transfer_guard(args),
+        signers=keyed.signers,
     )
     print(f"exported {count} payment(s) to {args.file} (encrypted; keep the passphrase apart)")
     return 0
@@ -439,11 +471,15 @@ def _export_command(args: argparse.Namespace) -> int:
 def _import_command(args: argparse.Namespace) -> int:
     if not Path(args.file).is_file():
         raise QueueCommandError(f"{args.file}: no such file")
+    keyed = _Keyed(args)
+    # Only payments this terminal (or the unit that exported them) signed, exactly as
+    # signed, come in; one that is not refuses the whole file (terminal.service.transfer).
     report = import_queue_file(
-        lambda: _keyed_queue(args, create=True),
+        lambda: keyed.queue(create=True),
         args.file,
         lambda: _passphrase(args, confirm=False),
         _transfer_guard(args),
+        signers=keyed.signers,
     )
     print(
         f"imported {len(report.added)} payment(s); {len(report.already_present)} already "

@@ -4,7 +4,8 @@ With no options, `pipos run` starts everything on embedded defaults: the simulat
 on 127.0.0.1, a simulated card field and code scanner (cards are tapped and phone codes
 scanned from the page's simulator panel), a demo terminal that
 enrols itself with the simulated acquirer, the local API and the checkout page; it prints the
-page's address, the register's API token and the merchant PIN. The simulated parts come from
+page's address, a one-time kiosk link that opens the page in a browser on this machine, the
+register's API token and the merchant PIN. The simulated parts come from
 the simulator (pipos-sim, the `sim` extra `make run` installs); without it the command says
 what to install. `pipos run --config FILE` (a provisioned terminal) needs no simulator.
 """
@@ -49,16 +50,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     run.add_argument("--printer", help="receipt printer: file:PATH, serial:DEV, usb:VID:PID")
     run.add_argument(
-        "--pin", help="demo terminal: merchant PIN for refunds and voids (default 1234)"
+        "--pin",
+        help="demo terminal: merchant PIN for refunds and voids (default: the demo PIN, "
+        "printed at start; sequences, repeats and common PINs are refused)",
     )
     run.add_argument("--token", help="the register's API token (default: random, printed)")
+    run.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name (or IP address) registers on other machines use to reach this terminal; "
+        "requests naming anything else than it, loopback (127.0.0.1, localhost, [::1]) or the "
+        "--bind address in their Host header are refused (repeatable)",
+    )
     run.add_argument(
         "--config",
         help="run the provisioned terminal of this configuration (pipos provision wrote it; "
         "e.g. /etc/pipos/terminal.toml): its keys, parameters, acquirer and devices",
     )
     run.add_argument(
-        "--pin-file", help="with --config: the merchant PIN file (default DATA_DIR/merchant-pin)"
+        "--pin-file",
+        help="with --config: the merchant PIN credential `pipos merchant-pin set` wrote "
+        "(default DATA_DIR/merchant-pin.json)",
     )
     run.add_argument(
         "--token-file",
@@ -89,10 +103,12 @@ def _run_command(args: argparse.Namespace) -> int:
             printer_url=args.printer,
             pin_file=Path(args.pin_file) if args.pin_file else None,
             token_file=Path(args.token_file) if args.token_file else None,
+            allowed_hosts=args.allowed_host,
         )
         banner = [
             f"pipos terminal {stack.checkout.terminal_id} is running",
             f"  checkout page:  {stack.api.url}/",
+            *_kiosk_lines(stack, f"pipos kiosk --config {args.config}"),
             f"  API (OpenAPI):  {stack.api.url}/docs",
             f"  register token: {stack.token} (kept in {token_path})"
             if created
@@ -111,10 +127,13 @@ def _run_command(args: argparse.Namespace) -> int:
         token=args.token,
         pin=args.pin or DEMO_PIN,
         activation_code=args.activation_code,
+        allowed_hosts=args.allowed_host,
     )
+    kiosk = "pipos kiosk" + (f" --state-dir {args.state_dir}" if args.state_dir else "")
     banner = [
         f"pipos terminal {stack.checkout.terminal_id} is running",
         f"  checkout page:  {stack.api.url}/",
+        *_kiosk_lines(stack, kiosk),
         f"  API (OpenAPI):  {stack.api.url}/docs",
         f"  register token: {stack.token}",
         f"  merchant PIN:   {stack.pin}",
@@ -124,6 +143,17 @@ def _run_command(args: argparse.Namespace) -> int:
     if stack.phone is not None:
         banner.append("  simulated phone and scanner: show codes from the page's simulator panel")
     return _serve_until_stopped(stack, banner)
+
+
+def _kiosk_lines(stack: DemoStack, command: str) -> list[str]:
+    """The banner's way into the checkout page: a one-time link (the page holds no token; a
+    browser earns its session with the code, which then stops working)."""
+    if stack.api.url != "http://127.0.0.1:8700":
+        command += f" --url {stack.api.url}"
+    return [
+        f"  open it once:   {stack.kiosk_url()}",
+        f"                  (a one-time link; a new one: {command} --print-url)",
+    ]
 
 
 def _serve_until_stopped(stack: DemoStack, banner: list[str]) -> int:
@@ -204,7 +234,7 @@ def _demo_command(args: argparse.Namespace) -> int:
             third = sale(1051, "visa")
             say(f"   {third['state']}: {third['message']['merchant']}")
             _qr_steps(stack, api, say)
-            say("\n7. End-of-day totals")
+            say("\n7. End-of-day totals, then the end of day (merchant PIN)")
             for line in api.get("/api/v1/totals").json()["totals"]:
                 say(
                     f"   {line['brand']:<14} sales {line['sales_count']} "
@@ -213,7 +243,7 @@ def _demo_command(args: argparse.Namespace) -> int:
                     f"{format_amount(line['refunds_amount'], line['currency'])}, net "
                     f"{line['net_text']}"
                 )
-            report = api.post("/api/v1/end-of-day").json()
+            report = api.post("/api/v1/end-of-day", json={"pin": stack.pin}).json()
             say(
                 f"   batch {report['batch_id']} closed with the acquirer: "
                 f"{report['host_transactions']} transactions"

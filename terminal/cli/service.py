@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 
@@ -21,6 +22,7 @@ from ..acquirer.client import TlsOptions
 from ..service.config import default_config_path
 from ..service.doctor import run_doctor
 from ..service.provision import open_service_terminal, provision
+from ..store.device_secret import DEFAULT_OTP_COMMAND, DEFAULT_TCTI, PROVIDERS
 from .common import (
     ServiceCommandError,
     default_data_dir,
@@ -31,16 +33,34 @@ from .common import (
 __all__ = ["add_params_update", "install_sigterm_handler", "register"]
 
 
-def install_sigterm_handler() -> None:
-    """Make SIGTERM (systemctl stop) take the same path as Ctrl-C in `pipos run`.
+def install_sigterm_handler(grace: float = 3.0) -> None:
+    """Make SIGTERM (systemctl stop) take the same path as Ctrl-C in `pipos run`, and stop
+    the terminal within `grace` seconds whatever it is doing.
 
-    The run loop then closes the terminal: a payment still waiting for a card is cancelled,
-    one being read or authorised is finished (Checkout.close joins it), the queue and journal
-    are closed cleanly; anything cut short is settled truthfully by Checkout.recover() at the
-    next start (reversed if its authorisation may have reached the host, never assumed).
+    The run loop then closes the terminal: a payment waiting for a card or a card being read
+    (even a wedged card) is cancelled and recorded so at once, one being authorised gets what
+    is left of the grace to finish (Checkout.close); the queue and journal are closed
+    cleanly. If closing has not ended when the grace is up (a host that does not answer, a
+    disk that hangs), the process exits anyway, as after a power cut: every write is durable
+    and Checkout.recover() settles whatever was cut short at the next start (reversed if its
+    authorisation may have reached the host, never assumed). A second SIGTERM while closing
+    is ignored: it would only cut the close short.
     """
 
+    def exit_now() -> None:
+        sys.stderr.write(
+            f"pipos: the terminal did not stop within {grace:g} s of SIGTERM; exiting now "
+            "(what was cut short is settled at the next start)\n"
+        )
+        sys.stderr.flush()
+        os._exit(1)
+
     def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # A little short of the grace, so the process is gone within it.
+        watchdog = threading.Timer(max(0.1, grace - 0.25), exit_now)
+        watchdog.daemon = True
+        watchdog.start()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
@@ -100,10 +120,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="terminal data (default: the configured one, $PIPOS_DATA_DIR or ~/.local/share/pipos)",
     )
     prov.add_argument(
+        "--secret",
+        choices=PROVIDERS,
+        default=None,
+        help="where the device secret that opens the keystore lives: tpm (sealed to the TPM "
+        "2.0), rpi-otp (derived from the Raspberry Pi's OTP private key) or file (development "
+        "only: it travels with the SD card). Default: the configured one, else file; a "
+        "production terminal uses tpm or rpi-otp. Changing it moves the keystore over",
+    )
+    prov.add_argument(
         "--secret-file",
         type=Path,
         default=None,
-        help="device secret, created if missing (default: DATA_DIR/device-secret)",
+        help="--secret file: the device secret, created if missing (default: "
+        "DATA_DIR/device-secret)",
+    )
+    prov.add_argument(
+        "--tpm-tcti",
+        default=None,
+        help=f"--secret tpm: how to reach the TPM (default {DEFAULT_TCTI}; e.g. "
+        "swtpm:host=127.0.0.1,port=2321)",
+    )
+    prov.add_argument(
+        "--otp-command",
+        default=None,
+        help="--secret rpi-otp: the command that prints the OTP key "
+        f"(default {DEFAULT_OTP_COMMAND})",
     )
     prov.add_argument("--force", action="store_true", help="enrol again even with queued payments")
     prov.add_argument("--reader", help="card reader URL to configure, e.g. pcsc:ACR122")
@@ -111,6 +153,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     prov.add_argument("--ca-file", help="trust only this CA for the acquirer (PEM)")
     prov.add_argument("--client-cert", help="client certificate for mutual TLS (PEM)")
     prov.add_argument("--client-key", help="client certificate key (PEM)")
+    prov.add_argument(
+        "--host-key",
+        metavar="ed25519:FINGERPRINT",
+        help="pin the acquirer's host key: the fingerprint printed next to the activation "
+        "code (ed25519: + 64 hex digits); needed to enrol unless --ca-file pins the CA",
+    )
+    prov.add_argument(
+        "--allow-plain-http",
+        action="store_true",
+        help="allow an http:// acquirer URL, for a simulated acquirer on this machine only "
+        "(127.0.0.1, ::1, localhost)",
+    )
     _pin_arg(prov)
     prov.set_defaults(handler=_provision_command)
 
@@ -183,7 +237,11 @@ def _provision_command(args: argparse.Namespace) -> int:
     if data_dir is None and not config_path.exists():
         data_dir = default_data_dir()
     secret_file = args.secret_file
-    if secret_file is None and os.environ.get("PIPOS_DEVICE_SECRET_FILE"):
+    if (
+        secret_file is None
+        and args.secret in (None, "file")
+        and os.environ.get("PIPOS_DEVICE_SECRET_FILE")
+    ):
         secret_file = Path(os.environ["PIPOS_DEVICE_SECRET_FILE"])
     tls = None
     if args.ca_file or args.client_cert:
@@ -198,10 +256,15 @@ def _provision_command(args: argparse.Namespace) -> int:
         technician_secret=technician_secret(args, confirm=first_time),
         data_dir=data_dir,
         secret_file=secret_file,
+        secret_provider=args.secret,
+        tpm_tcti=args.tpm_tcti,
+        otp_command=args.otp_command,
         force=args.force,
         tls=tls,
         reader_url=args.reader,
         scanner_url=args.scanner,
+        host_key=args.host_key,
+        allow_plain_http=args.allow_plain_http,
     )
     for line in result.summary_lines():
         print(line)

@@ -26,6 +26,7 @@ __all__ = [
     "Message",
     "Result",
     "message_for",
+    "pin_policy_text",
     "progress_text",
     "restart_text",
     "ui_strings",
@@ -51,6 +52,8 @@ class Result(StrEnum):
     READER_ERROR = "reader_error"
     HOST_NO_RESPONSE = "host_no_response"  # lost answer: reversed, customer not charged
     HOST_ERROR = "host_error"  # host refused the request (protocol error)
+    CARD_TOO_SLOW = "card_too_slow"  # the card gave no outcome within the card read time
+    DECLINED_NOT_ENROLLED = "declined_not_enrolled"  # offline, but the terminal is not enrolled
     REFUND_APPROVED = "refund_approved"
     REFUND_DECLINED = "refund_declined"
     VOID_APPROVED = "void_approved"
@@ -114,6 +117,14 @@ _TEXT: Final[Mapping[str, Mapping[Result, tuple[str, str]]]] = MappingProxyType(
                 "Not charged - please try again",
             ),
             Result.HOST_ERROR: ("Bank refused the request{reason}", "Declined"),
+            Result.CARD_TOO_SLOW: (
+                "Card took too long; try again - payment not taken{reason}",
+                "Card not read - please try again",
+            ),
+            Result.DECLINED_NOT_ENROLLED: (
+                "Cannot take offline payments: terminal not enrolled - payment not taken",
+                "Declined - please use another way to pay",
+            ),
             Result.REFUND_APPROVED: ("Refund approved {amount}", "Refund done"),
             Result.REFUND_DECLINED: ("Refund declined{reason}", "Refund declined"),
             Result.VOID_APPROVED: ("Payment voided {amount}", "Payment cancelled"),
@@ -176,6 +187,11 @@ _TEXT: Final[Mapping[str, Mapping[Result, tuple[str, str]]]] = MappingProxyType(
                 "未扣款 - 请重试",
             ),
             Result.HOST_ERROR: ("银行拒绝请求{reason}", "交易被拒绝"),
+            Result.CARD_TOO_SLOW: ("读卡超时，请重试 - 未收款{reason}", "未能读卡 - 请重试"),
+            Result.DECLINED_NOT_ENROLLED: (
+                "无法脱机收款：终端未注册 - 未收款",
+                "交易被拒绝 - 请使用其他支付方式",
+            ),
             Result.REFUND_APPROVED: ("退款成功 {amount}", "退款完成"),
             Result.REFUND_DECLINED: ("退款被拒绝{reason}", "退款被拒绝"),
             Result.VOID_APPROVED: ("交易已撤销 {amount}", "交易已撤销"),
@@ -334,6 +350,38 @@ _RESTART_TEXT: Final[Mapping[str, Mapping[UiMessage, str]]] = MappingProxyType(
 )
 
 
+# Why a new merchant or technician PIN is refused (terminal.security.pin_policy), shown to the
+# technician who types it, in both languages at once. "{min}"/"{max}" are filled in.
+_PIN_POLICY_TEXT: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
+    {
+        "en": {
+            "subject_merchant": "merchant PIN",
+            "subject_technician": "technician PIN or pass-phrase",
+            "merchant_format": "must be {min} to {max} digits (0-9)",
+            "too_short": "too short (at least {min} characters)",
+            "repeated": "a repeated digit or pattern (like 1111, 1212 or 112233) is too easy "
+            "to guess; choose another",
+            "sequence": "digits in a row (like 1234, 7890 or 654321) are too easy to guess; "
+            "choose another",
+            "common": "one of the most common PINs (like 2580, 1004 or 6969); choose another",
+            "year": "a year (1900 to 2099) is too easy to guess; choose another",
+            "common_phrase": "one of the most common passwords; choose another",
+        },
+        "zh": {
+            "subject_merchant": "商户密码",
+            "subject_technician": "技术员密码",
+            "merchant_format": "必须是 {min} 到 {max} 位数字（0-9）",
+            "too_short": "太短（至少 {min} 个字符）",
+            "repeated": "重复的数字或组合（如 1111、1212、112233）太容易被猜到，请换一个",
+            "sequence": "连续的数字（如 1234、7890、654321）太容易被猜到，请换一个",
+            "common": "这是最常用的密码之一（如 2580、1004、6969），请换一个",
+            "year": "年份（1900 至 2099）太容易被猜到，请换一个",
+            "common_phrase": "这是最常用的密码之一，请换一个",
+        },
+    }
+)
+
+
 def _language(language: str) -> str:
     return language if language in LANGUAGES else "en"
 
@@ -364,6 +412,12 @@ def restart_text(message: UiMessage | None, language: str) -> str:
     if message is not None and message in texts:
         return texts[message]
     return texts[UiMessage.PRESENT_CARD_AGAIN]
+
+
+def pin_policy_text(key: str, language: str, **fields: int) -> str:
+    """Why a new PIN is refused (or whose PIN it is: "subject_merchant", "subject_technician"),
+    in `language`; `fields` fill "{min}" and "{max}"."""
+    return _PIN_POLICY_TEXT[_language(language)][key].format(**fields)
 
 
 def progress_text(stage: str, language: str) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -118,6 +119,38 @@ def canonical_response(*, terminal_id: str | None, seq: int, status: int, body: 
         body_digest(body),
     ]
     return "\n".join(lines).encode("utf-8")
+
+
+def offline_record(
+    *,
+    transaction_id: str,
+    terminal_id: str,
+    amount: int,
+    currency: int,
+    captured_at: int,
+    masked_pan: str,
+    aid: str,
+    cryptogram: str,
+    atc: str,
+) -> bytes:
+    """The canonical record of a payment approved offline, which the terminal signs and the host
+    and `pipos queue import` check each uploaded item against (docs/protocol.md, "Offline
+    records"): compact JSON, keys sorted. It holds no card data beyond the masked PAN."""
+    return json.dumps(
+        {
+            "transaction_id": transaction_id,
+            "terminal_id": terminal_id,
+            "amount": amount,
+            "currency": currency,
+            "captured_at": captured_at,
+            "masked_pan": masked_pan,
+            "aid": aid,
+            "cryptogram": cryptogram,
+            "atc": atc,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    ).encode()
 
 
 def b64encode(data: bytes) -> str:

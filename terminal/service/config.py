@@ -1,9 +1,11 @@
 """The terminal configuration file: /etc/pipos/terminal.toml (or a path given).
 
 Written by `pipos provision`, read by `pipos doctor`, `pipos params update`, `pipos keys
-rotate` and the service. It holds where things are and who the terminal is; it holds no
-secret (the device secret is a separate 0600 file, the keys are in the encrypted keystore),
-so it may be world-readable::
+rotate` and the service. It holds where things are and who the terminal is, and which
+device-secret provider opens the keystore (:mod:`terminal.store.device_secret`: ``tpm``,
+``rpi-otp``, or ``file``, for development only). It holds no secret itself, but it maps the
+terminal's secrets and names its acquirer, so it is written 0600 whatever the umask, like every
+file the service layer writes::
 
     [terminal]
     terminal_id = "T0A1B2C3D4E"
@@ -18,7 +20,10 @@ so it may be world-readable::
 
     [storage]
     data_dir = "/var/lib/pipos"
-    secret_file = "/etc/pipos/device-secret"
+    secret = "tpm"                       # or "rpi-otp", or "file" (development only)
+    tpm_tcti = "device:/dev/tpmrm0"      # tpm: how to reach the TPM (default shown)
+    # otp_command = "rpi-otp-private-key"  rpi-otp: the command that prints the OTP key
+    # secret_file = "/etc/pipos/device-secret"  file: the device secret file (required)
 
     [parameters]
     version = 3
@@ -43,6 +48,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..domain.errors import ConfigurationError
+from ..store.device_secret import PROVIDERS, DeviceSecretProvider, make_provider
 from ..store.keys import atomic_write
 
 __all__ = [
@@ -77,7 +83,12 @@ def default_config_path() -> Path:
 class TerminalConfig:
     host_url: str
     data_dir: Path
-    secret_file: Path
+    #: The device secret file; only with ``secret = "file"`` (where it is required).
+    secret_file: Path | None = None
+    #: The device-secret provider: "tpm", "rpi-otp" or "file" (development only).
+    secret: str = "file"  # noqa: S105 (a provider's name, not a secret)
+    tpm_tcti: str | None = None
+    otp_command: str | None = None
     terminal_id: str | None = None
     merchant_id: str | None = None
     serial: str | None = None
@@ -110,6 +121,16 @@ class TerminalConfig:
     def with_changes(self, **changes: Any) -> TerminalConfig:
         return replace(self, **changes)
 
+    def secret_provider(self) -> DeviceSecretProvider:
+        """The provider that gives this terminal's device secret (opens its keystore)."""
+        return make_provider(
+            self.secret,
+            data_dir=self.data_dir,
+            secret_file=self.secret_file,
+            tcti=self.tpm_tcti,
+            otp_command=self.otp_command,
+        )
+
 
 # (table, key, attribute, type) in file order.
 _FIELDS: Final[tuple[tuple[str, str, str, type], ...]] = (
@@ -123,13 +144,22 @@ _FIELDS: Final[tuple[tuple[str, str, str, type], ...]] = (
     ("acquirer", "client_cert", "client_cert", str),
     ("acquirer", "client_key", "client_key", str),
     ("storage", "data_dir", "data_dir", Path),
+    ("storage", "secret", "secret", str),
     ("storage", "secret_file", "secret_file", Path),
+    ("storage", "tpm_tcti", "tpm_tcti", str),
+    ("storage", "otp_command", "otp_command", str),
     ("parameters", "version", "params_version", int),
     ("parameters", "issued_at", "params_issued_at", int),
     ("devices", "reader", "reader_url", str),
     ("devices", "scanner", "scanner_url", str),
 )
-_REQUIRED: Final = {"host_url", "data_dir", "secret_file"}
+_REQUIRED: Final = {"host_url", "data_dir"}
+#: Options that belong to one provider: (attribute, field, provider).
+_PROVIDER_OPTIONS: Final = (
+    ("secret_file", "secret_file", "file"),
+    ("tpm_tcti", "tpm_tcti", "tpm"),
+    ("otp_command", "otp_command", "rpi-otp"),
+)
 
 
 def parse_config(doc: Mapping[str, Any], source: str) -> TerminalConfig:
@@ -164,6 +194,18 @@ def parse_config(doc: Mapping[str, Any], source: str) -> TerminalConfig:
             for key in section:
                 if key not in allowed:
                     problems.append(f"{table}.{key}: unknown field")
+    kind = values.get("secret", "file")
+    if kind not in PROVIDERS:
+        problems.append(
+            f"storage.secret: unknown device-secret provider {kind!r} (expected one of: "
+            f"{', '.join(PROVIDERS)})"
+        )
+    else:
+        if kind == "file" and "secret_file" not in values:
+            problems.append('storage.secret_file: missing required field (for secret = "file")')
+        for attr, key, owner in _PROVIDER_OPTIONS:
+            if attr in values and kind != owner:
+                problems.append(f'storage.{key}: only used with secret = "{owner}", not "{kind}"')
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     return TerminalConfig(**values)
@@ -217,4 +259,6 @@ def save_config(config: TerminalConfig, path: str | os.PathLike[str]) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     text = dump_config(config)
     parse_config(tomllib.loads(text), str(p))  # never write what we could not read back
-    atomic_write(p, text.encode("utf-8"), mode=0o644)
+    # 0600 whatever the umask (atomic_write sets the mode with fchmod): the file names the
+    # terminal's acquirer, identity and where its secrets are.
+    atomic_write(p, text.encode("utf-8"), mode=0o600)

@@ -4,7 +4,9 @@ Every check passes, warns or fails, and says the fix. Checks: configuration; eac
 scanner on every stack (PC/SC, nfcpy USB and UART, serial) with permission problems explained
 (pcscd not running, udev rule missing, user not in the group the rule grants, ModemManager
 grabbing a scanner, a kernel driver holding a PN533); clock sanity and skew against the host;
-host reachability and TLS; the host key; the keystore and device secret; the installed
+host reachability and TLS; the host key; the device-secret provider (a TPM that answers and
+unseals, the Pi's OTP key, or a file: development only, warned) and the keystore it opens (an
+older, unauthenticated format warned); the installed
 parameters (signature, expired CA keys); database integrity and size; free disk; offline
 queue backlog; the audit log's hash chain; the technician credential. A provisioned terminal
 whose configured reader or scanner is simulated (`sim:`, `replay:`, nfcpy's `udp` device)
@@ -40,8 +42,9 @@ from offline_queue.sqlite import Faults, SqliteFile
 
 from ..acquirer.client import TlsOptions
 from ..domain.errors import TerminalError
+from ..security import merchant_pin
 from ..store.audit import verify_audit_log
-from ..store.keys import Keystore, secret_from_file
+from ..store.keys import Keystore
 from .config import TerminalConfig, load_config
 from .provision import (
     QUEUE_FILE,
@@ -481,8 +484,12 @@ def _key_checks(config: TerminalConfig) -> tuple[list[Check], Keystore | None]:
         checks.append(
             Check("keystore mode", "warn", f"{path} is mode {mode:o}", f"chmod 600 {path}")
         )
+    secret_check, secret = _secret_check(config)
+    checks.append(secret_check)
+    if secret is None:
+        checks.append(Check("keystore", "fail", "cannot open it without the device secret", ""))
+        return checks, None
     try:
-        secret = secret_from_file(config.secret_file)
         keystore = Keystore.open(config.data_dir, secret)
     except TerminalError as exc:
         checks.append(
@@ -490,10 +497,21 @@ def _key_checks(config: TerminalConfig) -> tuple[list[Check], Keystore | None]:
                 "keystore",
                 "fail",
                 str(exc),
-                "run as the terminal's user (pipos); restore the device secret file",
+                "run as the terminal's user (pipos); restore the device secret or the keystore "
+                "from the same unit's backup",
             )
         )
         return checks, None
+    if keystore.needs_upgrade:
+        checks.append(
+            Check(
+                "keystore format",
+                "warn",
+                "an older keystore format: its identity block (terminal id, host key) is not "
+                "authenticated under the device secret",
+                "re-run pipos provision (it upgrades the keystore in place)",
+            )
+        )
     if keystore.terminal_id != config.terminal_id:
         checks.append(
             Check(
@@ -509,6 +527,35 @@ def _key_checks(config: TerminalConfig) -> tuple[list[Check], Keystore | None]:
             Check("keystore", "pass", f"key {keystore.key_id} opens; terminal {config.terminal_id}")
         )
     return checks, keystore
+
+
+def _secret_check(config: TerminalConfig) -> tuple[Check, bytes | None]:
+    """Which provider gives the device secret, and whether it does (the TPM answers, unseals)."""
+    name = "device secret"
+    provider = config.secret_provider()
+    try:
+        described = provider.probe()
+        secret = provider.load()
+    except TerminalError as exc:
+        return Check(
+            name,
+            "fail",
+            f"{config.secret}: {exc}",
+            "run as the terminal's user (pipos); restore the device secret file"
+            if provider.development_only
+            else "the keystore opens only with this unit's own device: fix what the message "
+            "says (the device, its permissions)",
+        ), None
+    if provider.development_only:
+        return Check(
+            name,
+            "warn",
+            f"{config.secret}: {described}, on the same storage as the keystore "
+            "(development only): a copy of the SD card opens the terminal's keys",
+            "re-provision with --secret tpm (a TPM 2.0 module) or --secret rpi-otp "
+            "(the Raspberry Pi's OTP key): pipos provision --secret tpm ...",
+        ), secret
+    return Check(name, "pass", f"{config.secret}: {described}; the secret is there"), secret
 
 
 def _params_check(config: TerminalConfig, keystore: Keystore | None, env: Environment) -> Check:
@@ -539,6 +586,27 @@ def _params_check(config: TerminalConfig, keystore: Keystore | None, env: Enviro
             "parameters", "warn", f"{message}; CA key(s) expired: {labels}", "pipos params update"
         )
     return Check("parameters", "pass", message)
+
+
+def _merchant_pin_check(data_dir: Path) -> Check:
+    """The merchant PIN is set, as a hash, and no clear copy of an older version is left."""
+    legacy = data_dir / merchant_pin.LEGACY_FILE
+    if legacy.exists():
+        return Check(
+            "merchant PIN",
+            "fail",
+            f"{legacy} holds the merchant PIN in clear (an older version's file); the terminal "
+            "refuses to start with it",
+            "pipos merchant-pin set (stores a hash and deletes the clear file)",
+        )
+    if not (data_dir / merchant_pin.FILE).exists():
+        return Check(
+            "merchant PIN",
+            "warn",
+            "not set: sales work, but refunds, voids and end of day cannot be authorised",
+            "pipos merchant-pin set",
+        )
+    return Check("merchant PIN", "pass", "set (scrypt hash, bound to this device)")
 
 
 def _db_check(name: str, path: Path, *, required: bool) -> Check:
@@ -641,6 +709,7 @@ def run_doctor(config_path: Path, env: Environment | None = None) -> DoctorRepor
     key_checks, keystore = _key_checks(config)
     checks.extend(key_checks)
     checks.append(_params_check(config, keystore, env))
+    checks.append(_merchant_pin_check(config.data_dir))
     checks.append(_db_check("queue database", config.data_dir / QUEUE_FILE, required=False))
     checks.append(
         _db_check("journal database", config.data_dir / "journal.sqlite3", required=False)

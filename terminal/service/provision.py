@@ -2,8 +2,11 @@
 
 `provision()` takes a bare unit to a working terminal in one step:
 
-1. the device secret (created, 0600, if there is none) and the keystore with a fresh
-   Ed25519 terminal key;
+1. the device secret from its provider (`secret_provider`: sealed to the TPM, derived from
+   the Raspberry Pi's OTP key, or a 0600 file for development; created if there is none) and
+   the keystore with a fresh Ed25519 terminal key. A keystore kept under another provider is
+   moved to the one asked for (re-encrypted under its secret, the old secret then removed);
+   an older keystore format is upgraded (its identity block authenticated);
 2. enrolment with the acquirer using the one-time activation code (the host answers the
    same enrolment when the same key retries the same code, so a re-run after a crash is safe);
 3. the host-signed parameters (terminal data, AIDs, limits, CA public keys): signature and
@@ -23,6 +26,7 @@ unless forced, because they would then be sent under the new identity.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import json
 import math
 import os
@@ -33,33 +37,46 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from offline_queue import OfflineQueue, QueueError
 
 from ..acquirer.client import (
     AcquirerClient,
+    AcquirerError,
+    HostKeyMismatchError,
     Parameters,
     ParametersInvalidError,
     TlsOptions,
+    parse_host_key_fingerprint,
     verify_parameters,
 )
 from ..acquirer.uplink import QUEUE_KEY_PURPOSE
 from ..domain.errors import TerminalError
 from ..domain.params import ParamsError, TerminalParams, parse_params
 from ..domain.signing import b64decode, b64encode
+from ..security.technician import KEY_PURPOSE as TECHNICIAN_KEY_PURPOSE
 from ..security.technician import TechnicianCredential
 from ..store.audit import AuditLog
+from ..store.device_secret import (
+    PROVIDERS,
+    DeviceSecretProvider,
+    FileSecret,
+    RpiOtpSecret,
+    TpmSecret,
+    make_provider,
+)
 from ..store.keys import (
     DEFAULT_SCRYPT_N,
     Keystore,
     KeystoreError,
     SequenceCounter,
     SequenceError,
+    WrongSecretError,
     atomic_write,
-    secret_from_file,
 )
 from .config import PARAMS_FILE, TerminalConfig, load_config, save_config
-from .transfer import TransferGuard, export_queue_file, import_queue_file
+from .transfer import TransferGuard, export_queue_file, import_queue_file, keystore_signers
 
 __all__ = [
     "INSTALLED_FORMAT",
@@ -72,6 +89,7 @@ __all__ = [
     "ServiceTerminal",
     "UnitTransfer",
     "VettedParameters",
+    "check_acquirer_url",
     "ensure_device_secret",
     "install_parameters",
     "load_installed_parameters",
@@ -108,10 +126,92 @@ class ParametersRefusedError(ProvisionError):
 
 def ensure_device_secret(path: Path, token: Token = os.urandom) -> bytes:
     """The device secret in `path`, created (random, mode 0600) when there is none."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, token(32).hex().encode("ascii") + b"\n", mode=0o600)
-    return secret_from_file(path)
+    return FileSecret(path).ensure(token)
+
+
+def _secret_providers(
+    existing: TerminalConfig | None,
+    data_dir: Path,
+    kind: str | None,
+    secret_file: Path | None,
+    tpm_tcti: str | None,
+    otp_command: str | None,
+) -> tuple[DeviceSecretProvider, DeviceSecretProvider | None]:
+    """The provider asked for (else the configured one, else the file) and, when it is another
+    one than the configured, the configured one (which the keystore is then moved from)."""
+    kept = existing if existing is not None and existing.data_dir == data_dir else None
+    if kind is None:
+        kind = kept.secret if kept is not None else "file"
+    if kind not in PROVIDERS:
+        raise ProvisionError(
+            f"--secret {kind}: unknown device-secret provider (one of: {', '.join(PROVIDERS)})"
+        )
+    if kind != "file" and secret_file is not None:
+        raise ProvisionError(f"--secret-file is for --secret file, not --secret {kind}")
+    if kept is not None and kept.secret == kind:
+        secret_file = secret_file or kept.secret_file
+        tpm_tcti = tpm_tcti or kept.tpm_tcti
+        otp_command = otp_command or kept.otp_command
+    provider = make_provider(
+        kind, data_dir=data_dir, secret_file=secret_file, tcti=tpm_tcti, otp_command=otp_command
+    )
+    if kept is None:
+        return provider, None
+    previous = kept.secret_provider()
+    moved = previous.kind != provider.kind or (
+        isinstance(previous, FileSecret)
+        and isinstance(provider, FileSecret)
+        and previous.path != provider.path
+    )
+    return provider, previous if moved else None
+
+
+def _open_keystore(
+    data_dir: Path,
+    provider: DeviceSecretProvider,
+    previous: DeviceSecretProvider | None,
+    *,
+    token: Token,
+    clock: Clock,
+    scrypt_n: int,
+) -> tuple[Keystore, bool, DeviceSecretProvider | None]:
+    """(keystore, created, the provider it was moved from: discard its secret once the new
+    configuration is written)."""
+    if not Keystore.exists(data_dir):
+        secret = provider.ensure(token)
+        keystore = Keystore.create(data_dir, secret, token=token, clock=clock, scrypt_n=scrypt_n)
+        return keystore, True, None
+    moved_from: DeviceSecretProvider | None = None
+    try:
+        if previous is not None and not provider.exists():
+            raise WrongSecretError(f"no device secret yet at {provider.describe()}")
+        keystore = Keystore.open(data_dir, provider.load(), token=token, clock=clock)
+        # Re-run after a crash between the move and the new configuration: finish the move.
+        if previous is not None and previous.exists():
+            moved_from = previous
+    except WrongSecretError as exc:
+        if previous is None or not previous.exists():
+            raise ProvisionError(
+                f"{exc}; the keystore in {data_dir} belongs to another device secret "
+                f"(tried {provider.describe()}; if a `pipos provision --secret ...` was cut "
+                "short, run it again with the same --secret)"
+            ) from exc
+        try:
+            keystore = Keystore.open(data_dir, previous.load(), token=token, clock=clock)
+        except KeystoreError as old_exc:
+            raise ProvisionError(
+                f"{old_exc}; the keystore in {data_dir} opens neither with "
+                f"{provider.describe()} nor with {previous.describe()}"
+            ) from old_exc
+        # One atomic replace re-encrypts it under the new provider's secret; the data keys
+        # come from the master secret inside, so the queue and journal stay readable.
+        keystore.change_secret(provider.create(token, replace=True))
+        moved_from = previous
+    except KeystoreError as exc:
+        raise ProvisionError(f"{exc} (device secret: {provider.describe()})") from exc
+    if keystore.needs_upgrade:
+        keystore.upgrade()
+    return keystore, False, moved_from
 
 
 # --- parameters ----------------------------------------------------------------------------
@@ -151,7 +251,7 @@ def _from_compact(
     terminal = dict(base["terminal"])
     given = body.get("terminal", {}) if isinstance(body.get("terminal"), dict) else {}
     for key in ("country_code", "currency_code"):
-        if isinstance(given.get(key), str) and given[key].isdigit():
+        if isinstance(given.get(key), str) and given[key].isascii() and given[key].isdigit():
             terminal[key] = int(given[key])
         elif key in given:
             terminal[key] = given[key]
@@ -348,7 +448,8 @@ def install_parameters(
         "refused_ca_keys": [c.__dict__ for c in vetted.refused_ca_keys],
     }
     path = data_dir / PARAMS_FILE
-    atomic_write(path, json.dumps(doc, indent=2, sort_keys=True).encode("utf-8") + b"\n", 0o644)
+    # 0600 whatever the umask, like every file the service writes (fchmod in atomic_write).
+    atomic_write(path, json.dumps(doc, indent=2, sort_keys=True).encode("utf-8") + b"\n", 0o600)
     return path
 
 
@@ -476,6 +577,8 @@ class ProvisionResult:
     previous_terminal_id: str | None = None
     queued_payments: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: Where the device secret comes from (the provider, described), e.g. "TPM 2.0 through ...".
+    device_secret: str = ""
 
     def summary_lines(self) -> list[str]:
         p = self.params
@@ -484,6 +587,7 @@ class ProvisionResult:
             f"  merchant:    {self.merchant_id}",
             f"  serial:      {self.serial}",
             f"  key:         {self.key_id}",
+            f"  secret:      {self.device_secret}",
             f"  parameters:  version {self.params_version}, {len(p.aids)} application(s): "
             + ", ".join(f"{a.label} {a.aid.hex().upper()}" for a in p.aids),
             f"  CA keys:     {len(p.ca_public_keys)} installed: "
@@ -528,6 +632,66 @@ def _client(
         sequence.close()
 
 
+_LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def check_acquirer_url(host_url: str, *, allow_plain_http: bool = False) -> None:
+    """The acquirer is reached over HTTPS. Plain HTTP only for a simulated acquirer on this
+    machine (127.0.0.0/8, ::1, localhost) and only when asked for (`--allow-plain-http`):
+    anywhere else anyone on the path reads the card data and answers for the host."""
+    parts = urlsplit(host_url)
+    host = parts.hostname or ""
+    if parts.scheme not in ("https", "http") or not host:
+        raise ProvisionError(
+            f"acquirer URL {host_url!r}: expected https://HOST[:PORT] (plain http:// only for "
+            "a simulated acquirer on this machine, with --allow-plain-http)"
+        )
+    if parts.scheme == "https":
+        return
+    if not allow_plain_http:
+        raise ProvisionError(
+            f"acquirer URL {host_url}: plain http:// is refused, anyone on the network could "
+            "read and answer it; use the acquirer's https:// URL (for a simulated acquirer on "
+            "this machine, add --allow-plain-http)"
+        )
+    if not _is_loopback(host):
+        raise ProvisionError(
+            f"acquirer URL {host_url}: --allow-plain-http is only for a simulated acquirer on "
+            f"this machine (127.0.0.1, ::1 or localhost), and {host} is not one; use the "
+            "acquirer's https:// URL"
+        )
+
+
+def _host_key_pin(host_key: str | None) -> str | None:
+    if host_key is None:
+        return None
+    try:
+        return parse_host_key_fingerprint(host_key)
+    except AcquirerError as exc:
+        raise ProvisionError(f"--host-key: {exc}") from exc
+
+
+def _require_pin(host_url: str, tls: TlsOptions | None, pin: str | None) -> None:
+    """Enrolment learns the host key: it must be pinned, by its fingerprint or by the
+    acquirer's CA (an https:// URL with only that CA trusted)."""
+    ca_pinned = tls is not None and bool(tls.ca_file) and host_url.startswith("https://")
+    if pin is None and not ca_pinned:
+        raise ProvisionError(
+            "enrolment needs the acquirer's host key pinned: give --host-key ed25519:... (the "
+            "fingerprint printed next to the activation code), or --ca-file with the "
+            "acquirer's CA for its https:// URL"
+        )
+
+
 def tls_from_config(config: TerminalConfig) -> TlsOptions | None:
     if config.ca_file or config.client_cert:
         return TlsOptions(config.ca_file, config.client_cert, config.client_key)
@@ -542,6 +706,9 @@ def provision(
     technician_secret: str,
     data_dir: Path | None = None,
     secret_file: Path | None = None,
+    secret_provider: str | None = None,
+    tpm_tcti: str | None = None,
+    otp_command: str | None = None,
     force: bool = False,
     tls: TlsOptions | None = None,
     reader_url: str | None = None,
@@ -550,8 +717,18 @@ def provision(
     token: Token = os.urandom,
     scrypt_n: int = DEFAULT_SCRYPT_N,
     client_options: Mapping[str, Any] | None = None,
+    host_key: str | None = None,
+    allow_plain_http: bool = False,
 ) -> ProvisionResult:
-    """Provision (or safely re-provision) the terminal; see the module documentation."""
+    """Provision (or safely re-provision) the terminal; see the module documentation.
+
+    `host_key` (``ed25519:`` + 64 hex digits, printed next to the activation code) pins the
+    acquirer's key for enrolment; `allow_plain_http` lets a simulated acquirer on this
+    machine be reached over plain HTTP (see :func:`check_acquirer_url`)."""
+    # Before anything is written: where the terminal will send card data, and how it will
+    # know that the host answering is the acquirer's.
+    check_acquirer_url(host_url, allow_plain_http=allow_plain_http)
+    pin = _host_key_pin(host_key)
     existing: TerminalConfig | None = None
     if config_path.exists():
         try:
@@ -559,13 +736,22 @@ def provision(
         except TerminalError:
             if not force:
                 raise
+    if not (
+        existing is not None
+        and existing.terminal_id
+        and not force
+        and existing.host_url.rstrip("/") == host_url.rstrip("/")
+    ):
+        _require_pin(host_url, tls, pin)  # an enrolment is coming
     data_dir = data_dir or (existing.data_dir if existing else None)
     if data_dir is None:
         raise ProvisionError("no data directory given (--data-dir)")
-    secret_file = secret_file or (existing.secret_file if existing else data_dir / "device-secret")
+    provider, previous_provider = _secret_providers(
+        existing, data_dir, secret_provider, secret_file, tpm_tcti, otp_command
+    )
     audit = AuditLog(data_dir / "audit.log", clock=clock)
-    technician = TechnicianCredential(
-        data_dir / "technician.json", audit, clock=clock, token=token, scrypt_n=scrypt_n
+    technician = _technician(
+        data_dir, audit, provider, previous_provider, clock=clock, token=token, scrypt_n=scrypt_n
     )
     if technician.exists():
         technician.verify(technician_secret, action="provision")
@@ -573,22 +759,25 @@ def provision(
         # Checked now (length, triviality) so a bad PIN fails before anything is enrolled.
         _check_new_secret(technician_secret)
 
-    secret = ensure_device_secret(secret_file, token)
-    created = False
-    if Keystore.exists(data_dir):
-        try:
-            keystore = Keystore.open(data_dir, secret, token=token, clock=clock)
-        except KeystoreError as exc:
-            raise ProvisionError(
-                f"{exc}; the keystore in {data_dir} belongs to another device secret "
-                f"({secret_file})"
-            ) from exc
-    else:
-        keystore = Keystore.create(data_dir, secret, token=token, clock=clock, scrypt_n=scrypt_n)
-        created = True
+    keystore, created, moved_from = _open_keystore(
+        data_dir, provider, previous_provider, token=token, clock=clock, scrypt_n=scrypt_n
+    )
+    if moved_from is not None:
+        audit.record(
+            "device_secret_moved",
+            actor="technician",
+            old_provider=moved_from.kind,
+            new_provider=provider.kind,
+        )
 
     previous_tid = keystore.terminal_id
     notes: list[str] = []
+    if provider.development_only:
+        notes.append(
+            f"the device secret is a {provider.describe()} on the same storage as the "
+            "keystore: development only; a production terminal uses --secret tpm or "
+            "--secret rpi-otp"
+        )
     same_host = existing is not None and existing.host_url.rstrip("/") == host_url.rstrip("/")
     if previous_tid is not None and (force or (existing is not None and not same_host)):
         mode = "re-enrolled"
@@ -626,7 +815,20 @@ def provision(
     host_key_id = existing.host_key_id if existing is not None and mode == "refreshed" else None
     with _client(host_url, keystore, data_dir, tls, client_options) as client:
         if mode != "refreshed":
-            enrolment = client.enrol(activation_code)
+            _require_pin(host_url, tls, pin)
+            try:
+                enrolment = client.enrol(activation_code, host_key=pin)
+            except HostKeyMismatchError as exc:
+                # Nothing from this host was stored (no identity, parameters or
+                # configuration); the refusal itself is kept for the audit.
+                audit.record(
+                    "enrolment_refused",
+                    actor="technician",
+                    host=host_url,
+                    pinned_host_key=exc.expected,
+                    answered_host_key=exc.actual,
+                )
+                raise ProvisionError(str(exc)) from exc
             host_key_id = enrolment.host_key_id
             audit.record(
                 "enrolled",
@@ -647,7 +849,10 @@ def provision(
     config = TerminalConfig(
         host_url=host_url,
         data_dir=data_dir,
-        secret_file=secret_file,
+        secret=provider.kind,
+        secret_file=provider.path if isinstance(provider, FileSecret) else None,
+        tpm_tcti=provider.tcti if isinstance(provider, TpmSecret) else None,
+        otp_command=provider.command if isinstance(provider, RpiOtpSecret) else None,
         terminal_id=terminal_id,
         merchant_id=merchant_id,
         serial=keystore.serial,
@@ -666,6 +871,10 @@ def provision(
         scanner_url=scanner_url or (existing.scanner_url if existing else None),
     )
     save_config(config, config_path)
+    if moved_from is not None:
+        # Only now: until the configuration names the new provider, the old secret was the
+        # record of where the keystore came from. It no longer opens anything.
+        moved_from.discard()
     if not technician.exists():
         technician.set(technician_secret)
     audit.record(
@@ -695,18 +904,55 @@ def provision(
         previous_terminal_id=previous_tid,
         queued_payments=queued,
         notes=tuple(notes),
+        device_secret=provider.describe(),
     )
 
 
 def _check_new_secret(secret: str) -> None:
-    from ..security.technician import MIN_LENGTH, TechnicianError
+    from ..security.technician import check_new_secret
 
-    if len(secret) < MIN_LENGTH:
-        raise TechnicianError(
-            f"technician PIN or pass-phrase: too short (at least {MIN_LENGTH} characters)"
+    check_new_secret(secret)  # the one policy (terminal.security.pin_policy)
+
+
+def _technician(
+    data_dir: Path,
+    audit: AuditLog,
+    provider: DeviceSecretProvider,
+    previous: DeviceSecretProvider | None,
+    *,
+    clock: Clock,
+    token: Token,
+    scrypt_n: int,
+) -> TechnicianCredential:
+    """The technician credential, bound to the keystore's key for it. A terminal provisioned
+    again checks it before its keystore is opened for provisioning (nothing changes before
+    the PIN is right); a new one sets it after its keystore is created. So the key is taken
+    when first needed, from the keystore as it is at that moment."""
+
+    def device_key() -> bytes:
+        problems: list[str] = []
+        for candidate in (provider, previous):
+            if candidate is None or not candidate.exists():
+                continue
+            try:
+                keystore = Keystore.open(data_dir, candidate.load(), token=token, clock=clock)
+            except KeystoreError as exc:
+                problems.append(str(exc))
+                continue
+            return keystore.data_key(TECHNICIAN_KEY_PURPOSE)
+        raise ProvisionError(
+            f"the technician PIN cannot be checked: the keystore in {data_dir} does not open "
+            f"({'; '.join(problems) or 'no device secret'}); the credential is bound to it"
         )
-    if secret.isdigit() and len(set(secret)) == 1:
-        raise TechnicianError("technician PIN: all digits the same is too easy to guess")
+
+    return TechnicianCredential(
+        data_dir / "technician.json",
+        audit,
+        device_key=device_key,
+        clock=clock,
+        token=token,
+        scrypt_n=scrypt_n,
+    )
 
 
 # --- service operations on a provisioned terminal ------------------------------------------
@@ -761,7 +1007,12 @@ class ServiceTerminal:
         self.keystore = keystore
         self.audit = AuditLog(config.audit_path, clock=clock)
         self.technician = TechnicianCredential(
-            config.technician_path, self.audit, clock=clock, token=token, scrypt_n=scrypt_n
+            config.technician_path,
+            self.audit,
+            device_key=keystore.data_key(TECHNICIAN_KEY_PURPOSE),
+            clock=clock,
+            token=token,
+            scrypt_n=scrypt_n,
         )
         self._clock = clock
         self._client_options = client_options
@@ -858,7 +1109,11 @@ class ServiceTerminal:
         """Write the queue to an encrypted backup for the replacement unit."""
         try:
             count = export_queue_file(
-                lambda: self._queue(create=False), target, lambda: passphrase, self._guard(secret)
+                lambda: self._queue(create=False),
+                target,
+                lambda: passphrase,
+                self._guard(secret),
+                signers=lambda: keystore_signers(self.keystore),
             )
         except QueueError as exc:
             raise ProvisionError(str(exc)) from exc
@@ -868,7 +1123,11 @@ class ServiceTerminal:
         """Add a backup's payments to this unit's queue (idempotent); `pipos sync` sends them."""
         try:
             report = import_queue_file(
-                lambda: self._queue(create=True), source, lambda: passphrase, self._guard(secret)
+                lambda: self._queue(create=True),
+                source,
+                lambda: passphrase,
+                self._guard(secret),
+                signers=lambda: keystore_signers(self.keystore),
             )
         except QueueError as exc:
             raise ProvisionError(str(exc)) from exc
@@ -892,7 +1151,7 @@ def open_service_terminal(
     if not config.provisioned:
         raise ProvisionError(f"{config_path}: the terminal is not provisioned")
     keystore = Keystore.open(
-        config.data_dir, secret_from_file(config.secret_file), token=token, clock=clock
+        config.data_dir, config.secret_provider().load(), token=token, clock=clock
     )
     return ServiceTerminal(
         config_path,

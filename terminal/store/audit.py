@@ -36,9 +36,11 @@ from emv.pan import mask_pan
 from ..domain.errors import TerminalError
 from ..domain.logging_setup import redact
 
-__all__ = ["GENESIS", "AuditCheck", "AuditError", "AuditLog", "verify_audit_log"]
+__all__ = ["FILE_MODE", "GENESIS", "AuditCheck", "AuditError", "AuditLog", "verify_audit_log"]
 
 GENESIS: Final = "0" * 64
+#: Owner read and write only: who did what on the terminal is nobody else's to read.
+FILE_MODE: Final = 0o600
 _PAN_LIKE: Final = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
 
 
@@ -90,10 +92,14 @@ class AuditLog:
             raise AuditError(f"audit event name {event!r}: letters, digits and _ only")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
             raise AuditError(f"audit log {self.path}: cannot open ({exc.strerror})") from exc
         try:
+            # The open's mode is filtered by the umask, fchmod's is not: 0600 whatever the
+            # umask, and a log an older pipos created 0640 tightened at its next event.
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, FILE_MODE)
             fcntl.flock(fd, fcntl.LOCK_EX)
             seq, prev = self._tail(fd)
             record: dict[str, Any] = {

@@ -2,9 +2,18 @@
 
 Everything sensitive in the keystore file is encrypted with AES-256-GCM under a
 key-encryption key (KEK) derived with scrypt (RFC 7914) from a device secret or passphrase,
-so a copied SD card image does not yield the signing key without the secret. The file is
+so a copied SD card image does not yield the signing key without the secret (where the secret
+lives, a TPM, the Pi's OTP key or a file, is :mod:`terminal.store.device_secret`). The file is
 created with mode 0600 and replaced atomically (write, fsync, rename, fsync directory), so a
 crash leaves either the old or the new keystore, never a torn one.
+
+The parts kept in clear (the identity block: serial, terminal id, merchant id, host public key;
+the public keys) are authenticated: format ``pipos-keystore-2`` carries an HMAC-SHA256 over the
+whole document (canonical JSON) under a key derived from the encrypted master secret, so they
+cannot be swapped (say, the host key for an attacker's) without the device secret. A
+``pipos-keystore-1`` file (no MAC) still opens and is written as format 2 at its next save
+(:meth:`Keystore.upgrade`); its master secret is then encrypted under a format-2 label, so a
+format-2 file relabelled as format 1 to drop the MAC does not open.
 
 The private key never leaves this module: callers get a :class:`terminal.domain.signing.Signer`
 (a key id and a sign function). Nothing here logs key material.
@@ -13,6 +22,7 @@ The private key never leaves this module: callers get a :class:`terminal.domain.
 from __future__ import annotations
 
 import fcntl
+import hmac
 import json
 import os
 import stat
@@ -33,7 +43,11 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from ..domain.errors import TerminalError
 from ..domain.signing import Signer, b64decode, b64encode, key_id_for
 
-FORMAT: Final = "pipos-keystore-1"
+FORMAT: Final = "pipos-keystore-2"
+#: Opened and upgraded (no MAC over the identity block); never written.
+LEGACY_FORMAT: Final = "pipos-keystore-1"
+_MASTER_AAD: Final = {LEGACY_FORMAT: b"pipos-master-secret", FORMAT: b"pipos-master-secret:2"}
+_MAC_INFO: Final = b"pipos keystore mac v2"
 KEYSTORE_FILE: Final = "keystore.json"
 SEQUENCE_FILE: Final = "sequence.json"
 # scrypt cost: N=2^15, r=8 needs 32 MiB and ~0.1 s on a Pi-class CPU; stored in the file so it
@@ -52,6 +66,10 @@ class KeystoreError(TerminalError):
 
 class WrongSecretError(KeystoreError):
     """The device secret or passphrase does not open this keystore."""
+
+
+class KeystoreTamperedError(KeystoreError):
+    """The keystore opens with the secret, but what it keeps in clear was changed without it."""
 
 
 class SequenceError(TerminalError):
@@ -169,10 +187,24 @@ class Keystore:
         self._token = token
         self._clock = clock
         self._lock = threading.RLock()
+        fmt = document.get("format")
+        try:
+            self._master = self._decrypt(document["master"], _MASTER_AAD[str(fmt)])
+        except WrongSecretError:
+            if fmt == LEGACY_FORMAT and self._opens(document["master"], _MASTER_AAD[FORMAT]):
+                # A format-2 keystore relabelled as format 1, to be opened without its MAC.
+                raise KeystoreTamperedError(
+                    f"keystore {self.path_in(directory)}: relabelled as {LEGACY_FORMAT!r} "
+                    "after it was upgraded; it was altered without the device secret"
+                ) from None
+            raise
+        except KeyError as exc:
+            raise KeystoreError(f"keystore {self.path_in(directory)}: malformed") from exc
+        if fmt == FORMAT:
+            self._check_mac(document)
         self._current = self._unwrap_key(document["current"])
         pending = document.get("pending")
         self._pending = self._unwrap_key(pending) if pending else None
-        self._master = self._decrypt(document["master"], b"pipos-master-secret")
 
     def __repr__(self) -> str:  # never show key material
         return f"Keystore({str(self._dir)!r}, key_id={self.key_id!r})"
@@ -222,8 +254,10 @@ class Keystore:
             "current": _wrap_key(aes, _private_from_seed(token(32)), now, token),
             "pending": None,
             "retired": [],
-            "master": _encrypt(aes, token(32), b"pipos-master-secret", token),
         }
+        master = token(32)
+        doc["master"] = _encrypt(aes, master, _MASTER_AAD[FORMAT], token)
+        doc["mac"] = _document_mac(_mac_key_from_master(master), doc)
         atomic_write(cls.path_in(d), _dump(doc))
         return cls(d, doc, kek, token=token, clock=clock)
 
@@ -247,9 +281,14 @@ class Keystore:
             doc = json.loads(raw)
         except ValueError as exc:
             raise KeystoreError(f"keystore {path}: not valid JSON") from exc
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        if not isinstance(doc, dict) or doc.get("format") not in _MASTER_AAD:
             raise KeystoreError(f"keystore {path}: expected format {FORMAT!r}")
-        kek = _derive_kek(secret, doc["kdf"])
+        try:
+            kek = _derive_kek(secret, doc["kdf"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeystoreError(
+                f"keystore {path}: its key derivation settings are malformed"
+            ) from exc
         return cls(Path(directory), doc, kek, token=token, clock=clock)
 
     # --- keys ---------------------------------------------------------------------------
@@ -356,9 +395,23 @@ class Keystore:
                 self._doc["pending"] = _wrap_key(
                     aes, self._pending, int(self._doc["pending"]["created"]), self._token
                 )
-            self._doc["master"] = _encrypt(aes, self._master, b"pipos-master-secret", self._token)
+            self._doc["master"] = _encrypt(aes, self._master, _MASTER_AAD[FORMAT], self._token)
+            self._doc["format"] = FORMAT
             self._kek = aes
             self._save()
+
+    @property
+    def needs_upgrade(self) -> bool:
+        """An older format whose identity block is not authenticated yet."""
+        return self._doc.get("format") != FORMAT
+
+    def upgrade(self) -> bool:
+        """Write the keystore in the current format (a MAC over its clear parts); True if done."""
+        with self._lock:
+            if not self.needs_upgrade:
+                return False
+            self._save()
+            return True
 
     # --- data keys ----------------------------------------------------------------------
 
@@ -443,8 +496,48 @@ class Keystore:
         except (KeyError, TypeError) as exc:
             raise KeystoreError("keystore: an encrypted entry is malformed") from exc
 
+    def _opens(self, entry: dict[str, Any], aad: bytes) -> bool:
+        try:
+            self._decrypt(entry, aad)
+        except KeystoreError:
+            return False
+        return True
+
+    def _mac_key(self) -> bytes:
+        return _mac_key_from_master(self._master)
+
+    def _check_mac(self, doc: dict[str, Any]) -> None:
+        stored = doc.get("mac")
+        expected = _document_mac(self._mac_key(), doc)
+        if not isinstance(stored, str) or not hmac.compare_digest(stored, expected):
+            raise KeystoreTamperedError(
+                f"keystore {self.path_in(self._dir)}: its identity block (terminal id, merchant "
+                "id, host public key) or public keys were altered without the device secret; "
+                "restore the keystore from a backup or re-provision the terminal"
+            )
+
     def _save(self) -> None:
-        atomic_write(self.path_in(self._dir), _dump(self._doc))
+        doc = self._doc
+        if doc.get("format") != FORMAT:
+            # The upgrade from format 1: the master secret under the format-2 label (so the
+            # file cannot be relabelled back to drop the MAC), then the MAC.
+            doc["master"] = _encrypt(self._kek, self._master, _MASTER_AAD[FORMAT], self._token)
+            doc["format"] = FORMAT
+        doc["mac"] = _document_mac(self._mac_key(), doc)
+        atomic_write(self.path_in(self._dir), _dump(doc))
+
+
+def _mac_key_from_master(master: bytes) -> bytes:
+    # HKDF over the master secret with its own label: apart from every data key (RFC 5869 §3.2).
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_MAC_INFO).derive(master)
+
+
+def _document_mac(key: bytes, doc: dict[str, Any]) -> str:
+    """HMAC-SHA256 over the document without its MAC, as canonical JSON (sorted keys, no
+    spaces, ASCII): the identity block, every public key and every encrypted entry."""
+    body = {k: v for k, v in doc.items() if k != "mac"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return b64encode(hmac.digest(key, canonical.encode("ascii"), "sha256"))
 
 
 def _dump(doc: dict[str, Any]) -> bytes:
@@ -555,3 +648,20 @@ class SequenceCounter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def advance_past(self, number: int) -> None:
+        """Make every later number greater than `number` (the host's last accepted one, from
+        its signed `stale_sequence` answer after a sequence.json restored from an older
+        copy). Durable like :meth:`next`: the new reservation is on disk before it returns.
+        Never moves the counter back."""
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            raise SequenceError(f"cannot advance the sequence past {number!r}")
+        with self._mutex:
+            if self._lock_fd is None:
+                raise SequenceError("sequence counter is closed")
+            if number < self._next:
+                return
+            reserved = number + self._block
+            atomic_write(self._path, json.dumps({"reserved": reserved}).encode())
+            self._reserved = reserved
+            self._next = number + 1

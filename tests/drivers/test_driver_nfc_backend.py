@@ -12,17 +12,20 @@ The same driver on nfcpy's real stack (its udp device): tests/drivers/test_drive
 from __future__ import annotations
 
 import errno
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from drivers.errors import (
+    CancelledError,
     CardRemovedError,
     DeviceUnavailableError,
     ReaderGoneError,
     ReaderProtocolError,
     ReaderTimeoutError,
+    TransportLoopError,
 )
 
 pytest.importorskip("nfc", reason="nfcpy is not installed (pip install 'pipos[nfc]')")
@@ -30,7 +33,7 @@ import nfc.clf
 import nfc.tag
 import nfc.tag.tt4
 
-from drivers.nfc import NfcReader
+from drivers.nfc import MAX_CHAINED_BLOCKS, MAX_FRAMES_PER_APDU, MAX_WTX_PER_APDU, NfcReader
 
 SELECT_PPSE = bytes.fromhex("00A404000E325041592E5359532E444446303100")
 UID = bytes.fromhex("04A1B2C3D4E5F6")
@@ -212,3 +215,106 @@ def test_nfc_type_b_card_gets_a_pcsc_style_atr() -> None:
     for byte in atr[1:-1]:
         tck ^= byte
     assert atr[-1] == tck  # PC/SC part 3 §3.1.3.2.3: TCK over T0..Tk
+
+
+# --- the bounds on one APDU (drivers.nfc._FrameBudget) ------------------------------------
+
+
+class FrameCard:
+    """nfcpy's frontend as its ISO-DEP initiator sees it: each frame answered by `answer`."""
+
+    def __init__(self, answer: Callable[[bytes], bytes], delay: float = 0.0) -> None:
+        self.answer = answer
+        self.delay = delay
+        self.frames: list[bytes] = []
+        self.timeouts: list[float] = []
+
+    def exchange(self, data: bytes, timeout: float) -> bytearray:
+        self.frames.append(bytes(data))
+        self.timeouts.append(timeout)
+        if self.delay:
+            time.sleep(self.delay)
+        return bytearray(self.answer(bytes(data)))
+
+
+class IsoDepTag(FakeTag):
+    """A tag with nfcpy's own ISO-DEP initiator (its WTX, chaining and retransmit loops)
+    over a :class:`FrameCard`."""
+
+    def __init__(self, card: FrameCard) -> None:
+        super().__init__()
+        self._dep = nfc.tag.tt4.IsoDepInitiator(card, 256, 0.01)
+
+    def transceive(self, data: bytes, timeout: float | None = None) -> Any:
+        return nfc.tag.tt4.Type4Tag.transceive(self, data, timeout)
+
+
+def _reader_with(card: FrameCard, **options: Any) -> NfcReader:
+    reader = NfcReader("nfc:usb?types=A", frontend=FakeFrontend(IsoDepTag(card)), **options)
+    reader.wait_for_card(timeout=1)
+    return reader
+
+
+def test_nfc_iso_dep_answers_pass_through_the_budget() -> None:
+    card = FrameCard(lambda frame: bytes([frame[0]]) + echo(frame[1:]))
+    with _reader_with(card) as reader:
+        assert reader.transceive(SELECT_PPSE) == echo(SELECT_PPSE)
+        assert reader.transceive(SELECT_PPSE) == echo(SELECT_PPSE)  # a budget per APDU
+
+
+def test_nfc_card_asking_for_more_time_forever_is_cut_at_the_bound() -> None:
+    card = FrameCard(lambda frame: b"\xf2\x01")  # S(WTX) to the I-block and to every answer
+    with (
+        _reader_with(card) as reader,
+        pytest.raises(TransportLoopError, match=r"more time \(S\(WTX\)\) 16 times"),
+    ):
+        reader.transceive(SELECT_PPSE)
+    assert len(card.frames) == 1 + MAX_WTX_PER_APDU
+
+
+def test_nfc_response_chained_forever_is_cut_at_the_bound() -> None:
+    card = FrameCard(lambda frame: bytes([0x12 | (frame[0] & 1)]) + bytes(10))
+    with (
+        _reader_with(card) as reader,
+        pytest.raises(TransportLoopError, match=f"more than {MAX_CHAINED_BLOCKS} chained"),
+    ):
+        reader.transceive(SELECT_PPSE)
+
+
+def test_nfc_ack_with_the_wrong_block_number_forever_is_cut_at_the_bound() -> None:
+    # nfcpy re-sends its I-block after an R(ACK) of the other block number, for ever.
+    card = FrameCard(lambda frame: bytes([0xA2 | (~frame[0] & 1)]))
+    with (
+        _reader_with(card) as reader,
+        pytest.raises(TransportLoopError, match=f"more than {MAX_FRAMES_PER_APDU} frames"),
+    ):
+        reader.transceive(SELECT_PPSE)
+
+
+def test_nfc_one_apdu_may_not_take_longer_than_its_time() -> None:
+    card = FrameCard(lambda frame: b"\xf2\x3b", delay=0.05)  # WTXM 59: a minute each
+    with (
+        _reader_with(card, apdu_timeout=0.2) as reader,
+        pytest.raises(TransportLoopError, match=r"took longer than 0.2 s"),
+    ):
+        reader.transceive(SELECT_PPSE)
+    # Every frame waited at most what was left of the APDU's time, not the card's 59 FWT.
+    assert max(card.timeouts) <= 0.2
+
+
+def test_nfc_abort_stops_before_the_next_frame() -> None:
+    holder: list[NfcReader] = []
+
+    def answer(frame: bytes) -> bytes:
+        holder[0].abort()  # the checkout gives up while this frame is on the air
+        return b"\xf2\x01"
+
+    card = FrameCard(answer)
+    reader = _reader_with(card)
+    holder.append(reader)
+    with pytest.raises(CancelledError, match="abandoned"):
+        reader.transceive(SELECT_PPSE)
+    assert len(card.frames) == 1
+    with pytest.raises(CancelledError):
+        reader.transceive(SELECT_PPSE)
+    reader.close()

@@ -10,23 +10,26 @@ The same driver against the real pcscd + vpcd: tests/drivers/test_driver_pcsc.py
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
 from drivers.errors import (
+    CancelledError,
     CardRemovedError,
     DeviceUnavailableError,
     ReaderGoneError,
     ReaderProtocolError,
     ReaderTimeoutError,
+    TransportLoopError,
 )
 
 scard = pytest.importorskip(
     "smartcard.scard", reason="pyscard is not installed (pip install 'pipos[pcsc]')"
 )
-from drivers.pcsc import PcscReader, ReaderWatch  # noqa: E402
+from drivers.pcsc import MAX_GET_RESPONSES, PcscReader, ReaderWatch  # noqa: E402
 
 SELECT_PPSE = bytes.fromhex("00A404000E325041592E5359532E444446303100")
 UID = bytes.fromhex("04A1B2C3D4E5F6")
@@ -217,6 +220,97 @@ def test_pcsc_t0_card_gets_its_le_fixed_and_its_response_fetched(fake_pcsc: Fake
         SELECT_PPSE[:-1] + b"\x20",
         bytes.fromhex("00C0000010"),
     ]
+
+
+def test_pcsc_t0_card_answering_more_data_forever_is_cut_at_the_bound(
+    fake_pcsc: FakeScard,
+) -> None:
+    """A T=0 card answering '61xx' to every GET RESPONSE used to hold the driver for ever."""
+
+    def more_data(command: bytes) -> bytes:
+        return bytes(0x10) + b"\x61\x10" if command[1] == 0xC0 else b"\x61\x10"
+
+    fake_pcsc.protocol = scard.SCARD_PROTOCOL_T0
+    fake_pcsc.insert(more_data)
+    with _pcsc(fake_pcsc) as reader:
+        reader.wait_for_card(timeout=1)
+        sent = len(fake_pcsc.sent)
+        with pytest.raises(TransportLoopError, match=r"kept answering '61xx' \(more data\)"):
+            reader.transceive(SELECT_PPSE)
+    # The command and MAX_GET_RESPONSES GET RESPONSE commands, not one more.
+    assert len(fake_pcsc.sent) - sent == 1 + MAX_GET_RESPONSES
+
+
+def test_pcsc_t0_response_over_the_byte_cap_is_cut(fake_pcsc: FakeScard) -> None:
+    def huge(command: bytes) -> bytes:
+        return bytes(0xFF) + b"\x61\x00"  # 255 bytes and "256 more", every time
+
+    fake_pcsc.protocol = scard.SCARD_PROTOCOL_T0
+    fake_pcsc.insert(huge)
+    with _pcsc(fake_pcsc) as reader:
+        reader.wait_for_card(timeout=1)
+        with pytest.raises(TransportLoopError):
+            reader.transceive(SELECT_PPSE)
+
+
+def test_pcsc_t0_card_answering_wrong_length_forever_is_an_error(fake_pcsc: FakeScard) -> None:
+    def wrong_length(command: bytes) -> bytes:
+        return bytes([0x6C, (command[-1] + 1) & 0xFF])
+
+    fake_pcsc.protocol = scard.SCARD_PROTOCOL_T0
+    fake_pcsc.insert(wrong_length)
+    with _pcsc(fake_pcsc) as reader:
+        reader.wait_for_card(timeout=1)
+        sent = len(fake_pcsc.sent)
+        with pytest.raises(TransportLoopError, match=r"'6C02' \(wrong length\) again"):
+            reader.transceive(SELECT_PPSE)
+    assert fake_pcsc.sent[sent:] == [SELECT_PPSE, SELECT_PPSE[:-1] + b"\x01"]
+
+
+def test_pcsc_abort_never_waits_for_the_stuck_transmit(fake_pcsc: FakeScard) -> None:
+    """pyscard's transmit has no timeout and PC/SC serialises one context's calls: abort
+    leaves the card reset to a thread of its own and sends nothing more."""
+    stuck, release = threading.Event(), threading.Event()
+    disconnects: list[int] = []
+
+    def wedged(command: bytes) -> bytes:
+        stuck.set()
+        release.wait(10)
+        return b"\x90\x00"
+
+    def disconnect(card: int, disposition: int) -> int:
+        release.wait(10)  # as pcsc-lite: waits for the transmit holding the context
+        disconnects.append(disposition)
+        return OK
+
+    fake_pcsc.insert(wedged)
+    fake_pcsc.SCardDisconnect = disconnect  # type: ignore[method-assign]
+    reader = _pcsc(fake_pcsc)
+    reader.wait_for_card(timeout=1)
+    errors: list[BaseException] = []
+
+    def talk() -> None:
+        try:
+            reader.transceive(SELECT_PPSE)
+            reader.transceive(SELECT_PPSE)
+        except CancelledError as exc:
+            errors.append(exc)
+
+    talker = threading.Thread(target=talk, daemon=True)
+    talker.start()
+    assert stuck.wait(5)
+    started = time.monotonic()
+    reader.abort()
+    assert time.monotonic() - started < 0.1
+    release.set()
+    talker.join(5)
+    assert errors  # the second command was never sent
+    assert "abandoned" in str(errors[0])
+    reader.close()
+    deadline = time.monotonic() + 5
+    while not disconnects and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert disconnects == [scard.SCARD_RESET_CARD]
 
 
 def test_pcscd_not_running_says_how_to_start_it(fake_pcsc: FakeScard) -> None:

@@ -3,9 +3,12 @@ card comes back only when someone presents it again (a second tap)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
-from drivers.errors import ReaderTimeoutError
+from drivers.errors import CancelledError, CardRemovedError, ReaderTimeoutError
 from drivers.sim import VirtualCardReader
 from drivers.url import open_reader
 from emv import apdu
@@ -35,4 +38,30 @@ def test_a_card_presented_again_is_the_same_card_on_a_new_tap() -> None:
     reader.wait_for_card(timeout=0)
     assert _gpo_status(reader) == 0x9000  # the card saw it leave and come back: verified
     reader.present_again()  # already in the field: nothing changes
+    reader.close()
+
+
+def test_abort_ends_a_wedged_card_s_silence_and_every_later_command() -> None:
+    reader = open_reader("sim:visa?hang_on=select")
+    reader.wait_for_card(timeout=0)
+    raised: list[BaseException] = []
+
+    def talk() -> None:
+        try:
+            reader.transceive(apdu.select_ppse().encode())
+        except CardRemovedError as exc:
+            raised.append(exc)
+
+    talker = threading.Thread(target=talk, daemon=True)
+    talker.start()
+    talker.join(0.2)
+    assert talker.is_alive()  # the card says nothing
+    started = time.monotonic()
+    reader.abort()
+    talker.join(2)
+    assert not talker.is_alive()
+    assert time.monotonic() - started < 0.5
+    assert raised  # the field went off under the card
+    with pytest.raises(CancelledError, match="abandoned"):
+        reader.transceive(apdu.select_ppse().encode())
     reader.close()

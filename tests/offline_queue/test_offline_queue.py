@@ -5,12 +5,13 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from offline_queue import (
+    SCHEMA_VERSION,
     Backoff,
     Batch,
     BatchRejectedError,
@@ -31,8 +32,8 @@ from offline_queue import (
     export_queue,
     import_queue,
 )
-from offline_queue.backup import BackupError, read_backup
-from offline_queue.errors import InvalidPaymentError
+from offline_queue.backup import read_backup
+from offline_queue.errors import BackupError, InvalidPaymentError
 
 PAN = "4761739001010119"
 KEY = bytes(range(32))
@@ -91,7 +92,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def queue(tmp_path: Path, clock: Clock) -> OfflineQueue:
+def queue(tmp_path: Path, clock: Clock) -> Iterator[OfflineQueue]:
     q = OfflineQueue.open(tmp_path / "queue.sqlite3", KEY, clock=clock)
     yield q
     q.close()
@@ -146,7 +147,8 @@ def test_wal_and_synchronous_full(queue: OfflineQueue) -> None:
     conn = queue._db.conn
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
 
 
 def test_enqueue_twice_is_idempotent_and_conflict_is_refused(queue: OfflineQueue) -> None:
@@ -539,9 +541,11 @@ def test_export_import_moves_payments_to_a_replacement_unit(tmp_path: Path, cloc
     assert c is not None
     assert c.state is State.DECLINED
     assert c.flagged
-    # Unsent and declined payments keep their card data, re-sealed under the new unit's key.
-    assert [p.transaction_id for p in new.find_by_pan("5413330089600028")] == ["c"]
-    assert new.find_by_pan("5413330089600010") == []  # accepted: card data already erased
+    # Unsent payments keep their card data, re-sealed under the new unit's key; the host's
+    # final word (accepted, declined) erased it on the old unit, and the backup has none.
+    assert new.find_by_pan("5413330089600028") == []  # declined
+    assert new.find_by_pan("5413330089600010") == []  # accepted
+    assert [p.transaction_id for p in new.find_by_pan(PAN)] == ["d"]
     up = FakeUploader()
     Forwarder(new, up, clock=clock, sleep=clock.sleep).sync()
     assert up.calls[0].items[0].card.pan in (PAN,)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +29,7 @@ from terminal.acquirer.uplink import QUEUE_KEY_PURPOSE, AcquirerUplink, limits_f
 from terminal.cli.queue import ProgressBar, main
 from terminal.domain.params import OfflineParams
 from terminal.store.keys import Keystore, SequenceCounter
+from tests.conftest_host import signed_payment
 
 if TYPE_CHECKING:
     from tests.conftest_host import HostHandle
@@ -55,13 +55,17 @@ class Terminal:
         options = self.host.client_options(sleep=lambda _s: None, read_timeout=5.0)
         return AcquirerClient(self.host.url, self.keystore, seq, **options)
 
+    def sign(self, payment: OfflinePayment) -> OfflinePayment:
+        """`payment` as the checkout queues it: signed by this terminal's key."""
+        return signed_payment(payment, self.keystore)
+
     def offline_ids(self) -> list[str]:
         ledger = self.host.ledger(self.keystore.terminal_id)
         return [r["offline_id"] for r in ledger if r["offline_id"]]
 
 
 @pytest.fixture
-def terminal(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Terminal]:
+def terminal(tmp_path: Path, request: pytest.FixtureRequest) -> Terminal:
     """An enrolled terminal's files, on the host fixture named by an indirect parameter:
     inprocess_host unless the test says otherwise."""
     host: HostHandle = request.getfixturevalue(getattr(request, "param", "inprocess_host"))
@@ -91,9 +95,9 @@ def _payment(i: int, amount: int = 1000) -> OfflinePayment:
     )
 
 
-def _fill(q: OfflineQueue, n: int) -> None:
+def _fill(terminal: Terminal, q: OfflineQueue, n: int) -> None:
     for i in range(n):
-        assert q.enqueue(_payment(i, amount=1000 + i)).stored
+        assert q.enqueue(terminal.sign(_payment(i, amount=1000 + i))).stored
 
 
 # A fault that cuts the TCP connection is a real socket's (a host of its own, integration).
@@ -113,7 +117,7 @@ CUT = pytest.mark.integration
 )
 def test_every_host_fault_ends_with_each_payment_once(terminal: Terminal, mode: str) -> None:
     q = terminal.queue()
-    _fill(q, 9)
+    _fill(terminal, q, 9)
     # The fault hits the first two uploads; the client retries within one call (same key),
     # the forwarder retries the same batch across calls.
     terminal.host.set_fault(PATH, mode, times=4, delay_ms=50)
@@ -149,7 +153,7 @@ def test_lost_answer_then_crash_resends_same_batch_and_host_answers_first_result
 ) -> None:
     """The host commits the batch, the answer is lost, the terminal 'dies' before recording."""
     q = terminal.queue()
-    _fill(q, 3)
+    _fill(terminal, q, 3)
     batch = q.claim_batch(10)
     assert batch is not None
     seq = SequenceCounter(terminal.data / "sequence.json")
@@ -170,8 +174,10 @@ def test_host_declines_after_the_fact_and_the_cli_shows_it(
     terminal: Terminal, capsys: pytest.CaptureFixture[str]
 ) -> None:
     q = terminal.queue()
-    q.enqueue(_payment(1, amount=1000))
-    q.enqueue(_payment(2, amount=2051))  # the host's rules: amounts ending in 51 lack funds
+    q.enqueue(terminal.sign(_payment(1, amount=1000)))
+    q.enqueue(
+        terminal.sign(_payment(2, amount=2051))
+    )  # the host's rules: amounts ending in 51 lack funds
     q.close()
     args = ["--data-dir", str(terminal.data)]
     assert main(["sync", *args, "--host-url", terminal.host.url]) == 0
@@ -195,7 +201,7 @@ def test_cli_status_list_export_import(
     terminal: Terminal, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     q = terminal.queue()
-    _fill(q, 3)
+    _fill(terminal, q, 3)
     q.close()
     args = ["--data-dir", str(terminal.data)]
     assert main(["queue", "status", *args]) == 0
@@ -282,7 +288,7 @@ def test_limits_from_terminal_parameters() -> None:
 def test_durable_enqueue_is_committed_before_return(terminal: Terminal) -> None:
     """Another connection (another process in production) sees the payment at once."""
     q = terminal.queue()
-    q.enqueue(_payment(7))
+    q.enqueue(terminal.sign(_payment(7)))
     other = OfflineQueue.open(terminal.data / "offline_queue.sqlite3")
     assert other.get("tx-7") is not None
     other.close()

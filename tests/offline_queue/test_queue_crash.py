@@ -43,8 +43,9 @@ SECRET = b"crash-test-device-secret-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
 
 SALE_CHILD = r"""
-import random, sys, time
+import json, random, sys, time
 from pathlib import Path
+from emv.pan import mask_pan
 from offline_queue import CardData, OfflinePayment, OfflineQueue
 from terminal.store.keys import Keystore, secret_from_file
 from terminal.acquirer.uplink import QUEUE_KEY_PURPOSE
@@ -56,13 +57,21 @@ rng = random.Random(prefix)
 i = 0
 while True:
     txid = f"{prefix}-{i}"
-    record = f"sale {txid}".encode()
+    amount, captured_at = rng.randrange(100, 5000), int(time.time())
+    pan = "47617390" + f"{rng.randrange(10**8):08d}"
+    # The terminal's signed record of the payment (the host checks it says what the item
+    # says): no card data beyond the masked PAN.
+    record = json.dumps(
+        {"transaction_id": txid, "amount": amount, "currency": 978,
+         "captured_at": captured_at, "masked_pan": mask_pan(pan)},
+        sort_keys=True, separators=(",", ":"),
+    ).encode()
     payment = OfflinePayment(
         transaction_id=txid,
-        amount=rng.randrange(100, 5000),
+        amount=amount,
         currency=978,
-        card=CardData(pan="47617390" + f"{rng.randrange(10**8):08d}", pan_sequence=1),
-        captured_at=int(time.time()),
+        card=CardData(pan=pan, pan_sequence=1),
+        captured_at=captured_at,
         emv={"9F27": "40", "9C": "00"},
         brand="visa",
         aid="A0000000031010",

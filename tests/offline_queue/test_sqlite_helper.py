@@ -275,3 +275,29 @@ def test_the_helper_needs_only_the_stdlib_and_the_root_error() -> None:
     }
     assert outside == set()
     assert issubclass(QueueError, PiposError)
+
+
+def test_checkpoint_truncates_the_wal_or_says_a_reader_holds_it(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    with SqliteFile(path, FAULTS, secure_delete=True) as file:
+        assert file.conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+        with file.write() as conn:
+            conn.execute("CREATE TABLE t (x)")
+            conn.execute("INSERT INTO t VALUES (randomblob(3000))")
+        wal = tmp_path / "c.sqlite3-wal"
+        assert wal.stat().st_size > 0
+        with closing(sqlite3.connect(path, isolation_level=None)) as reader:
+            reader.execute("BEGIN")
+            reader.execute("SELECT COUNT(*) FROM t").fetchone()
+            with file.write() as conn:
+                conn.execute("DELETE FROM t")
+            started = time.monotonic()
+            assert file.checkpoint(wait=0.05) is False  # the reader's snapshot needs the WAL
+            assert time.monotonic() - started < 2  # and a writer is not kept waiting long
+            reader.execute("COMMIT")
+        assert file.checkpoint() is True
+        assert wal.stat().st_size == 0
+        # The busy timeout is the file's own again after the checkpoint's short wait.
+        assert file.conn.execute("PRAGMA busy_timeout").fetchone()[0] == int(BUSY_TIMEOUT * 1000)
+    with SqliteFile(path, FAULTS, read_only=True) as ro:
+        assert ro.checkpoint() is False  # a read-only look writes nothing

@@ -121,8 +121,8 @@ def test_forged_consumer_code_is_declined_and_recorded(till: Till) -> None:
     assert till.client.order_status(outcome.order_id or "").reason == "cryptogram_invalid"
 
 
-def test_require_arqc_still_approves_a_good_consumer_code(till: Till) -> None:
-    till.host.set_rules(require_arqc=True)
+def test_require_verified_arqc_still_approves_a_good_consumer_code(till: Till) -> None:
+    till.host.set_rules(require_verified_arqc=True)
     phone = till.phone()
     good = till.pay(phone.consumer_code())
     forged = till.pay(_forged(phone.consumer_code()))

@@ -9,6 +9,7 @@ TEST issuer master key, as a simulated issuer host would.
 from __future__ import annotations
 
 import datetime
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -675,6 +676,44 @@ def test_slow_card_calls_the_injected_sleep_per_command() -> None:
     default = load_card("mastercard", slow=0.5)
     run(default)
     assert default.simulated_delay == pytest.approx(0.5 * default.commands)
+
+
+def test_hang_on_card_is_silent_on_that_command_until_it_leaves_the_field() -> None:
+    card = load_card("visa", hang_on="GPO")  # names are case-insensitive
+    card.power_on()
+    assert send(card, apdu.select_ppse()).sw == 0x9000  # other commands are answered
+    raised: list[BaseException] = []
+
+    def gpo() -> None:
+        try:
+            card.transceive(bytes.fromhex("80A8000002830000"))
+        except VirtualCardRemovedError as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=gpo, daemon=True)
+    worker.start()
+    worker.join(0.2)
+    assert worker.is_alive()
+    assert not raised
+    card.remove()
+    worker.join(2)
+    assert raised
+    with pytest.raises(BehaviourError, match="hang_on must name one of select, gpo"):
+        load_card("visa", hang_on="verify")
+
+
+def test_transport_fault_behaviours_answer_61xx_or_6cxx_forever() -> None:
+    card = load_card("visa", more_data_forever=True)
+    card.power_on()
+    assert card.transceive(apdu.select_ppse().encode()) == bytes.fromhex("6110")
+    for _ in range(3):
+        assert card.transceive(bytes.fromhex("00C0000010")) == bytes(16) + bytes.fromhex("6110")
+    card = load_card("visa", wrong_length_forever=True)
+    card.power_on()
+    assert card.transceive(apdu.select_ppse().encode()) == bytes.fromhex("6C01")
+    assert card.transceive(apdu.select_ppse().encode()[:-1] + b"\x01") == bytes.fromhex("6C02")
+    with pytest.raises(BehaviourError, match="choose one of more_data_forever"):
+        load_card("visa", more_data_forever=True, wrong_length_forever=True)
 
 
 # ------------------------------------------------------------------------------------------

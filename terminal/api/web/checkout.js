@@ -1,8 +1,9 @@
 // The pipos checkout page. Talks only to the terminal's own API; live updates come from the
 // same server-sent event stream the cash register uses. Money stays integer minor units.
+// Its credential is the session cookie the kiosk earned (HttpOnly: this script never sees
+// it); the browser sends it with the page's own requests only.
 "use strict";
 
-const TOKEN = document.querySelector('meta[name="pipos-token"]').content;
 const SIMULATOR = document.querySelector('meta[name="pipos-simulator"]').content === "true";
 const SIM_PHONE = document.querySelector('meta[name="pipos-sim-phone"]').content === "true";
 const $ = (id) => document.getElementById(id);
@@ -21,6 +22,7 @@ let receiptTxn = null;    // the transaction whose receipt is shown
 let receiptFrom = "result";
 let receiptCopy = "customer";
 let refundTarget = null;
+let pinAction = null;     // what the PIN dialog is for: "refund" or "end_of_day"
 let shownCode = null;     // the sale whose merchant-presented code is on screen
 let restartNote = null;   // the last `restart` event: the card asked for another tap
 let strings = {};         // the page's labels in the terminal's language (GET /api/v1/ui-strings)
@@ -28,12 +30,17 @@ let language = null;      // the language of `strings`
 let wantedLanguage = null;
 
 async function api(method, path, body) {
-  const options = { method, headers: { Authorization: "Bearer " + TOKEN } };
+  const options = { method, headers: {}, credentials: "same-origin" };
   if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
   }
   const response = await fetch(path, options);
+  if (response.status === 401) {
+    // The session is gone (a new terminal, a cleared browser): the terminal's own page then
+    // says how to open the kiosk again.
+    location.reload();
+  }
   const type = response.headers.get("content-type") || "";
   const data = type.includes("json") ? await response.json() : await response.text();
   if (!response.ok) {
@@ -436,24 +443,46 @@ async function loadList() {
   }
 }
 
-function openRefund(txn) {
-  refundTarget = txn;
-  $("pin-title").textContent = t("refund_title", { id: txn.id });
-  $("refund-amount").value = formatMinor(txn.refundable_amount, status.currency_exponent);
+// The merchant PIN dialog, for a refund (with its amount) or the end of day (PIN only).
+function openPin(action, title) {
+  pinAction = action;
+  $("pin-title").textContent = title;
+  $("refund-amount-row").classList.toggle("hidden", action !== "refund");
+  $("pin-ok").textContent = t(action === "refund" ? "refund" : "end_of_day");
   $("pin-input").value = "";
   $("pin-error").textContent = "";
   $("pin-dialog").showModal();
 }
 
-$("pin-ok").addEventListener("click", async (event) => {
-  event.preventDefault();
+function openRefund(txn) {
+  refundTarget = txn;
+  $("refund-amount").value = formatMinor(txn.refundable_amount, status.currency_exponent);
+  openPin("refund", t("refund_title", { id: txn.id }));
+}
+
+async function refundWithPin() {
   const amount = parseMajor($("refund-amount").value, status.currency_exponent);
   if (amount === null || amount <= 0) { $("pin-error").textContent = t("error_bad_amount"); return; }
+  const txn = await api("POST", "/api/v1/transactions/" + refundTarget.id + "/refund",
+    { pin: $("pin-input").value, amount });
+  $("pin-dialog").close();
+  offer(txn, true);
+}
+
+async function endOfDayWithPin() {
+  const report = await api("POST", "/api/v1/end-of-day", { pin: $("pin-input").value });
+  $("pin-dialog").close();
+  $("eod-result").textContent = [t("eod_closed", { batch: report.batch_id, count: report.transactions })]
+    .concat(report.host_totals.map((line) =>
+      t("eod_net", { brand: line.brand, amount: amountText(line.net_amount) }))).join("\n");
+  loadTotals();
+}
+
+$("pin-ok").addEventListener("click", async (event) => {
+  event.preventDefault();
   try {
-    const txn = await api("POST", "/api/v1/transactions/" + refundTarget.id + "/refund",
-      { pin: $("pin-input").value, amount });
-    $("pin-dialog").close();
-    offer(txn, true);
+    if (pinAction === "refund") await refundWithPin();
+    else if (pinAction === "end_of_day") await endOfDayWithPin();
   } catch (error) {
     $("pin-error").textContent = error.message;
   }
@@ -488,16 +517,10 @@ async function loadTotals() {
   }
 }
 
-$("end-of-day").addEventListener("click", async () => {
-  try {
-    const report = await api("POST", "/api/v1/end-of-day");
-    $("eod-result").textContent = [t("eod_closed", { batch: report.batch_id, count: report.transactions })]
-      .concat(report.host_totals.map((line) =>
-        t("eod_net", { brand: line.brand, amount: amountText(line.net_amount) }))).join("\n");
-    loadTotals();
-  } catch (error) {
-    $("eod-result").textContent = error.message;
-  }
+// Closing the batch needs the merchant PIN, as a refund does.
+$("end-of-day").addEventListener("click", () => {
+  $("eod-result").textContent = "";
+  openPin("end_of_day", t("end_of_day"));
 });
 
 for (const tab of document.querySelectorAll(".tab")) {
@@ -518,7 +541,8 @@ async function refreshStatus() {
 }
 
 function connect() {
-  const source = new EventSource("/api/v1/events?token=" + encodeURIComponent(TOKEN));
+  // Same origin: the browser sends the page's session cookie with the stream's request.
+  const source = new EventSource("/api/v1/events");
   source.addEventListener("status", (event) => {
     status = JSON.parse(event.data);
     renderBanner();

@@ -14,18 +14,22 @@ import pytest
 
 from emv import cryptogram
 from terminal.acquirer.client import (
+    AcquirerError,
     AuthorisationRequest,
     AuthOutcome,
     BrandTotals,
+    HostKeyMismatchError,
     HostRejectedError,
     HostUnreachable,
-    OfflineItem,
     ParametersInvalidError,
     RefundRequest,
+    host_key_fingerprint,
+    parse_host_key_fingerprint,
     verify_parameters,
 )
-from terminal.domain.signing import sign_request
+from terminal.domain.signing import key_id_for, sign_request
 from terminal.store.keys import Keystore, SequenceCounter
+from tests.conftest_host import card_emv, signed_item
 
 if TYPE_CHECKING:
     from tests.conftest_host import AcquirerTerminal, HostHandle, TerminalKeys
@@ -38,7 +42,12 @@ IMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 
 
 def _purchase(amount: int = 1000, pan: str = VISA, **kw: Any) -> AuthorisationRequest:
+    """A card authorisation with its chip data: an ARQC (the host declines one without,
+    Q1), for the virtual Visa under its issuer's key, which the host holds and checks."""
     brand = "visa" if pan.startswith("4") else "mastercard"
+    if "emv" not in kw:
+        emv, psn = card_emv(pan, amount)
+        kw = {"emv": emv, "pan_sequence": psn, **kw}
     return AuthorisationRequest(amount=amount, currency=826, pan=pan, brand=brand, **kw)
 
 
@@ -125,6 +134,37 @@ def test_enrolment_gives_identity_and_host_key(inprocess_terminal: AcquirerTermi
     who = inprocess_terminal.client.whoami()
     assert who["terminal_id"] == ks.terminal_id
     assert who["key_id"] == ks.key_id
+
+
+def test_host_key_fingerprint_is_the_same_on_both_sides(inprocess_host: HostHandle) -> None:
+    public = inprocess_host.host_public_key()
+    fingerprint = host_key_fingerprint(public)
+    assert fingerprint == inprocess_host.host_key_fingerprint
+    assert fingerprint == inprocess_host.http.get("/v1/host-key").json()["host_key_fingerprint"]
+    assert fingerprint.startswith(key_id_for(public))  # the key id is its first 16 digits
+    assert len(fingerprint) == len("ed25519:") + 64
+    assert parse_host_key_fingerprint(" " + fingerprint.upper().replace("ED25519", "ed25519"))
+    for bad in ("ed25519:abc", "sha256:" + "0" * 64, fingerprint + "0", ""):
+        with pytest.raises(AcquirerError, match="64 hex digits"):
+            parse_host_key_fingerprint(bad)
+    code = inprocess_host.http.post("/admin/activation-codes", json={"merchant_id": "M9"})
+    assert code.json()["host_key_fingerprint"] == fingerprint
+
+
+def test_enrolment_against_the_pin(inprocess_host: HostHandle, terminal_keys: TerminalKeys) -> None:
+    with inprocess_host.client(terminal_keys) as client:
+        wrong = "ed25519:" + "00" * 32
+        code = inprocess_host.activation_code()
+        with pytest.raises(HostKeyMismatchError) as err:
+            client.enrol(code, host_key=wrong)
+        assert wrong in str(err.value)
+        assert inprocess_host.host_key_fingerprint in str(err.value)
+        assert terminal_keys.keystore.terminal_id is None  # nothing stored
+        assert terminal_keys.keystore.host_public_key is None
+        # The host (or whoever answered) may have committed it: the same code, from the same
+        # key, is answered with the same enrolment once the right key is pinned.
+        enrolment = client.enrol(code, host_key=inprocess_host.host_key_fingerprint)
+    assert terminal_keys.keystore.terminal_id == enrolment.terminal_id
 
 
 def test_activation_code_is_one_time(
@@ -385,8 +425,9 @@ def test_reversal_void_refund_status_and_settlement(inprocess_terminal: Acquirer
     with pytest.raises(HostRejectedError):
         client.status(transaction_ref="A0000")
 
+    ks = inprocess_terminal.keystore
     offline = client.upload_offline(
-        [OfflineItem(offline_id="off-1", amount=800, currency=826, pan=VISA, brand="visa")]
+        [signed_item(ks, offline_id="off-1", amount=800, currency=826, pan=VISA, brand="visa")]
     )
     assert offline.items[0].result == "approved"
 
@@ -406,8 +447,9 @@ def test_reversal_void_refund_status_and_settlement(inprocess_terminal: Acquirer
 
 def test_offline_batch_is_deduplicated_per_item(inprocess_terminal: AcquirerTerminal) -> None:
     client, host = inprocess_terminal.client, inprocess_terminal.host
+    ks = inprocess_terminal.keystore
     items = [
-        OfflineItem(offline_id=f"off-{i}", amount=100 + i, currency=826, pan=MASTERCARD)
+        signed_item(ks, offline_id=f"off-{i}", amount=100 + i, currency=826, pan=MASTERCARD)
         for i in range(3)
     ]
     first = client.upload_offline(items[:2])

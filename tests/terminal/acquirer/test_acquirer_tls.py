@@ -22,6 +22,7 @@ from terminal.acquirer.client import (
     HostUnreachable,
     TlsOptions,
 )
+from tests.conftest_host import card_emv
 
 if TYPE_CHECKING:
     from tests.conftest_host import TerminalKeys
@@ -133,8 +134,11 @@ def test_mutual_tls_end_to_end(
     )
     with acquirer_client_factory(tls_host.url, terminal_keys, tls=tls) as client:
         client.enrol(_code(tls_host, pki))
+        emv, psn = card_emv("4761739001010010", 1000)
         result = client.authorise(
-            AuthorisationRequest(amount=1000, currency=826, pan="4761739001010010")
+            AuthorisationRequest(
+                amount=1000, currency=826, pan="4761739001010010", pan_sequence=psn, emv=emv
+            )
         )
         assert result.approved
 

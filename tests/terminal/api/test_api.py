@@ -125,6 +125,9 @@ def test_token_required(stack: DemoStack) -> None:
         ({"amount": "100", "currency": 978}, 422, "amount"),
         ({"amount": 100, "currency": 999}, 422, "unknown ISO 4217"),
         ({"amount": 100, "currency": "XYZ"}, 422, "unknown ISO 4217"),
+        # Digits that are not ASCII (Arabic-Indic, full-width) are not a currency code.
+        ({"amount": 100, "currency": "\u0669\u0667\u0668"}, 422, "unknown ISO 4217"),
+        ({"amount": 100, "currency": "\uff19\uff17\uff18"}, 422, "unknown ISO 4217"),
         ({"amount": 100, "currency": 840}, 422, "not accepted"),
         ({"amount": 100}, 422, "currency"),
         ({"amount": 100, "currency": 978, "tip": 5}, 422, "tip"),
@@ -186,17 +189,17 @@ def test_refund_needs_pin_wrong_pins_slow_down_then_lock(
     wrong = api.post(url, json={"pin": "0000", "amount": 100})
     assert wrong.status_code == 403
     assert wrong.json()["error"]["code"] == "wrong_pin"
-    too_soon = api.post(url, json={"pin": "2468", "amount": 100})
-    assert too_soon.status_code == 429
-    assert "Retry-After" in too_soon.headers
-    for _ in range(4):
-        pin_clock.now += 60
-        last = api.post(url, json={"pin": "1111", "amount": 100})
+    assert "2 tries left" in wrong.json()["error"]["message"]
+    # The one lock-out policy (terminal.security.lockout): the 3rd wrong PIN in a row locks
+    # this caller for 30 s, the next ones for twice as long each.
+    assert api.post(url, json={"pin": "1111", "amount": 100}).status_code == 403
+    last = api.post(url, json={"pin": "1111", "amount": 100})
     assert last.status_code == 423
     assert last.json()["error"]["code"] == "pin_locked"
-    pin_clock.now += 60
-    assert api.post(url, json={"pin": "2468", "amount": 100}).status_code == 423
-    pin_clock.now += 901
+    assert last.headers["Retry-After"] == "30"
+    pin_clock.now += 10
+    assert api.post(url, json={"pin": "2468", "amount": 100}).status_code == 423  # right PIN too
+    pin_clock.now += 20
     ok = api.post(url, json={"pin": "2468", "amount": 1000})
     assert ok.status_code == 200, ok.text
     assert ok.json()["kind"] == "refund"
@@ -208,7 +211,9 @@ def test_refund_needs_pin_wrong_pins_slow_down_then_lock(
     assert api.get(f"/api/v1/transactions/{sale['id']}").json()["refundable_amount"] == 2000
 
 
-def test_void_totals_end_of_day_queue_status(stack: DemoStack, api: httpx.Client) -> None:
+def test_void_totals_end_of_day_queue_status(
+    stack: DemoStack, api: httpx.Client, pin_clock: FakeClock
+) -> None:
     sale = _pay(stack, api, 700)
     _pay(stack, api, 900, "mastercard")
     voided = api.post(f"/api/v1/transactions/{sale['id']}/void", json={"pin": "2468"})
@@ -225,7 +230,12 @@ def test_void_totals_end_of_day_queue_status(stack: DemoStack, api: httpx.Client
     status = api.get("/api/v1/status").json()
     assert status["busy"] is False
     assert status["currency_alpha"] == "EUR"
-    eod = api.post("/api/v1/end-of-day").json()
+    # The end of day needs the merchant PIN, from a register too.
+    assert api.post("/api/v1/end-of-day").status_code == 422
+    assert api.post("/api/v1/end-of-day", json={"pin": "1111"}).status_code == 403
+    assert api.get("/api/v1/totals").json()["totals"] != []
+    pin_clock.now += 60  # past the slow-down after one wrong PIN
+    eod = api.post("/api/v1/end-of-day", json={"pin": "2468"}).json()
     assert eod["transactions"] == 3
     assert eod["host_totals"][0]["net_amount"] == 900
     assert api.get("/api/v1/totals").json()["totals"] == []

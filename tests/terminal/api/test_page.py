@@ -9,6 +9,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -87,15 +88,38 @@ def stack(tmp_path: Path, loopback_host: HostHandle) -> Iterator[DemoStack]:
         s.close()
 
 
+#: Records, in the page, every request the Content-Security-Policy refused (an inline
+#: script, style or handler; anything from elsewhere): the page must need none.
+CSP_RECORDER = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(event.violatedDirective + " " + (event.blockedURI || "inline"));
+});
+"""
+
+
+def open_page(browser: object, stack: DemoStack, base_url: str | None = None) -> object:
+    """The checkout page as the kiosk opens it: the one-time link from the code file, which
+    sets the page's session cookie and redirects to the page."""
+    p = browser.new_page()  # type: ignore[attr-defined]
+    p.add_init_script(CSP_RECORDER)
+    p.goto(stack.kiosk_url(base_url))
+    return p
+
+
+def csp_violations(page: object) -> list[str]:
+    return list(page.evaluate("window.__cspViolations || []"))  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def page(browser: object, stack: DemoStack) -> Iterator[object]:
-    p = browser.new_page()  # type: ignore[attr-defined]
-    p.goto(stack.api.url + "/")
-    p.wait_for_selector("body[data-live=true]")
+    p = open_page(browser, stack)
+    p.wait_for_selector("body[data-live=true]")  # type: ignore[attr-defined]
     try:
         yield p
+        assert csp_violations(p) == []
     finally:
-        p.close()
+        p.close()  # type: ignore[attr-defined]
 
 
 def shot(page: object, name: str) -> None:
@@ -208,3 +232,49 @@ def test_refund_with_pin_from_the_transaction_list(page: object, stack: DemoStac
     page.wait_for_selector("[data-testid=totals] tr")  # type: ignore[attr-defined]
     assert "20.00 EUR" in page.inner_text("[data-testid=totals]")  # type: ignore[attr-defined]
     shot(page, "10-totals")
+
+
+def test_end_of_day_asks_for_the_merchant_pin(page: object, stack: DemoStack) -> None:
+    pay(page, "1200", "visa")
+    page.click("#new-sale")  # type: ignore[attr-defined]
+    page.click('.tab[data-view="totals"]')  # type: ignore[attr-defined]
+    page.click("#end-of-day")  # type: ignore[attr-defined]
+    assert page.is_visible("#pin-dialog")  # type: ignore[attr-defined]
+    assert page.is_hidden("[data-testid=refund-amount]")  # type: ignore[attr-defined]
+    assert page.inner_text("#pin-title") == "End of day"  # type: ignore[attr-defined]
+    page.fill("[data-testid=pin]", "0000")  # type: ignore[attr-defined]
+    page.click("[data-testid=pin-ok]")  # type: ignore[attr-defined]
+    page.wait_for_selector("[data-testid=pin-error]:has-text('wrong PIN')")  # type: ignore[attr-defined]
+    assert stack.checkout.totals() != []  # the batch is still open
+    shot(page, "11-end-of-day-pin")
+    PIN_CLOCK.now += 60
+    page.fill("[data-testid=pin]", "2468")  # type: ignore[attr-defined]
+    page.click("[data-testid=pin-ok]")  # type: ignore[attr-defined]
+    page.wait_for_selector("[data-testid=eod]:has-text('closed')")  # type: ignore[attr-defined]
+    assert "1 transactions" in page.inner_text("[data-testid=eod]")  # type: ignore[attr-defined]
+    assert page.is_hidden("#pin-dialog")  # type: ignore[attr-defined]
+    assert stack.checkout.totals() == []
+
+
+def test_a_browser_without_the_kiosk_session_gets_no_checkout(
+    browser: Any, stack: DemoStack
+) -> None:
+    p = browser.new_page()  # type: ignore[attr-defined]
+    try:
+        p.add_init_script(CSP_RECORDER)
+        p.goto(stack.api.url + "/")
+        p.wait_for_selector("[data-testid=kiosk-locked]")
+        text = p.inner_text("body")
+        assert "pipos kiosk" in text
+        assert "收银页面" in text
+        assert p.locator("#keypad").count() == 0
+        shot(p, "00-open-the-kiosk")
+        # A spent link does not open it either; a fresh one does.
+        link = stack.kiosk_url()
+        p.goto(link)
+        p.wait_for_selector("body[data-live=true]")
+        p.goto(link)
+        p.wait_for_selector("[data-testid=kiosk-locked]")
+        assert csp_violations(p) == []
+    finally:
+        p.close()

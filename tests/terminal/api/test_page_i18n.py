@@ -12,7 +12,7 @@ import pytest
 from terminal.api.stack import DemoStack
 from tests.conftest_host import HostHandle
 from tests.terminal.api.test_page import browser as browser
-from tests.terminal.api.test_page import key_in, pay, shot
+from tests.terminal.api.test_page import csp_violations, key_in, open_page, pay, shot
 from tests.terminal.api.test_page import page as page
 from tests.terminal.api.test_page import stack as stack
 
@@ -26,13 +26,13 @@ def speak(stack: DemoStack, language: str) -> None:
 @pytest.fixture
 def zh_page(browser: object, stack: DemoStack) -> Iterator[object]:
     speak(stack, "zh")
-    p = browser.new_page()  # type: ignore[attr-defined]
-    p.goto(stack.api.url + "/")
-    p.wait_for_selector("body[data-live=true][data-language=zh]")
+    p = open_page(browser, stack)
+    p.wait_for_selector("body[data-live=true][data-language=zh]")  # type: ignore[attr-defined]
     try:
         yield p
+        assert csp_violations(p) == []
     finally:
-        p.close()
+        p.close()  # type: ignore[attr-defined]
 
 
 def text(page: object, selector: str) -> str:

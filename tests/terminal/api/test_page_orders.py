@@ -24,17 +24,19 @@ from tests.terminal.api.test_page import stack as stack
 ROUNDS = 10
 
 
-def _open(browser: Any, url: str) -> Any:
+def _open(browser: Any, stack: DemoStack, url: str) -> Any:
+    """The page on `url` (the terminal's API, or a proxy in front of it), opened as the kiosk
+    opens it: the one-time link, which sets the page's session cookie."""
     page = browser.new_page()
     page.add_init_script(RECORDER)
-    page.goto(url + "/")
+    page.goto(stack.kiosk_url(url))
     page.wait_for_selector("body[data-live=true]")
     return page
 
 
 @pytest.fixture
 def page(browser: Any, stack: DemoStack) -> Iterator[Any]:
-    p = _open(browser, stack.api.url)
+    p = _open(browser, stack, stack.api.url)
     try:
         yield p
     finally:
@@ -51,9 +53,9 @@ def proxy(stack: DemoStack) -> Iterator[StreamHold]:
 
 
 @pytest.fixture
-def slow_stream_page(browser: Any, proxy: StreamHold) -> Iterator[Any]:
+def slow_stream_page(browser: Any, stack: DemoStack, proxy: StreamHold) -> Iterator[Any]:
     """The page, reaching the terminal through a proxy that can hold its event stream."""
-    p = _open(browser, proxy.url)
+    p = _open(browser, stack, proxy.url)
     try:
         yield p
     finally:
@@ -66,12 +68,15 @@ def handled(page: Any, request: str) -> int:
 
 def wait_handled(page: Any, request: str, before: int) -> None:
     """Until the page has finished with one more answer to `request` than `before`."""
-    page.wait_for_function(f"(window.__handled[{request!r}] || 0) > {before}")
+    # A function, not an expression string: the page's CSP allows no eval of strings.
+    page.wait_for_function(
+        "([key, count]) => (window.__handled[key] || 0) > count", arg=[request, before]
+    )
 
 
 def wait_event(page: Any, event_id: int) -> None:
     """Until the page has handled the terminal's event `event_id` (and all before it)."""
-    page.wait_for_function(f"window.__lastEventId >= {event_id}")
+    page.wait_for_function("(id) => window.__lastEventId >= id", arg=event_id)
 
 
 def screens(page: Any) -> list[str]:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from datetime import datetime
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from drivers.base import CardReader
+from drivers.errors import TransportLoopError
 from drivers.url import open_reader
+from emv.kernel import OutcomeKind
 from terminal.checkout.card_session import (
+    CardConversation,
+    CardSessionResult,
     aid_config,
     new_request,
     run_card_transaction,
@@ -99,3 +106,73 @@ def test_a_sale_on_the_default_kernel_data(card: str) -> None:
         request = new_request(9000, currency=978, clock=_fixed_clock, random_bytes=_counter_bytes)
         result = run_card_transaction(reader, default_params(), request)
     assert str(result.outcome.kind) == "online_request"
+
+
+class _LoopingReader:
+    """A reader whose card answers SELECT, then breaks its transport on the next command."""
+
+    def __init__(self, inner: CardReader) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def transceive(self, command: bytes) -> bytes:
+        self.calls += 1
+        if self.calls > 1:
+            raise TransportLoopError("pcsc:: the card kept answering '61xx' (more data)")
+        return self.inner.transceive(command)
+
+    def recorded_inputs(self) -> None:
+        return None
+
+
+def test_a_card_breaking_its_transport_ends_the_application_with_the_driver_s_reason() -> None:
+    with open_reader("sim:visa") as inner:
+        reader: Any = _LoopingReader(inner)
+        request = new_request(900, currency=978, clock=_fixed_clock, random_bytes=_counter_bytes)
+        result = run_card_transaction(reader, default_params(), request)
+    assert result.outcome.kind is OutcomeKind.END_APPLICATION
+    assert result.outcome.start is None  # tapping that card again would do the same
+    assert "kept answering '61xx'" in result.fault
+
+
+def test_a_stopped_conversation_sends_no_further_command() -> None:
+    with open_reader("sim:visa") as inner:
+        reader: Any = _LoopingReader(inner)
+        request = new_request(900, currency=978, clock=_fixed_clock, random_bytes=_counter_bytes)
+        result = run_card_transaction(reader, default_params(), request, stop=lambda: True)
+    assert reader.calls == 0
+    assert result.fault == "the card conversation was abandoned"
+
+
+def test_an_abandoned_conversation_closes_its_reader_once_its_command_returns() -> None:
+    release = threading.Event()
+    closed: list[str] = []
+
+    class Stuck:
+        def transceive(self, command: bytes) -> bytes:
+            release.wait(10)
+            return b"\x6a\x82"
+
+        def abort(self) -> None:
+            closed.append("abort")
+
+        def close(self) -> None:
+            closed.append("close")
+
+        def recorded_inputs(self) -> None:
+            return None
+
+    done = threading.Event()
+    accepted: list[CardSessionResult] = []
+    request = new_request(900, currency=978, clock=_fixed_clock, random_bytes=_counter_bytes)
+    stuck: Any = Stuck()
+    conversation = CardConversation(
+        stuck, default_params(), request, accept=lambda r: bool(accepted.append(r)), done=done
+    ).start()
+    assert not done.wait(0.1)
+    conversation.abandon()  # returns at once, never waits for the stuck command
+    assert closed == ["abort"]
+    release.set()
+    assert done.wait(5)
+    assert closed == ["abort", "close"]  # closed by the conversation's own thread
+    assert accepted == []  # abandoned: its late outcome is never offered

@@ -20,7 +20,13 @@ from terminal.acquirer.client import AuthorisationRequest, HostRejectedError, Re
 from terminal.app.runtime import TerminalRuntime, start_terminal
 from terminal.checkout.errors import AcquirerRequiredError, StateError
 from terminal.domain.messages import Result
-from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, AcquirerTerminal, HostHandle
+from tests.conftest_host import (
+    TEST_SCRYPT_N,
+    TEST_SECRET,
+    AcquirerTerminal,
+    HostHandle,
+    card_emv,
+)
 
 CLIENT: dict[str, Any] = {"sleep": lambda _s: None, "read_timeout": 10.0}
 
@@ -233,7 +239,11 @@ def test_host_refuses_to_void_a_sale_that_was_refunded(
     inprocess_terminal: AcquirerTerminal,
 ) -> None:
     client = inprocess_terminal.client
-    request = AuthorisationRequest(amount=3000, currency=826, pan="4761739001010010")
+    # With its chip data: the host declines an authorisation without an ARQC (Q1).
+    emv, psn = card_emv("4761739001010010", 3000)
+    request = AuthorisationRequest(
+        amount=3000, currency=826, pan="4761739001010010", pan_sequence=psn, emv=emv
+    )
     sale = client.authorise(request)
     assert sale.approved
     assert sale.transaction_ref

@@ -4,7 +4,7 @@ waits for the card to leave the field and come back, then runs a fresh kernel tr
 
 The terminal runs on the in-process simulated host with its simulated field; virtual cards
 through the `sim:` driver and the real kernel, or a kernel seam (`run_card_transaction`
-replaced in `terminal.checkout.sale`) where the test is about the checkout alone."""
+replaced in `terminal.checkout.card_session`) where the test is about the checkout alone."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from emv.kernel import Outcome, OutcomeKind
 from emv.kernel.kernel_data import UiMessage
 from emv.kernel.outcome import Start
 from terminal.app.runtime import TerminalRuntime, start_terminal
-from terminal.checkout import sale
+from terminal.checkout import card_session
 from terminal.checkout.card_session import CardSessionResult, run_card_transaction
 from terminal.checkout.sale import MAX_RESTARTS
 from terminal.domain.messages import Result, restart_text
@@ -80,11 +80,13 @@ class Kernel:
         self.script = script
         self.readers: list[CardReader] = []
 
-    def __call__(self, reader: CardReader, params: Any, request: Any) -> CardSessionResult:
+    def __call__(
+        self, reader: CardReader, params: Any, request: Any, **options: Any
+    ) -> CardSessionResult:
         self.readers.append(reader)
         scripted = self.script(len(self.readers))
         if scripted is None:
-            return run_card_transaction(reader, params, request)
+            return run_card_transaction(reader, params, request, **options)
         return CardSessionResult(scripted, 0)
 
     @property
@@ -95,7 +97,7 @@ class Kernel:
 @pytest.fixture
 def kernel(monkeypatch: pytest.MonkeyPatch) -> Kernel:
     seam = Kernel()
-    monkeypatch.setattr(sale, "run_card_transaction", seam)
+    monkeypatch.setattr(card_session, "run_card_transaction", seam)
     return seam
 
 

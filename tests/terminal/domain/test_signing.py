@@ -175,3 +175,25 @@ def test_response_signature_is_bound_to_the_request_sequence() -> None:
         pub, headers, terminal_id="T1", seq=5, status=200, body=body + b" "
     )
     assert not signing.verify_response(pub, {}, terminal_id="T1", seq=5, status=200, body=body)
+
+
+def test_offline_record_known_answer() -> None:
+    """The exact bytes the terminal signs for an offline payment (docs/protocol.md): compact
+    JSON with sorted keys, so the host, `pipos queue import` and a later version all read the
+    same record the terminal signed."""
+    record = signing.offline_record(
+        transaction_id="t-1",
+        terminal_id="PIPOS001",
+        amount=1250,
+        currency=978,
+        captured_at=1_700_000_000,
+        masked_pan="476173******0010",
+        aid="A0000000031010",
+        cryptogram="0102030405060708",
+        atc="0001",
+    )
+    assert record == (
+        b'{"aid":"A0000000031010","amount":1250,"atc":"0001","captured_at":1700000000,'
+        b'"cryptogram":"0102030405060708","currency":978,"masked_pan":"476173******0010",'
+        b'"terminal_id":"PIPOS001","transaction_id":"t-1"}'
+    )

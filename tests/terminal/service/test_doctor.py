@@ -13,9 +13,10 @@ import drivers.pcsc
 from drivers.discovery import DeviceEntry, discover
 from drivers.errors import DeviceUnavailableError
 from terminal.cli import main
-from terminal.service.config import TerminalConfig, save_config
+from terminal.service.config import TerminalConfig, load_config, save_config
 from terminal.service.doctor import Check, DoctorReport, Environment, run_doctor
 from tests.conftest_host import HostHandle
+from tests.conftest_tpm import SwTpm
 from tests.terminal.service.test_provision import _provision
 
 
@@ -215,7 +216,48 @@ def test_provisioned_terminal_is_healthy(acquirer_host: HostHandle, tmp_path: Pa
         "technician credential",
     ):
         assert statuses[name] == "pass", (name, report.lines())
+    # The default provider is the development file: said, with the way out.
+    [secret] = _by_name(report, "device secret")
+    assert secret.status == "warn"
+    assert "development only" in secret.message
+    assert "--secret tpm" in secret.fix
     assert report.ok
+
+
+def test_doctor_reports_the_tpm_and_whether_it_answers(
+    acquirer_host: HostHandle, swtpm: SwTpm, tmp_path: Path
+) -> None:
+    _provision(acquirer_host, tmp_path, secret_provider="tpm", tpm_tcti=swtpm.tcti)
+    config = tmp_path / "etc" / "terminal.toml"
+    report = run_doctor(config, Environment(devices=_ready_reader))
+    checks = {c.name: c for c in report.checks}
+    assert checks["device secret"].status == "pass", report.lines()
+    assert "tpm: TPM 2.0 (manufacturer IBM) answers through" in checks["device secret"].message
+    assert checks["keystore"].status == "pass"
+    assert report.ok
+    swtpm.stop()  # the TPM gone (or the card in another unit)
+    report = run_doctor(config, Environment(devices=_ready_reader))
+    checks = {c.name: c for c in report.checks}
+    assert checks["device secret"].status == "fail"
+    assert "cannot reach the TPM" in checks["device secret"].message
+    assert checks["keystore"].status == "fail"
+    assert not report.ok
+
+
+def test_doctor_warns_about_a_keystore_of_the_older_format(
+    acquirer_host: HostHandle, tmp_path: Path
+) -> None:
+    from terminal.store.keys import secret_from_file
+    from tests.terminal.store.test_keys import _as_format_1
+
+    _provision(acquirer_host, tmp_path)
+    data = tmp_path / "data"
+    _as_format_1(data, secret_from_file(data / "device-secret"))
+    report = run_doctor(tmp_path / "etc" / "terminal.toml", Environment(devices=_ready_reader))
+    [old] = _by_name(report, "keystore format")
+    assert old.status == "warn"
+    assert "not authenticated" in old.message
+    assert "pipos provision" in old.fix
 
 
 def test_doctor_finds_tampering_corruption_wrong_clock_and_no_host(
@@ -248,3 +290,19 @@ def test_doctor_json_for_fleet_tooling(
     assert doc["ok"] is False
     assert doc["summary"]["fail"] >= 1
     assert {"name", "status", "message", "fix"} <= set(doc["checks"][0])
+
+
+def test_doctor_says_whether_the_merchant_pin_is_set_and_never_in_clear(
+    acquirer_host: HostHandle, tmp_path: Path
+) -> None:
+    _provision(acquirer_host, tmp_path)
+    config = tmp_path / "etc" / "terminal.toml"
+    data_dir = load_config(config).data_dir
+    [pin] = _by_name(run_doctor(config, Environment(devices=_ready_reader)), "merchant PIN")
+    assert (pin.status, pin.fix) == ("warn", "pipos merchant-pin set")
+    (data_dir / "merchant-pin").write_text("4826\n")  # an older version's clear-text file
+    report = run_doctor(config, Environment(devices=_ready_reader))
+    [pin] = _by_name(report, "merchant PIN")
+    assert pin.status == "fail"
+    assert "in clear" in pin.message
+    assert not report.ok

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from terminal.security.technician import TechnicianAuthError, TechnicianLockedEr
 from terminal.service.config import load_config
 from terminal.service.provision import (
     ParametersRefusedError,
+    ProvisionError,
     ProvisionRefusedError,
     ProvisionResult,
     ServiceTerminal,
@@ -26,8 +29,10 @@ from terminal.service.provision import (
     provision,
 )
 from terminal.store.audit import verify_audit_log
-from terminal.store.keys import Keystore, secret_from_file
-from tests.conftest_host import TEST_SCRYPT_N, HostHandle
+from terminal.store.device_secret import SEALED_FILE, DeviceSecretError
+from terminal.store.keys import Keystore, KeystoreError, secret_from_file
+from tests.conftest_host import TEST_SCRYPT_N, HostHandle, signed_payment
+from tests.conftest_tpm import SwTpm
 
 PIN = "270513"
 CLIENT = {"sleep": lambda _s: None}
@@ -42,7 +47,8 @@ def _provision(host: HostHandle, tmp: Path, code: str | None = None, **kw: Any) 
         technician_secret=kw.pop("technician_secret", PIN),
         scrypt_n=TEST_SCRYPT_N,
         client_options=host.client_options(**CLIENT),
-        **kw,
+        # The simulated host is on loopback (or in process): its key pinned, plain HTTP asked for.
+        **{**host.provision_options(), **kw},
     )
 
 
@@ -70,12 +76,14 @@ def _payment(i: int, amount: int = 1500) -> OfflinePayment:
 
 def _enqueue(data_dir: Path, *payments: OfflinePayment) -> None:
     config = load_config(data_dir.parent / "etc" / "terminal.toml")
-    ks = Keystore.open(data_dir, secret_from_file(config.secret_file))
+    ks = Keystore.open(data_dir, config.secret_provider().load())
     with OfflineQueue.open(
         data_dir / "offline_queue.sqlite3", ks.data_key(QUEUE_KEY_PURPOSE)
     ) as queue:
         for p in payments:
-            assert queue.enqueue(p).stored
+            # Signed by the terminal's key, as the checkout queues it (the host and `pipos
+            # unit import` take only signed payments).
+            assert queue.enqueue(signed_payment(p, ks)).stored
 
 
 def _events(tmp: Path) -> list[str]:
@@ -167,7 +175,7 @@ def test_reprovision_with_queued_payments_is_refused_unless_forced(
     first = _provision(inprocess_host, tmp_path)
     _enqueue(tmp_path / "data", _payment(1), _payment(2))
     # Another acquirer URL means a new enrolment: refused while payments wait, saying why.
-    other_url = "http://another-acquirer.inprocess"
+    other_url = "http://127.0.0.2:9"  # another (simulated, loopback) acquirer
     with pytest.raises(ProvisionRefusedError) as err:
         _provision(inprocess_host, tmp_path, host_url=other_url)
     message = str(err.value)
@@ -196,6 +204,140 @@ def test_forced_reprovision_of_an_empty_terminal(
     assert again.action == "re-enrolled"
     assert again.terminal_id != first.terminal_id
     assert again.previous_terminal_id == first.terminal_id
+
+
+# --- the device-secret provider (tpm, rpi-otp, file) and private files -------------------
+
+
+def test_provision_with_the_tpm(swtpm: SwTpm, inprocess_host: HostHandle, tmp_path: Path) -> None:
+    result = _provision(inprocess_host, tmp_path, secret_provider="tpm", tpm_tcti=swtpm.tcti)
+    config_path = tmp_path / "etc" / "terminal.toml"
+    config = load_config(config_path)
+    assert (config.secret, config.tpm_tcti, config.secret_file) == ("tpm", swtpm.tcti, None)
+    assert 'secret = "tpm"' in config_path.read_text()
+    data = tmp_path / "data"
+    assert not (data / "device-secret").exists()  # nothing on the card opens the keystore
+    assert (data / SEALED_FILE).stat().st_mode & 0o777 == 0o600
+    summary = "\n".join(result.summary_lines())
+    assert f"secret:      TPM 2.0 through {swtpm.tcti}" in summary
+    assert "development only" not in summary
+    service = _service(tmp_path, inprocess_host)
+    assert service.keystore.terminal_id == result.terminal_id
+    # A re-run keeps the configured provider.
+    again = _provision(inprocess_host, tmp_path)
+    assert again.action == "refreshed"
+    assert load_config(config_path).secret == "tpm"
+
+
+def test_the_file_provider_is_said_to_be_for_development(
+    inprocess_host: HostHandle, tmp_path: Path
+) -> None:
+    result = _provision(inprocess_host, tmp_path)
+    assert load_config(tmp_path / "etc" / "terminal.toml").secret == "file"
+    assert any("development only" in note and "--secret tpm" in note for note in result.notes)
+
+
+def _fake_otp(tmp: Path, key: str) -> Path:
+    script = tmp / "bin" / "rpi-otp-private-key"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(f"#!/bin/sh\necho {key}\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_provision_with_the_pi_otp_key(inprocess_host: HostHandle, tmp_path: Path) -> None:
+    script = _fake_otp(tmp_path, "5a" * 32)
+    result = _provision(
+        inprocess_host, tmp_path, secret_provider="rpi-otp", otp_command=str(script)
+    )
+    config = load_config(tmp_path / "etc" / "terminal.toml")
+    assert (config.secret, config.otp_command) == ("rpi-otp", str(script))
+    assert not (tmp_path / "data" / "device-secret").exists()
+    assert _service(tmp_path, inprocess_host).keystore.terminal_id == result.terminal_id
+    _fake_otp(tmp_path, "0" * 64)  # the card moved to a Pi whose key is not programmed
+    with pytest.raises(DeviceSecretError, match="not programmed"):
+        _service(tmp_path, inprocess_host)
+
+
+def test_an_unprogrammed_otp_key_stops_provisioning_before_enrolling(
+    inprocess_host: HostHandle, tmp_path: Path
+) -> None:
+    script = _fake_otp(tmp_path, "0" * 64)
+    with pytest.raises(DeviceSecretError, match="rpi-otp-private-key -w"):
+        _provision(inprocess_host, tmp_path, secret_provider="rpi-otp", otp_command=str(script))
+    assert not (tmp_path / "etc" / "terminal.toml").exists()
+    assert not Keystore.exists(tmp_path / "data")
+
+
+def test_a_file_terminal_moves_to_the_tpm(
+    swtpm: SwTpm, inprocess_host: HostHandle, tmp_path: Path
+) -> None:
+    first = _provision(inprocess_host, tmp_path)
+    _enqueue(tmp_path / "data", _payment(1))
+    old_secret = secret_from_file(tmp_path / "data" / "device-secret")
+    moved = _provision(inprocess_host, tmp_path, secret_provider="tpm", tpm_tcti=swtpm.tcti)
+    assert moved.action == "refreshed"
+    assert (moved.terminal_id, moved.key_id) == (first.terminal_id, first.key_id)
+    assert not (tmp_path / "data" / "device-secret").exists()
+    with pytest.raises(KeystoreError):
+        Keystore.open(tmp_path / "data", old_secret)
+    assert "device_secret_moved" in _events(tmp_path)
+    service = _service(tmp_path, inprocess_host)
+    # The data keys come from the master secret inside: the queued payment still decrypts.
+    with OfflineQueue.open(
+        tmp_path / "data" / "offline_queue.sqlite3", service.keystore.data_key(QUEUE_KEY_PURPOSE)
+    ) as queue:
+        assert queue.status().outstanding_count == 1
+
+
+def test_a_move_to_the_tpm_cut_short_is_finished_by_a_rerun(
+    swtpm: SwTpm, inprocess_host: HostHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import terminal.service.provision as provisioning
+
+    first = _provision(inprocess_host, tmp_path)
+
+    def power_cut(*_args: object) -> None:
+        raise OSError("power cut")
+
+    # Cut after the keystore moved, before the configuration names the TPM.
+    with monkeypatch.context() as cut:
+        cut.setattr(provisioning, "save_config", power_cut)
+        with pytest.raises(OSError, match="power cut"):
+            _provision(inprocess_host, tmp_path, secret_provider="tpm", tpm_tcti=swtpm.tcti)
+    assert load_config(tmp_path / "etc" / "terminal.toml").secret == "file"
+    with pytest.raises(ProvisionError, match=r"does not open|belongs to another device secret"):
+        _provision(inprocess_host, tmp_path)  # the file no longer opens the keystore
+    again = _provision(inprocess_host, tmp_path, secret_provider="tpm", tpm_tcti=swtpm.tcti)
+    assert again.terminal_id == first.terminal_id
+    assert load_config(tmp_path / "etc" / "terminal.toml").secret == "tpm"
+    assert not (tmp_path / "data" / "device-secret").exists()
+
+
+def test_a_secret_file_with_another_provider_is_refused(
+    inprocess_host: HostHandle, tmp_path: Path
+) -> None:
+    with pytest.raises(ProvisionError, match="--secret-file is for --secret file"):
+        _provision(inprocess_host, tmp_path, secret_provider="tpm", secret_file=tmp_path / "secret")
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o000], ids=["umask022", "umask000"])
+def test_the_files_provisioning_writes_are_private_whatever_the_umask(
+    inprocess_host: HostHandle, tmp_path: Path, mask: int
+) -> None:
+    old = os.umask(mask)
+    try:
+        _provision(inprocess_host, tmp_path)
+    finally:
+        os.umask(old)
+    data = tmp_path / "data"
+    for path in (
+        tmp_path / "etc" / "terminal.toml",
+        data / "parameters.json",
+        data / "device-secret",
+        data / "keystore.json",
+    ):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
 # --- parameter updates ---------------------------------------------------------------------

@@ -40,6 +40,7 @@ def test_cli_provision_params_update_and_key_rotation(
     code = acquirer_host.activation_code()
     status = main(
         ["provision", "--host", acquirer_host.url, "--activation-code", code,
+         "--host-key", acquirer_host.host_key_fingerprint, "--allow-plain-http",
          "--data-dir", str(tmp_path / "data"), "--reader", "pcsc:ACR122", *args]
     )  # fmt: skip
     out = capsys.readouterr().out

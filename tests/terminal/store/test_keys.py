@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import stat
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from terminal.domain.signing import verify_signature
 from terminal.store.keys import (
     Keystore,
     KeystoreError,
+    KeystoreTamperedError,
     SequenceCounter,
     SequenceError,
     WrongSecretError,
@@ -157,6 +162,155 @@ def test_enrolment_identity_export(tmp_path: Path) -> None:
     assert base64.b64decode(ident["public_key"]) == ks.public_key
     ks.set_enrolment(terminal_id="T1", merchant_id="M1", host_public_key=b"h" * 32, host_key_id="k")
     assert Keystore.open(tmp_path, SECRET).identity().terminal_id == "T1"
+
+
+# --- the identity block is authenticated (format 2) --------------------------------------
+
+
+def _doc(directory: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(Keystore.path_in(directory).read_text())
+    return doc
+
+
+def _write(directory: Path, doc: dict[str, Any]) -> None:
+    Keystore.path_in(directory).write_text(json.dumps(doc, indent=2, sort_keys=True))
+
+
+def _as_format_1(directory: Path, secret: bytes = SECRET) -> None:
+    """Rewrite a keystore as the previous version wrote it: format 1, no MAC, the master
+    secret encrypted under the format-1 label (the rest of the layout is unchanged)."""
+    doc = _doc(directory)
+    kdf = doc["kdf"]
+    kek = AESGCM(
+        Scrypt(
+            salt=base64.b64decode(kdf["salt"]), length=32, n=kdf["n"], r=kdf["r"], p=kdf["p"]
+        ).derive(secret)
+    )
+    entry = doc["master"]
+    master = kek.decrypt(
+        base64.b64decode(entry["nonce"]),
+        base64.b64decode(entry["ciphertext"]),
+        b"pipos-master-secret:2",
+    )
+    nonce = os.urandom(12)
+    doc["master"] = {
+        "nonce": base64.b64encode(nonce).decode(),
+        "ciphertext": base64.b64encode(kek.encrypt(nonce, master, b"pipos-master-secret")).decode(),
+    }
+    doc["format"] = "pipos-keystore-1"
+    del doc["mac"]
+    _write(directory, doc)
+
+
+def _enrolled(directory: Path) -> Keystore:
+    ks = Keystore.create(directory, SECRET, serial="SN-1", scrypt_n=N)
+    ks.set_enrolment(
+        terminal_id="T0001", merchant_id="M0001", host_public_key=b"h" * 32, host_key_id="k1"
+    )
+    return ks
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("terminal_id", "T6666"),
+        ("merchant_id", "M6666"),
+        ("host_public_key", base64.b64encode(b"a" * 32).decode()),
+        ("host_key_id", "attacker"),
+        ("serial", "SN-2"),
+    ],
+)
+def test_the_identity_block_cannot_be_swapped(tmp_path: Path, field: str, value: str) -> None:
+    _enrolled(tmp_path)
+    doc = _doc(tmp_path)
+    assert doc["format"] == "pipos-keystore-2"
+    doc["identity"][field] = value
+    _write(tmp_path, doc)
+    with pytest.raises(KeystoreTamperedError, match=r"identity block .* altered"):
+        Keystore.open(tmp_path, SECRET)
+
+
+def test_the_public_keys_and_the_mac_itself_are_covered(tmp_path: Path) -> None:
+    ks = _enrolled(tmp_path)
+    ks.rotate()
+    original = _doc(tmp_path)
+    changes: list[Callable[[dict[str, Any]], object]] = [
+        lambda d: d["retired"][0].update(public_key=base64.b64encode(b"x" * 32).decode()),
+        lambda d: d["current"].update(created=1),
+        lambda d: d.pop("mac"),
+        lambda d: d.update(mac="AAAA"),
+    ]
+    for change in changes:
+        doc = json.loads(json.dumps(original))
+        change(doc)
+        _write(tmp_path, doc)
+        with pytest.raises(KeystoreTamperedError):
+            Keystore.open(tmp_path, SECRET)
+    _write(tmp_path, original)
+    assert Keystore.open(tmp_path, SECRET).terminal_id == "T0001"
+
+
+def test_a_format_1_keystore_opens_and_is_upgraded_at_its_next_save(tmp_path: Path) -> None:
+    ks = _enrolled(tmp_path)
+    data_key = ks.data_key("offline-queue/card-data")
+    _as_format_1(tmp_path)
+    old = Keystore.open(tmp_path, SECRET)
+    assert old.needs_upgrade
+    assert old.terminal_id == "T0001"
+    assert old.key_id == ks.key_id
+    assert old.data_key("offline-queue/card-data") == data_key
+    with pytest.raises(WrongSecretError):
+        Keystore.open(tmp_path, b"another-secret-entirely")
+    old.set_enrolment(
+        terminal_id="T0002", merchant_id="M0001", host_public_key=b"h" * 32, host_key_id="k1"
+    )
+    doc = _doc(tmp_path)
+    assert doc["format"] == "pipos-keystore-2"
+    assert doc["mac"]
+    again = Keystore.open(tmp_path, SECRET)
+    assert not again.needs_upgrade
+    assert again.terminal_id == "T0002"
+    assert again.data_key("offline-queue/card-data") == data_key
+    # From now on the identity is bound to the secret.
+    doc["identity"]["terminal_id"] = "T6666"
+    _write(tmp_path, doc)
+    with pytest.raises(KeystoreTamperedError):
+        Keystore.open(tmp_path, SECRET)
+
+
+def test_upgrade_writes_the_new_format_once(tmp_path: Path) -> None:
+    _enrolled(tmp_path)
+    _as_format_1(tmp_path)
+    old = Keystore.open(tmp_path, SECRET)
+    assert old.upgrade()
+    assert not old.upgrade()
+    assert _doc(tmp_path)["format"] == "pipos-keystore-2"
+    assert Keystore.open(tmp_path, SECRET).terminal_id == "T0001"
+
+
+def test_an_upgraded_keystore_relabelled_as_format_1_is_refused(tmp_path: Path) -> None:
+    # Dropping the MAC by calling the file format 1 again: its master secret is now under
+    # the format-2 label, so it does not open as format 1.
+    _enrolled(tmp_path)
+    doc = _doc(tmp_path)
+    doc["format"] = "pipos-keystore-1"
+    del doc["mac"]
+    doc["identity"]["host_public_key"] = base64.b64encode(b"a" * 32).decode()
+    _write(tmp_path, doc)
+    with pytest.raises(KeystoreTamperedError, match="relabelled"):
+        Keystore.open(tmp_path, SECRET)
+
+
+def test_change_secret_keeps_the_identity_bound(tmp_path: Path) -> None:
+    ks = _enrolled(tmp_path)
+    ks.change_secret(b"a-new-device-secret-0002")
+    reopened = Keystore.open(tmp_path, b"a-new-device-secret-0002")
+    assert reopened.terminal_id == "T0001"
+    doc = _doc(tmp_path)
+    doc["identity"]["merchant_id"] = "M6666"
+    _write(tmp_path, doc)
+    with pytest.raises(KeystoreTamperedError):
+        Keystore.open(tmp_path, b"a-new-device-secret-0002")
 
 
 # --- sequence numbers -------------------------------------------------------------------
