@@ -96,6 +96,7 @@ The whole tree, drawn once (tests/test_errors.py keeps this drawing equal to the
                 MerchantPinWrongError (terminal.security.merchant_pin)
             TechnicianError (terminal.security.technician)
                 TechnicianAuthError (terminal.security.technician)
+                TechnicianCredentialReplacedError (terminal.security.technician)
                 TechnicianLockedError (terminal.security.technician)
             ProvisionError (terminal.service.provision)
                 ParametersRefusedError (terminal.service.provision)

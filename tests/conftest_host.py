@@ -412,10 +412,34 @@ def card_emv(
     return emv, psn
 
 
+def _aid_for(pan: str) -> str:
+    """The AID a test payment without one is read with (Visa or Mastercard credit)."""
+    return "A0000000031010" if pan.startswith("4") else "A0000000041010"
+
+
+def with_chip_data(payment: OfflinePayment) -> OfflinePayment:
+    """`payment` as a card gives it: a payment without a cryptogram (9F26) gets the chip
+    data of :func:`card_emv` (its ARQC, ATC, ...; what it names itself wins), an AID and the
+    PAN sequence number the cryptogram was made with. The checkout queues no card payment
+    without them, and the host and `pipos queue import` refuse one whose signed record lacks
+    them (docs/protocol.md, "Offline payments")."""
+    if "9F26" in {k.upper() for k in payment.emv}:
+        return payment
+    chip, psn = card_emv(payment.card.pan, payment.amount, payment.currency)
+    emv = {k: v.hex().upper() for k, v in chip.items()} | {
+        k.upper(): v.upper() for k, v in payment.emv.items()
+    }
+    card = payment.card
+    if card.pan_sequence is None:
+        card = replace(card, pan_sequence=psn)
+    return replace(payment, emv=emv, aid=payment.aid or _aid_for(card.pan), card=card)
+
+
 def signed_payment(payment: OfflinePayment, keystore: Keystore) -> OfflinePayment:
-    """`payment` signed by `keystore` as the checkout signs what it approved offline
-    (terminal.checkout.core ``_signed_record``): the record the host and `pipos queue import`
-    check the payment against."""
+    """`payment` (:func:`with_chip_data`) signed by `keystore` as the checkout signs what it
+    approved offline (terminal.checkout.core ``_signed_record``): the record the host and
+    `pipos queue import` check the payment against."""
+    payment = with_chip_data(payment)
     record = offline_record(
         transaction_id=payment.transaction_id,
         terminal_id=keystore.terminal_id or "",
@@ -433,8 +457,17 @@ def signed_payment(payment: OfflinePayment, keystore: Keystore) -> OfflinePaymen
 
 
 def signed_item(keystore: Keystore, **fields: Any) -> OfflineItem:
-    """An offline upload item carrying the terminal's signed record of exactly `fields`."""
+    """An offline upload item carrying the terminal's signed record of exactly `fields`; an
+    item without a cryptogram gets a card's chip data first, as :func:`with_chip_data`."""
     item = OfflineItem(**fields)
+    if "9F26" not in {k.upper() for k in item.emv}:
+        chip, psn = card_emv(item.pan, item.amount, item.currency)
+        item = replace(
+            item,
+            emv=chip | {k.upper(): v for k, v in item.emv.items()},
+            aid=item.aid or _aid_for(item.pan),
+            pan_sequence=psn if item.pan_sequence is None else item.pan_sequence,
+        )
     captured = item.captured_at if item.captured_at is not None else 1_700_000_000
     emv = {k.upper(): v.hex().upper() for k, v in item.emv.items()}
     record = offline_record(
@@ -521,4 +554,5 @@ __all__ = [
     "signed_item",
     "signed_payment",
     "terminal_keys",
+    "with_chip_data",
 ]

@@ -169,7 +169,11 @@ class HeldRequest:
         self._response: Any = None
 
     def send(self) -> None:
-        self._response = self._route.fetch()
+        # Playwright sends it from outside the browser's network stack, without the Fetch
+        # Metadata headers Chromium adds to the page's own requests; the terminal accepts the
+        # page's cookie only with them, so they are sent as the browser would have.
+        headers = {**self._route.request.headers, "sec-fetch-site": "same-origin"}
+        self._response = self._route.fetch(headers=headers)
 
     def answer(self) -> None:
         if self._response is None:

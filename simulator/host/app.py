@@ -27,6 +27,9 @@ from .faults import Fault, FaultBoard, FaultInjector, FaultMode
 from .guard import (
     DEFAULT_LIMIT,
     DEFAULT_WINDOW,
+    ENROLMENT_LIMIT,
+    ENROLMENT_REFUSALS,
+    ENROLMENT_WINDOW,
     RejectionGuard,
     rate_limited,
     refuse_if_flooding,
@@ -34,7 +37,7 @@ from .guard import (
 )
 from .ledger import Store
 from .qr_payments import router as qr_router
-from .service import AcquirerHost, Caller, HostError, dumps
+from .service import ENROL_PATH, AcquirerHost, Caller, HostError, dumps
 
 _HEX = r"^[0-9A-Fa-f]*$"
 _PAN = r"^[0-9]{12,19}$"
@@ -133,6 +136,12 @@ class RefundLimitBody(_Body):
     limit: int = Field(ge=0, le=_MAX_INT64, description="minor units per 24 hours; 0: none")
 
 
+class TerminalKeysBody(_Body):
+    key_ids: list[Annotated[str, Field(pattern=_ID)]] = Field(
+        min_length=1, max_length=100, description="key ids to confirm (ed25519:...)"
+    )
+
+
 class ActivationCodeBody(_Body):
     merchant_id: str = Field(pattern=_ID)
     code: str | None = Field(default=None, pattern=_ID)
@@ -182,13 +191,14 @@ def _signed_path(scope: Scope) -> str:
 
 async def _signed(request: Request) -> Caller:
     """Dependency: authenticate the signed request (before the body is validated)."""
-    refuse_if_flooding(request)
+    path = _signed_path(request.scope)
+    refuse_if_flooding(request, enrolling=path == ENROL_PATH)
     host: AcquirerHost = request.app.state.host
     body = await request.body()
-    caller = host.authenticate(
-        method=request.method, path=_signed_path(request.scope), headers=request.headers, body=body
-    )
-    request.state.authenticated = True
+    caller = host.authenticate(method=request.method, path=path, headers=request.headers, body=body)
+    # Refusals from here on are recorded in the ledger only for an enrolled terminal's key;
+    # an enrolment is signed by whatever key its sender made (simulator.host.guard).
+    request.state.authenticated = caller.enrolled
     return caller
 
 
@@ -227,9 +237,12 @@ def create_app(
     admin_token: str | None = None,
     rejection_limit: int = DEFAULT_LIMIT,
     rejection_window: float = DEFAULT_WINDOW,
+    enrolment_limit: int = ENROLMENT_LIMIT,
+    enrolment_window: float = ENROLMENT_WINDOW,
 ) -> HostApp:
     """`rejection_limit` refusals of unauthenticated requests per `rejection_window`
-    seconds and source address, then 429 (simulator.host.guard)."""
+    seconds and source address, then 429; of those, `enrolment_limit` refused enrolments
+    (wrong activation codes) per `enrolment_window` (simulator.host.guard)."""
     store = Store(FilePath(db_path))
     host = AcquirerHost(
         store, clock=clock, token=token, timestamp_window=timestamp_window, verifier=verifier
@@ -245,11 +258,15 @@ def create_app(
     app.state.faults = faults
     guard = RejectionGuard(limit=rejection_limit, window=rejection_window)
     app.state.guard = guard
+    enrolment_guard = RejectionGuard(limit=enrolment_limit, window=enrolment_window)
+    app.state.enrolment_guard = enrolment_guard
     app.state.admin_token = admin_token
     # Phone QR payments (consumer-presented, wallet codes, merchant-presented orders).
     app.include_router(qr_router)
 
-    def respond(request: Request, status: int, body: bytes) -> Response:
+    def respond(
+        request: Request, status: int, body: bytes, *, retry_after: float | None = None
+    ) -> Response:
         headers = {}
         seq = verify.response_seq(request.headers.get("x-pipos-seq", ""))
         terminal = request.headers.get("x-pipos-terminal", "-")
@@ -261,7 +278,7 @@ def create_app(
                 terminal_id=terminal if terminal else "-", seq=seq, status=status, body=body
             )
         if status == 429:
-            headers["Retry-After"] = str(max(1, round(guard.window)))
+            headers["Retry-After"] = str(max(1, round(retry_after or guard.window)))
         return Response(
             content=body, status_code=status, media_type="application/json", headers=headers
         )
@@ -274,8 +291,9 @@ def create_app(
                 method=request.method, path=path, headers=request.headers, error=error
             )
         elif error.code != "rate_limited":
-            # Anyone's junk: counted in memory, never a row each (issue 16: 19.3 MB from
-            # 2,000 junk requests); past the source's limit the answer is 429.
+            # Anyone's junk, a refused enrolment included: counted in memory, never a row
+            # each (issue 16: 19.3 MB from 2,000 junk requests); past the source's limit the
+            # answer is 429.
             source = source_of(request)
             if guard.blocked(source):
                 error = rate_limited(guard)
@@ -283,7 +301,12 @@ def create_app(
                 guard.record(
                     source, error.code, method=request.method, path=path, status=error.status
                 )
-        return respond(request, error.status, dumps(error.body()))
+                if error.code in ENROLMENT_REFUSALS:
+                    # An activation-code oracle: its own, stricter limit.
+                    enrolment_guard.record(
+                        source, error.code, method=request.method, path=path, status=error.status
+                    )
+        return respond(request, error.status, dumps(error.body()), retry_after=error.retry_after)
 
     @app.exception_handler(HostError)
     async def _host_error(request: Request, exc: HostError) -> Response:
@@ -338,6 +361,14 @@ def create_app(
     @app.post("/v1/keys/rotate")
     async def rotate(request: Request, payload: RotateBody, caller: SignedCaller) -> Response:
         return respond(request, 200, dumps(host.rotate_key(caller, payload.model_dump())))
+
+    @app.post("/v1/terminal-keys")
+    async def terminal_keys(
+        request: Request, payload: TerminalKeysBody, caller: SignedCaller
+    ) -> Response:
+        """Which of these key ids are keys of terminals of the caller's merchant (their
+        public keys, terminals and retirement), for an import to trust (docs/protocol.md)."""
+        return respond(request, 200, dumps(host.terminal_keys(caller, payload.key_ids)))
 
     @app.get("/v1/terminal")
     async def whoami(request: Request, caller: SignedCaller) -> Response:
@@ -431,6 +462,7 @@ def create_app(
             **host.host_key_info(),
             **(counts or {}),
             "unauthenticated_rejections": guard.snapshot(),
+            "enrolment_refusals": enrolment_guard.snapshot(),
         }
 
     @app.put("/admin/rules", dependencies=[Admin])

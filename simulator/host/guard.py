@@ -11,9 +11,17 @@ let 2,000 junk requests grow the database by 19.3 MB in 3 s (issue 16). The host
   requests are answered ``429 rate_limited`` until the window ends, before any signature or
   database work is done.
 
-A request that authenticated (the terminal's own signature, not a replay) and is then
-refused, say for a stale sequence number, is the terminal's doing and is still recorded in
-the ledger's ``rejections`` table: only a terminal holding its key can cause those.
+A request that authenticated (the signature of a key the host enrolled for a terminal, not
+a replay) and is then refused, say for a stale sequence number, is the terminal's doing and
+is still recorded in the ledger's ``rejections`` table: only a terminal holding its key can
+cause those. An enrolment is not such a request: anyone can make a key pair and sign an
+enrolment with it, so its refusals (an unknown or used activation code) are anyone's too.
+
+Enrolment refusals are also counted by a second, stricter guard (`ENROLMENT_LIMIT` per
+`ENROLMENT_WINDOW`, 5 a minute by default): each tells the sender whether a guessed
+activation code exists, so past that the source's enrolments are answered 429 before the
+code is looked up. At 5 guesses a minute an address tries 7,200 codes a day out of the 2^48
+a generated code is drawn from.
 
 The rate limit is by address, so a terminal sharing an address with a flooder (NAT) is also
 told 429 for the rest of the window; its requests were not processed and it retries.
@@ -34,6 +42,13 @@ from .service import HostError
 
 DEFAULT_LIMIT: Final = 100
 DEFAULT_WINDOW: Final = 1.0
+#: Refused enrolments (wrong, unknown or used activation codes) per source and window.
+ENROLMENT_LIMIT: Final = 5
+ENROLMENT_WINDOW: Final = 60.0
+#: The refusals of an enrolment that tell the sender something about an activation code.
+ENROLMENT_REFUSALS: Final = frozenset(
+    {"activation_code_invalid", "activation_code_used", "key_already_enrolled"}
+)
 OTHER_SOURCES: Final = "other"
 
 
@@ -136,23 +151,33 @@ def source_of(request: Request) -> str:
     return client.host if client is not None else "-"
 
 
-def rate_limited(guard: RejectionGuard) -> HostError:
+def rate_limited(guard: RejectionGuard, what: str = "refused requests") -> HostError:
     return HostError(
-        429, "rate_limited", f"too many refused requests from this address; wait {guard.window:g} s"
+        429,
+        "rate_limited",
+        f"too many {what} from this address; wait {guard.window:g} s",
+        retry_after=guard.window,
     )
 
 
-def refuse_if_flooding(request: Request) -> None:
-    """A source over its limit of unauthenticated refusals is answered 429 before any
-    signature or database work is done for it."""
+def refuse_if_flooding(request: Request, *, enrolling: bool = False) -> None:
+    """A source over its limit of unauthenticated refusals (or, for an enrolment, of
+    refused enrolments) is answered 429 before any signature or database work is done."""
     guard: RejectionGuard = request.app.state.guard
-    if guard.blocked(source_of(request)):
+    source = source_of(request)
+    if guard.blocked(source):
         raise rate_limited(guard)
+    enrolment: RejectionGuard | None = getattr(request.app.state, "enrolment_guard", None)
+    if enrolling and enrolment is not None and enrolment.blocked(source):
+        raise rate_limited(enrolment, "refused enrolments (activation codes)")
 
 
 __all__ = [
     "DEFAULT_LIMIT",
     "DEFAULT_WINDOW",
+    "ENROLMENT_LIMIT",
+    "ENROLMENT_REFUSALS",
+    "ENROLMENT_WINDOW",
     "RejectionGuard",
     "rate_limited",
     "refuse_if_flooding",

@@ -187,7 +187,7 @@ async def _signed(request: Request) -> Caller:
         method=request.method, path=_signed_path(request), headers=request.headers, body=body
     )
     # Refusals from here on are the terminal's own: the host's error handler records them.
-    request.state.authenticated = True
+    request.state.authenticated = caller.enrolled
     return caller
 
 

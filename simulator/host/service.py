@@ -12,7 +12,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -52,10 +52,11 @@ Token = Callable[[int], bytes]
 class HostError(SimulatorError):
     """A request the host refuses: HTTP status, a stable machine code and a human message.
 
-    `authenticated`: the request carried the terminal's own valid signature (not a replay),
-    so the refusal is the terminal's doing and is recorded in the ledger; any other refusal
-    is only counted in memory (simulator.host.guard). `detail` adds fields to the error
-    object (``last_sequence`` of ``stale_sequence``)."""
+    `authenticated`: the request carried the valid signature (not a replay) of a key the
+    host enrolled for a terminal, so the refusal is that terminal's doing and is recorded in
+    the ledger; any other refusal, an enrolment's included (anyone can make a key pair and
+    sign with it), is only counted in memory (simulator.host.guard). `detail` adds fields to
+    the error object (``last_sequence`` of ``stale_sequence``)."""
 
     def __init__(
         self,
@@ -65,6 +66,7 @@ class HostError(SimulatorError):
         *,
         authenticated: bool = False,
         detail: Mapping[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -72,6 +74,8 @@ class HostError(SimulatorError):
         self.message = message
         self.authenticated = authenticated
         self.detail = dict(detail or {})
+        #: Seconds, for the ``Retry-After`` header of a ``429``.
+        self.retry_after = retry_after
 
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, **self.detail}}
@@ -85,6 +89,15 @@ class Caller:
     seq: int
     idempotency_key: str | None
     public_key: bytes
+    #: SHA-256 of the request's signature: an enrolment's is recorded (replay) only when
+    #: the enrolment succeeds, so refused enrolments write nothing.
+    signature_hash: str = ""
+
+    @property
+    def enrolled(self) -> bool:
+        """The request was signed by the key of an enrolled terminal: its refusals are that
+        terminal's doing. An enrolment's key is whatever the sender made up."""
+        return self.terminal_id != verify.UNSET
 
 
 def dumps(obj: Any) -> bytes:
@@ -135,12 +148,24 @@ def default_parameters() -> dict[str, Any]:
     }
 
 
-def _record_mismatch(record: Mapping[str, Any], item: Mapping[str, Any]) -> tuple[str, str] | None:
-    """The first field where the terminal's signed record and the uploaded item disagree.
+#: The card's own fields in the signed record, and where the item carries them (EMV tags).
+_CARD_FIELDS: Final = (("cryptogram", "9F26"), ("atc", "9F36"), ("aid", None))
+
+
+def mismatched_field(
+    record: Mapping[str, Any], item: Mapping[str, Any]
+) -> tuple[str, Any, Any] | None:
+    """The first field where the terminal's signed record and the uploaded item disagree:
+    (name, what the record says, what the item says), or None.
 
     Compared: the id, amount, currency and capture time; the card by its masked PAN (the
-    record holds no card data); the AID, the cryptogram (9F26) and the ATC (9F36) whenever
-    the record names them. Messages show masked PANs only."""
+    record holds no card data); and the card's own cryptogram (9F26), ATC (9F36) and AID.
+    A card payment (an item with a PAN or EMV data, which every offline item is) needs all
+    three in the record: the masked PAN alone fits every card of the same BIN and last 4,
+    while the cryptogram is the card's own, computed over amount, ATC and unpredictable
+    number, and checked by its issuer. Only a payment without card data (a code payment)
+    may leave them empty. terminal/service/transfer.py applies the same rule to imports
+    (tests/terminal/domain/test_signing.py checks that the two agree)."""
     emv = {str(k).upper(): str(v).upper() for k, v in (item.get("emv") or {}).items()}
     pan = str(item.get("pan") or "")
     pairs: list[tuple[str, Any, Any]] = [
@@ -150,18 +175,30 @@ def _record_mismatch(record: Mapping[str, Any], item: Mapping[str, Any]) -> tupl
         ("captured_at", record.get("captured_at"), item.get("captured_at")),
         ("masked_pan", record.get("masked_pan"), mask_pan(pan)),
     ]
-    for name, tag in (("cryptogram", "9F26"), ("atc", "9F36")):
-        if record.get(name):
-            pairs.append((name, str(record[name]).upper(), emv.get(tag)))
-    if record.get("aid"):
-        pairs.append(("aid", str(record["aid"]).upper(), str(item.get("aid") or "").upper()))
     for name, signed, sent in pairs:
         if signed != sent or isinstance(signed, bool) or isinstance(sent, bool):
-            return (
-                "record_mismatch",
-                f"{name}: the signed record says {signed!r}, the item says {sent!r}",
-            )
+            return name, signed, sent
+    card = bool(pan or emv)
+    for name, tag in _CARD_FIELDS:
+        value = record.get(name)
+        signed = value.upper() if isinstance(value, str) else value
+        sent = emv.get(tag, "") if tag else str(item.get("aid") or "").upper()
+        if not isinstance(signed, str) or (card and not signed) or signed != sent:
+            return name, signed, sent
     return None
+
+
+def _record_mismatch(record: Mapping[str, Any], item: Mapping[str, Any]) -> tuple[str, str] | None:
+    """:func:`mismatched_field` as an item's refusal (code, reason). Masked PANs only."""
+    found = mismatched_field(record, item)
+    if found is None:
+        return None
+    name, signed, sent = found
+    if name in ("cryptogram", "atc", "aid") and not signed:
+        why = f"{name}: the signed record has none, and a card payment must carry its card's"
+    else:
+        why = f"{name}: the signed record says {signed!r}, the item says {sent!r}"
+    return "record_mismatch", why
 
 
 def _hex_map(data: Mapping[str, str] | None) -> dict[str, bytes]:
@@ -229,7 +266,8 @@ class AcquirerHost:
                 raise HostError(400, "bad_header", f"{name}: invalid characters or length")
         merchant_id: str | None = None
         last_seq = -1
-        if path == ENROL_PATH:
+        enrolling = path == ENROL_PATH
+        if enrolling:
             if terminal_id != verify.UNSET:
                 raise HostError(400, "bad_header", "enrolment is sent with X-Pipos-Terminal: -")
             public_key = self._enrol_public_key(body)
@@ -280,8 +318,14 @@ class AcquirerHost:
                     401,
                     "timestamp_out_of_window",
                     f"timestamp {timestamp} is more than {self.window}s from host time {now}",
-                    authenticated=True,
+                    # An enrolment's key is anyone's: only an enrolled terminal's is recorded.
+                    authenticated=not enrolling,
                 )
+            if enrolling:
+                # Nothing written for an enrolment until it succeeds (AcquirerHost.enrol):
+                # anyone can sign one with a key of their own, so a refused one must cost
+                # the host no row (issue 16).
+                return Caller(terminal_id, None, key_id, seq, idem, public_key, sig_hash)
             if seq <= last_seq:
                 # The answer carries the last accepted number (signed, like every answer), so
                 # a terminal whose counter went back (an old sequence.json restored) jumps
@@ -298,11 +342,10 @@ class AcquirerHost:
                 "VALUES (?, ?, ?, ?)",
                 (sig_hash, terminal_id, seq, now),
             )
-            if path != ENROL_PATH:
-                conn.execute(
-                    "UPDATE terminals SET last_seq = ? WHERE terminal_id = ?", (seq, terminal_id)
-                )
-        return Caller(terminal_id, merchant_id, key_id, seq, idem, public_key)
+            conn.execute(
+                "UPDATE terminals SET last_seq = ? WHERE terminal_id = ?", (seq, terminal_id)
+            )
+        return Caller(terminal_id, merchant_id, key_id, seq, idem, public_key, sig_hash)
 
     @staticmethod
     def _enrol_public_key(body: bytes) -> bytes:
@@ -461,6 +504,7 @@ class AcquirerHost:
                 ).fetchone()
                 # A retry after a lost response, from the same key: answer the same enrolment.
                 if term is not None and bytes(term["public_key"]) == caller.public_key:
+                    self._seen(conn, caller, str(term["terminal_id"]), now)
                     return self._enrolment(str(term["terminal_id"]), str(term["merchant_id"]))
                 raise HostError(409, "activation_code_used", "activation code was already used")
             if conn.execute(
@@ -493,8 +537,18 @@ class AcquirerHost:
                 "UPDATE activation_codes SET used_at = ?, terminal_id = ? WHERE code = ?",
                 (now, terminal_id, code),
             )
+            self._seen(conn, caller, terminal_id, now)
             self.store.add_event(conn, now, terminal_id, None, "enrolled", {"serial": serial})
         return self._enrolment(terminal_id, merchant_id)
+
+    @staticmethod
+    def _seen(conn: sqlite3.Connection, caller: Caller, terminal_id: str, now: int) -> None:
+        """An enrolment that succeeded: its signature is not taken a second time."""
+        conn.execute(
+            "INSERT OR IGNORE INTO seen_requests (signature_hash, terminal_id, seq, at) "
+            "VALUES (?, ?, ?, ?)",
+            (caller.signature_hash, terminal_id, caller.seq, now),
+        )
 
     def _enrolment(self, terminal_id: str, merchant_id: str) -> dict[str, Any]:
         return {"terminal_id": terminal_id, "merchant_id": merchant_id, **self.host_key_info()}
@@ -541,6 +595,36 @@ class AcquirerHost:
             "merchant_id": caller.merchant_id,
             "key_id": caller.key_id,
             "seq": caller.seq,
+        }
+
+    def terminal_keys(self, caller: Caller, key_ids: Sequence[str]) -> dict[str, Any]:
+        """Which of `key_ids` are keys (current or retired) the host enrolled for a terminal
+        of the caller's merchant, with their public keys and terminals: what `pipos queue
+        import` and `pipos unit import` ask before they believe a key a backup declares
+        (docs/protocol.md, "Terminal keys"). Keys of other merchants' terminals are not
+        named, as if unknown."""
+        wanted = sorted({str(k) for k in key_ids})
+        if not wanted:
+            return {"merchant_id": caller.merchant_id, "keys": []}
+        rows = self.store.query(
+            "SELECT k.key_id, k.terminal_id, k.public_key, k.added_at, k.retired_at "
+            "FROM terminal_keys k JOIN terminals t ON t.terminal_id = k.terminal_id "
+            "WHERE t.merchant_id = ? AND k.key_id IN (SELECT value FROM json_each(?)) "
+            "ORDER BY k.key_id, k.terminal_id",
+            (caller.merchant_id, json.dumps(wanted)),
+        )
+        return {
+            "merchant_id": caller.merchant_id,
+            "keys": [
+                {
+                    "key_id": r["key_id"],
+                    "terminal_id": r["terminal_id"],
+                    "public_key": verify.b64encode(bytes(r["public_key"])),
+                    "added_at": r["added_at"],
+                    "retired_at": r["retired_at"],
+                }
+                for r in rows
+            ],
         }
 
     def parameters(self, caller: Caller) -> dict[str, Any]:

@@ -386,6 +386,21 @@ class Settlement:
 
 
 @dataclass(frozen=True)
+class TerminalKey:
+    """A key the acquirer enrolled for a terminal of this terminal's merchant, as it
+    answered ``POST /v1/terminal-keys`` (signed, like every answer)."""
+
+    key_id: str
+    terminal_id: str
+    public_key: bytes = field(repr=False)
+    retired_at: int | None = None
+
+
+#: How many key ids one ``POST /v1/terminal-keys`` may ask about (docs/protocol.md).
+MAX_KEY_IDS: Final = 100
+
+
+@dataclass(frozen=True)
 class Enrolment:
     terminal_id: str
     merchant_id: str
@@ -773,6 +788,38 @@ class AcquirerClient:
         self._require_enrolled()
         return self._plain("GET", "/v1/terminal", signer=signer)
 
+    def terminal_keys(self, key_ids: Sequence[str]) -> tuple[TerminalKey, ...]:
+        """Which of `key_ids` the acquirer enrolled for a terminal of this terminal's merchant
+        (current or retired), with their public keys: what an import asks before it believes
+        a key a backup declares. A key of another merchant, or one the host never enrolled,
+        is simply not in the answer. The answer is the host's, signed; an entry whose key
+        id does not name its public key, or that was not asked for, is a host fault."""
+        self._require_enrolled()
+        wanted = sorted(set(key_ids))
+        found: list[TerminalKey] = []
+        for start in range(0, len(wanted), MAX_KEY_IDS):
+            chunk = wanted[start : start + MAX_KEY_IDS]
+            data = self._plain("POST", "/v1/terminal-keys", {"key_ids": chunk})
+            with _reading("terminal keys"):
+                for entry in data["keys"]:
+                    try:
+                        public_key = b64decode(str(entry["public_key"]), "terminal public key")
+                    except TerminalError as exc:
+                        raise HostFaultError(f"terminal keys: {exc}") from exc
+                    key = TerminalKey(
+                        key_id=str(entry["key_id"]),
+                        terminal_id=str(entry["terminal_id"]),
+                        public_key=public_key,
+                        retired_at=_opt_int(entry.get("retired_at")),
+                    )
+                    if key.key_id not in chunk or key_id_for(key.public_key) != key.key_id:
+                        raise HostFaultError(
+                            f"terminal keys: the acquirer answered key {key.key_id[:40]} with a "
+                            "public key it does not name, or one not asked for"
+                        )
+                    found.append(key)
+        return tuple(found)
+
     def rotate_key(self) -> str:
         """Rotate the terminal key with the host; returns the new key id.
 
@@ -1059,6 +1106,14 @@ def _reading(what: str, idempotency_key: str | None = None) -> Iterator[None]:
 
 def _opt_str(value: object) -> str | None:
     return None if value is None else str(value)
+
+
+def _opt_int(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected a whole number, got {value!r}")
+    return value
 
 
 def _authorisation(data: Mapping[str, Any], key: str) -> Authorisation:

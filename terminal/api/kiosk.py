@@ -21,6 +21,17 @@ Sessions are kept as SHA-256 digests only, in memory and in ``DATA_DIR/kiosk-ses
 oldest dropped first. A stolen copy of the files holds no usable code (it is replaced at the
 next start) and no usable session (digests only).
 
+A session does not last: it ends after :data:`SESSION_IDLE` without a request (the open
+page's event stream counts as use, so only a closed or abandoned page goes idle) and, used or
+not, :data:`SESSION_MAX_AGE` after the kiosk earned it. A cookie that leaked (cookies are not
+scoped by port: a server on another loopback port the kiosk's browser is sent to receives
+it) is thus worth a day at most. The kiosk then shows how to open it again, and ``pipos
+kiosk`` earns a new session with the code that is always waiting in the file. The times are
+wall-clock (they must survive a restart); a session whose times lie ahead of the clock (the
+clock was set back) is dropped rather than trusted: the kiosk earns a new one. The last use
+is written to the file at most every :data:`_USE_WRITE_INTERVAL` seconds (the SD card is not
+written at every request), so a restart may end a session up to that much early.
+
 The code in Chromium's command line is visible to other users' ``ps`` for as long as the
 browser runs, but it is spent by the page's first load, so it opens nothing afterwards.
 
@@ -38,6 +49,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -50,6 +62,8 @@ __all__ = [
     "COOKIE",
     "MAX_SESSIONS",
     "SESSIONS_FILE",
+    "SESSION_IDLE",
+    "SESSION_MAX_AGE",
     "KioskCodes",
     "kiosk_url",
     "read_kiosk_code",
@@ -66,17 +80,44 @@ COOKIE: Final = "pipos_page"
 CODE_TTL: Final = 600.0
 #: Page sessions kept (each use of a code makes one); the oldest goes first.
 MAX_SESSIONS: Final = 8
+#: A page session ends after this long (seconds) without a request: a shop closed overnight
+#: with the kiosk's browser closed opens it again in the morning.
+SESSION_IDLE: Final = 8 * 3600.0
+#: ... and this long after the kiosk earned it, however much it is used.
+SESSION_MAX_AGE: Final = 24 * 3600.0
+#: A session's last use is written to the sessions file when the copy there is older than
+#: this (seconds), not at every request.
+_USE_WRITE_INTERVAL: Final = 900.0
+#: How far ahead of the clock a stored time may be and still be trusted (seconds): a clock
+#: stepped back by more than this ends every session.
+_CLOCK_SLACK: Final = 300.0
+#: The sessions file's format (the first one, a bare list of digests, had no times: its
+#: sessions are dropped, so a session older than this version never outlives its limits).
+_SESSIONS_FORMAT: Final = "pipos-kiosk-sessions-2"
 
 
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
 
 
+@dataclass
+class _Session:
+    digest: bytes
+    created: float  # wall-clock seconds: when the kiosk earned it
+    used: float  # the last request that carried it
+    stored_use: float  # `used` as the sessions file has it
+
+
+_DIGEST_SIZE: Final = hashlib.sha256().digest_size
+
+
 class KioskCodes:
     """The current one-time code (written to `code_path`) and the page sessions it bought.
 
-    `clock` (monotonic seconds) decides expiry; `token` makes codes and session tokens
-    (both injected, so tests choose time and randomness).
+    `clock` (monotonic seconds) decides a code's expiry, `wall_clock` (seconds since the
+    epoch, since they outlive the process) a session's; `token` makes codes and session
+    tokens (all injected, so tests choose time and randomness). `idle` and `max_age`: a
+    session's limits (:data:`SESSION_IDLE`, :data:`SESSION_MAX_AGE`).
     """
 
     def __init__(
@@ -84,18 +125,24 @@ class KioskCodes:
         code_path: Path,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         token: Callable[[], str] = lambda: secrets.token_urlsafe(24),
         ttl: float = CODE_TTL,
+        idle: float = SESSION_IDLE,
+        max_age: float = SESSION_MAX_AGE,
     ) -> None:
         self.code_path = code_path
         self.sessions_path = code_path.with_name(SESSIONS_FILE)
         self._clock = clock
+        self._wall = wall_clock
         self._token = token
         self._ttl = ttl
+        self._idle = idle
+        self._max_age = max_age
         self._lock = threading.Lock()
         self._code: bytes | None = None
         self._expires = 0.0
-        self._sessions: list[bytes] = self._load_sessions()
+        self._sessions: list[_Session] = self._load_sessions()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -136,23 +183,51 @@ class KioskCodes:
             if expired:
                 return None
             session = self._token()
-            self._sessions = [*self._sessions, _digest(session)][-MAX_SESSIONS:]
+            now = self._wall()
+            self._drop_ended(now)
+            earned = _Session(_digest(session), now, now, now)
+            self._sessions = [*self._sessions, earned][-MAX_SESSIONS:]
             self._save_sessions()
             return session
 
     # --- sessions -----------------------------------------------------------------------
 
     def session_valid(self, session: str) -> bool:
-        """Whether `session` is one this terminal handed out (digests compared in constant
-        time, every one of them)."""
+        """Whether `session` is one this terminal handed out and has not ended (digests
+        compared in constant time, every one of them). A valid session's idle time starts
+        again: this is a use."""
         wanted = _digest(session)
         with self._lock:
-            found = False
+            now = self._wall()
+            self._drop_ended(now)
+            found: _Session | None = None
             for known in self._sessions:
-                found |= hmac.compare_digest(wanted, known)
-            return found
+                if hmac.compare_digest(wanted, known.digest):
+                    found = known
+            if found is None:
+                return False
+            found.used = now
+            if now - found.stored_use >= _USE_WRITE_INTERVAL:
+                self._save_sessions()
+            return True
 
-    def _load_sessions(self) -> list[bytes]:
+    def _ended(self, item: _Session, now: float) -> bool:
+        ahead = now + _CLOCK_SLACK
+        return (
+            item.created > ahead
+            or item.used > ahead
+            or now - item.created >= self._max_age
+            or now - item.used >= self._idle
+        )
+
+    def _drop_ended(self, now: float) -> None:
+        """Forget the sessions that have ended (and say so in the file)."""
+        kept = [item for item in self._sessions if not self._ended(item, now)]
+        if len(kept) != len(self._sessions):
+            self._sessions = kept
+            self._save_sessions()
+
+    def _load_sessions(self) -> list[_Session]:
         try:
             info = self.sessions_path.stat()
             text = self.sessions_path.read_text(encoding="utf-8")
@@ -168,17 +243,43 @@ class KioskCodes:
                 f"kiosk sessions {self.sessions_path}: readable by group or others; chmod 600 it"
             )
         try:
-            digests = [bytes.fromhex(item) for item in json.loads(text)]
-        except (ValueError, TypeError) as exc:
+            doc = json.loads(text)
+            if isinstance(doc, list):
+                return []  # the first format: sessions without times, not kept
+            if doc["format"] != _SESSIONS_FORMAT:
+                raise ValueError("unknown format")
+            sessions = [
+                _Session(
+                    bytes.fromhex(item["digest"]),
+                    float(item["created"]),
+                    float(item["used"]),
+                    float(item["used"]),
+                )
+                for item in doc["sessions"]
+            ]
+        except (ValueError, TypeError, KeyError) as exc:
             raise ConfigurationError(
-                f"kiosk sessions {self.sessions_path}: not a list of digests; delete it "
+                f"kiosk sessions {self.sessions_path}: not a kiosk sessions file; delete it "
                 "(the kiosk then opens with a new code)"
             ) from exc
-        return [d for d in digests if len(d) == hashlib.sha256().digest_size][-MAX_SESSIONS:]
+        now = self._wall()
+        return [
+            item
+            for item in sessions
+            if len(item.digest) == _DIGEST_SIZE and not self._ended(item, now)
+        ][-MAX_SESSIONS:]
 
     def _save_sessions(self) -> None:
-        text = json.dumps([d.hex() for d in self._sessions])
-        atomic_write(self.sessions_path, text.encode(), mode=0o600)
+        for item in self._sessions:
+            item.stored_use = item.used
+        doc = {
+            "format": _SESSIONS_FORMAT,
+            "sessions": [
+                {"digest": item.digest.hex(), "created": int(item.created), "used": int(item.used)}
+                for item in self._sessions
+            ],
+        }
+        atomic_write(self.sessions_path, json.dumps(doc).encode(), mode=0o600)
 
     # --- replacing an expired code in the background ------------------------------------
 

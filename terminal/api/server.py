@@ -10,7 +10,11 @@ the merchant PIN, whoever asks; wrong PINs are rate limited and then locked out.
 The checkout page earns its credential (``terminal.api.kiosk``): ``GET /kiosk?code=`` takes
 the one-time code the kiosk launcher read from a 0600 file and answers with an HttpOnly,
 SameSite=Strict session cookie; the page's HTML holds no token. The cookie is accepted only
-on same-origin requests (``Sec-Fetch-Site``, ``Origin``). Every request must name the
+on requests the browser marks as the page's own: ``Sec-Fetch-Site: same-origin`` (or
+``none`` for a top-level navigation to ``/``, the kiosk opening the page), and ``Origin``,
+when sent, the terminal's own; a request with the cookie and no ``Sec-Fetch-Site`` (not a
+browser) is refused. The session ends after hours of disuse and a day at most
+(``terminal.api.kiosk``). Every request must name the
 terminal in its ``Host`` header: loopback names (127.0.0.1, localhost, [::1], with any port)
 and the names the operator allowed (``pipos run --allowed-host NAME``); anything else gets
 400, which defeats DNS rebinding. Every response carries a strict Content-Security-Policy
@@ -19,9 +23,12 @@ and ``Referrer-Policy: no-referrer``.
 
 Errors are JSON ``{"error": {"code": ..., "message": ..., "field": ...}}`` with a precise
 4xx: 400 malformed body or a Host the terminal does not answer to, 401 no/bad token, 403
-wrong PIN, 404 unknown transaction, 409 busy, wrong state or no printer configured, 413 body
-too large (with or without Content-Length), 422 invalid field, 423 PIN locked (for this
-caller), 503 acquirer or printer unavailable, or no merchant PIN set (pin_unavailable).
+wrong PIN (``tries_left``: wrong PINs left before a lock-out), 404 unknown transaction, 409
+busy, wrong state or no printer configured, 413 body too large (with or without
+Content-Length), 422 invalid field, 423 PIN locked for this caller (``retry_after``: seconds,
+also in the ``Retry-After`` header; ``reason``: wrong, locked or tampered), 503 acquirer or
+printer unavailable, or no merchant PIN set (pin_unavailable). The numbers are there so that
+a client (the checkout page) can say it in its own language; ``message`` is English.
 """
 
 from __future__ import annotations
@@ -119,9 +126,11 @@ class PinGuard:
     The credential is terminal.security.merchant_pin (scrypt, bound to the device, its
     lock-out kept on disk and authenticated), checked per caller: `scope` is the caller's name,
     so one caller's wrong PINs lock that caller only (the kiosk page, never the register).
-    403 wrong_pin (with the tries left); 423 pin_locked (with Retry-After: while locked the
-    right PIN is refused too); 503 pin_unavailable when no PIN is set or its files cannot be
-    read or written.
+    403 wrong_pin (``tries_left`` in the error); 423 pin_locked (``retry_after`` in the error
+    and the Retry-After header, and ``reason``: "wrong", this entry locked it; "locked", still
+    locked; "tampered", its lock-out record was altered; while locked the right PIN is
+    refused too); 503
+    pin_unavailable when no PIN is set or its files cannot be read or written.
     """
 
     def __init__(self, credential: MerchantPin) -> None:
@@ -131,9 +140,14 @@ class PinGuard:
         try:
             self.credential.verify(pin, scope=scope)
         except MerchantPinLockedError as exc:
-            raise _ApiError(423, "pin_locked", str(exc), retry_after=exc.retry_after) from exc
+            wait = int(exc.retry_after)
+            details = {"retry_after": wait, "reason": exc.reason}
+            raise _ApiError(423, "pin_locked", str(exc), retry_after=wait, details=details) from exc
         except MerchantPinWrongError as exc:
-            raise _ApiError(403, "wrong_pin", str(exc), field="pin") from exc
+            left = int(exc.tries_left)
+            raise _ApiError(
+                403, "wrong_pin", str(exc), field="pin", details={"tries_left": left}
+            ) from exc
         except (MerchantPinError, LockoutError) as exc:
             raise _ApiError(503, "pin_unavailable", str(exc)) from exc
 
@@ -168,6 +182,7 @@ class _ApiError(Exception):
         *,
         field: str | None = None,
         retry_after: int | None = None,
+        details: Mapping[str, int | str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -175,6 +190,8 @@ class _ApiError(Exception):
         self.message = message
         self.field = field
         self.retry_after = retry_after
+        #: What the error carries besides its message (tries_left; retry_after, reason).
+        self.details = dict(details or {})
 
 
 _HTTP_ERROR_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}
@@ -185,6 +202,7 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     headers = {}
     if extra.get("field"):
         body["field"] = extra["field"]
+    body.update(extra.get("details") or {})
     if extra.get("retry_after"):
         headers["Retry-After"] = str(extra["retry_after"])
     return JSONResponse({"error": body}, status_code=status, headers=headers)
@@ -466,7 +484,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     @app.exception_handler(_ApiError)
     async def _api_error(request: Request, exc: _ApiError) -> Response:
         return _error(
-            exc.status, exc.code, exc.message, field=exc.field, retry_after=exc.retry_after
+            exc.status,
+            exc.code,
+            exc.message,
+            field=exc.field,
+            retry_after=exc.retry_after,
+            details=exc.details,
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -508,22 +531,50 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     tokens = dict(settings.tokens)
     kiosk = settings.kiosk
 
-    def page_session(request: Request) -> bool:
-        """Whether the request carries a valid page session cookie, sent by the page itself.
+    def page_refusal(request: Request) -> str | None:
+        """Why the request's page session cookie is not accepted (None: it is, sent by the
+        page itself with a session that has not ended).
 
-        SameSite=Strict keeps other sites' requests from carrying the cookie; another origin
-        of the same site (a page on another port of 127.0.0.1) is stopped by the browser's
-        own account of where the request comes from."""
+        SameSite=Strict keeps other sites' requests from carrying the cookie, but another
+        origin of the same site (a server on another port of 127.0.0.1, which the browser
+        sends the cookie to, since cookies are not scoped by port) may hold it. So the cookie
+        counts only on requests the browser itself marks as the page's own: Sec-Fetch-Site
+        same-origin, or none for the kiosk's top-level navigation to the page; Origin, when
+        sent, this terminal. A page cannot set those headers; a request that has none is not
+        from a browser, and is refused (a program has the register's token for the API)."""
         cookie = request.cookies.get(COOKIE)
         if not cookie or kiosk is None:
-            return False
-        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-            return False
+            return "no checkout page session"
+        site = request.headers.get("sec-fetch-site")
+        if site is None:
+            return (
+                "the checkout page's session cookie is accepted from the page in a browser "
+                "only, and this request has no Sec-Fetch-Site header (a register uses its "
+                "token: Authorization: Bearer ...)"
+            )
+        navigation = (
+            request.method == "GET"
+            and request.url.path == "/"
+            and request.headers.get("sec-fetch-mode") == "navigate"
+        )
+        if not (site == "same-origin" or (site == "none" and navigation)):
+            return (
+                f"the checkout page's session cookie came with a request from elsewhere "
+                f"(Sec-Fetch-Site: {site[:32]}); it is accepted from the page itself only"
+            )
         origin = request.headers.get("origin")
         host = request.headers.get("host", "")
         if origin is not None and origin != f"{request.url.scheme}://{host}":
-            return False
-        return kiosk.session_valid(cookie)
+            return (
+                f"the checkout page's session cookie came with a request from another origin "
+                f"({origin[:80]}); it is accepted from the page itself only"
+            )
+        if not kiosk.session_valid(cookie):
+            return (
+                "the checkout page's session has ended (unused for hours, or a day old) or "
+                "is not this terminal's: open the kiosk again (pipos kiosk on the terminal)"
+            )
+        return None
 
     def register(
         request: Request,
@@ -537,15 +588,11 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             # EventSource and <img> cannot set headers: a register may pass its token here.
             supplied = request.query_params.get("token", "")
         if not supplied:
-            if authorization is None and page_session(request):
-                return PAGE
-            if request.cookies.get(COOKIE):
-                raise _ApiError(
-                    401,
-                    "unauthorised",
-                    "the checkout page's session is not valid here: open the kiosk again "
-                    "(pipos kiosk on the terminal)",
-                )
+            if authorization is None and request.cookies.get(COOKIE):
+                refusal = page_refusal(request)
+                if refusal is None:
+                    return PAGE
+                raise _ApiError(401, "unauthorised", refusal)
             raise _ApiError(401, "unauthorised", "missing API token (Authorization: Bearer ...)")
         for token, name in tokens.items():
             if hmac.compare_digest(token.encode(), supplied.encode()):
@@ -785,6 +832,15 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
                 while not hub.closed:
                     if await request.is_disconnected():
                         return
+                    ended = who == PAGE and (
+                        await run_in_threadpool(page_refusal, request) is not None
+                    )
+                    if ended:
+                        # The page's session ended while its stream was open: the stream
+                        # ends, and the page's reconnect is refused (its 401 path then shows
+                        # how to open the kiosk again). An open stream is a use of the
+                        # session, so only its age ends it while the page is open.
+                        return
                     batch = await run_in_threadpool(hub.after, last, settings.sse_keepalive)
                     for event in batch:
                         last = event["id"]
@@ -878,7 +934,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     @app.get("/", include_in_schema=False)
     def index(request: Request) -> HTMLResponse:
         """The checkout page for the kiosk that earned its session; otherwise how to open it."""
-        if not page_session(request):
+        if page_refusal(request) is not None:
             return locked(401)
         return HTMLResponse(page(), headers={"Cache-Control": "no-store"})
 

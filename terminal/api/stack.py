@@ -36,6 +36,7 @@ from ..security.merchant_pin import FILE as MERCHANT_PIN_FILE
 from ..security.merchant_pin import KEY_PURPOSE as MERCHANT_PIN_KEY_PURPOSE
 from ..security.merchant_pin import LEGACY_FILE as MERCHANT_PIN_LEGACY_FILE
 from ..security.merchant_pin import MerchantPin, MerchantPinError, check_new_pin
+from ..security.technician import upgrade_keystore
 from ..store.audit import AuditLog
 from .kiosk import CODE_FILE, KioskCodes, kiosk_url, read_kiosk_code
 from .server import ApiSettings, PinGuard, allowed_host_names, create_api
@@ -165,6 +166,7 @@ def start_demo_stack(
     activation_code: str | Callable[[], str] | None = None,
     scrypt_n: int | None = None,
     pin_clock: Callable[[], float] = time.time,
+    session_clock: Callable[[], float] = time.time,
     background: bool = True,
     confirm_delay: float = 3.0,
     qr_poll_interval: float = 1.0,
@@ -175,7 +177,8 @@ def start_demo_stack(
     The simulated acquirer and the simulated card field (no `reader_url`) need the simulator
     (the `sim` extra); without it this raises :class:`ConfigurationError` saying what to
     install, before anything is started. `allowed_hosts`: names, besides loopback and
-    `bind`, that requests may carry in their Host header (:func:`allowed_host_names`)."""
+    `bind`, that requests may carry in their Host header (:func:`allowed_host_names`).
+    `session_clock`: the wall clock the kiosk page's sessions end by (tests move it)."""
     check_new_pin(pin)  # a weak --pin is refused before anything starts
     hosts = _allowed_hosts(bind, allowed_hosts)
     host = None
@@ -197,7 +200,7 @@ def start_demo_stack(
         )
     directory = Path(state_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    kiosk = KioskCodes(directory / "terminal" / CODE_FILE)
+    kiosk = KioskCodes(directory / "terminal" / CODE_FILE, wall_clock=session_clock)
     if host_url is None:
         host = HostServer(directory / "acquirer.sqlite3")
         host_url = host.start()
@@ -386,6 +389,9 @@ def start_provisioned_stack(
         )
     secret = config.secret_provider().load()
     keystore = Keystore.open(config.data_dir, secret)
+    # A format-1 keystore: its identity block MAC'd from this start on (its technician
+    # credential first, which a format-2 keystore no longer accepts in the old format).
+    upgrade_keystore(keystore, config.technician_path, AuditLog(config.audit_path))
     if keystore.host_public_key is None or keystore.terminal_id is None:
         raise ConfigurationError(f"{config.data_dir}: the keystore holds no enrolment")
     installed = load_installed_parameters(

@@ -214,10 +214,18 @@ class CodePayments(CheckoutCore):
                 "terminal not enrolled",
                 **fields,
             )
+        emv = {str(tag): str(value) for tag, value in dict(data.get("emv") or {}).items()}
+        # The signed record binds the card, as a card's does (docs/protocol.md, "Offline
+        # payments"): the host refuses an item whose cryptogram, ATC or AID it does not carry.
+        fields = {
+            **fields,
+            "aid": str(data.get("aid") or "").upper(),
+            "cryptogram": emv.get("9F26", ""),
+            "atc": emv.get("9F36", ""),
+        }
         record = self._transition(record, record.state, stage=Stage.STORING, **fields)
         captured_at = self._unix()
         signed, signature, key_id = self._signed_record(record, captured_at)
-        emv = {str(tag): str(value) for tag, value in dict(data.get("emv") or {}).items()}
         payment = OfflinePayment(
             transaction_id=record.id,
             amount=record.amount,

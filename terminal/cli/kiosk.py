@@ -7,6 +7,13 @@ terminal keeps in a file only the terminal's user can read (``DATA_DIR/kiosk-cod
 and a new code replaces the one used. ``--print-url`` only prints the one-time link (for
 another browser, or a test).
 
+The page's session ends after hours unused and a day after it was earned
+(``terminal.api.kiosk.SESSION_IDLE``, ``SESSION_MAX_AGE``); the page then shows how to open it
+again, and running this command again opens it with a fresh code (there is always one in the
+file while the terminal runs). This is also the only way the provisioned terminal hands out
+a code: ``pipos run --config`` prints this command, never a code, since its output is the
+system journal.
+
 Which terminal: ``--config FILE`` (a provisioned one: its data directory), else
 ``--state-dir DIR`` (what ``pipos run`` was given; default ``~/.local/state/pipos/run``),
 or the code file itself with ``--code-file``. Run it as the terminal's user (the file is
@@ -44,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="open the checkout page in Chromium's kiosk mode (one-time code, no token)",
         description="Read the running terminal's one-time kiosk code (DATA_DIR/kiosk-code, "
         "mode 0600) and start Chromium in kiosk mode on the link that trades it for the "
-        "checkout page's session. Run it as the terminal's user.",
+        "checkout page's session. Run it as the terminal's user. The session ends after "
+        "hours unused and a day at most; run this again to open the page anew.",
     )
     which = kiosk.add_mutually_exclusive_group()
     which.add_argument(

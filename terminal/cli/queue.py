@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from emv.errors import PiposError
 from offline_queue import (
@@ -39,12 +39,16 @@ from ..domain.currency import UnknownCurrencyError, format_amount
 from ..domain.errors import TerminalError
 from ..service.transfer import (
     TransferGuard,
+    acquirer_key_confirmer,
     export_queue_file,
     import_queue_file,
     keystore_signers,
 )
 from ..store.keys import Keystore, SequenceCounter, SequenceError, secret_from_file
 from .common import default_data_dir
+
+if TYPE_CHECKING:
+    from ..acquirer.client import AcquirerClient
 
 __all__ = ["ProgressBar", "main", "register"]
 
@@ -132,28 +136,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     export.add_argument("file", type=Path, help="backup file to create (must not exist)")
     export.set_defaults(handler=_export_command)
 
+    acquirer = argparse.ArgumentParser(add_help=False)
+    acquirer.add_argument(
+        "--host-url",
+        default=None,
+        help=f"acquirer URL (default: the configured one, $PIPOS_ACQUIRER_URL or "
+        f"{DEFAULT_HOST_URL})",
+    )
+
     imp = qsub.add_parser(
         "import",
-        parents=[common, keyed, secret_prompt, technician],
+        parents=[common, keyed, secret_prompt, technician, acquirer],
         help="add the payments of a backup to this terminal's queue",
         description="Add the payments of a backup made with `pipos queue export`. Payments "
-        "already in the queue are skipped, so importing the same file twice adds nothing.",
+        "already in the queue are skipped, so importing the same file twice adds nothing. "
+        "Payments signed by another unit come in only once the acquirer confirms that unit's "
+        "key belongs to a terminal of this merchant: the terminal must be enrolled and reach "
+        "its acquirer then.",
     )
     imp.add_argument("file", type=Path, help="backup file")
     imp.set_defaults(handler=_import_command)
 
     sync = subparsers.add_parser(
         "sync",
-        parents=[common, keyed],
+        parents=[common, keyed, acquirer],
         help="send the offline queue to the acquirer now",
         description="Send every pending payment to the acquirer in batches, with a progress bar."
         " Safe to interrupt: an interrupted batch is resent as it was, never paid twice.",
-    )
-    sync.add_argument(
-        "--host-url",
-        default=None,
-        help=f"acquirer URL (default: the configured one, $PIPOS_ACQUIRER_URL or "
-        f"{DEFAULT_HOST_URL})",
     )
     sync.add_argument("--batch-size", type=_positive_int, default=100, help="payments per batch")
     sync.add_argument(
@@ -452,6 +461,40 @@ class _Keyed:
     def signers(self) -> dict[str, BackupSigner]:
         return keystore_signers(self.keystore())
 
+    @contextlib.contextmanager
+    def client(self) -> Iterator[AcquirerClient]:
+        with _acquirer_client(self._args, self.keystore()) as client:
+            yield client
+
+
+@contextlib.contextmanager
+def _acquirer_client(args: argparse.Namespace, keystore: Keystore) -> Iterator[AcquirerClient]:
+    """The terminal's own connection to its acquirer, as `pipos sync` and `pipos queue
+    import` use it: its URL and TLS options from the configuration (or --host-url), and the
+    sequence counter, which a running terminal holds."""
+    from ..acquirer.client import AcquirerClient  # httpx is only needed here
+
+    if keystore.terminal_id is None:
+        raise QueueCommandError("this terminal is not enrolled with an acquirer; enrol it first")
+    config = _configured(args)
+    tls = None
+    if config is not None:
+        from ..service.provision import tls_from_config
+
+        tls = tls_from_config(config)
+    try:
+        sequence = SequenceCounter(_data_dir(args) / "sequence.json")
+    except SequenceError as exc:
+        raise QueueCommandError(
+            f"{exc}: the terminal is probably running, and it talks to the acquirer itself; "
+            "stop it first"
+        ) from exc
+    try:
+        with AcquirerClient(_host_url(args), keystore, sequence, tls=tls) as client:
+            yield client
+    finally:
+        sequence.close()
+
 
 def _export_command(args: argparse.Namespace) -> int:
     if Path(args.file).exists():
@@ -472,14 +515,16 @@ def _import_command(args: argparse.Namespace) -> int:
     if not Path(args.file).is_file():
         raise QueueCommandError(f"{args.file}: no such file")
     keyed = _Keyed(args)
-    # Only payments this terminal (or the unit that exported them) signed, exactly as
-    # signed, come in; one that is not refuses the whole file (terminal.service.transfer).
+    # Only payments this terminal signed, or the unit that exported them with a key the
+    # acquirer confirms, exactly as signed, come in; one that is not refuses the whole file
+    # (terminal.service.transfer).
     report = import_queue_file(
         lambda: keyed.queue(create=True),
         args.file,
         lambda: _passphrase(args, confirm=False),
         _transfer_guard(args),
         signers=keyed.signers,
+        confirm_keys=acquirer_key_confirmer(keyed.client),
     )
     print(
         f"imported {len(report.added)} payment(s); {len(report.already_present)} already "
@@ -527,32 +572,16 @@ class ProgressBar:
 
 
 def _sync_command(args: argparse.Namespace) -> int:
-    from ..acquirer.client import AcquirerClient  # httpx is only needed here
-
     keystore = _open_keystore(args)
-    if keystore.terminal_id is None:
-        raise QueueCommandError("this terminal is not enrolled with an acquirer; enrol it first")
-    try:
-        sequence = SequenceCounter(_data_dir(args) / "sequence.json")
-    except SequenceError as exc:
-        raise QueueCommandError(
-            f"{exc}: the terminal is probably running, and it syncs the queue in the "
-            "background; stop it to sync by hand"
-        ) from exc
-    try:
-        with (
-            AcquirerClient(_host_url(args), keystore, sequence) as client,
-            _open_keyed(args, keystore, create=False) as queue,
-        ):
-            forwarder = Forwarder(
-                queue, AcquirerUplink(client), batch_size=args.batch_size, backoff=Backoff()
-            )
-            report = forwarder.sync(
-                max_failures=args.max_failures, progress=ProgressBar(sys.stdout)
-            )
-            flagged = queue.status().flagged
-    finally:
-        sequence.close()
+    with (
+        _acquirer_client(args, keystore) as client,
+        _open_keyed(args, keystore, create=False) as queue,
+    ):
+        forwarder = Forwarder(
+            queue, AcquirerUplink(client), batch_size=args.batch_size, backoff=Backoff()
+        )
+        report = forwarder.sync(max_failures=args.max_failures, progress=ProgressBar(sys.stdout))
+        flagged = queue.status().flagged
     print(
         f"accepted {report.accepted}, declined {report.declined}, failed {report.failed}, "
         f"still waiting {report.remaining}"

@@ -7,7 +7,9 @@ enrols itself with the simulated acquirer, the local API and the checkout page; 
 page's address, a one-time kiosk link that opens the page in a browser on this machine, the
 register's API token and the merchant PIN. The simulated parts come from
 the simulator (pipos-sim, the `sim` extra `make run` installs); without it the command says
-what to install. `pipos run --config FILE` (a provisioned terminal) needs no simulator.
+what to install. `pipos run --config FILE` (a provisioned terminal) needs no simulator; it
+prints how to open the kiosk (`pipos kiosk --config FILE`), never the one-time code: under
+systemd its output is the journal, which is not the 0600 file the code is kept in.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def _run_command(args: argparse.Namespace) -> int:
         banner = [
             f"pipos terminal {stack.checkout.terminal_id} is running",
             f"  checkout page:  {stack.api.url}/",
-            *_kiosk_lines(stack, f"pipos kiosk --config {args.config}"),
+            *_provisioned_kiosk_lines(stack, f"pipos kiosk --config {args.config}"),
             f"  API (OpenAPI):  {stack.api.url}/docs",
             f"  register token: {stack.token} (kept in {token_path})"
             if created
@@ -145,14 +147,31 @@ def _run_command(args: argparse.Namespace) -> int:
     return _serve_until_stopped(stack, banner)
 
 
-def _kiosk_lines(stack: DemoStack, command: str) -> list[str]:
-    """The banner's way into the checkout page: a one-time link (the page holds no token; a
-    browser earns its session with the code, which then stops working)."""
+def _kiosk_command(stack: DemoStack, command: str) -> str:
     if stack.api.url != "http://127.0.0.1:8700":
         command += f" --url {stack.api.url}"
+    return command
+
+
+def _kiosk_lines(stack: DemoStack, command: str) -> list[str]:
+    """The demo banner's way into the checkout page: a one-time link (the page holds no
+    token; a browser earns its session with the code, which then stops working). The demo
+    prints to the developer's own terminal."""
+    command = _kiosk_command(stack, command)
     return [
         f"  open it once:   {stack.kiosk_url()}",
         f"                  (a one-time link; a new one: {command} --print-url)",
+    ]
+
+
+def _provisioned_kiosk_lines(stack: DemoStack, command: str) -> list[str]:
+    """The provisioned banner's way into the checkout page: the command that opens it, not
+    the code. The banner goes to the journal under systemd (`journalctl -u pipos`), which
+    other users and log shippers may read; the code stays in its 0600 file."""
+    command = _kiosk_command(stack, command)
+    return [
+        f"  open it:        {command}",
+        "                  (as the terminal's user; it reads the one-time code from its file)",
     ]
 
 

@@ -125,7 +125,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="where the device secret that opens the keystore lives: tpm (sealed to the TPM "
         "2.0), rpi-otp (derived from the Raspberry Pi's OTP private key) or file (development "
-        "only: it travels with the SD card). Default: the configured one, else file; a "
+        "only: it travels with the SD card). Default: the configured one; a new terminal "
+        "must be given one, except with a simulated acquirer on this machine (then file). A "
         "production terminal uses tpm or rpi-otp. Changing it moves the keystore over",
     )
     prov.add_argument(

@@ -505,6 +505,28 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
                 "{count} offline payment(s) declined by the bank afterwards - "
                 "check the transaction list"
             ),
+            # The API's errors as the page shows them, by the error's code ("{message}": the
+            # API's own English text, for the codes whose detail matters).
+            "error_wrong_pin": "Wrong PIN ({tries} tries left before PIN entry is locked)",
+            "error_pin_locked": "Merchant PIN locked after too many wrong PINs: try again in "
+            "{seconds} s",
+            "error_pin_locked_wrong": "Wrong PIN: PIN entry is now locked for {seconds} s",
+            "error_pin_locked_tampered": "Merchant PIN locked for {seconds} s: its lock-out "
+            "record was altered or removed (the technician sees it in the audit log)",
+            "error_pin_unavailable": "The merchant PIN cannot be checked on this terminal: "
+            "the technician sets it (pipos merchant-pin set)",
+            "error_busy": "Another payment is in progress: finish or cancel it first",
+            "error_body_too_large": "The request was too large for the terminal",
+            "error_host_not_allowed": "This screen reaches the terminal by a name it does not "
+            "answer to: open the kiosk again (pipos kiosk)",
+            "error_acquirer_unavailable": "{message}",
+            "error_invalid_state": "{message}",
+            "error_invalid_request": "{message}",
+            "error_refused": "{message}",
+            "error_not_found": "{message}",
+            "error_no_printer": "No receipt printer is set up on this terminal",
+            "error_printer_error": "The printer failed: {message}",
+            "error_http": "The terminal answered HTTP {status}",
         },
         "zh": {
             "html_lang": "zh-CN",
@@ -577,6 +599,29 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "banner_waiting_one": "{count} 笔交易待上送：{amounts}",
             "banner_waiting_other": "{count} 笔交易待上送：{amounts}",
             "banner_flagged": "{count} 笔脱机交易事后被银行拒绝 - 请查看交易记录",
+            "error_wrong_pin": "密码错误（再输错 {tries} 次将锁定密码输入）",
+            "error_pin_locked": "商户密码输错次数过多，已锁定：请在 {seconds} 秒后重试",
+            "error_pin_locked_wrong": "密码错误：密码输入已锁定 {seconds} 秒",
+            "error_pin_locked_tampered": (
+                "商户密码已锁定 {seconds} 秒：密码锁定记录被修改或删除"
+                "（技术人员可在审计日志中查看）"
+            ),
+            "error_pin_unavailable": (
+                "本终端无法校验商户密码：请技术人员设置（pipos merchant-pin set）"
+            ),
+            "error_busy": "另一笔交易正在进行：请先完成或取消",
+            "error_body_too_large": "请求过大，终端无法处理",
+            "error_host_not_allowed": (
+                "此屏幕使用的地址不被终端接受：请重新打开收银页面（pipos kiosk）"
+            ),
+            "error_acquirer_unavailable": "无法连接银行，请稍后重试（{message}）",
+            "error_invalid_state": "当前无法执行此操作（{message}）",
+            "error_invalid_request": "请求无效（{message}）",
+            "error_refused": "终端拒绝了此操作（{message}）",
+            "error_not_found": "未找到该交易（{message}）",
+            "error_no_printer": "本终端未配置小票打印机",
+            "error_printer_error": "打印失败（{message}）",
+            "error_http": "终端返回错误 HTTP {status}",
         },
     }
 )

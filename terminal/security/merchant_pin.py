@@ -4,11 +4,12 @@ API) ask for, at the register and on the kiosk page.
 Set by the technician with `pipos merchant-pin set`, stored in DATA_DIR/merchant-pin.json
 (mode 0600), never in clear: an scrypt hash (RFC 7914; N=2^15, r=8, p=1 by default) with a
 random salt, then an HMAC-SHA256 under a pepper derived from the terminal's device-bound key
-(`Keystore.data_key(KEY_PURPOSE)`). A 4-digit PIN has only 10,000 values, so a hash alone
-would fall to a copy of the SD card in minutes; with the pepper the copy cannot test a guess
-without the device secret. The clear-text file of earlier versions (DATA_DIR/merchant-pin)
-is refused by the terminal at start and removed (overwritten, then deleted) by
-:meth:`MerchantPin.set`.
+(`Keystore.data_key(KEY_PURPOSE)`), kept as terminal.security.credential keeps both PINs. A
+4-digit PIN has only 10,000 values, so a hash alone would fall to a copy of the SD card in
+minutes; with the pepper the copy cannot test a guess without the device secret. The
+clear-text file of earlier versions (DATA_DIR/merchant-pin) is refused by the terminal at
+start and removed (overwritten, then deleted) by :meth:`MerchantPin.set`; a clear-text PIN in
+DATA_DIR/merchant-pin.json is refused too, and there is no other older format to fall back to.
 
 A new PIN is 4 to 12 ASCII digits and not too easy to guess (terminal.security.pin_policy).
 Wrong entries go through the one lock-out policy (terminal.security.lockout) in the PIN's own
@@ -17,42 +18,33 @@ credential, so a hostile holder of the kiosk page's credential locks the page on
 register, and never the technician (whose credential has a book of its own). The API audits
 the wrong and locked entries (it knows the caller and the transaction); this module audits
 the PIN being set and a tampered lock-out record.
+
+The errors' messages are English and name no operation (the PIN guards refunds, voids and the
+end of day alike); what they say is also on the errors themselves, for the API to word in the
+terminal's language: MerchantPinWrongError.tries_left, MerchantPinLockedError.retry_after and
+MerchantPinLockedError.reason.
 """
 
 from __future__ import annotations
 
 import base64
-import hmac
 import json
 import os
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from hashlib import sha256
 from pathlib import Path
-from typing import Any, Final
-
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from typing import Any, Final, Literal
 
 from ..domain.errors import TerminalError
-from ..store.audit import AuditLog
-from ..store.keys import atomic_write
-from .lockout import (
-    DEFAULT_POLICY,
-    KeySource,
-    LockoutBook,
-    LockoutPolicy,
-    LockoutSession,
-    ScopeState,
-    derive_key,
-    resolve_key,
-)
+from .credential import DEFAULT_SCRYPT_N, PepperedSecret
+from .lockout import DEFAULT_POLICY, LockoutPolicy, LockoutSession, ScopeState
 from .pin_policy import merchant_pin_problem, refusal
 
 __all__ = [
+    "DEFAULT_SCRYPT_N",
     "FILE",
     "KEY_PURPOSE",
     "LEGACY_FILE",
+    "LockReason",
     "MerchantPin",
     "MerchantPinError",
     "MerchantPinLockedError",
@@ -67,7 +59,6 @@ FILE: Final = "merchant-pin.json"
 LEGACY_FILE: Final = "merchant-pin"
 #: `Keystore.data_key(KEY_PURPOSE)` is the key this credential is bound to.
 KEY_PURPOSE: Final = "security/merchant-pin"
-DEFAULT_SCRYPT_N: Final = 2**15
 
 
 class MerchantPinError(TerminalError):
@@ -75,19 +66,28 @@ class MerchantPinError(TerminalError):
 
 
 class MerchantPinWrongError(MerchantPinError):
-    """The PIN is wrong; `tries_left` more before a lock-out."""
+    """The PIN is wrong; `tries_left` (an int, at least 1) more wrong ones before the caller
+    is locked out."""
 
     def __init__(self, message: str, tries_left: int) -> None:
         super().__init__(message)
         self.tries_left = tries_left
 
 
-class MerchantPinLockedError(MerchantPinError):
-    """Too many wrong entries from this caller: no entry is checked for `retry_after` s."""
+#: Why a caller is locked out: "wrong", this entry was wrong and locked it (the PIN was
+#: checked); "locked", its earlier wrong entries did (this one was not checked); "tampered",
+#: the lock-out record was altered or removed, which locks every caller (not checked).
+LockReason = Literal["wrong", "locked", "tampered"]
 
-    def __init__(self, message: str, retry_after: int) -> None:
+
+class MerchantPinLockedError(MerchantPinError):
+    """This caller is locked out: no entry of its is checked for `retry_after` (an int, in
+    seconds, at least 1); `reason` (:data:`LockReason`) says why."""
+
+    def __init__(self, message: str, retry_after: int, *, reason: LockReason = "locked") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.reason: LockReason = reason
 
 
 @dataclass(frozen=True)
@@ -116,10 +116,6 @@ def check_new_pin(pin: str) -> None:
         raise MerchantPinError(refusal("merchant", *problem))
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def _scrub(path: Path) -> bool:
     """Overwrite `path` with zeros, then delete it (True if there was one). Flash wear
     levelling may keep an old copy of the block: the PIN is changed as well, never kept."""
@@ -137,58 +133,15 @@ def _scrub(path: Path) -> bool:
     return True
 
 
-class MerchantPin:
+class MerchantPin(PepperedSecret):
     """The merchant PIN credential at `path` (DATA_DIR/merchant-pin.json), bound to
     `device_key`; its lock-out record sits beside it."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        audit: AuditLog,
-        *,
-        device_key: KeySource,
-        clock: Callable[[], float] = time.time,
-        token: Callable[[int], bytes] = os.urandom,
-        scrypt_n: int = DEFAULT_SCRYPT_N,
-        policy: LockoutPolicy = DEFAULT_POLICY,
-    ) -> None:
-        self.path = Path(path)
-        self._audit = audit
-        self._device_key = device_key
-        self._clock = clock
-        self._token = token
-        self._scrypt_n = scrypt_n
-        self.policy = policy
-        self.book = LockoutBook(
-            self.path.with_name(self.path.stem + "-lockout.json"),
-            device_key,
-            purpose="merchant-pin",
-            clock=clock,
-            policy=policy,
-        )
+    format = FORMAT
+    purpose = "merchant-pin"
 
-    def exists(self) -> bool:
-        return self.path.exists()
-
-    def _seal(self, pin: str, kdf: dict[str, Any]) -> bytes:
-        scrypt = Scrypt(
-            salt=base64.b64decode(kdf["salt"]),
-            length=32,
-            n=int(kdf["n"]),
-            r=int(kdf["r"]),
-            p=int(kdf["p"]),
-        ).derive(pin.encode("utf-8"))
-        pepper = derive_key(resolve_key(self._device_key), "pepper:merchant-pin")
-        return hmac.new(pepper, scrypt, sha256).digest()
-
-    def _audit_tamper(self, session: LockoutSession) -> None:
-        if session.tampered:
-            self._audit.record(
-                "pin_lockout_tampered",
-                actor="system",
-                credential="merchant-pin",
-                reason=session.tampered,
-            )
+    def _load(self, session: LockoutSession, actor: str) -> dict[str, Any]:
+        return self.read()
 
     def read(self) -> dict[str, Any]:
         """The stored credential (no PIN in it), checked for shape."""
@@ -228,19 +181,7 @@ class MerchantPin:
         demo terminal, which sets its PIN at every start, keeps them). Returns whether a
         clear-text PIN file of an earlier version was found beside it and removed."""
         check_new_pin(pin)
-        kdf: dict[str, Any] = {"salt": _b64(self._token(16)), "n": self._scrypt_n, "r": 8, "p": 1}
-        sealed = self._seal(pin, kdf)
-        with self.book.session(missing_ok=not self.exists()) as session:
-            replacing = self.exists()
-            # The book first: a crash between the two writes leaves a fresh count with the old
-            # PIN, never a new PIN without a book (which reads as tampered). A kept book found
-            # tampered with has just been replaced by the fail-closed one: audited here.
-            if not (keep_lockout and replacing):
-                session.reset()
-            else:
-                self._audit_tamper(session)
-            doc = {"format": FORMAT, "kdf": kdf, "hash": _b64(sealed), "set_at": int(self._clock())}
-            atomic_write(self.path, json.dumps(doc, sort_keys=True, indent=2).encode() + b"\n")
+        replacing = self._store(pin, keep_lockout=keep_lockout)
         removed = _scrub(self.path.with_name(LEGACY_FILE))
         self._audit.record(
             "merchant_pin_changed" if replacing else "merchant_pin_set",
@@ -252,32 +193,34 @@ class MerchantPin:
 
     def verify(self, pin: str, *, scope: str) -> None:
         """Check `pin` for the caller `scope`; raises MerchantPinWrongError or
-        MerchantPinLockedError (and MerchantPinError when no PIN is set)."""
-        with self.book.session() as session:
-            doc = self.read()
-            self._audit_tamper(session)
-            wait = session.retry_after(scope)
-            if wait:
-                # A caller still at a fail-closed floor is locked because of the record, not
-                # because of its own entries.
-                at_floor = scope not in session.scopes() and session.floor != ScopeState()
-                why = (
-                    "the PIN lock-out record was altered or removed"
-                    if at_floor
-                    else "too many wrong PINs"
-                )
-                raise MerchantPinLockedError(
-                    f"{why}: refunds and voids are locked for {wait} s", wait
-                )
-            if hmac.compare_digest(self._seal(pin, doc["kdf"]), base64.b64decode(doc["hash"])):
-                session.succeed(scope)
-                return
-            state = session.fail(scope)
-        lockout = state.retry_after(session.now, self.policy)
-        if lockout:
-            raise MerchantPinLockedError(f"wrong PIN; locked for {lockout} s", lockout)
-        left = self.policy.free_failures - state.failures
-        raise MerchantPinWrongError(f"wrong PIN ({left} tries left before lockout)", left)
+        MerchantPinLockedError (and MerchantPinError when no PIN is set). The messages name
+        no operation (the PIN guards refunds, voids and the end of day alike); the numbers in
+        them are attributes of the errors, for a caller that words them in another language."""
+        attempt = self._attempt(pin, scope, actor="system")
+        if attempt.right:
+            return
+        if not attempt.checked:
+            reason: LockReason = "tampered" if attempt.at_floor else "locked"
+            why = (
+                "the PIN lock-out record was altered or removed"
+                if attempt.at_floor
+                else "too many wrong PINs"
+            )
+            raise MerchantPinLockedError(
+                f"{why}: the merchant PIN is locked for {attempt.retry_after} s",
+                attempt.retry_after,
+                reason=reason,
+            )
+        if attempt.retry_after:
+            raise MerchantPinLockedError(
+                f"wrong PIN: the merchant PIN is locked for {attempt.retry_after} s",
+                attempt.retry_after,
+                reason="wrong",
+            )
+        raise MerchantPinWrongError(
+            f"wrong PIN ({attempt.tries_left} tries left before the merchant PIN is locked)",
+            attempt.tries_left,
+        )
 
     def status(self) -> MerchantPinStatus:
         """Whether a PIN is set, and each caller's lock-out (no PIN is checked)."""
@@ -286,7 +229,7 @@ class MerchantPin:
             return MerchantPinStatus(None, now, ScopeState(), {}, None, self.policy)
         with self.book.session() as session:
             doc = self.read()
-            self._audit_tamper(session)
+            self._audit_tamper(session, "system")
             return MerchantPinStatus(
                 int(doc.get("set_at", 0)),
                 session.now,

@@ -18,38 +18,47 @@ The key is asked for only when the credential is used (`device_key` may be a fun
 `pipos provision` checks the PIN of a terminal being provisioned again before it opens the
 keystore, and sets the PIN of a new one after creating it.
 
-A credential of the previous format (``pipos-technician-1``: scrypt only, its failure count in
-the same plain file) is upgraded at its first use: its hash is peppered in place (HMAC over
-the stored scrypt output, so no PIN is needed), its count moves into the authenticated book.
+A credential of the previous format (``pipos-technician-1``: scrypt only, no pepper, its
+failure count in the same plain file) is upgraded at its first use: its hash is peppered in
+place (HMAC over the stored scrypt output, so no PIN is needed), its count moves into the
+authenticated book. Such a file is a hash anyone can compute for a secret of their own, so it
+is accepted only where it can be genuine, on a terminal not yet upgraded past it. The keystore
+beside it decides, the one file on the card that cannot be lowered without the device secret:
+the previous version wrote keystore format ``pipos-keystore-1`` with technician format 1, and a
+format-2 keystore relabelled as format 1 no longer opens (terminal.store.keys).
+
+* Keystore still format 1: the credential is upgraded (at its first use, or by
+  :func:`upgrade_keystore`, which every place that upgrades a keystore calls: it upgrades
+  the credential, then the keystore, so the keystore's format 2 marks both as done).
+* Keystore format 2 (every terminal this version provisioned, every older one once upgraded)
+  or no readable keystore: a format-1 file was written over the credential. It is refused
+  with TechnicianCredentialReplacedError ("re-provision the terminal"), audited as
+  ``technician_credential_downgrade_refused``, before any count is looked at, so deleting the
+  lock-out file along with it changes nothing; the files are left as found.
+
+Not covered: the time between the two upgrades (a crash between them; a credential upgraded
+at its first use, by a service operation, before the keystore is upgraded at the next start
+or provisioning), when the keystore still reads format 1 beside an upgraded credential; a
+keystore rolled back to an older authentic format-1 copy of itself (the rollback
+terminal.security.lockout does not cover either). A deleted technician.json refuses every
+service operation ("no technician credential"), but `pipos provision` then sets a new one as
+it does for a new terminal (terminal.service.provision decides that, not this module).
 """
 
 from __future__ import annotations
 
 import base64
-import hmac
 import json
-import os
-import time
 from collections.abc import Callable
-from hashlib import sha256
 from pathlib import Path
-from typing import Any, Final
-
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from typing import Any, Final, TypeVar
 
 from ..domain.errors import TerminalError
 from ..store.audit import AuditLog
-from ..store.keys import atomic_write
-from .lockout import (
-    DEFAULT_POLICY,
-    KeySource,
-    LockoutBook,
-    LockoutPolicy,
-    LockoutSession,
-    ScopeState,
-    derive_key,
-    resolve_key,
-)
+from ..store.keys import LEGACY_FORMAT as KEYSTORE_LEGACY_FORMAT
+from ..store.keys import Keystore
+from .credential import PepperedSecret, b64
+from .lockout import LockoutSession, ScopeState
 from .pin_policy import TECHNICIAN_MIN_LENGTH, refusal, technician_secret_problem
 
 __all__ = [
@@ -58,19 +67,21 @@ __all__ = [
     "MIN_LENGTH",
     "TechnicianAuthError",
     "TechnicianCredential",
+    "TechnicianCredentialReplacedError",
     "TechnicianError",
     "TechnicianLockedError",
     "check_new_secret",
+    "upgrade_keystore",
 ]
 
 FORMAT: Final = "pipos-technician-2"
 LEGACY_FORMAT: Final = "pipos-technician-1"
 MIN_LENGTH: Final = TECHNICIAN_MIN_LENGTH
-DEFAULT_SCRYPT_N: Final = 2**15
 #: `Keystore.data_key(KEY_PURPOSE)` is the key this credential is bound to.
 KEY_PURPOSE: Final = "security/technician"
 LOCKOUT_FILE: Final = "technician-lockout.json"
 SCOPE: Final = "technician"
+_T = TypeVar("_T")
 
 
 class TechnicianError(TerminalError):
@@ -79,6 +90,10 @@ class TechnicianError(TerminalError):
 
 class TechnicianAuthError(TechnicianError):
     """The technician PIN or pass-phrase is wrong."""
+
+
+class TechnicianCredentialReplacedError(TechnicianError):
+    """A credential of the previous format where this terminal has been upgraded past it."""
 
 
 class TechnicianLockedError(TechnicianError):
@@ -96,56 +111,14 @@ def check_new_secret(secret: str) -> None:
         raise TechnicianError(refusal("technician", *problem))
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _scrypt(secret: str, kdf: dict[str, Any]) -> bytes:
-    return Scrypt(
-        salt=base64.b64decode(kdf["salt"]),
-        length=32,
-        n=int(kdf["n"]),
-        r=int(kdf["r"]),
-        p=int(kdf["p"]),
-    ).derive(secret.encode("utf-8"))
-
-
-class TechnicianCredential:
+class TechnicianCredential(PepperedSecret):
     """The credential file at `path`, bound to `device_key`; `audit` receives every attempt."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        audit: AuditLog,
-        *,
-        device_key: KeySource,
-        clock: Callable[[], float] = time.time,
-        token: Callable[[int], bytes] = os.urandom,
-        scrypt_n: int = DEFAULT_SCRYPT_N,
-        policy: LockoutPolicy = DEFAULT_POLICY,
-    ) -> None:
-        self.path = Path(path)
-        self._audit = audit
-        self._device_key = device_key
-        self._clock = clock
-        self._token = token
-        self._scrypt_n = scrypt_n
-        self.book = LockoutBook(
-            self.path.with_name(LOCKOUT_FILE),
-            device_key,
-            purpose="technician",
-            clock=clock,
-            policy=policy,
-        )
+    format = FORMAT
+    purpose = "technician"
 
-    def exists(self) -> bool:
-        return self.path.exists()
-
-    def _pepper(self) -> bytes:
-        return derive_key(resolve_key(self._device_key), "pepper:technician")
-
-    def _seal(self, scrypt_output: bytes) -> str:
-        return _b64(hmac.new(self._pepper(), scrypt_output, sha256).digest())
+    def _lockout_path(self) -> Path:
+        return self.path.with_name(LOCKOUT_FILE)
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -160,8 +133,39 @@ class TechnicianCredential:
             raise TechnicianError(f"technician credential {self.path}: unknown format")
         return doc
 
-    def _write(self, doc: dict[str, Any]) -> None:
-        atomic_write(self.path, json.dumps(doc, sort_keys=True, indent=2).encode() + b"\n")
+    def _load(self, session: LockoutSession, actor: str) -> dict[str, Any]:
+        doc = self._read()
+        if doc["format"] == LEGACY_FORMAT:
+            self._check_legacy_allowed()
+            doc = self._upgrade(doc, session)
+        return doc
+
+    def _refuse_replaced(self, step: Callable[[], _T], *, actor: str, action: str) -> _T:
+        """`step`, with a credential replaced by an older format audited before it is refused."""
+        try:
+            return step()
+        except TechnicianCredentialReplacedError as exc:
+            self._audit.record(
+                "technician_credential_downgrade_refused",
+                actor=actor,
+                action=action,
+                reason=str(exc),
+            )
+            raise
+
+    def _check_legacy_allowed(self) -> None:
+        """A credential of the previous format is genuine only beside a keystore of the
+        previous format (see the module docstring); otherwise it was written over a newer
+        one."""
+        keystore = Keystore.path_in(self.path.parent)
+        if _keystore_format(keystore) == KEYSTORE_LEGACY_FORMAT:
+            return
+        raise TechnicianCredentialReplacedError(
+            f"the technician credential {self.path} was replaced by an older format "
+            f"({LEGACY_FORMAT}), which this terminal's keystore ({keystore}: upgraded, or "
+            "missing) rules out: it is refused as tampering; re-provision the terminal "
+            f"(remove {self.path.name}, then `pipos provision` sets a new technician PIN)"
+        )
 
     def _upgrade(self, doc: dict[str, Any], session: LockoutSession) -> dict[str, Any]:
         """A credential of the previous format, moved to this one (see the module docstring)."""
@@ -175,70 +179,95 @@ class TechnicianCredential:
         new = {
             "format": FORMAT,
             "kdf": doc["kdf"],
-            "hash": self._seal(base64.b64decode(doc["hash"])),
+            "hash": b64(self._pepper(base64.b64decode(doc["hash"]))),
             "set_at": int(doc.get("set_at", 0)),
         }
         self._write(new)
         self._audit.record("technician_credential_upgraded", actor="system")
         return new
 
+    def upgrade(self) -> bool:
+        """Upgrade a credential of the previous format in place, as its first use would (no
+        PIN is needed); True if there was one. Refused (TechnicianCredentialReplacedError,
+        audited) where the keystore beside it has been upgraded already."""
+        with self.book.session(missing_ok=True) as session:
+            doc = self._read()
+            upgrading = bool(doc["format"] == LEGACY_FORMAT)
+            if upgrading:
+                self._refuse_replaced(self._check_legacy_allowed, actor="system", action="upgrade")
+                self._upgrade(doc, session)
+            self._audit_tamper(session, "system")
+            return upgrading
+
     def set(self, secret: str, *, actor: str = "technician") -> None:
         """Set (or replace, after :meth:`verify`) the credential; its lock-out starts again."""
         check_new_secret(secret)
-        kdf: dict[str, Any] = {"salt": _b64(self._token(16)), "n": self._scrypt_n, "r": 8, "p": 1}
-        sealed = self._seal(_scrypt(secret, kdf))
-        with self.book.session(missing_ok=not self.exists()) as session:
-            replacing = self.exists()
-            # The book first: a crash between the two writes leaves a fresh count and the old
-            # credential, never a new credential with a missing book (which reads as tampered).
-            session.reset()
-            self._write(
-                {"format": FORMAT, "kdf": kdf, "hash": sealed, "set_at": int(self._clock())}
-            )
+        replacing = self._store(secret)
         self._audit.record(
             "technician_credential_changed" if replacing else "technician_credential_set",
             actor=actor,
         )
 
     def verify(self, secret: str, *, action: str, actor: str = "technician") -> None:
-        """Check the credential before `action`; raises TechnicianAuthError/LockedError."""
-        with self.book.session() as session:
-            doc = self._read()
-            if doc["format"] == LEGACY_FORMAT:
-                doc = self._upgrade(doc, session)
-            if session.tampered:
-                self._audit.record(
-                    "pin_lockout_tampered",
-                    actor=actor,
-                    credential="technician",
-                    reason=session.tampered,
-                )
-            wait = session.retry_after(SCOPE)
-            if wait:
-                self._audit.record(
-                    "technician_locked_out", actor=actor, action=action, retry_after=wait
-                )
-                raise TechnicianLockedError(
-                    f"too many wrong technician PINs: locked for {wait} s more", wait
-                )
-            expected = base64.b64decode(doc["hash"])
-            if hmac.compare_digest(
-                base64.b64decode(self._seal(_scrypt(secret, doc["kdf"]))), expected
-            ):
-                session.succeed(SCOPE)
-                self._audit.record("technician_auth_ok", actor=actor, action=action)
-                return
-            state = session.fail(SCOPE)
-        lockout = state.retry_after(session.now, session.policy)
+        """Check the credential before `action`; raises TechnicianAuthError/LockedError (and
+        TechnicianCredentialReplacedError for an older format written over this one)."""
+        attempt = self._refuse_replaced(
+            lambda: self._attempt(secret, SCOPE, actor=actor), actor=actor, action=action
+        )
+        if attempt.right:
+            self._audit.record("technician_auth_ok", actor=actor, action=action)
+            return
+        if not attempt.checked:
+            wait = attempt.retry_after
+            self._audit.record(
+                "technician_locked_out", actor=actor, action=action, retry_after=wait
+            )
+            raise TechnicianLockedError(
+                f"too many wrong technician PINs: locked for {wait} s more", wait
+            )
         self._audit.record(
             "technician_auth_failed",
             actor=actor,
             action=action,
-            failures=state.failures,
-            locked_for=lockout,
+            failures=attempt.failures,
+            locked_for=attempt.retry_after,
         )
         message = "wrong technician PIN or pass-phrase"
-        if lockout:
-            raise TechnicianLockedError(f"{message}; locked for {lockout} s", lockout)
-        left = session.policy.free_failures - state.failures
-        raise TechnicianAuthError(f"{message} ({left} more before a lock-out)")
+        if attempt.retry_after:
+            raise TechnicianLockedError(
+                f"{message}; locked for {attempt.retry_after} s", attempt.retry_after
+            )
+        raise TechnicianAuthError(f"{message} ({attempt.tries_left} more before a lock-out)")
+
+
+def upgrade_keystore(keystore: Keystore, credential_path: Path, audit: AuditLog) -> bool:
+    """Bring the keystore to its current format (`Keystore.upgrade`; True if it was not), the
+    technician credential at `credential_path` first if it is of the previous format: what
+    every place that upgrades a keystore calls, since once the keystore is format 2 a
+    format-1 credential is refused (see the module docstring)."""
+    if keystore.needs_upgrade and credential_path.exists():
+        credential = TechnicianCredential(
+            credential_path, audit, device_key=keystore.data_key(KEY_PURPOSE)
+        )
+        try:
+            credential.upgrade()
+        except TechnicianCredentialReplacedError:
+            raise
+        except TechnicianError:
+            # Unreadable or of no known format: nothing to carry over, and no reason to keep
+            # the keystore's identity block unauthenticated; its next use says what is wrong.
+            pass
+    return keystore.upgrade()
+
+
+def _keystore_format(path: Path) -> str | None:
+    """The format a keystore file says it is in (None: no readable keystore there). Read
+    from its clear part, without the device secret: a keystore relabelled to an older
+    format no longer opens (terminal.store.keys), so the label cannot be lowered to let an
+    older credential in while the terminal still works."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    return fmt if isinstance(fmt, str) else None

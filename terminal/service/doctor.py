@@ -602,8 +602,9 @@ def _merchant_pin_check(data_dir: Path) -> Check:
     if not (data_dir / merchant_pin.FILE).exists():
         return Check(
             "merchant PIN",
-            "warn",
-            "not set: sales work, but refunds, voids and end of day cannot be authorised",
+            "fail",
+            "not set: the terminal does not start without it (refunds, voids and the end of day "
+            "need it)",
             "pipos merchant-pin set",
         )
     return Check("merchant PIN", "pass", "set (scrypt hash, bound to this device)")

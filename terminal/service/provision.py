@@ -56,7 +56,7 @@ from ..domain.errors import TerminalError
 from ..domain.params import ParamsError, TerminalParams, parse_params
 from ..domain.signing import b64decode, b64encode
 from ..security.technician import KEY_PURPOSE as TECHNICIAN_KEY_PURPOSE
-from ..security.technician import TechnicianCredential
+from ..security.technician import TechnicianCredential, upgrade_keystore
 from ..store.audit import AuditLog
 from ..store.device_secret import (
     PROVIDERS,
@@ -76,7 +76,13 @@ from ..store.keys import (
     atomic_write,
 )
 from .config import PARAMS_FILE, TerminalConfig, load_config, save_config
-from .transfer import TransferGuard, export_queue_file, import_queue_file, keystore_signers
+from .transfer import (
+    TransferGuard,
+    acquirer_key_confirmer,
+    export_queue_file,
+    import_queue_file,
+    keystore_signers,
+)
 
 __all__ = [
     "INSTALLED_FORMAT",
@@ -129,6 +135,13 @@ def ensure_device_secret(path: Path, token: Token = os.urandom) -> bytes:
     return FileSecret(path).ensure(token)
 
 
+#: Why `pipos provision` names no default provider for a real acquirer.
+_CHOOSE_PROVIDER: Final = (
+    "choose where the device secret lives: --secret tpm or --secret rpi-otp; --secret file is "
+    "for development only and leaves the keystore openable from a copy of the SD card"
+)
+
+
 def _secret_providers(
     existing: TerminalConfig | None,
     data_dir: Path,
@@ -136,12 +149,19 @@ def _secret_providers(
     secret_file: Path | None,
     tpm_tcti: str | None,
     otp_command: str | None,
+    host_url: str,
 ) -> tuple[DeviceSecretProvider, DeviceSecretProvider | None]:
-    """The provider asked for (else the configured one, else the file) and, when it is another
-    one than the configured, the configured one (which the keystore is then moved from)."""
+    """The provider asked for (else the configured one) and, when it is another one than the
+    configured, the configured one (which the keystore is then moved from). With neither, the
+    file only for a simulated acquirer on this machine: a terminal enrolled with a real one
+    must not end up with its keystore openable from the SD card because a flag was left out."""
     kept = existing if existing is not None and existing.data_dir == data_dir else None
-    if kind is None:
-        kind = kept.secret if kept is not None else "file"
+    if kind is None and kept is not None:
+        kind = kept.secret
+    elif kind is None:
+        if not _is_loopback(urlsplit(host_url).hostname or ""):
+            raise ProvisionError(f"acquirer {host_url}: {_CHOOSE_PROVIDER}")
+        kind = "file"
     if kind not in PROVIDERS:
         raise ProvisionError(
             f"--secret {kind}: unknown device-secret provider (one of: {', '.join(PROVIDERS)})"
@@ -747,7 +767,7 @@ def provision(
     if data_dir is None:
         raise ProvisionError("no data directory given (--data-dir)")
     provider, previous_provider = _secret_providers(
-        existing, data_dir, secret_provider, secret_file, tpm_tcti, otp_command
+        existing, data_dir, secret_provider, secret_file, tpm_tcti, otp_command, host_url
     )
     audit = AuditLog(data_dir / "audit.log", clock=clock)
     technician = _technician(
@@ -1006,6 +1026,9 @@ class ServiceTerminal:
         self.config = config
         self.keystore = keystore
         self.audit = AuditLog(config.audit_path, clock=clock)
+        # Service work on a terminal provisioned by an older version: the technician
+        # credential is upgraded with the keystore, in that order (terminal.security.technician).
+        upgrade_keystore(keystore, config.technician_path, self.audit)
         self.technician = TechnicianCredential(
             config.technician_path,
             self.audit,
@@ -1120,7 +1143,9 @@ class ServiceTerminal:
         return UnitTransfer(count)
 
     def import_queue(self, secret: str, source: Path, passphrase: bytes) -> UnitTransfer:
-        """Add a backup's payments to this unit's queue (idempotent); `pipos sync` sends them."""
+        """Add a backup's payments to this unit's queue (idempotent); `pipos sync` sends them.
+        The old unit's keys the backup declares are believed only as far as this unit's
+        acquirer confirms them (terminal.service.transfer)."""
         try:
             report = import_queue_file(
                 lambda: self._queue(create=True),
@@ -1128,6 +1153,7 @@ class ServiceTerminal:
                 lambda: passphrase,
                 self._guard(secret),
                 signers=lambda: keystore_signers(self.keystore),
+                confirm_keys=acquirer_key_confirmer(self.client),
             )
         except QueueError as exc:
             raise ProvisionError(str(exc)) from exc

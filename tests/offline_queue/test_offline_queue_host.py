@@ -197,6 +197,8 @@ def test_host_declines_after_the_fact_and_the_cli_shows_it(
     assert "4761739001000002" not in out
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("terminal", ["session_host"], indirect=True)
 def test_cli_status_list_export_import(
     terminal: Terminal, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -223,13 +225,20 @@ def test_cli_status_list_export_import(
     assert main(exp) == 1
     assert "already exists" in capsys.readouterr().err
 
-    # A replacement unit: its own keystore and data key.
+    # A replacement unit: its own keystore and data key, enrolled with the same merchant; the
+    # import asks the acquirer (by its URL) to confirm the old unit's key.
     new = tmp_path / "replacement"
     new.mkdir()
     (new / "device-secret").write_bytes(SECRET)
     (new / "device-secret").chmod(0o600)
-    Keystore.create(new, SECRET, serial="PIPOS-Q-2", scrypt_n=2**10)
-    imp = ["queue", "import", str(backup), "--data-dir", str(new), "--passphrase-file", str(pw)]
+    ks = Keystore.create(new, SECRET, serial="PIPOS-Q-2", scrypt_n=2**10)
+    seq = SequenceCounter(new / "sequence.json")
+    host = terminal.host
+    with AcquirerClient(host.url, ks, seq, **host.client_options(sleep=lambda _s: None)) as client:
+        client.enrol(host.activation_code())
+    seq.close()
+    imp = ["queue", "import", str(backup), "--data-dir", str(new), "--host-url", host.url]
+    imp += ["--passphrase-file", str(pw)]
     assert main(imp) == 0
     assert "imported 3 payment(s); 0 already in the queue" in capsys.readouterr().out
     assert main(imp) == 0

@@ -43,12 +43,13 @@ SECRET = b"crash-test-device-secret-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
 
 SALE_CHILD = r"""
-import json, random, sys, time
+import random, sys, time
 from pathlib import Path
 from emv.pan import mask_pan
 from offline_queue import CardData, OfflinePayment, OfflineQueue
 from terminal.store.keys import Keystore, secret_from_file
 from terminal.acquirer.uplink import QUEUE_KEY_PURPOSE
+from terminal.domain.signing import offline_record
 
 data, prefix = Path(sys.argv[1]), sys.argv[2]
 ks = Keystore.open(data, secret_from_file(data / "device-secret"))
@@ -59,20 +60,22 @@ while True:
     txid = f"{prefix}-{i}"
     amount, captured_at = rng.randrange(100, 5000), int(time.time())
     pan = "47617390" + f"{rng.randrange(10**8):08d}"
-    # The terminal's signed record of the payment (the host checks it says what the item
-    # says): no card data beyond the masked PAN.
-    record = json.dumps(
-        {"transaction_id": txid, "amount": amount, "currency": 978,
-         "captured_at": captured_at, "masked_pan": mask_pan(pan)},
-        sort_keys=True, separators=(",", ":"),
-    ).encode()
+    # The card's offline approval (its TC and ATC), and the terminal's signed record of the
+    # payment, which the host checks says what the item says: no card data beyond the masked
+    # PAN, bound to the card by its cryptogram.
+    emv = {"9F27": "40", "9C": "00", "9F26": f"{rng.randrange(2**64):016X}", "9F36": f"{i % 65536:04X}"}
+    record = offline_record(
+        transaction_id=txid, terminal_id=ks.terminal_id or "", amount=amount, currency=978,
+        captured_at=captured_at, masked_pan=mask_pan(pan), aid="A0000000031010",
+        cryptogram=emv["9F26"], atc=emv["9F36"],
+    )
     payment = OfflinePayment(
         transaction_id=txid,
         amount=amount,
         currency=978,
         card=CardData(pan=pan, pan_sequence=1),
         captured_at=captured_at,
-        emv={"9F27": "40", "9C": "00"},
+        emv=emv,
         brand="visa",
         aid="A0000000031010",
         signed_record=record,

@@ -12,7 +12,10 @@ The attacks, each of which worked on the old terminal:
 * the page's credential was handed to whoever loaded `/`, instead of earned once by the
   kiosk through a file only the terminal's user can read;
 * a chunked body over the limit got 400, not the documented 413;
-* /docs pulled Swagger UI from a CDN into the API's origin.
+* /docs pulled Swagger UI from a CDN into the API's origin;
+* the page's session cookie, which a server on another loopback port receives (cookies are
+  not scoped by port), was accepted from any program that sent it without Sec-Fetch-Site,
+  and it never expired.
 
 A real terminal API under uvicorn on loopback (integration), on the session's simulated host.
 """
@@ -27,16 +30,36 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from terminal.api.kiosk import COOKIE, SESSION_IDLE, SESSION_MAX_AGE
 from terminal.api.stack import DemoStack, start_demo_stack
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
 
 pytestmark = pytest.mark.integration
 
 PIN = "2468"
+#: What a browser says of the page's own requests (fetch, EventSource) and of the kiosk's
+#: top-level navigation: the Fetch Metadata headers Chromium sends, which a page cannot set.
+SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}
+NAVIGATION = {"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate"}
+
+
+class WallClock:
+    """The wall clock the page's sessions end by, moved by the tests."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture
-def stack(tmp_path: Path, session_host: HostHandle) -> Iterator[DemoStack]:
+def clock() -> WallClock:
+    return WallClock()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, session_host: HostHandle, clock: WallClock) -> Iterator[DemoStack]:
     s = start_demo_stack(
         tmp_path,
         host_url=session_host.url,
@@ -45,6 +68,7 @@ def stack(tmp_path: Path, session_host: HostHandle) -> Iterator[DemoStack]:
         scrypt_n=TEST_SCRYPT_N,
         pin=PIN,
         background=False,
+        session_clock=clock,
     )
     try:
         yield s
@@ -53,9 +77,10 @@ def stack(tmp_path: Path, session_host: HostHandle) -> Iterator[DemoStack]:
 
 
 def _kiosk(stack: DemoStack) -> httpx.Client:
-    """A browser-like client that opened the kiosk link (it keeps the cookie it gets)."""
-    client = httpx.Client(base_url=stack.api.url, timeout=30)
-    opened = client.get(stack.kiosk_url())
+    """A browser-like client that opened the kiosk link (it keeps the cookie it gets, and
+    says what a browser says of the page's own requests)."""
+    client = httpx.Client(base_url=stack.api.url, timeout=30, headers=SAME_ORIGIN)
+    opened = client.get(stack.kiosk_url(), headers=NAVIGATION)
     assert opened.status_code == 303, opened.text
     assert client.cookies
     return client
@@ -214,7 +239,7 @@ def test_the_kiosk_code_is_single_use_and_the_cookie_is_http_only_strict(
         assert "httponly" in attributes
         assert "samesite=strict" in attributes
         assert "path=/" in attributes
-        assert first.get(stack.api.url + "/").status_code == 200
+        assert first.get(stack.api.url + "/", headers=NAVIGATION).status_code == 200
     with httpx.Client(timeout=30) as second:
         again = second.get(url)
         assert again.status_code == 403
@@ -251,6 +276,96 @@ def test_the_page_session_works_only_from_the_page_itself(stack: DemoStack) -> N
     finally:
         page.close()
     assert stack.checkout.journal.recent() == []
+
+
+def _replay(stack: DemoStack, cookie: str) -> httpx.Client:
+    """A program (not a browser) that got the page's cookie, e.g. a server on another
+    loopback port the kiosk's browser was sent to, replaying it as it was received."""
+    return httpx.Client(base_url=stack.api.url, timeout=30, cookies={COOKIE: cookie})
+
+
+def test_the_cookie_without_fetch_metadata_is_refused(stack: DemoStack) -> None:
+    page = _kiosk(stack)
+    cookie = page.cookies[COOKIE]
+    try:
+        with _replay(stack, cookie) as program:
+            sale = program.post("/api/v1/sales", json={"amount": 100, "currency": 978})
+            assert sale.status_code == 401, sale.text
+            message = sale.json()["error"]["message"]
+            assert "Sec-Fetch-Site" in message
+            assert "Authorization: Bearer" in message
+            assert program.get("/api/v1/status").status_code == 401
+            assert program.get("/api/v1/events").status_code == 401
+            shown = program.get("/")
+            assert shown.status_code == 401
+            assert "kiosk-locked" in shown.text
+            # "none" (a navigation the user started) only opens the page itself.
+            typed = program.get("/api/v1/status", headers=NAVIGATION)
+            assert typed.status_code == 401
+            assert "Sec-Fetch-Site: none" in typed.json()["error"]["message"]
+            assert program.get("/", headers=NAVIGATION).status_code == 200
+            fetched = program.get("/", headers={"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "cors"})
+            assert fetched.status_code == 401
+        # The page itself goes on.
+        assert page.get("/api/v1/status").status_code == 200
+    finally:
+        page.close()
+    assert stack.checkout.journal.recent() == []
+
+
+def _live(client: httpx.Client) -> int:
+    return client.get("/api/v1/status").status_code
+
+
+def test_the_page_session_ends_when_unused_and_after_a_day(
+    stack: DemoStack, clock: WallClock
+) -> None:
+    # Unused for SESSION_IDLE: ended.
+    idle = _kiosk(stack)
+    clock.now += SESSION_IDLE - 60
+    assert _live(idle) == 200  # a use: the idle time starts again
+    clock.now += SESSION_IDLE - 60
+    assert _live(idle) == 200
+    clock.now += SESSION_IDLE + 1
+    ended = idle.get("/api/v1/status")
+    assert ended.status_code == 401
+    assert "pipos kiosk" in ended.json()["error"]["message"]
+    assert idle.get("/", headers=NAVIGATION).status_code == 401  # how to open it again
+    idle.close()
+    # Used all the time: ended SESSION_MAX_AGE after it was earned.
+    busy = _kiosk(stack)
+    earned = clock.now
+    while clock.now + 3600 < earned + SESSION_MAX_AGE:
+        clock.now += 3600
+        assert _live(busy) == 200
+    clock.now = earned + SESSION_MAX_AGE
+    assert _live(busy) == 401
+    busy.close()
+    # A fresh code opens the page again (what `pipos kiosk` does).
+    again = _kiosk(stack)
+    assert _live(again) == 200
+    again.close()
+
+
+def test_an_ended_session_ends_the_open_event_stream(stack: DemoStack, clock: WallClock) -> None:
+    page = _kiosk(stack)
+    # The stream's keep-alive comes every 15 s: a read waiting 5 s tells "ended" from "runs on".
+    patience = httpx.Timeout(30, read=5)
+    try:
+        with page.stream("GET", "/api/v1/events", timeout=patience) as events:
+            assert events.status_code == 200
+            lines = events.iter_lines()
+            assert next(lines).startswith("retry:")
+            clock.now += SESSION_MAX_AGE
+            stack.checkout.events.publish("status", stack.checkout.status())
+            try:
+                rest = list(lines)
+            except httpx.ReadTimeout:
+                pytest.fail("the event stream of an ended page session runs on")
+            assert "event: status" in rest  # what was on its way is delivered, then the end
+        assert page.get("/api/v1/events").status_code == 401
+    finally:
+        page.close()
 
 
 def test_a_chunked_body_over_the_limit_gets_413(stack: DemoStack) -> None:

@@ -11,7 +11,11 @@ The attacks, each of which worked on the old terminal:
 * weak PINs: 1234 was the demo PIN and any PIN was accepted as the merchant's; the technician
   could choose 123456 or 654321;
 * the SD card gives the PIN away: the provisioned terminal read it in clear from
-  DATA_DIR/merchant-pin.
+  DATA_DIR/merchant-pin;
+* the SD card sets the technician PIN: a technician.json of the previous format (scrypt only,
+  which anyone can compute for a secret of their own) written over the credential, with its
+  lock-out record deleted, was upgraded at its first use and let the attacker's PIN open
+  `pipos unit export` (card data), `pipos merchant-pin set` and re-provisioning.
 
 The API tests run the demo terminal under uvicorn on loopback (integration), on the
 session's simulated host; the provisioned terminal is set up with `pipos provision` against a
@@ -28,13 +32,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+from offline_queue import OfflineQueue
+from terminal.acquirer.uplink import QUEUE_KEY_PURPOSE
 from terminal.api.stack import DemoStack, start_demo_stack
 from terminal.cli import main
 from terminal.domain.errors import TerminalError
 from terminal.security.merchant_pin import KEY_PURPOSE, MerchantPin, MerchantPinError
+from terminal.service.config import load_config
 from terminal.service.provision import open_service_terminal, provision
 from terminal.store.audit import AuditLog
+from terminal.store.keys import Keystore
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
+from tests.terminal.security.test_technician import write_format_1
+from tests.terminal.store.test_keys import _as_format_1
 
 PIN = "2468"
 TECHNICIAN = "270513"
@@ -190,7 +200,11 @@ def test_the_lock_out_survives_a_restart_and_the_lock_out_files_being_touched(
 def test_the_page_locking_itself_out_does_not_lock_the_register(terminal: Terminal) -> None:
     stack = terminal.stack
     assert stack is not None
-    page = httpx.Client(base_url=stack.api.url, timeout=30)
+    # The page's requests as Chromium sends them: its cookie counts only with the browser's
+    # word that the request is the page's own (Sec-Fetch-Site).
+    page = httpx.Client(
+        base_url=stack.api.url, timeout=30, headers={"Sec-Fetch-Site": "same-origin"}
+    )
     try:
         opened = page.get(stack.kiosk_url())
         assert opened.status_code == 303, opened.text
@@ -221,7 +235,9 @@ def test_a_weak_merchant_pin_is_refused_by_the_demo_terminal(
         )
 
 
-def _provisioned(host: HostHandle, tmp_path: Path, technician: str = TECHNICIAN) -> Path:
+def provisioned(host: HostHandle, tmp_path: Path, technician: str = TECHNICIAN) -> Path:
+    """A terminal provisioned with `pipos provision` against `host` (TMP/etc/terminal.toml,
+    TMP/data). Shared with tests/terminal/cli/test_cli_merchant_pin.py."""
     config = tmp_path / "etc" / "terminal.toml"
     provision(
         host_url=host.url,
@@ -242,7 +258,7 @@ def test_a_weak_technician_pin_is_refused(
     inprocess_host: HostHandle, tmp_path: Path, weak: str
 ) -> None:
     with pytest.raises(TerminalError, match=r"technician PIN or pass-phrase: .* / 技术员密码"):
-        _provisioned(inprocess_host, tmp_path, technician=weak)
+        provisioned(inprocess_host, tmp_path, technician=weak)
     assert not (tmp_path / "etc" / "terminal.toml").exists()
 
 
@@ -255,7 +271,7 @@ def _private(path: Path, text: str) -> Path:
 def test_the_merchant_pin_is_set_hashed_and_nowhere_in_clear(
     inprocess_host: HostHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = _provisioned(inprocess_host, tmp_path)
+    config = provisioned(inprocess_host, tmp_path)
     data = tmp_path / "data"
     secrets = tmp_path / "secrets"
     secrets.mkdir()
@@ -293,3 +309,67 @@ def test_the_merchant_pin_is_set_hashed_and_nowhere_in_clear(
     status = json.loads(capsys.readouterr().out)
     assert status["set"] is True
     assert status["callers"] == {}  # setting the PIN started every caller's count again
+
+
+def test_an_old_technician_format_written_on_the_card_opens_nothing(
+    inprocess_host: HostHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = provisioned(inprocess_host, tmp_path)
+    data = tmp_path / "data"
+    keystore = open_service_terminal(config, scrypt_n=TEST_SCRYPT_N).keystore
+    # A queue to export (empty: the PIN is checked before anything is read from it).
+    OfflineQueue.open(
+        data / "offline_queue.sqlite3", keystore.data_key(QUEUE_KEY_PURPOSE), create=True
+    ).close()
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    attacker = "correct-horse-battery-staple-1"
+    write_format_1(data / "technician.json", attacker)
+    (data / "technician-lockout.json").unlink()
+    pin_file = _private(secrets / "attacker", attacker)
+    passphrase = _private(secrets / "passphrase", "a backup pass-phrase")
+    export = tmp_path / "export.bin"
+    argv = ["unit", "export", str(export), "--config", str(config)]
+    argv += ["--technician-pin-file", str(pin_file), "--passphrase-file", str(passphrase)]
+    assert main(argv) == 1
+    assert "re-provision the terminal" in capsys.readouterr().err
+    assert not export.exists()
+    merchant = _private(secrets / "merchant", "73915864")
+    argv = ["merchant-pin", "set", "--config", str(config)]
+    argv += ["--technician-pin-file", str(pin_file), "--pin-file", str(merchant)]
+    assert main(argv) == 1
+    assert not (data / "merchant-pin.json").exists()
+    with pytest.raises(TerminalError, match="replaced by an older format"):
+        provisioned(inprocess_host, tmp_path, technician=attacker)
+    audit = (data / "audit.log").read_text()
+    assert audit.count('"technician_credential_downgrade_refused"') == 3
+    assert '"technician_auth_ok"' not in audit
+
+
+def test_a_genuine_old_terminal_still_upgrades_its_technician_credential(
+    inprocess_host: HostHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The previous version's files: keystore format 1, technician.json format 1 with its
+    count inside, no lock-out record. The technician's PIN still works, then the credential
+    is bound to the device."""
+    config = provisioned(inprocess_host, tmp_path)
+    data = tmp_path / "data"
+    secret = load_config(config).secret_provider().load()
+    _as_format_1(data, secret)
+    write_format_1(data / "technician.json", TECHNICIAN)
+    (data / "technician-lockout.json").unlink()
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    technician = _private(secrets / "technician", TECHNICIAN)
+    merchant = _private(secrets / "merchant", "73915864")
+    argv = ["merchant-pin", "set", "--config", str(config)]
+    assert main([*argv, "--technician-pin-file", str(technician), "--pin-file", str(merchant)]) == 0
+    assert json.loads((data / "technician.json").read_text())["format"] == "pipos-technician-2"
+    # Re-provisioning (the technician's PIN again) upgrades the keystore too: from then on an
+    # old-format credential on this card is an attacker's.
+    provisioned(inprocess_host, tmp_path)
+    assert not Keystore.open(data, secret).needs_upgrade
+    write_format_1(data / "technician.json", TECHNICIAN)
+    with pytest.raises(TerminalError, match="replaced by an older format"):
+        open_service_terminal(config, scrypt_n=TEST_SCRYPT_N).authorise(TECHNICIAN, "test")
+    capsys.readouterr()

@@ -37,19 +37,39 @@ async function api(method, path, body) {
   }
   const response = await fetch(path, options);
   if (response.status === 401) {
-    // The session is gone (a new terminal, a cleared browser): the terminal's own page then
-    // says how to open the kiosk again.
+    // The session has ended (hours unused, a day old, a reset terminal): the terminal's own
+    // page then says how to open the kiosk again. Nothing after this call goes on meanwhile.
     location.reload();
+    return new Promise(() => {});
   }
   const type = response.headers.get("content-type") || "";
   const data = type.includes("json") ? await response.json() : await response.text();
   if (!response.ok) {
-    const message = data && data.error ? data.error.message : "HTTP " + response.status;
-    const error = new Error(message);
+    const detail = data && data.error ? data.error : {};
+    const error = new Error(detail.message || "HTTP " + response.status);
     error.status = response.status;
+    error.code = detail.code || "";
+    error.detail = detail;
     throw error;
   }
   return data;
+}
+
+// What the page says about an API error, in the terminal's language: the label of its code
+// ("error_" + code, or "error_" + code + "_" + reason when the error gives one) with the
+// numbers the error carries, else the API's own message.
+function errorText(error) {
+  const detail = error.detail || {};
+  const values = { tries: detail.tries_left, seconds: detail.retry_after,
+    message: error.message, status: error.status };
+  const base = "error_" + (error.code || (error.status ? "http" : ""));
+  const keys = typeof detail.reason === "string" ? [base + "_" + detail.reason, base] : [base];
+  for (const key of keys) {
+    if (error.code !== undefined && Object.prototype.hasOwnProperty.call(strings, key)) {
+      return t(key, values);
+    }
+  }
+  return error.message;
 }
 
 // --- labels, in the terminal's language ---------------------------------------------------
@@ -295,7 +315,7 @@ async function showMerchantCode(txn) {
     // An SVG the terminal rendered itself (segno) from its own payload.
     if (shownCode === txn.id) { box.innerHTML = svg; box.classList.remove("hidden"); }
   } catch (error) {
-    $("prompt").textContent = error.message;
+    $("prompt").textContent = errorText(error);
   }
 }
 
@@ -313,7 +333,7 @@ $("keypad").addEventListener("click", (event) => {
 // register, or before a reload): show that sale, with its Cancel, instead of a dead end.
 function saleRefused(error) {
   if (error.status === 409) resumeSale();
-  $("sale-error").textContent = error.message;
+  $("sale-error").textContent = errorText(error);
 }
 
 $("charge").addEventListener("click", async () => {
@@ -351,20 +371,20 @@ $("sim-phone").addEventListener("click", async (event) => {
   const code = event.target.dataset && event.target.dataset.phone;
   if (!code) return;
   try { await api("POST", "/api/v1/simulator/phone", { code }); }
-  catch (error) { $("scan-note").textContent = error.message; }
+  catch (error) { $("scan-note").textContent = errorText(error); }
 });
 
 $("sim-pay-mpm").addEventListener("click", async () => {
   if (!current) return;
   try { await api("POST", "/api/v1/simulator/pay-merchant-qr", { transaction_id: current.id }); }
-  catch (error) { $("scan-note").textContent = error.message; }
+  catch (error) { $("scan-note").textContent = errorText(error); }
 });
 
 $("cancel").addEventListener("click", async () => {
   if (!current) return;
   try { offer(await api("POST", "/api/v1/transactions/" + current.id + "/cancel"), true); }
   catch (error) {
-    $("prompt").textContent = error.message;
+    $("prompt").textContent = errorText(error);
     resumeSale();  // too late, or already over: show how it stands now
   }
 });
@@ -373,7 +393,7 @@ $("sim-cards").addEventListener("click", async (event) => {
   const card = event.target.dataset && event.target.dataset.card;
   if (!card) return;
   try { await api("POST", "/api/v1/simulator/present", { card }); }
-  catch (error) { $("prompt").textContent = error.message; }
+  catch (error) { $("prompt").textContent = errorText(error); }
 });
 
 $("new-sale").addEventListener("click", () => {
@@ -402,7 +422,7 @@ for (const button of document.querySelectorAll(".copy-btn")) {
 }
 $("print-receipt").addEventListener("click", async () => {
   try { await api("POST", "/api/v1/transactions/" + receiptTxn.id + "/print", { copies: [receiptCopy] }); }
-  catch (error) { alert(error.message); }
+  catch (error) { alert(errorText(error)); }
 });
 $("receipt-back").addEventListener("click", () => show(receiptFrom));
 
@@ -484,13 +504,13 @@ $("pin-ok").addEventListener("click", async (event) => {
     if (pinAction === "refund") await refundWithPin();
     else if (pinAction === "end_of_day") await endOfDayWithPin();
   } catch (error) {
-    $("pin-error").textContent = error.message;
+    $("pin-error").textContent = errorText(error);
   }
 });
 $("pin-cancel").addEventListener("click", (event) => { event.preventDefault(); $("pin-dialog").close(); });
 $("refresh-list").addEventListener("click", loadList);
 $("sync-now").addEventListener("click", async () => {
-  try { await api("POST", "/api/v1/queue/sync"); } catch (error) { alert(error.message); }
+  try { await api("POST", "/api/v1/queue/sync"); } catch (error) { alert(errorText(error)); }
   await refreshStatus();
   loadList();
 });
@@ -570,6 +590,14 @@ function connect() {
     document.body.dataset.live = "true";
     // Connected first, asked second: whatever changes from here on also comes as an event.
     resumeSale();
+  };
+  source.onerror = () => {
+    // A dropped connection is retried by the browser; a refused one (the page's session has
+    // ended: 401) closes the stream for good. Then ask the API: its 401 shows how to open the
+    // kiosk again; an answer means the stream can be opened anew.
+    if (source.readyState !== EventSource.CLOSED) return;
+    const again = () => refreshStatus().then(connect, () => setTimeout(again, 5000));
+    setTimeout(again, 1000);
   };
 }
 

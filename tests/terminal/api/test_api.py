@@ -188,17 +188,28 @@ def test_refund_needs_pin_wrong_pins_slow_down_then_lock(
     assert "pin" in missing.json()["error"]["message"]
     wrong = api.post(url, json={"pin": "0000", "amount": 100})
     assert wrong.status_code == 403
+    # The numbers are fields of the error (a client says them in its own language), as
+    # well as in the English message.
     assert wrong.json()["error"]["code"] == "wrong_pin"
-    assert "2 tries left" in wrong.json()["error"]["message"]
+    assert wrong.json()["error"]["tries_left"] == 2
+    assert "2" in wrong.json()["error"]["message"]
     # The one lock-out policy (terminal.security.lockout): the 3rd wrong PIN in a row locks
     # this caller for 30 s, the next ones for twice as long each.
-    assert api.post(url, json={"pin": "1111", "amount": 100}).status_code == 403
+    second = api.post(url, json={"pin": "1111", "amount": 100})
+    assert second.status_code == 403
+    assert second.json()["error"]["tries_left"] == 1
     last = api.post(url, json={"pin": "1111", "amount": 100})
     assert last.status_code == 423
     assert last.json()["error"]["code"] == "pin_locked"
+    assert last.json()["error"]["retry_after"] == 30
+    assert last.json()["error"]["reason"] == "wrong"  # this wrong PIN locked it
     assert last.headers["Retry-After"] == "30"
     pin_clock.now += 10
-    assert api.post(url, json={"pin": "2468", "amount": 100}).status_code == 423  # right PIN too
+    locked = api.post(url, json={"pin": "2468", "amount": 100})
+    assert locked.status_code == 423  # the right PIN too
+    assert locked.json()["error"]["retry_after"] == 20
+    assert locked.json()["error"]["reason"] == "locked"
+    assert locked.headers["Retry-After"] == "20"
     pin_clock.now += 20
     ok = api.post(url, json={"pin": "2468", "amount": 1000})
     assert ok.status_code == 200, ok.text

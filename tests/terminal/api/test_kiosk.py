@@ -1,9 +1,11 @@
 """The kiosk page's credential (terminal.api.kiosk) and the Host allow-list's parsing, in
 process: one-time codes that expire, are spent by one use and live in a 0600 file; page
-sessions kept as digests that survive a restart; the names a Host header may carry."""
+sessions kept as digests that survive a restart and end when unused for hours or a day
+after they were earned; the names a Host header may carry."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -15,6 +17,8 @@ import pytest
 from terminal.api.kiosk import (
     CODE_FILE,
     MAX_SESSIONS,
+    SESSION_IDLE,
+    SESSION_MAX_AGE,
     KioskCodes,
     kiosk_url,
     read_kiosk_code,
@@ -41,9 +45,18 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def codes(tmp_path: Path, clock: Clock) -> Iterator[KioskCodes]:
+def wall() -> Clock:
+    c = Clock()
+    c.now = 1_800_000_000.0
+    return c
+
+
+@pytest.fixture
+def codes(tmp_path: Path, clock: Clock, wall: Clock) -> Iterator[KioskCodes]:
     tokens = _tokens()
-    kiosk = KioskCodes(tmp_path / CODE_FILE, clock=clock, token=lambda: next(tokens), ttl=60)
+    kiosk = KioskCodes(
+        tmp_path / CODE_FILE, clock=clock, wall_clock=wall, token=lambda: next(tokens), ttl=60
+    )
     try:
         yield kiosk
     finally:
@@ -120,6 +133,104 @@ def test_only_the_newest_sessions_are_kept(codes: KioskCodes) -> None:
         assert session is not None
         sessions.append(session)
     assert [codes.session_valid(s) for s in sessions] == [False] * 2 + [True] * MAX_SESSIONS
+
+
+def _earn(codes: KioskCodes) -> str:
+    session = codes.redeem(codes.issue())
+    assert session is not None
+    return session
+
+
+def test_a_session_ends_when_unused_for_its_idle_time(codes: KioskCodes, wall: Clock) -> None:
+    session = _earn(codes)
+    wall.now += SESSION_IDLE - 1  # used just in time: it goes on, for as long again
+    assert codes.session_valid(session)
+    wall.now += SESSION_IDLE - 1
+    assert codes.session_valid(session)
+    wall.now += SESSION_IDLE  # 24 h minus 2 s old, unused for its idle time: ended
+    assert wall.now < 1_800_000_000.0 + SESSION_MAX_AGE  # not yet a day old
+    assert not codes.session_valid(session)
+    wall.now -= SESSION_IDLE  # ended is ended, whatever the clock says next
+    assert not codes.session_valid(session)
+
+
+def test_a_session_ends_a_day_after_it_was_earned_however_used(
+    codes: KioskCodes, wall: Clock
+) -> None:
+    session = _earn(codes)
+    earned = wall.now
+    while wall.now < earned + SESSION_MAX_AGE - 600:
+        wall.now += 600
+        assert codes.session_valid(session)
+    wall.now = earned + SESSION_MAX_AGE
+    assert not codes.session_valid(session)
+    assert _earn(codes) != session  # the kiosk earns a new one with the next code
+    # The ended one is gone from the file too: only the new one is kept.
+    assert len(json.loads(codes.sessions_path.read_text())["sessions"]) == 1
+
+
+def test_a_session_from_ahead_of_the_clock_is_dropped(codes: KioskCodes, wall: Clock) -> None:
+    session = _earn(codes)
+    wall.now -= 3600  # the clock was set back an hour: the session's times are not trusted
+    assert not codes.session_valid(session)
+    wall.now += 3600
+    assert not codes.session_valid(session)
+
+
+def test_limits_hold_across_a_restart(tmp_path: Path, clock: Clock, wall: Clock) -> None:
+    tokens = _tokens()
+
+    def start() -> KioskCodes:
+        return KioskCodes(
+            tmp_path / CODE_FILE, clock=clock, wall_clock=wall, token=lambda: next(tokens)
+        )
+
+    first = start()
+    session = _earn(first)
+    earned = wall.now
+    first.close()
+    wall.now = earned + SESSION_MAX_AGE - 60
+    restarted = start()
+    wall.now = earned + SESSION_MAX_AGE
+    assert not restarted.session_valid(session)  # the age counts from when it was earned
+    restarted.close()
+    # The last use is written, at least every quarter of an hour of use: after a restart the
+    # idle time counts from about then, not from when the session was earned.
+    second = start()
+    session = _earn(second)
+    for _ in range(4):
+        wall.now += 1800
+        assert second.session_valid(session)
+    last_use = wall.now
+    second.close()
+    wall.now = last_use + SESSION_IDLE - 60
+    again = start()
+    assert again.session_valid(session)
+    again.close()
+
+
+def test_sessions_are_not_written_at_every_use(codes: KioskCodes, wall: Clock) -> None:
+    session = _earn(codes)
+    written = codes.sessions_path.stat().st_mtime_ns
+    os.utime(codes.sessions_path, ns=(1, 1))
+    for _ in range(20):
+        wall.now += 10
+        assert codes.session_valid(session)
+    assert codes.sessions_path.stat().st_mtime_ns == 1
+    assert written != 1
+
+
+def test_sessions_of_the_first_format_are_dropped(tmp_path: Path, wall: Clock) -> None:
+    # Version 1 kept bare digests, no times: such a session could never end, so none is kept
+    # (the kiosk opens with a new code once).
+    import hashlib
+
+    sessions = tmp_path / "kiosk-sessions"
+    sessions.write_text(json.dumps([hashlib.sha256(b"old-session").hexdigest()]))
+    os.chmod(sessions, 0o600)
+    kiosk = KioskCodes(tmp_path / CODE_FILE, wall_clock=wall)
+    assert not kiosk.session_valid("old-session")
+    kiosk.close()
 
 
 def test_a_code_file_others_can_read_is_not_trusted(tmp_path: Path) -> None:

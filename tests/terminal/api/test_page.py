@@ -67,6 +67,9 @@ class FakeClock:
 
 
 PIN_CLOCK = FakeClock()
+#: The wall clock the page's sessions end by (a test moves it a day ahead).
+SESSION_CLOCK = FakeClock()
+SESSION_CLOCK.now = 1_800_000_000.0
 
 
 @pytest.fixture
@@ -80,6 +83,7 @@ def stack(tmp_path: Path, loopback_host: HostHandle) -> Iterator[DemoStack]:
         scrypt_n=TEST_SCRYPT_N,
         pin="2468",
         pin_clock=PIN_CLOCK,
+        session_clock=SESSION_CLOCK,
         background=False,
     )
     try:
@@ -220,7 +224,7 @@ def test_refund_with_pin_from_the_transaction_list(page: object, stack: DemoStac
     page.fill("[data-testid=refund-amount]", "5.00")  # type: ignore[attr-defined]
     page.fill("[data-testid=pin]", "0000")  # type: ignore[attr-defined]
     page.click("[data-testid=pin-ok]")  # type: ignore[attr-defined]
-    page.wait_for_selector("[data-testid=pin-error]:has-text('wrong PIN')")  # type: ignore[attr-defined]
+    page.wait_for_selector("[data-testid=pin-error]:has-text('Wrong PIN (2 tries left')")  # type: ignore[attr-defined]
     shot(page, "08-wrong-pin")
     PIN_CLOCK.now += 60  # past the retry delay a wrong PIN imposes
     page.fill("[data-testid=pin]", "2468")  # type: ignore[attr-defined]
@@ -278,3 +282,27 @@ def test_a_browser_without_the_kiosk_session_gets_no_checkout(
         assert csp_violations(p) == []
     finally:
         p.close()
+
+
+def test_an_ended_session_shows_how_to_open_the_kiosk_again(page: object, stack: DemoStack) -> None:
+    pay(page, "700", "visa")
+    SESSION_CLOCK.now += 24 * 3600  # a day after the kiosk earned its session
+    # The open stream ends at its next event; its reconnect is refused, and the page's 401
+    # path shows the terminal's explanation, in both languages, with no error in between.
+    stack.checkout.events.publish("status", stack.checkout.status())
+    page.wait_for_selector("[data-testid=kiosk-locked]", timeout=15000)  # type: ignore[attr-defined]
+    text = page.inner_text("body")  # type: ignore[attr-defined]
+    assert "pipos kiosk" in text
+    assert "收银页面" in text
+    assert page.locator("#keypad").count() == 0  # type: ignore[attr-defined]
+    shot(page, "12-session-ended")
+    # The launcher's fresh code opens it again.
+    page.goto(stack.kiosk_url())  # type: ignore[attr-defined]
+    page.wait_for_selector("body[data-live=true]")  # type: ignore[attr-defined]
+    assert page.locator("#keypad").count() == 1  # type: ignore[attr-defined]
+
+
+def test_an_ended_session_on_an_action_shows_the_explanation(page: object) -> None:
+    SESSION_CLOCK.now += 24 * 3600
+    page.click('.tab[data-view="list"]')  # type: ignore[attr-defined]  # asks the API: 401
+    page.wait_for_selector("[data-testid=kiosk-locked]", timeout=15000)  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
 """The checkout page follows the terminal's language: with parameters saying "zh" every label
-is Simplified Chinese (keypad screen, result, offline banner), and a status event carrying a
-new language switches the page live. Screenshots go with the other page artefacts."""
+is Simplified Chinese (keypad screen, result, offline banner, the merchant PIN's errors), and
+a status event carrying a new language switches the page live. Screenshots go with the other
+page artefacts."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 
 from terminal.api.stack import DemoStack
 from tests.conftest_host import HostHandle
+from tests.terminal.api.test_page import PIN_CLOCK, csp_violations, key_in, open_page, pay, shot
 from tests.terminal.api.test_page import browser as browser
-from tests.terminal.api.test_page import csp_violations, key_in, open_page, pay, shot
 from tests.terminal.api.test_page import page as page
 from tests.terminal.api.test_page import stack as stack
 
@@ -123,3 +124,32 @@ def test_language_switch_during_a_sale_redraws_its_prompt_and_result(
     stack.checkout.events.publish("status", stack.checkout.status())
     page.wait_for_selector("[data-testid=result-merchant]:has-text('Approved 6.40 EUR')")  # type: ignore[attr-defined]
     assert text(page, "[data-testid=result]") == "Approved"
+
+
+def test_wrong_and_locked_merchant_pin_in_chinese(zh_page: object, stack: DemoStack) -> None:
+    page = zh_page
+    pay(page, "2500", "visa")
+    page.click("#new-sale")  # type: ignore[attr-defined]
+    page.click('.tab[data-view="list"]')  # type: ignore[attr-defined]
+    page.click(".refund-btn")  # type: ignore[attr-defined]
+    page.fill("[data-testid=refund-amount]", "5.00")  # type: ignore[attr-defined]
+    error = "[data-testid=pin-error]"
+    for left in (2, 1):
+        page.fill("[data-testid=pin]", "0000")  # type: ignore[attr-defined]
+        page.click("[data-testid=pin-ok]")  # type: ignore[attr-defined]
+        page.wait_for_selector(f"{error}:has-text('{left} 次')")  # type: ignore[attr-defined]
+        assert text(page, error) == f"密码错误（再输错 {left} 次将锁定密码输入）"
+    shot(page, "zh-06-wrong-pin")
+    page.fill("[data-testid=pin]", "0000")  # type: ignore[attr-defined]
+    page.click("[data-testid=pin-ok]")  # type: ignore[attr-defined]
+    page.wait_for_selector(f"{error}:has-text('秒')")  # type: ignore[attr-defined]
+    assert text(page, error) == "密码错误：密码输入已锁定 30 秒"  # this wrong PIN locked it
+    shot(page, "zh-07-pin-locked")
+    PIN_CLOCK.now += 10
+    page.fill("[data-testid=pin]", "2468")  # type: ignore[attr-defined]  # right, but locked
+    page.click("[data-testid=pin-ok]")  # type: ignore[attr-defined]
+    page.wait_for_selector(f"{error}:has-text('20 秒')")  # type: ignore[attr-defined]
+    assert text(page, error) == "商户密码输错次数过多，已锁定：请在 20 秒后重试"
+    page.click("#pin-cancel")  # type: ignore[attr-defined]
+    PIN_CLOCK.now += 3600  # past the lock-out, for the tests after this one
+    assert [r.kind for r in stack.checkout.journal.recent()] == ["sale"]  # nothing refunded

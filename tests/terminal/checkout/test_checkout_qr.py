@@ -385,6 +385,18 @@ def test_consumer_code_offline_only_when_the_parameters_allow_its_scheme(
     wallet = _code_sale(terminal, pty, alipay)
     assert (wallet.state, wallet.result) == ("declined", Result.CODE_USE_CARD)
     assert checkout.queue_summary().count == 2
+    # Back online, both are uploaded: the code's signed record carries its cryptogram, ATC and
+    # AID as a card's does, so the host books it instead of refusing a record that binds no card.
+    server = HostServer(acquirer_host.db_path, port=urlparse(acquirer_host.url).port or 0)
+    server.start()
+    try:
+        checkout.sync_offline()
+        assert checkout.queue_summary().count == 0
+        booked = sorted((r["kind"], r["amount"]) for r in HostHandle(server).ledger())
+        assert booked == [("offline_sale", 300), ("offline_sale", 1100)]
+        assert checkout.get(code_sale.id).host_ref
+    finally:
+        server.stop()
 
 
 def test_closing_the_terminal_stops_waiting_for_a_card_or_a_code(

@@ -10,27 +10,15 @@ from pathlib import Path
 import pytest
 
 from terminal.cli import main
-from terminal.service.provision import provision
-from tests.conftest_host import TEST_SCRYPT_N, HostHandle
+from tests.conftest_host import HostHandle
+from tests.security.test_pin_bruteforce import provisioned
 
 TECHNICIAN = "270513"
 
 
 @pytest.fixture
 def config(inprocess_host: HostHandle, tmp_path: Path) -> Path:
-    path = tmp_path / "etc" / "terminal.toml"
-    provision(
-        host_url=inprocess_host.url,
-        activation_code=inprocess_host.activation_code(),
-        config_path=path,
-        technician_secret=TECHNICIAN,
-        data_dir=tmp_path / "data",
-        reader_url="sim:visa",
-        scrypt_n=TEST_SCRYPT_N,
-        client_options=inprocess_host.client_options(sleep=lambda _s: None),
-        **inprocess_host.provision_options(),
-    )
-    return path
+    return provisioned(inprocess_host, tmp_path, technician=TECHNICIAN)
 
 
 def _file(path: Path, text: str, mode: int = 0o600) -> Path:

@@ -15,8 +15,9 @@ from terminal.domain.errors import ConfigurationError
 from terminal.service.config import load_config
 from terminal.service.provision import provision
 from terminal.store.audit import verify_audit_log
-from terminal.store.keys import Keystore, secret_from_file
+from terminal.store.keys import Keystore, KeystoreError
 from tests.conftest_host import TEST_SCRYPT_N, HostHandle
+from tests.terminal.store.test_keys import _as_format_1
 
 # `pipos run` serves the API on loopback, against a host of the test's own.
 pytestmark = pytest.mark.integration
@@ -110,6 +111,30 @@ def test_a_clear_text_merchant_pin_file_is_refused_until_set_properly(
     stack.close()
 
 
+def test_a_format_1_keystore_is_authenticated_after_one_start(
+    acquirer_host: HostHandle, tmp_path: Path
+) -> None:
+    # A terminal provisioned by an earlier version: its identity block (terminal id, host
+    # key) not MAC'd. `pipos run` alone must close that, not only a re-provision.
+    config_path = _provisioned(acquirer_host, tmp_path)
+    config = load_config(config_path)
+    secret = config.secret_provider().load()
+    _set_merchant_pin(config_path, tmp_path, "5831")
+    _as_format_1(config.data_dir, secret)
+    assert Keystore.open(config.data_dir, secret).needs_upgrade
+    stack, _, _ = start_provisioned_stack(
+        config_path, bind="127.0.0.1", port=0, printer_url=None, pin_file=None, token_file=None
+    )
+    stack.close()
+    path = Keystore.path_in(config.data_dir)
+    assert '"format": "pipos-keystore-2"' in path.read_text()
+    assert not Keystore.open(config.data_dir, secret).needs_upgrade
+    # From now on the identity block is bound to the device secret.
+    path.write_text(path.read_text().replace(str(config.terminal_id), "T-ATTACKER"))
+    with pytest.raises(KeystoreError, match="altered"):
+        Keystore.open(config.data_dir, secret)
+
+
 def _set_merchant_pin(config_path: Path, tmp_path: Path, pin: str) -> None:
     """`pipos merchant-pin set`, as the technician runs it from a script."""
     technician = tmp_path / "technician-pin"
@@ -142,7 +167,7 @@ def test_queue_export_on_a_provisioned_terminal_needs_the_technician(
 
     config_path = _provisioned(acquirer_host, tmp_path)
     config = load_config(config_path)
-    keystore = Keystore.open(config.data_dir, secret_from_file(config.secret_file))
+    keystore = Keystore.open(config.data_dir, config.secret_provider().load())
     open_queue(config.data_dir / "offline_queue.sqlite3", keystore).close()
     wrong, right, passphrase = tmp_path / "wrong", tmp_path / "right", tmp_path / "pass"
     for path, text in ((wrong, "999999"), (right, "270513"), (passphrase, "backup pass 1")):

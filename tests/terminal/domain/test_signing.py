@@ -197,3 +197,187 @@ def test_offline_record_known_answer() -> None:
         b'"cryptogram":"0102030405060708","currency":978,"masked_pan":"476173******0010",'
         b'"terminal_id":"PIPOS001","transaction_id":"t-1"}'
     )
+
+
+# --- the offline record against the item: terminal (import) and host (upload) agree --------
+#
+# The comparison is written twice, in terminal/service/transfer.py (`pipos queue import`,
+# `pipos unit import`) and in simulator/host/service.py (the upload), because the simulator
+# may not import the terminal (two sides of one protocol). These tests run both over the
+# same payments, each in the form its side gets it (the backup's payment document; the
+# upload item as the host validates it), and want the same verdict, field by field.
+
+_VISA = "4761739001010010"
+#: Another card of the same BIN and last 4: the same masked PAN.
+_TWIN = "4761730000000010"
+
+
+def _card_payment() -> dict[str, object]:
+    return {
+        "transaction_id": "S260101-00000000000a",
+        "amount": 1250,
+        "currency": 978,
+        "captured_at": 1_700_000_000,
+        "pan": _VISA,
+        "aid": "A0000000031010",
+        "emv": {"9F26": "0102030405060708", "9F36": "001C", "9F27": "40"},
+    }
+
+
+def _record_of(p: dict[str, object], **changes: object) -> dict[str, object]:
+    from emv.pan import mask_pan
+
+    emv = p["emv"]
+    assert isinstance(emv, dict)
+    record: dict[str, object] = {
+        "transaction_id": p["transaction_id"],
+        "terminal_id": "T1",
+        "amount": p["amount"],
+        "currency": p["currency"],
+        "captured_at": p["captured_at"],
+        "masked_pan": mask_pan(str(p["pan"] or "")),
+        "aid": p["aid"] or "",
+        "cryptogram": emv.get("9F26", ""),
+        "atc": emv.get("9F36", ""),
+    }
+    record.update(changes)
+    return record
+
+
+def _verdicts(record: dict[str, object], p: dict[str, object]) -> tuple[str | None, str | None]:
+    """(the import's, the host's) first mismatched field, or None for a match."""
+    import json
+
+    from offline_queue import CardData, OfflinePayment
+    from offline_queue.store import payment_document
+    from simulator.host.app import OfflineItem as HostItem
+    from simulator.host.service import mismatched_field as host_mismatch
+    from terminal.acquirer.client import OfflineItem
+    from terminal.service.transfer import mismatched_field as import_mismatch
+
+    emv = p["emv"]
+    assert isinstance(emv, dict)
+    payment = OfflinePayment(
+        transaction_id=str(p["transaction_id"]),
+        amount=int(str(p["amount"])),
+        currency=int(str(p["currency"])),
+        card=CardData(pan=str(p["pan"])),
+        captured_at=int(str(p["captured_at"])),
+        emv={str(k): str(v) for k, v in emv.items()},
+        aid=str(p["aid"]) if p["aid"] else None,
+    )
+    # What the import reads: the backup's document of the payment.
+    document = payment_document(payment)
+    # What the host reads: the uplink's item (terminal/acquirer/uplink.py), as the host's
+    # request model validates it.
+    item = OfflineItem(
+        offline_id=payment.transaction_id,
+        amount=payment.amount,
+        currency=payment.currency,
+        pan=payment.card.pan,
+        aid=payment.aid,
+        emv={tag: bytes.fromhex(value) for tag, value in payment.emv.items()},
+        captured_at=payment.captured_at,
+    )
+    host_item = HostItem.model_validate(json.loads(json.dumps(item.to_json()))).model_dump()
+    ours = import_mismatch(record, document)
+    theirs = host_mismatch(record, host_item)
+    return (None if ours is None else ours[0]), (None if theirs is None else theirs[0])
+
+
+def _with(p: dict[str, object], **changes: object) -> dict[str, object]:
+    out = dict(p)
+    emv_changes = changes.pop("emv", None)
+    out.update(changes)
+    if isinstance(emv_changes, dict):
+        emv = dict(p["emv"])  # type: ignore[call-overload]
+        for tag, value in emv_changes.items():
+            if value is None:
+                emv.pop(tag, None)
+            else:
+                emv[tag] = value
+        out["emv"] = emv
+    return out
+
+
+_CASES: dict[str, tuple[dict[str, object], dict[str, object], str | None]] = {
+    # name: (changes to the signed record, changes to the payment, expected field)
+    "as signed": ({}, {}, None),
+    "hex in lower case": ({}, {"emv": {"9F26": "0102030405060708".lower()}}, None),
+    "amount": ({}, {"amount": 125_000}, "amount"),
+    "currency": ({}, {"currency": 826}, "currency"),
+    "captured later": ({}, {"captured_at": 1_700_000_500}, "captured_at"),
+    "another id": ({}, {"transaction_id": "S260101-00000000000b"}, "transaction_id"),
+    "another card": ({}, {"pan": "4761739001010028"}, "masked_pan"),
+    # The masked PAN fits the twin; its cryptogram does not.
+    "twin card, its own cryptogram": (
+        {},
+        {"pan": _TWIN, "emv": {"9F26": "A1A2A3A4A5A6A7A8"}},
+        "cryptogram",
+    ),
+    "twin card, cryptogram emptied in both": (
+        {"cryptogram": ""},
+        {"pan": _TWIN, "emv": {"9F26": None}},
+        "cryptogram",
+    ),
+    "no ATC in either": ({"atc": ""}, {"emv": {"9F36": None}}, "atc"),
+    "no AID in either": ({"aid": ""}, {"aid": None}, "aid"),
+    "nothing of the card signed (today's code payment record)": (
+        {"cryptogram": "", "atc": "", "aid": ""},
+        {"pan": _TWIN, "emv": {"9F26": None, "9F36": None}, "aid": None},
+        "cryptogram",
+    ),
+    "record without the cryptogram field": ({"cryptogram": None}, {}, "cryptogram"),
+    "ATC changed": ({}, {"emv": {"9F36": "001D"}}, "atc"),
+    "AID changed": ({}, {"aid": "A0000000041010"}, "aid"),
+    "amount signed as a boolean": ({"amount": True}, {"amount": 1}, "amount"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_CASES))
+def test_the_import_and_the_host_check_an_offline_record_alike(case: str) -> None:
+    record_changes, payment_changes, expected = _CASES[case]
+    payment = _with(_card_payment(), **payment_changes)
+    record = _record_of(_card_payment(), **record_changes)
+    record = {k: v for k, v in record.items() if v is not None}
+    assert _verdicts(record, payment) == (expected, expected)
+
+
+#: Values each side may hold for a field: the payment's are valid (the queue validated
+#: them); the record is whatever was signed.
+_PAYMENT_VALUES: dict[str, st.SearchStrategy[object]] = {
+    "transaction_id": st.sampled_from(["S260101-00000000000a", "S260101-00000000000b"]),
+    "amount": st.integers(min_value=1, max_value=10**6),
+    "currency": st.sampled_from([978, 826, 840]),
+    "captured_at": st.sampled_from([1_700_000_000, 1_700_000_001]),
+    "pan": st.sampled_from([_VISA, _TWIN, "4761739001010028"]),
+    "aid": st.sampled_from([None, "A0000000031010", "a0000000031010", "A0000000041010"]),
+    "9F26": st.sampled_from([None, "0102030405060708", "A1A2A3A4A5A6A7A8"]),
+    "9F36": st.sampled_from([None, "001C", "001c", "001D"]),
+}
+_RECORD_NAMES = {"pan": "masked_pan", "9F26": "cryptogram", "9F36": "atc"}
+_RECORD_EXTRA: st.SearchStrategy[object] = st.sampled_from(
+    ["", None, True, "476173******0010", 1250, "A0000000031010"]
+)
+
+
+@given(data=st.data())
+def test_the_two_checkers_agree_on_any_changes(data: st.DataObject) -> None:
+    payment = _card_payment()
+    record = _record_of(payment)
+    for field in data.draw(st.sets(st.sampled_from(sorted(_PAYMENT_VALUES)), max_size=3)):
+        value = data.draw(_PAYMENT_VALUES[field])
+        if field in ("9F26", "9F36"):
+            payment = _with(payment, emv={field: value})
+        else:
+            payment = _with(payment, **{field: value})
+    for field in data.draw(st.sets(st.sampled_from(sorted(_PAYMENT_VALUES)), max_size=2)):
+        value = data.draw(st.one_of(_PAYMENT_VALUES[field], _RECORD_EXTRA))
+        if field == "pan" and isinstance(value, str) and value.isdigit():
+            from emv.pan import mask_pan
+
+            value = mask_pan(value)
+        record[_RECORD_NAMES.get(field, field)] = value
+    record = {k: v for k, v in record.items() if v is not None}
+    ours, theirs = _verdicts(record, payment)
+    assert ours == theirs

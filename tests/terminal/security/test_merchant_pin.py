@@ -155,3 +155,37 @@ def test_a_tampered_lock_out_record_locks_every_caller_and_is_audited(tmp_path: 
     assert "pin_lockout_tampered" in _events(tmp_path)
     clock.now += 3600
     credential.verify(PIN, scope="register-1")
+
+
+def test_the_errors_name_no_operation_and_carry_their_numbers(tmp_path: Path) -> None:
+    """The PIN guards refunds, voids and the end of day: a message that says "refunds and
+    voids are locked" is wrong for the end of day. The API words the errors in the terminal's
+    language from their attributes (tries_left, retry_after, reason), not from the text."""
+    clock = Clock()
+    credential = _pin(tmp_path, clock)
+    credential.set(PIN)
+    refused: list[MerchantPinError] = []
+    for _ in range(4):
+        with pytest.raises(MerchantPinError) as error:
+            credential.verify("111222", scope="checkout-page")
+        refused.append(error.value)
+    wrong, wrong_again, locking, locked = refused
+    assert isinstance(wrong, MerchantPinWrongError)
+    assert isinstance(wrong_again, MerchantPinWrongError)
+    assert (wrong.tries_left, wrong_again.tries_left) == (2, 1)
+    assert str(wrong) == "wrong PIN (2 tries left before the merchant PIN is locked)"
+    assert isinstance(locking, MerchantPinLockedError)
+    assert (locking.retry_after, locking.reason) == (30, "wrong")
+    assert str(locking) == "wrong PIN: the merchant PIN is locked for 30 s"
+    assert isinstance(locked, MerchantPinLockedError)
+    assert (locked.retry_after, locked.reason) == (30, "locked")
+    assert str(locked) == "too many wrong PINs: the merchant PIN is locked for 30 s"
+    (tmp_path / "merchant-pin-lockout.json").unlink()
+    with pytest.raises(MerchantPinLockedError) as tampered:
+        credential.verify(PIN, scope="register-1")
+    assert (tampered.value.retry_after, tampered.value.reason) == (3600, "tampered")
+    assert str(tampered.value) == (
+        "the PIN lock-out record was altered or removed: the merchant PIN is locked for 3600 s"
+    )
+    for message in (*map(str, refused), str(tampered.value)):
+        assert not any(word in message for word in ("refund", "void", "end of day"))

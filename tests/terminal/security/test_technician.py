@@ -12,15 +12,21 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from terminal.security.merchant_pin import MerchantPin, MerchantPinError, MerchantPinLockedError
 from terminal.security.technician import (
+    KEY_PURPOSE,
     TechnicianAuthError,
     TechnicianCredential,
+    TechnicianCredentialReplacedError,
     TechnicianError,
     TechnicianLockedError,
+    upgrade_keystore,
 )
 from terminal.store.audit import AuditLog
+from terminal.store.keys import Keystore, KeystoreTamperedError
+from tests.terminal.store.test_keys import _as_format_1
 
 KEY = b"t" * 32
 SECRET = "270513"
+KEYSTORE_SECRET = b"device-secret-for-tests-0001"
 
 
 class Clock:
@@ -120,31 +126,121 @@ def test_a_locked_merchant_pin_never_locks_the_technician(tmp_path: Path) -> Non
     technician.verify(SECRET, action="merchant_pin_set")
 
 
-def test_a_credential_of_the_previous_format_is_upgraded_at_first_use(tmp_path: Path) -> None:
-    clock = Clock()
+def _old_terminal(tmp_path: Path, *, format_1: bool = True) -> Keystore:
+    """The keystore of a terminal the previous version provisioned (format 1), or of one this
+    version provisioned or upgraded (format 2)."""
+    Keystore.create(tmp_path, KEYSTORE_SECRET, serial="SN-1", scrypt_n=2**10)
+    if format_1:
+        _as_format_1(tmp_path, KEYSTORE_SECRET)
+    return Keystore.open(tmp_path, KEYSTORE_SECRET)
+
+
+def write_format_1(path: Path, secret: str, *, failures: int = 0) -> str:
+    """A technician.json as the previous version wrote it (scrypt only: anyone can compute it
+    for a secret of their own); returns its hash. Shared with tests/security/
+    test_pin_bruteforce.py."""
     salt = b"s" * 16
-    old_hash = Scrypt(salt=salt, length=32, n=2**10, r=8, p=1).derive(SECRET.encode())
-    (tmp_path / "technician.json").write_text(
+    old_hash = Scrypt(salt=salt, length=32, n=2**10, r=8, p=1).derive(secret.encode())
+    path.write_text(
         json.dumps(
             {
                 "format": "pipos-technician-1",
                 "kdf": {"salt": base64.b64encode(salt).decode(), "n": 2**10, "r": 8, "p": 1},
                 "hash": base64.b64encode(old_hash).decode(),
                 "set_at": 1,
-                "failures": 1,
+                "failures": failures,
                 "locked_until": 0,
             }
         )
     )
-    technician = _technician(tmp_path, clock)
+    return base64.b64encode(old_hash).decode()
+
+
+def test_a_credential_of_the_previous_format_is_upgraded_at_first_use(tmp_path: Path) -> None:
+    clock = Clock()
+    keystore = _old_terminal(tmp_path)
+    key = keystore.data_key(KEY_PURPOSE)
+    old_hash = write_format_1(tmp_path / "technician.json", SECRET, failures=1)
+    technician = _technician(tmp_path, clock, key=key)
     with pytest.raises(TechnicianAuthError, match="1 more before"):  # its count carried over
         technician.verify("000001", action="test")
     doc = json.loads((tmp_path / "technician.json").read_text())
     assert doc["format"] == "pipos-technician-2"
     assert "failures" not in doc
-    assert doc["hash"] != base64.b64encode(old_hash).decode()
+    assert doc["hash"] != old_hash
     technician.verify(SECRET, action="test")
     # Bound to the device key from then on.
     with pytest.raises(TechnicianError):
         _technician(tmp_path, clock, key=b"u" * 32).verify(SECRET, action="test")
     assert "technician_credential_upgraded" in _events(tmp_path)
+
+
+def test_upgrading_the_keystore_upgrades_the_credential_first(tmp_path: Path) -> None:
+    """What `pipos run` and `pipos provision` do to an old terminal: no PIN is needed, and
+    afterwards the keystore's format 2 says that the upgrade is done."""
+    clock = Clock()
+    keystore = _old_terminal(tmp_path)
+    write_format_1(tmp_path / "technician.json", SECRET)
+    audit = AuditLog(tmp_path / "audit.log")
+    assert upgrade_keystore(keystore, tmp_path / "technician.json", audit) is True
+    assert not Keystore.open(tmp_path, KEYSTORE_SECRET).needs_upgrade
+    assert json.loads((tmp_path / "technician.json").read_text())["format"] == (
+        "pipos-technician-2"
+    )
+    assert upgrade_keystore(keystore, tmp_path / "technician.json", audit) is False
+    technician = _technician(tmp_path, clock, key=keystore.data_key(KEY_PURPOSE))
+    assert technician.upgrade() is False
+    technician.verify(SECRET, action="test")
+    # A terminal without a credential (never provisioned) upgrades its keystore all the same.
+    other = tmp_path / "other"
+    assert upgrade_keystore(_old_terminal(other), other / "technician.json", audit) is True
+
+
+@pytest.mark.parametrize("keystore", ["format 2", "upgraded from format 1", "missing"])
+def test_an_old_format_written_over_an_upgraded_terminal_is_refused(
+    tmp_path: Path, keystore: str
+) -> None:
+    """The SD-card attack: a format-1 technician.json hashing the attacker's own secret
+    written over the credential, its lock-out record deleted. The old code upgraded it and
+    let the attacker's PIN in (unit export, merchant-pin set, re-provisioning)."""
+    clock = Clock()
+    if keystore == "missing":
+        key = KEY
+    else:
+        opened = _old_terminal(tmp_path, format_1=keystore != "format 2")
+        key = opened.data_key(KEY_PURPOSE)
+        opened.upgrade()
+    technician = _technician(tmp_path, clock, key=key)
+    technician.set(SECRET)
+    attacker = "correct-horse-battery-staple-1"
+    write_format_1(technician.path, attacker)
+    (tmp_path / "technician-lockout.json").unlink()
+    planted = technician.path.read_bytes()
+    for secret in (attacker, SECRET):
+        with pytest.raises(TechnicianCredentialReplacedError, match="re-provision the terminal"):
+            _technician(tmp_path, clock, key=key).verify(secret, action="unit_export")
+    with pytest.raises(TechnicianCredentialReplacedError, match="replaced by an older format"):
+        technician.upgrade()
+    assert technician.path.read_bytes() == planted  # left as found, for whoever looks into it
+    events = _events(tmp_path)
+    assert events.count("technician_credential_downgrade_refused") == 3
+    assert "technician_credential_upgraded" not in events
+    assert "technician_auth_ok" not in events
+
+
+def test_the_keystore_cannot_be_relabelled_to_let_an_old_format_in(tmp_path: Path) -> None:
+    """The keystore's format is read from its clear part: lowering it to format 1 lets the
+    old credential past that check, but then the keystore does not open, so the key the
+    credential needs is not there."""
+    _old_terminal(tmp_path, format_1=False)
+    write_format_1(tmp_path / "technician.json", "correct-horse-battery-staple-1")
+    path = Keystore.path_in(tmp_path)
+    path.write_text(path.read_text().replace("pipos-keystore-2", "pipos-keystore-1"))
+    technician = TechnicianCredential(
+        tmp_path / "technician.json",
+        AuditLog(tmp_path / "audit.log"),
+        device_key=lambda: Keystore.open(tmp_path, KEYSTORE_SECRET).data_key(KEY_PURPOSE),
+        scrypt_n=2**10,
+    )
+    with pytest.raises(KeystoreTamperedError, match="relabelled"):
+        technician.verify("correct-horse-battery-staple-1", action="unit_export")

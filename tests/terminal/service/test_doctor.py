@@ -17,7 +17,7 @@ from terminal.service.config import TerminalConfig, load_config, save_config
 from terminal.service.doctor import Check, DoctorReport, Environment, run_doctor
 from tests.conftest_host import HostHandle
 from tests.conftest_tpm import SwTpm
-from tests.terminal.service.test_provision import _provision
+from tests.terminal.service.test_provision import PIN, _provision
 
 
 def _fake_usb(tmp: Path, vendor: str, product: str) -> tuple[Path, Path]:
@@ -198,8 +198,20 @@ def _ready_reader() -> list[DeviceEntry]:
     return [DeviceEntry("pcsc:ACS ACR122U", "card reader", "pcsc", "ACS ACR122U 00 00")]
 
 
+def _set_merchant_pin(config: Path, tmp_path: Path) -> None:
+    """What the technician does after provisioning (README, step 8)."""
+    files = {"technician": PIN, "merchant": "5831"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text + "\n")
+        (tmp_path / name).chmod(0o600)
+    argv = ["merchant-pin", "set", "--config", str(config)]
+    argv += ["--technician-pin-file", str(tmp_path / "technician")]
+    assert main([*argv, "--pin-file", str(tmp_path / "merchant")]) == 0
+
+
 def test_provisioned_terminal_is_healthy(acquirer_host: HostHandle, tmp_path: Path) -> None:
     _provision(acquirer_host, tmp_path)
+    _set_merchant_pin(tmp_path / "etc" / "terminal.toml", tmp_path)
     report = run_doctor(tmp_path / "etc" / "terminal.toml", Environment(devices=_ready_reader))
     statuses = {c.name: c.status for c in report.checks}
     for name in (
@@ -214,6 +226,7 @@ def test_provisioned_terminal_is_healthy(acquirer_host: HostHandle, tmp_path: Pa
         "queue backlog",
         "audit log",
         "technician credential",
+        "merchant PIN",
     ):
         assert statuses[name] == "pass", (name, report.lines())
     # The default provider is the development file: said, with the way out.
@@ -229,6 +242,7 @@ def test_doctor_reports_the_tpm_and_whether_it_answers(
 ) -> None:
     _provision(acquirer_host, tmp_path, secret_provider="tpm", tpm_tcti=swtpm.tcti)
     config = tmp_path / "etc" / "terminal.toml"
+    _set_merchant_pin(config, tmp_path)
     report = run_doctor(config, Environment(devices=_ready_reader))
     checks = {c.name: c for c in report.checks}
     assert checks["device secret"].status == "pass", report.lines()
@@ -299,7 +313,10 @@ def test_doctor_says_whether_the_merchant_pin_is_set_and_never_in_clear(
     config = tmp_path / "etc" / "terminal.toml"
     data_dir = load_config(config).data_dir
     [pin] = _by_name(run_doctor(config, Environment(devices=_ready_reader)), "merchant PIN")
-    assert (pin.status, pin.fix) == ("warn", "pipos merchant-pin set")
+    assert (pin.status, pin.fix) == ("fail", "pipos merchant-pin set")
+    _set_merchant_pin(config, tmp_path)
+    [pin] = _by_name(run_doctor(config, Environment(devices=_ready_reader)), "merchant PIN")
+    assert pin.status == "pass"
     (data_dir / "merchant-pin").write_text("4826\n")  # an older version's clear-text file
     report = run_doctor(config, Environment(devices=_ready_reader))
     [pin] = _by_name(report, "merchant PIN")

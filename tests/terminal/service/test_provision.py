@@ -237,6 +237,62 @@ def test_the_file_provider_is_said_to_be_for_development(
     assert any("development only" in note and "--secret tpm" in note for note in result.notes)
 
 
+#: An acquirer that is not a simulator on this machine; the in-process host answers for it.
+REAL_ACQUIRER = "https://acquirer.example:8600"
+
+
+def test_a_real_acquirer_needs_the_secret_provider_chosen(
+    inprocess_host: HostHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Left to default, a terminal enrolled with a real acquirer would keep its device secret
+    # on the SD card: refused, with what to give, before anything is written or enrolled.
+    with pytest.raises(ProvisionError, match=r"--secret tpm or --secret rpi-otp") as refused:
+        _provision(inprocess_host, tmp_path, host_url=REAL_ACQUIRER)
+    assert "--secret file is for development only" in str(refused.value)
+    assert "copy of the SD card" in str(refused.value)
+    assert not (tmp_path / "data").exists()
+    assert not (tmp_path / "etc").exists()
+    assert inprocess_host.status()["terminals"] == 0
+    # The same from the command line: exit status 1 and the message, no traceback.
+    from terminal.cli import main
+
+    pin = tmp_path / "pin"
+    pin.write_text(PIN + "\n")
+    argv = ["provision", "--host", REAL_ACQUIRER, "--activation-code", "CODE",
+            "--host-key", inprocess_host.host_key_fingerprint, "--config",
+            str(tmp_path / "etc" / "terminal.toml"), "--data-dir", str(tmp_path / "data"),
+            "--technician-pin-file", str(pin)]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "choose where the device secret lives: --secret tpm or --secret rpi-otp" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_real_acquirer_with_the_file_asked_for_proceeds_with_the_note(
+    inprocess_host: HostHandle, tmp_path: Path
+) -> None:
+    result = _provision(inprocess_host, tmp_path, host_url=REAL_ACQUIRER, secret_provider="file")
+    assert result.action == "provisioned"
+    config = load_config(tmp_path / "etc" / "terminal.toml")
+    assert (config.secret, config.host_url) == ("file", REAL_ACQUIRER)
+    assert any("development only" in note and "--secret tpm" in note for note in result.notes)
+    # A re-run keeps the configured provider: no --secret needed again.
+    assert _provision(inprocess_host, tmp_path, host_url=REAL_ACQUIRER).action == "refreshed"
+
+
+def test_a_real_acquirer_with_the_tpm_needs_no_more(
+    swtpm: SwTpm, inprocess_host: HostHandle, tmp_path: Path
+) -> None:
+    result = _provision(
+        inprocess_host, tmp_path, host_url=REAL_ACQUIRER, secret_provider="tpm",
+        tpm_tcti=swtpm.tcti,
+    )  # fmt: skip
+    assert result.action == "provisioned"
+    assert not any("development only" in note for note in result.notes)
+    assert load_config(tmp_path / "etc" / "terminal.toml").secret == "tpm"
+
+
 def _fake_otp(tmp: Path, key: str) -> Path:
     script = tmp / "bin" / "rpi-otp-private-key"
     script.parent.mkdir(exist_ok=True)
@@ -358,7 +414,8 @@ def _ca_key(rid: str, index: str, expiry: str, *, good_sum: bool = True) -> dict
 
 
 def _full_params(ca_keys: list[dict[str, str]]) -> dict[str, Any]:
-    doc = json.loads((Path(__file__).parents[3] / "terminal/data/default_params.json").read_text())
+    path = Path(__file__).parents[3] / "terminal/data/default_params.json"
+    doc: dict[str, Any] = json.loads(path.read_text())
     doc.pop("version")
     doc["ca_public_keys"] = ca_keys
     return doc

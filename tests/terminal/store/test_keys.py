@@ -178,7 +178,8 @@ def _write(directory: Path, doc: dict[str, Any]) -> None:
 
 def _as_format_1(directory: Path, secret: bytes = SECRET) -> None:
     """Rewrite a keystore as the previous version wrote it: format 1, no MAC, the master
-    secret encrypted under the format-1 label (the rest of the layout is unchanged)."""
+    secret encrypted under the format-1 label (the rest of the layout is unchanged). Imported
+    by the doctor's and `pipos run`'s tests too."""
     doc = _doc(directory)
     kdf = doc["kdf"]
     kek = AESGCM(
