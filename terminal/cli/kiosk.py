@@ -27,7 +27,6 @@ import os
 import shutil
 from pathlib import Path
 
-from ..api.kiosk import CODE_FILE, kiosk_url, read_kiosk_code
 from ..domain.errors import ConfigurationError
 
 __all__ = ["CHROMIUM_FLAGS", "register"]
@@ -78,6 +77,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _code_file(args: argparse.Namespace) -> Path:
+    # Imported here, not at the top: `pipos --help` loads every command module, and the API
+    # package brings FastAPI with it.
+    from ..api.kiosk import CODE_FILE
+
     if args.code_file:
         return Path(args.code_file)
     if args.config:
@@ -91,6 +94,8 @@ def _code_file(args: argparse.Namespace) -> Path:
 def _kiosk_command(args: argparse.Namespace) -> int:
     if not args.url.startswith(("http://", "https://")):
         raise ConfigurationError(f"--url {args.url!r}: expected http://HOST:PORT")
+    from ..api.kiosk import kiosk_url, read_kiosk_code
+
     url = kiosk_url(args.url, read_kiosk_code(_code_file(args)))
     if args.print_url:
         print(url, flush=True)
