@@ -17,12 +17,9 @@ RESPONSE for as long as the card said '61xx'; nfcpy answered S(WTX) for ever.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,8 +35,8 @@ from terminal.domain.messages import Result
 from terminal.domain.records import Stage, State, TxnRecord
 from terminal.store.journal import Journal
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
+from tests.pipos_run import pipos_run
 
-ROOT = Path(__file__).resolve().parents[2]
 CLIENT = {"sleep": lambda _s: None, "read_timeout": 10.0, "max_reversal_attempts": 3}
 CANCEL_WITHIN = 1.0
 VPCD_READER = "pcsc:Virtual PCD 00 00"
@@ -236,40 +233,15 @@ def test_a_card_asking_for_more_time_forever_through_nfcpy_is_cut_at_the_bound(
 # --- SIGTERM with a wedged card mid-sale ------------------------------------------------------
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.integration
 def test_sigterm_stops_pipos_run_within_3_s_with_a_wedged_card_mid_sale(
     tmp_path: Path,
 ) -> None:
     token = "wedged-card-test-token"
     state = tmp_path / "run"
-    errors = tmp_path / "stderr.txt"
-    with errors.open("w") as err_file:
-        process = subprocess.Popen(
-            [sys.executable, "-X", "faulthandler", "-m", "terminal.cli", "run",
-             "--state-dir", str(state), "--port", "0", "--token", token],
-            cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-            stdout=subprocess.PIPE,
-            stderr=err_file,
-            text=True,
-            preexec_fn=_default_sigint,
-        )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        url = ""
-        for line in process.stdout:
-            if line.strip().startswith("checkout page:"):
-                url = line.split()[-1].rstrip("/")
-            if line.startswith("Press Ctrl-C"):
-                break
-        else:
-            pytest.fail(f"pipos run did not start: {errors.read_text()}")
+    with pipos_run(state, token, tmp_path / "stderr.txt") as running:
         with httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+            base_url=running.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
         ) as api:
             sale = api.post("/api/v1/sales", json={"amount": 1500, "currency": 978})
             assert sale.status_code == 202, sale.text
@@ -281,25 +253,12 @@ def test_sigterm_stops_pipos_run_within_3_s_with_a_wedged_card_mid_sale(
                 assert time.monotonic() < deadline, "the sale never started reading the card"
                 time.sleep(0.01)
         time.sleep(0.3)  # wedged on GET PROCESSING OPTIONS
-        started = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGABRT)
-            process.wait(timeout=10)
-            pytest.fail(f"pipos run did not stop within 30 s:\n{errors.read_text()}")
-        stopped = time.monotonic() - started
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        stopped = running.stop(signal.SIGTERM)
+    errors = running.errors.read_text()
     print(f"SIGTERM stop time with a wedged card: {stopped:.2f} s")
-    assert stopped < 3.0, f"pipos run took {stopped:.2f} s to stop:\n{errors.read_text()}"
-    assert process.returncode == 0, errors.read_text()
-    assert "Traceback" not in errors.read_text()
+    assert stopped < 3.0, f"pipos run took {stopped:.2f} s to stop:\n{errors}"
+    assert running.process.returncode == 0, errors
+    assert "Traceback" not in errors
     # On disk, as the next start finds it: cancelled, not left in progress.
     journal = Journal(state / "terminal" / "journal.sqlite3")
     try:

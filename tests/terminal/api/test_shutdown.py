@@ -4,10 +4,7 @@ stream cut by the server's shutdown used to, in the tests and when stopping `pip
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,11 +13,10 @@ import pytest
 
 from terminal.api.stack import start_demo_stack
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET
+from tests.pipos_run import pipos_run
 
 # A demo stack (uvicorn servers on loopback) and `pipos run` in a subprocess.
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _follow(url: str, token: str, lines: list[str], opened: threading.Event) -> None:
@@ -60,61 +56,22 @@ def test_closing_the_stack_ends_event_streams_cleanly(
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_stopping_pipos_run_with_a_live_page_prints_no_traceback(
     tmp_path: Path, stop: signal.Signals
 ) -> None:
-    errors = tmp_path / "stderr.txt"
-    with errors.open("w") as err_file:
-        process = subprocess.Popen(
-            [sys.executable, "-X", "faulthandler", "-m", "terminal.cli", "run",
-             "--state-dir", str(tmp_path / "run"), "--port", "0",
-             "--token", "shutdown-test-token"],
-            cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-            stdout=subprocess.PIPE,
-            stderr=err_file,
-            text=True,
-            # As from an interactive shell: a test run started in the background (a CI
-            # script, `cmd &`) has SIGINT ignored, and Python then leaves it ignored.
-            preexec_fn=_default_sigint,
-        )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        url = ""
-        for line in process.stdout:
-            if line.strip().startswith("checkout page:"):
-                url = line.split()[-1].rstrip("/")
-            if line.startswith("Press Ctrl-C"):
-                break
-        else:
-            pytest.fail(f"pipos run did not start: {errors.read_text()}")
+    token = "shutdown-test-token"
+    with pipos_run(tmp_path / "run", token, tmp_path / "stderr.txt") as running:
         lines: list[str] = []
         opened = threading.Event()
         follower = threading.Thread(
-            target=_follow, args=(url, "shutdown-test-token", lines, opened), daemon=True
+            target=_follow, args=(running.url, token, lines, opened), daemon=True
         )
         follower.start()
         assert opened.wait(10)
-        process.send_signal(stop)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
-            process.wait(timeout=10)
-            pytest.fail(f"pipos run did not stop within 30 s:\n{errors.read_text()}")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-    err = errors.read_text()
-    assert process.returncode == 0, err
+        running.stop(stop)
+    err = running.errors.read_text()
+    assert running.process.returncode == 0, err
     assert "Traceback" not in err, err
     assert "CancelledError" not in err, err
     follower.join(10)
