@@ -716,7 +716,13 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         record = checkout.get(txn_id)
         if not record.finished:
             raise _ApiError(409, "invalid_state", f"transaction {txn_id} has not finished")
-        rec = build_receipt(record, checkout.params, copy, terminal_id=checkout.terminal_id)
+        rec = build_receipt(
+            record,
+            checkout.params,
+            copy,
+            terminal_id=checkout.terminal_id,
+            language=checkout.language,
+        )
         if format == "html":
             return HTMLResponse(rec.html())
         if format == "json":
@@ -735,7 +741,13 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             raise _ApiError(409, "invalid_state", f"transaction {txn_id} has not finished")
         copies = (body or PrintBody()).copies
         receipts = [
-            build_receipt(record, checkout.params, c, terminal_id=checkout.terminal_id)
+            build_receipt(
+                record,
+                checkout.params,
+                c,
+                terminal_id=checkout.terminal_id,
+                language=checkout.language,
+            )
             for c in copies
         ]
         try:
@@ -772,8 +784,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
 
     @app.post("/api/v1/queue/sync", tags=["status"])
     def sync(who: str = Depends(register)) -> dict[str, Any]:
-        """Send the offline queue now."""
-        return {"sync": dict(checkout.sync_offline()), "queue": checkout.queue_summary().to_json()}
+        """Send the offline queue now. `result` says what happened in the terminal's
+        language ("3 sent", "Could not send: bank unreachable"), with the counts and the
+        failure's code; `sync` keeps the queue's own counts."""
+        result = checkout.sync_report()
+        counts = {k: result[k] for k in ("accepted", "declined", "failed", "remaining")}
+        return {"sync": counts, "result": result, "queue": checkout.queue_summary().to_json()}
 
     @app.get("/api/v1/status", tags=["status"])
     def status(who: str = Depends(register)) -> dict[str, Any]:

@@ -30,7 +30,8 @@ from ..app.runtime import TerminalRuntime, start_terminal
 from ..app.sim_scanner import SimulatedPhone
 from ..checkout.qr_payment import QrPaymentParams
 from ..domain.errors import ConfigurationError, simulator_missing, simulator_not_installed
-from ..domain.params import default_params
+from ..domain.messages import LANGUAGES
+from ..domain.params import Language, default_params
 from ..security.merchant_pin import DEFAULT_SCRYPT_N as MERCHANT_PIN_SCRYPT_N
 from ..security.merchant_pin import FILE as MERCHANT_PIN_FILE
 from ..security.merchant_pin import KEY_PURPOSE as MERCHANT_PIN_KEY_PURPOSE
@@ -171,8 +172,13 @@ def start_demo_stack(
     confirm_delay: float = 3.0,
     qr_poll_interval: float = 1.0,
     allowed_hosts: Iterable[str] = (),
+    language: str = "en",
 ) -> DemoStack:
     """Start the simulated acquirer (unless `host_url` is given), the terminal and its API.
+
+    `language` ("en" or "zh"): the demo terminal's `terminal.language` parameter, so its
+    page, receipts and server texts speak it; another language is refused before anything
+    starts.
 
     The simulated acquirer and the simulated card field (no `reader_url`) need the simulator
     (the `sim` extra); without it this raises :class:`ConfigurationError` saying what to
@@ -180,6 +186,14 @@ def start_demo_stack(
     `bind`, that requests may carry in their Host header (:func:`allowed_host_names`).
     `session_clock`: the wall clock the kiosk page's sessions end by (tests move it)."""
     check_new_pin(pin)  # a weak --pin is refused before anything starts
+    if language not in LANGUAGES:
+        raise ConfigurationError(
+            f"unknown language {language[:16]!r}: choose one of {', '.join(LANGUAGES)}"
+        )
+    chosen: Language = "zh" if language == "zh" else "en"
+    base = default_params()
+    # The same parameter a provisioned terminal gets from its acquirer's download.
+    params = replace(base, terminal=replace(base.terminal, language=chosen))
     hosts = _allowed_hosts(bind, allowed_hosts)
     host = None
     if host_url is None:
@@ -223,11 +237,12 @@ def start_demo_stack(
         secret=secret,
         host_url=host_url,
         activation_code=activation_code,
+        params=params,
         reader_url=reader_url,
         scanner_url=scanner_url,
         # The acquirer is on loopback here: poll code payments briskly.
         qr_params=replace(
-            QrPaymentParams.from_terminal_params(default_params()),
+            QrPaymentParams.from_terminal_params(params),
             poll_interval=qr_poll_interval,
         ),
         client_options={

@@ -88,6 +88,13 @@ class TerminalRuntime:
                             failures = 0
                     if self.checkout.owes_the_host():
                         self.checkout.retry_reversals()
+                    elif self.checkout.host_online is False and not (
+                        self.checkout.queue_summary().count
+                    ):
+                        # Nothing to send or settle says nothing of the bank: ask it (a
+                        # signed request that moves no money), or the terminal would stay
+                        # offline until the merchant pressed sync.
+                        self.checkout.probe_host()
                 except Exception:
                     # One bad pass (a locked or failing disk, a bug) must not end forwarding
                     # and reversals for good: log it and try again after a backoff.

@@ -15,7 +15,7 @@ from typing import Any, Final
 from ..acquirer.client import AcquirerClient, AcquirerError, ReversalPendingError
 from ..acquirer.qr_client import QrClient
 from ..domain.currency import MAX_EMV_AMOUNT, UnknownCurrencyError, currency, format_amount
-from ..domain.messages import Message, Result, message_for, progress_text
+from ..domain.messages import Message, Result, message_for, progress_text, ui_strings
 from ..domain.params import TerminalParams
 from ..domain.records import APPROVED_STATES, Kind, Method, Stage, State, TxnRecord, check_move
 from ..domain.signing import Signer, offline_record
@@ -23,7 +23,7 @@ from ..store.journal import Journal
 from .card_session import CARD_READ_TIMEOUT
 from .errors import BusyError, NotFoundError, RequestError
 from .events import EventHub
-from .failures import failure_for
+from .failures import failure_for, link_failure
 from .ports import Clock, OfflineQueuePort, QueueSummary, RandomBytes, ReaderFactory, ScannerFactory
 from .qr_payment import QrPaymentParams
 
@@ -106,6 +106,10 @@ class CheckoutCore:
         self._cancellable = False
         self._worker: threading.Thread | None = None
         self.host_online: bool | None = None  # None until the first exchange
+        #: When the link last changed state, and what the last failure was (a
+        #: :data:`terminal.checkout.failures.LINK_FAILURES` code), for the page's banner.
+        self.host_since: datetime | None = None
+        self.host_failure: str = ""
         self._final: TxnRecord | None = None
         self._scanner_factory = scanner_factory
         self._qr_client = qr_client
@@ -167,9 +171,30 @@ class CheckoutCore:
 
     def status(self) -> dict[str, Any]:
         summary = self.queue_summary()
+        strings = ui_strings(self.language)
+        offline = self.params.offline
+        accepting = offline is not None and offline.enabled and self._enrolled()
+        code = self.params.terminal.currency_code
         return {
             "terminal_id": self.terminal_id,
             "host_online": self.host_online,
+            # What the banner says: the link as the last exchange showed it, since when, why.
+            "host": {
+                "online": self.host_online,
+                "since": None if self.host_since is None else _now_text(self.host_since),
+                "last_failure": self.host_failure,
+                "last_failure_text": strings.get(f"host_failure_{self.host_failure}", "")
+                if self.host_failure
+                else "",
+            },
+            "offline_acceptance": {
+                "enabled": accepting,
+                "max_amount": offline.max_transaction_amount if accepting and offline else None,
+                "currency": code,
+                "max_amount_text": format_amount(offline.max_transaction_amount, code)
+                if accepting and offline
+                else "",
+            },
             "busy": self._current is not None,
             "current": self._current,
             "queue": summary.to_json()
@@ -283,10 +308,17 @@ class CheckoutCore:
         if final is not None:
             self._publish(final)
 
-    def _link(self, online: bool | None) -> None:
-        """What the last exchange said of the link to the acquirer (None: nothing)."""
-        if online is not None:
-            self.host_online = online
+    def _link(self, online: bool | None, failure: str = "") -> None:
+        """What the last exchange said of the link to the acquirer (None: nothing). Only
+        evidence moves it: a signed answer (True), an unanswered or refused request (False,
+        with the failure's code); doing nothing with the host never does."""
+        if online is None:
+            return
+        if online is not self.host_online:
+            self.host_since = self._now()
+        self.host_online = online
+        if not online:
+            self.host_failure = failure or "no_answer"
 
     def _publish_status(self) -> None:
         self.events.publish("status", self.status())
@@ -320,7 +352,7 @@ class CheckoutCore:
         An authorisation whose reversal is not acknowledged yet keeps that reversal, in the
         same commit as the decline, for :meth:`retry_reversals`."""
         failure = failure_for(record.kind, exc)
-        self._link(failure.online)
+        self._link(failure.online, link_failure(exc))
         return self._finish(
             record,
             failure.state,

@@ -8,6 +8,7 @@ from typing import Final
 
 from ..acquirer.client import (
     AcquirerError,
+    HostFaultError,
     HostRejectedError,
     HostUnreachable,
     OutcomeUnknownError,
@@ -16,7 +17,7 @@ from ..acquirer.client import (
 from ..domain.messages import Result
 from ..domain.records import Kind, State
 
-__all__ = ["ACQUIRER_FAILURES", "Failure", "failure_for"]
+__all__ = ["ACQUIRER_FAILURES", "LINK_FAILURES", "Failure", "failure_for", "link_failure"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +77,22 @@ def failure_for(kind: Kind, exc: AcquirerError) -> Failure:
         if found is not None:
             return found
     raise TypeError(f"no failure for {type(exc).__name__}")  # AcquirerError is in every kind
+
+
+#: What a failed exchange says of the link, as a code the page words in the merchant's
+#: language (ui string ``host_failure_<code>``): the request never reached the bank, it
+#: reached it and got no (usable) answer, or the bank answered with a fault.
+LINK_FAILURES: Final[Mapping[type[AcquirerError], str]] = {
+    HostUnreachable: "unreachable",
+    OutcomeUnknownError: "no_answer",
+    HostFaultError: "no_answer",
+    AcquirerError: "host_error",
+}
+
+
+def link_failure(exc: AcquirerError) -> str:
+    for cls in type(exc).__mro__:
+        found = LINK_FAILURES.get(cls)
+        if found is not None:
+            return found
+    return "host_error"

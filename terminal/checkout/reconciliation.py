@@ -10,13 +10,20 @@ from typing import Any
 from offline_queue.errors import QueueError
 from offline_queue.model import State as QueueState
 
-from ..acquirer.client import AcquirerError, BrandTotals, HostUnreachable
+from ..acquirer.client import (
+    AcquirerError,
+    BrandTotals,
+    HostRejectedError,
+    HostUnreachable,
+    NotEnrolledError,
+)
 from ..acquirer.qr_client import QrHostError
 from ..domain.currency import format_amount
-from ..domain.messages import Result
+from ..domain.messages import Result, ui_strings
 from ..domain.records import Kind, State, TotalsLine, TxnRecord
 from .core import QR_CANCEL_PREFIX, _now_text
 from .errors import AcquirerRequiredError
+from .failures import link_failure
 from .refunds import RefundsAndVoids
 
 __all__ = ["Reconciliation", "totals_json"]
@@ -70,7 +77,7 @@ class Reconciliation(RefundsAndVoids):
             try:
                 settlement = self._acquirer.settle(terminal_totals=None)
             except HostUnreachable as exc:
-                self._link(False)
+                self._link(False, "unreachable")
                 raise AcquirerRequiredError(f"bank unreachable, batch not closed: {exc}") from exc
             except AcquirerError as exc:
                 raise AcquirerRequiredError(f"batch not closed: {exc}") from exc
@@ -98,6 +105,15 @@ class Reconciliation(RefundsAndVoids):
             log.warning("offline sync failed: %s", exc)
             return {"error": 1}
         self._mark_synced()
+        answered = sum(result.get(k, 0) for k in ("accepted", "declined", "failed"))
+        if answered:
+            self._link(True)  # the bank answered a batch: it is back
+        elif result.get("upload_errors"):
+            # The uploader does not say how it failed: keep what the last exchange said.
+            self._link(False, self.host_failure or "unreachable")
+        elif self.host_online is False:
+            # Nothing was sent (an empty queue says nothing of the bank): ask it.
+            self.probe_host()
         return result
 
     def sync_offline(self) -> Mapping[str, int]:
@@ -105,6 +121,57 @@ class Reconciliation(RefundsAndVoids):
         result = self._safe_sync()
         self._publish_status()
         return result
+
+    def sync_report(self) -> dict[str, Any]:
+        """The merchant's "send offline payments": what was sent and, when nothing could
+        be, why, in words the page shows ("3 sent", "could not send: bank unreachable")."""
+        result = self.sync_offline()
+        strings = ui_strings(self.language)
+        sent = sum(result.get(k, 0) for k in ("accepted", "declined", "failed"))
+        remaining = self.queue_summary().count
+        failure = ""
+        if result.get("error"):
+            failure = "queue_error"
+        elif remaining and not sent:
+            failure = self.host_failure or "unreachable"
+        elif self.host_online is False:
+            failure = self.host_failure or "no_answer"
+        if failure:
+            reason = strings.get(f"host_failure_{failure}", failure)
+            text = strings["sync_failed"].format(reason=reason)
+        elif sent:
+            text = strings["sync_sent"].format(count=sent)
+        else:
+            text = strings["sync_nothing"]
+        return {
+            "sent": sent,
+            "accepted": result.get("accepted", 0),
+            "declined": result.get("declined", 0),
+            "failed": result.get("failed", 0),
+            "remaining": remaining,
+            "ok": not failure,
+            "failure": failure,
+            "text": text,
+            "host_online": self.host_online,
+        }
+
+    def probe_host(self) -> bool | None:
+        """Ask the bank whether it answers (a signed request that moves no money): the
+        evidence that brings an offline terminal back online, or keeps it offline. None
+        when there is no bank to ask (not connected, not enrolled)."""
+        if self._acquirer is None:
+            return None
+        try:
+            self._acquirer.whoami()
+        except NotEnrolledError:
+            return None
+        except HostRejectedError:
+            self._link(True)  # a signed refusal is an answer
+        except AcquirerError as exc:
+            self._link(False, link_failure(exc))
+        else:
+            self._link(True)
+        return self.host_online
 
     def _mark_synced(self) -> None:
         """Copy the host references (and after-the-fact declines) from the queue."""
@@ -125,8 +192,6 @@ class Reconciliation(RefundsAndVoids):
                 )
             elif ref:
                 self._transition(record, record.state, host_ref=ref)
-        if self.queue_summary().count == 0:
-            self._link(True)
 
     def owes_the_host(self) -> bool:
         """Whether something the host may have done waits to be undone or settled: a
@@ -153,8 +218,14 @@ class Reconciliation(RefundsAndVoids):
                 self._acquirer.reverse(original_idempotency_key=key, reason="lost_response")
             except AcquirerError as exc:
                 log.info("reversal still pending: %s", type(exc).__name__)
+                # A signed refusal is an answer; an unanswered or refused request is not.
+                if isinstance(exc, HostRejectedError):
+                    self._link(True)
+                else:
+                    self._link(False, link_failure(exc))
                 continue
             self.journal.reversal_done(key)
+            self._link(True)  # the bank acknowledged it: it answers again
         unknown_voids = self._settle_unknown_voids()
         return len(self.journal.pending_reversals()) + len(unknown_voids)
 

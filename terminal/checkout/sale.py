@@ -504,6 +504,13 @@ class Sales(CodePayments):
         card = outcome.card_data
         if self._acquirer is None:
             return self._store_offline(record, outcome, account, fields, online_failed=True)
+        if self.host_online is False:
+            # The last exchange with the bank went unanswered or was refused: until a signed
+            # answer says it is back (a sync, a reversal, an echo: reconciliation), a sale does
+            # not wait for another request to fail (and owe another reversal) but goes
+            # offline within the limits, as a refused connection does.
+            log.info("sale %s: the bank is not answering; trying offline", record.id)
+            return self._store_offline(record, outcome, account, fields, online_failed=True)
         key = self._acquirer.new_idempotency_key("auth")
         # The key is on disk before the request leaves (with what the card gave, in the
         # same commit): after a crash, recovery can reverse it.
@@ -523,12 +530,17 @@ class Sales(CodePayments):
         try:
             answer = self._acquirer.authorise(request, idempotency_key=key)
         except (HostUnreachable, NotEnrolledError) as exc:
-            self._link(False)
+            self._link(False, "unreachable")
             log.info("sale %s: acquirer unreachable (%s); trying offline", record.id, exc)
             return self._store_offline(record, outcome, account, fields, online_failed=True)
         except AcquirerError as exc:
             return self._fail(record, exc)
-        self._link(True)
+        if answer.outcome is AuthOutcome.REVERSED_AFTER_LOST_RESPONSE:
+            # The reversal was answered, the authorisation was not: the next sales go
+            # offline rather than lose (and reverse) their authorisations too.
+            self._link(False, "no_answer")
+        else:
+            self._link(True)
         if answer.outcome is AuthOutcome.APPROVED:
             return self._finish(
                 record,

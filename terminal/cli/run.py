@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..domain.currency import format_amount
+from ..domain.errors import ConfigurationError
+from ..domain.messages import LANGUAGES
 
 if TYPE_CHECKING:
     from ..api.stack import DemoStack
@@ -57,6 +59,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "printed at start; sequences, repeats and common PINs are refused)",
     )
     run.add_argument("--token", help="the register's API token (default: random, printed)")
+    run.add_argument(
+        "--language",
+        choices=LANGUAGES,
+        help="demo terminal: the language of its page, receipts and texts, "
+        f"one of {', '.join(LANGUAGES)} (default en); a provisioned terminal speaks its "
+        "acquirer's parameter terminal.language",
+    )
     run.add_argument(
         "--allowed-host",
         action="append",
@@ -96,6 +105,12 @@ def _run_command(args: argparse.Namespace) -> int:
     from ..api.stack import DEMO_PIN, start_demo_stack, start_provisioned_stack
     from .service import install_sigterm_handler
 
+    if args.config and args.language:
+        # Not silently ignored: the merchant would believe the terminal now speaks it.
+        raise ConfigurationError(
+            "--language is for the demo terminal: a provisioned terminal speaks its "
+            "acquirer's parameter terminal.language (pipos params check FILE shows it)"
+        )
     install_sigterm_handler()  # systemctl stop: close the checkout as Ctrl-C does
     if args.config:
         stack, token_path, created = start_provisioned_stack(
@@ -130,6 +145,7 @@ def _run_command(args: argparse.Namespace) -> int:
         pin=args.pin or DEMO_PIN,
         activation_code=args.activation_code,
         allowed_hosts=args.allowed_host,
+        language=args.language or "en",
     )
     kiosk = "pipos kiosk" + (f" --state-dir {args.state_dir}" if args.state_dir else "")
     banner = [

@@ -12,6 +12,7 @@ every text the merchant and the customer read is translated in one place: see
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,9 +26,12 @@ __all__ = [
     "LANGUAGES",
     "Message",
     "Result",
+    "brand_text",
     "message_for",
     "pin_policy_text",
     "progress_text",
+    "reason_text",
+    "receipt_text",
     "restart_text",
     "ui_strings",
 ]
@@ -382,26 +386,245 @@ _PIN_POLICY_TEXT: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
 )
 
 
+# The technical reasons a transaction ends with (the record's `reason`, kept whole there and
+# in the API's `reason` field for the technician) as the merchant reads them, matched by
+# their start. English keeps its reasons' own words (they carry the amounts) except where an
+# exception's text follows: "bank unreachable: [Errno 111] Connection refused" reads "bank
+# unreachable", the socket's words never reach the merchant.
+_REASON_TEXT: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
+    {
+        "en": {"bank unreachable": "bank unreachable"},
+        "zh": {
+            "bank unreachable": "无法连接银行",
+            "no answer from the bank": "银行无应答",
+            "reversal pending": "冲正待完成",
+            "declined by the bank after the fact": "事后被银行拒绝",
+            "offline limit reached": "已达脱机限额",
+            "offline limit per payment exceeded": "超出单笔脱机限额",
+            "offline payments are not allowed": "不允许脱机交易",
+            "the card does not allow an offline approval": "此卡不允许脱机批准",
+        },
+    }
+)
+
+# ISO 8583 response codes (field 39) the acquirer answers with, as the merchant reads them
+# when the host gave no words of its own (English) or always (Chinese: the host speaks
+# English); the code itself is kept in front, as Chinese and European counters print it.
+_RESPONSE_TEXT: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
+    {
+        "en": {
+            "05": "do not honour",
+            "12": "invalid transaction",
+            "13": "invalid amount",
+            "14": "invalid card number",
+            "51": "insufficient funds",
+            "54": "expired card",
+            "55": "incorrect PIN",
+            "57": "transaction not permitted",
+            "61": "over the card's limit",
+            "62": "restricted card",
+            "91": "issuer unavailable",
+            "96": "system malfunction",
+            "Q1": "card authentication required",
+        },
+        "zh": {
+            "05": "不予承兑",
+            "12": "无效交易",
+            "13": "无效金额",
+            "14": "无效卡号",
+            "51": "余额不足",
+            "54": "卡片已过期",
+            "55": "密码错误",
+            "57": "不允许此交易",
+            "61": "超出卡片限额",
+            "62": "受限制的卡",
+            "91": "发卡行不可用",
+            "96": "系统故障",
+            "Q1": "需要卡片认证",
+        },
+    }
+)
+
+#: "51 insufficient funds": a response code in front of the host's own words.
+_RESPONSE_CODE: Final = re.compile(r"^(\d\d|[A-Z]\d)(?: |$)")
+
+
+# The receipt's words (terminal.domain.receipts), per language. English is the card receipt
+# of EMV Book 4 §11.4; Chinese follows the 签购单 a Chinese counter prints (商户存根 and
+# 持卡人存根, 消费 / 退货 / 撤销, 凭证号, 批次号).
+_RECEIPT_TEXT: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
+    {
+        "en": {
+            "title_sale": "SALE",
+            "title_refund": "REFUND",
+            "title_void": "VOID",
+            "merchant": "MERCHANT",
+            "terminal": "TERMINAL",
+            "date": "DATE",
+            "time": "TIME",
+            "txn": "TXN",
+            "payment": "PAYMENT",
+            "payment_code": "QR / WALLET",
+            "card": "CARD",
+            "code": "CODE",
+            "app": "APP",
+            "entry": "ENTRY",
+            "auth_code": "AUTH CODE",
+            "offline": "OFFLINE",
+            "ref": "REF",
+            "order": "ORDER",
+            "original": "ORIGINAL",
+            "amount": "AMOUNT",
+            "cvm": "CVM",
+            "entry_contactless": "CONTACTLESS",
+            "entry_qr": "QR CODE",
+            "entry_qr_consumer": "QR CODE (CUSTOMER)",
+            "entry_qr_wallet": "WALLET CODE",
+            "entry_qr_merchant": "QR CODE (MERCHANT)",
+            "cvm_no_cvm": "NO CARDHOLDER VERIFICATION",
+            "cvm_cdcvm": "CARDHOLDER VERIFIED BY DEVICE",
+            "cvm_online_pin": "PIN VERIFIED ONLINE",
+            "cvm_signature": "SIGNATURE REQUIRED",
+            "status_approved": "APPROVED",
+            "status_declined": "DECLINED",
+            "status_cancelled": "CANCELLED",
+            "status_failed": "FAILED",
+            "signature": "CARDHOLDER SIGNATURE",
+            "copy_merchant": "MERCHANT COPY",
+            "copy_customer": "CUSTOMER COPY",
+            "retain": "PLEASE RETAIN THIS RECEIPT",
+        },
+        "zh": {
+            "title": "签购单",
+            "merchant_name": "商户名称",
+            "merchant": "商户编号",
+            "terminal": "终端编号",
+            "card": "卡号",
+            "code": "付款码",
+            "app": "卡组织",
+            "wallet": "支付方式",
+            "kind": "交易类型",
+            "kind_sale": "消费",
+            "kind_refund": "退货",
+            "kind_void": "撤销",
+            "batch": "批次号",
+            "batch_open": "未结算",
+            "voucher": "凭证号",
+            "datetime": "日期时间",
+            "entry": "输入方式",
+            "auth_code": "授权码",
+            "offline": "脱机",
+            "ref": "参考号",
+            "order": "订单号",
+            "original": "原凭证号",
+            "amount": "金额",
+            "cvm": "验证方式",
+            "entry_contactless": "非接触",
+            "entry_qr": "扫码",
+            "entry_qr_consumer": "扫码（顾客出示）",
+            "entry_qr_wallet": "付款码",
+            "entry_qr_merchant": "扫码（商户出示）",
+            "cvm_no_cvm": "免密免签",
+            "cvm_cdcvm": "持卡人已在手机上验证",
+            "cvm_online_pin": "已联机验证密码",
+            "cvm_signature": "需持卡人签名",
+            "status_approved": "交易成功",
+            "status_declined": "交易被拒绝",
+            "status_cancelled": "已取消",
+            "status_failed": "交易失败",
+            "signature": "持卡人签名",
+            "agree": "本人确认以上交易，同意将其记入本卡账户",
+            "copy_merchant": "商户存根",
+            "copy_customer": "持卡人存根",
+            "retain": "请妥善保管",
+        },
+    }
+)
+
+# Brand and wallet names as a Chinese customer reads them: the wallets by their Chinese
+# names; card schemes keep the code printed on the card (VISA, MASTERCARD), which is what
+# the acceptance marks at a Chinese counter show too. "QR X" (a scheme's QR code) reads
+# "X 二维码".
+_BRAND_TEXT: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
+    {
+        "en": {},
+        "zh": {
+            "ALIPAY": "支付宝",
+            "WECHATPAY": "微信支付",
+            "WECHAT": "微信支付",
+            "UNIONPAY": "银联",
+            "EMV QR": "EMV 二维码",
+            "MERCHANT QR": "收款码",
+            "WALLET": "钱包",
+        },
+    }
+)
+
+
 def _language(language: str) -> str:
     return language if language in LANGUAGES else "en"
+
+
+def reason_text(reason: str, language: str) -> str:
+    """The technical `reason` as the merchant reads it in `language` ("" for none to show).
+
+    Known reasons and response codes come from the catalogue. Another reason (the card's or
+    the host's own words) is shown to an English merchant as it is, unless it carries an
+    exception's text; a Chinese merchant is never shown English: the result's own text says
+    what happened, and the reason stays in the technical `reason` field.
+    """
+    lang = _language(language)
+    if not reason:
+        return ""
+    code = _RESPONSE_CODE.match(reason)
+    if code is not None:
+        if lang == "en" and reason != code.group(1):
+            return reason  # the host's own English words after its code
+        words = _RESPONSE_TEXT[lang].get(code.group(1))
+        return code.group(1) if words is None else f"{code.group(1)} {words}"
+    for start, text in _REASON_TEXT[lang].items():
+        if reason.startswith(start):
+            return text
+    if lang != "en" or "[Errno" in reason or "Error" in reason:
+        return ""
+    return reason
 
 
 def message_for(result: Result, language: str, *, amount: str = "", reason: str = "") -> Message:
     """The merchant's and the customer's message for `result` in `language`.
 
     `reason` (technical, e.g. "offline limit reached: 250.00 EUR stored of 250.00 EUR") is
-    appended to the merchant's text only; the customer never sees it.
+    appended to the merchant's text only, as :func:`reason_text` words it in `language`
+    (never an exception's text); the customer never sees it.
     """
     lang = _language(language)
     if result in CODE_RESULTS and reason in _CODE_TEXT[lang]:
         merchant, customer = _CODE_TEXT[lang][reason]
         return Message(merchant=merchant, customer=customer)
     merchant, customer = _TEXT[lang][result]
-    suffix = f" ({reason})" if reason else ""
+    shown = reason_text(reason, lang)
+    suffix = (" (" if lang == "en" else "（") + shown + (")" if lang == "en" else "）")
+    suffix = suffix if shown else ""
     return Message(
         merchant=merchant.format(amount=amount, reason=suffix).strip(),
         customer=customer.format(amount=amount, reason="").strip(),
     )
+
+
+def receipt_text(key: str, language: str) -> str:
+    """One word of a receipt in `language` ("" for a key the language has no line for)."""
+    return _RECEIPT_TEXT[_language(language)].get(key, "")
+
+
+def brand_text(brand: str, language: str) -> str:
+    """A card brand or wallet (a record's `brand`, e.g. "ALIPAY") as `language` names it."""
+    names = _BRAND_TEXT[_language(language)]
+    if brand in names:
+        return names[brand]
+    if brand.startswith("QR ") and _language(language) != "en":
+        scheme = brand.removeprefix("QR ")
+        return f"{names.get(scheme, scheme)} 二维码"
+    return brand
 
 
 def restart_text(message: UiMessage | None, language: str) -> str:
@@ -505,6 +728,18 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
                 "{count} offline payment(s) declined by the bank afterwards - "
                 "check the transaction list"
             ),
+            # The outage banner and the sync button's answer (checkout status / sync_report).
+            # {reason}: a host_failure_* text ("Bank not answering - payments taken ...").
+            "banner_offline_up_to": "{reason} - payments taken offline up to {amount}.",
+            "banner_offline_declined": "{reason} - card payments declined.",
+            "host_failure_unreachable": "bank unreachable",
+            "host_failure_no_answer": "bank not answering",
+            "host_failure_host_error": "bank error",
+            "host_failure_queue_error": "offline store error",
+            "sync_sent": "{count} sent",
+            "sync_nothing": "Nothing to send",
+            "sync_failed": "Could not send: {reason}",
+            "sync_sending": "Sending...",
             # The API's errors as the page shows them, by the error's code ("{message}": the
             # API's own English text, for the codes whose detail matters).
             "error_wrong_pin": "Wrong PIN ({tries} tries left before PIN entry is locked)",
@@ -599,6 +834,16 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "banner_waiting_one": "{count} 笔交易待上送：{amounts}",
             "banner_waiting_other": "{count} 笔交易待上送：{amounts}",
             "banner_flagged": "{count} 笔脱机交易事后被银行拒绝 - 请查看交易记录",
+            "banner_offline_up_to": "{reason} - 单笔 {amount} 以内脱机受理。",
+            "banner_offline_declined": "{reason} - 暂不受理银行卡。",
+            "host_failure_unreachable": "无法连接银行",
+            "host_failure_no_answer": "银行无应答",
+            "host_failure_host_error": "银行返回错误",
+            "host_failure_queue_error": "脱机存储出错",
+            "sync_sent": "已上送 {count} 笔",
+            "sync_nothing": "没有待上送的交易",
+            "sync_failed": "上送失败：{reason}",
+            "sync_sending": "正在上送…",
             "error_wrong_pin": "密码错误（再输错 {tries} 次将锁定密码输入）",
             "error_pin_locked": "商户密码输错次数过多，已锁定：请在 {seconds} 秒后重试",
             "error_pin_locked_wrong": "密码错误：密码输入已锁定 {seconds} 秒",

@@ -12,6 +12,7 @@ keeps first six and last four (PCI DSS 3.3).
 from __future__ import annotations
 
 import html
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,30 +21,41 @@ from urllib.parse import parse_qsl
 
 from .currency import format_amount
 from .errors import TerminalError
-from .messages import Result, message_for
+from .messages import Result, brand_text, message_for, receipt_text
 from .params import TerminalParams
 from .records import TxnRecord
 
 __all__ = ["PrinterError", "Receipt", "build_receipt", "open_printer", "print_receipt"]
 
 Copy = Literal["merchant", "customer"]
-WIDTH: Final = 32  # characters on a 58 mm thermal printer in font A
+WIDTH: Final = 32  # characters on a 58 mm thermal printer in font A (a CJK character: two)
 
-_TITLES: Final = {"sale": "SALE", "refund": "REFUND", "void": "VOID"}
-#: Entry modes as printed; code payments name the way the code was presented.
-_ENTRY: Final = {
-    "contactless": "CONTACTLESS",
-    "qr": "QR CODE",
-    "qr_consumer": "QR CODE (CUSTOMER)",
-    "qr_wallet": "WALLET CODE",
-    "qr_merchant": "QR CODE (MERCHANT)",
-}
-_CVM: Final = {
-    "no_cvm": "NO CARDHOLDER VERIFICATION",
-    "cdcvm": "CARDHOLDER VERIFIED BY DEVICE",
-    "online_pin": "PIN VERIFIED ONLINE",
-    "signature": "SIGNATURE REQUIRED",
-}
+
+def _cells(text: str) -> int:
+    """Printer columns `text` takes: wide (CJK) characters take two, as on the paper."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _center(text: str, width: int) -> str:
+    pad = max(width - _cells(text), 0)
+    left = pad // 2 + (pad & width & 1)  # as str.center splits an odd margin
+    return (" " * left + text).rstrip()
+
+
+def _rjust(text: str, width: int) -> str:
+    return " " * max(width - _cells(text), 0) + text
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """`text` cut into lines of at most `width` columns (Chinese has no spaces to cut at)."""
+    lines: list[str] = []
+    line = ""
+    for char in text:
+        if _cells(line + char) > width:
+            lines.append(line)
+            line = ""
+        line += char
+    return [*lines, line] if line else lines
 
 
 class PrinterError(TerminalError):
@@ -59,24 +71,32 @@ class Receipt:
     status: str
     footer: tuple[str, ...]
     signature_line: bool
+    #: Under the signature line ("CARDHOLDER SIGNATURE"), and above it (a Chinese slip's
+    #: cardholder declaration); both in the receipt's language.
+    signature_label: str = "CARDHOLDER SIGNATURE"
+    signature_note: str = ""
+    language: str = "en"
 
     def text(self, width: int = WIDTH) -> str:
-        out: list[str] = [line.center(width).rstrip() for line in self.header]
+        out: list[str] = [_center(line, width) for line in self.header]
         out.append("")
-        out.append(self.title.center(width).rstrip())
+        out.append(_center(self.title, width))
         out.append("")
         for label, value in self.lines:
-            if len(label) + len(value) + 1 <= width:
-                out.append(label + value.rjust(width - len(label)))
+            if self.language != "en":
+                label = label + "："  # a Chinese slip's "标签：值"
+            if _cells(label) + _cells(value) + 1 <= width:
+                out.append(label + _rjust(value, width - _cells(label)))
             else:
                 out.append(label)
-                out.append(value.rjust(width))
+                out.append(_rjust(value, width))
         out.append("")
-        out.append(self.status.center(width).rstrip())
+        out.append(_center(self.status, width))
         if self.signature_line:
-            out += ["", "", "X" + "_" * (width - 1), "CARDHOLDER SIGNATURE"]
+            out += ["", *_wrap(self.signature_note, width), ""]
+            out += ["X" + "_" * (width - 1), self.signature_label]
         out.append("")
-        out += [line.center(width).rstrip() for line in self.footer]
+        out += [_center(line, width) for line in self.footer]
         return "\n".join(out) + "\n"
 
     def html(self) -> str:
@@ -86,9 +106,15 @@ class Receipt:
         )
         head = "".join(f"<div>{html.escape(line)}</div>" for line in self.header)
         foot = "".join(f"<div>{html.escape(line)}</div>" for line in self.footer)
-        sign = '<div class="sign">X____________________</div>' if self.signature_line else ""
+        # English as it always was; another language names its signature line and says
+        # which language it is in (the page's fonts and a screen reader use it).
+        label = "" if self.language == "en" else f"<br>{html.escape(self.signature_label)}"
+        sign = (
+            f'<div class="sign">X____________________{label}</div>' if self.signature_line else ""
+        )
+        lang = "" if self.language == "en" else f' lang="{html.escape(self.language)}"'
         return (
-            f'<div class="receipt" data-copy="{self.copy}">'
+            f'<div class="receipt" data-copy="{self.copy}"{lang}>'
             f'<div class="r-head">{head}</div>'
             f'<h3 class="r-title">{html.escape(self.title)}</h3>'
             f'<table class="r-lines">{rows}</table>'
@@ -106,80 +132,177 @@ def _pan_for(copy: Copy, masked: str) -> str:
 
 
 def build_receipt(
-    record: TxnRecord, params: TerminalParams, copy: Copy, *, terminal_id: str = ""
+    record: TxnRecord,
+    params: TerminalParams,
+    copy: Copy,
+    *,
+    terminal_id: str = "",
+    language: str | None = None,
 ) -> Receipt:
-    """The receipt for a finished transaction (in_progress transactions have none)."""
+    """The receipt for a finished transaction (in_progress transactions have none), in
+    `language` (default: the terminal's, ``terminal.language``): English is the card receipt
+    of EMV Book 4; Chinese is the 签购单 a Chinese merchant expects."""
     if not record.finished:
         raise TerminalError(f"transaction {record.id} has not finished; no receipt yet")
+    lang = params.terminal.language if language is None else language
+    if lang == "zh":
+        return _chinese(record, params, copy, terminal_id)
+    return _english(record, params, copy, terminal_id)
+
+
+def _word(key: str, language: str) -> str:
+    return receipt_text(key, language)
+
+
+def _status(record: TxnRecord, language: str, amount: str) -> tuple[bool, str]:
+    approved = record.state in ("approved", "approved_offline")
+    key = "approved" if approved else str(record.state)
+    status = _word(f"status_{key}", language) or str(record.state).upper()
+    if record.result and not approved:
+        said = message_for(Result(record.result), language, amount=amount).customer
+        said = said.upper() if language == "en" else said
+        if said != status:  # not "DECLINED - DECLINED"
+            status = f"{status} - {said}"
+    return approved, status
+
+
+def _english(record: TxnRecord, params: TerminalParams, copy: Copy, terminal_id: str) -> Receipt:
+    en = "en"
     term = params.terminal
     name, _, place = term.merchant_name_location.partition(",")
     header = tuple(x for x in (name.strip(), place.strip()) if x)
     when = datetime.fromisoformat(record.created_at)
-    approved = record.state in ("approved", "approved_offline")
+    amount = format_amount(record.amount, record.currency)
+    approved, status = _status(record, en, amount)
     lines: list[tuple[str, str]] = [
-        ("MERCHANT", term.merchant_identifier),
-        ("TERMINAL", terminal_id or term.terminal_identifier),
-        ("DATE", when.strftime("%Y-%m-%d")),
-        ("TIME", when.strftime("%H:%M:%S")),
-        ("TXN", record.id),
+        (_word("merchant", en), term.merchant_identifier),
+        (_word("terminal", en), terminal_id or term.terminal_identifier),
+        (_word("date", en), when.strftime("%Y-%m-%d")),
+        (_word("time", en), when.strftime("%H:%M:%S")),
+        (_word("txn", en), record.id),
     ]
     by_code = record.entry_mode.startswith("qr")
     if by_code:
         # Code payments: say so, and show the wallet code or the account masked like a PAN.
-        lines.append(("PAYMENT", "QR / WALLET"))
+        lines.append((_word("payment", en), _word("payment_code", en)))
     if record.masked_pan:
-        label = "CODE" if record.entry_mode == "qr_wallet" else "CARD"
+        label = _word("code" if record.entry_mode == "qr_wallet" else "card", en)
         lines.append((label, _pan_for(copy, record.masked_pan)))
     if record.brand:
-        lines.append(("APP", record.brand))
+        lines.append((_word("app", en), record.brand))
     if record.aid:
         lines.append(("AID", record.aid))
-    lines.append(("ENTRY", _ENTRY.get(record.entry_mode, record.entry_mode.upper())))
+    entry = _word(f"entry_{record.entry_mode}", en) or record.entry_mode.upper()
+    lines.append((_word("entry", en), entry))
     if approved:
         if record.kind == "sale" and record.state == "approved_offline":
-            lines.append(("AUTH CODE", "OFFLINE"))
+            lines.append((_word("auth_code", en), _word("offline", en)))
         elif record.auth_code:
-            lines.append(("AUTH CODE", record.auth_code))
+            lines.append((_word("auth_code", en), record.auth_code))
+    lines += _emv_lines(record)
+    if record.host_ref:
+        lines.append((_word("ref", en), record.host_ref))
+    order_id = record.qr_order_id if by_code else ""
+    if order_id:
+        lines.append((_word("order", en), str(order_id)))
+    if record.original_id:
+        lines.append((_word("original", en), record.original_id))
+    lines.append((_word("amount", en), ("-" if record.kind == "refund" else "") + amount))
+    if record.cvm:
+        lines.append((_word("cvm", en), _word(f"cvm_{record.cvm}", en) or record.cvm.upper()))
+    footer = (
+        _word(f"copy_{copy}", en),
+        _word("retain", en) if copy == "customer" else "",
+    )
+    return Receipt(
+        copy=copy,
+        title=_word(f"title_{record.kind}", en) or str(record.kind).upper(),
+        header=header,
+        lines=tuple(lines),
+        status=status,
+        footer=tuple(x for x in footer if x),
+        signature_line=approved and record.cvm == "signature" and copy == "merchant",
+        signature_label=_word("signature", en),
+    )
+
+
+def _emv_lines(record: TxnRecord) -> list[tuple[str, str]]:
+    """The card's EMV data, under their EMV names in every language (what a card's issuer
+    and the schemes' dispute desks read)."""
+    lines: list[tuple[str, str]] = []
     if record.cryptogram:
         lines.append((record.cryptogram_kind or "AC", record.cryptogram))
     if record.atc:
         lines.append(("ATC", record.atc))
     if record.tvr:
         lines.append(("TVR", record.tvr))
+    return lines
+
+
+def _chinese(record: TxnRecord, params: TerminalParams, copy: Copy, terminal_id: str) -> Receipt:
+    """The 签购单: 商户名称, 商户编号, 终端编号, 卡号, 交易类型, 批次号, 凭证号, 日期时间,
+    金额, and 持卡人签名 where the card asked for a signature. With no signature the CVM line
+    says 免密免签 (the words of China's small-amount contactless rule): an empty signature
+    box would ask the customer to sign for nothing."""
+    zh = "zh"
+    term = params.terminal
+    when = datetime.fromisoformat(record.created_at)
+    amount = format_amount(record.amount, record.currency)
+    approved, status = _status(record, zh, amount)
+    by_code = record.entry_mode.startswith("qr")
+    lines: list[tuple[str, str]] = [
+        (_word("merchant_name", zh), term.merchant_name_location),
+        (_word("merchant", zh), term.merchant_identifier),
+        (_word("terminal", zh), terminal_id or term.terminal_identifier),
+    ]
+    if record.masked_pan:
+        label = _word("code" if record.entry_mode == "qr_wallet" else "card", zh)
+        lines.append((label, _pan_for(copy, record.masked_pan)))
+    if record.brand:
+        label = _word("wallet" if by_code else "app", zh)
+        lines.append((label, brand_text(record.brand, zh)))
+    kind = _word(f"kind_{record.kind}", zh) or str(record.kind)
+    lines += [
+        (_word("kind", zh), kind),
+        (_word("batch", zh), record.batch_id or _word("batch_open", zh)),
+        (_word("voucher", zh), record.id),
+        (_word("datetime", zh), when.strftime("%Y-%m-%d %H:%M:%S")),
+    ]
+    entry = _word(f"entry_{record.entry_mode}", zh) or record.entry_mode
+    lines.append((_word("entry", zh), entry))
+    if approved:
+        if record.kind == "sale" and record.state == "approved_offline":
+            lines.append((_word("auth_code", zh), _word("offline", zh)))
+        elif record.auth_code:
+            lines.append((_word("auth_code", zh), record.auth_code))
     if record.host_ref:
-        lines.append(("REF", record.host_ref))
+        lines.append((_word("ref", zh), record.host_ref))
     order_id = record.qr_order_id if by_code else ""
     if order_id:
-        lines.append(("ORDER", str(order_id)))
+        lines.append((_word("order", zh), str(order_id)))
     if record.original_id:
-        lines.append(("ORIGINAL", record.original_id))
-    amount = format_amount(record.amount, record.currency)
-    lines.append(("AMOUNT", ("-" if record.kind == "refund" else "") + amount))
+        lines.append((_word("original", zh), record.original_id))
+    if record.aid:
+        lines.append(("AID", record.aid))
+    lines += _emv_lines(record)
+    lines.append((_word("amount", zh), ("-" if record.kind == "refund" else "") + amount))
     if record.cvm:
-        lines.append(("CVM", _CVM.get(record.cvm, record.cvm.upper())))
-    status = (
-        "APPROVED"
-        if approved
-        else "DECLINED"
-        if record.state == "declined"
-        else record.state.upper()
-    )
-    if record.result:
-        english = message_for(Result(record.result), "en", amount=amount)
-        if not approved:
-            status = f"{status} - {english.customer.upper()}"
+        lines.append((_word("cvm", zh), _word(f"cvm_{record.cvm}", zh) or record.cvm))
     footer = (
-        "MERCHANT COPY" if copy == "merchant" else "CUSTOMER COPY",
-        "PLEASE RETAIN THIS RECEIPT" if copy == "customer" else "",
+        _word(f"copy_{copy}", zh),
+        _word("retain", zh) if copy == "customer" else "",
     )
     return Receipt(
         copy=copy,
-        title=_TITLES.get(record.kind, record.kind.upper()),
-        header=header,
+        title=_word("title", zh),
+        header=(),
         lines=tuple(lines),
         status=status,
         footer=tuple(x for x in footer if x),
         signature_line=approved and record.cvm == "signature" and copy == "merchant",
+        signature_label=_word("signature", zh),
+        signature_note=_word("agree", zh),
+        language=zh,
     )
 
 

@@ -172,8 +172,14 @@ function renderAmount() {
   const minor = digits ? Number.parseInt(digits, 10) : 0;
   $("amount-display").textContent = formatMinor(minor, status.currency_exponent);
   $("currency-label").textContent = status.currency_alpha;
+  renderQrOption();
+}
+
+// The merchant-presented code needs the bank to open its order: not offered while the
+// terminal knows the bank is not answering.
+function renderQrOption() {
   const codes = status.codes || {};
-  $("charge-qr").classList.toggle("hidden", !codes.merchant_presented);
+  $("charge-qr").classList.toggle("hidden", !codes.merchant_presented || status.host_online === false);
 }
 
 function renderBanner() {
@@ -182,7 +188,17 @@ function renderBanner() {
   const waiting = queue.count > 0;
   if (status.host_online === false || waiting) {
     const parts = [];
-    if (status.host_online === false) parts.push(t("banner_host_down"));
+    if (status.host_online === false) {
+      // What really happens to the next card payment: taken offline up to the limit, or
+      // declined when offline acceptance is off (status.offline_acceptance).
+      const offline = status.offline_acceptance || {};
+      const failure = (status.host || {}).last_failure || "no_answer";
+      const why = t("host_failure_" + failure, null, t("host_failure_no_answer"));
+      const reason = why.charAt(0).toUpperCase() + why.slice(1);
+      parts.push(offline.enabled
+        ? t("banner_offline_up_to", { reason, amount: offline.max_amount_text })
+        : t("banner_offline_declined", { reason }));
+    }
     if (waiting) {
       parts.push(t(queue.count === 1 ? "banner_waiting_one" : "banner_waiting_other",
         { count: queue.count, amounts: (queue.text || []).join(", ") }));
@@ -200,6 +216,7 @@ function renderBanner() {
   } else {
     flagged.classList.add("hidden");
   }
+  renderQrOption();
 }
 
 // Show `txn` on the sale screen unless the page has seen it at this revision or a newer one
@@ -509,8 +526,19 @@ $("pin-ok").addEventListener("click", async (event) => {
 });
 $("pin-cancel").addEventListener("click", (event) => { event.preventDefault(); $("pin-dialog").close(); });
 $("refresh-list").addEventListener("click", loadList);
+// Every sync says what it did ("3 sent", "Could not send: bank unreachable").
 $("sync-now").addEventListener("click", async () => {
-  try { await api("POST", "/api/v1/queue/sync"); } catch (error) { alert(errorText(error)); }
+  const note = $("sync-result");
+  note.textContent = t("sync_sending");
+  note.classList.remove("warn-text");
+  try {
+    const answer = await api("POST", "/api/v1/queue/sync");
+    note.textContent = answer.result.text;
+    note.classList.toggle("warn-text", !answer.result.ok);
+  } catch (error) {
+    note.textContent = errorText(error);
+    note.classList.add("warn-text");
+  }
   await refreshStatus();
   loadList();
 });

@@ -286,3 +286,69 @@ def test_server_sent_events_stream_the_sale(stack: DemoStack, api: httpx.Client)
     revisions = [data["revision"] for kind, data in seen if kind == "transaction"]
     assert revisions == sorted(set(revisions)), revisions
     assert revisions[-1] == final["revision"]
+
+
+@pytest.fixture
+def outage_stack(
+    tmp_path: Path, acquirer_host: HostHandle, pin_clock: FakeClock
+) -> Iterator[DemoStack]:
+    """A stack on the test's own host, whose faults touch no other test."""
+    s = start_demo_stack(
+        tmp_path,
+        host_url=acquirer_host.url,
+        activation_code=acquirer_host.activation_code,
+        secret=TEST_SECRET,
+        scrypt_n=TEST_SCRYPT_N,
+        pin="2468",
+        pin_clock=pin_clock,
+        background=False,
+    )
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_status_and_sync_say_what_an_outage_does(
+    outage_stack: DemoStack, acquirer_host: HostHandle
+) -> None:
+    stack = outage_stack
+    with httpx.Client(
+        base_url=stack.api.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
+    ) as api:
+        assert _pay(stack, api, 500)["state"] == "approved"
+        status = api.get("/api/v1/status").json()
+        assert status["host"] == {
+            "online": True,
+            "since": status["host"]["since"],
+            "last_failure": "",
+            "last_failure_text": "",
+        }
+        assert status["offline_acceptance"] == {
+            "enabled": True,
+            "max_amount": 5000,
+            "currency": 978,
+            "max_amount_text": "50.00 EUR",
+        }
+        acquirer_host.set_fault("/v1/", "refuse")  # connections accepted, then dropped
+        assert _pay(stack, api, 1200)["result"] == "host_no_response"
+        assert _pay(stack, api, 800)["state"] == "approved_offline"
+        status = api.get("/api/v1/status").json()
+        assert status["host_online"] is False
+        assert status["host"]["online"] is False
+        assert status["host"]["last_failure_text"] == "bank not answering"
+        assert status["pending_reversals"] == 1
+        assert (status["queue"]["count"], status["queue"]["text"]) == (1, ["8.00 EUR"])
+
+        synced = api.post("/api/v1/queue/sync").json()
+        assert synced["result"]["ok"] is False
+        assert synced["result"]["text"] == "Could not send: bank not answering"
+        assert (synced["result"]["sent"], synced["result"]["remaining"]) == (0, 1)
+        assert api.get("/api/v1/status").json()["host_online"] is False
+
+        acquirer_host.clear_faults()
+        synced = api.post("/api/v1/queue/sync").json()
+        assert (synced["result"]["ok"], synced["result"]["text"]) == (True, "1 sent")
+        assert synced["sync"]["accepted"] == 1
+        assert synced["queue"]["count"] == 0
+        assert api.get("/api/v1/status").json()["host"]["online"] is True

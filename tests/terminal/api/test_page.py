@@ -216,6 +216,33 @@ def test_offline_sale_banner_then_sync(
         server.stop()
 
 
+def test_dropped_connections_banner_says_offline_up_to_the_limit_and_sync_answers(
+    page: object,
+    stack: DemoStack,
+    acquirer_host: HostHandle,
+) -> None:
+    acquirer_host.set_fault("/v1/", "refuse")  # connections accepted, then dropped
+    pay(page, "1200", "visa")  # unanswered: reversed; the terminal now knows
+    banner = page.locator("[data-testid=offline-banner]")  # type: ignore[attr-defined]
+    banner.wait_for(state="visible")
+    assert "Bank not answering - payments taken offline up to 50.00 EUR" in banner.inner_text()
+    page.click("#new-sale")  # type: ignore[attr-defined]
+    assert page.is_hidden("#charge-qr")  # type: ignore[attr-defined]
+    pay(page, "800", "visa")
+    assert page.inner_text("[data-testid=result]") == "Approved (offline)"  # type: ignore[attr-defined]
+    page.wait_for_selector('[data-testid=offline-banner]:has-text("1 payment waiting")')  # type: ignore[attr-defined]
+    shot(page, "06b-bank-not-answering")
+    page.click('.tab[data-view="list"]')  # type: ignore[attr-defined]
+    page.click("#sync-now")  # type: ignore[attr-defined]
+    page.wait_for_selector('[data-testid=sync-result]:has-text("Could not send")')  # type: ignore[attr-defined]
+    assert page.inner_text("[data-testid=sync-result]") == "Could not send: bank not answering"  # type: ignore[attr-defined]
+    assert banner.is_visible()
+    acquirer_host.clear_faults()
+    page.click("#sync-now")  # type: ignore[attr-defined]
+    page.wait_for_selector('[data-testid=sync-result]:has-text("1 sent")')  # type: ignore[attr-defined]
+    banner.wait_for(state="hidden")
+
+
 def test_refund_with_pin_from_the_transaction_list(page: object, stack: DemoStack) -> None:
     pay(page, "2500", "visa")
     page.click("#new-sale")  # type: ignore[attr-defined]

@@ -42,3 +42,25 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         main(["frobnicate"])
     assert exit_.value.code == 2
     assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_run_language_is_en_or_zh(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser(["run"])
+    assert parser.parse_args(["run"]).language is None  # the demo: English
+    assert parser.parse_args(["run", "--language", "zh"]).language == "zh"
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "--language", "fr"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--language: invalid choice: 'fr'" in err
+    choices = err.split("choose from")[1]
+    assert "en" in choices
+    assert "zh" in choices
+
+
+def test_run_language_is_refused_for_a_provisioned_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Its language is its acquirer's parameter: an option that would be ignored is refused.
+    assert main(["run", "--config", "/nonexistent/terminal.toml", "--language", "zh"]) == 1
+    assert "--language is for the demo terminal" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from importlib import resources
 
 import pytest
 
+from terminal.checkout.failures import LINK_FAILURES
 from terminal.domain.messages import LANGUAGES, ui_strings
 
 WEB = resources.files("terminal.api").joinpath("web")
@@ -93,8 +94,9 @@ def test_the_script_asks_only_for_known_labels() -> None:
     for pair in re.findall(r'\bt\([^()]*?\?\s*"(\w+)"\s*:\s*"(\w+)"', script):
         keys.update(pair)
     assert {"banner_waiting_one", "result_approved_offline", "eod_net"} <= keys
-    prefixes = {k for k in keys if k.endswith("_")}  # "kind_" + kind, "state_" + state
-    assert prefixes == {"kind_", "state_"}
+    # "kind_" + kind, "state_" + state, "host_failure_" + why the bank is not answering
+    prefixes = {k for k in keys if k.endswith("_")}
+    assert prefixes == {"kind_", "state_", "host_failure_"}
     missing = keys - prefixes - ui_strings("en").keys()
     assert not missing
 
@@ -108,3 +110,14 @@ STATES = ("in_progress", "approved", "approved_offline", "declined", "cancelled"
 def test_list_labels_for_every_kind_and_state(key: str) -> None:
     for language in LANGUAGES:
         assert key in ui_strings(language)
+
+
+# Why the terminal says the bank is not answering (terminal.checkout: the host's last failure,
+# and the sync report's), as the banner and the sync feedback show them.
+HOST_FAILURES = (*sorted(set(LINK_FAILURES.values())), "unreachable", "no_answer", "queue_error")
+
+
+@pytest.mark.parametrize("failure", HOST_FAILURES)
+def test_banner_labels_for_every_host_failure(failure: str) -> None:
+    for language in LANGUAGES:
+        assert f"host_failure_{failure}" in ui_strings(language)

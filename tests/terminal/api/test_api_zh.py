@@ -1,0 +1,174 @@
+"""A Chinese terminal speaks Chinese end to end: `pipos run --language zh`'s demo stack (in
+process, against the session's simulated acquirer) takes a sale, a sale the bank declines
+(the x.51 amount rule: 51 insufficient funds), a refund and the end of day; every text its
+API gives the merchant or the customer (the transaction views, the receipts, the page's
+labels) has no English word outside card data, brand codes, EMV names, currency codes and
+the merchant's own name from its parameters."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from terminal.api.stack import DemoStack, start_demo_stack
+from terminal.domain.errors import ConfigurationError
+from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
+
+pytestmark = pytest.mark.integration
+
+PIN = "2468"
+WORD = re.compile(r"[A-Za-z]{3,}")
+#: Not words: EMV data in hex (cryptograms, TVR) and the page's "{name}" placeholders.
+NOT_WORDS = re.compile(r"\b[0-9A-F]{8,}\b|\{\w+\}")
+HAN = re.compile(r"[\u4e00-\u9fff]")
+#: What a Chinese merchant reads as it is: card brands and EMV names (the card's own data),
+#: the currency code, and the merchant's name and identifiers its acquirer configured
+#: ("PIPOS DEMO SHOP, BERLIN DE", PIPOS0000000001, PIPOS001); the product's and its
+#: commands' names; the simulator's card brand buttons.
+ALLOWED: frozenset[str] = frozenset(
+    {
+        "VISA",
+        "Visa",
+        "MASTERCARD",
+        "Mastercard",
+        "Maestro",
+        "EMVCo",
+        "AID",
+        "ARQC",
+        "ATC",
+        "TVR",
+        "AAC",
+        "EUR",
+        "PIPOS",
+        "DEMO",
+        "SHOP",
+        "BERLIN",
+        "pipos",
+        "merchant",  # "pipos merchant-pin set": a command the technician types
+        "pin",
+        "set",
+        "kiosk",
+        "HTTP",
+    }
+)
+
+
+class _Text(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def _html_text(markup: str) -> str:
+    parser = _Text()
+    parser.feed(markup)
+    return " ".join(parser.parts)
+
+
+def _english(texts: list[str], *, card_data: set[str]) -> list[tuple[str, str]]:
+    """(word, text) for every English word in `texts` that is not allowed; card data
+    (masked PANs, AIDs, references, transaction ids) is removed first."""
+    found = []
+    for text in texts:
+        for value in card_data:
+            text = text.replace(value, " ")
+        text = NOT_WORDS.sub(" ", text)
+        found += [(w, text) for w in WORD.findall(text) if w not in ALLOWED]
+    return found
+
+
+@pytest.fixture
+def stack(tmp_path: Path, session_host: HostHandle) -> Iterator[DemoStack]:
+    s = start_demo_stack(
+        tmp_path,
+        host_url=session_host.url,
+        activation_code=session_host.activation_code,
+        secret=TEST_SECRET,
+        scrypt_n=TEST_SCRYPT_N,
+        pin=PIN,
+        background=False,
+        language="zh",
+    )
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def api(stack: DemoStack) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=stack.api.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
+    ) as client:
+        yield client
+
+
+def _pay(stack: DemoStack, api: httpx.Client, amount: int) -> dict[str, Any]:
+    created = api.post("/api/v1/sales", json={"amount": amount, "currency": 978})
+    assert created.status_code == 202, created.text
+    assert api.post("/api/v1/simulator/present", json={"card": "visa"}).status_code == 200
+    stack.checkout.wait(created.json()["id"], timeout=30)
+    return dict(api.get(f"/api/v1/transactions/{created.json()['id']}").json())
+
+
+def _merchant_texts(view: dict[str, Any]) -> list[str]:
+    message = view.get("message") or {}
+    return [
+        str(view.get("prompt") or ""),
+        str(view.get("amount_text") or ""),
+        str(message.get("merchant") or ""),
+        str(message.get("customer") or ""),
+    ]
+
+
+def test_a_chinese_terminal_shows_no_english(stack: DemoStack, api: httpx.Client) -> None:
+    assert api.get("/api/v1/status").json()["language"] == "zh"
+    sale = _pay(stack, api, 1234)
+    declined = _pay(stack, api, 1051)  # the simulated issuer: 51 insufficient funds
+    assert (sale["state"], declined["state"]) == ("approved", "declined")
+    assert declined["message"]["merchant"] == "发卡行拒绝交易（51 余额不足）"
+    assert declined["reason"].startswith("51")  # the technical reason, kept whole
+    refund = api.post(f"/api/v1/transactions/{sale['id']}/refund", json={"pin": PIN, "amount": 234})
+    assert refund.status_code == 200, refund.text
+    eod = api.post("/api/v1/end-of-day", json={"pin": PIN})
+    assert eod.status_code == 200, eod.text
+
+    texts: list[str] = []
+    card_data: set[str] = set()
+    views = api.get("/api/v1/transactions").json()["transactions"]
+    assert len(views) == 3
+    for view in views:
+        texts += _merchant_texts(view)
+        card_data |= {
+            str(view.get(k) or "")
+            for k in ("id", "masked_pan", "aid", "auth_code", "host_ref", "original_id", "brand")
+        }
+        card_data.discard("")
+        for copy in ("merchant", "customer"):
+            got = api.get(
+                f"/api/v1/transactions/{view['id']}/receipt",
+                params={"copy": copy, "format": "json"},
+            ).json()
+            texts += [got["text"], _html_text(got["html"])]
+            assert HAN.search(got["text"]), got["text"]
+    texts += list(api.get("/api/v1/ui-strings").json()["strings"].values())
+    receipts = "\n".join(texts)
+    for word in ("签购单", "消费", "退货", "商户存根", "持卡人存根", "交易被拒绝", "凭证号"):
+        assert word in receipts, word
+    found = _english(texts, card_data=card_data)
+    assert not found, sorted({w for w, _ in found})
+
+
+def test_an_unknown_language_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"'fr'.*en, zh"):
+        start_demo_stack(tmp_path, language="fr")
+    assert not (tmp_path / "terminal").exists()

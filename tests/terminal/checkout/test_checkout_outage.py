@@ -1,0 +1,147 @@
+"""An acquirer that accepts connections and drops them (the simulated host's "refuse"
+fault, over a real socket): the sale whose request went unanswered is reversed as
+always, the next ones are taken offline within the limits without another online try,
+and the terminal's online state follows only what the bank answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from terminal.app.runtime import TerminalRuntime, start_terminal
+from terminal.domain.messages import Result
+from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
+
+CLIENT = {"sleep": lambda _s: None, "read_timeout": 10.0, "max_reversal_attempts": 3}
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def terminal(tmp_path: Path, acquirer_host: HostHandle) -> Iterator[TerminalRuntime]:
+    rt = start_terminal(
+        tmp_path / "terminal",
+        secret=TEST_SECRET,
+        host_url=acquirer_host.url,
+        activation_code=acquirer_host.activation_code,
+        scrypt_n=TEST_SCRYPT_N,
+        client_options=acquirer_host.client_options(**CLIENT),
+    )
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def _sale(rt: TerminalRuntime, amount: int, card: str = "visa") -> dict[str, object]:
+    record = rt.checkout.start_sale(amount)
+    assert rt.field is not None
+    rt.field.present(f"sim:{card}")
+    return rt.checkout.view(rt.checkout.wait(record.id, timeout=30))
+
+
+def _hits(host: HostHandle) -> int:
+    return int(host.faults()["/v1/"]["hits"])
+
+
+@pytest.mark.parametrize("mode", ["refuse", "drop_after_commit"])
+def test_dropped_connections_reverse_the_first_sale_then_go_offline_within_limits(
+    terminal: TerminalRuntime, acquirer_host: HostHandle, mode: str
+) -> None:
+    checkout = terminal.checkout
+    assert _sale(terminal, 1000)["state"] == "approved"
+    assert checkout.status()["host"]["online"] is True
+    acquirer_host.set_fault("/v1/", mode)
+
+    first = _sale(terminal, 1200)
+    assert first["state"] == "declined"
+    assert first["result"] == Result.HOST_NO_RESPONSE  # reversed as always (still owed here)
+    status = checkout.status()
+    assert status["host_online"] is False
+    assert status["host"]["last_failure"] == "no_answer"
+    assert status["host"]["last_failure_text"] == "bank not answering"
+    assert status["host"]["since"]
+    assert status["pending_reversals"] == 1
+    assert status["offline_acceptance"] == {
+        "enabled": True,
+        "max_amount": 5000,
+        "currency": 978,
+        "max_amount_text": "50.00 EUR",
+    }
+
+    hits = _hits(acquirer_host)
+    second = _sale(terminal, 1500)
+    assert second["state"] == "approved_offline"
+    assert second["result"] == Result.APPROVED_OFFLINE
+    over = _sale(terminal, 6000)  # over the 50.00 EUR per-payment offline limit
+    assert over["state"] == "declined"
+    assert over["result"] == Result.DECLINED_OFFLINE_LIMIT
+    # No online request was sent for either: the terminal knew the bank was not answering.
+    assert _hits(acquirer_host) == hits
+    assert checkout.status()["queue"]["count"] == 1
+
+    # Pressing sync while the bank still drops connections: nothing sent, still offline.
+    report = checkout.sync_report()
+    assert report["sent"] == 0
+    assert report["remaining"] == 1
+    assert report["ok"] is False
+    assert report["text"].startswith("Could not send: bank")
+    assert checkout.status()["host_online"] is False
+
+    # The bank is back: the sync's signed answers are the evidence.
+    acquirer_host.clear_faults()
+    report = checkout.sync_report()
+    assert (report["sent"], report["accepted"], report["ok"]) == (1, 1, True)
+    assert report["text"] == "1 sent"
+    assert checkout.status()["host"]["online"] is True
+    assert checkout.retry_reversals() == 0
+    assert _sale(terminal, 1300)["state"] == "approved"
+    ledger = {r["amount"]: (r["kind"], r["status"]) for r in acquirer_host.ledger()}
+    assert ledger[1500] == ("offline_sale", "approved")
+    assert ledger[1300] == ("sale", "approved")
+    # The unanswered one was never charged: not processed (refused), or reversed (dropped
+    # after the host committed it).
+    assert ledger.get(1200, ("sale", "reversed")) == ("sale", "reversed")
+    assert 6000 not in ledger
+
+
+def test_sync_with_an_empty_queue_does_not_bring_a_failing_bank_online(
+    terminal: TerminalRuntime, acquirer_host: HostHandle
+) -> None:
+    checkout = terminal.checkout
+    acquirer_host.set_fault("/v1/", "refuse")
+    assert _sale(terminal, 1200)["result"] == Result.HOST_NO_RESPONSE
+    assert checkout.queue_summary().count == 0
+
+    report = checkout.sync_report()
+    assert (report["sent"], report["remaining"], report["ok"]) == (0, 0, False)
+    assert report["failure"] == "no_answer"
+    assert report["text"] == "Could not send: bank not answering"
+    assert checkout.status()["host_online"] is False
+
+    # An echo the bank answers is evidence: back online, and an empty queue says so.
+    acquirer_host.clear_faults()
+    report = checkout.sync_report()
+    assert (report["ok"], report["text"], report["host_online"]) == (True, "Nothing to send", True)
+    assert checkout.status()["host_online"] is True
+
+
+def test_offline_acceptance_off_is_said_and_declines(
+    terminal: TerminalRuntime, acquirer_host: HostHandle
+) -> None:
+    acquirer_host.set_fault("/v1/", "refuse")
+    assert _sale(terminal, 1200)["result"] == Result.HOST_NO_RESPONSE
+    checkout = terminal.checkout
+    assert checkout.params.offline is not None
+    checkout.params = replace(
+        checkout.params, offline=replace(checkout.params.offline, enabled=False)
+    )
+    status = checkout.status()
+    assert status["offline_acceptance"]["enabled"] is False
+    assert status["offline_acceptance"]["max_amount"] is None
+    declined = _sale(terminal, 1500)
+    assert declined["state"] == "declined"
+    assert declined["result"] == Result.DECLINED_OFFLINE_DISABLED
