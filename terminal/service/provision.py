@@ -278,6 +278,7 @@ def _from_compact(
     for key in (
         "currency_exponent",
         "merchant_category_code",
+        "language",  # the acquirer's choice for the merchant's screen and receipts
         "terminal_type",
         "terminal_capabilities",
         "additional_terminal_capabilities",

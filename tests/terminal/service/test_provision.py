@@ -524,3 +524,23 @@ def test_key_rotation_with_the_host(inprocess_host: HostHandle, tmp_path: Path) 
     with again.client() as client:
         assert client.whoami()["key_id"] == new
     assert "key_rotated" in _events(tmp_path)
+
+
+def test_the_acquirers_compact_parameters_carry_the_terminals_language() -> None:
+    """A provisioned terminal speaks the language its acquirer's parameters name (the page,
+    receipts and texts all read `terminal.language`), as the demo's `--language` sets it."""
+    from simulator.host.service import default_parameters
+    from terminal.domain.params import parse_params
+    from terminal.service.provision import parameter_file_document
+
+    compact = default_parameters()
+    compact["terminal"]["language"] = "zh"
+    document = parameter_file_document(
+        compact, terminal_id="T1", merchant_id="M-1", serial="SIM00001"
+    )
+    assert parse_params(document, "test").terminal.language == "zh"
+    del compact["terminal"]["language"]
+    document = parameter_file_document(
+        compact, terminal_id="T1", merchant_id="M-1", serial="SIM00001"
+    )
+    assert parse_params(document, "test").terminal.language == "en"
