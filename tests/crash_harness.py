@@ -694,6 +694,38 @@ def _end_of_day_again(trial: Trial, term: Terminal) -> None:
         raise HarnessError(f"end of day after recovery refused: {answer}")
 
 
+def _declined_after_the_fact(trial: Trial) -> Terminal:
+    """An offline sale the bank declines at upload (the x.51 rule, docs/protocol.md): the
+    banner the merchant acknowledges."""
+    term = trial.start()  # enrols
+    trial.offline()
+    txn = sale(term, trial.register, 1551, card="mastercard")
+    if trial.register.shown.get(txn) != "approved_offline":
+        raise HarnessError(f"setup sale not approved offline: {trial.register.shown}")
+    trial.online()
+    term.json("POST", "/api/v1/queue/sync")
+    status = term.json("GET", "/api/v1/status")
+    if status.get("offline_declines", {}).get("unacknowledged") != 1:
+        raise HarnessError(f"setup: the bank should have declined the sale: {status}")
+    return term
+
+
+def _act_acknowledge(trial: Trial, term: Terminal) -> None:
+    answer = term.json("POST", "/api/v1/offline-declines/acknowledge")
+    trial.register.answers.append(f"acknowledge {answer['_status']}")
+    if answer["_status"] != 200:
+        raise HarnessError(f"acknowledgement refused: {answer}")
+
+
+def _acknowledge_again(trial: Trial, term: Terminal) -> None:
+    """After recovery the banner is either acknowledged or still there to acknowledge, and
+    acknowledging it (again) leaves nothing unacknowledged."""
+    _act_acknowledge(trial, term)
+    status = term.json("GET", "/api/v1/status")
+    if status.get("offline_declines", {}).get("unacknowledged") != 0:
+        raise HarnessError(f"the banner is still up after acknowledging it: {status}")
+
+
 def _act_nothing(trial: Trial, term: Terminal) -> None:
     """The first start is the operation (armed from the process's first instruction)."""
 
@@ -722,6 +754,12 @@ OPERATIONS: dict[str, Operation] = {
             _offline_then_online(True, False),
             _act_end_of_day,
             again=_end_of_day_again,
+        ),
+        Operation(
+            "acknowledge_decline",
+            _declined_after_the_fact,
+            _act_acknowledge,
+            again=_acknowledge_again,
         ),
         Operation("first_start", None, _act_nothing, again=_first_sale),
     )

@@ -49,6 +49,7 @@ MUST_WRITE: dict[str, set[str]] = {
     "void": {"journal.sqlite3", "audit.log"},
     "sync": {"offline_queue.sqlite3", "journal.sqlite3", "sequence.json"},
     "end_of_day": {"offline_queue.sqlite3", "journal.sqlite3"},
+    "acknowledge_decline": {"journal.sqlite3", "audit.log"},
     "first_start": {"keystore.json", "sequence.json", "offline_queue.sqlite3", "journal.sqlite3"},
 }
 

@@ -68,6 +68,7 @@ from ..checkout.errors import (
     AcquirerRequiredError,
     BusyError,
     CheckoutError,
+    DeclinedAfterTheFactError,
     NotFoundError,
     RequestError,
     StateError,
@@ -520,6 +521,8 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             return _error(409, "busy", str(exc))
         if isinstance(exc, NotFoundError):
             return _error(404, "not_found", str(exc))
+        if isinstance(exc, DeclinedAfterTheFactError):
+            return _error(409, "declined_by_bank", str(exc))
         if isinstance(exc, StateError):
             return _error(409, "invalid_state", str(exc))
         if isinstance(exc, RequestError):
@@ -658,8 +661,13 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         kind: Annotated[Literal["sale", "refund", "void"] | None, Query()] = None,
         external_reference: Annotated[str | None, Query(max_length=64)] = None,
+        attention: Annotated[bool, Query()] = False,
     ) -> dict[str, Any]:
-        if external_reference:
+        """Newest first. `attention=1`: only what needs the merchant's attention (offline
+        sales the bank declined after the fact, acknowledged or not)."""
+        if attention:
+            records = checkout.journal.declined_after_the_fact()[:limit]
+        elif external_reference:
             records = checkout.journal.find_external(external_reference)
         else:
             records = checkout.journal.recent(limit=limit, kind=kind)
@@ -790,6 +798,18 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         result = checkout.sync_report()
         counts = {k: result[k] for k in ("accepted", "declined", "failed", "remaining")}
         return {"sync": counts, "result": result, "queue": checkout.queue_summary().to_json()}
+
+    @app.post("/api/v1/offline-declines/acknowledge", tags=["status"])
+    def acknowledge_declines(who: str = Depends(register)) -> dict[str, Any]:
+        """The merchant has seen the offline payments the bank declined after the fact: the
+        banner goes (status `offline_declines.unacknowledged` drops to 0), also after a
+        restart; a decline that comes later shows it again."""
+        result = checkout.acknowledge_declines()
+        if settings.audit is not None:
+            settings.audit.record(
+                "offline_declines_acknowledged", actor=who, count=result["acknowledged"]
+            )
+        return result
 
     @app.get("/api/v1/status", tags=["status"])
     def status(who: str = Depends(register)) -> dict[str, Any]:

@@ -139,6 +139,9 @@ class CheckoutCore:
         data["amount_text"] = format_amount(record.amount, record.currency)
         data["refundable_amount"] = self._refundable(record)
         data["voidable"] = self._voidable(record)
+        # An offline sale: "waiting" in the queue, "sent", or "declined" by the bank after
+        # the fact (needs the merchant's attention); None for online ones.
+        data["offline_status"] = record.offline_status
         message = self.message(record)
         data["message"] = (
             None
@@ -204,6 +207,11 @@ class CheckoutCore:
                 ]
             },
             "pending_reversals": len(self.journal.pending_reversals()),
+            # Offline sales the bank declined after the fact that the merchant has not
+            # acknowledged yet: the banner shows while this is above 0.
+            "offline_declines": {
+                "unacknowledged": len(self.journal.declined_after_the_fact(unacknowledged=True))
+            },
             "codes": {
                 "scanner": self._scanner_factory is not None,
                 "merchant_presented": bool(
@@ -382,8 +390,8 @@ class CheckoutCore:
     def _refundable(self, record: TxnRecord) -> int:
         if record.kind is not Kind.SALE or record.voided:
             return 0
-        if record.state not in APPROVED_STATES:
-            return 0
+        if record.state not in APPROVED_STATES or record.declined_after_the_fact:
+            return 0  # a sale the bank declined after the fact brought no money in
         return record.amount - record.refunded_amount
 
     def _voidable(self, record: TxnRecord) -> bool:

@@ -9,6 +9,7 @@ __all__ = [
     "AcquirerRequiredError",
     "BusyError",
     "CheckoutError",
+    "DeclinedAfterTheFactError",
     "NotFoundError",
     "RequestError",
     "StateError",
@@ -29,6 +30,12 @@ class NotFoundError(CheckoutError, LookupError):
 
 class StateError(CheckoutError):
     """The transaction is not in a state that allows this (e.g. refund of a declined sale)."""
+
+
+class DeclinedAfterTheFactError(StateError):
+    """A refund or void of an offline sale the bank declined when it was sent: no money
+    came in, so there is nothing to give back (the local API answers
+    409 ``declined_by_bank``)."""
 
 
 class RequestError(CheckoutError, ValueError):

@@ -20,7 +20,7 @@ from ..acquirer.client import (
 from ..acquirer.qr_client import QrHostError
 from ..domain.currency import format_amount
 from ..domain.messages import Result, ui_strings
-from ..domain.records import Kind, State, TotalsLine, TxnRecord
+from ..domain.records import DECLINED_AFTER_THE_FACT, Kind, State, TotalsLine, TxnRecord
 from .core import QR_CANCEL_PREFIX, _now_text
 from .errors import AcquirerRequiredError
 from .failures import link_failure
@@ -187,11 +187,19 @@ class Reconciliation(RefundsAndVoids):
                 self._transition(
                     record,
                     record.state,
-                    reason="declined by the bank after the fact",
+                    reason=DECLINED_AFTER_THE_FACT,
                     host_ref=ref or "",
                 )
             elif ref:
                 self._transition(record, record.state, host_ref=ref)
+
+    def acknowledge_declines(self) -> dict[str, int]:
+        """The merchant has seen the after-the-fact declines: recorded in one journal
+        commit, so the banner stays gone after a restart; a later decline shows it again."""
+        acknowledged = self.journal.acknowledge_declines(_now_text(self._now()))
+        self._publish_status()
+        remaining = len(self.journal.declined_after_the_fact(unacknowledged=True))
+        return {"acknowledged": acknowledged, "unacknowledged": remaining}
 
     def owes_the_host(self) -> bool:
         """Whether something the host may have done waits to be undone or settled: a

@@ -13,12 +13,22 @@ from ..domain.currency import format_amount
 from ..domain.messages import Result
 from ..domain.records import Kind, Stage, State, TxnRecord
 from .core import CheckoutCore, _now_text
-from .errors import AcquirerRequiredError, RequestError, StateError
+from .errors import AcquirerRequiredError, DeclinedAfterTheFactError, RequestError, StateError
 
 __all__ = ["RefundsAndVoids"]
 
 
 log = logging.getLogger(__name__)
+
+
+def _refuse_declined_after_the_fact(sale: TxnRecord, what: str) -> None:
+    """No refund or void of an offline sale the bank declined when it was sent: the money
+    never came in, so giving it back would pay the customer twice."""
+    if sale.declined_after_the_fact:
+        raise DeclinedAfterTheFactError(
+            f"sale {sale.id} cannot be {what}: the bank declined this offline payment after "
+            "the fact, so no money was received for it"
+        )
 
 
 class RefundsAndVoids(CheckoutCore):
@@ -70,6 +80,7 @@ class RefundsAndVoids(CheckoutCore):
         sale = self.get(original_id)
         if sale.kind is not Kind.SALE:
             raise StateError(f"{original_id} is a {sale.kind}, only sales can be refunded")
+        _refuse_declined_after_the_fact(sale, "refunded")
         refundable = self._refundable(sale)
         if refundable <= 0:
             raise StateError(
@@ -98,6 +109,7 @@ class RefundsAndVoids(CheckoutCore):
             # Checked again now that the terminal is ours: another refund or a void may have
             # finished since the checks above.
             sale = self.get(original_id)
+            _refuse_declined_after_the_fact(sale, "refunded")
             if amount > self._refundable(sale):
                 raise StateError(
                     f"refund of {format_amount(amount, sale.currency)} exceeds what is left to "
@@ -175,6 +187,7 @@ class RefundsAndVoids(CheckoutCore):
             )
 
     def _check_voidable(self, sale: TxnRecord) -> None:
+        _refuse_declined_after_the_fact(sale, "voided")
         if not self._voidable(sale):
             why = (
                 "only approved online sales not yet settled or refunded can be voided"

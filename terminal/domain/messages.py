@@ -728,6 +728,16 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
                 "{count} offline payment(s) declined by the bank afterwards - "
                 "check the transaction list"
             ),
+            "banner_ack": "OK",
+            # An offline sale in the list: where it is (a view's offline_status).
+            "offline_waiting": "waiting to be sent",
+            "offline_sent": "sent to the bank",
+            "offline_declined": "declined by the bank",
+            "filter_attention": "Needs attention",
+            "error_declined_by_bank": (
+                "The bank declined this offline payment afterwards: no money was received, "
+                "so it cannot be refunded or voided"
+            ),
             # The outage banner and the sync button's answer (checkout status / sync_report).
             # {reason}: a host_failure_* text ("Bank not answering - payments taken ...").
             "banner_offline_up_to": "{reason} - payments taken offline up to {amount}.",
@@ -834,6 +844,12 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "banner_waiting_one": "{count} 笔交易待上送：{amounts}",
             "banner_waiting_other": "{count} 笔交易待上送：{amounts}",
             "banner_flagged": "{count} 笔脱机交易事后被银行拒绝 - 请查看交易记录",
+            "banner_ack": "知道了",
+            "offline_waiting": "等待上送",
+            "offline_sent": "已上送银行",
+            "offline_declined": "被银行拒绝",
+            "filter_attention": "待处理",
+            "error_declined_by_bank": "该脱机交易事后被银行拒绝：未收到款项，不能退款或撤销",
             "banner_offline_up_to": "{reason} - 单笔 {amount} 以内脱机受理。",
             "banner_offline_declined": "{reason} - 暂不受理银行卡。",
             "host_failure_unreachable": "无法连接银行",

@@ -16,6 +16,7 @@ from typing import Any, Final
 from .errors import TerminalError
 
 __all__ = [
+    "DECLINED_AFTER_THE_FACT",
     "MOVES",
     "Kind",
     "Method",
@@ -56,6 +57,11 @@ class State(StrEnum):
 
 #: The final states an approved payment can be in.
 APPROVED_STATES: Final = frozenset({State.APPROVED, State.APPROVED_OFFLINE})
+
+#: The reason an offline sale gets when the bank declines it at upload: the sale stays
+#: approved offline (the customer left with the goods, the receipt said approved), and this
+#: reason is what marks it for the merchant: no refund, no void, "needs attention".
+DECLINED_AFTER_THE_FACT: Final = "declined by the bank after the fact"
 
 
 class Stage(StrEnum):
@@ -160,6 +166,25 @@ class TxnRecord:
     @property
     def finished(self) -> bool:
         return self.state is not State.IN_PROGRESS
+
+    @property
+    def declined_after_the_fact(self) -> bool:
+        """An offline sale the bank declined when it was sent: no money came in."""
+        return (
+            self.kind is Kind.SALE
+            and self.state is State.APPROVED_OFFLINE
+            and self.reason == DECLINED_AFTER_THE_FACT
+        )
+
+    @property
+    def offline_status(self) -> str | None:
+        """Where an offline sale is: "waiting" in the queue, "sent" (the bank accepted it and
+        gave its reference), "declined" by the bank after the fact; None for anything else."""
+        if self.kind is not Kind.SALE or self.state is not State.APPROVED_OFFLINE:
+            return None
+        if self.declined_after_the_fact:
+            return "declined"
+        return "sent" if self.host_ref else "waiting"
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {}

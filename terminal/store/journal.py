@@ -21,11 +21,19 @@ from typing import Any, Final
 from offline_queue.sqlite import Faults, SqliteFile
 
 from ..domain.errors import TerminalError
-from ..domain.records import Kind, Method, Stage, State, TotalsLine, TxnRecord
+from ..domain.records import (
+    DECLINED_AFTER_THE_FACT,
+    Kind,
+    Method,
+    Stage,
+    State,
+    TotalsLine,
+    TxnRecord,
+)
 
 __all__ = ["Journal", "JournalError", "TotalsLine", "TxnRecord"]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 
 class JournalError(TerminalError):
@@ -123,6 +131,15 @@ class Journal:
                     self._derive_sale(db, sale_id)
             if version < 3:
                 self._type_extra(db, had_extra=version >= 1)
+            if version < 4:
+                # Schema 4: the merchant's acknowledgement of each offline sale the bank
+                # declined after the fact (the banner goes once all are acknowledged). A
+                # table of its own: acknowledging changes no transaction (no new revision,
+                # nothing a register polling the list would take for a change of the sale).
+                db.execute(
+                    "CREATE TABLE decline_acknowledgements (txn_id TEXT PRIMARY KEY, "
+                    "acknowledged_at TEXT NOT NULL)"
+                )
             if version < SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -302,6 +319,33 @@ class Journal:
         with self._file.connection() as db:
             rows = db.execute(query, args).fetchall()
         return [self._row(r) for r in rows]
+
+    def declined_after_the_fact(self, *, unacknowledged: bool = False) -> list[TxnRecord]:
+        """The offline sales the bank declined when they were sent (newest first); with
+        `unacknowledged`, only those the merchant has not acknowledged yet."""
+        query = (
+            "SELECT * FROM transactions WHERE kind = 'sale' AND state = 'approved_offline' "
+            "AND reason = ?"
+        )
+        if unacknowledged:
+            query += " AND id NOT IN (SELECT txn_id FROM decline_acknowledgements)"
+        query += " ORDER BY seq DESC"
+        with self._file.connection() as db:
+            rows = db.execute(query, (DECLINED_AFTER_THE_FACT,)).fetchall()
+        return [self._row(r) for r in rows]
+
+    def acknowledge_declines(self, now: str) -> int:
+        """Record, in one commit, that the merchant has seen every after-the-fact decline
+        journalled so far; returns how many were newly acknowledged. A decline journalled
+        later is not covered: it shows the banner again."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO decline_acknowledgements (txn_id, acknowledged_at) "
+                "SELECT id, ? FROM transactions WHERE kind = 'sale' "
+                "AND state = 'approved_offline' AND reason = ?",
+                (now, DECLINED_AFTER_THE_FACT),
+            )
+            return int(cursor.rowcount)
 
     def unfinished(self) -> list[TxnRecord]:
         with self._file.connection() as db:

@@ -209,9 +209,12 @@ function renderBanner() {
   } else {
     banner.classList.add("hidden");
   }
+  // Offline sales the bank declined after the fact, until the merchant acknowledges them
+  // (the journal keeps the acknowledgement: the banner stays gone after a restart).
   const flagged = $("flagged-banner");
-  if (queue.flagged > 0) {
-    flagged.textContent = t("banner_flagged", { count: queue.flagged });
+  const declines = (status.offline_declines || {}).unacknowledged || 0;
+  if (declines > 0) {
+    $("flagged-text").textContent = t("banner_flagged", { count: declines });
     flagged.classList.remove("hidden");
   } else {
     flagged.classList.add("hidden");
@@ -445,8 +448,10 @@ $("receipt-back").addEventListener("click", () => show(receiptFrom));
 
 // --- transactions, refunds -----------------------------------------------------------------
 
+let attentionOnly = false;  // the list's "needs attention" filter
+
 async function loadList() {
-  const data = await api("GET", "/api/v1/transactions?limit=50");
+  const data = await api("GET", "/api/v1/transactions?limit=50" + (attentionOnly ? "&attention=1" : ""));
   const rows = $("txn-rows");
   rows.textContent = "";
   for (const txn of data.transactions) {
@@ -460,6 +465,19 @@ async function loadList() {
       td.textContent = text;
       if (index === 2) td.className = "num";
       if (index === 4) td.className = "state-" + txn.state;
+      if (index === 4 && txn.offline_status) {
+        // An offline sale says where it is: waiting to be sent, sent, or declined by the bank.
+        const mark = document.createElement("span");
+        mark.className = "offline-mark offline-" + txn.offline_status;
+        mark.dataset.testid = "offline-status";
+        mark.textContent = t("offline_" + txn.offline_status, null, txn.offline_status);
+        td.appendChild(mark);
+        if (txn.offline_status === "declined") {
+          // No money came in: the row reads red, whatever the receipt said at the counter.
+          td.classList.add("offline-declined");
+          tr.classList.add("needs-attention");
+        }
+      }
       tr.appendChild(td);
     });
     const actions = document.createElement("td");
@@ -526,6 +544,18 @@ $("pin-ok").addEventListener("click", async (event) => {
 });
 $("pin-cancel").addEventListener("click", (event) => { event.preventDefault(); $("pin-dialog").close(); });
 $("refresh-list").addEventListener("click", loadList);
+$("attention-filter").addEventListener("click", () => {
+  attentionOnly = !attentionOnly;
+  $("attention-filter").setAttribute("aria-pressed", String(attentionOnly));
+  loadList();
+});
+$("flagged-ack").addEventListener("click", async () => {
+  try {
+    await api("POST", "/api/v1/offline-declines/acknowledge");
+    status.offline_declines = { unacknowledged: 0 };
+    renderBanner();
+  } catch (error) { $("flagged-text").textContent = errorText(error); }
+});
 // Every sync says what it did ("3 sent", "Could not send: bank unreachable").
 $("sync-now").addEventListener("click", async () => {
   const note = $("sync-result");

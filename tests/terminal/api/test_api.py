@@ -352,3 +352,84 @@ def test_status_and_sync_say_what_an_outage_does(
         assert synced["sync"]["accepted"] == 1
         assert synced["queue"]["count"] == 0
         assert api.get("/api/v1/status").json()["host"]["online"] is True
+
+
+def test_offline_declines_are_marked_filtered_refused_and_acknowledged(
+    tmp_path: Path, acquirer_host: HostHandle, pin_clock: FakeClock
+) -> None:
+    """An offline sale says waiting / sent / declined; a declined one (the simulated host
+    declines amounts ending in 51, offline uploads included) is under ?attention=1, cannot
+    be refunded (code declined_by_bank), and its banner count is acknowledged durably."""
+
+    def start() -> DemoStack:
+        return start_demo_stack(
+            tmp_path,
+            host_url=acquirer_host.url,
+            activation_code=acquirer_host.activation_code,
+            secret=TEST_SECRET,
+            scrypt_n=TEST_SCRYPT_N,
+            pin="2468",
+            pin_clock=pin_clock,
+            background=False,
+        )
+
+    def client(stack: DemoStack) -> httpx.Client:
+        return httpx.Client(
+            base_url=stack.api.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
+        )
+
+    def unacknowledged(api: httpx.Client) -> int:
+        return int(api.get("/api/v1/status").json()["offline_declines"]["unacknowledged"])
+
+    stack = start()
+    try:
+        with client(stack) as api:
+            online = _pay(stack, api, 500)
+            assert online["offline_status"] is None
+            acquirer_host.set_fault("/v1/", "refuse")
+            assert _pay(stack, api, 1200)["result"] == "host_no_response"
+            good = _pay(stack, api, 800)
+            bad = _pay(stack, api, 951)
+            assert (good["offline_status"], bad["offline_status"]) == ("waiting", "waiting")
+            assert api.get("/api/v1/transactions", params={"attention": 1}).json() == {
+                "transactions": []
+            }
+            acquirer_host.clear_faults()
+            synced = api.post("/api/v1/queue/sync").json()
+            assert (synced["sync"]["accepted"], synced["sync"]["declined"]) == (1, 1)
+
+            listed = {t["id"]: t for t in api.get("/api/v1/transactions").json()["transactions"]}
+            assert listed[good["id"]]["offline_status"] == "sent"
+            assert listed[bad["id"]]["offline_status"] == "declined"
+            assert listed[bad["id"]]["refundable_amount"] == 0
+            assert listed[online["id"]]["offline_status"] is None
+            attention = api.get("/api/v1/transactions?attention=1").json()["transactions"]
+            assert [t["id"] for t in attention] == [bad["id"]]
+
+            refused = api.post(
+                f"/api/v1/transactions/{bad['id']}/refund", json={"pin": "2468", "amount": 100}
+            )
+            assert refused.status_code == 409
+            assert refused.json()["error"]["code"] == "declined_by_bank"
+            assert "no money was received" in refused.json()["error"]["message"]
+            voided = api.post(f"/api/v1/transactions/{bad['id']}/void", json={"pin": "2468"})
+            assert voided.json()["error"]["code"] == "declined_by_bank"
+
+            assert unacknowledged(api) == 1
+            ack = api.post("/api/v1/offline-declines/acknowledge")
+            assert ack.status_code == 200
+            assert ack.json() == {"acknowledged": 1, "unacknowledged": 0}
+            assert unacknowledged(api) == 0
+    finally:
+        stack.close()
+
+    stack = start()
+    try:
+        with client(stack) as api:
+            assert unacknowledged(api) == 0  # the journal kept the acknowledgement
+            attention = api.get("/api/v1/transactions?attention=1").json()["transactions"]
+            assert [t["id"] for t in attention] == [bad["id"]]  # still listed
+            no_token = httpx.post(stack.api.url + "/api/v1/offline-declines/acknowledge")
+            assert no_token.status_code == 401
+    finally:
+        stack.close()

@@ -243,6 +243,46 @@ def test_dropped_connections_banner_says_offline_up_to_the_limit_and_sync_answer
     banner.wait_for(state="hidden")
 
 
+def test_offline_sale_declined_after_the_fact_is_marked_filtered_and_acknowledged(
+    page: object,
+    stack: DemoStack,
+    acquirer_host: HostHandle,
+    browser: object,
+) -> None:
+    acquirer_host.set_fault("/v1/", "refuse")  # connections accepted, then dropped
+    pay(page, "1200", "visa")  # unanswered: reversed; the terminal now knows
+    page.click("#new-sale")  # type: ignore[attr-defined]
+    pay(page, "951", "visa")  # amounts ending in 51: the bank declines it when it is sent
+    assert page.inner_text("[data-testid=result]") == "Approved (offline)"  # type: ignore[attr-defined]
+    page.click("#new-sale")  # type: ignore[attr-defined]
+    page.click('.tab[data-view="list"]')  # type: ignore[attr-defined]
+    page.wait_for_selector('[data-testid=offline-status]:has-text("waiting to be sent")')  # type: ignore[attr-defined]
+    acquirer_host.clear_faults()
+    page.click("#sync-now")  # type: ignore[attr-defined]
+    flagged = page.locator("[data-testid=flagged-banner]")  # type: ignore[attr-defined]
+    flagged.wait_for(state="visible")
+    assert "1 offline payment(s) declined by the bank afterwards" in flagged.inner_text()
+    row = page.locator("tr.needs-attention")  # type: ignore[attr-defined]
+    row.wait_for(state="visible")
+    assert "declined by the bank" in row.inner_text()
+    assert row.locator(".refund-btn").count() == 0  # no money came in: nothing to refund
+    shot(page, "09b-declined-after-the-fact")
+    page.click("#attention-filter")  # type: ignore[attr-defined]
+    rows = page.locator("#txn-rows tr")  # type: ignore[attr-defined]
+    playwright_sync.expect(rows).to_have_count(1)
+    assert page.locator("#txn-rows tr.needs-attention").count() == 1  # type: ignore[attr-defined]
+    page.click("#flagged-ack")  # type: ignore[attr-defined]
+    flagged.wait_for(state="hidden")
+    assert stack.checkout.status()["offline_declines"]["unacknowledged"] == 0
+    # A page opened afterwards (the kiosk restarted) shows no banner: the journal kept it.
+    again = open_page(browser, stack)
+    try:
+        again.wait_for_selector("body[data-live=true]")  # type: ignore[attr-defined]
+        assert again.is_hidden("[data-testid=flagged-banner]")  # type: ignore[attr-defined]
+    finally:
+        again.close()  # type: ignore[attr-defined]
+
+
 def test_refund_with_pin_from_the_transaction_list(page: object, stack: DemoStack) -> None:
     pay(page, "2500", "visa")
     page.click("#new-sale")  # type: ignore[attr-defined]

@@ -94,9 +94,12 @@ def test_the_script_asks_only_for_known_labels() -> None:
     for pair in re.findall(r'\bt\([^()]*?\?\s*"(\w+)"\s*:\s*"(\w+)"', script):
         keys.update(pair)
     assert {"banner_waiting_one", "result_approved_offline", "eod_net"} <= keys
-    # "kind_" + kind, "state_" + state, "host_failure_" + why the bank is not answering
+    # "kind_" + kind, "state_" + state, "host_failure_" + why the bank is not answering,
+    # "offline_" + where an offline sale is (a view's offline_status)
     prefixes = {k for k in keys if k.endswith("_")}
-    assert prefixes == {"kind_", "state_", "host_failure_"}
+    assert prefixes == {"kind_", "state_", "host_failure_", "offline_"}
+    for where in ("waiting", "sent", "declined"):
+        assert f"offline_{where}" in ui_strings("en")
     missing = keys - prefixes - ui_strings("en").keys()
     assert not missing
 

@@ -133,7 +133,7 @@ def test_a_schema_1_journal_gets_revisions_in_journal_order(tmp_path: Path) -> N
     assert (old.revision, new.revision) == (1, 2)
     assert journal.update(old, reason="after the upgrade").revision == 3
     journal.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 4
 
 
 def test_a_schema_2_journal_gets_its_extra_as_typed_fields(tmp_path: Path) -> None:
