@@ -77,6 +77,7 @@ The whole tree, drawn once (tests/test_errors.py keeps this drawing equal to the
                 NotFoundError (terminal.checkout.errors)
                 RequestError (terminal.checkout.errors)
                 StateError (terminal.checkout.errors)
+                    DeclinedAfterTheFactError (terminal.checkout.errors)
             AcquirerCommandError (terminal.cli.acquirer)
             ServiceCommandError (terminal.cli.common)
             QrCommandError (terminal.cli.qr)
