@@ -25,7 +25,7 @@ from ..acquirer.client import (
     HostUnreachable,
     NotEnrolledError,
 )
-from ..domain.messages import Result, restart_text
+from ..domain.messages import Result, restart_text, ui_strings
 from ..domain.records import Kind, Method, Stage, State, TxnRecord
 from .card_session import CardConversation, CardSessionResult, new_request
 from .codes import _ENTRY_MODES, CodePayments
@@ -413,8 +413,15 @@ class Sales(CodePayments):
                     code = scanner.wait_for_code(timeout=remaining, cancel=stop)
                 except ScanRejectedError as exc:
                     # A bad read (partial, not text): say so and keep waiting for a good one.
+                    # `message` is for the merchant, in the terminal's language; `reason` is
+                    # the scanner's own words, for the technician.
                     self.events.publish(
-                        "scan_rejected", {"id": record.id, "reason": f"code not read: {exc}"}
+                        "scan_rejected",
+                        {
+                            "id": record.id,
+                            "message": ui_strings(self.language)["scan_rejected"],
+                            "reason": f"code not read: {exc}",
+                        },
                     )
                     continue
                 except (CancelledError, ReaderTimeoutError):

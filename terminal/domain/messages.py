@@ -748,6 +748,7 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "host_failure_queue_error": "offline store error",
             "sync_sent": "{count} sent",
             "sync_nothing": "Nothing to send",
+            "scan_rejected": "Code not read - scan it again",
             "sync_failed": "Could not send: {reason}",
             "sync_sending": "Sending...",
             # The API's errors as the page shows them, by the error's code ("{message}": the
@@ -858,6 +859,7 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "host_failure_queue_error": "脱机存储出错",
             "sync_sent": "已上送 {count} 笔",
             "sync_nothing": "没有待上送的交易",
+            "scan_rejected": "未能识别二维码，请重新扫描",
             "sync_failed": "上送失败：{reason}",
             "sync_sending": "正在上送…",
             "error_wrong_pin": "密码错误（再输错 {tries} 次将锁定密码输入）",

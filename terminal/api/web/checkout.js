@@ -642,7 +642,7 @@ function connect() {
   });
   source.addEventListener("scan_rejected", (event) => {
     const note = JSON.parse(event.data);
-    if (current && note.id === current.id) $("scan-note").textContent = note.reason;
+    if (current && note.id === current.id) $("scan-note").textContent = note.message || note.reason;
   });
   source.onopen = () => {
     document.body.dataset.live = "true";

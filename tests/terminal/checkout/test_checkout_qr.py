@@ -407,3 +407,28 @@ def test_closing_the_terminal_stops_waiting_for_a_card_or_a_code(
     terminal.checkout.close()
     done = terminal.checkout.get(record.id)
     assert (done.state, done.result) == ("cancelled", Result.CANCELLED)
+
+
+def test_a_damaged_scan_asks_for_another_in_the_terminals_language(
+    terminal: TerminalRuntime, pty: PtyScanner, phone: PhoneWallet
+) -> None:
+    """A bad read (here bytes that are not text) does not end the sale: the merchant is asked,
+    in the terminal's words, to scan again, and the next good code pays."""
+    start = terminal.checkout.events.last_id
+    record = terminal.checkout.start_sale(1250)
+    _wait_ready(terminal, record.id)
+    pty.write(b"\xff\xfe\xfd\r")
+    deadline = time.monotonic() + 10
+    rejected: list[dict[str, Any]] = []
+    while not rejected:
+        assert time.monotonic() < deadline, "no scan_rejected event"
+        events = terminal.checkout.events.after(start, timeout=0.5)
+        rejected = [e for e in events if e["type"] == "scan_rejected"]
+    [note] = [e["data"] for e in rejected]
+    assert note["id"] == record.id
+    assert note["message"] == "Code not read - scan it again"
+    assert note["reason"].startswith("code not read: ")
+    assert terminal.checkout.get(record.id).state == "in_progress"
+    pty.type_code(phone.wallet_code("alipay"))
+    done = terminal.checkout.wait(record.id, timeout=60)
+    assert done.state == "approved"
