@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +39,27 @@ def stack(
     session_host: HostHandle,
     pin_clock: FakeClock,
 ) -> Iterator[DemoStack]:
+    with _demo_stack(
+        tmp_path, session_host, pin_clock, printer_url=f"file:{tmp_path / 'printer.bin'}"
+    ) as s:
+        yield s
+
+
+@contextmanager
+def _demo_stack(
+    tmp_path: Path, host: HostHandle, pin_clock: FakeClock, **options: Any
+) -> Iterator[DemoStack]:
+    """The demo terminal on `host`, with the test PIN and clock, no background loop."""
     s = start_demo_stack(
         tmp_path,
-        host_url=session_host.url,
-        activation_code=session_host.activation_code,
+        host_url=host.url,
+        activation_code=host.activation_code,
         secret=TEST_SECRET,
         scrypt_n=TEST_SCRYPT_N,
         pin="2468",
         pin_clock=pin_clock,
-        printer_url=f"file:{tmp_path / 'printer.bin'}",
         background=False,
+        **options,
     )
     try:
         yield s
@@ -293,20 +305,8 @@ def outage_stack(
     tmp_path: Path, acquirer_host: HostHandle, pin_clock: FakeClock
 ) -> Iterator[DemoStack]:
     """A stack on the test's own host, whose faults touch no other test."""
-    s = start_demo_stack(
-        tmp_path,
-        host_url=acquirer_host.url,
-        activation_code=acquirer_host.activation_code,
-        secret=TEST_SECRET,
-        scrypt_n=TEST_SCRYPT_N,
-        pin="2468",
-        pin_clock=pin_clock,
-        background=False,
-    )
-    try:
+    with _demo_stack(tmp_path, acquirer_host, pin_clock) as s:
         yield s
-    finally:
-        s.close()
 
 
 def test_status_and_sync_say_what_an_outage_does(
