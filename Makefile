@@ -17,8 +17,9 @@ setup-dev:
 lock:
 	@scripts/bootstrap.sh lock $(PACKAGE)
 
+# `make run ARGS="--language zh"`: the demo in Chinese (any `pipos run` option goes in ARGS).
 run: setup
-	$(VENV)/bin/pipos run
+	$(VENV)/bin/pipos run $(ARGS)
 
 test: setup-dev lint typecheck unit
 

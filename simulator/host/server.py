@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
 import ssl
@@ -13,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from ..errors import SimulatorError
 from .app import HostApp, create_app
 
 
@@ -41,10 +44,21 @@ def _config(app: HostApp, tls: TlsConfig | None, log_level: str) -> uvicorn.Conf
     )
 
 
+def _cut_connections(server: uvicorn.Server) -> None:
+    """Abort every connection `server` still has open (run on its own loop)."""
+    for connection in list(server.server_state.connections):
+        transport = getattr(connection, "transport", None)
+        if transport is not None:
+            transport.abort()
+
+
 class HostServer:
     """The host on a real loopback socket, served from a daemon thread.
 
-    Port 0 picks a free port; `url` is known once `start()` returns.
+    Port 0 picks a free port; `url` is known once `start()` returns. `stop_listening()` and
+    `listen_again()` take the host off the network and put it back on the same address (an
+    acquirer that is down, then up again), the app and its ledger untouched; `stop()` ends
+    it for good, in either state.
     """
 
     def __init__(
@@ -61,35 +75,134 @@ class HostServer:
         self.db_path = Path(db_path)
         self._bind = (host, port)
         self._tls = tls
-        self._server = uvicorn.Server(_config(self.app, tls, log_level))
+        self._log_level = log_level
+        # The uvicorn server of the current listening period and the thread it runs in.
+        self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # One caller at a time moves the server between its states (the demo's drawer route,
+        # a test, shutdown may each call from their own thread).
+        self._lock = threading.Lock()
+        self._stopped = False
         self.url = ""
 
+    @property
+    def listening(self) -> bool:
+        """Whether the host accepts connections now."""
+        server, thread = self._server, self._thread
+        return server is not None and thread is not None and thread.is_alive() and server.started
+
     def start(self, timeout: float = 10.0) -> str:
+        with self._lock:
+            if self._stopped:
+                raise SimulatorError("the simulated acquirer host was stopped; start another")
+            if self._thread is not None:
+                raise SimulatorError("the simulated acquirer host is already started")
+            try:
+                host, port = self._serve(timeout)
+            except SimulatorError:
+                self._server = self._thread = None  # never started: start() may be tried again
+                raise
+            # From now on the host lives on this one address: listen_again() binds it again.
+            self._bind = (host, port)
+            scheme = "https" if self._tls else "http"
+            self.url = f"{scheme}://{host}:{port}"
+            return self.url
+
+    def stop_listening(self, timeout: float = 10.0) -> None:
+        """Stop accepting connections, the way a host that is down looks: a connection is
+        refused (ECONNREFUSED), open keep-alive connections are closed. A request being
+        answered gets `timeout` seconds to finish, then is cut. The app and its ledger stay
+        as they are, for :meth:`listen_again`. A host that is not listening (stopped
+        already, or ended by :meth:`stop`) is left as it is. Blocks until the port is
+        closed; safe from any thread but the host's own."""
+        with self._lock:
+            self._shut_down(timeout)
+
+    def listen_again(self, timeout: float = 10.0) -> str:
+        """Accept connections again on the same address (the port `start()` bound, even when
+        it was picked from port 0), with the same ledger, parameters, rules and faults.
+        Listening already: nothing to do. Returns the URL, which has not changed."""
+        with self._lock:
+            if self._stopped:
+                raise SimulatorError("the simulated acquirer host was stopped; start another")
+            if self._thread is None:
+                raise SimulatorError("the simulated acquirer host was never started")
+            if not self.listening:
+                self._serve(timeout)
+            return self.url
+
+    def stop(self) -> None:
+        """End the host: stop listening if it is, and close its ledger. Idempotent."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            try:
+                self._shut_down(10.0)
+            finally:
+                self.app.host.store.close()
+
+    def _serve(self, timeout: float) -> tuple[str, int]:
+        """Bind `self._bind` and run a fresh uvicorn server on it in a daemon thread; returns
+        the bound address once it accepts connections. (A uvicorn server runs once: its
+        loop, listening socket and connection set end with it, so each listening period
+        has its own, all on the one app.)"""
         # proto=IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (otherwise
         # Nagle + delayed ACK add ~40 ms to every response written in two parts).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        # SO_REUSEADDR: the connections the last period closed sit in TIME_WAIT on this port;
+        # they must not keep the host from listening on it again.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(self._bind)
+        try:
+            sock.bind(self._bind)
+        except OSError as exc:
+            sock.close()
+            raise SimulatorError(
+                f"the simulated acquirer host cannot listen on {self._bind[0]}:{self._bind[1]}: "
+                f"{exc.strerror or exc}"
+            ) from exc
         host, port = sock.getsockname()[:2]
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, name="acquirer-host", daemon=True
+        server = uvicorn.Server(_config(self.app, self._tls, self._log_level))
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="acquirer-host", daemon=True
         )
-        self._thread.start()
+        self._server, self._thread = server, thread
+        thread.start()
         deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("simulated acquirer host did not start")
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                server.should_exit = True
+                sock.close()
+                raise SimulatorError("simulated acquirer host did not start")
             time.sleep(0.01)
-        scheme = "https" if self._tls else "http"
-        self.url = f"{scheme}://{host}:{port}"
-        return self.url
+        self._loop = server.servers[0].get_loop()
+        return str(host), int(port)
 
-    def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.app.host.store.close()
+    def _shut_down(self, timeout: float) -> None:
+        server, thread = self._server, self._thread
+        if server is None or thread is None or not thread.is_alive():
+            return
+        if thread is threading.current_thread():
+            # Joining itself would hang the host's loop for good.
+            raise SimulatorError("the simulated acquirer host cannot be stopped from its own loop")
+        # uvicorn's own shutdown: the listening socket closes first (new connections are
+        # refused at once), idle connections next, requests in flight are let finish...
+        server.should_exit = True
+        thread.join(timeout)
+        if thread.is_alive():
+            # ...within `timeout`; then they are cut (reset), as a host going down cuts
+            # them, so the client learns at once rather than at its read timeout, and
+            # uvicorn stops waiting for their handlers (cancelled as the loop ends; each
+            # ledger write is one transaction: it is in or it is not).
+            loop = self._loop
+            if loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
+                    loop.call_soon_threadsafe(_cut_connections, server)
+            server.force_exit = True
+            thread.join(10.0)
+        if thread.is_alive():
+            raise SimulatorError("the simulated acquirer host did not stop")
 
     def __enter__(self) -> HostServer:
         self.start()

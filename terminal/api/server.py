@@ -28,7 +28,10 @@ busy, wrong state or no printer configured, 413 body too large (with or without
 Content-Length), 422 invalid field, 423 PIN locked for this caller (``retry_after``: seconds,
 also in the ``Retry-After`` header; ``reason``: wrong, locked or tampered), 503 acquirer or
 printer unavailable, or no merchant PIN set (pin_unavailable). The numbers are there so that
-a client (the checkout page) can say it in its own language; ``message`` is English.
+a client (the checkout page) can say it in its own language; ``message`` is English, except
+for 503 acquirer_unavailable, whose ``message`` is in the terminal's language and whose
+``reason`` says why the bank could not be asked (not_connected, unreachable, no_answer,
+host_error): never an exception's text. The endpoints are described in docs/api.md.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
+from datetime import date
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -62,6 +66,7 @@ from drivers.errors import DriverError
 from drivers.scanner import ScanRejectedError
 from emv.errors import PiposError
 
+from ..acquirer.client import AcquirerError
 from ..app.sim_field import SimulatedField
 from ..app.sim_scanner import PHONE_CODES, SimulatedDeviceError, SimulatedPhone, SimulatedScanner
 from ..checkout.errors import (
@@ -73,12 +78,18 @@ from ..checkout.errors import (
     RequestError,
     StateError,
 )
+from ..checkout.failures import link_failure
 from ..checkout.flow import Checkout
-from ..checkout.reconciliation import totals_json
 from ..domain.currency import CURRENCIES, MAX_EMV_AMOUNT
 from ..domain.messages import LANGUAGES, ui_strings
-from ..domain.receipts import PrinterError, build_receipt, print_receipt
-from ..domain.records import TxnRecord
+from ..domain.receipts import (
+    BatchReport,
+    PrinterError,
+    build_receipt,
+    print_receipt,
+    report_html,
+)
+from ..domain.records import MAX_SEARCH, TxnRecord
 from ..security.lockout import LockoutError
 from ..security.merchant_pin import (
     MerchantPin,
@@ -172,6 +183,9 @@ class ApiSettings:
     extra_status: Callable[[], Mapping[str, Any]] = dc_field(default=lambda: {})
     #: Security events (refunds, voids, merchant PIN failures) go to the audit log.
     audit: AuditLog | None = None
+    #: A demo stack's own simulated acquirer: puts it "online", "unreachable" (connections
+    #: refused) or "drops" (connections accepted, then dropped); POST /simulator/acquirer.
+    acquirer_switch: Callable[[str], str] | None = None
 
 
 class _ApiError(Exception):
@@ -256,6 +270,13 @@ class ScanBody(_Body):
 class PhoneBody(_Body):
     code: Literal["alipay", "wechatpay", "confirm", "cpm", "expired", "reused", "corrupt"] = Field(
         description="what the simulated phone shows: " + ", ".join(PHONE_CODES)
+    )
+
+
+class AcquirerModeBody(_Body):
+    mode: Literal["online", "unreachable", "drops"] = Field(
+        description='"online": the simulated acquirer answers; "unreachable": it refuses '
+        'connections (the bank is down); "drops": it accepts them and drops them unanswered'
     )
 
 
@@ -528,7 +549,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         if isinstance(exc, RequestError):
             return _error(422, "invalid_request", str(exc))
         if isinstance(exc, AcquirerRequiredError):
-            return _error(503, "acquirer_unavailable", str(exc))
+            # Said in the terminal's language by why the bank could not be asked; the
+            # exception's own text (a socket's "[Errno 111] ...") is the log's, never this.
+            cause = exc.__cause__
+            reason = link_failure(cause) if isinstance(cause, AcquirerError) else "not_connected"
+            text = ui_strings(checkout.language)[f"error_acquirer_unavailable_{reason}"]
+            return _error(503, "acquirer_unavailable", text, details={"reason": reason})
         return _error(409, "refused", str(exc))
 
     tokens = dict(settings.tokens)
@@ -662,16 +688,50 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         kind: Annotated[Literal["sale", "refund", "void"] | None, Query()] = None,
         external_reference: Annotated[str | None, Query(max_length=64)] = None,
         attention: Annotated[bool, Query()] = False,
+        q: Annotated[
+            str,
+            Query(
+                max_length=MAX_SEARCH,
+                description="search: an amount as typed (12.34, 12,34, 12), the card's last "
+                "4 digits, or part of the transaction id, external reference, authorisation "
+                "code or bank reference",
+            ),
+        ] = "",
+        date_from: Annotated[
+            date | None, Query(description="YYYY-MM-DD, the terminal's local day, included")
+        ] = None,
+        date_to: Annotated[
+            date | None, Query(description="YYYY-MM-DD, the terminal's local day, included")
+        ] = None,
+        before: Annotated[
+            int | None,
+            # SQLite's integers are 64-bit: a larger cursor is no cursor this API gave.
+            Query(ge=0, le=2**63 - 1, description="the `next` cursor of the page before"),
+        ] = None,
     ) -> dict[str, Any]:
-        """Newest first. `attention=1`: only what needs the merchant's attention (offline
-        sales the bank declined after the fact, acknowledged or not)."""
-        if attention:
-            records = checkout.journal.declined_after_the_fact()[:limit]
-        elif external_reference:
-            records = checkout.journal.find_external(external_reference)
-        else:
-            records = checkout.journal.recent(limit=limit, kind=kind)
-        return {"transactions": [checkout.view(r) for r in records]}
+        """Newest first, `limit` at a time; `next` is the cursor of the next (older) page
+        (pass it as `before`), null on the last. Every filter given must hold:
+        `attention=1` only what needs the merchant's attention (offline sales the bank
+        declined after the fact, acknowledged or not); `kind`; `external_reference`
+        (exactly); `q` (terminal.domain.records.parse_search: an amount as the merchant
+        types it in the terminal's currency matches it exactly; exactly 4 digits match the
+        card's last 4 digits or that amount, 48.26 or 4826.00; anything else part of the
+        id, external reference, authorisation code or bank reference, any case; what
+        matches none of these matches nothing; over 64 characters: 422); `date_from`,
+        `date_to`: days in the terminal's local time zone, both included. Each
+        transaction's `created_at` is ISO 8601 with the UTC offset of the terminal's clock
+        (UTC)."""
+        views, cursor = checkout.transactions(
+            limit=limit,
+            before=before,
+            kind=kind,
+            external_ref=external_reference or None,
+            attention=attention,
+            search=q,
+            date_from=date_from,
+            date_to=date_to,
+        )
+        return {"transactions": views, "next": cursor}
 
     def check_pin(pin: str, who: str, action: str, txn_id: str) -> None:
         try:
@@ -768,13 +828,30 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
 
     @app.get("/api/v1/totals", tags=["end of day"])
     def totals(who: str = Depends(register)) -> dict[str, Any]:
-        """Totals since the last end of day, per card brand and currency."""
-        return {"totals": totals_json(checkout.totals()), "batches": checkout.journal.batches()[:5]}
+        """The open batch, before the end of day: `lines` per payment method (card brand,
+        or code wallet / scheme: `method` "card" or "code") and currency, and
+        `grand_totals` per currency, of approved sales and approved refunds only (voided
+        sales, voids, declined, cancelled and failed transactions never count, nor an
+        offline sale the bank declined after the fact); `offline`: what still waits to be
+        sent; `transactions`: how many count. Every amount in minor units with its `*_text`.
+        `totals` and `batches` (the last five closed) as earlier releases answered."""
+        return checkout.totals_report() | {
+            "batches": [b.to_json() for b in checkout.journal.batches(limit=5)]
+        }
 
     @app.post("/api/v1/end-of-day", tags=["end of day"])
     def end_of_day(body: PinBody, who: str = Depends(register)) -> dict[str, Any]:
-        """Send the offline queue, close the batch with the acquirer, report its totals.
-        Needs the merchant PIN (body `{"pin": "..."}`), as refunds and voids do."""
+        """Send the offline queue, close the batch with the acquirer, and answer the report
+        (kept with the batch: GET /api/v1/batches): `lines` per payment method with the
+        bank's `host` line beside each (null when the bank has none) and `differs`;
+        `grand_totals` and `host_grand_totals`; `differences` (lines that differ) and
+        `in_balance`; `transactions` (approved, counted as the bank counts them) and
+        `host_transactions`; `offline_synced`, `still_offline` (offline sales still waiting
+        stay in the open batch); `text` (the report's lines in the terminal's language).
+        Needs the merchant PIN (body `{"pin": "..."}`), as refunds and voids do. The bank
+        not reachable: 503 acquirer_unavailable with `reason` (unreachable, no_answer,
+        host_error, not_connected) and a message in the terminal's language; the batch
+        stays open."""
         check_pin(body.pin, who, "end_of_day", "")
         report = checkout.end_of_day()
         if settings.audit is not None:
@@ -785,6 +862,53 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
                 transactions=report.get("transactions"),
             )
         return report
+
+    @app.get("/api/v1/batches", tags=["end of day"])
+    def batches(
+        who: str = Depends(register),
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        before: Annotated[
+            int | None,
+            # SQLite's integers are 64-bit: a larger cursor is no cursor this API gave.
+            Query(ge=0, le=2**63 - 1, description="the `next` cursor of the page before"),
+        ] = None,
+    ) -> dict[str, Any]:
+        """Closed batches' reports, newest first, as they were when each was closed (a
+        batch an earlier version closed: the bank's totals it kept, `legacy`); `next`: the
+        cursor of the next (older) page, null on the last."""
+        reports, cursor = checkout.batch_history(limit=limit, before=before)
+        return {"batches": reports, "next": cursor}
+
+    @app.get(
+        "/api/v1/batches/{batch_id}/report",
+        tags=["end of day"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}, "text/html": {}}}},
+    )
+    def batch_report(
+        batch_id: str,
+        who: str = Depends(register),
+        format: Literal["text", "html"] = "text",
+    ) -> Response:
+        """A closed batch's report (结算单 on a Chinese terminal) as text (the slip) or an
+        HTML fragment; 404 for an unknown batch."""
+        report = checkout.batch_report(batch_id)
+        if format == "html":
+            return HTMLResponse(report_html(report))
+        return PlainTextResponse("\n".join(report["text"]) + "\n")
+
+    @app.post("/api/v1/batches/{batch_id}/print", tags=["end of day"])
+    def print_batch(batch_id: str, who: str = Depends(register)) -> dict[str, Any]:
+        """Print a closed batch's report on the receipt printer (409 no_printer when none
+        is configured, 503 printer_error when it fails); 404 for an unknown batch."""
+        report = checkout.batch_report(batch_id)
+        if not settings.printer_url:
+            raise _ApiError(409, "no_printer", "no receipt printer is configured")
+        try:
+            print_receipt(settings.printer_url, [BatchReport(tuple(report["text"]))])
+        except PrinterError as exc:
+            raise _ApiError(503, "printer_error", str(exc)) from exc
+        return {"printed": batch_id}
 
     @app.get("/api/v1/queue", tags=["status"])
     def queue(who: str = Depends(register)) -> dict[str, Any]:
@@ -945,6 +1069,25 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             except SimulatedDeviceError as exc:
                 raise _ApiError(409, "not_paid", str(exc)) from exc
             return {"order": answer.get("status", "")}
+
+    if settings.acquirer_switch is not None:
+        switch = settings.acquirer_switch
+
+        @app.post("/api/v1/simulator/acquirer", tags=["simulator"])
+        def simulated_acquirer(
+            body: AcquirerModeBody, who: str = Depends(register)
+        ) -> dict[str, Any]:
+            """Put the demo's own simulated acquirer online, unreachable (connections
+            refused) or dropping connections unanswered (demo stacks with their own
+            simulated acquirer only). The terminal is not told: it learns of the outage
+            from its next request, as it would of a real one; the status event that
+            follows carries the mode (status `simulator.acquirer`)."""
+            try:
+                mode = switch(body.mode)
+            except PiposError as exc:  # the simulator's own errors
+                raise _ApiError(503, "simulator_error", str(exc)) from exc
+            checkout.publish_status()
+            return {"acquirer": mode}
 
     # --- the checkout page ------------------------------------------------------------
 

@@ -47,10 +47,12 @@ if TYPE_CHECKING:
     from ..store.keys import Keystore
 
 __all__ = [
+    "ACQUIRER_MODES",
     "DEMO_PIN",
     "DEMO_SECRET",
     "ApiServer",
     "DemoStack",
+    "SimulatedAcquirerSwitch",
     "start_demo_stack",
     "start_provisioned_stack",
 ]
@@ -105,6 +107,55 @@ class ApiServer:
         self._server.force_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+#: What the simulator drawer can make of the demo's own acquirer.
+ACQUIRER_MODES: tuple[str, ...] = ("online", "unreachable", "drops")
+
+
+class SimulatedAcquirerSwitch:
+    """The demo's own simulated acquirer, as the simulator drawer switches it (POST
+    /api/v1/simulator/acquirer): "online"; "unreachable", the host stops listening
+    (connections refused, ECONNREFUSED: the terminal's request never reaches it); "drops",
+    the host accepts connections and closes them unanswered.
+
+    "drops" arms the host's "refuse" fault (close before the request is read) rather than
+    "drop_after_commit" (process, commit, then cut): the terminal sees the same thing (no
+    answer: it reverses and goes offline), but the host has done nothing, so nothing it
+    did is lost with the answer. Under drop_after_commit an end of day or an upload during
+    the outage would be committed by the host and unknown to the terminal, leaving the
+    demo's batches out of step with the bank's, which is a fault of its own and not the
+    outage the drawer shows. The terminal is never told the mode: it learns of an outage
+    from its own next request or probe, as of a real one."""
+
+    def __init__(self, host: Any) -> None:
+        self._host = host
+        self._lock = threading.Lock()
+        self.mode = "online"
+
+    def __call__(self, mode: str) -> str:
+        if mode not in ACQUIRER_MODES:
+            raise ConfigurationError(
+                f"unknown acquirer mode {mode[:16]!r}: choose one of {', '.join(ACQUIRER_MODES)}"
+            )
+        from simulator.host import Fault  # the demo's own host: the simulator is installed
+
+        with self._lock:
+            faults = self._host.app.faults
+            if mode == "unreachable":
+                faults.clear()
+                self._host.stop_listening()
+            else:
+                self._host.listen_again()
+                faults.clear()
+                if mode == "drops":
+                    faults.set("/v1/", Fault("refuse"))
+            self.mode = mode
+            return mode
+
+    def status(self) -> dict[str, Any]:
+        """The status field the page's simulator drawer shows."""
+        return {"simulator": {"acquirer": self.mode}}
 
 
 class DemoStack:
@@ -262,11 +313,15 @@ def start_demo_stack(
         # The customer's simulated phone: its codes are registered with the simulated
         # acquirer, so the page's simulator panel can pay with them.
         phone = SimulatedPhone(host_url, runtime.scanner, confirm_delay=confirm_delay)
+    switch = None if host is None else SimulatedAcquirerSwitch(host)
+    if switch is not None:
+        runtime.checkout.extra_status = switch.status
     settings = ApiSettings(
         tokens={token: "register-1"},
         pin_guard=PinGuard(
             _demo_merchant_pin(directory / "terminal", runtime, pin, pin_clock, scrypt_n)
         ),
+        acquirer_switch=switch,
         kiosk=kiosk,
         allowed_hosts=hosts,
         printer_url=printer_url,

@@ -7,17 +7,33 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any, Final
 
 from ..acquirer.client import AcquirerClient, AcquirerError, ReversalPendingError
 from ..acquirer.qr_client import QrClient
 from ..domain.currency import MAX_EMV_AMOUNT, UnknownCurrencyError, currency, format_amount
-from ..domain.messages import Message, Result, message_for, progress_text, ui_strings
+from ..domain.messages import (
+    Message,
+    Result,
+    brand_text,
+    message_for,
+    progress_text,
+    ui_strings,
+)
 from ..domain.params import TerminalParams
-from ..domain.records import APPROVED_STATES, Kind, Method, Stage, State, TxnRecord, check_move
+from ..domain.records import (
+    APPROVED_STATES,
+    Kind,
+    Method,
+    Stage,
+    State,
+    TxnRecord,
+    check_move,
+    parse_search,
+)
 from ..domain.signing import Signer, offline_record
 from ..store.journal import Journal
 from .card_session import CARD_READ_TIMEOUT
@@ -27,7 +43,7 @@ from .failures import failure_for, link_failure
 from .ports import Clock, OfflineQueuePort, QueueSummary, RandomBytes, ReaderFactory, ScannerFactory
 from .qr_payment import QrPaymentParams
 
-__all__ = ["QR_CANCEL_PREFIX", "SALE_METHODS", "CheckoutCore"]
+__all__ = ["QR_CANCEL_PREFIX", "SALE_METHODS", "CheckoutCore", "refund_state", "title_key"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +75,78 @@ _CANCELLABLE_STAGES: Final = frozenset(
 
 def _now_text(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
+
+
+#: A declined or failed sale's title by its result (the ui string ``title_<key>``).
+_SALE_TITLES: Final[Mapping[Result, str]] = {
+    Result.DECLINED_BY_CARD: "declined_by_card",
+    Result.DECLINED_BY_ISSUER: "declined_by_bank",
+    Result.DECLINED_OFFLINE_LIMIT: "declined_offline",
+    Result.DECLINED_OFFLINE_DISABLED: "declined_offline",
+    Result.DECLINED_NOT_ENROLLED: "declined_offline",
+    # Try another interface, a card the terminal does not take, end application asking for
+    # another card, a code where a card is needed: the customer pays another way.
+    Result.TRY_ANOTHER_INTERFACE: "use_another_method",
+    Result.CARD_NOT_SUPPORTED: "use_another_method",
+    Result.CODE_USE_CARD: "use_another_method",
+    Result.TRY_AGAIN: "try_again",
+    Result.CARD_TOO_SLOW: "try_again",
+    Result.HOST_NO_RESPONSE: "reversed",
+    Result.HOST_ERROR: "bank_error",
+    Result.CODE_DECLINED: "code_declined",
+    Result.CODE_REJECTED: "code_rejected",
+    Result.CANCELLED: "cancelled",
+    Result.CODE_CANCELLED: "cancelled",
+    Result.NO_CARD: "no_card",
+    Result.CODE_TIMED_OUT: "timed_out",
+    Result.READER_ERROR: "reader_error",
+}
+
+
+def refund_state(record: TxnRecord) -> str | None:
+    """A sale's refunds and void as the list shows them: "voided", "refunded" (all of it),
+    "partially_refunded"; None for a sale with neither, and for refunds and voids."""
+    if record.kind is not Kind.SALE:
+        return None
+    if record.voided:
+        return "voided"
+    if record.refunded_amount and record.refunded_amount >= record.amount:
+        return "refunded"
+    if record.refunded_amount:
+        return "partially_refunded"
+    return None
+
+
+def title_key(record: TxnRecord) -> str:
+    """What happened to `record`, as the key of its title (ui string ``title_<key>``): from
+    its kind, state and stored result. A sale says what became of it since (voided,
+    refunded, declined by the bank after the fact); a refund or a void is never "approved"
+    but "refunded" or "voided"; a refund or void whose answer was lost is "not confirmed"."""
+    if record.kind is not Kind.SALE:
+        word = "refund" if record.kind is Kind.REFUND else "void"
+        if record.state is State.IN_PROGRESS:
+            return f"{word}_in_progress"
+        if record.state is State.APPROVED:
+            return "refunded" if record.kind is Kind.REFUND else "voided"
+        if record.state is State.DECLINED:
+            return f"{word}_declined"
+        if record.state is State.FAILED and record.outcome_unknown:
+            return f"{word}_unknown"
+        return f"{word}_failed"
+    if record.state is State.IN_PROGRESS:
+        return "in_progress"
+    if record.state in APPROVED_STATES:
+        if record.declined_after_the_fact:
+            return "declined_after_the_fact"
+        state = refund_state(record)
+        if state is not None:
+            return f"sale_{state}"
+        return "approved_offline" if record.result == Result.APPROVED_OFFLINE else "approved"
+    if record.result:
+        found = _SALE_TITLES.get(Result(record.result))
+        if found is not None:
+            return found
+    return "cancelled" if record.state is State.CANCELLED else "failed"
 
 
 class CheckoutCore:
@@ -118,6 +206,12 @@ class CheckoutCore:
         #: One settler of lost answers at a time: the background loop and a merchant's void
         #: may both find the same unsettled void.
         self._settling = threading.Lock()
+        #: What the composition adds to the status (a demo stack: its simulated acquirer's
+        #: mode), in every status answer and event.
+        self.extra_status: Callable[[], Mapping[str, Any]] = dict
+        #: The zone the merchant's dates are in (the list's date filter); None: the
+        #: machine's local zone, as the kiosk's clock shows it.
+        self.local_zone: tzinfo | None = None
 
     @property
     def language(self) -> str:
@@ -134,7 +228,13 @@ class CheckoutCore:
         )
 
     def view(self, record: TxnRecord) -> dict[str, Any]:
-        """A transaction as the API and the page show it (JSON-ready, no card data)."""
+        """A transaction as the API and the page show it (JSON-ready, no card data).
+
+        `created_at` / `updated_at`: ISO 8601 with the UTC offset of the terminal's clock
+        ("2025-03-01T17:55:02+00:00"; UTC unless the clock gives another zone). A sale
+        carries its `refunds` (refunds and voids, oldest first) and `refund_state`; a refund
+        or void its `original` sale; every view its `title` and `brand_text` in the
+        terminal's language."""
         data = record.to_json()
         data["amount_text"] = format_amount(record.amount, record.currency)
         data["refundable_amount"] = self._refundable(record)
@@ -157,7 +257,84 @@ class CheckoutCore:
             else None
         )
         data["cancellable"] = not record.finished and record.stage in _CANCELLABLE_STAGES
+        strings = ui_strings(self.language)
+        data["brand_text"] = brand_text(record.brand, self.language)
+        # What happened, in the terminal's language, for the result screen and the list;
+        # `title_key` for a client that words or styles it itself.
+        data["title_key"] = title_key(record)
+        data["title"] = strings[f"title_{data['title_key']}"]
+        data["refund_state"] = refund_state(record)
+        data["refunds"] = None
+        data["original"] = None
+        if record.kind is Kind.SALE:
+            data["refunds"] = [
+                {
+                    "id": undo.id,
+                    "kind": str(undo.kind),
+                    "amount": undo.amount,
+                    "amount_text": format_amount(undo.amount, undo.currency),
+                    "state": str(undo.state),
+                    "created_at": undo.created_at,
+                }
+                for undo in self.journal.find_original(record.id)
+            ]
+        elif record.original_id:
+            sale = self.journal.get(record.original_id)
+            if sale is not None:
+                data["original"] = {
+                    "id": sale.id,
+                    "amount": sale.amount,
+                    "amount_text": format_amount(sale.amount, sale.currency),
+                    "masked_pan": sale.masked_pan,
+                    "brand": sale.brand,
+                    "brand_text": brand_text(sale.brand, self.language),
+                    "created_at": sale.created_at,
+                }
         return data
+
+    def _local_midnight(self, day: date | None) -> int | None:
+        """Unix seconds of the start of `day` in the terminal's local zone (None: no day,
+        or one at the edge of the calendar, where no bound is needed)."""
+        if day is None:
+            return None
+        start = datetime.combine(day, time.min)
+        try:
+            if self.local_zone is None:
+                return int(start.astimezone().timestamp())  # naive: the machine's local time
+            return int(start.replace(tzinfo=self.local_zone).timestamp())
+        except (OverflowError, ValueError, OSError):
+            return None  # year 1 or 9999 in a zone that moves it off the calendar
+
+    def transactions(
+        self,
+        *,
+        limit: int = 50,
+        before: int | None = None,
+        kind: str | None = None,
+        external_ref: str | None = None,
+        attention: bool = False,
+        search: str = "",
+        date_from: date | None = None,
+        date_to: date | None = None,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """The merchant's list: views newest first and the cursor of the next (older) page
+        (None: no more). `search` as :func:`terminal.domain.records.parse_search` reads it
+        in the terminal's currency; `date_from` / `date_to`: days in the terminal's local
+        zone (:attr:`local_zone`), both included."""
+        exponent = currency(self.params.terminal.currency_code).exponent
+        records, cursor = self.journal.page(
+            limit=limit,
+            before=before,
+            kind=kind,
+            external_ref=external_ref,
+            attention=attention,
+            query=parse_search(search, exponent),
+            since=self._local_midnight(date_from),
+            until=None
+            if date_to is None or date_to == date.max
+            else self._local_midnight(date.fromordinal(date_to.toordinal() + 1)),
+        )
+        return [self.view(r) for r in records], cursor
 
     def get(self, txn_id: str) -> TxnRecord:
         record = self.journal.get(txn_id)
@@ -224,7 +401,41 @@ class CheckoutCore:
             "currency": self.params.terminal.currency_code,
             "currency_alpha": currency(self.params.terminal.currency_code).alpha,
             "currency_exponent": currency(self.params.terminal.currency_code).exponent,
-        }
+            "contactless_limits": self.contactless_limits(),
+            # The page's sounds and spoken announcement of the approved amount (parameters
+            # terminal.sounds, terminal.announce_amount; off by default, sounds on).
+            "announce": bool(getattr(self.params.terminal, "announce_amount", False)),
+            "sounds": bool(getattr(self.params.terminal, "sounds", True)),
+        } | dict(self.extra_status())
+
+    def contactless_limits(self) -> list[dict[str, Any]]:
+        """Per configured application: its Reader Contactless Transaction Limit (EMV
+        Contactless Book A v2.10 §5.7; Book C-2 DF8124, "no on-device CVM"; Book C-3
+        Reader Contactless Transaction Limit), the amount from which a card of that brand
+        cannot pay contactless, and the higher limit for a phone that verifies its holder
+        (C-2 DF8125, on-device CVM; None when not configured). An AID without a limit
+        (0) is left out."""
+        code = self.params.terminal.currency_code
+        limits = []
+        for aid in self.params.aids:
+            amount = aid.limits.contactless_transaction
+            if amount <= 0:
+                continue
+            on_device = aid.limits.contactless_transaction_on_device_cvm
+            limits.append(
+                {
+                    "brand": aid.label,
+                    "brand_text": brand_text(aid.label, self.language),
+                    "aid": aid.aid.hex().upper(),
+                    "amount": amount,
+                    "text": format_amount(amount, code),
+                    "on_device_cvm_amount": on_device,
+                    "on_device_cvm_text": ""
+                    if on_device is None
+                    else format_amount(on_device, code),
+                }
+            )
+        return limits
 
     def _now(self) -> datetime:
         return self._clock()
@@ -330,6 +541,11 @@ class CheckoutCore:
 
     def _publish_status(self) -> None:
         self.events.publish("status", self.status())
+
+    def publish_status(self) -> None:
+        """Tell every follower of the event stream the terminal's status now (something
+        outside the checkout changed what it shows: the demo's simulated acquirer)."""
+        self._publish_status()
 
     def _check_amount(self, amount: int, currency_code: int) -> None:
         if isinstance(amount, bool) or not isinstance(amount, int):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from offline_queue.errors import QueueError
 from offline_queue.model import State as QueueState
@@ -19,14 +19,23 @@ from ..acquirer.client import (
 )
 from ..acquirer.qr_client import QrHostError
 from ..domain.currency import format_amount
-from ..domain.messages import Result, ui_strings
-from ..domain.records import DECLINED_AFTER_THE_FACT, Kind, State, TotalsLine, TxnRecord
+from ..domain.messages import Result, brand_text, ui_strings
+from ..domain.receipts import report_text_lines
+from ..domain.records import (
+    DECLINED_AFTER_THE_FACT,
+    Kind,
+    State,
+    TotalsLine,
+    TxnRecord,
+    brand_method,
+)
+from ..store.journal import BatchRow
 from .core import QR_CANCEL_PREFIX, _now_text
-from .errors import AcquirerRequiredError
+from .errors import AcquirerRequiredError, NotFoundError
 from .failures import link_failure
 from .refunds import RefundsAndVoids
 
-__all__ = ["Reconciliation", "totals_json"]
+__all__ = ["Reconciliation", "legacy_report", "totals_json"]
 
 log = logging.getLogger(__name__)
 
@@ -49,52 +58,264 @@ def totals_json(lines: Sequence[TotalsLine]) -> list[dict[str, Any]]:
     ]
 
 
+#: The counts and amounts a totals line carries, and that a line must agree on with the
+#: bank's for the batch to be in balance.
+_COMPARED: Final = ("sales_count", "sales_amount", "refunds_count", "refunds_amount")
+#: Why a batch was not closed, for the log and the checkout's error (never an exception's
+#: text: the local API words it in the terminal's language by the failure's code).
+_NOT_CLOSED: Final = {
+    "unreachable": "bank unreachable, batch not closed",
+    "no_answer": "no answer from the bank, batch not closed",
+    "host_error": "the bank refused the end of day, batch not closed",
+}
+
+
+def _amounts(counts: Mapping[str, int], currency: int) -> dict[str, Any]:
+    """Counts and amounts of a line or a grand total, each amount with its text."""
+    net = counts["sales_amount"] - counts["refunds_amount"]
+    out: dict[str, Any] = {name: int(counts[name]) for name in _COMPARED}
+    out["net_amount"] = net
+    for name in ("sales_amount", "refunds_amount", "net_amount"):
+        out[f"{name}_text"] = format_amount(out[name], currency)
+    return out
+
+
+def _brand_key(brand: str) -> str:
+    """A brand as both sides name it (the bank's ledger keeps it in lower case)."""
+    return (brand or "UNKNOWN").strip().upper()
+
+
+def _grand_totals(lines: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per currency: the sum of the lines' counts and amounts."""
+    sums: dict[int, dict[str, int]] = {}
+    for line in lines:
+        total = sums.setdefault(int(line["currency"]), dict.fromkeys(_COMPARED, 0))
+        for name in _COMPARED:
+            total[name] += int(line[name])
+    return [{"currency": cur} | _amounts(total, cur) for cur, total in sorted(sums.items())]
+
+
+def legacy_report(batch: BatchRow, language: str) -> dict[str, Any]:
+    """The report of a batch an earlier version closed, from what it kept: the bank's
+    totals only (no terminal side, no comparison), worded in `language`."""
+    host: list[dict[str, Any]] = [
+        {
+            "brand": _brand_key(str(t["brand"])),
+            "brand_text": brand_text(_brand_key(str(t["brand"])), language),
+            "method": brand_method(str(t["brand"])),
+            "currency": int(t["currency"]),
+        }
+        | _amounts(t, int(t["currency"]))
+        for t in batch.totals
+    ]
+    report: dict[str, Any] = {
+        "batch_id": batch.batch_id,
+        "closed_at": batch.closed_at,
+        "language": language,
+        "legacy": True,
+        "lines": [],
+        "host_lines": host,
+        "grand_totals": [],
+        "host_grand_totals": _grand_totals(host),
+        "differences": None,
+        "in_balance": None,
+        "transactions": None,
+        "host_transactions": sum(int(t["sales_count"]) + int(t["refunds_count"]) for t in host),
+        "host_totals": batch.totals,
+    }
+    report["text"] = report_text_lines(report)
+    return report
+
+
 class Reconciliation(RefundsAndVoids):
     """End of day, sync and recovery."""
 
     def totals(self) -> list[TotalsLine]:
         return self.journal.open_totals()
 
+    def _line_json(self, line: TotalsLine) -> dict[str, Any]:
+        strings = ui_strings(self.language)
+        return {
+            "brand": line.brand,
+            "brand_text": brand_text(line.brand, self.language),
+            "method": line.method,
+            "method_text": strings[f"method_{line.method}"],
+            "currency": line.currency,
+        } | _amounts(
+            {name: getattr(line, name) for name in _COMPARED},
+            line.currency,
+        )
+
+    def totals_report(self) -> dict[str, Any]:
+        """The open batch as the Totals tab shows it before the end of day: per payment
+        method (card brand, or code wallet / scheme) and per currency, approved sales and
+        approved refunds only (voided sales, voids, declines, cancels and failures never
+        count; nor does an offline sale the bank declined after the fact); offline sales
+        still waiting to be sent are in, and counted apart in `offline_*` and `offline`."""
+        lines = self.journal.open_totals()
+        shown = [
+            self._line_json(line)
+            | {
+                "offline_count": line.offline_count,
+                "offline_amount": line.offline_amount,
+                "offline_amount_text": format_amount(line.offline_amount, line.currency),
+            }
+            for line in lines
+        ]
+        summary = self.queue_summary()
+        return {
+            "lines": shown,
+            "grand_totals": _grand_totals(shown),
+            "offline": {
+                "count": summary.count,
+                "amounts": summary.to_json()["amounts"],
+                "amount_text": ", ".join(
+                    format_amount(amount, cur) for cur, amount in sorted(summary.amounts.items())
+                ),
+            },
+            "transactions": sum(line.sales_count + line.refunds_count for line in lines),
+            "totals": totals_json(lines),
+        }
+
+    def batch_report(self, batch_id: str) -> dict[str, Any]:
+        """The end-of-day report of a closed batch, as it was when the batch was closed
+        (a batch an earlier version closed: what it kept). NotFoundError for another id."""
+        batch = self.journal.batch(batch_id)
+        if batch is None:
+            raise NotFoundError(f"no batch {batch_id!r} on this terminal")
+        return self._stored_report(batch)
+
+    def batch_history(
+        self, *, limit: int = 20, before: int | None = None
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Closed batches' reports, newest first, and the cursor of the next (older) page."""
+        rows = self.journal.batches(limit=limit + 1, before=before)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = rows[-1].seq if more and rows else None
+        return [self._stored_report(row) for row in rows], cursor
+
+    def _stored_report(self, batch: BatchRow) -> dict[str, Any]:
+        if batch.report is not None:
+            return batch.report
+        return legacy_report(batch, self.language)
+
+    def _end_of_day_report(
+        self,
+        batch_id: str,
+        closed_at: str,
+        mine: Sequence[TotalsLine],
+        host: Sequence[BrandTotals],
+        transaction_count: int,
+        sync: Mapping[str, int],
+    ) -> dict[str, Any]:
+        """The terminal's totals and the bank's side by side, line by line (brand and
+        currency; the bank names a brand in lower case), each line flagged when the two
+        differ, with the grand totals of both and the report's text."""
+        by_key = {(_brand_key(t.brand), t.currency): t for t in host}
+        lines: list[dict[str, Any]] = []
+        for line in mine:
+            shown = self._line_json(line)
+            theirs = by_key.pop((_brand_key(line.brand), line.currency), None)
+            shown["host"] = None if theirs is None else _amounts(theirs.to_json(), theirs.currency)
+            shown["differs"] = theirs is None or any(
+                shown[name] != getattr(theirs, name) for name in _COMPARED
+            )
+            lines.append(shown)
+        for theirs in by_key.values():  # the bank has a line the terminal has not
+            brand = _brand_key(theirs.brand)
+            empty = TotalsLine(brand, theirs.currency, method=brand_method(brand))
+            lines.append(
+                self._line_json(empty)
+                | {"host": _amounts(theirs.to_json(), theirs.currency), "differs": True}
+            )
+        host_lines = [
+            line["host"] | {"currency": line["currency"]} for line in lines if line["host"]
+        ]
+        summary = self.queue_summary()
+        differences = sum(1 for line in lines if line["differs"])
+        params = self.params.terminal
+        report: dict[str, Any] = {
+            "batch_id": batch_id,
+            "closed_at": closed_at,
+            "language": self.language,
+            "merchant": {
+                "name_location": params.merchant_name_location,
+                "identifier": params.merchant_identifier,
+            },
+            "terminal_id": self.terminal_id,
+            "lines": lines,
+            "grand_totals": _grand_totals(lines),
+            "host_grand_totals": _grand_totals(host_lines),
+            "differences": differences,
+            "in_balance": differences == 0,
+            # Approved sales and refunds, counted as the bank counts them (and the bank's own
+            # count of them); `host_records`: every record the bank closed into the batch,
+            # declined ones included.
+            "transactions": sum(line.sales_count + line.refunds_count for line in mine),
+            "host_transactions": sum(t.sales_count + t.refunds_count for t in host),
+            "host_records": transaction_count,
+            "offline_synced": dict(sync),
+            "still_offline": summary.to_json()
+            | {
+                "amount_text": ", ".join(
+                    format_amount(amount, cur) for cur, amount in sorted(summary.amounts.items())
+                )
+            },
+            # As earlier releases answered.
+            "host_totals": [t.to_json() for t in host],
+            "terminal_totals": [
+                BrandTotals(
+                    brand=line.brand,
+                    currency=line.currency,
+                    sales_count=line.sales_count,
+                    sales_amount=line.sales_amount,
+                    refunds_count=line.refunds_count,
+                    refunds_amount=line.refunds_amount,
+                    net_amount=line.net_amount,
+                ).to_json()
+                for line in mine
+            ],
+        }
+        report["text"] = report_text_lines(report)
+        return report
+
     def end_of_day(self) -> dict[str, Any]:
-        """Send what the queue holds, then close the batch with the acquirer and compare."""
+        """Send what the queue holds, close the batch with the acquirer and compare: the
+        report (:meth:`_end_of_day_report`) is kept with the batch, in the commit that
+        closes it. The terminal's side counts what the bank can know: approved sales
+        (online, and offline ones sent, this end of day's sync included) and approved
+        refunds; offline sales still waiting stay in the open batch (`still_offline`)."""
         with self._holding():
             if self._acquirer is None:
                 raise AcquirerRequiredError("the terminal is not connected to an acquirer")
             sync = self._safe_sync()
-            lines = self.journal.open_totals()
-            mine = [
-                BrandTotals(
-                    brand=line.brand,
-                    currency=line.currency,
-                    sales_count=line.sales_count - line.offline_count,
-                    sales_amount=line.sales_amount - line.offline_amount,
-                    refunds_count=line.refunds_count,
-                    refunds_amount=line.refunds_amount,
-                    net_amount=line.net_amount - line.offline_amount,
-                )
-                for line in lines
-            ]
+            mine = self.journal.open_totals(waiting=False)
             try:
                 settlement = self._acquirer.settle(terminal_totals=None)
-            except HostUnreachable as exc:
-                self._link(False, "unreachable")
-                raise AcquirerRequiredError(f"bank unreachable, batch not closed: {exc}") from exc
             except AcquirerError as exc:
-                raise AcquirerRequiredError(f"batch not closed: {exc}") from exc
+                failure = link_failure(exc)
+                if isinstance(exc, HostRejectedError):
+                    self._link(True)  # a signed refusal is an answer
+                else:
+                    self._link(
+                        False, "unreachable" if isinstance(exc, HostUnreachable) else failure
+                    )
+                log.warning("end of day: batch not closed (%s)", exc)
+                raise AcquirerRequiredError(
+                    _NOT_CLOSED.get(failure, _NOT_CLOSED["host_error"])
+                ) from exc
             self._link(True)
-            host_totals = [t.to_json() for t in settlement.totals]
-            count = self.journal.close_batch(
-                settlement.batch_id, _now_text(self._now()), host_totals
+            closed_at = _now_text(self._now())
+            report = self._end_of_day_report(
+                settlement.batch_id,
+                closed_at,
+                mine,
+                settlement.totals,
+                settlement.transaction_count,
+                sync,
             )
-            report = {
-                "batch_id": settlement.batch_id,
-                "transactions": count,
-                "host_transactions": settlement.transaction_count,
-                "host_totals": host_totals,
-                "terminal_totals": [t.to_json() for t in mine],
-                "offline_synced": dict(sync),
-                "still_offline": self.queue_summary().to_json(),
-            }
+            self.journal.close_batch(settlement.batch_id, closed_at, report["host_totals"], report)
             self.events.publish("end_of_day", report)
             return report
 

@@ -15,6 +15,7 @@ from drivers.scanner import CodeScanner, ScanRejectedError
 from emv.carddata import CardAccount, CardAccountError, read_account
 from emv.kernel import CardData, CryptogramKind, Outcome, OutcomeKind
 from emv.kernel.outcome import Start
+from offline_queue.limits import OfflineDecision
 from offline_queue.model import CardData as QueueCardData
 from offline_queue.model import OfflinePayment
 
@@ -511,13 +512,31 @@ class Sales(CodePayments):
         card = outcome.card_data
         if self._acquirer is None:
             return self._store_offline(record, outcome, account, fields, online_failed=True)
+        # Why the queue would not take this sale offline, once it has been asked.
+        over_limits: OfflineDecision | None = None
         if self.host_online is False:
             # The last exchange with the bank went unanswered or was refused: until a signed
-            # answer says it is back (a sync, a reversal, an echo: reconciliation), a sale does
-            # not wait for another request to fail (and owe another reversal) but goes
-            # offline within the limits, as a refused connection does.
-            log.info("sale %s: the bank is not answering; trying offline", record.id)
-            return self._store_offline(record, outcome, account, fields, online_failed=True)
+            # answer says it is back (a sync, a reversal, an echo: reconciliation), a sale
+            # within the offline limits does not wait for another request to fail (and owe
+            # another reversal) but goes offline, as a refused connection does.
+            offline = self.params.offline
+            if offline is not None and offline.enabled:
+                if not self._enrolled():  # declined as an offline payment it could not send
+                    return self._store_offline(record, outcome, account, fields, online_failed=True)
+                log.info("sale %s: the bank is not answering; trying offline", record.id)
+                record, decision = self._admit_offline(record, outcome, account, fields)
+                if decision.allowed:
+                    return self._finish(
+                        record,
+                        State.APPROVED_OFFLINE,
+                        Result.APPROVED_OFFLINE,
+                        offline_id=record.id,
+                    )
+                over_limits = decision
+            # One the terminal cannot take offline (over the limits, or offline acceptance
+            # off) is still the bank's to answer: it may be back, and only its answer says
+            # so. If it is not, the sale ends as an unanswered one ends (reversed as always).
+            log.info("sale %s: cannot be taken offline; asking the bank all the same", record.id)
         key = self._acquirer.new_idempotency_key("auth")
         # The key is on disk before the request leaves (with what the card gave, in the
         # same commit): after a crash, recovery can reverse it.
@@ -538,6 +557,13 @@ class Sales(CodePayments):
             answer = self._acquirer.authorise(request, idempotency_key=key)
         except (HostUnreachable, NotEnrolledError) as exc:
             self._link(False, "unreachable")
+            if over_limits is not None:  # offline was asked first, and said no
+                log.info(
+                    "sale %s: acquirer unreachable (%s), over the offline limits", record.id, exc
+                )
+                return self._finish(
+                    record, State.DECLINED, Result.DECLINED_OFFLINE_LIMIT, over_limits.message
+                )
             log.info("sale %s: acquirer unreachable (%s); trying offline", record.id, exc)
             return self._store_offline(record, outcome, account, fields, online_failed=True)
         except AcquirerError as exc:
@@ -582,7 +608,6 @@ class Sales(CodePayments):
         *,
         online_failed: bool,
     ) -> TxnRecord:
-        card = outcome.card_data
         offline = self.params.offline
         if online_failed and (offline is None or not offline.enabled):
             return self._finish(record, State.DECLINED, Result.DECLINED_OFFLINE_DISABLED, **fields)
@@ -597,6 +622,24 @@ class Sales(CodePayments):
                 "terminal not enrolled",
                 **fields,
             )
+        record, decision = self._admit_offline(record, outcome, account, fields)
+        if not decision.allowed:
+            result = Result.DECLINED_OFFLINE_LIMIT if online_failed else Result.DECLINED_BY_CARD
+            return self._finish(record, State.DECLINED, result, decision.message)
+        result = Result.APPROVED_OFFLINE if online_failed else Result.APPROVED
+        return self._finish(record, State.APPROVED_OFFLINE, result, offline_id=record.id)
+
+    def _admit_offline(
+        self,
+        record: TxnRecord,
+        outcome: Outcome,
+        account: CardAccount,
+        fields: Mapping[str, Any],
+    ) -> tuple[TxnRecord, OfflineDecision]:
+        """Sign the sale and offer it to the offline queue, which stores it durably when the
+        limits allow (the record, moved to the storing stage, and the queue's decision).
+        The sale is not finished here: the caller says how it ends."""
+        card = outcome.card_data
         # The record the terminal signs below carries the card's fields: committed here.
         record = self._transition(record, record.state, stage=Stage.STORING, **fields)
         captured_at = self._unix()
@@ -619,9 +662,4 @@ class Sales(CodePayments):
         # Store and forward (deferred authorisation): an ARQC or a TC may be kept for later
         # upload; an AAC is the card's own refusal and is never stored.
         card_ok = outcome.cryptogram in (CryptogramKind.TC, CryptogramKind.ARQC)
-        decision = self.queue.admit(payment, card_approves_offline=card_ok, now=captured_at)
-        if not decision.allowed:
-            result = Result.DECLINED_OFFLINE_LIMIT if online_failed else Result.DECLINED_BY_CARD
-            return self._finish(record, State.DECLINED, result, decision.message)
-        result = Result.APPROVED_OFFLINE if online_failed else Result.APPROVED
-        return self._finish(record, State.APPROVED_OFFLINE, result, offline_id=record.id)
+        return record, self.queue.admit(payment, card_approves_offline=card_ok, now=captured_at)

@@ -32,9 +32,11 @@ from ..domain.errors import ConfigurationError
 __all__ = ["CHROMIUM_FLAGS", "register"]
 
 #: Chromium on the terminal's screen: full screen with no way out to other pages, no
-#: first-run or crash dialogs, no translation bar over the page.
+#: first-run or crash dialogs, no translation bar over the page; the page's tones and spoken
+#: amount play even before the first touch (a sale the cash register started).
 CHROMIUM_FLAGS = (
     "--kiosk",
+    "--autoplay-policy=no-user-gesture-required",
     "--no-first-run",
     "--noerrdialogs",
     "--disable-infobars",

@@ -327,16 +327,11 @@ def _qr_steps(stack: DemoStack, api: Any, say: Callable[[str], None]) -> None:
 
 
 def _host_down(stack: DemoStack) -> None:
-    """Stop the simulated acquirer: connections to it are refused (nothing processed)."""
-    stack.host.stop()
+    """The simulated acquirer stops listening: connections to it are refused (nothing
+    processed), as a host that is down."""
+    stack.host.stop_listening()
 
 
 def _host_up(stack: DemoStack) -> None:
-    """Start the simulated acquirer again on the same address with the same ledger."""
-    from urllib.parse import urlparse
-
-    from simulator.host import HostServer
-
-    port = urlparse(stack.host.url).port or 0
-    stack.host = HostServer(stack.host.db_path, port=port)
-    stack.host.start()
+    """The simulated acquirer listens again on the same address, with the same ledger."""
+    stack.host.listen_again()

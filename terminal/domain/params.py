@@ -100,6 +100,12 @@ class TerminalData:
     ifd_serial_number: str  # 9F1E, 8 characters
     language: Language
     ttq: bytes  # 9F66 default, 4 bytes
+    # Not EMV data objects: how the checkout page gives its feedback. Short tones on a tap,
+    # an approval and a decline are on unless the merchant turns them off (a quiet shop);
+    # speaking the approved amount aloud (the QR speaker box a Chinese counter knows) is
+    # off unless asked for: not every counter wants its takings announced.
+    announce_amount: bool = False
+    sounds: bool = True
 
     def emv_tags(self) -> dict[int, bytes]:
         """These values encoded as EMV data object values, keyed by tag number.
@@ -535,6 +541,9 @@ _TERMINAL_REQUIRED: Final = (
 )
 
 
+_TERMINAL_OPTIONAL: Final = ("currency_exponent", "announce_amount", "sounds")
+
+
 def _terminal_type(c: _Checker, value: object, path: str) -> bytes:
     # EMV Book 4 Annex A1, Table 24: first digit = operational control (1 financial
     # institution, 2 merchant, 3 cardholder), second = environment/capability 1..6.
@@ -555,7 +564,7 @@ def _terminal_type(c: _Checker, value: object, path: str) -> bytes:
 
 
 def _parse_terminal(c: _Checker, value: object, path: str) -> TerminalData:
-    obj = c.section(value, path, _TERMINAL_REQUIRED, ("currency_exponent",))
+    obj = c.section(value, path, _TERMINAL_REQUIRED, _TERMINAL_OPTIONAL)
     currency_code = c.get(obj, "currency_code", path, c.currency_code, 0)
     exponent: int = CURRENCIES[currency_code].exponent if currency_code in CURRENCIES else 2
     if "currency_exponent" in obj:
@@ -618,6 +627,8 @@ def _parse_terminal(c: _Checker, value: object, path: str) -> TerminalData:
         ),
         language=language,
         ttq=c.get(obj, "ttq", path, defined(0x9F66, 4), b""),
+        announce_amount=c.get(obj, "announce_amount", path, c.boolean, False),
+        sounds=c.get(obj, "sounds", path, c.boolean, True),
     )
 
 

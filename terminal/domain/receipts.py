@@ -13,19 +13,29 @@ from __future__ import annotations
 
 import html
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Literal
+from typing import Any, Final, Literal, Protocol
 from urllib.parse import parse_qsl
 
-from .currency import format_amount
+from .currency import UnknownCurrencyError, currency, format_amount
 from .errors import TerminalError
 from .messages import Result, brand_text, message_for, receipt_text
 from .params import TerminalParams
 from .records import TxnRecord
 
-__all__ = ["PrinterError", "Receipt", "build_receipt", "open_printer", "print_receipt"]
+__all__ = [
+    "BatchReport",
+    "Printable",
+    "PrinterError",
+    "Receipt",
+    "build_receipt",
+    "open_printer",
+    "print_receipt",
+    "report_html",
+    "report_text_lines",
+]
 
 Copy = Literal["merchant", "customer"]
 WIDTH: Final = 32  # characters on a 58 mm thermal printer in font A (a CJK character: two)
@@ -55,6 +65,24 @@ def _wrap(text: str, width: int) -> list[str]:
             lines.append(line)
             line = ""
         line += char
+    return [*lines, line] if line else lines
+
+
+def _wrap_words(text: str, width: int) -> list[str]:
+    """`text` cut into lines of at most `width` columns at its spaces (English), or
+    anywhere when a word is longer than a line or there are no spaces (Chinese)."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split(" "):
+        joined = f"{line} {word}" if line else word
+        if _cells(joined) <= width:
+            line = joined
+            continue
+        if line:
+            lines.append(line)
+        pieces = _wrap(word, width) or [""]
+        lines += pieces[:-1]
+        line = pieces[-1]
     return [*lines, line] if line else lines
 
 
@@ -306,6 +334,229 @@ def _chinese(record: TxnRecord, params: TerminalParams, copy: Copy, terminal_id:
     )
 
 
+# --- the end-of-day report ---------------------------------------------------------------
+
+
+def _row(label: str, count: str, amount: str, width: int) -> list[str]:
+    """One line of the report: the label, a count after it, the amount at the right edge
+    (two lines when they do not fit: the label, then the rest right-aligned)."""
+    left = f"{label} {count}" if count else label
+    if _cells(left) + _cells(amount) + 1 <= width:
+        return [left + _rjust(amount, width - _cells(left))]
+    return [left, _rjust(amount, width)] if amount else _wrap_words(left, width)
+
+
+def _when(moment: str) -> str:
+    try:
+        return datetime.fromisoformat(moment).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return moment
+
+
+def _alpha(code: int) -> str:
+    """A currency's alphabetic code (EUR), or its number when the table lacks it."""
+    try:
+        return currency(code).alpha
+    except UnknownCurrencyError:
+        return f"{code:03d}"
+
+
+def _report_word(key: str, language: str, **fields: object) -> str:
+    return receipt_text(key, language).format(**fields)
+
+
+def _totals_rows(
+    totals: Mapping[str, Any], language: str, width: int, *, bank: bool = False
+) -> list[str]:
+    """Sales, refunds and net of a line or a grand total, under the report's words."""
+    out: list[str] = []
+    prefix = _report_word("bank", language) + " " if bank else ""
+    out += _row(
+        prefix + _report_word("sales", language),
+        str(totals["sales_count"]),
+        str(totals["sales_amount_text"]),
+        width,
+    )
+    out += _row(
+        prefix + _report_word("refunds", language),
+        str(totals["refunds_count"]),
+        str(totals["refunds_amount_text"]),
+        width,
+    )
+    out += _row(prefix + _report_word("net", language), "", str(totals["net_amount_text"]), width)
+    return out
+
+
+def report_text_lines(report: Mapping[str, Any], width: int = WIDTH) -> list[str]:
+    """The end-of-day report (a 结算单 in Chinese) as the lines of a slip `width` columns
+    wide, in the report's language: per payment method the terminal's sales, refunds and
+    net with the bank's beside them (or that the bank has no such line) and a mark where
+    they differ; the grand totals of both; the counts; the offline payments sent and still
+    waiting. A report of an earlier version (`legacy`) shows the bank's totals it kept."""
+    lang = str(report.get("language") or "en")
+    rule = "-" * width
+    merchant = report.get("merchant") or {}
+    out: list[str] = []
+    name, _, place = str(merchant.get("name_location", "")).partition(",")
+    out += [_center(x.strip(), width) for x in (name, place) if x.strip()]
+    out += ["", _center(_report_word("report_title", lang), width), ""]
+    if merchant.get("identifier"):
+        out += _row(_report_word("merchant", lang), "", str(merchant["identifier"]), width)
+    if report.get("terminal_id"):
+        out += _row(_report_word("terminal", lang), "", str(report["terminal_id"]), width)
+    out += _row(_report_word("batch", lang), "", str(report["batch_id"]), width)
+    out += _row(_report_word("closed", lang), "", _when(str(report["closed_at"])), width)
+    if report.get("legacy"):
+        out += [rule, *_wrap_words(_report_word("report_legacy", lang), width)]
+        for line in report.get("host_lines", []):
+            out += [rule, str(line["brand_text"])]
+            out += _totals_rows(line, lang, width, bank=True)
+        for total in report.get("host_grand_totals", []):
+            out += [rule, f"{_report_word('total', lang)} {_alpha(int(total['currency']))}"]
+            out += _totals_rows(total, lang, width, bank=True)
+        return out
+    lines = report.get("lines", [])
+    if not lines:
+        out += [rule, _center(_report_word("no_transactions", lang), width)]
+    for line in lines:
+        method = _report_word(f"method_{line['method']}", lang)
+        out += [
+            rule,
+            f"{line['brand_text']} ({method})"
+            if lang == "en"
+            else f"{line['brand_text']}（{method}）",
+        ]
+        out += _totals_rows(line, lang, width)
+        host = line.get("host")
+        if host is None:
+            out += _wrap_words(_report_word("bank_none", lang), width)
+        elif line.get("differs"):
+            out += _totals_rows(host, lang, width, bank=True)  # the bank's side, in full
+        else:
+            out += _row(_report_word("bank", lang), "", str(host["net_amount_text"]), width)
+        if line.get("differs"):
+            out += _wrap_words("! " + _report_word("differs", lang), width)
+    host_totals = {int(t["currency"]): t for t in report.get("host_grand_totals", [])}
+    for total in report.get("grand_totals", []):
+        out += [rule, f"{_report_word('total', lang)} {_alpha(int(total['currency']))}"]
+        out += _totals_rows(total, lang, width)
+        theirs = host_totals.pop(int(total["currency"]), None)
+        if theirs is not None:
+            out += _row(_report_word("bank", lang), "", str(theirs["net_amount_text"]), width)
+    for theirs in host_totals.values():  # a currency only the bank has
+        out += [rule, f"{_report_word('total', lang)} {_alpha(int(theirs['currency']))}"]
+        out += _totals_rows(theirs, lang, width, bank=True)
+    out.append(rule)
+    out += _row(
+        _report_word("count", lang),
+        "",
+        f"{report.get('transactions', 0)} / {_report_word('bank', lang)} "
+        f"{report.get('host_transactions', 0)}",
+        width,
+    )
+    if report.get("in_balance"):
+        out += _wrap_words(_report_word("in_balance", lang), width)
+    else:
+        out += _wrap_words(
+            _report_word("out_of_balance", lang, count=report.get("differences", 0)), width
+        )
+    synced = report.get("offline_synced") or {}
+    sent = sum(int(synced.get(k, 0)) for k in ("accepted", "declined", "failed"))
+    if sent:
+        out += _row(_report_word("offline_synced", lang), "", str(sent), width)
+    waiting = report.get("still_offline") or {}
+    if waiting.get("count"):
+        out += _row(
+            _report_word("still_offline", lang),
+            str(waiting["count"]),
+            str(waiting.get("amount_text", "")),
+            width,
+        )
+    return out
+
+
+def report_html(report: Mapping[str, Any]) -> str:
+    """The end-of-day report as an HTML fragment (the page shows it; the same words and
+    numbers as :func:`report_text_lines`): a table of the lines, terminal beside bank."""
+    lang = str(report.get("language") or "en")
+
+    def word(key: str, **fields: object) -> str:
+        return html.escape(_report_word(key, lang, **fields))
+
+    def cell(value: object) -> str:
+        return f"<td>{html.escape(str(value))}</td>"
+
+    head = (
+        f"<tr><th></th><th>{word('sales')}</th><th>{word('refunds')}</th>"
+        f"<th>{word('net')}</th><th>{word('bank')}</th></tr>"
+    )
+    rows: list[str] = []
+    if report.get("legacy"):
+        for line in report.get("host_lines", []):
+            rows.append(
+                f"<tr><th>{html.escape(str(line['brand_text']))}</th>"
+                + cell("")
+                + cell("")
+                + cell("")
+                + cell(line["net_amount_text"])
+                + "</tr>"
+            )
+    for line in report.get("lines", []):
+        host = line.get("host")
+        bank = word("bank_none") if host is None else html.escape(str(host["net_amount_text"]))
+        mark = ' class="differs"' if line.get("differs") else ""
+        method = _report_word(f"method_{line['method']}", lang)
+        rows.append(
+            f"<tr{mark}><th>{html.escape(str(line['brand_text']))} "
+            f"<small>{html.escape(method)}</small></th>"
+            + cell(f"{line['sales_count']} · {line['sales_amount_text']}")
+            + cell(f"{line['refunds_count']} · {line['refunds_amount_text']}")
+            + cell(line["net_amount_text"])
+            + f"<td>{bank}</td></tr>"
+        )
+    host_totals = {int(t["currency"]): t for t in report.get("host_grand_totals", [])}
+    for total in report.get("grand_totals", []):
+        theirs = host_totals.get(int(total["currency"]))
+        rows.append(
+            f'<tr class="total"><th>{word("total")}</th>'
+            + cell(f"{total['sales_count']} · {total['sales_amount_text']}")
+            + cell(f"{total['refunds_count']} · {total['refunds_amount_text']}")
+            + cell(total["net_amount_text"])
+            + cell("" if theirs is None else theirs["net_amount_text"])
+            + "</tr>"
+        )
+    if report.get("legacy"):
+        balance = word("report_legacy")
+    elif report.get("in_balance"):
+        balance = word("in_balance")
+    else:
+        balance = word("out_of_balance", count=report.get("differences", 0))
+    lang_attr = "" if lang == "en" else f' lang="{html.escape(lang)}"'
+    return (
+        f'<div class="report" data-batch="{html.escape(str(report["batch_id"]))}"{lang_attr}>'
+        f'<h3 class="r-title">{word("report_title")}</h3>'
+        f"<div>{word('batch')} {html.escape(str(report['batch_id']))}</div>"
+        f"<div>{word('closed')} {html.escape(_when(str(report['closed_at'])))}</div>"
+        f'<table class="r-lines">{head}{"".join(rows)}</table>'
+        f'<div class="r-status">{balance}</div></div>'
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """A closed batch's report as the printer takes it (:func:`print_receipt`): the text
+    stored with the batch, word for word as the merchant saw it at the end of day."""
+
+    lines: tuple[str, ...]
+
+    @property
+    def header(self) -> tuple[str, ...]:
+        return ()
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
 # --- ESC/POS -------------------------------------------------------------------------------
 
 
@@ -346,8 +597,18 @@ def _printer_errors() -> tuple[type[Exception], ...]:
     return (EscposError, OSError, ValueError)
 
 
-def print_receipt(printer_url: str, receipts: Sequence[Receipt]) -> bytes | None:
-    """Print the receipts, each followed by a cut. Returns the bytes for a dummy: printer."""
+class Printable(Protocol):
+    """What the printer prints: header lines (bold, centred) and the text after them."""
+
+    @property
+    def header(self) -> tuple[str, ...]: ...
+
+    def text(self) -> str: ...
+
+
+def print_receipt(printer_url: str, receipts: Sequence[Printable]) -> bytes | None:
+    """Print the receipts (or a batch's report), each followed by a cut. Returns the bytes
+    for a dummy: printer."""
     device = open_printer(printer_url)
     try:
         for receipt in receipts:

@@ -8,24 +8,32 @@ table, checked by :func:`check_move` before every commit), the journal
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Literal
 
+from .currency import MAX_EMV_AMOUNT
 from .errors import TerminalError
 
 __all__ = [
+    "CODE_BRANDS",
     "DECLINED_AFTER_THE_FACT",
+    "MAX_SEARCH",
     "MOVES",
     "Kind",
     "Method",
+    "PaymentMethod",
     "Stage",
     "State",
     "TotalsLine",
     "TransitionError",
+    "TxnQuery",
     "TxnRecord",
+    "brand_method",
     "check_move",
+    "parse_search",
 ]
 
 
@@ -214,9 +222,107 @@ class TotalsLine:
     offline_count: int = 0  # of the sales, still waiting in the offline queue
     offline_amount: int = 0
 
+    #: "card" (a card brand) or "code" (a wallet or a QR scheme): how the totals group it.
+    method: PaymentMethod = "card"
+
     @property
     def net_amount(self) -> int:
         return self.sales_amount - self.refunds_amount
+
+
+#: How the merchant's totals and report group a payment: by card brand, or by the code
+#: (wallet or QR scheme) it was paid with.
+PaymentMethod = Literal["card", "code"]
+
+#: Brands that are codes, not cards (codes.py names a code payment by its wallet or scheme:
+#: ALIPAY, WECHATPAY, "QR <scheme>", EMV QR, MERCHANT QR, WALLET): how a line the host
+#: reports and the terminal has not is grouped.
+CODE_BRANDS: Final = frozenset({"ALIPAY", "WECHATPAY", "WECHAT", "EMV QR", "MERCHANT QR", "WALLET"})
+
+
+def brand_method(brand: str) -> PaymentMethod:
+    """Whether a brand (as a record or the acquirer names it) is a code or a card."""
+    name = brand.strip().upper()
+    return "code" if name in CODE_BRANDS or name.startswith("QR ") else "card"
+
+
+# --- the merchant's search of the transaction list -------------------------------------
+
+#: The longest search the list accepts (the local API answers 422 above it).
+MAX_SEARCH: Final = 64
+
+#: An amount as a merchant types it: digits, then a decimal part after "." or "," (the
+#: locale's separator either way: "12.34" and "12,34" are the same amount).
+_AMOUNT_TYPED: Final = re.compile(r"(\d{1,13})(?:[.,](\d{1,4}))?")
+
+
+@dataclass(frozen=True, slots=True)
+class TxnQuery:
+    """What the merchant's search asks for (:func:`parse_search`): a transaction matches
+    when any of the set criteria matches it; an empty query matches everything."""
+
+    #: Amounts, in minor units, any of which matches exactly.
+    amounts: tuple[int, ...] = ()
+    #: The last 4 digits of the masked PAN.
+    last4: str = ""
+    #: Lower case; a substring of the transaction id, the register's external reference,
+    #: the authorisation code, the bank's reference (RRN) or a code payment's order id.
+    text: str = ""
+    #: Whether anything was typed: a query typed that sets no criterion matches nothing.
+    typed: bool = False
+
+    @property
+    def everything(self) -> bool:
+        """Nothing was typed: the query matches every transaction."""
+        return not self.typed
+
+
+def parse_search(typed: str, exponent: int) -> TxnQuery:
+    """The merchant's search box, read in the terminal's currency (`exponent`: its minor
+    unit digits, ISO 4217).
+
+    - An amount as typed ("12.34", "12,34": the locale's separator either way; "12" is
+      12.00; at most `exponent` decimals) matches that amount exactly.
+    - Exactly 4 digits match the last 4 digits of the card number, OR the amount they spell
+      either way: in whole units as above ("4826": 4826.00) or as the terminal's keypad
+      enters an amount, in minor units (48.26). A merchant types all three the same way.
+    - 6 digits or more also match as a reference (authorisation codes and RRNs are digits).
+    - Anything else matches, case-insensitive, a substring of the transaction id, the
+      external reference, the authorisation code, the bank's reference or the order id.
+
+    Never raises: input that is none of these ("12.345" on a EUR terminal, stray
+    characters) simply matches nothing. The caller refuses input longer than
+    :data:`MAX_SEARCH`.
+
+    >>> parse_search(" 12,5 ", 2)
+    TxnQuery(amounts=(1250,), last4='', text='', typed=True)
+    >>> parse_search("4826", 2)
+    TxnQuery(amounts=(482600, 4826), last4='4826', text='', typed=True)
+    >>> parse_search("ECR-42", 2)
+    TxnQuery(amounts=(), last4='', text='ecr-42', typed=True)
+    """
+    query = typed.strip()
+    if not query:
+        return TxnQuery()
+    amounts: list[int] = []
+    typed_amount = _AMOUNT_TYPED.fullmatch(query) if query.isascii() else None
+    if typed_amount is not None:
+        whole, fraction = typed_amount.group(1), typed_amount.group(2) or ""
+        if len(fraction) <= exponent:
+            amounts.append(int(whole) * 10**exponent + int(fraction.ljust(exponent, "0") or "0"))
+    digits = query.isascii() and query.isdigit()
+    last4 = query if digits and len(query) == 4 else ""
+    if last4 and exponent:
+        amounts.append(int(query))  # the keypad's way: 4826 is 48.26
+    # What reads as an amount is one (an impossible one, "0" or "12.345" on EUR, matches
+    # nothing), except a long run of digits, which may be a reference too.
+    reference = typed_amount is None or (digits and len(query) >= 6)
+    return TxnQuery(
+        amounts=tuple(a for a in amounts if 0 < a <= MAX_EMV_AMOUNT),
+        last4=last4,
+        text=query.lower() if reference else "",
+        typed=True,
+    )
 
 
 #: What the API and the page see of a record: everything but the internal settle mark.

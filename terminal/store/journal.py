@@ -14,7 +14,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,15 +25,17 @@ from ..domain.records import (
     DECLINED_AFTER_THE_FACT,
     Kind,
     Method,
+    PaymentMethod,
     Stage,
     State,
     TotalsLine,
+    TxnQuery,
     TxnRecord,
 )
 
-__all__ = ["Journal", "JournalError", "TotalsLine", "TxnRecord"]
+__all__ = ["BatchRow", "Journal", "JournalError", "TotalsLine", "TxnRecord"]
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 
 class JournalError(TerminalError):
@@ -64,6 +66,33 @@ _DERIVED_FROM_RECORDS: Final = """
            COALESCE(MAX(kind = 'void' AND state = 'approved'), 0)
     FROM transactions WHERE original_id = ?
 """
+#: An offline sale still in the offline queue: approved offline, not sent (no host
+#: reference), not declined by the bank. The bank does not know it yet, so no batch closed
+#: with the bank includes it: it stays open until the batch after it is sent.
+_WAITING_OFFLINE: Final = (
+    "(kind = 'sale' AND state = 'approved_offline' AND host_ref = '' AND reason != ?)"
+)
+#: created_at (ISO 8601 with its UTC offset) as Unix seconds, whatever offset the clock gave.
+_CREATED_UNIX: Final = "CAST(strftime('%s', created_at) AS INTEGER)"
+#: The columns the merchant's search finds text in (TxnQuery.text).
+_SEARCHED_TEXT: Final = ("id", "external_ref", "auth_code", "host_ref", "qr_order_id")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    """One closed batch as the journal keeps it: the bank's totals, and (since schema 5)
+    the end-of-day report as the merchant saw it when it was closed (None before)."""
+
+    batch_id: str
+    closed_at: str
+    totals: list[dict[str, Any]]
+    report: dict[str, Any] | None
+    #: The batch's place in the journal's order of batches: the paging cursor.
+    seq: int
+
+    def to_json(self) -> dict[str, Any]:
+        """As earlier releases listed a batch (GET /api/v1/totals `batches`)."""
+        return {"batch_id": self.batch_id, "closed_at": self.closed_at, "totals": self.totals}
 
 
 class Journal:
@@ -140,6 +169,18 @@ class Journal:
                     "CREATE TABLE decline_acknowledgements (txn_id TEXT PRIMARY KEY, "
                     "acknowledged_at TEXT NOT NULL)"
                 )
+            if version < 5:
+                # Schema 5: a batch keeps the end-of-day report the merchant saw (written in
+                # the same commit that closes it), and a number of its own for paging the
+                # history (rowid is not stable across a VACUUM of a table like this one).
+                db.execute("ALTER TABLE batches ADD COLUMN report TEXT NOT NULL DEFAULT ''")
+                db.execute("ALTER TABLE batches ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+                earlier = db.execute(
+                    "SELECT batch_id FROM batches ORDER BY closed_at, rowid"
+                ).fetchall()
+                for number, (batch_id,) in enumerate(earlier, start=1):
+                    db.execute("UPDATE batches SET seq = ? WHERE batch_id = ?", (number, batch_id))
+                db.execute("CREATE INDEX batches_seq ON batches (seq)")
             if version < SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -320,6 +361,66 @@ class Journal:
             rows = db.execute(query, args).fetchall()
         return [self._row(r) for r in rows]
 
+    def page(
+        self,
+        *,
+        limit: int = 50,
+        before: int | None = None,
+        kind: str | None = None,
+        external_ref: str | None = None,
+        attention: bool = False,
+        query: TxnQuery | None = None,
+        since: int | None = None,
+        until: int | None = None,
+    ) -> tuple[list[TxnRecord], int | None]:
+        """One page of the merchant's list, newest first, and the cursor of the next (older)
+        page (None: this is the last). Every filter given must hold: `before` (a cursor this
+        method gave: older than it), `kind`, `external_ref` (exactly), `attention` (offline
+        sales the bank declined after the fact), `query` (the search: any of its criteria),
+        `since` and `until` (Unix seconds: created at or after `since`, before `until`)."""
+        where = ["1 = 1"]
+        args: list[Any] = []
+        if before is not None:
+            where.append("seq < ?")
+            args.append(before)
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        if external_ref is not None:
+            where.append("external_ref = ?")
+            args.append(external_ref)
+        if attention:
+            where.append("kind = 'sale' AND state = 'approved_offline' AND reason = ?")
+            args.append(DECLINED_AFTER_THE_FACT)
+        if since is not None:
+            where.append(f"{_CREATED_UNIX} >= ?")
+            args.append(since)
+        if until is not None:
+            where.append(f"{_CREATED_UNIX} < ?")
+            args.append(until)
+        if query is not None and not query.everything:
+            matches: list[str] = []
+            if query.amounts:
+                matches.append(f"amount IN ({', '.join('?' for _ in query.amounts)})")
+                args.extend(query.amounts)
+            if query.last4:
+                matches.append("(masked_pan != '' AND substr(masked_pan, -4) = ?)")
+                args.append(query.last4)
+            if query.text:
+                # instr(), not LIKE: what the merchant types is text, never a pattern.
+                matches += [f"instr(lower({name}), ?) > 0" for name in _SEARCHED_TEXT]
+                args.extend([query.text] * len(_SEARCHED_TEXT))
+            where.append("(" + (" OR ".join(matches) or "0") + ")")
+        sql = (
+            f"SELECT * FROM transactions WHERE {' AND '.join(where)} "  # noqa: S608
+            "ORDER BY seq DESC LIMIT ?"
+        )
+        with self._file.connection() as db:
+            rows = db.execute(sql, (*args, limit + 1)).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [self._row(r) for r in rows], (int(rows[-1]["seq"]) if more else None)
+
     def declined_after_the_fact(self, *, unacknowledged: bool = False) -> list[TxnRecord]:
         """The offline sales the bank declined when they were sent (newest first); with
         `unacknowledged`, only those the merchant has not acknowledged yet."""
@@ -402,49 +503,111 @@ class Journal:
 
     # --- totals ------------------------------------------------------------------------
 
-    def open_totals(self) -> list[TotalsLine]:
-        """Totals of approved, not yet settled transactions, per brand and currency."""
+    def open_totals(self, *, waiting: bool = True) -> list[TotalsLine]:
+        """Totals of the open batch per brand, currency and method: sales approved (online,
+        or offline and not declined by the bank after the fact), less none of their refunds
+        (counted apart: approved refunds); voided sales and the voids themselves are out,
+        and so is anything declined, cancelled, failed or still running.
+
+        `offline_count` / `offline_amount`: of those sales, the ones still waiting in the
+        offline queue. `waiting=False` leaves them out altogether: the totals the bank can
+        know (what end of day compares with the bank's)."""
         with self._file.connection() as db:
             rows = db.execute(
-                "SELECT kind, state, brand, currency, amount, voided FROM transactions "
+                "SELECT kind, state, brand, currency, amount, voided, reason, host_ref, "
+                "method, entry_mode FROM transactions "
                 "WHERE batch_id = '' AND state IN ('approved', 'approved_offline')"
             ).fetchall()
         lines: dict[tuple[str, int], dict[str, int]] = {}
+        methods: dict[tuple[str, int], PaymentMethod] = {}
         for r in rows:
             if r["kind"] == "void" or r["voided"]:
                 continue
-            line = lines.setdefault((r["brand"] or "UNKNOWN", int(r["currency"])), {})
+            offline = r["kind"] == "sale" and r["state"] == "approved_offline"
+            if offline and r["reason"] == DECLINED_AFTER_THE_FACT:
+                continue  # the bank declined it when it was sent: no money came in
+            still_waiting = offline and not r["host_ref"]
+            if still_waiting and not waiting:
+                continue
+            key = (r["brand"] or "UNKNOWN", int(r["currency"]))
+            by_code = r["method"] == Method.MERCHANT_QR or str(r["entry_mode"]).startswith("qr")
+            methods.setdefault(key, "code" if by_code else "card")
+            line = lines.setdefault(key, {})
             if r["kind"] == "refund":
                 line["refunds_count"] = line.get("refunds_count", 0) + 1
                 line["refunds_amount"] = line.get("refunds_amount", 0) + int(r["amount"])
             else:
                 line["sales_count"] = line.get("sales_count", 0) + 1
                 line["sales_amount"] = line.get("sales_amount", 0) + int(r["amount"])
-                if r["state"] == "approved_offline":
+                if still_waiting:
                     line["offline_count"] = line.get("offline_count", 0) + 1
                     line["offline_amount"] = line.get("offline_amount", 0) + int(r["amount"])
-        return [TotalsLine(brand, cur, **counts) for (brand, cur), counts in sorted(lines.items())]
+        return [
+            TotalsLine(brand, cur, **counts, method=methods[(brand, cur)])
+            for (brand, cur), counts in sorted(lines.items())
+        ]
 
-    def close_batch(self, batch_id: str, closed_at: str, totals: list[dict[str, Any]]) -> int:
-        """Mark every finished, unsettled transaction as part of `batch_id`."""
+    def close_batch(
+        self,
+        batch_id: str,
+        closed_at: str,
+        totals: list[dict[str, Any]],
+        report: dict[str, Any] | None = None,
+    ) -> int:
+        """Mark every finished transaction of the open batch as part of `batch_id`, and keep
+        the batch's totals and end-of-day `report`, in one commit (a crash leaves the batch
+        open, or closed with its report: history shows the report as the merchant saw it).
+        Offline sales still waiting in the queue stay open: the bank has not got them, so
+        they belong to the batch after they are sent. Returns how many were marked."""
         with self._write() as db:
-            cursor = db.execute(
-                "UPDATE transactions SET batch_id = ?, revision = ? WHERE batch_id = '' "
-                "AND state != 'in_progress'",
-                (batch_id, self._next_revision(db)),
+            close = (
+                "UPDATE transactions SET batch_id = ?, revision = ? WHERE batch_id = '' "  # noqa: S608
+                f"AND state != 'in_progress' AND NOT {_WAITING_OFFLINE}"
             )
+            cursor = db.execute(close, (batch_id, self._next_revision(db), DECLINED_AFTER_THE_FACT))
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM batches").fetchone()[0]
             db.execute(
-                "INSERT INTO batches VALUES (?, ?, ?)",
-                (batch_id, closed_at, json.dumps(totals, sort_keys=True)),
+                "INSERT INTO batches (batch_id, closed_at, totals, report, seq) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    batch_id,
+                    closed_at,
+                    json.dumps(totals, sort_keys=True),
+                    "" if report is None else json.dumps(report, sort_keys=True),
+                    seq,
+                ),
             )
         return cursor.rowcount
 
-    def batches(self) -> list[dict[str, Any]]:
+    @staticmethod
+    def _batch(row: sqlite3.Row) -> BatchRow:
+        return BatchRow(
+            batch_id=row["batch_id"],
+            closed_at=row["closed_at"],
+            totals=json.loads(row["totals"]),
+            report=json.loads(row["report"]) if row["report"] else None,
+            seq=int(row["seq"]),
+        )
+
+    def batches(self, *, limit: int | None = None, before: int | None = None) -> list[BatchRow]:
+        """Closed batches, newest first; `before`: older than that batch's `seq`."""
+        sql = "SELECT * FROM batches"
+        args: list[Any] = []
+        if before is not None:
+            sql += " WHERE seq < ?"
+            args.append(before)
+        sql += " ORDER BY seq DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
         with self._file.connection() as db:
-            rows = db.execute(
-                "SELECT batch_id, closed_at, totals FROM batches ORDER BY closed_at DESC"
-            ).fetchall()
-        return [{"batch_id": r[0], "closed_at": r[1], "totals": json.loads(r[2])} for r in rows]
+            rows = db.execute(sql, args).fetchall()
+        return [self._batch(r) for r in rows]
+
+    def batch(self, batch_id: str) -> BatchRow | None:
+        with self._file.connection() as db:
+            row = db.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+        return None if row is None else self._batch(row)
 
     def close(self) -> None:
         self._file.close()

@@ -8,6 +8,12 @@ const SIMULATOR = document.querySelector('meta[name="pipos-simulator"]').content
 const SIM_PHONE = document.querySelector('meta[name="pipos-sim-phone"]').content === "true";
 const $ = (id) => document.getElementById(id);
 
+// How long the screen waits before it goes idle (keypad untouched, no sale) and before a
+// result returns to the keypad by itself: a counter screen is never left on an old result.
+const IDLE_AFTER_MS = 60000;
+const RESULT_RETURN_MS = 30000;
+const LIST_ROW_PX = 40;  // a transaction row's height: a page of the list fills its box
+
 let status = { currency: 978, currency_alpha: "EUR", currency_exponent: 2, queue: { count: 0 } };
 let digits = "";          // what the keypad typed, as minor units
 let current = null;       // the transaction of the sale screen (null: the keypad)
@@ -21,13 +27,15 @@ let resultUnseen = false; // the sale screen's sale ended while the merchant was
 let receiptTxn = null;    // the transaction whose receipt is shown
 let receiptFrom = "result";
 let receiptCopy = "customer";
-let refundTarget = null;
-let pinAction = null;     // what the PIN dialog is for: "refund" or "end_of_day"
+let pinAction = null;     // what the PIN dialog is for: "refund", "void" or "end_of_day"
+let pinTarget = null;     // the transaction a refund or void is for
 let shownCode = null;     // the sale whose merchant-presented code is on screen
 let restartNote = null;   // the last `restart` event: the card asked for another tap
 let strings = {};         // the page's labels in the terminal's language (GET /api/v1/ui-strings)
 let language = null;      // the language of `strings`
 let wantedLanguage = null;
+let lastStage = null;     // the sale screen's sale's stage, to hear the card's tap once
+let shownReport = null;   // the end-of-day report on the Totals tab (a closed batch), or null
 
 async function api(method, path, body) {
   const options = { method, headers: {}, credentials: "same-origin" };
@@ -69,6 +77,8 @@ function errorText(error) {
       return t(key, values);
     }
   }
+  // A failed fetch (the terminal's own server gone) has no code: say so, in the language.
+  if (error.status === undefined) return t("error_terminal_unreachable");
   return error.message;
 }
 
@@ -91,6 +101,9 @@ function applyStrings() {
   }
   for (const element of document.querySelectorAll("[data-i18n-aria]")) {
     element.setAttribute("aria-label", t(element.dataset.i18nAria));
+  }
+  for (const element of document.querySelectorAll("[data-i18n-placeholder]")) {
+    element.setAttribute("placeholder", t(element.dataset.i18nPlaceholder));
   }
 }
 
@@ -115,16 +128,29 @@ async function setLanguage(lang) {
   document.body.dataset.language = lang;
   renderBanner();
   renderAmount();
+  renderIdleClock();
   if (current && current.state && current.state !== "in_progress") renderResult(current);
   // The running sale's prompt and the result's messages are the server's: ask again, in
   // the new language (same revision: the same state, other words).
   if (current) refreshCurrent();
-  if (refundTarget) $("pin-title").textContent = t("refund_title", { id: refundTarget.id });
-  if (!$("view-list").classList.contains("hidden")) loadList();
-  if (!$("view-totals").classList.contains("hidden")) loadTotals();
+  if (pinTarget && $("pin-dialog").open) $("pin-title").textContent = pinTitle(pinAction, pinTarget);
+  if (isShown("list")) loadList();
+  if (isShown("totals")) loadTotals();
 }
 
 // --- money, without floats -------------------------------------------------------------
+
+// The kiosk's decimal separator ("," on a German shop): the dialogs' keypads offer it, and
+// amounts are read with either separator.
+const DECIMAL = (() => {
+  try {
+    const part = new Intl.NumberFormat(navigator.language).formatToParts(1.5)
+      .find((p) => p.type === "decimal");
+    return part ? part.value : ".";
+  } catch (error) {
+    return ".";
+  }
+})();
 
 function formatMinor(minor, exponent) {
   const negative = minor < 0;
@@ -134,20 +160,106 @@ function formatMinor(minor, exponent) {
   return (negative ? "-" : "") + text.slice(0, -exponent) + "." + text.slice(-exponent);
 }
 
+// An amount typed by the merchant, in minor units, or null. "12.34", "12,34" and "12" are
+// 12.34 and 12.00; no grouping ("1,000" in a 2-decimal currency is refused, never read as a
+// thousand or as one).
 function parseMajor(text, exponent) {
-  const match = /^\s*(\d+)(?:\.(\d*))?\s*$/.exec(text);
+  const match = /^\s*(\d+)(?:[.,](\d*))?\s*$/.exec(text);
   if (!match) return null;
   const decimals = match[2] || "";
   if (decimals.length > exponent) return null;
   const minor = (match[1] + decimals.padEnd(exponent, "0")).replace(/^0+(?=\d)/, "");
+  if (minor.length > 12) return null;
   return Number.parseInt(minor, 10);
 }
 
-function amountText(minor) {
-  return formatMinor(minor, status.currency_exponent) + " " + status.currency_alpha;
+function amountText(minor, currencyAlpha) {
+  return formatMinor(minor, status.currency_exponent) + " " + (currencyAlpha || status.currency_alpha);
+}
+
+// Date and time of a journal timestamp, in the kiosk's locale (the terminal's language for
+// Chinese): "02/12/2026, 17:55" or "2026/12/02 17:55".
+function locale() {
+  return language === "zh" ? "zh-CN" : (navigator.language || "en-GB");
+}
+
+function whenText(iso, withDate) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return iso || "";
+  const options = { hour: "2-digit", minute: "2-digit" };
+  if (withDate) Object.assign(options, { year: "numeric", month: "2-digit", day: "2-digit" });
+  return new Intl.DateTimeFormat(locale(), options).format(date);
+}
+
+function isoDate(date) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return date.getFullYear() + "-" + pad(date.getMonth() + 1) + "-" + pad(date.getDate());
+}
+
+// --- sound and voice: Web Audio tones, the kiosk's own voices; nothing from the network ---
+
+let audio = null;
+
+// Browsers start audio only after a gesture: the first touch on the page opens it.
+function wakeAudio() {
+  if (!audio && (window.AudioContext || window.webkitAudioContext)) {
+    try { audio = new (window.AudioContext || window.webkitAudioContext)(); } catch (error) { audio = null; }
+  }
+  if (audio && audio.state === "suspended") audio.resume().catch(() => {});
+}
+
+// A short tone sequence: "tap" (the card was read), "approved" (rising), "declined" (low).
+const TONES = {
+  tap: [[1318, 0.07]],
+  approved: [[880, 0.11], [1318, 0.16]],
+  declined: [[330, 0.18], [220, 0.28]],
+};
+
+function sound(kind) {
+  if (status.sounds === false) return;
+  wakeAudio();
+  if (!audio) return;
+  let at = audio.currentTime + 0.01;
+  for (const [frequency, seconds] of TONES[kind]) {
+    const oscillator = audio.createOscillator();
+    const gain = audio.createGain();
+    oscillator.type = "sine";
+    oscillator.frequency.value = frequency;
+    gain.gain.setValueAtTime(0.25, at);
+    gain.gain.exponentialRampToValueAtTime(0.001, at + seconds);
+    oscillator.connect(gain).connect(audio.destination);
+    oscillator.start(at);
+    oscillator.stop(at + seconds);
+    at += seconds + 0.03;
+  }
+}
+
+// The approved amount spoken in the terminal's language ("支付宝到账 12.34 元"), when the
+// terminal's parameters ask for it (status.announce), with a voice of that language the
+// kiosk has; no voice of the language: silence, never the words in a foreign voice.
+function announce(txn) {
+  if (!status.announce || !window.speechSynthesis || txn.kind !== "sale") return;
+  const wanted = t("speech_lang");
+  const voices = window.speechSynthesis.getVoices();
+  const voice = voices.find((v) => v.lang === wanted) ||
+    voices.find((v) => v.lang && v.lang.slice(0, 2) === wanted.slice(0, 2));
+  if (!voice) return;
+  const scheme = String((txn.extra && txn.extra.qr_scheme) || txn.brand || "").toLowerCase();
+  const key = Object.prototype.hasOwnProperty.call(strings, "announce_" + scheme)
+    ? "announce_" + scheme : "announce_approved";
+  const amount = language === "zh" && status.currency_alpha === "CNY"
+    ? formatMinor(txn.amount, status.currency_exponent) + t("speech_yuan")
+    : txn.amount_text;
+  const utterance = new SpeechSynthesisUtterance(t(key, { amount }));
+  utterance.lang = voice.lang;
+  utterance.voice = voice;
+  window.speechSynthesis.speak(utterance);
 }
 
 // --- views -------------------------------------------------------------------------------
+
+let idleTimer = null;
+let returnTimer = null;
 
 function show(view) {
   // The Sale tab: a running sale's waiting screen (with Cancel); the result of one that
@@ -160,19 +272,95 @@ function show(view) {
   if (view === "result") resultUnseen = false;
   for (const section of document.querySelectorAll(".view")) section.classList.add("hidden");
   $("view-" + view).classList.remove("hidden");
-  for (const tab of document.querySelectorAll(".tab")) {
+  for (const tab of document.querySelectorAll(".tab[data-view]")) {
     tab.classList.toggle("active", tab.dataset.view === view ||
-      (tab.dataset.view === "sale" && ["wait", "result", "receipt"].includes(view)));
+      (tab.dataset.view === "sale" && ["wait", "result", "receipt", "idle"].includes(view)));
   }
+  if (view !== "result") stopAutoReturn();
   if (view === "list") loadList();
   if (view === "totals") loadTotals();
+  armIdle();
+}
+
+function isShown(view) {
+  return !$("view-" + view).classList.contains("hidden");
+}
+
+function anyDialogOpen() {
+  return Array.from(document.querySelectorAll("dialog")).some((d) => d.open);
+}
+
+// The idle screen: the keypad untouched for IDLE_AFTER_MS with nothing typed and no sale.
+function armIdle() {
+  clearTimeout(idleTimer);
+  if (!isShown("sale")) return;
+  idleTimer = setTimeout(() => {
+    if (isShown("sale") && !digits && !current && !anyDialogOpen()) {
+      renderIdleClock();
+      show("idle");
+    }
+  }, IDLE_AFTER_MS);
+}
+
+function renderIdleClock() {
+  $("idle-clock").textContent = new Intl.DateTimeFormat(locale(),
+    { hour: "2-digit", minute: "2-digit" }).format(new Date());
+}
+
+function wakeFromIdle() {
+  if (isShown("idle")) show("sale");
+}
+
+// A result goes back to the keypad by itself after RESULT_RETURN_MS (a countdown says so).
+function startAutoReturn() {
+  stopAutoReturn();
+  const until = Date.now() + RESULT_RETURN_MS;
+  const tick = () => {
+    const left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+    $("auto-return").textContent = t("auto_return", { seconds: left });
+    if (left > 0) return;
+    stopAutoReturn();
+    if (isShown("result") && !anyDialogOpen()) {
+      current = null;
+      show("sale");
+    }
+  };
+  tick();
+  returnTimer = setInterval(tick, 1000);
+}
+
+function stopAutoReturn() {
+  clearInterval(returnTimer);
+  returnTimer = null;
+  $("auto-return").textContent = "";
 }
 
 function renderAmount() {
   const minor = digits ? Number.parseInt(digits, 10) : 0;
   $("amount-display").textContent = formatMinor(minor, status.currency_exponent);
   $("currency-label").textContent = status.currency_alpha;
+  renderLimitWarning(minor);
   renderQrOption();
+}
+
+// Above a brand's contactless limit its cards cannot pay by tap (the reader refuses before the
+// card is read: EMV Contactless Book A v2.10 §5.2.2, Reader Contactless Transaction Limit):
+// the merchant hears it before Charge, not from a refusal after.
+function renderLimitWarning(minor) {
+  const limits = status.contactless_limits || [];
+  const over = limits.filter((limit) => minor > limit.amount);
+  const box = $("limit-warning");
+  if (!minor || over.length === 0) { box.classList.add("hidden"); box.textContent = ""; return; }
+  if (over.length === limits.length) {
+    const highest = limits.reduce((a, b) => (b.amount > a.amount ? b : a));
+    box.textContent = t("limit_warning_all", { amount: highest.text });
+  } else {
+    box.textContent = t("limit_warning_some", {
+      brands: over.map((limit) => limit.brand_text || limit.brand).join(", "),
+      amount: over.map((limit) => limit.text).reduce((a, b) => (a === b ? a : a + ", " + b)),
+    });
+  }
+  box.classList.remove("hidden");
 }
 
 // The merchant-presented code needs the bank to open its order: not offered while the
@@ -204,6 +392,7 @@ function renderBanner() {
         { count: queue.count, amounts: (queue.text || []).join(", ") }));
     }
     $("offline-text").textContent = parts.join(" ");
+    banner.title = parts.join(" ");  // the whole text, when the strip is too narrow for it
     $("offline-title").textContent = t(status.host_online === false ? "banner_offline" : "banner_not_sent");
     banner.classList.remove("hidden");
   } else {
@@ -220,6 +409,7 @@ function renderBanner() {
     flagged.classList.add("hidden");
   }
   renderQrOption();
+  renderSimulator();
 }
 
 // Show `txn` on the sale screen unless the page has seen it at this revision or a newer one
@@ -247,7 +437,7 @@ function offer(txn, own, again) {
     current = txn;
     return true;
   }
-  renderTransaction(txn);
+  renderTransaction(txn, !again);
   return true;
 }
 
@@ -261,10 +451,6 @@ async function refreshCurrent() {
   } catch (error) {
     // The next event or resume brings it.
   }
-}
-
-function isShown(view) {
-  return !$("view-" + view).classList.contains("hidden");
 }
 
 // Ask the terminal which sale is running and show it with its Cancel button; also refresh a
@@ -287,42 +473,65 @@ async function resumeSale() {
   }
 }
 
-function renderTransaction(txn) {
+// `fresh`: a new revision (not the same one in another language): the tones and the voice
+// belong to what just happened, once.
+const WAITING_STAGES = ["waiting_for_card", "waiting_for_card_again"];
+
+function renderTransaction(txn, fresh) {
+  const before = current && current.id === txn.id ? lastStage : null;
   current = txn;
+  lastStage = txn.stage;
   if (!txn.state || txn.state === "in_progress") {
+    // The card (or code) was taken: one short tone, as a terminal's reader beeps.
+    if (fresh && WAITING_STAGES.includes(before) && !WAITING_STAGES.includes(txn.stage)) sound("tap");
     $("wait-amount").textContent = txn.amount_text;
     // Waiting for a second tap: what the card said ("see phone ...") stays on screen.
     const again = txn.stage === "waiting_for_card_again";
     $("prompt").textContent = again && restartNote && restartNote.id === txn.id
       ? restartNote.message : (txn.prompt || t("prompt"));
     $("cancel").disabled = !txn.cancellable;
-    const waiting = txn.stage === "waiting_for_card";
-    $("sim-cards").classList.toggle("hidden", !SIMULATOR || !(waiting || again));
-    $("sim-phone").classList.toggle("hidden", !SIM_PHONE || !waiting);
-    $("sim-mpm").classList.toggle("hidden", !SIM_PHONE || !txn.qr_svg);
     $("spinner").classList.toggle("hidden", Boolean(txn.qr_svg));
     if (txn.stage !== "waiting_for_card") $("scan-note").textContent = "";
     showMerchantCode(txn);
+    renderSimulator();
     show("wait");
     return;
   }
   $("mpm").classList.add("hidden");
   $("mpm").textContent = "";
   shownCode = null;
+  renderSimulator();
   renderResult(txn);
   show("result");
+  if (fresh) {
+    const ok = txn.state === "approved" || txn.state === "approved_offline";
+    if (ok) { sound("approved"); announce(txn); }
+    else if (txn.state !== "cancelled") sound("declined");
+  }
+  startAutoReturn();
 }
 
+// The outcome says what happened: the terminal's title for it (a refund is "Refunded", a
+// card that wants another method is not "Declined"), else one from the state.
 function renderResult(txn) {
   const ok = txn.state === "approved" || txn.state === "approved_offline";
-  $("result-icon").textContent = ok ? "\u2714" : "\u2716";
-  $("result-title").textContent = ok
+  const neutral = txn.state === "cancelled";
+  const fallback = ok
     ? t(txn.state === "approved_offline" ? "result_approved_offline" : "result_approved")
     : t(txn.state === "cancelled" ? "result_cancelled" : "result_declined");
-  $("result-title").className = "result-title " + (ok ? "ok" : "bad");
-  $("result-merchant").textContent = txn.message ? txn.message.merchant : "";
-  $("result-customer").textContent = txn.message ? txn.message.customer : "";
+  const tone = ok ? "ok" : (neutral ? "neutral" : "bad");
+  $("result-icon").textContent = ok ? "\u2714" : (neutral ? "\u2013" : "\u2716");
+  $("result-icon").className = "result-icon " + tone;
+  $("result-title").textContent = txn.title || fallback;
+  $("result-title").className = "result-title " + tone;
+  const merchant = txn.message ? txn.message.merchant : "";
+  const customer = txn.message ? txn.message.customer : "";
+  $("result-merchant").textContent = merchant;
+  // The customer's line only when it says something the merchant's does not.
+  $("result-customer").textContent = customer && customer !== merchant ? customer : "";
   $("show-receipt").classList.toggle("hidden", txn.state === "cancelled");
+  // Try again: a sale that did not go through, with the same amount, in one tap.
+  $("try-again").classList.toggle("hidden", ok || txn.kind !== "sale");
 }
 
 async function showMerchantCode(txn) {
@@ -341,13 +550,20 @@ async function showMerchantCode(txn) {
 
 // --- sale --------------------------------------------------------------------------------
 
-$("keypad").addEventListener("click", (event) => {
-  const key = event.target.dataset && event.target.dataset.key;
-  if (!key) return;
+function keyAmount(key) {
   if (key === "C") digits = "";
+  else if (key === "back") digits = digits.slice(0, -1);
   else if ((digits + key).replace(/^0+/, "").length <= 12) digits = (digits + key).replace(/^0+/, "");
+  $("sale-error").textContent = "";
   renderAmount();
-});
+}
+
+for (const pad of [$("keypad"), $("clear-amount")]) {
+  pad.addEventListener("click", (event) => {
+    const key = event.target.dataset && event.target.dataset.key;
+    if (key) keyAmount(key);
+  });
+}
 
 // A Charge the terminal refused. "Busy" means a sale is already running (started by the
 // register, or before a reload): show that sale, with its Cancel, instead of a dead end.
@@ -356,48 +572,36 @@ function saleRefused(error) {
   $("sale-error").textContent = errorText(error);
 }
 
-$("charge").addEventListener("click", async () => {
+async function startSale(minor, method) {
   $("sale-error").textContent = "";
   $("scan-note").textContent = "";
-  const minor = digits ? Number.parseInt(digits, 10) : 0;
   if (minor <= 0) { $("sale-error").textContent = t("error_no_amount"); return; }
+  const body = { amount: minor, currency: status.currency };
+  if (method) body.method = method;
   try {
-    const txn = await api("POST", "/api/v1/sales", { amount: minor, currency: status.currency });
+    const txn = await api("POST", "/api/v1/sales", body);
     digits = "";
     renderAmount();
     offer(txn, true);
   } catch (error) {
+    if (!isShown("sale")) show("sale");
     saleRefused(error);
   }
-});
+}
 
-$("charge-qr").addEventListener("click", async () => {
-  $("sale-error").textContent = "";
-  $("scan-note").textContent = "";
-  const minor = digits ? Number.parseInt(digits, 10) : 0;
-  if (minor <= 0) { $("sale-error").textContent = t("error_no_amount"); return; }
-  try {
-    const txn = await api("POST", "/api/v1/sales",
-      { amount: minor, currency: status.currency, method: "merchant_qr" });
-    digits = "";
-    renderAmount();
-    offer(txn, true);
-  } catch (error) {
-    saleRefused(error);
-  }
-});
+function typedAmount() {
+  return digits ? Number.parseInt(digits, 10) : 0;
+}
 
-$("sim-phone").addEventListener("click", async (event) => {
-  const code = event.target.dataset && event.target.dataset.phone;
-  if (!code) return;
-  try { await api("POST", "/api/v1/simulator/phone", { code }); }
-  catch (error) { $("scan-note").textContent = errorText(error); }
-});
+$("charge").addEventListener("click", () => startSale(typedAmount(), null));
+$("charge-qr").addEventListener("click", () => startSale(typedAmount(), "merchant_qr"));
 
-$("sim-pay-mpm").addEventListener("click", async () => {
+$("try-again").addEventListener("click", () => {
   if (!current) return;
-  try { await api("POST", "/api/v1/simulator/pay-merchant-qr", { transaction_id: current.id }); }
-  catch (error) { $("scan-note").textContent = errorText(error); }
+  const method = current.method === "merchant_qr" ? "merchant_qr" : null;
+  const amount = current.amount;
+  current = null;
+  startSale(amount, method);
 });
 
 $("cancel").addEventListener("click", async () => {
@@ -409,17 +613,221 @@ $("cancel").addEventListener("click", async () => {
   }
 });
 
-$("sim-cards").addEventListener("click", async (event) => {
-  const card = event.target.dataset && event.target.dataset.card;
-  if (!card) return;
-  try { await api("POST", "/api/v1/simulator/present", { card }); }
-  catch (error) { $("prompt").textContent = errorText(error); }
-});
-
 $("new-sale").addEventListener("click", () => {
   current = null;  // the merchant has left that sale: the Sale tab is the keypad again
   $("sale-error").textContent = "";
   show("sale");
+});
+
+// A physical keypad or keyboard: digits, Backspace, Escape (clear), Enter (Charge) on the
+// keypad screen; the dialogs take their own keys.
+document.addEventListener("keydown", (event) => {
+  wakeAudio();
+  if (isShown("idle")) { wakeFromIdle(); event.preventDefault(); return; }
+  if (anyDialogOpen() || event.target.tagName === "INPUT" || event.target.tagName === "SELECT") return;
+  if (!isShown("sale")) {
+    if (event.key === "Enter" && isShown("result")) { $("new-sale").click(); event.preventDefault(); }
+    return;
+  }
+  if (/^[0-9]$/.test(event.key)) keyAmount(event.key);
+  else if (event.key === "Backspace") keyAmount("back");
+  else if (event.key === "Escape" || event.key === "Delete") keyAmount("C");
+  else if (event.key === "Enter") $("charge").click();
+  else return;
+  event.preventDefault();
+  armIdle();
+});
+
+document.addEventListener("pointerdown", () => {
+  wakeAudio();
+  armIdle();
+}, true);
+$("view-idle").addEventListener("click", wakeFromIdle);
+
+// --- the simulator drawer (demo terminals only) ------------------------------------------
+
+function renderSimulator() {
+  const on = SIMULATOR || SIM_PHONE;
+  $("sim-toggle").classList.toggle("hidden", !on);
+  if (!on) return;
+  const running = current && current.state === "in_progress" ? current : null;
+  const stage = running ? running.stage : "";
+  const cardWanted = stage === "waiting_for_card" || stage === "waiting_for_card_again";
+  $("sim-cards").classList.toggle("hidden", !SIMULATOR);
+  for (const button of document.querySelectorAll("#sim-cards button")) button.disabled = !cardWanted;
+  $("sim-cards-note").classList.toggle("hidden", cardWanted);
+  $("sim-phone").classList.toggle("hidden", !SIM_PHONE || stage !== "waiting_for_card");
+  $("sim-mpm").classList.toggle("hidden", !SIM_PHONE || !(running && running.qr_svg));
+  const acquirer = (status.simulator || {}).acquirer;
+  $("sim-acquirer").classList.toggle("hidden", !acquirer);
+  for (const button of document.querySelectorAll("#sim-acquirer button")) {
+    button.setAttribute("aria-pressed", String(button.dataset.acquirer === acquirer));
+  }
+  // While a sale waits for the simulated customer, the drawer's tab says so.
+  $("sim-toggle").classList.toggle("attention", Boolean(cardWanted || (running && running.qr_svg)));
+}
+
+function openDrawer(open) {
+  $("sim-drawer").classList.toggle("hidden", !open);
+  $("sim-toggle").setAttribute("aria-expanded", String(open));
+}
+
+$("sim-toggle").addEventListener("click", () => openDrawer($("sim-drawer").classList.contains("hidden")));
+
+$("sim-cards").addEventListener("click", async (event) => {
+  const card = event.target.dataset && event.target.dataset.card;
+  if (!card) return;
+  openDrawer(false);  // the customer has tapped: the merchant watches the sale
+  try { await api("POST", "/api/v1/simulator/present", { card }); }
+  catch (error) { $("prompt").textContent = errorText(error); }
+});
+
+$("sim-phone").addEventListener("click", async (event) => {
+  const code = event.target.dataset && event.target.dataset.phone;
+  if (!code) return;
+  openDrawer(false);
+  try { await api("POST", "/api/v1/simulator/phone", { code }); }
+  catch (error) { $("scan-note").textContent = errorText(error); }
+});
+
+$("sim-pay-mpm").addEventListener("click", async () => {
+  if (!current) return;
+  openDrawer(false);
+  try { await api("POST", "/api/v1/simulator/pay-merchant-qr", { transaction_id: current.id }); }
+  catch (error) { $("scan-note").textContent = errorText(error); }
+});
+
+$("sim-acquirer").addEventListener("click", async (event) => {
+  const mode = event.target.dataset && event.target.dataset.acquirer;
+  if (!mode) return;
+  try {
+    const answer = await api("POST", "/api/v1/simulator/acquirer", { mode });
+    status.simulator = Object.assign({}, status.simulator, { acquirer: answer.acquirer });
+    $("sim-acquirer-note").textContent = t("sim_acquirer_" + answer.acquirer + "_note");
+    renderSimulator();
+  } catch (error) {
+    $("sim-acquirer-note").textContent = errorText(error);
+  }
+});
+
+// --- dialogs -----------------------------------------------------------------------------
+
+// An in-page notice (no printer, a failed print): the kiosk has no native alert to show.
+function notice(text) {
+  $("notice-text").textContent = text;
+  if (!$("notice-dialog").open) $("notice-dialog").showModal();
+}
+
+// The on-screen keypad of a dialog types into its active field: digits, the locale's decimal
+// separator (amount fields only), delete.
+function dialogKeypad(pad, activeField, onChange) {
+  pad.addEventListener("click", (event) => {
+    const key = event.target.dataset && event.target.dataset.key;
+    const field = activeField();
+    if (!key || !field) return;
+    if (key === "back") field.value = field.value.slice(0, -1);
+    else if (key === "sep") { if (field.dataset.decimal === "true") field.value += DECIMAL; }
+    else if (field.value.length < Number(field.dataset.max || 16)) field.value += key;
+    if (onChange) onChange(field);
+  });
+}
+
+let activePinField = null;
+
+function focusPinField(field) {
+  activePinField = field;
+  for (const input of document.querySelectorAll("#pin-dialog .fields input")) {
+    input.classList.toggle("active", input === field);
+  }
+  $("dialog-sep").disabled = field.dataset.decimal !== "true";
+}
+
+for (const input of document.querySelectorAll("#pin-dialog .fields input")) {
+  input.addEventListener("pointerdown", () => focusPinField(input));
+  input.addEventListener("focus", () => focusPinField(input));
+}
+$("refund-amount").dataset.decimal = "true";
+$("refund-amount").dataset.max = "15";
+$("pin-input").dataset.max = "12";
+$("dialog-sep").textContent = DECIMAL;
+$("search-sep").textContent = DECIMAL;
+dialogKeypad($("dialog-keypad"), () => activePinField, () => { $("pin-error").textContent = ""; });
+
+// "Refund 12.34 EUR, Visa ••0010, 17:55": what the merchant recognises, never an id.
+function pinTitle(action, txn) {
+  if (action === "end_of_day") return t("eod_confirm_title");
+  const card = [txn.brand_text || txn.brand || "", txn.masked_pan ? "\u2022\u2022" + txn.masked_pan.slice(-4) : ""]
+    .filter(Boolean).join(" ");
+  const what = [txn.amount_text, card, whenText(txn.created_at, false)].filter(Boolean).join(", ");
+  return t(action === "void" ? "void_title" : "refund_title", { what, id: txn.id });
+}
+
+// The merchant PIN dialog: a refund (amount and PIN), a void (PIN) or the end of day (the
+// totals to be closed, then the PIN).
+function openPin(action, txn) {
+  pinAction = action;
+  pinTarget = txn;
+  $("pin-title").textContent = pinTitle(action, txn);
+  $("refund-amount-row").classList.toggle("hidden", action !== "refund");
+  $("eod-confirm").classList.toggle("hidden", action !== "end_of_day");
+  $("pin-ok").textContent = t(action === "refund" ? "refund" : (action === "void" ? "void" : "eod_close"));
+  $("pin-input").value = "";
+  $("pin-error").textContent = "";
+  if (action === "refund") {
+    $("refund-amount").value = formatMinor(txn.refundable_amount, status.currency_exponent)
+      .replace(".", DECIMAL);
+  }
+  $("pin-dialog").showModal();
+  focusPinField(action === "refund" ? $("refund-amount") : $("pin-input"));
+}
+
+async function refundWithPin() {
+  const amount = parseMajor($("refund-amount").value, status.currency_exponent);
+  if (amount === null || amount <= 0) { $("pin-error").textContent = t("error_bad_amount"); return; }
+  if (amount > pinTarget.refundable_amount) {
+    $("pin-error").textContent = t("error_refund_too_much",
+      { amount: amountText(pinTarget.refundable_amount) });
+    return;
+  }
+  const txn = await api("POST", "/api/v1/transactions/" + pinTarget.id + "/refund",
+    { pin: $("pin-input").value, amount });
+  $("pin-dialog").close();
+  offer(txn, true);
+}
+
+async function voidWithPin() {
+  const txn = await api("POST", "/api/v1/transactions/" + pinTarget.id + "/void",
+    { pin: $("pin-input").value });
+  $("pin-dialog").close();
+  offer(txn, true);
+}
+
+async function endOfDayWithPin() {
+  const ok = $("pin-ok");
+  ok.disabled = true;
+  $("pin-error").textContent = t("eod_closing");
+  try {
+    const report = await api("POST", "/api/v1/end-of-day", { pin: $("pin-input").value });
+    $("pin-dialog").close();
+    showReport(report);
+  } finally {
+    ok.disabled = false;
+  }
+}
+
+$("pin-ok").addEventListener("click", async (event) => {
+  event.preventDefault();
+  try {
+    if (pinAction === "refund") await refundWithPin();
+    else if (pinAction === "void") await voidWithPin();
+    else if (pinAction === "end_of_day") await endOfDayWithPin();
+  } catch (error) {
+    $("pin-error").textContent = errorText(error);
+  }
+});
+$("pin-cancel").addEventListener("click", (event) => { event.preventDefault(); $("pin-dialog").close(); });
+$("pin-dialog").addEventListener("keydown", (event) => {
+  if (event.key === "Enter") { event.preventDefault(); $("pin-ok").click(); }
 });
 
 // --- receipts ----------------------------------------------------------------------------
@@ -428,127 +836,213 @@ async function loadReceipt() {
   const html = await api("GET", "/api/v1/transactions/" + receiptTxn.id +
     "/receipt?format=html&copy=" + receiptCopy);
   $("receipt").innerHTML = html;  // rendered by the terminal from its own journal, escaped there
+  for (const button of document.querySelectorAll(".copy-btn")) {
+    button.setAttribute("aria-pressed", String(button.dataset.copy === receiptCopy));
+  }
 }
 
-$("show-receipt").addEventListener("click", async () => {
-  receiptTxn = current;
-  receiptFrom = "result";
+async function openReceipt(txn, from) {
+  receiptTxn = txn;
+  receiptFrom = from;
   receiptCopy = "customer";
-  await loadReceipt();
-  show("receipt");
-});
+  try {
+    await loadReceipt();
+    show("receipt");
+  } catch (error) {
+    notice(errorText(error));
+  }
+}
+
+$("show-receipt").addEventListener("click", () => openReceipt(current, "result"));
 for (const button of document.querySelectorAll(".copy-btn")) {
   button.addEventListener("click", async () => { receiptCopy = button.dataset.copy; await loadReceipt(); });
 }
 $("print-receipt").addEventListener("click", async () => {
   try { await api("POST", "/api/v1/transactions/" + receiptTxn.id + "/print", { copies: [receiptCopy] }); }
-  catch (error) { alert(errorText(error)); }
+  catch (error) { notice(errorText(error)); }
 });
 $("receipt-back").addEventListener("click", () => show(receiptFrom));
 
-// --- transactions, refunds -----------------------------------------------------------------
+// --- transactions, refunds, voids ----------------------------------------------------------
 
 let attentionOnly = false;  // the list's "needs attention" filter
+let pageCursors = [null];   // the `before` cursor of each page shown so far (first: newest)
+let listQuery = "";         // what the merchant searched for
+
+function listUrl() {
+  const params = new URLSearchParams();
+  const box = $("list-scroll");
+  const rows = Math.max(4, Math.floor((box.clientHeight - LIST_ROW_PX) / LIST_ROW_PX));
+  params.set("limit", String(rows));
+  if (attentionOnly) params.set("attention", "1");
+  if (listQuery) params.set("q", listQuery);
+  const range = dateRange($("date-filter").value);
+  if (range) { params.set("date_from", range[0]); params.set("date_to", range[1]); }
+  const before = pageCursors[pageCursors.length - 1];
+  if (before !== null) params.set("before", String(before));
+  return "/api/v1/transactions?" + params.toString();
+}
+
+function dateRange(choice) {
+  const today = new Date();
+  const day = (offset) => { const d = new Date(today); d.setDate(d.getDate() + offset); return isoDate(d); };
+  if (choice === "today") return [day(0), day(0)];
+  if (choice === "yesterday") return [day(-1), day(-1)];
+  if (choice === "week") return [day(-6), day(0)];
+  return null;
+}
+
+function cardText(txn) {
+  const brand = txn.brand_text || txn.brand || "";
+  const last4 = txn.masked_pan ? "\u2022\u2022" + txn.masked_pan.slice(-4) : "";
+  return [brand, last4].filter(Boolean).join(" ");
+}
+
+// The status cell: the state, what refunds and voids did to a sale, where an offline sale is.
+function statusCell(txn, tr) {
+  const td = document.createElement("td");
+  const shown = txn.refund_state || txn.state;
+  td.className = "state-" + shown;
+  td.textContent = t("state_" + shown, null, shown.replace(/_/g, " "));
+  if (txn.offline_status) {
+    // An offline sale says where it is: waiting to be sent, sent, or declined by the bank.
+    const mark = document.createElement("span");
+    mark.className = "offline-mark offline-" + txn.offline_status;
+    mark.dataset.testid = "offline-status";
+    mark.textContent = t("offline_" + txn.offline_status, null, txn.offline_status);
+    td.appendChild(mark);
+    if (txn.offline_status === "declined") {
+      // No money came in: the row reads red, whatever the receipt said at the counter.
+      td.classList.add("offline-declined");
+      tr.classList.add("needs-attention");
+    }
+  }
+  return td;
+}
+
+function typeCell(txn) {
+  const td = document.createElement("td");
+  td.textContent = t("kind_" + txn.kind, null, txn.kind);
+  const original = txn.original;
+  if (original) {
+    // A refund or void says which sale it belongs to.
+    const link = document.createElement("span");
+    link.className = "linked";
+    link.dataset.testid = "refund-of";
+    link.textContent = t("refund_of", { amount: original.amount_text, when: whenText(original.created_at, true) });
+    td.appendChild(link);
+  }
+  return td;
+}
+
+function actionButton(label, className, onClick) {
+  const button = document.createElement("button");
+  button.className = "secondary " + className;
+  button.textContent = label;
+  button.addEventListener("click", onClick);
+  return button;
+}
 
 async function loadList() {
-  const data = await api("GET", "/api/v1/transactions?limit=50" + (attentionOnly ? "&attention=1" : ""));
+  let data;
+  try {
+    data = await api("GET", listUrl());
+  } catch (error) {
+    $("sync-result").textContent = errorText(error);
+    return;
+  }
   const rows = $("txn-rows");
   rows.textContent = "";
   for (const txn of data.transactions) {
     const tr = document.createElement("tr");
     tr.dataset.id = txn.id;
-    const time = txn.created_at.slice(11, 19);
-    const cells = [time, t("kind_" + txn.kind, null, txn.kind), (txn.kind === "refund" ? "-" : "") + txn.amount_text,
-      txn.masked_pan || "", t("state_" + txn.state, null, txn.state.replace(/_/g, " "))];
-    cells.forEach((text, index) => {
-      const td = document.createElement("td");
-      td.textContent = text;
-      if (index === 2) td.className = "num";
-      if (index === 4) td.className = "state-" + txn.state;
-      if (index === 4 && txn.offline_status) {
-        // An offline sale says where it is: waiting to be sent, sent, or declined by the bank.
-        const mark = document.createElement("span");
-        mark.className = "offline-mark offline-" + txn.offline_status;
-        mark.dataset.testid = "offline-status";
-        mark.textContent = t("offline_" + txn.offline_status, null, txn.offline_status);
-        td.appendChild(mark);
-        if (txn.offline_status === "declined") {
-          // No money came in: the row reads red, whatever the receipt said at the counter.
-          td.classList.add("offline-declined");
-          tr.classList.add("needs-attention");
-        }
-      }
-      tr.appendChild(td);
-    });
+    const when = document.createElement("td");
+    when.className = "when";
+    when.textContent = whenText(txn.created_at, true);
+    tr.appendChild(when);
+    tr.appendChild(typeCell(txn));
+    const amount = document.createElement("td");
+    amount.className = "num";
+    amount.textContent = (txn.kind === "refund" ? "-" : "") + txn.amount_text;
+    tr.appendChild(amount);
+    const card = document.createElement("td");
+    card.textContent = cardText(txn);
+    tr.appendChild(card);
+    tr.appendChild(statusCell(txn, tr));
     const actions = document.createElement("td");
+    actions.className = "actions";
     if (txn.refundable_amount > 0) {
-      const button = document.createElement("button");
-      button.className = "secondary refund-btn";
-      button.textContent = t("refund");
-      button.addEventListener("click", () => openRefund(txn));
-      actions.appendChild(button);
+      actions.appendChild(actionButton(t("refund"), "refund-btn", () => openPin("refund", txn)));
     }
-    const receipt = document.createElement("button");
-    receipt.className = "secondary";
-    receipt.textContent = t("receipt");
-    receipt.addEventListener("click", async () => { receiptTxn = txn; receiptFrom = "list"; receiptCopy = "customer"; await loadReceipt(); show("receipt"); });
-    if (txn.state !== "in_progress" && txn.state !== "cancelled") actions.appendChild(receipt);
+    if (txn.voidable) {
+      actions.appendChild(actionButton(t("void"), "void-btn", () => openPin("void", txn)));
+    }
+    if (txn.state !== "in_progress" && txn.state !== "cancelled") {
+      actions.appendChild(actionButton(t("receipt"), "receipt-btn", () => openReceipt(txn, "list")));
+    }
     tr.appendChild(actions);
     rows.appendChild(tr);
   }
+  $("list-empty").classList.toggle("hidden", data.transactions.length > 0);
+  const page = pageCursors.length;
+  $("page-label").textContent = t("page_number", { page });
+  $("page-newer").disabled = page <= 1;
+  $("page-older").disabled = !data.next;
+  $("page-older").dataset.next = data.next === null || data.next === undefined ? "" : String(data.next);
 }
 
-// The merchant PIN dialog, for a refund (with its amount) or the end of day (PIN only).
-function openPin(action, title) {
-  pinAction = action;
-  $("pin-title").textContent = title;
-  $("refund-amount-row").classList.toggle("hidden", action !== "refund");
-  $("pin-ok").textContent = t(action === "refund" ? "refund" : "end_of_day");
-  $("pin-input").value = "";
-  $("pin-error").textContent = "";
-  $("pin-dialog").showModal();
+function reloadListFromStart() {
+  pageCursors = [null];
+  loadList();
 }
 
-function openRefund(txn) {
-  refundTarget = txn;
-  $("refund-amount").value = formatMinor(txn.refundable_amount, status.currency_exponent);
-  openPin("refund", t("refund_title", { id: txn.id }));
-}
-
-async function refundWithPin() {
-  const amount = parseMajor($("refund-amount").value, status.currency_exponent);
-  if (amount === null || amount <= 0) { $("pin-error").textContent = t("error_bad_amount"); return; }
-  const txn = await api("POST", "/api/v1/transactions/" + refundTarget.id + "/refund",
-    { pin: $("pin-input").value, amount });
-  $("pin-dialog").close();
-  offer(txn, true);
-}
-
-async function endOfDayWithPin() {
-  const report = await api("POST", "/api/v1/end-of-day", { pin: $("pin-input").value });
-  $("pin-dialog").close();
-  $("eod-result").textContent = [t("eod_closed", { batch: report.batch_id, count: report.transactions })]
-    .concat(report.host_totals.map((line) =>
-      t("eod_net", { brand: line.brand, amount: amountText(line.net_amount) }))).join("\n");
-  loadTotals();
-}
-
-$("pin-ok").addEventListener("click", async (event) => {
-  event.preventDefault();
-  try {
-    if (pinAction === "refund") await refundWithPin();
-    else if (pinAction === "end_of_day") await endOfDayWithPin();
-  } catch (error) {
-    $("pin-error").textContent = errorText(error);
-  }
+$("page-older").addEventListener("click", () => {
+  const next = $("page-older").dataset.next;
+  if (!next) return;
+  pageCursors.push(next);
+  loadList();
 });
-$("pin-cancel").addEventListener("click", (event) => { event.preventDefault(); $("pin-dialog").close(); });
-$("refresh-list").addEventListener("click", loadList);
+$("page-newer").addEventListener("click", () => {
+  if (pageCursors.length > 1) pageCursors.pop();
+  loadList();
+});
+$("date-filter").addEventListener("change", reloadListFromStart);
 $("attention-filter").addEventListener("click", () => {
   attentionOnly = !attentionOnly;
   $("attention-filter").setAttribute("aria-pressed", String(attentionOnly));
-  loadList();
+  reloadListFromStart();
 });
+
+// Search: the on-screen keypad (amount or last 4 digits) or a keyboard (also a reference).
+function openSearch() {
+  $("search-entry").value = $("search").value;
+  $("search-entry").dataset.decimal = "true";
+  $("search-entry").dataset.max = "64";
+  $("search-dialog").showModal();
+}
+$("search").addEventListener("pointerdown", (event) => { event.preventDefault(); openSearch(); });
+$("search").addEventListener("keydown", (event) => {
+  if (event.key === "Enter") { listQuery = $("search").value.trim(); reloadListFromStart(); }
+});
+dialogKeypad($("search-keypad"), () => $("search-entry"));
+$("search-ok").addEventListener("click", (event) => {
+  event.preventDefault();
+  $("search").value = $("search-entry").value.trim();
+  listQuery = $("search").value;
+  $("search-dialog").close();
+  reloadListFromStart();
+});
+$("search-clear").addEventListener("click", (event) => {
+  event.preventDefault();
+  $("search").value = "";
+  listQuery = "";
+  $("search-dialog").close();
+  reloadListFromStart();
+});
+$("search-dialog").addEventListener("keydown", (event) => {
+  if (event.key === "Enter") { event.preventDefault(); $("search-ok").click(); }
+});
+
 $("flagged-ack").addEventListener("click", async () => {
   try {
     await api("POST", "/api/v1/offline-declines/acknowledge");
@@ -573,35 +1067,191 @@ $("sync-now").addEventListener("click", async () => {
   loadList();
 });
 
-// --- totals ------------------------------------------------------------------------------
+// --- totals and end of day -----------------------------------------------------------------
 
-async function loadTotals() {
-  const data = await api("GET", "/api/v1/totals");
+function cell(text, className) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+function headRow(labels) {
+  const tr = document.createElement("tr");
+  labels.forEach((label, index) => {
+    const th = document.createElement("th");
+    th.textContent = label;
+    if (index > 0) th.className = "num";
+    tr.appendChild(th);
+  });
+  return tr;
+}
+
+function countAmount(count, text) {
+  return t("count_amount", { count, amount: text });
+}
+
+// The open batch: approved sales and refunds per payment method, then the grand total.
+function renderOpenTotals(data) {
+  $("totals-head").replaceChildren(headRow([t("col_method"), t("col_sales"), t("col_refunds"), t("col_net")]));
   const rows = $("totals-rows");
   rows.textContent = "";
-  for (const line of data.totals) {
+  for (const line of data.lines || []) {
     const tr = document.createElement("tr");
-    const cells = [line.brand,
-      line.sales_count + " / " + formatMinor(line.sales_amount, status.currency_exponent),
-      line.refunds_count + " / " + formatMinor(line.refunds_amount, status.currency_exponent),
-      line.net_text,
-      line.offline_count + " / " + formatMinor(line.offline_amount, status.currency_exponent)];
-    for (const text of cells) {
-      const td = document.createElement("td");
-      td.textContent = text;
-      tr.appendChild(td);
-    }
+    tr.append(cell(line.brand_text || line.brand),
+      cell(countAmount(line.sales_count, line.sales_amount_text), "num"),
+      cell(countAmount(line.refunds_count, line.refunds_amount_text), "num"),
+      cell(line.net_amount_text, "num"));
     rows.appendChild(tr);
+  }
+  for (const total of data.grand_totals || []) {
+    const tr = document.createElement("tr");
+    tr.className = "grand";
+    tr.dataset.testid = "grand-total";
+    tr.append(cell(t("grand_total")),
+      cell(countAmount(total.sales_count, total.sales_amount_text), "num"),
+      cell(countAmount(total.refunds_count, total.refunds_amount_text), "num"),
+      cell(total.net_amount_text, "num"));
+    rows.appendChild(tr);
+  }
+  if (!(data.lines || []).length) {
+    const tr = document.createElement("tr");
+    tr.append(cell(t("totals_empty")));
+    rows.appendChild(tr);
+  }
+  const offline = data.offline || {};
+  $("eod-result").textContent = offline.count
+    ? t("totals_offline_waiting", { count: offline.count, amount: offline.amount_text }) : "";
+}
+
+// A closed batch: terminal and bank side by side, differences flagged.
+function showReport(report) {
+  shownReport = report;
+  $("batch-list").classList.add("hidden");
+  $("totals-table").classList.remove("hidden");
+  $("totals-heading").textContent = t("batch_heading", { batch: report.batch_id, when: whenText(report.closed_at, true) });
+  $("eod-print").classList.remove("hidden");
+  $("end-of-day").classList.add("hidden");
+  $("totals-head").replaceChildren(headRow([t("col_method"), t("col_terminal"), t("col_bank"), ""]));
+  const rows = $("totals-rows");
+  rows.textContent = "";
+  for (const line of report.lines || []) {
+    const tr = document.createElement("tr");
+    tr.dataset.testid = "report-line";
+    const host = line.host;
+    tr.append(cell(line.brand_text || line.brand),
+      cell(countAmount(line.sales_count, line.net_amount_text), "num"),
+      cell(host ? countAmount(host.sales_count, host.net_amount_text) : t("report_no_line"), "num"),
+      cell(line.differs ? t("report_differs") : "\u2713", line.differs ? "differs" : "num"));
+    if (line.differs) tr.classList.add("differs-row");
+    rows.appendChild(tr);
+  }
+  const mine = report.grand_totals || [];
+  const theirs = report.host_grand_totals || [];
+  mine.forEach((total, index) => {
+    const host = theirs.find((h) => h.currency === total.currency) || theirs[index];
+    const tr = document.createElement("tr");
+    tr.className = "grand";
+    tr.append(cell(t("grand_total")),
+      cell(countAmount(total.sales_count, total.net_amount_text), "num"),
+      cell(host ? countAmount(host.sales_count, host.net_amount_text) : t("report_no_line"), "num"),
+      cell(""));
+    rows.appendChild(tr);
+  });
+  const result = $("eod-result");
+  result.textContent = "";
+  const balance = document.createElement("div");
+  balance.className = report.in_balance ? "balance-ok" : "balance-bad";
+  balance.dataset.testid = "eod-balance";
+  balance.textContent = report.in_balance
+    ? t("report_in_balance", { count: report.transactions })
+    : t("report_out_of_balance", { count: report.differences });
+  result.appendChild(balance);
+  const still = report.still_offline || {};
+  if (still.count) {
+    const line = document.createElement("div");
+    line.textContent = t("report_still_offline", { count: still.count });
+    result.appendChild(line);
   }
 }
 
-// Closing the batch needs the merchant PIN, as a refund does.
-$("end-of-day").addEventListener("click", () => {
-  $("eod-result").textContent = "";
-  openPin("end_of_day", t("end_of_day"));
+async function loadTotals() {
+  shownReport = null;
+  $("batch-list").classList.add("hidden");
+  $("totals-table").classList.remove("hidden");
+  $("totals-heading").textContent = t("totals_open");
+  $("eod-print").classList.add("hidden");
+  $("end-of-day").classList.remove("hidden");
+  try {
+    renderOpenTotals(await api("GET", "/api/v1/totals"));
+  } catch (error) {
+    $("eod-result").textContent = errorText(error);
+  }
+}
+
+// Closing the batch: the totals to be closed first, then the merchant PIN, as a refund.
+$("end-of-day").addEventListener("click", async () => {
+  let data;
+  try { data = await api("GET", "/api/v1/totals"); }
+  catch (error) { notice(errorText(error)); return; }
+  const box = $("eod-confirm");
+  box.textContent = "";
+  const table = document.createElement("table");
+  for (const total of data.grand_totals || []) {
+    const tr = document.createElement("tr");
+    tr.append(cell(t("col_sales")), cell(countAmount(total.sales_count, total.sales_amount_text), "num"));
+    const refunds = document.createElement("tr");
+    refunds.append(cell(t("col_refunds")), cell(countAmount(total.refunds_count, total.refunds_amount_text), "num"));
+    const net = document.createElement("tr");
+    net.append(cell(t("col_net")), cell(total.net_amount_text, "num"));
+    table.append(tr, refunds, net);
+  }
+  const explain = document.createElement("div");
+  explain.className = "dialog-hint";
+  const offline = data.offline || {};
+  explain.textContent = offline.count
+    ? t("eod_confirm_offline", { count: offline.count }) : t("eod_confirm_hint");
+  box.append(table, explain);
+  openPin("end_of_day", null);
 });
 
-for (const tab of document.querySelectorAll(".tab")) {
+$("eod-print").addEventListener("click", async () => {
+  if (!shownReport) return;
+  try { await api("POST", "/api/v1/batches/" + encodeURIComponent(shownReport.batch_id) + "/print"); }
+  catch (error) { notice(errorText(error)); }
+});
+
+// Earlier batches: newest first; one tap shows that batch's report as it was closed.
+$("batch-history").addEventListener("click", async () => {
+  let data;
+  try { data = await api("GET", "/api/v1/batches?limit=20"); }
+  catch (error) { notice(errorText(error)); return; }
+  const list = $("batch-list");
+  list.textContent = "";
+  for (const report of data.batches) {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    const net = (report.grand_totals || []).map((total) => total.net_amount_text).join(", ");
+    button.textContent = t("batch_row", { batch: report.batch_id, when: whenText(report.closed_at, true),
+      net: net || "-" }) + (report.in_balance === false ? " \u26a0" : "");
+    button.addEventListener("click", () => showReport(report));
+    li.appendChild(button);
+    list.appendChild(li);
+  }
+  if (!data.batches.length) {
+    const li = document.createElement("li");
+    li.textContent = t("batches_empty");
+    list.appendChild(li);
+  }
+  $("totals-table").classList.add("hidden");
+  $("eod-result").textContent = "";
+  $("totals-heading").textContent = t("batch_history");
+  $("eod-print").classList.add("hidden");
+  $("end-of-day").classList.add("hidden");
+  list.classList.remove("hidden");
+});
+
+for (const tab of document.querySelectorAll(".tab[data-view]")) {
   tab.addEventListener("click", () => {
     show(tab.dataset.view);
     if (tab.dataset.view === "sale") resumeSale();
@@ -624,6 +1274,7 @@ function connect() {
   source.addEventListener("status", (event) => {
     status = JSON.parse(event.data);
     renderBanner();
+    renderAmount();
     setLanguage(status.language);
   });
   source.addEventListener("transaction", (event) => {
@@ -659,4 +1310,6 @@ function connect() {
   };
 }
 
+renderSimulator();
+armIdle();
 refreshStatus().then(connect);

@@ -147,14 +147,28 @@ def test_a_chinese_terminal_shows_no_english(stack: DemoStack, api: httpx.Client
     assert refund.status_code == 200, refund.text
     eod = api.post("/api/v1/end-of-day", json={"pin": PIN})
     assert eod.status_code == 200, eod.text
+    report = eod.json()
 
     texts: list[str] = []
-    # The terminal's own id (终端编号), which its enrolment made: an identifier, not a word.
-    card_data: set[str] = {stack.checkout.terminal_id or ""}
+    # The terminal's own id (终端编号), which its enrolment made, and the bank's batch
+    # number (批次号): identifiers, not words.
+    card_data: set[str] = {stack.checkout.terminal_id or "", report["batch_id"]}
+    # The end-of-day report (结算单): its text, as stored and served, and its HTML.
+    texts += report["text"]
+    texts.append(api.get(f"/api/v1/batches/{report['batch_id']}/report").text)
+    html = api.get(f"/api/v1/batches/{report['batch_id']}/report", params={"format": "html"})
+    texts.append(_html_text(html.text))
+    for line in report["lines"]:
+        texts += [line["brand_text"], line["method_text"]]
+        card_data.add(line["brand"])
     views = api.get("/api/v1/transactions").json()["transactions"]
     assert len(views) == 3
     for view in views:
         texts += _merchant_texts(view)
+        # Its outcome title, and the sale a refund refunds.
+        texts += [view["title"], view["brand_text"]]
+        if view["original"]:
+            texts.append(view["original"]["brand_text"])
         card_data |= {
             str(view.get(k) or "")
             for k in (
@@ -183,6 +197,8 @@ def test_a_chinese_terminal_shows_no_english(stack: DemoStack, api: httpx.Client
     receipts = "\n".join(texts)
     for word in ("签购单", "消费", "退货", "商户存根", "持卡人存根", "交易被拒绝", "凭证号"):
         assert word in receipts, word
+    for word in ("结算单", "批次号", "合计", "净额", "退款成功", "已部分退款", "发卡行拒绝交易"):
+        assert word in receipts, word
     found = _english(texts, card_data=card_data)
     assert not found, sorted({w for w, _ in found})
 
@@ -191,3 +207,42 @@ def test_an_unknown_language_is_refused_before_anything_starts(tmp_path: Path) -
     with pytest.raises(ConfigurationError, match=r"'fr'.*en, zh"):
         start_demo_stack(tmp_path, language="fr")
     assert not (tmp_path / "terminal").exists()
+
+
+def test_a_chinese_end_of_day_with_the_bank_down_is_said_in_chinese(
+    tmp_path: Path, acquirer_host: HostHandle
+) -> None:
+    """The bank refusing connections at the end of day: the error the page shows is in
+    Chinese, with no socket's words ("[Errno 111] Connection refused")."""
+    stack = start_demo_stack(
+        tmp_path,
+        host_url=acquirer_host.url,
+        activation_code=acquirer_host.activation_code,
+        secret=TEST_SECRET,
+        scrypt_n=TEST_SCRYPT_N,
+        pin=PIN,
+        background=False,
+        language="zh",
+    )
+    try:
+        with httpx.Client(
+            base_url=stack.api.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
+        ) as api:
+            assert _pay(stack, api, 1000)["title"] == "交易成功"
+            server = acquirer_host.server
+            assert server is not None
+            server.stop_listening()
+            try:
+                refused = api.post("/api/v1/end-of-day", json={"pin": PIN})
+                sold = _pay(stack, api, 800)  # taken offline: the bank is not reachable
+            finally:
+                server.listen_again()
+        assert refused.status_code == 503
+        error = refused.json()["error"]
+        assert error["reason"] == "unreachable"
+        assert HAN.search(error["message"])
+        assert _english([error["message"]], card_data=set()) == []
+        assert "Errno" not in refused.text
+        assert (sold["title"], sold["state"]) == ("脱机交易成功", "approved_offline")
+    finally:
+        stack.close()

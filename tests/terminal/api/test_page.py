@@ -51,7 +51,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
             executable_path=CHROMIUM,
             headless=True,
             args=ARGS,
-            viewport={"width": 800, "height": 1000},
+            viewport={"width": 800, "height": 480},  # the kiosk's usual panel
         )
         try:
             yield context
@@ -79,6 +79,25 @@ def stack(tmp_path: Path, loopback_host: HostHandle) -> Iterator[DemoStack]:
         tmp_path,
         host_url=loopback_host.url,
         activation_code=loopback_host.activation_code,
+        secret=TEST_SECRET,
+        scrypt_n=TEST_SCRYPT_N,
+        pin="2468",
+        pin_clock=PIN_CLOCK,
+        session_clock=SESSION_CLOCK,
+        background=False,
+    )
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def own_host_stack(tmp_path: Path) -> Iterator[DemoStack]:
+    """The demo of `make run`: the terminal with its own simulated acquirer in the process,
+    which the simulator drawer can take down (refused connections) or make drop answers."""
+    s = start_demo_stack(
+        tmp_path,
         secret=TEST_SECRET,
         scrypt_n=TEST_SCRYPT_N,
         pin="2468",
@@ -136,11 +155,49 @@ def key_in(page: object, digits: str) -> None:
         page.click(f'#keypad button[data-key="{d}"]')  # type: ignore[attr-defined]
 
 
+#: A card the sale waits for: the simulator drawer's card buttons are enabled (the drawer
+#: itself may be closed).
+CARD_WANTED = '#sim-cards button[data-card="visa"]:not([disabled])'
+
+
+def wait_for_card(page: Any) -> None:
+    page.wait_for_selector(CARD_WANTED, state="attached")
+
+
+def wait_for_phone(page: Any) -> None:
+    page.wait_for_selector("[data-testid=sim-phone]:not(.hidden)", state="attached")
+
+
+def open_drawer(page: Any) -> None:
+    """The simulator drawer, opened from the tab bar as the demo's merchant does."""
+    if page.is_hidden("[data-testid=sim-drawer]"):
+        page.click("[data-testid=sim-toggle]")
+    page.wait_for_selector("[data-testid=sim-drawer]")
+
+
+def present(page: Any, card: str) -> None:
+    """The simulated customer taps `card` (from the drawer, which then closes)."""
+    wait_for_card(page)
+    open_drawer(page)
+    page.click(f'#sim-cards button[data-card="{card}"]')
+
+
+def show_code(page: Any, code: str) -> None:
+    wait_for_phone(page)
+    open_drawer(page)
+    page.click(f'#sim-phone button[data-phone="{code}"]')
+
+
+def pay_merchant_code(page: Any) -> None:
+    page.wait_for_selector("[data-testid=sim-pay-mpm]", state="attached")
+    open_drawer(page)
+    page.click("[data-testid=sim-pay-mpm]")
+
+
 def pay(page: object, digits: str, card: str) -> None:
     key_in(page, digits)
     page.click("[data-testid=charge]")  # type: ignore[attr-defined]
-    page.wait_for_selector("#sim-cards:not(.hidden)")  # type: ignore[attr-defined]
-    page.click(f'#sim-cards button[data-card="{card}"]')  # type: ignore[attr-defined]
+    present(page, card)
     page.wait_for_selector("#view-result:not(.hidden)")  # type: ignore[attr-defined]
 
 
@@ -149,10 +206,10 @@ def test_sale_from_keypad_to_receipt(page: object, stack: DemoStack) -> None:
     assert page.inner_text("[data-testid=amount]") == "12.34"  # type: ignore[attr-defined]
     shot(page, "01-keypad")
     page.click("[data-testid=charge]")  # type: ignore[attr-defined]
-    page.wait_for_selector("#sim-cards:not(.hidden)")  # type: ignore[attr-defined]
+    wait_for_card(page)
     assert "Tap card" in page.inner_text("[data-testid=prompt]")  # type: ignore[attr-defined]
     shot(page, "02-tap-prompt")
-    page.click('#sim-cards button[data-card="visa"]')  # type: ignore[attr-defined]
+    present(page, "visa")
     page.wait_for_selector("#view-result:not(.hidden)")  # type: ignore[attr-defined]
     assert page.inner_text("[data-testid=result]") == "Approved"  # type: ignore[attr-defined]
     assert "12.34 EUR" in page.inner_text("[data-testid=result-merchant]")  # type: ignore[attr-defined]
@@ -168,24 +225,24 @@ def test_sale_from_keypad_to_receipt(page: object, stack: DemoStack) -> None:
 
 def test_declined_card_shows_the_reason(page: object) -> None:
     pay(page, "1051", "visa")
-    assert page.inner_text("[data-testid=result]") == "Declined"  # type: ignore[attr-defined]
+    assert page.inner_text("[data-testid=result]") == "Declined by the bank"  # type: ignore[attr-defined]
     assert "insufficient funds" in page.inner_text("[data-testid=result-merchant]")  # type: ignore[attr-defined]
     shot(page, "05-declined")
 
 
 def test_a_phone_that_asks_to_be_tapped_again_keeps_the_sale_waiting(page: object) -> None:
-    phone = '#sim-cards button[data-card="mastercard_phone?see_phone"]'
+    phone = "mastercard_phone?see_phone"
     key_in(page, "1234")
     page.click("[data-testid=charge]")  # type: ignore[attr-defined]
-    page.wait_for_selector("#sim-cards:not(.hidden)")  # type: ignore[attr-defined]
-    page.click(phone)  # type: ignore[attr-defined]
+    wait_for_card(page)
+    present(page, phone)
     # The restart event: the card's words on the status line, the sale still waiting.
     page.wait_for_selector('[data-testid=prompt]:has-text("See phone for instructions")')  # type: ignore[attr-defined]
     assert page.is_visible("#view-wait")  # type: ignore[attr-defined]
     assert page.is_hidden("#view-result")  # type: ignore[attr-defined]
     assert page.is_enabled("[data-testid=cancel]")  # type: ignore[attr-defined]
     shot(page, "05b-see-phone")
-    page.click(phone)  # type: ignore[attr-defined]  # the same phone, unlocked, tapped again
+    present(page, phone)  # the same phone, unlocked, tapped again
     page.wait_for_selector("#view-result:not(.hidden)")  # type: ignore[attr-defined]
     assert page.inner_text("[data-testid=result]") == "Approved"  # type: ignore[attr-defined]
 
@@ -198,7 +255,7 @@ def test_offline_sale_banner_then_sync(
     port = urlparse(acquirer_host.url).port or 0
     acquirer_host.server.stop()
     pay(page, "800", "mastercard")
-    assert page.inner_text("[data-testid=result]") == "Approved (offline)"  # type: ignore[attr-defined]
+    assert page.inner_text("[data-testid=result]") == "Approved offline"  # type: ignore[attr-defined]
     banner = page.locator("[data-testid=offline-banner]")  # type: ignore[attr-defined]
     banner.wait_for(state="visible")
     assert "1 payment waiting to be sent: 8.00 EUR" in banner.inner_text()
@@ -229,7 +286,7 @@ def test_dropped_connections_banner_says_offline_up_to_the_limit_and_sync_answer
     page.click("#new-sale")  # type: ignore[attr-defined]
     assert page.is_hidden("#charge-qr")  # type: ignore[attr-defined]
     pay(page, "800", "visa")
-    assert page.inner_text("[data-testid=result]") == "Approved (offline)"  # type: ignore[attr-defined]
+    assert page.inner_text("[data-testid=result]") == "Approved offline"  # type: ignore[attr-defined]
     page.wait_for_selector('[data-testid=offline-banner]:has-text("1 payment waiting")')  # type: ignore[attr-defined]
     shot(page, "06b-bank-not-answering")
     page.click('.tab[data-view="list"]')  # type: ignore[attr-defined]
@@ -253,7 +310,7 @@ def test_offline_sale_declined_after_the_fact_is_marked_filtered_and_acknowledge
     pay(page, "1200", "visa")  # unanswered: reversed; the terminal now knows
     page.click("#new-sale")  # type: ignore[attr-defined]
     pay(page, "951", "visa")  # amounts ending in 51: the bank declines it when it is sent
-    assert page.inner_text("[data-testid=result]") == "Approved (offline)"  # type: ignore[attr-defined]
+    assert page.inner_text("[data-testid=result]") == "Approved offline"  # type: ignore[attr-defined]
     page.click("#new-sale")  # type: ignore[attr-defined]
     page.click('.tab[data-view="list"]')  # type: ignore[attr-defined]
     page.wait_for_selector('[data-testid=offline-status]:has-text("waiting to be sent")')  # type: ignore[attr-defined]
@@ -310,9 +367,10 @@ def test_end_of_day_asks_for_the_merchant_pin(page: object, stack: DemoStack) ->
     page.click("#new-sale")  # type: ignore[attr-defined]
     page.click('.tab[data-view="totals"]')  # type: ignore[attr-defined]
     page.click("#end-of-day")  # type: ignore[attr-defined]
-    assert page.is_visible("#pin-dialog")  # type: ignore[attr-defined]
+    page.wait_for_selector("#pin-dialog[open]")  # type: ignore[attr-defined]  # type: ignore[attr-defined]
     assert page.is_hidden("[data-testid=refund-amount]")  # type: ignore[attr-defined]
-    assert page.inner_text("#pin-title") == "End of day"  # type: ignore[attr-defined]
+    assert page.inner_text("#pin-title") == "End of day: close the batch?"  # type: ignore[attr-defined]
+    assert "12.00 EUR" in page.inner_text("[data-testid=eod-confirm]")  # type: ignore[attr-defined]
     page.fill("[data-testid=pin]", "0000")  # type: ignore[attr-defined]
     page.click("[data-testid=pin-ok]")  # type: ignore[attr-defined]
     page.wait_for_selector("[data-testid=pin-error]:has-text('wrong PIN')")  # type: ignore[attr-defined]
@@ -321,8 +379,9 @@ def test_end_of_day_asks_for_the_merchant_pin(page: object, stack: DemoStack) ->
     PIN_CLOCK.now += 60
     page.fill("[data-testid=pin]", "2468")  # type: ignore[attr-defined]
     page.click("[data-testid=pin-ok]")  # type: ignore[attr-defined]
-    page.wait_for_selector("[data-testid=eod]:has-text('closed')")  # type: ignore[attr-defined]
-    assert "1 transactions" in page.inner_text("[data-testid=eod]")  # type: ignore[attr-defined]
+    page.wait_for_selector("[data-testid=eod-balance]")  # type: ignore[attr-defined]
+    balance = page.inner_text("[data-testid=eod-balance]")  # type: ignore[attr-defined]
+    assert balance == "In balance with the bank: 1 payment(s)"
     assert page.is_hidden("#pin-dialog")  # type: ignore[attr-defined]
     assert stack.checkout.totals() == []
 

@@ -12,7 +12,16 @@ import pytest
 
 from terminal.api.stack import DemoStack
 from tests.conftest_host import HostHandle
-from tests.terminal.api.test_page import PIN_CLOCK, csp_violations, key_in, open_page, pay, shot
+from tests.terminal.api.test_page import (
+    PIN_CLOCK,
+    csp_violations,
+    key_in,
+    open_page,
+    pay,
+    present,
+    shot,
+    wait_for_card,
+)
 from tests.terminal.api.test_page import browser as browser
 from tests.terminal.api.test_page import page as page
 from tests.terminal.api.test_page import stack as stack
@@ -52,12 +61,12 @@ def test_keypad_and_approved_sale_in_chinese(zh_page: object) -> None:
     assert text(page, "[data-testid=amount]") == "12.34"  # the currency's exponent, as before
     shot(page, "zh-01-keypad")
     page.click("[data-testid=charge]")  # type: ignore[attr-defined]
-    page.wait_for_selector("#sim-cards:not(.hidden)")  # type: ignore[attr-defined]
+    wait_for_card(page)
     assert text(page, "[data-testid=prompt]") == "请挥卡或扫码"
     assert text(page, "#sim-cards .sim-title") == "模拟银行卡"
     assert text(page, "[data-testid=cancel]") == "取消"
     shot(page, "zh-02-tap-prompt")
-    page.click('#sim-cards button[data-card="visa"]')  # type: ignore[attr-defined]
+    present(page, "visa")
     page.wait_for_selector("#view-result:not(.hidden)")  # type: ignore[attr-defined]
     assert text(page, "[data-testid=result]") == "交易成功"
     assert text(page, "[data-testid=result-merchant]") == "交易成功 12.34 EUR"
@@ -84,7 +93,7 @@ def test_offline_banner_in_chinese(zh_page: object, acquirer_host: HostHandle) -
     page = zh_page
     acquirer_host.server.stop()
     pay(page, "800", "mastercard")
-    assert text(page, "[data-testid=result]") == "交易成功（脱机）"
+    assert text(page, "[data-testid=result]") == "脱机交易成功"
     banner = page.locator("[data-testid=offline-banner]")  # type: ignore[attr-defined]
     banner.wait_for(state="visible")
     assert text(page, "#offline-title") == "脱机"
@@ -111,13 +120,13 @@ def test_language_switch_during_a_sale_redraws_its_prompt_and_result(
 ) -> None:
     key_in(page, "640")
     page.click("[data-testid=charge]")  # type: ignore[attr-defined]
-    page.wait_for_selector("#sim-cards:not(.hidden)")  # type: ignore[attr-defined]
+    wait_for_card(page)
     assert text(page, "[data-testid=prompt]") == "Tap card or scan code"
     speak(stack, "zh")
     stack.checkout.events.publish("status", stack.checkout.status())
     # The prompt is the terminal's: asked for again (same revision, other words).
     page.wait_for_selector("[data-testid=prompt]:has-text('请挥卡或扫码')")  # type: ignore[attr-defined]
-    page.click('#sim-cards button[data-card="visa"]')  # type: ignore[attr-defined]
+    present(page, "visa")
     page.wait_for_selector("#view-result:not(.hidden)")  # type: ignore[attr-defined]
     assert text(page, "[data-testid=result-merchant]") == "交易成功 6.40 EUR"
     speak(stack, "en")

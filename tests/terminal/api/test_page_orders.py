@@ -17,8 +17,8 @@ import pytest
 
 from terminal.api.stack import DemoStack
 from tests.page_orders import RECORDER, HeldRequests, StreamHold
+from tests.terminal.api.test_page import CARD_WANTED, key_in, present, shot, wait_for_card
 from tests.terminal.api.test_page import browser as browser
-from tests.terminal.api.test_page import key_in, shot
 from tests.terminal.api.test_page import stack as stack
 
 ROUNDS = 10
@@ -160,13 +160,13 @@ def test_fast_decline_before_the_sale_answer_leaves_no_spinner(page: Any) -> Non
         page.click("[data-testid=charge]")
         sale = sales.next()
         sale.send()
-        page.wait_for_selector("#sim-cards:not(.hidden)")  # the event: waiting for a card
-        page.click('#sim-cards button[data-card="visa"]')
-        assert result(page) == "Declined"
+        wait_for_card(page)  # the event: waiting for a card
+        present(page, "visa")
+        assert result(page) == "Declined by the bank"
         sale.answer()  # "waiting for card", long after the card was declined
         wait_handled(page, SALE, before)
         assert page.is_visible("#view-result"), f"round {round_}: {screens(page)}"
-        assert page.inner_text("[data-testid=result]") == "Declined"
+        assert page.inner_text("[data-testid=result]") == "Declined by the bank"
         assert page.is_hidden("#spinner")
         assert_never_went_back(page)
 
@@ -226,7 +226,8 @@ def test_reload_mid_sale_shows_the_running_sale_and_its_cancel(page: Any, stack:
         start_round(page, "450")
         page.click("[data-testid=charge-qr]" if merchant_code else "[data-testid=charge]")
         page.wait_for_selector(
-            "[data-testid=merchant-qr] svg" if merchant_code else "#sim-cards:not(.hidden)"
+            "[data-testid=merchant-qr] svg" if merchant_code else CARD_WANTED,
+            state="visible" if merchant_code else "attached",
         )
         page.reload()
         page.wait_for_selector("body[data-live=true]")
@@ -235,7 +236,7 @@ def test_reload_mid_sale_shows_the_running_sale_and_its_cancel(page: Any, stack:
         if merchant_code:
             page.wait_for_selector("[data-testid=merchant-qr] svg")
         else:
-            page.wait_for_selector("#sim-cards:not(.hidden)")
+            wait_for_card(page)
         if round_ == 1:
             shot(page, "orders-02-reloaded-during-a-sale")
         cancel_from_screen(page)
@@ -291,8 +292,8 @@ def test_refund_answer_after_its_sales_newer_event_is_shown(page: Any) -> None:
     for round_ in range(ROUNDS):
         start_round(page, "1500")
         page.click("[data-testid=charge]")
-        page.wait_for_selector("#sim-cards:not(.hidden)")
-        page.click('#sim-cards button[data-card="visa"]')
+        wait_for_card(page)
+        present(page, "visa")
         assert result(page) == "Approved"
         page.click('.tab[data-view="list"]')  # no "New sale": the sale stays the screen's
         page.wait_for_selector("#txn-rows .refund-btn")
@@ -300,7 +301,7 @@ def test_refund_answer_after_its_sales_newer_event_is_shown(page: Any) -> None:
         page.fill("[data-testid=refund-amount]", "2.50")
         page.fill("[data-testid=pin]", "2468")
         page.click("[data-testid=pin-ok]")
-        assert result(page) == "Approved", f"round {round_}"
+        assert result(page) == "Refunded", f"round {round_}"
         assert "Refund approved 2.50 EUR" in page.inner_text("[data-testid=result-merchant]")
         assert_never_went_back(page)
 
@@ -310,8 +311,8 @@ def test_a_receipt_from_the_list_during_a_sale_leads_back_to_that_sale(
 ) -> None:
     start_round(page, "120")
     page.click("[data-testid=charge]")
-    page.wait_for_selector("#sim-cards:not(.hidden)")
-    page.click('#sim-cards button[data-card="visa"]')
+    wait_for_card(page)
+    present(page, "visa")
     assert result(page) == "Approved"
     for round_ in range(ROUNDS):
         start_round(page, "340")
@@ -319,7 +320,10 @@ def test_a_receipt_from_the_list_during_a_sale_leads_back_to_that_sale(
         page.wait_for_selector("[data-testid=cancel]:enabled")
         page.click('.tab[data-view="list"]')
         page.wait_for_selector("#view-list:not(.hidden)")
-        # The approved sale's receipt, while the new sale waits for a card.
+        # The approved sale's receipt, while the new sale waits for a card (found by its
+        # amount: the cancelled sales of the earlier rounds push it to an older page).
+        page.fill("[data-testid=search]", "1.20")
+        page.press("[data-testid=search]", "Enter")
         page.click("#txn-rows tr:has-text('1.20') button:has-text('Receipt')")
         page.wait_for_selector("[data-testid=receipt] .receipt")
         assert "1.20 EUR" in page.inner_text("[data-testid=receipt]")

@@ -5,7 +5,7 @@ as SVG and paid by the simulated phone. Screenshots go with the other page artef
 from __future__ import annotations
 
 from tests.terminal.api.test_page import browser as browser
-from tests.terminal.api.test_page import key_in, shot
+from tests.terminal.api.test_page import key_in, pay_merchant_code, shot, show_code, wait_for_phone
 from tests.terminal.api.test_page import page as page
 from tests.terminal.api.test_page import stack as stack
 
@@ -13,10 +13,10 @@ from tests.terminal.api.test_page import stack as stack
 def test_scanned_phone_code_pays_and_shows_the_receipt(page: object) -> None:
     key_in(page, "560")
     page.click("[data-testid=charge]")  # type: ignore[attr-defined]
-    page.wait_for_selector("[data-testid=sim-phone]:not(.hidden)")  # type: ignore[attr-defined]
+    wait_for_phone(page)
     assert "scan code" in page.inner_text("[data-testid=prompt]")  # type: ignore[attr-defined]
     shot(page, "qr-01-tap-or-scan")
-    page.click('#sim-phone button[data-phone="alipay"]')  # type: ignore[attr-defined]
+    show_code(page, "alipay")
     page.wait_for_selector("#view-result:not(.hidden)")  # type: ignore[attr-defined]
     assert page.inner_text("[data-testid=result]") == "Approved"  # type: ignore[attr-defined]
     assert "5.60 EUR" in page.inner_text("[data-testid=result-merchant]")  # type: ignore[attr-defined]
@@ -32,8 +32,8 @@ def test_scanned_phone_code_pays_and_shows_the_receipt(page: object) -> None:
 def test_expired_code_shows_the_reason(page: object) -> None:
     key_in(page, "300")
     page.click("[data-testid=charge]")  # type: ignore[attr-defined]
-    page.wait_for_selector("[data-testid=sim-phone]:not(.hidden)")  # type: ignore[attr-defined]
-    page.click('#sim-phone button[data-phone="expired"]')  # type: ignore[attr-defined]
+    wait_for_phone(page)
+    show_code(page, "expired")
     page.wait_for_selector("#view-result:not(.hidden)")  # type: ignore[attr-defined]
     assert page.inner_text("[data-testid=result]") == "Declined"  # type: ignore[attr-defined]
     merchant = page.inner_text("[data-testid=result-merchant]")  # type: ignore[attr-defined]
@@ -47,7 +47,7 @@ def test_merchant_presented_code_on_screen_paid_by_the_phone(page: object) -> No
     page.wait_for_selector("[data-testid=merchant-qr] svg")  # type: ignore[attr-defined]
     assert "Scan this code" in page.inner_text("[data-testid=prompt]")  # type: ignore[attr-defined]
     shot(page, "qr-05-merchant-code")
-    page.click("[data-testid=sim-pay-mpm]")  # type: ignore[attr-defined]
+    pay_merchant_code(page)
     page.wait_for_selector("#view-result:not(.hidden)")  # type: ignore[attr-defined]
     assert page.inner_text("[data-testid=result]") == "Approved"  # type: ignore[attr-defined]
     assert "9.90 EUR" in page.inner_text("[data-testid=result-merchant]")  # type: ignore[attr-defined]

@@ -39,6 +39,7 @@ def test_chinese_labels_are_chinese() -> None:
     latin_only = {k for k, v in zh.items() if not HAN.search(v)}
     assert latin_only == {
         "html_lang",
+        "speech_lang",  # the voice's language tag, zh-CN
         "card_visa",
         "card_mastercard",
         "card_maestro",
@@ -93,13 +94,19 @@ def test_the_script_asks_only_for_known_labels() -> None:
     keys = set(re.findall(r'\bt\(\s*"(\w+)"', script))
     for pair in re.findall(r'\bt\([^()]*?\?\s*"(\w+)"\s*:\s*"(\w+)"', script):
         keys.update(pair)
-    assert {"banner_waiting_one", "result_approved_offline", "eod_net"} <= keys
+    assert {"banner_waiting_one", "result_approved_offline", "eod_confirm_title"} <= keys
     # "kind_" + kind, "state_" + state, "host_failure_" + why the bank is not answering,
-    # "offline_" + where an offline sale is (a view's offline_status)
+    # "offline_" + where an offline sale is (a view's offline_status), "sim_acquirer_" +
+    # the simulated bank's mode + "_note" (the simulator drawer)
     prefixes = {k for k in keys if k.endswith("_")}
-    assert prefixes == {"kind_", "state_", "host_failure_", "offline_"}
+    assert prefixes == {"kind_", "state_", "host_failure_", "offline_", "sim_acquirer_"}
     for where in ("waiting", "sent", "declined"):
         assert f"offline_{where}" in ui_strings("en")
+    for mode in ("online", "drops", "unreachable"):
+        assert f"sim_acquirer_{mode}_note" in ui_strings("en")
+    # What refunds and voids did to a sale (a view's refund_state), as the list shows it.
+    for shown in ("partially_refunded", "refunded", "voided"):
+        assert f"state_{shown}" in ui_strings("en")
     missing = keys - prefixes - ui_strings("en").keys()
     assert not missing
 

@@ -95,6 +95,38 @@ def test_emv_tag_values_are_encoded() -> None:
     assert tags[0x9F1C] == b"PIPOS001"
 
 
+def test_page_feedback_defaults_tones_on_and_announcement_off(doc: dict[str, Any]) -> None:
+    assert default_params().terminal.sounds is True
+    assert default_params().terminal.announce_amount is False
+    # Both optional: a file from before they existed (an acquirer's) keeps working.
+    del doc["terminal"]["announce_amount"]
+    del doc["terminal"]["sounds"]
+    terminal = parse_params(doc, "params.json").terminal
+    assert (terminal.announce_amount, terminal.sounds) == (False, True)
+
+
+def test_page_feedback_is_what_the_acquirer_set(doc: dict[str, Any]) -> None:
+    doc["terminal"].update(announce_amount=True, sounds=False)
+    terminal = parse_params(doc, "params.json").terminal
+    assert (terminal.announce_amount, terminal.sounds) == (True, False)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    [
+        ("announce_amount", "yes", '"yes"'),
+        ("announce_amount", 1, "1"),
+        ("sounds", "false", '"false"'),
+        ("sounds", None, "null"),
+    ],
+)
+def test_page_feedback_must_be_a_boolean(
+    key: str, value: object, shown: str, doc: dict[str, Any]
+) -> None:
+    doc["terminal"][key] = value
+    assert errors_of(doc) == [f"params.json: terminal.{key}: expected true or false, got {shown}"]
+
+
 def test_load_params_from_file_with_ca_keys(tmp_path: Path, doc: dict[str, Any]) -> None:
     doc["ca_public_keys"] = [capk(), capk(index="F2", exponent="010001")]
     path = tmp_path / "params.json"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from terminal.domain.records import TxnRecord
-from terminal.store.journal import Journal, JournalError
+from terminal.store.journal import SCHEMA_VERSION, Journal, JournalError
 
 
 def _sale(txn_id: str, *, kind: str = "sale", original: str = "", amount: int = 1000) -> TxnRecord:
@@ -133,7 +133,7 @@ def test_a_schema_1_journal_gets_revisions_in_journal_order(tmp_path: Path) -> N
     assert (old.revision, new.revision) == (1, 2)
     assert journal.update(old, reason="after the upgrade").revision == 3
     journal.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 4
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_a_schema_2_journal_gets_its_extra_as_typed_fields(tmp_path: Path) -> None:

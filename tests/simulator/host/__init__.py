@@ -1,0 +1,1 @@
+"""Tests of simulator/host/: the simulated acquirer host on a real socket."""
