@@ -28,16 +28,21 @@ busy, wrong state or no printer configured, 413 body too large (with or without
 Content-Length), 422 invalid field, 423 PIN locked for this caller (``retry_after``: seconds,
 also in the ``Retry-After`` header; ``reason``: wrong, locked or tampered), 503 acquirer or
 printer unavailable, or no merchant PIN set (pin_unavailable). The numbers are there so that
-a client (the checkout page) can say it in its own language; ``message`` is English, except
-for 503 acquirer_unavailable, whose ``message`` is in the terminal's language and whose
-``reason`` says why the bank could not be asked (not_connected, unreachable, no_answer,
-host_error): never an exception's text. The endpoints are described in docs/api.md.
+a client (the checkout page) can say it in its own language; where one code covers several
+causes, ``reason`` names the cause (invalid_state: offline_not_sent, void_settled,
+not_finished, ...; the list is in docs/api.md), and the page's text is the catalogue's
+``error_<code>_<reason>`` (else ``error_<code>``) in the terminal's language. ``message`` is
+English, for the register, except for 503 acquirer_unavailable, whose ``message`` is in the
+terminal's language and whose ``reason`` says why the bank could not be asked
+(not_connected, unreachable, no_answer, host_error, pending_refund, pending_void): never an
+exception's text. The endpoints are described in docs/api.md.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -45,7 +50,7 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import date
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -109,6 +114,8 @@ __all__ = [
     "create_api",
     "render_svg",
 ]
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024
 #: The checkout page's name as a caller (audit log, PIN guard): its credential is its
@@ -210,6 +217,33 @@ class _ApiError(Exception):
 
 
 _HTTP_ERROR_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}
+#: The HTTP status of each of the checkout's refusals, by its code (CheckoutError.code);
+#: any other refusal is 409.
+_CHECKOUT_STATUS: Final[Mapping[str, int]] = {
+    BusyError.code: 409,
+    NotFoundError.code: 404,
+    DeclinedAfterTheFactError.code: 409,
+    StateError.code: 409,
+    RequestError.code: 422,
+    AcquirerRequiredError.code: 503,
+}
+
+
+def _unfinished(txn_id: str) -> _ApiError:
+    """A receipt asked of a transaction still running: it has none yet."""
+    return _ApiError(
+        409,
+        "invalid_state",
+        f"transaction {txn_id} has not finished",
+        details={"reason": "not_finished"},
+    )
+
+
+def _printer_failed(exc: PrinterError) -> _ApiError:
+    """The printer refused: the device's own words (an OSError's "[Errno 2] ...") go to the
+    log and the register's English message; the page words it by the code alone."""
+    log.warning("printing failed: %s", exc)
+    return _ApiError(503, "printer_error", str(exc))
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -538,24 +572,21 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
 
     @app.exception_handler(CheckoutError)
     async def _checkout_error(request: Request, exc: CheckoutError) -> Response:
-        if isinstance(exc, BusyError):
-            return _error(409, "busy", str(exc))
-        if isinstance(exc, NotFoundError):
-            return _error(404, "not_found", str(exc))
-        if isinstance(exc, DeclinedAfterTheFactError):
-            return _error(409, "declined_by_bank", str(exc))
-        if isinstance(exc, StateError):
-            return _error(409, "invalid_state", str(exc))
-        if isinstance(exc, RequestError):
-            return _error(422, "invalid_request", str(exc))
+        # The code by the refusal's class, and its `reason` where one code covers several
+        # causes: the page words it by the two in the terminal's language (ui string
+        # error_<code>_<reason>); `message` stays English, for the register and the log.
+        status = _CHECKOUT_STATUS.get(type(exc).code, 409)
+        details = {"reason": exc.reason} if exc.reason else {}
         if isinstance(exc, AcquirerRequiredError):
             # Said in the terminal's language by why the bank could not be asked; the
             # exception's own text (a socket's "[Errno 111] ...") is the log's, never this.
             cause = exc.__cause__
-            reason = link_failure(cause) if isinstance(cause, AcquirerError) else "not_connected"
+            reason = exc.reason or (
+                link_failure(cause) if isinstance(cause, AcquirerError) else "not_connected"
+            )
             text = ui_strings(checkout.language)[f"error_acquirer_unavailable_{reason}"]
-            return _error(503, "acquirer_unavailable", text, details={"reason": reason})
-        return _error(409, "refused", str(exc))
+            return _error(status, exc.code, text, details={"reason": reason})
+        return _error(status, type(exc).code, str(exc), details=details)
 
     tokens = dict(settings.tokens)
     kiosk = settings.kiosk
@@ -783,7 +814,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     ) -> Response:
         record = checkout.get(txn_id)
         if not record.finished:
-            raise _ApiError(409, "invalid_state", f"transaction {txn_id} has not finished")
+            raise _unfinished(txn_id)
         rec = build_receipt(
             record,
             checkout.params,
@@ -806,7 +837,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             # Not a passing outage but how this terminal is set up: a client error (409).
             raise _ApiError(409, "no_printer", "no receipt printer is configured")
         if not record.finished:
-            raise _ApiError(409, "invalid_state", f"transaction {txn_id} has not finished")
+            raise _unfinished(txn_id)
         copies = (body or PrintBody()).copies
         receipts = [
             build_receipt(
@@ -821,7 +852,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         try:
             print_receipt(settings.printer_url, receipts)
         except PrinterError as exc:
-            raise _ApiError(503, "printer_error", str(exc)) from exc
+            raise _printer_failed(exc) from exc
         return {"printed": list(copies)}
 
     # --- totals, queue, health --------------------------------------------------------
@@ -907,7 +938,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         try:
             print_receipt(settings.printer_url, [BatchReport(tuple(report["text"]))])
         except PrinterError as exc:
-            raise _ApiError(503, "printer_error", str(exc)) from exc
+            raise _printer_failed(exc) from exc
         return {"printed": batch_id}
 
     @app.get("/api/v1/queue", tags=["status"])

@@ -63,21 +63,30 @@ class CodePayments(CheckoutCore):
     def merchant_qr_payload(self, record: TxnRecord) -> str:
         """The EMVCo MPM payload a merchant-presented sale shows (NotFoundError otherwise)."""
         if not record.qr_payload:
-            raise NotFoundError(f"sale {record.id} has no merchant-presented code")
+            raise NotFoundError(
+                f"sale {record.id} has no merchant-presented code", reason="no_code"
+            )
         return record.qr_payload
 
     def _merchant_qr_fields(self, amount: int) -> dict[str, Any]:
         if not (self.params.qr.enabled and self.params.qr.merchant_presented):
-            raise RequestError("merchant-presented codes are not enabled in the parameters")
+            raise RequestError(
+                "merchant-presented codes are not enabled in the parameters",
+                reason="qr_disabled",
+            )
         if self._qr_client is None:
-            raise AcquirerRequiredError("the terminal is not connected to an acquirer")
+            raise AcquirerRequiredError(
+                "the terminal is not connected to an acquirer", reason="not_connected"
+            )
         order_id = new_order_id(self._random)
         try:
             # The order id is the code's reference label (MPM 62/05): the wallet provider's
             # notification names it, so the acquirer knows which order was paid.
             payload = merchant_payload(self.params, amount, reference=order_id)
         except MerchantCodeError as exc:
-            raise RequestError(f"cannot make the merchant-presented code: {exc}") from exc
+            raise RequestError(
+                f"cannot make the merchant-presented code: {exc}", reason="qr_unavailable"
+            ) from exc
         return {"method": Method.MERCHANT_QR, "qr_order_id": order_id, "qr_payload": payload}
 
     def _qr(self) -> QrClient:

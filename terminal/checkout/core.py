@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any, Final
 
+from emv.kernel.config import KERNEL_MASTERCARD
+
 from ..acquirer.client import AcquirerClient, AcquirerError, ReversalPendingError
 from ..acquirer.qr_client import QrClient
 from ..domain.currency import MAX_EMV_AMOUNT, UnknownCurrencyError, currency, format_amount
@@ -209,6 +211,7 @@ class CheckoutCore:
         #: What the composition adds to the status (a demo stack: its simulated acquirer's
         #: mode), in every status answer and event.
         self.extra_status: Callable[[], Mapping[str, Any]] = dict
+        self._status_publish_lock = threading.Lock()
         #: The zone the merchant's dates are in (the list's date filter); None: the
         #: machine's local zone, as the kiosk's clock shows it.
         self.local_zone: tzinfo | None = None
@@ -237,7 +240,12 @@ class CheckoutCore:
         terminal's language."""
         data = record.to_json()
         data["amount_text"] = format_amount(record.amount, record.currency)
+        # An offline sale still in the queue: the bank has no reference to refund against
+        # yet, so nothing is refundable now; `refundable_after_sync` says it will be.
         data["refundable_amount"] = self._refundable(record)
+        data["refundable_after_sync"] = (
+            record.offline_status == "waiting" and self._left_to_refund(record) > 0
+        )
         data["voidable"] = self._voidable(record)
         # An offline sale: "waiting" in the queue, "sent", or "declined" by the bank after
         # the fact (needs the merchant's attention); None for online ones.
@@ -339,7 +347,9 @@ class CheckoutCore:
     def get(self, txn_id: str) -> TxnRecord:
         record = self.journal.get(txn_id)
         if record is None:
-            raise NotFoundError(f"no transaction {txn_id!r} on this terminal")
+            raise NotFoundError(
+                f"no transaction {txn_id!r} on this terminal", reason="no_transaction"
+            )
         return record
 
     @property
@@ -404,8 +414,8 @@ class CheckoutCore:
             "contactless_limits": self.contactless_limits(),
             # The page's sounds and spoken announcement of the approved amount (parameters
             # terminal.sounds, terminal.announce_amount; off by default, sounds on).
-            "announce": bool(getattr(self.params.terminal, "announce_amount", False)),
-            "sounds": bool(getattr(self.params.terminal, "sounds", True)),
+            "announce": self.params.terminal.announce_amount,
+            "sounds": self.params.terminal.sounds,
         } | dict(self.extra_status())
 
     def contactless_limits(self) -> list[dict[str, Any]]:
@@ -414,7 +424,13 @@ class CheckoutCore:
         Reader Contactless Transaction Limit), the amount from which a card of that brand
         cannot pay contactless, and the higher limit for a phone that verifies its holder
         (C-2 DF8125, on-device CVM; None when not configured). An AID without a limit
-        (0) is left out."""
+        (0) is left out.
+
+        `refused_from` is the first amount the reader refuses, as the AID's kernel compares:
+        Entry Point for Kernel 3 and the others refuses at "amount greater than or equal to"
+        the limit (Book B v2.10 §3.1.1.6), so from the limit itself; Kernel 2 checks its own
+        limits, "greater than" (Book C-2 v2.10 S456.14), so from one minor unit above it
+        (the same for its on-device CVM limit: `on_device_cvm_refused_from`)."""
         code = self.params.terminal.currency_code
         limits = []
         for aid in self.params.aids:
@@ -422,17 +438,27 @@ class CheckoutCore:
             if amount <= 0:
                 continue
             on_device = aid.limits.contactless_transaction_on_device_cvm
+            above = 1 if aid.kernel_id == KERNEL_MASTERCARD else 0
+            refused_from = amount + above
+            on_device_from = None if on_device is None else on_device + above
             limits.append(
                 {
                     "brand": aid.label,
                     "brand_text": brand_text(aid.label, self.language),
                     "aid": aid.aid.hex().upper(),
+                    "kernel_id": aid.kernel_id,
                     "amount": amount,
                     "text": format_amount(amount, code),
+                    "refused_from": refused_from,
+                    "refused_from_text": format_amount(refused_from, code),
                     "on_device_cvm_amount": on_device,
                     "on_device_cvm_text": ""
                     if on_device is None
                     else format_amount(on_device, code),
+                    "on_device_cvm_refused_from": on_device_from,
+                    "on_device_cvm_refused_from_text": ""
+                    if on_device_from is None
+                    else format_amount(on_device_from, code),
                 }
             )
         return limits
@@ -540,7 +566,11 @@ class CheckoutCore:
             self.host_failure = failure or "no_answer"
 
     def _publish_status(self) -> None:
-        self.events.publish("status", self.status())
+        # Computed and published in one step: two threads publishing at once (a sync, the
+        # demo's acquirer switch) publish in the order they looked, so the last status
+        # event is never an older picture than the one before it.
+        with self._status_publish_lock:
+            self.events.publish("status", self.status())
 
     def publish_status(self) -> None:
         """Tell every follower of the event stream the terminal's status now (something
@@ -549,20 +579,28 @@ class CheckoutCore:
 
     def _check_amount(self, amount: int, currency_code: int) -> None:
         if isinstance(amount, bool) or not isinstance(amount, int):
-            raise RequestError("amount must be an integer number of minor units")
+            raise RequestError(
+                "amount must be an integer number of minor units", reason="amount_not_integer"
+            )
         if amount <= 0:
-            raise RequestError(f"amount must be positive, got {amount}")
+            raise RequestError(
+                f"amount must be positive, got {amount}", reason="amount_not_positive"
+            )
         if amount > MAX_EMV_AMOUNT:
-            raise RequestError(f"amount {amount} exceeds the EMV maximum {MAX_EMV_AMOUNT}")
+            raise RequestError(
+                f"amount {amount} exceeds the EMV maximum {MAX_EMV_AMOUNT}",
+                reason="amount_too_large",
+            )
         try:
             currency(currency_code)
         except UnknownCurrencyError as exc:
-            raise RequestError(str(exc)) from exc
+            raise RequestError(str(exc), reason="unknown_currency") from exc
         if currency_code != self.params.terminal.currency_code:
             raise RequestError(
                 f"currency {currency_code:03d} is not accepted: this terminal takes "
                 f"{currency(self.params.terminal.currency_code).alpha} "
-                f"({self.params.terminal.currency_code:03d})"
+                f"({self.params.terminal.currency_code:03d})",
+                reason="wrong_currency",
             )
 
     def _finish(
@@ -603,12 +641,21 @@ class CheckoutCore:
             return body, b"", ""
         return body, self._signer.sign(body), self._signer.key_id
 
-    def _refundable(self, record: TxnRecord) -> int:
+    def _left_to_refund(self, record: TxnRecord) -> int:
+        """What of an approved sale has not been refunded (0: voided, declined, not a
+        sale), whether or not the bank can refund it yet."""
         if record.kind is not Kind.SALE or record.voided:
             return 0
         if record.state not in APPROVED_STATES or record.declined_after_the_fact:
             return 0  # a sale the bank declined after the fact brought no money in
         return record.amount - record.refunded_amount
+
+    def _refundable(self, record: TxnRecord) -> int:
+        """What can be refunded now: nothing of an offline sale still waiting in the queue
+        (the bank has not got it, so it has nothing to refund against)."""
+        if record.offline_status == "waiting":
+            return 0
+        return self._left_to_refund(record)
 
     def _voidable(self, record: TxnRecord) -> bool:
         return (

@@ -182,7 +182,7 @@ class Reconciliation(RefundsAndVoids):
         (a batch an earlier version closed: what it kept). NotFoundError for another id."""
         batch = self.journal.batch(batch_id)
         if batch is None:
-            raise NotFoundError(f"no batch {batch_id!r} on this terminal")
+            raise NotFoundError(f"no batch {batch_id!r} on this terminal", reason="no_batch")
         return self._stored_report(batch)
 
     def batch_history(
@@ -288,7 +288,9 @@ class Reconciliation(RefundsAndVoids):
         refunds; offline sales still waiting stay in the open batch (`still_offline`)."""
         with self._holding():
             if self._acquirer is None:
-                raise AcquirerRequiredError("the terminal is not connected to an acquirer")
+                raise AcquirerRequiredError(
+                    "the terminal is not connected to an acquirer", reason="not_connected"
+                )
             sync = self._safe_sync()
             mine = self.journal.open_totals(waiting=False)
             try:
@@ -395,14 +397,10 @@ class Reconciliation(RefundsAndVoids):
         return self.host_online
 
     def _mark_synced(self) -> None:
-        """Copy the host references (and after-the-fact declines) from the queue."""
-        for record in self.journal.recent(limit=500):
-            if (
-                record.state is not State.APPROVED_OFFLINE
-                or record.host_ref
-                or not record.offline_id
-            ):
-                continue
+        """Copy the host references (and after-the-fact declines) from the queue, for every
+        offline sale the journal still holds as waiting (selected by the journal, never a
+        window of the newest: an older sale the bank got is marked too)."""
+        for record in self.journal.waiting_offline():
             state, ref = self.queue.host_ref(record.offline_id)
             if state == QueueState.DECLINED:
                 self._transition(

@@ -44,9 +44,10 @@ class RefundsAndVoids(CheckoutCore):
                 return ref
             raise StateError(
                 f"sale {sale.id} is still in the offline queue ({state or 'unknown'}); "
-                "it can be refunded once it has been sent to the bank"
+                "it can be refunded once it has been sent to the bank",
+                reason="offline_not_sent",
             )
-        raise StateError(f"sale {sale.id} has no bank reference")
+        raise StateError(f"sale {sale.id} has no bank reference", reason="no_bank_reference")
 
     def _undo_record(self, sale: TxnRecord, kind: Kind, amount: int, **fields: Any) -> TxnRecord:
         """Journal a refund or void of `sale` before its request leaves, and make it the
@@ -79,41 +80,50 @@ class RefundsAndVoids(CheckoutCore):
         """Refund (part of) an approved sale to the card it was paid with."""
         sale = self.get(original_id)
         if sale.kind is not Kind.SALE:
-            raise StateError(f"{original_id} is a {sale.kind}, only sales can be refunded")
-        _refuse_declined_after_the_fact(sale, "refunded")
-        refundable = self._refundable(sale)
-        if refundable <= 0:
             raise StateError(
-                f"sale {original_id} cannot be refunded ({sale.state}"
-                + (
-                    ", voided"
-                    if sale.voided
-                    else ", already fully refunded"
-                    if sale.refunded_amount
-                    else ""
-                )
-                + ")"
+                f"{original_id} is a {sale.kind}, only sales can be refunded",
+                reason="refund_not_a_sale",
+            )
+        _refuse_declined_after_the_fact(sale, "refunded")
+        # What is left of the sale, whether or not the bank has it yet: an offline sale
+        # still in the queue is refused below, by its own reason, once the queue is asked
+        # (the forwarder may have sent it a moment ago).
+        refundable = self._left_to_refund(sale)
+        if refundable <= 0:
+            if sale.voided:
+                why, reason = ", voided", "refund_voided"
+            elif sale.refunded_amount:
+                why, reason = ", already fully refunded", "refund_fully_refunded"
+            else:
+                why, reason = "", "refund_not_approved"
+            raise StateError(
+                f"sale {original_id} cannot be refunded ({sale.state}{why})", reason=reason
             )
         amount = refundable if amount is None else amount
         self._check_amount(amount, sale.currency)
         if amount > refundable:
             raise RequestError(
                 f"refund of {format_amount(amount, sale.currency)} exceeds what is left to "
-                f"refund ({format_amount(refundable, sale.currency)})"
+                f"refund ({format_amount(refundable, sale.currency)})",
+                reason="refund_too_much",
             )
         with self._holding():
             host_ref = self._resolve_host_ref(sale)
             if self._acquirer is None:
-                raise AcquirerRequiredError("the terminal is not connected to an acquirer")
+                raise AcquirerRequiredError(
+                    "the terminal is not connected to an acquirer", reason="not_connected"
+                )
             self._settle_unknown_refunds(sale, host_ref, self._acquirer)
             # Checked again now that the terminal is ours: another refund or a void may have
             # finished since the checks above.
             sale = self.get(original_id)
             _refuse_declined_after_the_fact(sale, "refunded")
-            if amount > self._refundable(sale):
+            left = self._left_to_refund(sale)
+            if amount > left:
                 raise StateError(
                     f"refund of {format_amount(amount, sale.currency)} exceeds what is left to "
-                    f"refund ({format_amount(self._refundable(sale), sale.currency)})"
+                    f"refund ({format_amount(left, sale.currency)})",
+                    reason="refund_too_much",
                 )
             record = self._undo_record(
                 sale,
@@ -164,7 +174,8 @@ class RefundsAndVoids(CheckoutCore):
             except AcquirerError as exc:
                 raise AcquirerRequiredError(
                     f"an earlier refund ({earlier.id}) of this sale has no answer from the bank "
-                    "yet; try again when the bank can be reached"
+                    "yet; try again when the bank can be reached",
+                    reason="pending_refund",
                 ) from exc
             self._link(True)
             went_through.append(
@@ -183,18 +194,29 @@ class RefundsAndVoids(CheckoutCore):
             )
             raise StateError(
                 f"an earlier refund of this sale did reach the bank and is now recorded as "
-                f"approved: {done}; nothing more was refunded"
+                f"approved: {done}; nothing more was refunded",
+                reason="earlier_refund_done",
             )
 
     def _check_voidable(self, sale: TxnRecord) -> None:
         _refuse_declined_after_the_fact(sale, "voided")
-        if not self._voidable(sale):
-            why = (
-                "only approved online sales not yet settled or refunded can be voided"
-                if sale.kind is Kind.SALE
-                else f"{sale.id} is a {sale.kind}"
-            )
-            raise StateError(f"{sale.id} cannot be voided: {why}")
+        if self._voidable(sale):
+            return
+        why = "only approved online sales not yet settled or refunded can be voided"
+        # The first that holds says what stands in the way (the merchant's text by reason).
+        if sale.kind is not Kind.SALE:
+            why, reason = f"{sale.id} is a {sale.kind}", "void_not_a_sale"
+        elif sale.voided:
+            reason = "void_already_voided"
+        elif sale.state is State.APPROVED_OFFLINE:
+            reason = "void_offline"  # the bank got it later, in a batch: refund it instead
+        elif sale.state is not State.APPROVED or not sale.host_ref:
+            reason = "void_not_approved"
+        elif sale.batch_id:
+            reason = "void_settled"  # closed at an end of day: too late, refund it instead
+        else:
+            reason = "void_refunded"
+        raise StateError(f"{sale.id} cannot be voided: {why}", reason=reason)
 
     def _settle_unknown_voids(self, sale_id: str | None = None) -> list[TxnRecord]:
         """Re-send, under their own idempotency keys, the voids whose answer was lost (of
@@ -233,15 +255,20 @@ class RefundsAndVoids(CheckoutCore):
         """Cancel an approved online sale that is not settled yet (no money moves)."""
         self._check_voidable(self.get(original_id))
         if self._acquirer is None:
-            raise AcquirerRequiredError("the terminal is not connected to an acquirer")
+            raise AcquirerRequiredError(
+                "the terminal is not connected to an acquirer", reason="not_connected"
+            )
         acquirer = self._acquirer
         with self._holding():
             # An earlier void of this sale whose answer was lost is settled first: it may
             # have voided the sale already (then the check below refuses a second one).
             if self._settle_unknown_voids(original_id):
+                # Its own reason: no exception says why (the settler keeps those for the
+                # log), and "not connected" would be untrue of a terminal with a bank.
                 raise AcquirerRequiredError(
                     "an earlier void of this sale has no answer from the bank yet; try again "
-                    "when the bank can be reached"
+                    "when the bank can be reached",
+                    reason="pending_void",
                 )
             # Read again under the terminal's lock: a refund may have finished in between.
             sale = self.get(original_id)

@@ -15,6 +15,9 @@ from drivers.scanner import CodeScanner, ScanRejectedError
 from emv.carddata import CardAccount, CardAccountError, read_account
 from emv.kernel import CardData, CryptogramKind, Outcome, OutcomeKind
 from emv.kernel.outcome import Start
+from emv.qr.classify import classify
+from emv.qr.errors import QrError
+from emv.qr.wallet import WalletCodeTable
 from offline_queue.limits import OfflineDecision
 from offline_queue.model import CardData as QueueCardData
 from offline_queue.model import OfflinePayment
@@ -85,7 +88,10 @@ class Sales(CodePayments):
         code = self.params.terminal.currency_code if currency_code is None else currency_code
         self._check_amount(amount, code)
         if method not in SALE_METHODS:
-            raise RequestError(f"unknown payment method {method!r}: one of {SALE_METHODS}")
+            raise RequestError(
+                f"unknown payment method {method!r}: one of {SALE_METHODS}",
+                reason="unknown_method",
+            )
         fields: dict[str, Any] = {}
         stage = Stage.WAITING_FOR_CARD
         entry_mode = "contactless"
@@ -154,11 +160,15 @@ class Sales(CodePayments):
                 target = txn_id or "(none)"
                 record = self.journal.get(target) if txn_id else None
                 if record is not None and record.finished:
-                    raise StateError(f"transaction {target} has already finished ({record.state})")
-                raise NotFoundError(f"no transaction {target} is running")
+                    raise StateError(
+                        f"transaction {target} has already finished ({record.state})",
+                        reason="already_finished",
+                    )
+                raise NotFoundError(f"no transaction {target} is running", reason="not_running")
             if not self._cancellable:
                 raise StateError(
-                    "too late to cancel: the card has been read and the payment is being completed"
+                    "too late to cancel: the card has been read and the payment is being completed",
+                    reason="too_late_to_cancel",
                 )
             self._cancel.set()
             if self._stop_wait is not None:
@@ -431,6 +441,19 @@ class Sales(CodePayments):
                     log.warning("code scanner failed: %s", exc)
                     scan_problem.append(str(exc))
                     return
+                damage = _damaged_read(code, self.qr_params.wallet_table)
+                if damage:
+                    # A payment code read with a character lost or misread: the customer
+                    # holds the phone again; the sale goes on.
+                    self.events.publish(
+                        "scan_rejected",
+                        {
+                            "id": record.id,
+                            "message": ui_strings(self.language)["scan_rejected"],
+                            "reason": f"code not read: {damage}",
+                        },
+                    )
+                    continue
                 claim("code", code)
                 return
 
@@ -663,3 +686,16 @@ class Sales(CodePayments):
         # upload; an AAC is the card's own refusal and is never stored.
         card_ok = outcome.cryptogram in (CryptogramKind.TC, CryptogramKind.ARQC)
         return record, self.queue.admit(payment, card_approves_offline=card_ok, now=captured_at)
+
+
+def _damaged_read(code: str, table: WalletCodeTable) -> str:
+    """Why a scanned text is a damaged read of a payment code ("" when it is not): a wallet
+    or EMVCo code with a corrupt or missing part. Anything else goes on to be paid or
+    refused with its own reason: a whole code the acquirer refuses (expired, used), a
+    merchant's own code, text that is no payment code at all (a menu's web address)."""
+    try:
+        classify(code, table)
+    except QrError as exc:
+        if getattr(exc, "reason", "") in ("corrupt", "truncated"):
+            return str(exc)
+    return ""

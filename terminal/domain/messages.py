@@ -489,6 +489,8 @@ _RECEIPT_TEXT: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "status_declined": "DECLINED",
             "status_cancelled": "CANCELLED",
             "status_failed": "FAILED",
+            # An offline sale the bank declined when it was sent: no money came in.
+            "status_declined_after_the_fact": "DECLINED BY THE BANK AFTERWARDS",
             "signature": "CARDHOLDER SIGNATURE",
             "copy_merchant": "MERCHANT COPY",
             "copy_customer": "CUSTOMER COPY",
@@ -552,6 +554,7 @@ _RECEIPT_TEXT: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "status_declined": "交易被拒绝",
             "status_cancelled": "已取消",
             "status_failed": "交易失败",
+            "status_declined_after_the_fact": "事后被银行拒绝",
             "signature": "持卡人签名",
             "agree": "本人确认以上交易，同意将其记入本卡账户",
             "copy_merchant": "商户存根",
@@ -783,6 +786,83 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
                 "check the transaction list"
             ),
             "banner_ack": "OK",
+            # The checkout's refusals by code and reason (the API error's `code` and
+            # `reason`; terminal.checkout.errors), and the API's own codes, as the page
+            # shows them: what happened and what to do, never the server's English words.
+            "error_invalid_state_offline_not_sent": (
+                "This offline payment has not been sent to the bank yet: refund it after it is sent"
+            ),
+            "error_invalid_state_no_bank_reference": (
+                "The bank has no reference for this payment, so it cannot be refunded here"
+            ),
+            "error_invalid_state_refund_not_a_sale": "Only sales can be refunded",
+            "error_invalid_state_refund_voided": "This sale was voided: there is nothing to refund",
+            "error_invalid_state_refund_fully_refunded": "This sale has already been refunded "
+            "in full",
+            "error_invalid_state_refund_not_approved": "This sale was not approved: there is "
+            "nothing to refund",
+            "error_invalid_state_refund_too_much": "The amount is more than is left to refund "
+            "on this sale",
+            "error_invalid_request_refund_too_much": "The amount is more than is left to "
+            "refund on this sale",
+            "error_invalid_state_earlier_refund_done": (
+                "An earlier refund of this sale did reach the bank and is now recorded: "
+                "nothing more was refunded. Check the sale before refunding again"
+            ),
+            "error_invalid_state_void_not_a_sale": "Only sales can be voided",
+            "error_invalid_state_void_already_voided": "This sale has already been voided",
+            "error_invalid_state_void_offline": "An offline payment cannot be voided: refund "
+            "it instead",
+            "error_invalid_state_void_not_approved": "This sale was not approved: there is "
+            "nothing to void",
+            "error_invalid_state_void_settled": (
+                "This sale was closed at an end of day and can no longer be voided: refund it "
+                "instead"
+            ),
+            "error_invalid_state_void_refunded": "A sale with a refund cannot be voided: "
+            "refund the rest instead",
+            "error_invalid_state_already_finished": "This payment has already finished",
+            "error_invalid_state_too_late_to_cancel": (
+                "Too late to cancel: the card has been read and the payment is being completed"
+            ),
+            "error_invalid_state_not_finished": "This payment is still running: its receipt "
+            "comes when it ends",
+            "error_invalid_request_amount_not_integer": "The amount is not valid",
+            "error_invalid_request_amount_not_positive": "Enter an amount above zero",
+            "error_invalid_request_amount_too_large": "The amount is too large for a card payment",
+            "error_invalid_request_unknown_currency": "Unknown currency",
+            "error_invalid_request_wrong_currency": "This terminal does not take payments in "
+            "this currency",
+            "error_invalid_request_unknown_method": "Unknown payment method",
+            "error_invalid_request_qr_disabled": "QR code payments are not enabled on this "
+            "terminal",
+            "error_invalid_request_qr_unavailable": "The QR code cannot be made for this payment",
+            "error_not_found_no_transaction": "No such transaction on this terminal",
+            "error_not_found_no_batch": "No such batch on this terminal",
+            "error_not_found_no_code": "This sale has no QR code to show",
+            "error_not_found_not_running": "No payment is in progress",
+            "error_acquirer_unavailable_pending_refund": (
+                "An earlier refund of this sale has no answer from the bank yet: try again "
+                "when the bank can be reached"
+            ),
+            "error_acquirer_unavailable_pending_void": (
+                "An earlier void of this sale has no answer from the bank yet: try again when "
+                "the bank can be reached"
+            ),
+            "error_unknown_currency": "Unknown currency",
+            "error_malformed_body": "The terminal could not read the request",
+            "error_method_not_allowed": "The terminal does not offer this operation",
+            "error_http_error": "The terminal answered HTTP {status}",
+            "error_unauthorised": "This screen is not signed in to the terminal: open the "
+            "kiosk again (pipos kiosk)",
+            "error_unknown_language": "The terminal does not speak this language",
+            "error_unknown_card": "No such simulated card",
+            "error_unreadable_code": "The scanner could not read this code",
+            "error_simulator_error": "The simulator did not work: see the terminal's log",
+            "error_not_paid": "The simulated phone could not pay this code",
+            "error_docs_unavailable": "The API documentation is not installed on this terminal",
+            # An offline sale still waiting to be sent (a view's refundable_after_sync).
+            "refund_after_sync": "Can be refunded once sent to the bank",
             # A transaction's title (its view's `title`): what happened, for the result
             # screen and the list (terminal.checkout.core: title_key).
             "title_in_progress": "In progress",
@@ -856,8 +936,9 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "scan_rejected": "Code not read - scan it again",
             "sync_failed": "Could not send: {reason}",
             "sync_sending": "Sending...",
-            # The API's errors as the page shows them, by the error's code ("{message}": the
-            # API's own English text, for the codes whose detail matters).
+            # The API's errors as the page shows them, by the error's code. "{message}" (the
+            # API's own English text) only in English, for a code whose cause has no reason:
+            # another language never shows it.
             "error_wrong_pin": "Wrong PIN ({tries} tries left before PIN entry is locked)",
             "error_pin_locked": "Merchant PIN locked after too many wrong PINs: try again in "
             "{seconds} s",
@@ -876,7 +957,8 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "error_refused": "{message}",
             "error_not_found": "{message}",
             "error_no_printer": "No receipt printer is set up on this terminal",
-            "error_printer_error": "The printer failed: {message}",
+            "error_printer_error": "The printer failed: check that it is on, connected and "
+            "has paper",
             "error_http": "The terminal answered HTTP {status}",
             # --- the page's own labels (issue 17: fit, list, end of day, feedback) ---
             "error_terminal_unreachable": "The terminal does not answer: check that pipos runs",
@@ -949,6 +1031,7 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "is closed with the bank. This cannot be undone.",
             "eod_close": "Close the batch",
             "eod_closing": "Closing the batch with the bank...",
+            "report_legacy_note": "Closed by an earlier version: the bank's totals only",
         },
         "zh": {
             "html_lang": "zh-CN",
@@ -1022,6 +1105,56 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "banner_waiting_other": "{count} 笔交易待上送：{amounts}",
             "banner_flagged": "{count} 笔脱机交易事后被银行拒绝 - 请查看交易记录",
             "banner_ack": "知道了",
+            "error_invalid_state_offline_not_sent": "该脱机交易尚未上送银行：请在上送后再退款",
+            "error_invalid_state_no_bank_reference": "银行没有该笔交易的参考号，无法在此退款",
+            "error_invalid_state_refund_not_a_sale": "只有消费交易可以退款",
+            "error_invalid_state_refund_voided": "该笔消费已撤销：没有可退的金额",
+            "error_invalid_state_refund_fully_refunded": "该笔消费已全额退款",
+            "error_invalid_state_refund_not_approved": "该笔消费未成功：没有可退的金额",
+            "error_invalid_state_refund_too_much": "退款金额超过该笔消费的剩余可退金额",
+            "error_invalid_request_refund_too_much": "退款金额超过该笔消费的剩余可退金额",
+            "error_invalid_state_earlier_refund_done": (
+                "该笔消费此前的一笔退款已到达银行并已记录：本次未再退款。请先查看该笔消费再决定"
+            ),
+            "error_invalid_state_void_not_a_sale": "只有消费交易可以撤销",
+            "error_invalid_state_void_already_voided": "该笔消费已撤销",
+            "error_invalid_state_void_offline": "脱机交易不能撤销：请改为退款",
+            "error_invalid_state_void_not_approved": "该笔消费未成功：无需撤销",
+            "error_invalid_state_void_settled": "该笔消费已日终结算，不能再撤销：请改为退款",
+            "error_invalid_state_void_refunded": "已有退款的消费不能撤销：请退还剩余金额",
+            "error_invalid_state_already_finished": "该笔交易已结束",
+            "error_invalid_state_too_late_to_cancel": "无法取消：卡片已读取，交易正在完成",
+            "error_invalid_state_not_finished": "该笔交易仍在进行：结束后才有小票",
+            "error_invalid_request_amount_not_integer": "金额无效",
+            "error_invalid_request_amount_not_positive": "请输入大于零的金额",
+            "error_invalid_request_amount_too_large": "金额超出银行卡交易的上限",
+            "error_invalid_request_unknown_currency": "未知的币种",
+            "error_invalid_request_wrong_currency": "本终端不受理该币种",
+            "error_invalid_request_unknown_method": "未知的支付方式",
+            "error_invalid_request_qr_disabled": "本终端未开通收款码支付",
+            "error_invalid_request_qr_unavailable": "无法为该笔交易生成收款码",
+            "error_not_found_no_transaction": "本终端没有该笔交易",
+            "error_not_found_no_batch": "本终端没有该批次",
+            "error_not_found_no_code": "该笔交易没有收款码",
+            "error_not_found_not_running": "当前没有进行中的交易",
+            "error_acquirer_unavailable_pending_refund": (
+                "该笔消费此前的一笔退款尚未收到银行应答：请在能连接银行时重试"
+            ),
+            "error_acquirer_unavailable_pending_void": (
+                "该笔消费此前的一笔撤销尚未收到银行应答：请在能连接银行时重试"
+            ),
+            "error_unknown_currency": "未知的币种",
+            "error_malformed_body": "终端无法读取该请求",
+            "error_method_not_allowed": "终端不支持此操作",
+            "error_http_error": "终端返回错误 HTTP {status}",
+            "error_unauthorised": "此屏幕未登录终端：请重新打开收银页面（pipos kiosk）",
+            "error_unknown_language": "终端不支持该语言",
+            "error_unknown_card": "没有这种模拟卡",
+            "error_unreadable_code": "扫码器无法识别该码",
+            "error_simulator_error": "模拟器出错：请查看终端日志",
+            "error_not_paid": "模拟手机未能支付该收款码",
+            "error_docs_unavailable": "本终端未安装接口文档",
+            "refund_after_sync": "上送银行后可退款",
             "title_in_progress": "处理中",
             "title_approved": "交易成功",
             "title_approved_offline": "脱机交易成功",
@@ -1096,13 +1229,13 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "error_host_not_allowed": (
                 "此屏幕使用的地址不被终端接受：请重新打开收银页面（pipos kiosk）"
             ),
-            "error_acquirer_unavailable": "无法连接银行，请稍后重试（{message}）",
-            "error_invalid_state": "当前无法执行此操作（{message}）",
-            "error_invalid_request": "请求无效（{message}）",
-            "error_refused": "终端拒绝了此操作（{message}）",
-            "error_not_found": "未找到该交易（{message}）",
+            "error_acquirer_unavailable": "无法连接银行，请稍后重试",
+            "error_invalid_state": "当前无法执行此操作",
+            "error_invalid_request": "请求无效",
+            "error_refused": "终端拒绝了此操作",
+            "error_not_found": "未找到所请求的内容",
             "error_no_printer": "本终端未配置小票打印机",
-            "error_printer_error": "打印失败（{message}）",
+            "error_printer_error": "打印失败：请检查打印机是否开机、连接正常且有纸",
             "error_http": "终端返回错误 HTTP {status}",
             # --- 页面自身的文字（第 17 号议题） ---
             "error_terminal_unreachable": "终端无响应：请检查 pipos 是否在运行",
@@ -1175,6 +1308,7 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             ),
             "eod_close": "确认结算",
             "eod_closing": "正在与银行结算…",
+            "report_legacy_note": "旧版本结算的批次：仅有银行汇总",
         },
     }
 )

@@ -183,6 +183,11 @@ def _word(key: str, language: str) -> str:
 
 
 def _status(record: TxnRecord, language: str, amount: str) -> tuple[bool, str]:
+    """Whether the receipt is of an approved transaction, and its status line. An offline
+    sale the bank declined when it was sent is no longer approved: a receipt printed after
+    that says so (and asks for no signature), never "APPROVED"."""
+    if record.declined_after_the_fact:
+        return False, _word("status_declined_after_the_fact", language)
     approved = record.state in ("approved", "approved_offline")
     key = "approved" if approved else str(record.state)
     status = _word(f"status_{key}", language) or str(record.state).upper()

@@ -279,6 +279,8 @@ def _from_compact(
         "currency_exponent",
         "merchant_category_code",
         "language",  # the acquirer's choice for the merchant's screen and receipts
+        "announce_amount",  # the page speaks the approved amount (Chinese counters expect it)
+        "sounds",  # the page's tones on tap, approval and decline
         "terminal_type",
         "terminal_capabilities",
         "additional_terminal_capabilities",

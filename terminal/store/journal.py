@@ -435,6 +435,19 @@ class Journal:
             rows = db.execute(query, (DECLINED_AFTER_THE_FACT,)).fetchall()
         return [self._row(r) for r in rows]
 
+    def waiting_offline(self) -> list[TxnRecord]:
+        """Every offline sale the journal still holds as waiting in the offline queue
+        (approved offline with its queue id, no host reference, not declined by the bank),
+        oldest first, however many newer transactions there are: each is asked of the
+        queue after a sync, so none the bank has got stays unmarked."""
+        with self._file.connection() as db:
+            rows = db.execute(
+                f"SELECT * FROM transactions WHERE {_WAITING_OFFLINE} "  # noqa: S608
+                "AND offline_id != '' ORDER BY seq",
+                (DECLINED_AFTER_THE_FACT,),
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
     def acknowledge_declines(self, now: str) -> int:
         """Record, in one commit, that the merchant has seen every after-the-fact decline
         journalled so far; returns how many were newly acknowledged. A decline journalled

@@ -199,6 +199,7 @@ function isoDate(date) {
 // --- sound and voice: Web Audio tones, the kiosk's own voices; nothing from the network ---
 
 let audio = null;
+let nextToneAt = 0;  // tones queue one after another (the tap, then the result), never overlap
 
 // Browsers start audio only after a gesture: the first touch on the page opens it.
 function wakeAudio() {
@@ -219,7 +220,7 @@ function sound(kind) {
   if (status.sounds === false) return;
   wakeAudio();
   if (!audio) return;
-  let at = audio.currentTime + 0.01;
+  let at = Math.max(audio.currentTime + 0.01, nextToneAt);
   for (const [frequency, seconds] of TONES[kind]) {
     const oscillator = audio.createOscillator();
     const gain = audio.createGain();
@@ -232,15 +233,24 @@ function sound(kind) {
     oscillator.stop(at + seconds);
     at += seconds + 0.03;
   }
+  nextToneAt = at;
 }
 
 // The approved amount spoken in the terminal's language ("支付宝到账 12.34 元"), when the
 // terminal's parameters ask for it (status.announce), with a voice of that language the
 // kiosk has; no voice of the language: silence, never the words in a foreign voice.
+// Chromium lists the kiosk's voices only after `voiceschanged`: kept as they arrive.
+let knownVoices = [];
+if (window.speechSynthesis && window.speechSynthesis.addEventListener) {
+  window.speechSynthesis.addEventListener("voiceschanged", () => {
+    knownVoices = window.speechSynthesis.getVoices();
+  });
+}
+
 function announce(txn) {
   if (!status.announce || !window.speechSynthesis || txn.kind !== "sale") return;
   const wanted = t("speech_lang");
-  const voices = window.speechSynthesis.getVoices();
+  const voices = knownVoices.length ? knownVoices : window.speechSynthesis.getVoices();
   const voice = voices.find((v) => v.lang === wanted) ||
     voices.find((v) => v.lang && v.lang.slice(0, 2) === wanted.slice(0, 2));
   if (!voice) return;
@@ -276,7 +286,9 @@ function show(view) {
     tab.classList.toggle("active", tab.dataset.view === view ||
       (tab.dataset.view === "sale" && ["wait", "result", "receipt", "idle"].includes(view)));
   }
-  if (view !== "result") stopAutoReturn();
+  if (view === "result" && current && current.state !== "in_progress") startAutoReturn();
+  else stopAutoReturn();
+  if (view === "idle") startIdleClock(); else stopIdleClock();
   if (view === "list") loadList();
   if (view === "totals") loadTotals();
   armIdle();
@@ -295,11 +307,21 @@ function armIdle() {
   clearTimeout(idleTimer);
   if (!isShown("sale")) return;
   idleTimer = setTimeout(() => {
-    if (isShown("sale") && !digits && !current && !anyDialogOpen()) {
-      renderIdleClock();
-      show("idle");
-    }
+    if (isShown("sale") && !digits && !current && !anyDialogOpen()) show("idle");
   }, IDLE_AFTER_MS);
+}
+
+let idleClockTimer = null;
+
+function startIdleClock() {
+  renderIdleClock();
+  clearInterval(idleClockTimer);
+  idleClockTimer = setInterval(renderIdleClock, 15000);
+}
+
+function stopIdleClock() {
+  clearInterval(idleClockTimer);
+  idleClockTimer = null;
 }
 
 function renderIdleClock() {
@@ -504,11 +526,13 @@ function renderTransaction(txn, fresh) {
   renderResult(txn);
   show("result");
   if (fresh) {
+    // A card read so fast that no event showed it being read still beeps before its result.
+    // (Only when something was read: a sale that timed out waiting for a card stays silent.)
+    if (WAITING_STAGES.includes(before) && (txn.masked_pan || txn.brand)) sound("tap");
     const ok = txn.state === "approved" || txn.state === "approved_offline";
     if (ok) { sound("approved"); announce(txn); }
     else if (txn.state !== "cancelled") sound("declined");
   }
-  startAutoReturn();
 }
 
 // The outcome says what happened: the terminal's title for it (a refund is "Refunded", a
@@ -789,34 +813,42 @@ async function refundWithPin() {
       { amount: amountText(pinTarget.refundable_amount) });
     return;
   }
-  const txn = await api("POST", "/api/v1/transactions/" + pinTarget.id + "/refund",
-    { pin: $("pin-input").value, amount });
+  const txn = await whileSending(() => api("POST", "/api/v1/transactions/" + pinTarget.id +
+    "/refund", { pin: $("pin-input").value, amount }));
   $("pin-dialog").close();
   offer(txn, true);
 }
 
-async function voidWithPin() {
-  const txn = await api("POST", "/api/v1/transactions/" + pinTarget.id + "/void",
-    { pin: $("pin-input").value });
-  $("pin-dialog").close();
-  offer(txn, true);
-}
-
-async function endOfDayWithPin() {
+// The dialog's OK stays disabled while its request runs: a second tap never sends a second
+// refund or void.
+async function whileSending(request) {
   const ok = $("pin-ok");
   ok.disabled = true;
-  $("pin-error").textContent = t("eod_closing");
   try {
-    const report = await api("POST", "/api/v1/end-of-day", { pin: $("pin-input").value });
-    $("pin-dialog").close();
-    showReport(report);
+    return await request();
   } finally {
     ok.disabled = false;
   }
 }
 
+async function voidWithPin() {
+  const txn = await whileSending(() => api("POST", "/api/v1/transactions/" + pinTarget.id +
+    "/void", { pin: $("pin-input").value }));
+  $("pin-dialog").close();
+  offer(txn, true);
+}
+
+async function endOfDayWithPin() {
+  $("pin-error").textContent = t("eod_closing");
+  const report = await whileSending(() => api("POST", "/api/v1/end-of-day",
+    { pin: $("pin-input").value }));
+  $("pin-dialog").close();
+  showReport(report);
+}
+
 $("pin-ok").addEventListener("click", async (event) => {
   event.preventDefault();
+  if ($("pin-ok").disabled) return;
   try {
     if (pinAction === "refund") await refundWithPin();
     else if (pinAction === "void") await voidWithPin();
@@ -901,7 +933,8 @@ function cardText(txn) {
 // The status cell: the state, what refunds and voids did to a sale, where an offline sale is.
 function statusCell(txn, tr) {
   const td = document.createElement("td");
-  const shown = txn.refund_state || txn.state;
+  // Declined by the bank after the fact: no money came in, whatever the counter showed.
+  const shown = txn.offline_status === "declined" ? "declined" : (txn.refund_state || txn.state);
   td.className = "state-" + shown;
   td.textContent = t("state_" + shown, null, shown.replace(/_/g, " "));
   if (txn.offline_status) {
@@ -943,14 +976,18 @@ function actionButton(label, className, onClick) {
   return button;
 }
 
+let listRequest = 0;  // the newest list request: an older answer arriving late is dropped
+
 async function loadList() {
+  const mine = ++listRequest;
   let data;
   try {
     data = await api("GET", listUrl());
   } catch (error) {
-    $("sync-result").textContent = errorText(error);
+    if (mine === listRequest) $("sync-result").textContent = errorText(error);
     return;
   }
+  if (mine !== listRequest) return;
   const rows = $("txn-rows");
   rows.textContent = "";
   for (const txn of data.transactions) {
@@ -973,6 +1010,13 @@ async function loadList() {
     actions.className = "actions";
     if (txn.refundable_amount > 0) {
       actions.appendChild(actionButton(t("refund"), "refund-btn", () => openPin("refund", txn)));
+    } else if (txn.refundable_after_sync) {
+      // An offline sale still waiting to be sent: the bank must have it before a refund.
+      const note = document.createElement("span");
+      note.className = "linked";
+      note.dataset.testid = "refund-after-sync";
+      note.textContent = t("refund_after_sync");
+      actions.appendChild(note);
     }
     if (txn.voidable) {
       actions.appendChild(actionButton(t("void"), "void-btn", () => openPin("void", txn)));
@@ -1031,6 +1075,10 @@ $("search-ok").addEventListener("click", (event) => {
   listQuery = $("search").value;
   $("search-dialog").close();
   reloadListFromStart();
+});
+$("search-cancel").addEventListener("click", (event) => {
+  event.preventDefault();
+  $("search-dialog").close();
 });
 $("search-clear").addEventListener("click", (event) => {
   event.preventDefault();
@@ -1124,7 +1172,27 @@ function renderOpenTotals(data) {
     ? t("totals_offline_waiting", { count: offline.count, amount: offline.amount_text }) : "";
 }
 
-// A closed batch: terminal and bank side by side, differences flagged.
+// One side of a report line (the terminal's or the bank's): sales, refunds and net, each
+// with its count, one per line; "not counted" when that side has no such line.
+function sideCell(side) {
+  const td = document.createElement("td");
+  td.className = "num side";
+  if (!side) { td.textContent = t("report_no_line"); return td; }
+  for (const [label, text] of [
+    [t("col_sales"), countAmount(side.sales_count, side.sales_amount_text)],
+    [t("col_refunds"), countAmount(side.refunds_count, side.refunds_amount_text)],
+    [t("col_net"), side.net_amount_text],
+  ]) {
+    const line = document.createElement("span");
+    line.className = "side-line";
+    line.textContent = label + " " + text;
+    td.appendChild(line);
+  }
+  return td;
+}
+
+// A closed batch: terminal and bank side by side, differences flagged. A batch an earlier
+// version closed kept the bank's totals only: those, said so.
 function showReport(report) {
   shownReport = report;
   $("batch-list").classList.add("hidden");
@@ -1135,37 +1203,40 @@ function showReport(report) {
   $("totals-head").replaceChildren(headRow([t("col_method"), t("col_terminal"), t("col_bank"), ""]));
   const rows = $("totals-rows");
   rows.textContent = "";
-  for (const line of report.lines || []) {
+  const legacy = Boolean(report.legacy);
+  const lines = legacy ? (report.host_lines || []).map((host) => ({ ...host, host, legacy: true }))
+    : (report.lines || []);
+  for (const line of lines) {
     const tr = document.createElement("tr");
     tr.dataset.testid = "report-line";
-    const host = line.host;
-    tr.append(cell(line.brand_text || line.brand),
-      cell(countAmount(line.sales_count, line.net_amount_text), "num"),
-      cell(host ? countAmount(host.sales_count, host.net_amount_text) : t("report_no_line"), "num"),
-      cell(line.differs ? t("report_differs") : "\u2713", line.differs ? "differs" : "num"));
-    if (line.differs) tr.classList.add("differs-row");
+    tr.append(cell(line.brand_text || line.brand), legacy ? cell("-", "num") : sideCell(line),
+      sideCell(line.host),
+      cell(line.differs ? t("report_differs") : (legacy ? "" : "\u2713"),
+        line.differs ? "differs" : "num"));
     rows.appendChild(tr);
   }
-  const mine = report.grand_totals || [];
   const theirs = report.host_grand_totals || [];
-  mine.forEach((total, index) => {
-    const host = theirs.find((h) => h.currency === total.currency) || theirs[index];
+  const currencies = new Set([...(report.grand_totals || []), ...theirs].map((total) => total.currency));
+  for (const currency of currencies) {
+    const mine = (report.grand_totals || []).find((total) => total.currency === currency);
+    const host = theirs.find((total) => total.currency === currency);
     const tr = document.createElement("tr");
     tr.className = "grand";
-    tr.append(cell(t("grand_total")),
-      cell(countAmount(total.sales_count, total.net_amount_text), "num"),
-      cell(host ? countAmount(host.sales_count, host.net_amount_text) : t("report_no_line"), "num"),
-      cell(""));
+    tr.append(cell(t("grand_total")), legacy ? cell("-", "num") : sideCell(mine), sideCell(host), cell(""));
     rows.appendChild(tr);
-  });
+  }
   const result = $("eod-result");
   result.textContent = "";
   const balance = document.createElement("div");
-  balance.className = report.in_balance ? "balance-ok" : "balance-bad";
   balance.dataset.testid = "eod-balance";
-  balance.textContent = report.in_balance
-    ? t("report_in_balance", { count: report.transactions })
-    : t("report_out_of_balance", { count: report.differences });
+  if (legacy) {
+    balance.textContent = t("report_legacy_note");
+  } else {
+    balance.className = report.in_balance ? "balance-ok" : "balance-bad";
+    balance.textContent = report.in_balance
+      ? t("report_in_balance", { count: report.transactions })
+      : t("report_out_of_balance", { count: report.differences });
+  }
   result.appendChild(balance);
   const still = report.still_offline || {};
   if (still.count) {
@@ -1231,7 +1302,8 @@ $("batch-history").addEventListener("click", async () => {
   for (const report of data.batches) {
     const li = document.createElement("li");
     const button = document.createElement("button");
-    const net = (report.grand_totals || []).map((total) => total.net_amount_text).join(", ");
+    const totals = report.legacy ? report.host_grand_totals : report.grand_totals;
+    const net = (totals || []).map((total) => total.net_amount_text).join(", ");
     button.textContent = t("batch_row", { batch: report.batch_id, when: whenText(report.closed_at, true),
       net: net || "-" }) + (report.in_balance === false ? " \u26a0" : "");
     button.addEventListener("click", () => showReport(report));
@@ -1261,8 +1333,15 @@ document.addEventListener("visibilitychange", () => { if (!document.hidden) resu
 
 // --- live updates --------------------------------------------------------------------------
 
+// Status comes by the event stream (in the order the terminal published it) and by GETs of
+// the page's own. A GET's answer that arrives after a status event is dropped: that event
+// was published when the GET was already on its way, so it is at least as new.
+let statusEvents = 0;
+
 async function refreshStatus() {
-  status = await api("GET", "/api/v1/status");
+  const before = statusEvents;
+  const fresh = await api("GET", "/api/v1/status");
+  if (statusEvents === before) status = fresh;
   await setLanguage(status.language || "en");
   renderBanner();
   renderAmount();
@@ -1272,6 +1351,7 @@ function connect() {
   // Same origin: the browser sends the page's session cookie with the stream's request.
   const source = new EventSource("/api/v1/events");
   source.addEventListener("status", (event) => {
+    statusEvents += 1;
     status = JSON.parse(event.data);
     renderBanner();
     renderAmount();

@@ -254,6 +254,10 @@ def test_status_gives_contactless_limits_and_the_sound_settings(api: httpx.Clien
     assert limits["VISA"]["text"] == "150.00 EUR"
     assert limits["VISA"]["on_device_cvm_amount"] == 100000
     assert limits["MASTERCARD"]["aid"] == "A0000000041010"
+    # From which amount each reader refuses: Kernel 3 at the limit, Kernel 2 above it.
+    assert limits["VISA"]["refused_from"] == 15000
+    assert limits["MASTERCARD"]["refused_from"] == 15001
+    assert limits["MASTERCARD"]["refused_from_text"] == "150.01 EUR"
     assert status["announce"] is False
     assert status["sounds"] is True
     assert "simulator" not in status  # not a stack with its own simulated acquirer

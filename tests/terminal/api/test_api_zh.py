@@ -246,3 +246,137 @@ def test_a_chinese_end_of_day_with_the_bank_down_is_said_in_chinese(
         assert (sold["title"], sold["state"]) == ("脱机交易成功", "approved_offline")
     finally:
         stack.close()
+
+
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def _page_text(strings: dict[str, str], answer: httpx.Response) -> tuple[str, str]:
+    """(label key, text) the checkout page shows for an API error, as its errorText() finds
+    it: "error_" + code + "_" + reason, then "error_" + code, its placeholders filled from
+    the error's numbers and message; ("", message) when the table has neither."""
+    error = answer.json()["error"]
+    values = {
+        "tries": error.get("tries_left"),
+        "seconds": error.get("retry_after"),
+        "message": error.get("message"),
+        "status": answer.status_code,
+    }
+    base = "error_" + error["code"]
+    keys = [f"{base}_{error['reason']}", base] if isinstance(error.get("reason"), str) else [base]
+    for key in keys:
+        if key in strings:
+            text = PLACEHOLDER.sub(
+                lambda m: str(values[m[1]]) if values.get(m[1]) is not None else m[0],
+                strings[key],
+            )
+            return key, text
+    return "", str(error.get("message"))
+
+
+def test_a_chinese_terminal_words_every_refusal_in_chinese(
+    stack: DemoStack, api: httpx.Client, session_host: HostHandle
+) -> None:
+    """The refusals a merchant meets (a refund of an offline sale not sent yet, a refund
+    above what is left, voids of an offline and of a settled sale, a void whose earlier
+    answer was lost, a receipt of a running sale, printing with no printer, an unknown
+    simulated card, an unknown transaction) are said by the page in Chinese: each error's
+    code and reason name a label of the terminal's language, never the server's English."""
+    strings = api.get("/api/v1/ui-strings").json()["strings"]
+    refused: list[tuple[httpx.Response, str, str | None]] = []
+
+    sale = _pay(stack, api, 1000)
+    too_much = api.post(
+        f"/api/v1/transactions/{sale['id']}/refund", json={"pin": PIN, "amount": 5000}
+    )
+    refused.append((too_much, "invalid_request", "refund_too_much"))
+    running = api.post("/api/v1/sales", json={"amount": 700, "currency": 978}).json()
+    refused.append(
+        (api.get(f"/api/v1/transactions/{running['id']}/receipt"), "invalid_state", "not_finished")
+    )
+    assert api.post("/api/v1/cancel").json()["state"] == "cancelled"
+    refused.append((api.post(f"/api/v1/transactions/{sale['id']}/print"), "no_printer", None))
+    unknown_card = api.post("/api/v1/simulator/present", json={"card": "nosuchcard"})
+    refused.append((unknown_card, "unknown_card", None))
+    refused.append((api.get("/api/v1/transactions/S-none"), "not_found", "no_transaction"))
+
+    # A void whose answer is lost: the next void waits for the bank's answer to the first.
+    lost = _pay(stack, api, 2500)
+    session_host.set_fault("/v1/voids", "refuse")
+    try:
+        first = api.post(f"/api/v1/transactions/{lost['id']}/void", json={"pin": PIN})
+        assert first.json()["state"] == "failed", first.text
+        again = api.post(f"/api/v1/transactions/{lost['id']}/void", json={"pin": PIN})
+        refused.append((again, "acquirer_unavailable", "pending_void"))
+    finally:
+        session_host.clear_faults()
+
+    # An offline sale not sent yet: neither refunded nor voided, refundable once sent.
+    session_host.set_fault("/v1/", "refuse")
+    try:
+        if stack.checkout.host_online is not False:  # the lost void answer said so already
+            assert _pay(stack, api, 1200)["state"] == "declined"  # unanswered: reversed
+        offline = _pay(stack, api, 1500)
+    finally:
+        session_host.clear_faults()
+    assert (offline["state"], offline["offline_status"]) == ("approved_offline", "waiting")
+    assert (offline["refundable_amount"], offline["refundable_after_sync"]) == (0, True)
+    not_sent = api.post(
+        f"/api/v1/transactions/{offline['id']}/refund", json={"pin": PIN, "amount": 100}
+    )
+    refused.append((not_sent, "invalid_state", "offline_not_sent"))
+    offline_void = api.post(f"/api/v1/transactions/{offline['id']}/void", json={"pin": PIN})
+    refused.append((offline_void, "invalid_state", "void_offline"))
+
+    # Closed at the end of day: too late to void.
+    assert api.post("/api/v1/end-of-day", json={"pin": PIN}).status_code == 200
+    settled = api.post(f"/api/v1/transactions/{sale['id']}/void", json={"pin": PIN})
+    refused.append((settled, "invalid_state", "void_settled"))
+
+    for answer, code, reason in refused:
+        error = answer.json()["error"]
+        assert (error["code"], error.get("reason")) == (code, reason), answer.text
+        key, text = _page_text(strings, answer)
+        assert key == (f"error_{code}_{reason}" if reason else f"error_{code}"), answer.text
+        assert HAN.search(text), (key, text)
+        assert _english([text], card_data=set()) == [], (key, text)
+    texts = {key: text for key, text in (_page_text(strings, a) for a, _, _ in refused)}
+    assert texts["error_invalid_state_offline_not_sent"] == (
+        "该脱机交易尚未上送银行：请在上送后再退款"
+    )
+    # The generic labels, for a refusal without a reason, carry no server text either.
+    for code in ("invalid_state", "invalid_request", "refused", "not_found", "printer_error"):
+        assert "{message}" not in strings[f"error_{code}"], code
+
+
+def test_a_failed_printer_is_said_in_chinese_without_the_devices_words(
+    tmp_path: Path, session_host: HostHandle
+) -> None:
+    missing = tmp_path / "no-such-dir" / "lp0"
+    stack = start_demo_stack(
+        tmp_path,
+        host_url=session_host.url,
+        activation_code=session_host.activation_code,
+        secret=TEST_SECRET,
+        scrypt_n=TEST_SCRYPT_N,
+        pin=PIN,
+        background=False,
+        language="zh",
+        printer_url=f"file:{missing}",
+    )
+    try:
+        with httpx.Client(
+            base_url=stack.api.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
+        ) as api:
+            sale = _pay(stack, api, 1000)
+            failed = api.post(f"/api/v1/transactions/{sale['id']}/print")
+            strings = api.get("/api/v1/ui-strings").json()["strings"]
+    finally:
+        stack.close()
+    assert (failed.status_code, failed.json()["error"]["code"]) == (503, "printer_error")
+    assert "Errno" in failed.json()["error"]["message"]  # the register's English, for the log
+    key, text = _page_text(strings, failed)
+    assert key == "error_printer_error"
+    assert HAN.search(text)
+    assert "Errno" not in text
+    assert _english([text], card_data=set()) == []

@@ -314,6 +314,10 @@ def test_offline_sale_declined_after_the_fact_is_marked_filtered_and_acknowledge
     page.click("#new-sale")  # type: ignore[attr-defined]
     page.click('.tab[data-view="list"]')  # type: ignore[attr-defined]
     page.wait_for_selector('[data-testid=offline-status]:has-text("waiting to be sent")')  # type: ignore[attr-defined]
+    # Not refundable before the bank has it: the row says when it will be.
+    waiting = page.locator("#txn-rows tr", has=page.locator("[data-testid=refund-after-sync]"))  # type: ignore[attr-defined]
+    assert "9.51 EUR" in waiting.inner_text()
+    assert waiting.locator(".refund-btn").count() == 0
     acquirer_host.clear_faults()
     page.click("#sync-now")  # type: ignore[attr-defined]
     flagged = page.locator("[data-testid=flagged-banner]")  # type: ignore[attr-defined]

@@ -170,7 +170,11 @@ def test_a_merchants_day_fits_the_screen(
         page.click("[data-testid=charge]")  # nothing typed: the error shows where it is seen
         page.wait_for_selector("[data-testid=sale-error]:not(:empty)")
         tour.step("no-amount", *KEYPAD, "[data-testid=sale-error]")
-        key_in(page, "1234")
+        key_in(page, "1234000")  # 12,340.00: above every contactless limit
+        page.wait_for_selector("[data-testid=limit-warning]:not(.hidden)")
+        tour.step("limit-warning", *KEYPAD, "[data-testid=limit-warning]")
+        for _ in range(3):
+            page.click('#keypad button[data-key="back"]')
         tour.step("amount", *KEYPAD)
         page.click("[data-testid=charge]")
         wait_for_card(page)
@@ -225,18 +229,17 @@ def test_a_merchants_day_fits_the_screen(
         page.wait_for_selector("#view-result:not(.hidden)")
         page.click("#new-sale")
         key_in(page, "990")
-        if page.is_visible("[data-testid=charge-qr]"):
-            page.click("[data-testid=charge-qr]")
-            page.wait_for_selector("[data-testid=merchant-qr] svg")
-            tour.step(
-                "merchant-code",
-                "[data-testid=merchant-qr] svg",
-                "[data-testid=prompt]",
-                "[data-testid=cancel]",
-            )
-            page.click("[data-testid=cancel]")
-            page.wait_for_selector("#view-result:not(.hidden)")
-            page.click("#new-sale")
+        page.click("[data-testid=charge-qr]")  # the demo offers the merchant-presented code
+        page.wait_for_selector("[data-testid=merchant-qr] svg")
+        tour.step(
+            "merchant-code",
+            "[data-testid=merchant-qr] svg",
+            "[data-testid=prompt]",
+            "[data-testid=cancel]",
+        )
+        page.click("[data-testid=cancel]")
+        page.wait_for_selector("#view-result:not(.hidden)")
+        page.click("#new-sale")
         page.click('.tab[data-view="list"]')
         page.wait_for_selector("#txn-rows tr .refund-btn")
         tour.step(
@@ -250,6 +253,27 @@ def test_a_merchants_day_fits_the_screen(
             "#txn-rows .void-btn",
             "[data-testid=page-older]",
         )
+        page.click("[data-testid=search]")
+        page.wait_for_selector("[data-testid=search-dialog][open]")
+        tour.step(
+            "search-dialog",
+            "[data-testid=search-entry]",
+            "#search-keypad button",
+            "[data-testid=search-ok]",
+            "#search-cancel",
+        )
+        page.click("#search-cancel")
+        page.click("#txn-rows .void-btn")
+        page.wait_for_selector("[data-testid=pin-dialog][open]")
+        tour.step(
+            "void-dialog",
+            "[data-testid=pin-title]",
+            "[data-testid=pin]",
+            "#dialog-keypad button",
+            "[data-testid=pin-ok]",
+            "#pin-cancel",
+        )
+        page.click("#pin-cancel")
         page.click("#txn-rows .refund-btn")
         page.wait_for_selector("[data-testid=pin-dialog][open]")
         tour.step(
@@ -261,7 +285,24 @@ def test_a_merchants_day_fits_the_screen(
             "[data-testid=pin-ok]",
             "#pin-cancel",
         )
-        page.click("#pin-cancel")
+        for _ in range(5):  # 12.34 offered: the merchant refunds 2.00 on the keypad
+            page.click('#dialog-keypad button[data-key="back"]')
+        for key in ("2", "sep", "0", "0"):
+            page.click(f'#dialog-keypad button[data-key="{key}"]')
+        page.click("[data-testid=pin]")
+        for digit in PIN:
+            page.click(f'#dialog-keypad button[data-key="{digit}"]')
+        page.click("[data-testid=pin-ok]")
+        page.wait_for_selector("#view-result:not(.hidden)")
+        tour.step(
+            "refunded",
+            "[data-testid=result]",
+            "[data-testid=result-merchant]",
+            "#show-receipt",
+            "#new-sale",
+        )
+        assert stack.checkout.journal.recent(limit=1)[0].amount == 200
+        page.click("#new-sale")
         page.click('.tab[data-view="totals"]')
         page.wait_for_selector("[data-testid=grand-total]")
         tour.step(
@@ -291,6 +332,9 @@ def test_a_merchants_day_fits_the_screen(
             "[data-testid=eod-print]",
             "[data-testid=batch-history]",
         )
+        page.click("[data-testid=batch-history]")
+        page.wait_for_selector("[data-testid=batches] li button")
+        tour.step("batch-history", "[data-testid=batches] li button", '.tab[data-view="sale"]')
         page.click('.tab[data-view="sale"]')
         page.click("[data-testid=sim-toggle]")
         page.click('#sim-acquirer button[data-acquirer="unreachable"]')

@@ -28,12 +28,14 @@ from tests.terminal.api.test_page import (
     playwright_sync,
     present,
     shot,
+    show_code,
     wait_for_card,
 )
 from tests.terminal.api.test_page import browser as browser
 from tests.terminal.api.test_page import own_host_stack as own_host_stack
 from tests.terminal.api.test_page import page as page
 from tests.terminal.api.test_page import stack as stack
+from tests.terminal.api.test_page_fit import KEYPAD, assert_fits
 
 pytestmark = pytest.mark.integration
 
@@ -169,6 +171,7 @@ def test_tones_on_tap_approval_and_decline(audio_page: Any) -> None:
     pay(page, "1200", "visa")
     tones = page.evaluate("window.__tones")
     assert tones[-2:] == [880, 1318], tones  # approved: two rising notes
+    assert tones[:-2] == [1318], tones  # before them, the card's tap: one short high note
     page.click("#new-sale")
     page.evaluate("window.__tones = []")
     pay(page, "1051", "visa")  # declined by the issuer: insufficient funds
@@ -199,10 +202,36 @@ def test_the_approved_amount_is_spoken_when_the_parameters_ask(
         p.close()
 
 
+def test_a_chinese_terminal_announces_alipay_as_a_speaker_box_does(
+    browser: Any, stack: DemoStack
+) -> None:
+    params = stack.checkout.params
+    stack.checkout.params = replace(
+        params, terminal=replace(params.terminal, announce_amount=True, language="zh")
+    )
+    p = browser.new_page()
+    p.add_init_script(AUDIO_RECORDER)
+    p.goto(stack.kiosk_url())
+    try:
+        p.wait_for_selector("body[data-live=true][data-language=zh]")
+        key_in(p, "560")
+        p.click("[data-testid=charge]")
+        show_code(p, "alipay")
+        p.wait_for_selector("#view-result:not(.hidden)")
+        for _ in range(50):
+            if p.evaluate("window.__spoken.length"):
+                break
+            p.wait_for_timeout(100)
+        assert p.evaluate("window.__spoken") == [{"text": "支付宝到账5.60 EUR", "lang": "zh-CN"}]
+    finally:
+        p.close()
+
+
 def test_idle_screen_after_a_minute_and_results_return_to_the_keypad(clock_page: Any) -> None:
     page = clock_page
     page.clock.fast_forward(61_000)
     page.wait_for_selector("[data-testid=idle]:not(.hidden)")
+    assert_fits(page, "[data-testid=idle]", "#idle-clock", '.tab[data-view="list"]')
     shot(page, "flow-02-idle")
     page.click("[data-testid=idle]")
     page.wait_for_selector("#view-sale:not(.hidden)")
@@ -211,6 +240,16 @@ def test_idle_screen_after_a_minute_and_results_return_to_the_keypad(clock_page:
     page.clock.fast_forward(31_000)
     page.wait_for_selector("#view-sale:not(.hidden)")
     assert page.inner_text("[data-testid=amount]") == "0.00"
+    # Back from the receipt, the result still returns to the keypad by itself.
+    pay(page, "400", "visa")
+    page.click("#show-receipt")
+    page.wait_for_selector("[data-testid=receipt] .receipt")
+    page.clock.fast_forward(40_000)  # the receipt stays while the merchant reads it
+    assert page.is_visible("#view-receipt")
+    page.click("#receipt-back")
+    page.wait_for_selector("#view-result:not(.hidden)")
+    page.clock.fast_forward(31_000)
+    page.wait_for_selector("#view-sale:not(.hidden)")
 
 
 def test_typing_keeps_the_screen_awake(clock_page: Any) -> None:
@@ -309,8 +348,7 @@ def test_void_from_the_list_with_the_pin(page: Any, stack: DemoStack) -> None:
     page.click('.tab[data-view="list"]')
     sale_id = next(r.id for r in stack.checkout.journal.recent(limit=5) if r.kind == "sale")
     row = page.locator(f'#txn-rows tr[data-id="{sale_id}"]')
-    row.wait_for()
-    assert "voided" in row.inner_text()
+    playwright_sync.expect(row).to_contain_text("voided")  # once the list is reloaded
     assert row.locator(".void-btn").count() == 0
     assert row.locator(".refund-btn").count() == 0
 
@@ -438,6 +476,42 @@ def test_drawer_outage_that_drops_answers_then_back(own_page: Any) -> None:
     page.click("#sync-now")
     page.wait_for_selector('[data-testid=sync-result]:has-text("1 sent")')
     banner.wait_for(state="hidden")
+
+
+def test_both_banners_leave_the_keypad_on_screen(own_page: Any) -> None:
+    """The bank declined an offline sale afterwards (orange banner) and is down again with a
+    payment waiting (red banner): keypad and Charge still fit, at 800x480 and 1024x600."""
+    page = own_page
+    acquirer(page, "drops")
+    pay(page, "1200", "visa")  # unanswered: reversed; the terminal now knows
+    page.click("#new-sale")
+    pay(page, "951", "visa")  # x.51: the bank declines it when it is sent
+    page.click("#new-sale")
+    acquirer(page, "online")
+    page.click('.tab[data-view="list"]')
+    page.click("#sync-now")
+    page.wait_for_selector("[data-testid=flagged-banner]")
+    acquirer(page, "drops")
+    page.click('.tab[data-view="sale"]')
+    pay(page, "1300", "visa")  # unanswered again
+    page.click("#new-sale")
+    pay(page, "700", "visa")  # offline, waiting
+    page.click("#new-sale")
+    page.wait_for_selector('[data-testid=offline-banner]:has-text("1 payment waiting")')
+    assert page.is_visible("[data-testid=flagged-banner]")
+    for size in ({"width": 800, "height": 480}, {"width": 1024, "height": 600}):
+        page.set_viewport_size(size)
+        assert_fits(page, *KEYPAD, "[data-testid=offline-banner]", "#flagged-ack")
+    page.set_viewport_size({"width": 800, "height": 480})
+    shot(page, "flow-09-both-banners")
+
+
+def acquirer(page: Any, mode: str) -> None:
+    """The simulated bank's switch in the drawer (then the drawer is closed again)."""
+    open_drawer(page)
+    page.click(f'#sim-acquirer button[data-acquirer="{mode}"]')
+    page.wait_for_selector(f'#sim-acquirer button[data-acquirer="{mode}"][aria-pressed=true]')
+    page.click("[data-testid=sim-toggle]")
 
 
 def test_drawer_outage_that_refuses_connections(own_page: Any) -> None:

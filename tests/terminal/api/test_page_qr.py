@@ -53,3 +53,16 @@ def test_merchant_presented_code_on_screen_paid_by_the_phone(page: object) -> No
     assert "9.90 EUR" in page.inner_text("[data-testid=result-merchant]")  # type: ignore[attr-defined]
     assert page.is_hidden("[data-testid=merchant-qr]")  # type: ignore[attr-defined]
     shot(page, "qr-06-merchant-paid")
+
+
+def test_a_damaged_scan_asks_to_scan_again_and_the_sale_goes_on(page: object) -> None:
+    key_in(page, "450")
+    page.click("[data-testid=charge]")  # type: ignore[attr-defined]
+    show_code(page, "corrupt")
+    page.wait_for_selector("[data-testid=scan-note]:has-text('scan it again')")  # type: ignore[attr-defined]
+    assert page.is_visible("#view-wait")  # type: ignore[attr-defined]  # not a Declined
+    assert page.is_hidden("#view-result")  # type: ignore[attr-defined]
+    shot(page, "qr-07-damaged-scan")
+    show_code(page, "alipay")  # the customer holds the phone steadier
+    page.wait_for_selector("#view-result:not(.hidden)")  # type: ignore[attr-defined]
+    assert page.inner_text("[data-testid=result]") == "Approved"  # type: ignore[attr-defined]

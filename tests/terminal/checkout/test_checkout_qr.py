@@ -225,7 +225,6 @@ def test_cancel_from_the_register_cancels_the_order_and_charges_nothing(
     ("make", "reason", "merchant"),
     [
         (lambda p: p.wallet_code("alipay", expired=True), "expired", "has expired"),
-        (lambda p: PhoneWallet.corrupt(p.consumer_code()), "corrupt", "damaged"),
         (lambda p: "https://example.invalid/menu", "unsupported", "not accepted"),
     ],
 )
@@ -244,6 +243,37 @@ def test_bad_codes_get_a_clear_reason_and_nothing_is_charged(
     assert merchant in terminal.checkout.message(done).merchant  # type: ignore[union-attr]
     assert host.ledger() == []
     assert all(o["status"] != "paid" for o in _orders(host))
+
+
+@pytest.mark.parametrize("damage", [PhoneWallet.corrupt, PhoneWallet.truncate])
+def test_a_damaged_read_asks_to_scan_again_and_the_sale_goes_on(
+    terminal: TerminalRuntime,
+    pty: PtyScanner,
+    phone: PhoneWallet,
+    host: HostHandle,
+    damage: Any,
+) -> None:
+    """A code read with a character misread or missing is not the customer's refusal: the
+    terminal says "scan it again" (the scan_rejected event) and keeps waiting; a good read
+    then pays, once."""
+    record = terminal.checkout.start_sale(1250)
+    _wait_ready(terminal, record.id)
+    start = terminal.checkout.events.last_id
+    pty.type_code(damage(phone.consumer_code()))
+    deadline = time.monotonic() + 10
+    rejected: list[dict[str, Any]] = []
+    while not rejected and time.monotonic() < deadline:
+        events = terminal.checkout.events.after(start, timeout=0.5)
+        rejected = [e["data"] for e in events if e["type"] == "scan_rejected"]
+    assert rejected
+    assert rejected[0]["id"] == record.id
+    assert rejected[0]["message"] == "Code not read - scan it again"
+    assert not terminal.checkout.get(record.id).finished
+    assert host.ledger() == []
+    pty.type_code(phone.wallet_code("alipay"))
+    done = terminal.checkout.wait(record.id, timeout=60)
+    assert done.state == "approved"
+    assert [o["status"] for o in _orders(host)] == ["paid"]
 
 
 def test_reused_code_is_refused(

@@ -140,6 +140,17 @@ class Gate:
 APPROVED_OUTCOME = Outcome(OutcomeKind.APPROVED, reason="")
 
 
+def _published(terminal: TerminalRuntime, txn_id: str, state: State) -> int:
+    """The id of the event that published `txn_id` in `state` (waiting up to 5 s for it)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for event in terminal.checkout.events.after(0, timeout=0.1):
+            data = event["data"]
+            if event["type"] == "transaction" and data["id"] == txn_id and data["state"] == state:
+                return int(event["id"])
+    raise AssertionError(f"{txn_id} was never published as {state}")
+
+
 def test_a_late_approval_after_cancel_never_changes_the_recorded_outcome(
     terminal: TerminalRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -149,7 +160,9 @@ def test_a_late_approval_after_cancel_never_changes_the_recorded_outcome(
     terminal.checkout.cancel(record.id)
     cancelled = terminal.checkout.wait(record.id, timeout=5)
     assert cancelled.state == State.CANCELLED
-    last_event = terminal.checkout.events.last_id
+    # The cancelled sale is published after its commit (wait() sees the commit): from the
+    # event that says "cancelled" on, nothing more may come of that sale.
+    last_event = _published(terminal, record.id, State.CANCELLED)
     seam.gate.set()  # the card's approval arrives now, after the sale was recorded
     assert seam.returned.wait(5)
     time.sleep(0.2)

@@ -5,12 +5,13 @@ language uses for brands, states and the signature."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Literal
 
 import pytest
 
 from terminal.domain.params import default_params
 from terminal.domain.receipts import build_receipt
-from terminal.domain.records import Kind, State, TxnRecord
+from terminal.domain.records import DECLINED_AFTER_THE_FACT, Kind, State, TxnRecord
 
 PARAMS = default_params()
 SALE = TxnRecord(
@@ -171,3 +172,31 @@ def test_english_receipt_keeps_brand_codes_and_html() -> None:
     assert "WALLET CODE" in receipt.text()
     assert receipt.html().startswith('<div class="receipt" data-copy="customer">')
     assert 'lang="zh"' in build_receipt(record, PARAMS, "customer", language="zh").html()
+
+
+@pytest.mark.parametrize(
+    ("language", "said"), [("en", "DECLINED BY THE BANK AFTERWARDS"), ("zh", "事后被银行拒绝")]
+)
+def test_a_receipt_of_an_offline_sale_the_bank_declined_says_so(language: str, said: str) -> None:
+    """Reprinted after the sync: the bank declined the offline sale when it was sent, so the
+    receipt says declined by the bank, never approved, and asks for no signature."""
+    record = replace(
+        SALE,
+        state=State.APPROVED_OFFLINE,
+        result="approved_offline",
+        reason=DECLINED_AFTER_THE_FACT,
+        auth_code="",
+        host_ref="",
+    )
+    approved = ("APPROVED", "交易成功")
+    copies: tuple[Literal["merchant", "customer"], ...] = ("merchant", "customer")
+    for copy in copies:
+        receipt = build_receipt(record, PARAMS, copy, language=language)
+        assert receipt.status == said
+        text = receipt.text() + receipt.html()
+        assert said in text
+        assert not any(word in text for word in approved), text
+        assert "X___" not in text
+    # The same sale while it waited (or once sent and accepted) was approved offline.
+    waiting = replace(record, reason="")
+    assert build_receipt(waiting, PARAMS, "merchant", language=language).status in approved

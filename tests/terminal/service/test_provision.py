@@ -544,3 +544,27 @@ def test_the_acquirers_compact_parameters_carry_the_terminals_language() -> None
         compact, terminal_id="T1", merchant_id="M-1", serial="SIM00001"
     )
     assert parse_params(document, "test").terminal.language == "en"
+
+
+def test_the_acquirers_compact_parameters_carry_the_pages_sound_and_announcement() -> None:
+    """An acquirer turns on the spoken amount (and off the tones) for a provisioned
+    terminal in its compact parameters, as it names the language; without them the
+    defaults hold (announce off, sounds on)."""
+    from simulator.host.service import default_parameters
+    from terminal.domain.params import parse_params
+    from terminal.service.provision import parameter_file_document
+
+    compact = default_parameters()
+    compact["terminal"] |= {"announce_amount": True, "sounds": False}
+    document = parameter_file_document(
+        compact, terminal_id="T1", merchant_id="M-1", serial="SIM00001"
+    )
+    terminal = parse_params(document, "test").terminal
+    assert (terminal.announce_amount, terminal.sounds) == (True, False)
+    for key in ("announce_amount", "sounds"):
+        compact["terminal"].pop(key, None)
+    document = parameter_file_document(
+        compact, terminal_id="T1", merchant_id="M-1", serial="SIM00001"
+    )
+    terminal = parse_params(document, "test").terminal
+    assert (terminal.announce_amount, terminal.sounds) == (False, True)
