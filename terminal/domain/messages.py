@@ -979,9 +979,10 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "idle_hint": "Touch the screen to start",
             "try_again": "Try again",
             "auto_return": "Back to the keypad in {seconds} s",
-            "limit_warning_all": "Above the contactless limit ({amount}): cards cannot pay by tap",
-            "limit_warning_some": "Above the contactless limit of {brands} ({amount}): "
-            "those cards cannot pay by tap",
+            "limit_warning_all": "At this amount cards cannot pay by tap (contactless limit "
+            "{amount})",
+            "limit_warning_some": "At this amount {brands} cards cannot pay by tap "
+            "(contactless limit {amount})",
             "speech_lang": "en-GB",
             "speech_yuan": " yuan",
             "announce_approved": "Payment received, {amount}",
@@ -1256,10 +1257,8 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "idle_hint": "触摸屏幕开始",
             "try_again": "重试",
             "auto_return": "{seconds} 秒后返回键盘",
-            "limit_warning_all": "金额超过非接触交易限额（{amount}）：银行卡无法挥卡支付",
-            "limit_warning_some": (
-                "金额超过 {brands} 的非接触交易限额（{amount}）：这些卡无法挥卡支付"
-            ),
+            "limit_warning_all": "此金额无法挥卡支付（非接触交易限额 {amount}）",
+            "limit_warning_some": "此金额 {brands} 卡无法挥卡支付（非接触交易限额 {amount}）",
             "speech_lang": "zh-CN",
             "speech_yuan": "元",
             "announce_approved": "收款成功，{amount}",

@@ -365,12 +365,14 @@ function renderAmount() {
   renderQrOption();
 }
 
-// Above a brand's contactless limit its cards cannot pay by tap (the reader refuses before the
-// card is read: EMV Contactless Book A v2.10 §5.2.2, Reader Contactless Transaction Limit):
-// the merchant hears it before Charge, not from a refusal after.
+// From a brand's contactless limit on its cards cannot pay by tap (the reader refuses before
+// the card is read: EMV Contactless Book A v2.10 §5.2.2, Reader Contactless Transaction
+// Limit; at the limit itself for Book C-3, above it for Book C-2: the status's
+// `refused_from`): the merchant hears it before Charge, not from a refusal after.
 function renderLimitWarning(minor) {
   const limits = status.contactless_limits || [];
-  const over = limits.filter((limit) => minor > limit.amount);
+  const refusedFrom = (limit) => (typeof limit.refused_from === "number" ? limit.refused_from : limit.amount + 1);
+  const over = limits.filter((limit) => minor >= refusedFrom(limit));
   const box = $("limit-warning");
   if (!minor || over.length === 0) { box.classList.add("hidden"); box.textContent = ""; return; }
   if (over.length === limits.length) {

@@ -151,13 +151,17 @@ def test_an_amount_above_a_contactless_limit_is_warned_before_charge(
 ) -> None:
     limits = stack.checkout.status()["contactless_limits"]
     assert limits, "the demo parameters configure contactless limits"
-    lowest = min(limit["amount"] for limit in limits)
-    key_in(page, str(lowest))
-    assert page.is_hidden("[data-testid=limit-warning]")  # at the limit: fine
-    key_in(page, "0")  # ten times the limit
+    # The first amount a reader refuses: the limit itself for Visa (Book C-3), one unit
+    # above it for Mastercard (Book C-2).
+    first = min(limits, key=lambda limit: limit["refused_from"])
+    key_in(page, str(first["refused_from"] - 1))
     warning = page.locator("[data-testid=limit-warning]")
+    assert warning.is_hidden()  # one unit below: every card can tap
+    page.click("#clear-amount")
+    key_in(page, str(first["refused_from"]))
     warning.wait_for(state="visible")
     assert "contactless limit" in warning.inner_text()
+    assert first["brand_text"] in warning.inner_text()
     shot(page, "flow-01-limit-warning")
     page.click('#keypad button[data-key="back"]')
     warning.wait_for(state="hidden")
