@@ -365,10 +365,11 @@ function renderAmount() {
   renderQrOption();
 }
 
-// From a brand's contactless limit on its cards cannot pay by tap (the reader refuses before
-// the card is read: EMV Contactless Book A v2.10 §5.2.2, Reader Contactless Transaction
-// Limit; at the limit itself for Book C-3, above it for Book C-2: the status's
-// `refused_from`): the merchant hears it before Charge, not from a refusal after.
+// From a brand's contactless limit on its cards cannot pay by tap: Entry Point refuses at the
+// Reader Contactless Transaction Limit itself (EMV Contactless Book B v2.10 §3.1.1.6,
+// "greater than or equal to"), Kernel 2 only above its own (Book C-2 v2.10 S456.14,
+// "greater than"): the status's `refused_from`. The merchant hears it before Charge, not
+// from a refusal after.
 function renderLimitWarning(minor) {
   const limits = status.contactless_limits || [];
   const refusedFrom = (limit) => (typeof limit.refused_from === "number" ? limit.refused_from : limit.amount + 1);

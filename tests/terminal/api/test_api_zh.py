@@ -92,18 +92,23 @@ def _english(texts: list[str], *, card_data: set[str]) -> list[tuple[str, str]]:
     return found
 
 
-@pytest.fixture
-def stack(tmp_path: Path, session_host: HostHandle) -> Iterator[DemoStack]:
-    s = start_demo_stack(
+def _zh_stack(tmp_path: Path, host: HostHandle) -> DemoStack:
+    """`pipos run --language zh`'s demo stack, enrolled with `host`."""
+    return start_demo_stack(
         tmp_path,
-        host_url=session_host.url,
-        activation_code=session_host.activation_code,
+        host_url=host.url,
+        activation_code=host.activation_code,
         secret=TEST_SECRET,
         scrypt_n=TEST_SCRYPT_N,
         pin=PIN,
         background=False,
         language="zh",
     )
+
+
+@pytest.fixture
+def stack(tmp_path: Path, session_host: HostHandle) -> Iterator[DemoStack]:
+    s = _zh_stack(tmp_path, session_host)
     try:
         yield s
     finally:
@@ -214,16 +219,7 @@ def test_a_chinese_end_of_day_with_the_bank_down_is_said_in_chinese(
 ) -> None:
     """The bank refusing connections at the end of day: the error the page shows is in
     Chinese, with no socket's words ("[Errno 111] Connection refused")."""
-    stack = start_demo_stack(
-        tmp_path,
-        host_url=acquirer_host.url,
-        activation_code=acquirer_host.activation_code,
-        secret=TEST_SECRET,
-        scrypt_n=TEST_SCRYPT_N,
-        pin=PIN,
-        background=False,
-        language="zh",
-    )
+    stack = _zh_stack(tmp_path, acquirer_host)
     try:
         with httpx.Client(
             base_url=stack.api.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30

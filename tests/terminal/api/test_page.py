@@ -72,20 +72,27 @@ SESSION_CLOCK = FakeClock()
 SESSION_CLOCK.now = 1_800_000_000.0
 
 
-@pytest.fixture
-def stack(tmp_path: Path, loopback_host: HostHandle) -> Iterator[DemoStack]:
-    """On the session's host, or on acquirer_host when the test takes it (to stop it)."""
-    s = start_demo_stack(
+def page_stack(tmp_path: Path, host: HostHandle | None = None, **options: Any) -> DemoStack:
+    """The page tests' demo stack (merchant PIN 2468, the tests' clocks): enrolled with
+    `host`, or with its own simulated acquirer (as `make run`) when `host` is None."""
+    if host is not None:
+        options |= {"host_url": host.url, "activation_code": host.activation_code}
+    return start_demo_stack(
         tmp_path,
-        host_url=loopback_host.url,
-        activation_code=loopback_host.activation_code,
         secret=TEST_SECRET,
         scrypt_n=TEST_SCRYPT_N,
         pin="2468",
         pin_clock=PIN_CLOCK,
         session_clock=SESSION_CLOCK,
         background=False,
+        **options,
     )
+
+
+@pytest.fixture
+def stack(tmp_path: Path, loopback_host: HostHandle) -> Iterator[DemoStack]:
+    """On the session's host, or on acquirer_host when the test takes it (to stop it)."""
+    s = page_stack(tmp_path, loopback_host)
     try:
         yield s
     finally:
@@ -96,15 +103,7 @@ def stack(tmp_path: Path, loopback_host: HostHandle) -> Iterator[DemoStack]:
 def own_host_stack(tmp_path: Path) -> Iterator[DemoStack]:
     """The demo of `make run`: the terminal with its own simulated acquirer in the process,
     which the simulator drawer can take down (refused connections) or make drop answers."""
-    s = start_demo_stack(
-        tmp_path,
-        secret=TEST_SECRET,
-        scrypt_n=TEST_SCRYPT_N,
-        pin="2468",
-        pin_clock=PIN_CLOCK,
-        session_clock=SESSION_CLOCK,
-        background=False,
-    )
+    s = page_stack(tmp_path)
     try:
         yield s
     finally:

@@ -16,16 +16,14 @@ from typing import Any
 
 import pytest
 
-from terminal.api.stack import DemoStack, start_demo_stack
-from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET
+from terminal.api.stack import DemoStack
 from tests.terminal.api.test_api_zh import _english
 from tests.terminal.api.test_page import (
     OUTPUT,
-    PIN_CLOCK,
-    SESSION_CLOCK,
     csp_violations,
     key_in,
     open_page,
+    page_stack,
     pay,
     present,
     wait_for_card,
@@ -133,17 +131,7 @@ def _card_data(stack: DemoStack) -> set[str]:
 @pytest.fixture
 def tour_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DemoStack]:
     """`make run`'s demo (its own simulated acquirer, for the drawer's outage switch)."""
-    language = request.param
-    s = start_demo_stack(
-        tmp_path,
-        secret=TEST_SECRET,
-        scrypt_n=TEST_SCRYPT_N,
-        pin=PIN,
-        pin_clock=PIN_CLOCK,
-        session_clock=SESSION_CLOCK,
-        background=False,
-        language=language,
-    )
+    s = page_stack(tmp_path, language=request.param)
     try:
         yield s
     finally:

@@ -5,36 +5,16 @@ virtual cards through the `sim:` driver, real SQLite journal and offline queue."
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
 from simulator.host import HostServer
-from terminal.app.runtime import TerminalRuntime, start_terminal
+from terminal.app.runtime import TerminalRuntime
 from terminal.checkout.errors import BusyError, RequestError, StateError
 from terminal.domain.messages import Result, message_for
-from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
-
-CLIENT = {"sleep": lambda _s: None, "read_timeout": 10.0, "max_reversal_attempts": 3}
-
-
-@pytest.fixture
-def terminal(tmp_path: Path, host: HostHandle) -> Iterator[TerminalRuntime]:
-    """On the test's host: in process, or acquirer_host when the test takes it."""
-    rt = start_terminal(
-        tmp_path / "terminal",
-        secret=TEST_SECRET,
-        host_url=host.url,
-        activation_code=host.activation_code,
-        scrypt_n=TEST_SCRYPT_N,
-        client_options=host.client_options(**CLIENT),
-    )
-    try:
-        yield rt
-    finally:
-        rt.close()
+from tests.conftest_host import HostHandle
 
 
 def _sale(rt: TerminalRuntime, amount: int, card: str = "visa") -> dict[str, object]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -17,16 +17,15 @@ import pytest
 
 from simulator.host import HostServer
 from terminal.acquirer.client import AuthorisationRequest, HostRejectedError, RefundRequest
-from terminal.app.runtime import TerminalRuntime, start_terminal
+from terminal.app.runtime import TerminalRuntime
 from terminal.checkout.errors import AcquirerRequiredError, StateError
 from terminal.domain.messages import Result
 from tests.conftest_host import (
-    TEST_SCRYPT_N,
-    TEST_SECRET,
     AcquirerTerminal,
     HostHandle,
     card_emv,
 )
+from tests.terminal.checkout.conftest import start_checkout_terminal
 
 CLIENT: dict[str, Any] = {"sleep": lambda _s: None, "read_timeout": 10.0}
 
@@ -53,23 +52,19 @@ class SkewableClock:
 
 
 def _start(directory: Path, host: HostHandle, **client: Any) -> TerminalRuntime:
-    return start_terminal(
-        directory,
-        secret=TEST_SECRET,
-        host_url=host.url,
-        activation_code=host.activation_code,
-        scrypt_n=TEST_SCRYPT_N,
-        client_options=host.client_options(**{**CLIENT, **client}),
-    )
+    return start_checkout_terminal(directory, host, client={**CLIENT, **client})
 
 
 @pytest.fixture
-def terminal(tmp_path: Path, acquirer_host: HostHandle) -> Iterator[TerminalRuntime]:
-    rt = _start(tmp_path / "terminal", acquirer_host)
-    try:
-        yield rt
-    finally:
-        rt.close()
+def checkout_host(acquirer_host: HostHandle) -> HostHandle:
+    """The shared `terminal` on the host on a real socket."""
+    return acquirer_host
+
+
+@pytest.fixture
+def terminal_options() -> dict[str, Any]:
+    """This module's client options: the client's default number of reversal attempts."""
+    return {"client": CLIENT}
 
 
 def _sale(rt: TerminalRuntime, amount: int, card: str = "visa") -> Mapping[str, Any]:

@@ -7,39 +7,23 @@ over HTTP on loopback, its "refuse" fault for the outage; real journal and offli
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from terminal.app.runtime import TerminalRuntime, start_terminal
+from terminal.app.runtime import TerminalRuntime
 from terminal.checkout.errors import DeclinedAfterTheFactError
-from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
-
-CLIENT = {"sleep": lambda _s: None, "read_timeout": 10.0, "max_reversal_attempts": 3}
+from tests.conftest_host import HostHandle
+from tests.terminal.checkout.conftest import start_checkout_terminal
 
 pytestmark = pytest.mark.integration
 
 
-def _start(directory: Path, host: HostHandle) -> TerminalRuntime:
-    return start_terminal(
-        directory,
-        secret=TEST_SECRET,
-        host_url=host.url,
-        activation_code=host.activation_code,
-        scrypt_n=TEST_SCRYPT_N,
-        client_options=host.client_options(**CLIENT),
-    )
-
-
 @pytest.fixture
-def terminal(tmp_path: Path, acquirer_host: HostHandle) -> Iterator[TerminalRuntime]:
-    rt = _start(tmp_path / "terminal", acquirer_host)
-    try:
-        yield rt
-    finally:
-        rt.close()
+def checkout_host(acquirer_host: HostHandle) -> HostHandle:
+    """Every test here needs the host on a real socket."""
+    return acquirer_host
 
 
 def _sale(rt: TerminalRuntime, amount: int, card: str = "visa") -> dict[str, Any]:
@@ -111,7 +95,7 @@ def test_sale_declined_after_the_fact_is_neither_refunded_nor_voided(
 def test_acknowledgement_survives_a_restart_and_a_new_decline_shows_again(
     tmp_path: Path, acquirer_host: HostHandle
 ) -> None:
-    rt = _start(tmp_path / "terminal", acquirer_host)
+    rt = start_checkout_terminal(tmp_path / "terminal", acquirer_host)
     try:
         _offline_sales(rt, acquirer_host, 1551, 2251)
         rt.checkout.sync_offline()
@@ -124,7 +108,7 @@ def test_acknowledgement_survives_a_restart_and_a_new_decline_shows_again(
     finally:
         rt.close()
 
-    rt = _start(tmp_path / "terminal", acquirer_host)
+    rt = start_checkout_terminal(tmp_path / "terminal", acquirer_host)
     try:
         assert _unacknowledged(rt) == 0
         # Still listed under "needs attention": acknowledging hides the banner only.

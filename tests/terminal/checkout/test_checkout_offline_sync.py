@@ -6,34 +6,12 @@ journal and offline queue; the newer transactions written to the journal directl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from terminal.app.runtime import TerminalRuntime, start_terminal
+from terminal.app.runtime import TerminalRuntime
 from terminal.domain.records import State
-from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
-
-CLIENT = {"sleep": lambda _s: None, "read_timeout": 10.0, "max_reversal_attempts": 3}
-
-
-@pytest.fixture
-def terminal(tmp_path: Path, host: HostHandle) -> Iterator[TerminalRuntime]:
-    rt = start_terminal(
-        tmp_path / "terminal",
-        secret=TEST_SECRET,
-        host_url=host.url,
-        activation_code=host.activation_code,
-        scrypt_n=TEST_SCRYPT_N,
-        client_options=host.client_options(**CLIENT),
-    )
-    try:
-        yield rt
-    finally:
-        rt.close()
+from tests.conftest_host import HostHandle
 
 
 def _sale(rt: TerminalRuntime, amount: int) -> dict[str, Any]:

@@ -6,35 +6,21 @@ bank (it may be back), and the terminal's online state follows only what the ban
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from terminal.app.runtime import TerminalRuntime, start_terminal
+from terminal.app.runtime import TerminalRuntime
 from terminal.domain.messages import Result
-from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
-
-CLIENT = {"sleep": lambda _s: None, "read_timeout": 10.0, "max_reversal_attempts": 3}
+from tests.conftest_host import HostHandle
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def terminal(tmp_path: Path, acquirer_host: HostHandle) -> Iterator[TerminalRuntime]:
-    rt = start_terminal(
-        tmp_path / "terminal",
-        secret=TEST_SECRET,
-        host_url=acquirer_host.url,
-        activation_code=acquirer_host.activation_code,
-        scrypt_n=TEST_SCRYPT_N,
-        client_options=acquirer_host.client_options(**CLIENT),
-    )
-    try:
-        yield rt
-    finally:
-        rt.close()
+def checkout_host(acquirer_host: HostHandle) -> HostHandle:
+    """Every test here needs the host on a real socket."""
+    return acquirer_host
 
 
 def _sale(rt: TerminalRuntime, amount: int, card: str = "visa") -> dict[str, object]:

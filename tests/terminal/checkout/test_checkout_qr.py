@@ -12,7 +12,6 @@ import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -22,20 +21,19 @@ from emv.qr.mpm import parse_mpm
 from simulator.host import HostServer
 from simulator.wallet import PhoneWallet, WalletAccount
 from terminal.acquirer.qr_client import AcquirerTransport, QrClient
-from terminal.app.runtime import TerminalRuntime, start_terminal
+from terminal.app.runtime import TerminalRuntime
 from terminal.checkout.core import QR_CANCEL_PREFIX
 from terminal.checkout.qr_payment import QrPaymentParams
 from terminal.domain.messages import Result
 from terminal.domain.receipts import build_receipt
 from terminal.domain.records import Stage, TxnRecord
-from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
+from tests.conftest_host import HostHandle
 
 pytest.importorskip("serial")
 from simulator.bridges.pty_scanner import PtyScanner
 
 pytestmark = pytest.mark.integration  # the serial scanner driver on a real pty
 
-CLIENT = {"sleep": lambda _s: None, "read_timeout": 10.0, "max_reversal_attempts": 3}
 IMK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 WALLET_PAN = "4761739001010119"
 QR = QrPaymentParams(confirm_timeout=60, poll_interval=0.05)
@@ -61,23 +59,13 @@ def pty() -> Iterator[PtyScanner]:
 
 
 @pytest.fixture
-def terminal(tmp_path: Path, host: HostHandle, pty: PtyScanner) -> Iterator[TerminalRuntime]:
-    """On the test's host: in process, or acquirer_host when the test takes it."""
-    rt = start_terminal(
-        tmp_path / "terminal",
-        secret=TEST_SECRET,
-        host_url=host.url,
-        activation_code=host.activation_code,
-        scrypt_n=TEST_SCRYPT_N,
-        client_options=host.client_options(**CLIENT),
-        scanner_url=f"serial:{pty.path}?suffix=CR",
-        qr_params=QR,
-        card_timeout=CARD_TIMEOUT,
-    )
-    try:
-        yield rt
-    finally:
-        rt.close()
+def terminal_options(pty: PtyScanner) -> dict[str, Any]:
+    """The shared `terminal` with the scanner on the pty."""
+    return {
+        "scanner_url": f"serial:{pty.path}?suffix=CR",
+        "qr_params": QR,
+        "card_timeout": CARD_TIMEOUT,
+    }
 
 
 @pytest.fixture

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import ast
 import inspect
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import terminal.checkout.errors as checkout_errors
-from terminal.app.runtime import TerminalRuntime, start_terminal
+from terminal.app.runtime import TerminalRuntime
 from terminal.checkout.errors import (
     AcquirerRequiredError,
     CheckoutError,
@@ -25,26 +24,9 @@ from terminal.checkout.errors import (
     StateError,
 )
 from terminal.domain.messages import LANGUAGES, ui_strings
-from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
+from tests.conftest_host import HostHandle
 
-CLIENT = {"sleep": lambda _s: None, "read_timeout": 10.0, "max_reversal_attempts": 3}
 CHECKOUT = Path(inspect.getfile(checkout_errors)).parent
-
-
-@pytest.fixture
-def terminal(tmp_path: Path, host: HostHandle) -> Iterator[TerminalRuntime]:
-    rt = start_terminal(
-        tmp_path / "terminal",
-        secret=TEST_SECRET,
-        host_url=host.url,
-        activation_code=host.activation_code,
-        scrypt_n=TEST_SCRYPT_N,
-        client_options=host.client_options(**CLIENT),
-    )
-    try:
-        yield rt
-    finally:
-        rt.close()
 
 
 def _sale(rt: TerminalRuntime, amount: int, card: str = "visa") -> dict[str, Any]:

@@ -9,7 +9,7 @@ replaced in `terminal.checkout.card_session`) where the test is about the checko
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -20,16 +20,16 @@ from drivers.base import CardReader
 from emv.kernel import Outcome, OutcomeKind
 from emv.kernel.kernel_data import UiMessage
 from emv.kernel.outcome import Start
-from terminal.app.runtime import TerminalRuntime, start_terminal
+from terminal.app.runtime import TerminalRuntime
 from terminal.checkout import card_session
 from terminal.checkout.card_session import CardSessionResult, run_card_transaction
 from terminal.checkout.sale import MAX_RESTARTS
 from terminal.domain.messages import Result, restart_text
 from terminal.domain.params import TerminalParams, default_params
 from terminal.domain.records import Stage, State
-from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
+from tests.conftest_host import HostHandle
+from tests.terminal.checkout.conftest import start_checkout_terminal
 
-CLIENT = {"sleep": lambda _s: None, "read_timeout": 10.0, "max_reversal_attempts": 3}
 SEE_PHONE = "See phone for instructions, then tap again"
 SEE_PHONE_OUTCOME = Outcome(
     OutcomeKind.END_APPLICATION, reason=SEE_PHONE, start=Start.B, message=UiMessage.SEE_PHONE
@@ -42,34 +42,20 @@ REMOVED_OUTCOME = Outcome(
 )
 
 
-def _terminal(
-    path: Path,
-    host: HostHandle,
-    *,
-    card_timeout: float = 30.0,
-    language: Literal["en", "zh"] = "en",
-) -> TerminalRuntime:
+def _options(*, card_timeout: float = 30.0, language: Literal["en", "zh"] = "en") -> dict[str, Any]:
+    """start_checkout_terminal's keywords: the card timeout and the terminal's language."""
     params: TerminalParams = default_params()
     params = replace(params, terminal=replace(params.terminal, language=language))
-    return start_terminal(
-        path / "terminal",
-        secret=TEST_SECRET,
-        host_url=host.url,
-        activation_code=host.activation_code,
-        scrypt_n=TEST_SCRYPT_N,
-        client_options=host.client_options(**CLIENT),
-        params=params,
-        card_timeout=card_timeout,
-    )
+    return {"params": params, "card_timeout": card_timeout}
+
+
+def _terminal(path: Path, host: HostHandle, **options: Any) -> TerminalRuntime:
+    return start_checkout_terminal(path / "terminal", host, **_options(**options))
 
 
 @pytest.fixture
-def terminal(tmp_path: Path, host: HostHandle) -> Iterator[TerminalRuntime]:
-    rt = _terminal(tmp_path, host)
-    try:
-        yield rt
-    finally:
-        rt.close()
+def terminal_options() -> dict[str, Any]:
+    return _options()
 
 
 class Kernel:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,30 +26,12 @@ from terminal.checkout.errors import StateError
 from terminal.domain.messages import Result, message_for
 from terminal.domain.records import Stage, State, TxnRecord
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
-
-CLIENT = {"sleep": lambda _s: None, "read_timeout": 10.0, "max_reversal_attempts": 3}
-
-
-def _terminal(path: Path, host: HostHandle | None, **options: Any) -> TerminalRuntime:
-    return start_terminal(
-        path / "terminal",
-        secret=TEST_SECRET,
-        host_url=None if host is None else host.url,
-        activation_code=None if host is None else host.activation_code,
-        scrypt_n=TEST_SCRYPT_N,
-        client_options=None if host is None else host.client_options(**CLIENT),
-        card_timeout=30.0,
-        **options,
-    )
+from tests.terminal.checkout.conftest import CLIENT, start_checkout_terminal
 
 
 @pytest.fixture
-def terminal(tmp_path: Path, host: HostHandle) -> Iterator[TerminalRuntime]:
-    rt = _terminal(tmp_path, host)
-    try:
-        yield rt
-    finally:
-        rt.close()
+def terminal_options() -> dict[str, Any]:
+    return {"card_timeout": 30.0}
 
 
 def _wait_for_stage(rt: TerminalRuntime, txn_id: str, stage: Stage, timeout: float = 10) -> None:
@@ -98,7 +80,9 @@ def test_a_reading_sale_says_it_can_be_cancelled(terminal: TerminalRuntime) -> N
 def test_the_card_read_deadline_ends_a_wedged_or_slow_card(
     tmp_path: Path, host: HostHandle, card: str
 ) -> None:
-    rt = _terminal(tmp_path, host, card_read_timeout=0.5)
+    rt = start_checkout_terminal(
+        tmp_path / "terminal", host, card_timeout=30.0, card_read_timeout=0.5
+    )
     try:
         record = _reading(rt, card)
         ended = rt.checkout.wait(record.id, timeout=5)
