@@ -1033,6 +1033,7 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "eod_close": "Close the batch",
             "eod_closing": "Closing the batch with the bank...",
             "report_legacy_note": "Closed by an earlier version: the bank's totals only",
+            "batches_older": "Older batches",
         },
         "zh": {
             "html_lang": "zh-CN",
@@ -1308,6 +1309,7 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "eod_close": "确认结算",
             "eod_closing": "正在与银行结算…",
             "report_legacy_note": "旧版本结算的批次：仅有银行汇总",
+            "batches_older": "更早的批次",
         },
     }
 )

@@ -1295,13 +1295,17 @@ $("eod-print").addEventListener("click", async () => {
   catch (error) { notice(errorText(error)); }
 });
 
-// Earlier batches: newest first; one tap shows that batch's report as it was closed.
-$("batch-history").addEventListener("click", async () => {
+// Earlier batches: newest first, a page at a time ("Older batches" below the last one); one
+// tap shows that batch's report as it was closed.
+async function loadBatches(before) {
   let data;
-  try { data = await api("GET", "/api/v1/batches?limit=20"); }
+  const query = "/api/v1/batches?limit=20" + (before ? "&before=" + encodeURIComponent(before) : "");
+  try { data = await api("GET", query); }
   catch (error) { notice(errorText(error)); return; }
   const list = $("batch-list");
-  list.textContent = "";
+  if (!before) list.textContent = "";
+  const more = list.querySelector(".more-batches");
+  if (more) more.remove();
   for (const report of data.batches) {
     const li = document.createElement("li");
     const button = document.createElement("button");
@@ -1313,17 +1317,31 @@ $("batch-history").addEventListener("click", async () => {
     li.appendChild(button);
     list.appendChild(li);
   }
-  if (!data.batches.length) {
+  if (!before && !data.batches.length) {
     const li = document.createElement("li");
     li.textContent = t("batches_empty");
     list.appendChild(li);
   }
+  if (data.next !== null && data.next !== undefined) {
+    const li = document.createElement("li");
+    li.className = "more-batches";
+    const button = document.createElement("button");
+    button.dataset.testid = "older-batches";
+    button.textContent = t("batches_older");
+    button.addEventListener("click", () => loadBatches(String(data.next)));
+    li.appendChild(button);
+    list.appendChild(li);
+  }
+}
+
+$("batch-history").addEventListener("click", async () => {
+  await loadBatches(null);
   $("totals-table").classList.add("hidden");
   $("eod-result").textContent = "";
   $("totals-heading").textContent = t("batch_history");
   $("eod-print").classList.add("hidden");
   $("end-of-day").classList.add("hidden");
-  list.classList.remove("hidden");
+  $("batch-list").classList.remove("hidden");
 });
 
 for (const tab of document.querySelectorAll(".tab[data-view]")) {

@@ -53,6 +53,14 @@ FITS = """(selectors) => {
   if (doc.scrollHeight > h + 1 || doc.scrollWidth > w + 1) {
     problems.push("the page scrolls: " + doc.scrollWidth + "x" + doc.scrollHeight);
   }
+  // The body clips (overflow: hidden): content taller than the screen would not scroll but
+  // be cut off, so the page and its main area must hold what they show.
+  for (const box of [document.body, document.querySelector("main")]) {
+    if (box.scrollHeight > box.clientHeight + 1 || box.scrollWidth > box.clientWidth + 1) {
+      problems.push((box.tagName) + " overflows: " + box.scrollWidth + "x" + box.scrollHeight +
+        " in " + box.clientWidth + "x" + box.clientHeight);
+    }
+  }
   for (const selector of selectors) {
     const elements = document.querySelectorAll(selector);
     if (!elements.length) { problems.push(selector + ": not in the page"); continue; }

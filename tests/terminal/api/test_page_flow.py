@@ -533,3 +533,20 @@ def test_drawer_outage_that_refuses_connections(own_page: Any) -> None:
     open_drawer(page)
     page.click('#sim-acquirer button[data-acquirer="online"]')
     page.wait_for_selector('#sim-acquirer button[data-acquirer="online"][aria-pressed=true]')
+
+
+def test_batch_history_pages_back_to_the_oldest_batch(page: Any, stack: DemoStack) -> None:
+    with register(stack) as client:
+        for amount in range(201, 222):  # 21 days, one sale each
+            sale_by_api(client, stack, amount)
+            closed = client.post("/api/v1/end-of-day", json={"pin": PIN})
+            assert closed.status_code == 200, closed.text
+    page.click('.tab[data-view="totals"]')
+    page.click("[data-testid=batch-history]")
+    rows = page.locator("[data-testid=batches] li button:not([data-testid=older-batches])")
+    playwright_sync.expect(rows).to_have_count(20)
+    assert "2.21 EUR" in rows.first.inner_text()  # newest first
+    page.click("[data-testid=older-batches]")
+    playwright_sync.expect(rows).to_have_count(21)
+    assert "2.01 EUR" in rows.last.inner_text()
+    assert page.locator("[data-testid=older-batches]").count() == 0
