@@ -10,6 +10,7 @@ Integration tests."""
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,7 @@ class Tour:
         self.stack = stack
         self.language = language
         self.folder = OUTPUT / f"tour-{language}-{size[0]}x{size[1]}"
+        shutil.rmtree(self.folder, ignore_errors=True)  # this run's steps only
         self.folder.mkdir(parents=True, exist_ok=True)
         self.number = 0
 
