@@ -33,6 +33,9 @@ _UDEV_FIX = (
     "install the udev rule from packaging/udev (or the one `python -m nfc` prints), "
     "then replug the reader"
 )
+#: How to start pcscd, the one fix `pipos readers` and `pipos doctor` both give: the socket
+#: unit starts the daemon on demand and at every boot (Debian's pcscd package ships it).
+PCSCD_FIX: Final = "sudo systemctl enable --now pcscd.socket (package: pcscd)"
 _DIALOUT_FIX = "add the terminal's user to the 'dialout' group (usermod -aG dialout USER)"
 
 
@@ -65,9 +68,11 @@ def _pcsc_entries() -> list[DeviceEntry]:
     try:
         names = list_pcsc_readers()
     except DeviceUnavailableError as exc:
+        # pcscd does not answer: the same fix as `pipos doctor` gives, not the driver's own
+        # (which is for a person at a development machine).
         return [
             DeviceEntry(
-                "pcsc:", "card reader", "pcsc", "PC/SC readers", "problem", exc.tried, exc.fix
+                "pcsc:", "card reader", "pcsc", "PC/SC readers", "problem", exc.tried, PCSCD_FIX
             )
         ]
     except DriverError as exc:

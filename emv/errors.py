@@ -104,6 +104,7 @@ The whole tree, drawn once (tests/test_errors.py keeps this drawing equal to the
                 ProvisionRefusedError (terminal.service.provision)
             ImportRefusedError (terminal.service.transfer)
             AuditError (terminal.store.audit)
+            IdempotencyError (terminal.store.idempotency)
             JournalError (terminal.store.journal)
             KeystoreError (terminal.store.keys)
                 DeviceSecretError (terminal.store.device_secret)

@@ -443,6 +443,8 @@ class Intent:
     amount: int | None
     reference: str
     confirmed: bool = False
+    #: The Idempotency-Key the register sends it with ("": none); the same on every retry.
+    key: str = ""
 
 
 @dataclass
@@ -510,9 +512,20 @@ def refund(term: Terminal, reg: Register, intent: Intent) -> dict[str, Any]:
     body: dict[str, Any] = {"pin": PIN, "external_reference": intent.reference}
     if intent.amount is not None:
         body["amount"] = intent.amount
-    answer = term.json("POST", f"/api/v1/transactions/{intent.sale_id}/refund", json=body)
+    headers = {"Idempotency-Key": intent.key} if intent.key else {}
+    path = f"/api/v1/transactions/{intent.sale_id}/refund"
+    answer = term.json("POST", path, json=body, headers=headers)
     reg.saw(answer)
     reg.answers.append(f"refund {answer['_status']} {answer.get('state', answer.get('error'))}")
+    error = answer.get("error") or {}
+    if error.get("code") == "idempotency_in_progress" and error.get("reason") == "interrupted":
+        # The terminal stopped while processing the first request with this key: as
+        # docs/api.md says, look it up by the register's reference, then a new key.
+        if _settled(term, intent):
+            intent.confirmed = True
+            return answer
+        intent.key = reg.reference("key")
+        return refund(term, reg, intent)
     if answer.get("state") == "approved":
         intent.confirmed = True
     elif answer["_status"] == 409 and "earlier refund" in json.dumps(answer):
@@ -667,6 +680,21 @@ def _act_refund_lost(trial: Trial, term: Terminal) -> None:
         raise HarnessError(f"the retried refund was not settled: {reg.answers}")
 
 
+def _act_refund_with_key(trial: Trial, term: Terminal) -> None:
+    """A refund sent with an Idempotency-Key, then sent again with it (the register lost the
+    answer): the same refund answered again, nothing more refunded; after a crash the
+    register asks again with the same key."""
+    reg = trial.register
+    intent = Intent("refund", reg.sales[0], 600, reg.reference("rf"), key=reg.reference("key"))
+    reg.intents.append(intent)
+    first = refund(term, reg, intent)
+    if not intent.confirmed:
+        raise HarnessError(f"refund not approved: {reg.answers}")
+    again = refund(term, reg, intent)
+    if again.get("id") != first.get("id") or again.get("state") != "approved":
+        raise HarnessError(f"the retried refund was not answered as the first: {again}")
+
+
 def _act_void(trial: Trial, term: Terminal) -> None:
     reg = trial.register
     intent = Intent("void", reg.sales[0], None, "")
@@ -747,6 +775,7 @@ OPERATIONS: dict[str, Operation] = {
         Operation("refund_full", _with_sale, _act_refunds(None)),
         Operation("refund_partial", _with_sale, _act_refunds(700, 500)),
         Operation("refund_lost_answer", _with_sale, _act_refund_lost),
+        Operation("refund_idempotent", _with_sale, _act_refund_with_key),
         Operation("void", _with_sale, _act_void),
         Operation("sync", _offline_then_online(False, True), _act_sync),
         Operation(

@@ -2,7 +2,8 @@
 
 Each operation at the counter (a sale approved online, a sale approved offline into the
 queue, a scanned consumer-presented code, a full refund, two partial refunds, a refund whose
-answer the host loses after committing it, a void, a sync of the offline queue, an end of
+answer the host loses after committing it, a refund sent twice with one Idempotency-Key, a
+void, a sync of the offline queue, an end of
 day) and the terminal's first start (keystore, enrolment, new files) is run once to count
 its durable writes: every SQLite commit of the terminal process (journal, offline queue) and
 every durable file write (keystore and sequence counter by atomic replace, audit log by
@@ -46,6 +47,7 @@ MUST_WRITE: dict[str, set[str]] = {
     "refund_full": {"journal.sqlite3", "audit.log"},
     "refund_partial": {"journal.sqlite3", "audit.log"},
     "refund_lost_answer": {"journal.sqlite3", "audit.log"},
+    "refund_idempotent": {"journal.sqlite3", "audit.log", "idempotency.sqlite3"},
     "void": {"journal.sqlite3", "audit.log"},
     "sync": {"offline_queue.sqlite3", "journal.sqlite3", "sequence.json"},
     "end_of_day": {"offline_queue.sqlite3", "journal.sqlite3"},

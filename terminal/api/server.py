@@ -36,6 +36,13 @@ English, for the register, except for 503 acquirer_unavailable, whose ``message`
 terminal's language and whose ``reason`` says why the bank could not be asked
 (not_connected, unreachable, no_answer, host_error, pending_refund, pending_void): never an
 exception's text. The endpoints are described in docs/api.md.
+
+Every request that moves money (a sale, a refund, a void, a cancel, the end of day) takes an
+optional ``Idempotency-Key`` header (Stripe's semantics, docs/api.md "Idempotency"): the
+first request is processed and its answer kept on disk (terminal.store.idempotency), per
+register, for a day at least; a repeat with the same key and body gets that answer again
+(``Idempotent-Replayed: true``; a sale as it stands now), another body 422
+idempotency_key_reused, one while the first still runs 409 idempotency_in_progress.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import json
 import logging
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -62,7 +70,7 @@ from fastapi.responses import (
     Response,
     StreamingResponse,
 )
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -94,7 +102,7 @@ from ..domain.receipts import (
     print_receipt,
     report_html,
 )
-from ..domain.records import MAX_SEARCH, TxnRecord
+from ..domain.records import APPROVED_STATES, MAX_SEARCH, Kind, State, TxnRecord
 from ..security.lockout import LockoutError
 from ..security.merchant_pin import (
     MerchantPin,
@@ -103,6 +111,14 @@ from ..security.merchant_pin import (
     MerchantPinWrongError,
 )
 from ..store.audit import AuditLog
+from ..store.idempotency import FILE as IDEMPOTENCY_FILE
+from ..store.idempotency import (
+    ClaimKind,
+    IdempotencyError,
+    IdempotencyStore,
+    StoredAnswer,
+    fingerprint,
+)
 from .kiosk import COOKIE, KioskCodes
 
 __all__ = [
@@ -124,6 +140,31 @@ PAGE = "checkout-page"
 #: How long a cancel waits for the sale to reach its final state before it answers.
 CANCEL_SETTLE_SECONDS = 5.0
 _REF = r"^[A-Za-z0-9._:/#-]{1,64}$"
+#: The longest Idempotency-Key (Stripe's limit): a UUID (36) or a register's own
+#: "<till>-<receipt>-<attempt>" fits many times.
+IDEMPOTENCY_KEY_MAX: Final = 255
+#: The answers an Idempotency-Key keeps: what the same request would be answered again
+#: (done, or refused for good: an unknown transaction, an invalid field). Every other answer
+#: (401, 403 and 423 of the PIN, 409 busy or not yet in that state, 413, 429, 5xx) may be
+#: different on a retry, so the key is released and a retry with it is processed anew.
+_KEPT_STATUSES: Final = frozenset({200, 201, 202, 404, 422})
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Optional, on every request that moves money: 1 to 255 printable ASCII "
+        "characters of the register's choosing (a UUID is usual), new for each operation "
+        "and sent again, unchanged, with a retry of it. The first request is processed and "
+        "its answer kept (at least 24 hours, also across a restart); a retry with the same "
+        "key and the same body gets that answer again (header `Idempotent-Replayed: true`; "
+        "a sale: the transaction as it stands now), and nothing is done twice. The same key "
+        "with another body or path: 422 idempotency_key_reused; while the first request "
+        "is still running: 409 idempotency_in_progress (reason `interrupted`: the terminal "
+        "stopped while processing it; look the transaction up, then use a new key). Keys "
+        "are the register's own: another register's same key is another key.",
+        json_schema_extra={"maxLength": IDEMPOTENCY_KEY_MAX, "pattern": "^[ -~]+$"},
+    ),
+]
 
 
 def render_svg(payload: str) -> bytes:
@@ -193,6 +234,8 @@ class ApiSettings:
     #: A demo stack's own simulated acquirer: puts it "online", "unreachable" (connections
     #: refused) or "drops" (connections accepted, then dropped); POST /simulator/acquirer.
     acquirer_switch: Callable[[str], str] | None = None
+    #: The answers kept by Idempotency-Key (None: the store in the journal's directory).
+    idempotency: IdempotencyStore | None = None
 
 
 class _ApiError(Exception):
@@ -227,6 +270,21 @@ _CHECKOUT_STATUS: Final[Mapping[str, int]] = {
     RequestError.code: 422,
     AcquirerRequiredError.code: 503,
 }
+
+
+def _standing_sale(records: list[TxnRecord]) -> TxnRecord | None:
+    """The first sale among `records` (oldest first) that stands in the way of another under
+    the same reference (`unique_reference`): running, approved online or offline (voided
+    or not), or failed with an outcome unknown (the bank may have taken the money). A
+    declined, cancelled or settled failed sale took nothing: the customer may pay again."""
+    for record in records:
+        if record.kind is not Kind.SALE:
+            continue
+        if record.state in (State.IN_PROGRESS, *APPROVED_STATES) or (
+            record.state is State.FAILED and record.outcome_unknown
+        ):
+            return record
+    return None
 
 
 def _unfinished(txn_id: str) -> _ApiError:
@@ -270,6 +328,13 @@ class SaleBody(_Body):
         description="ISO 4217 numeric (978) or alphabetic (EUR) code"
     )
     external_reference: str = Field(default="", pattern=r"^$|" + _REF, max_length=64)
+    unique_reference: StrictBool = Field(
+        default=False,
+        description="true: at most one sale per `external_reference` (which it needs): if a "
+        "sale with this reference is running, was approved (online or offline) or has an "
+        "outcome still unknown, the answer is that sale as it stands now (200) and no new "
+        "sale starts; a declined, cancelled or failed one does not count",
+    )
     method: Literal["card", "merchant_qr"] = Field(
         default="card",
         description='"card": wait for a card or a scanned code; "merchant_qr": show the '
@@ -537,8 +602,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     app.add_middleware(_HostCheck, allowed=settings.allowed_hosts)
     app.add_middleware(_SecurityHeaders)
 
-    @app.exception_handler(_ApiError)
-    async def _api_error(request: Request, exc: _ApiError) -> Response:
+    def api_error(exc: _ApiError) -> JSONResponse:
         return _error(
             exc.status,
             exc.code,
@@ -547,6 +611,10 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             retry_after=exc.retry_after,
             details=exc.details,
         )
+
+    @app.exception_handler(_ApiError)
+    async def _api_error(request: Request, exc: _ApiError) -> Response:
+        return api_error(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -572,6 +640,9 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
 
     @app.exception_handler(CheckoutError)
     async def _checkout_error(request: Request, exc: CheckoutError) -> Response:
+        return checkout_error(exc)
+
+    def checkout_error(exc: CheckoutError) -> JSONResponse:
         # The code by the refusal's class, and its `reason` where one code covers several
         # causes: the page words it by the two in the terminal's language (ui string
         # error_<code>_<reason>); `message` stays English, for the register and the log.
@@ -662,17 +733,153 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     def view(txn_id: str) -> dict[str, Any]:
         return checkout.view(checkout.get(txn_id))
 
+    # --- idempotency ------------------------------------------------------------------
+
+    keys = settings.idempotency or IdempotencyStore(checkout.journal.path.parent / IDEMPOTENCY_FILE)
+    app.state.idempotency = keys
+
+    def idempotent(
+        request: Request,
+        who: str,
+        key: str | None,
+        body: Mapping[str, Any],
+        run: Callable[[], JSONResponse],
+        *,
+        current: bool = False,
+    ) -> JSONResponse:
+        """`run` once per (caller, key): the first request's answer kept, a repeat answered
+        with it (docs/api.md, "Idempotency"). `body`: what the fingerprint covers (never
+        the PIN: the caller checks it on every attempt, so a replay needs the right PIN
+        too and no wrong one is ever compared with a stored hash of it). `current`: a
+        repeat answers with the transaction as it stands now (a sale), not as it stood."""
+        if key is None:
+            return run()
+        if not (1 <= len(key) <= IDEMPOTENCY_KEY_MAX and key.isascii() and key.isprintable()):
+            raise _ApiError(
+                422,
+                "invalid_idempotency_key",
+                f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} printable ASCII "
+                "characters (a UUID is usual)",
+                field="Idempotency-Key",
+            )
+        method, path = request.method, request.url.path
+        print_ = fingerprint(method, path, body)
+        try:
+            claim = keys.claim(who, key, print_)
+        except IdempotencyError as exc:
+            log.error("idempotency store: %s", exc)
+            raise _ApiError(503, "idempotency_unavailable", str(exc)) from exc
+        if claim.kind is ClaimKind.REUSED:
+            raise _ApiError(
+                422,
+                "idempotency_key_reused",
+                f"Idempotency-Key {key[:64]!r} was used for another request (another body "
+                "or path); use a new key for a new request",
+                field="Idempotency-Key",
+            )
+        if claim.kind is ClaimKind.IN_PROGRESS:
+            raise _ApiError(
+                409,
+                "idempotency_in_progress",
+                f"the first request with Idempotency-Key {key[:64]!r} is still being "
+                "processed; ask again once it has been answered",
+                details={"reason": "running"},
+            )
+        if claim.kind is ClaimKind.INTERRUPTED:
+            raise _ApiError(
+                409,
+                "idempotency_in_progress",
+                f"the terminal stopped while it was processing the first request with "
+                f"Idempotency-Key {key[:64]!r}, so it has no answer to give again: look the "
+                "transaction up (GET /api/v1/transactions?external_reference=...), then "
+                "send the request with a new key if it is still wanted",
+                details={"reason": "interrupted"},
+            )
+        replayed = {"Idempotent-Replayed": "true"}
+        if claim.kind is ClaimKind.REPLAY:
+            assert claim.answer is not None
+            answer = claim.answer
+            content = answer.body
+            if current and answer.transaction_id and 200 <= answer.status < 300:
+                content = view(answer.transaction_id)
+            return JSONResponse(content, status_code=answer.status, headers=replayed)
+        try:
+            try:
+                response = run()
+            except _ApiError as exc:
+                response = api_error(exc)
+            except CheckoutError as exc:
+                response = checkout_error(exc)
+        except BaseException:
+            keys.release(who, key)  # an answer nobody saw: the register may try again
+            raise
+        if response.status_code not in _KEPT_STATUSES:
+            keys.release(who, key)
+            return response
+        content = json.loads(bytes(response.body))
+        txn = content.get("id") if 200 <= response.status_code < 300 else None
+        try:
+            keys.finish(who, key, StoredAnswer(response.status_code, content, str(txn or "")))
+        except IdempotencyError as exc:
+            # Done, but the answer not kept: a repeat finds the key interrupted (409) and
+            # the register looks the transaction up, as after a power cut here.
+            log.error("idempotency store: the answer to a request was not kept: %s", exc)
+        return response
+
     # --- sales ------------------------------------------------------------------------
 
-    @app.post("/api/v1/sales", status_code=202, tags=["sales"])
-    def create_sale(body: SaleBody, who: str = Depends(register)) -> dict[str, Any]:
+    unique_sales = threading.Lock()
+
+    @app.post("/api/v1/sales", status_code=202, tags=["sales"], response_model=None)
+    def create_sale(
+        request: Request,
+        body: SaleBody,
+        who: str = Depends(register),
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
         """Start a sale; the terminal then waits for a card. Poll the transaction or follow
-        /api/v1/events for progress. 409 when another transaction is running."""
-        code = _currency_code(body.currency)
-        record = checkout.start_sale(
-            body.amount, code, external_ref=body.external_reference, method=body.method
-        )
-        return checkout.view(record)
+        /api/v1/events for progress. 409 when another transaction is running. With
+        `unique_reference`: the sale already made under the `external_reference`, if any
+        (200). A retry with the same Idempotency-Key answers with the sale it started, as
+        it stands now."""
+
+        def run() -> JSONResponse:
+            code = _currency_code(body.currency)
+            if not body.unique_reference:
+                record = checkout.start_sale(
+                    body.amount, code, external_ref=body.external_reference, method=body.method
+                )
+                return JSONResponse(checkout.view(record), status_code=202)
+            if not body.external_reference:
+                raise _ApiError(
+                    422,
+                    "invalid_request",
+                    "unique_reference: needs an external_reference to be unique",
+                    field="unique_reference",
+                )
+            # The look-up and the start under one lock: two registers' retries of the same
+            # order cannot both find nothing and both start a sale.
+            with unique_sales:
+                earlier = _standing_sale(checkout.journal.find_external(body.external_reference))
+                if earlier is not None:
+                    if (earlier.amount, earlier.currency) != (body.amount, code):
+                        # Another order under the same reference (or a changed one): not
+                        # the sale the register asks for, so not answered as if it were.
+                        raise _ApiError(
+                            409,
+                            "reference_in_use",
+                            f"sale {earlier.id} under external_reference "
+                            f"{body.external_reference!r} is of another amount or currency "
+                            f"({earlier.amount} {earlier.currency:03d})",
+                            field="external_reference",
+                        )
+                    return JSONResponse(checkout.view(earlier), status_code=200)
+                record = checkout.start_sale(
+                    body.amount, code, external_ref=body.external_reference, method=body.method
+                )
+            return JSONResponse(checkout.view(record), status_code=202)
+
+        return idempotent(request, who, idempotency_key, body.model_dump(), run, current=True)
 
     @app.get(
         "/api/v1/sales/{txn_id}/qr.svg",
@@ -699,18 +906,37 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         # cancelled with the acquirer); the event stream carries it either way.
         return checkout.view(checkout.wait(record.id, timeout=CANCEL_SETTLE_SECONDS))
 
-    @app.post("/api/v1/transactions/{txn_id}/cancel", tags=["sales"])
-    def cancel(txn_id: str, who: str = Depends(register)) -> dict[str, Any]:
+    @app.post("/api/v1/transactions/{txn_id}/cancel", tags=["sales"], response_model=None)
+    def cancel(
+        request: Request,
+        txn_id: str,
+        who: str = Depends(register),
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
         """Stop waiting for a card or a code, or stop reading one (409 once the card has given
         its outcome and the payment is being completed). Answers with the sale as it ended, or
         as it stands after a few seconds."""
-        return cancelled(checkout.cancel(txn_id))
+        return idempotent(
+            request,
+            who,
+            idempotency_key,
+            {},
+            lambda: JSONResponse(cancelled(checkout.cancel(txn_id))),
+        )
 
-    @app.post("/api/v1/cancel", tags=["sales"])
-    def cancel_current(who: str = Depends(register)) -> dict[str, Any]:
+    @app.post("/api/v1/cancel", tags=["sales"], response_model=None)
+    def cancel_current(
+        request: Request, who: str = Depends(register), idempotency_key: IdempotencyKey = None
+    ) -> JSONResponse:
         """Cancel whatever sale is waiting for a card or a code; answers as the
         transaction-specific cancel does."""
-        return cancelled(checkout.cancel(None))
+        return idempotent(
+            request,
+            who,
+            idempotency_key,
+            {},
+            lambda: JSONResponse(cancelled(checkout.cancel(None))),
+        )
 
     @app.get("/api/v1/transactions", tags=["transactions"])
     def list_transactions(
@@ -785,23 +1011,45 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
                 result=record.state,
             )
 
-    @app.post("/api/v1/transactions/{txn_id}/refund", tags=["refunds"])
-    def refund(txn_id: str, body: RefundBody, who: str = Depends(register)) -> dict[str, Any]:
-        """Refund (part of) an approved sale. Needs the merchant PIN."""
+    @app.post("/api/v1/transactions/{txn_id}/refund", tags=["refunds"], response_model=None)
+    def refund(
+        request: Request,
+        txn_id: str,
+        body: RefundBody,
+        who: str = Depends(register),
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        """Refund (part of) an approved sale. Needs the merchant PIN (on a retry with the
+        same Idempotency-Key too: the PIN is checked, then the refund's answer given again)."""
         checkout.get(txn_id)  # 404 before the PIN is tried
         check_pin(body.pin, who, "refund", txn_id)
-        record = checkout.refund(txn_id, body.amount, external_ref=body.external_reference)
-        audit("refund", who, record)
-        return checkout.view(record)
 
-    @app.post("/api/v1/transactions/{txn_id}/void", tags=["refunds"])
-    def void(txn_id: str, body: PinBody, who: str = Depends(register)) -> dict[str, Any]:
+        def run() -> JSONResponse:
+            record = checkout.refund(txn_id, body.amount, external_ref=body.external_reference)
+            audit("refund", who, record)
+            return JSONResponse(checkout.view(record))
+
+        params = body.model_dump(exclude={"pin"})
+        return idempotent(request, who, idempotency_key, params, run)
+
+    @app.post("/api/v1/transactions/{txn_id}/void", tags=["refunds"], response_model=None)
+    def void(
+        request: Request,
+        txn_id: str,
+        body: PinBody,
+        who: str = Depends(register),
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
         """Void an approved online sale not yet settled. Needs the merchant PIN."""
         checkout.get(txn_id)
         check_pin(body.pin, who, "void", txn_id)
-        record = checkout.void(txn_id)
-        audit("void", who, record)
-        return checkout.view(record)
+
+        def run() -> JSONResponse:
+            record = checkout.void(txn_id)
+            audit("void", who, record)
+            return JSONResponse(checkout.view(record))
+
+        return idempotent(request, who, idempotency_key, {}, run)
 
     # --- receipts ---------------------------------------------------------------------
 
@@ -870,8 +1118,13 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             "batches": [b.to_json() for b in checkout.journal.batches(limit=5)]
         }
 
-    @app.post("/api/v1/end-of-day", tags=["end of day"])
-    def end_of_day(body: PinBody, who: str = Depends(register)) -> dict[str, Any]:
+    @app.post("/api/v1/end-of-day", tags=["end of day"], response_model=None)
+    def end_of_day(
+        request: Request,
+        body: PinBody,
+        who: str = Depends(register),
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
         """Send the offline queue, close the batch with the acquirer, and answer the report
         (kept with the batch: GET /api/v1/batches): `lines` per payment method with the
         bank's `host` line beside each (null when the bank has none) and `differs`;
@@ -884,15 +1137,19 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         host_error, not_connected) and a message in the terminal's language; the batch
         stays open."""
         check_pin(body.pin, who, "end_of_day", "")
-        report = checkout.end_of_day()
-        if settings.audit is not None:
-            settings.audit.record(
-                "end_of_day",
-                actor=who,
-                batch=report.get("batch_id"),
-                transactions=report.get("transactions"),
-            )
-        return report
+
+        def run() -> JSONResponse:
+            report = checkout.end_of_day()
+            if settings.audit is not None:
+                settings.audit.record(
+                    "end_of_day",
+                    actor=who,
+                    batch=report.get("batch_id"),
+                    transactions=report.get("transactions"),
+                )
+            return JSONResponse(report)
+
+        return idempotent(request, who, idempotency_key, {}, run)
 
     @app.get("/api/v1/batches", tags=["end of day"])
     def batches(

@@ -76,6 +76,7 @@ class ApiServer:
                 timeout_graceful_shutdown=1,
             )
         )
+        self._app = app
         self._bind = (host, port)
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -107,6 +108,11 @@ class ApiServer:
         self._server.force_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
+        # The kept answers of requests with an Idempotency-Key (opened with the app): closed
+        # once no request runs any more.
+        keys = getattr(self._app.state, "idempotency", None)
+        if keys is not None:
+            keys.close()
 
 
 #: What the simulator drawer can make of the demo's own acquirer.

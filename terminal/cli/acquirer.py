@@ -1,4 +1,5 @@
-"""`pipos acquirer`: run the simulated acquirer host, and mint enrolment activation codes.
+"""`pipos acquirer`: run the simulated acquirer host, mint enrolment activation codes, and
+arm its faults from the command line (`pipos acquirer fault`, docs/ci.md).
 
 This is the one place terminal/ launches the simulator as a command of its own. The simulator
 is not part of the product install (it is pipos-sim, the `sim` extra), so the import happens
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
+from typing import Final
 
 import httpx
 
@@ -17,7 +20,12 @@ from ..domain.errors import TerminalError, simulator_missing, simulator_not_inst
 
 
 class AcquirerCommandError(TerminalError):
-    """The acquirer command could not do what was asked."""
+    """The acquirer command could not do what was asked: bad input unless raised with
+    ``bad_input=False``."""
+
+    def __init__(self, message: str, *, bad_input: bool = True) -> None:
+        super().__init__(message)
+        self.bad_input = bad_input  # exit status 2, else 1 (terminal.cli.common.exit_status)
 
 
 _NEEDED_BY = "pipos acquirer (the simulated acquirer host)"
@@ -51,6 +59,72 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     code.add_argument("--url", help="a running host (http://127.0.0.1:8600); default: --db")
     code.add_argument("--db", default=argparse.SUPPRESS, help="SQLite state file")
     code.set_defaults(handler=_activation_code)
+    fault = actions.add_parser(
+        "fault",
+        help="make a running simulated acquirer fail (refuse, delay, http_500, "
+        "drop_after_commit, corrupt), show its armed faults, or clear them",
+        description="Arm a fault on a running simulated acquirer (its PUT /admin/faults): "
+        "the next requests whose path starts with --path fail as --mode says, --times times "
+        "or until --clear. Without --mode or --clear, print the armed faults. Modes: "
+        + "; ".join(f"{mode}: {what}" for mode, what in FAULT_MODES.items()),
+    )
+    fault.add_argument("--url", required=True, help="the running host, e.g. http://127.0.0.1:8600")
+    fault.add_argument(
+        "--admin-token",
+        default=argparse.SUPPRESS,
+        help="the host's X-Admin-Token, if it was started with one "
+        "(env PIPOS_ACQUIRER_ADMIN_TOKEN)",
+    )
+    what = fault.add_mutually_exclusive_group()
+    what.add_argument("--mode", choices=tuple(FAULT_MODES), help="the fault to arm")
+    what.add_argument("--clear", action="store_true", help="disarm every fault")
+    fault.add_argument(
+        "--path",
+        default="/v1/",
+        help="protocol path prefix the fault applies to (default /v1/: every request; "
+        "/v1/authorisations: authorisations only, so reversals still get through)",
+    )
+    fault.add_argument(
+        "--delay-ms",
+        type=_bounded(0, _MAX_DELAY_MS),
+        default=0,
+        help=f"wait this long before the fault (0 to {_MAX_DELAY_MS}; needed by --mode delay)",
+    )
+    fault.add_argument(
+        "--times",
+        type=_bounded(1, None),
+        help="only the next N matching requests (default: every one until --clear)",
+    )
+    fault.set_defaults(handler=_fault)
+
+
+#: The simulated host's fault modes (simulator.host.faults) and what the terminal meets.
+FAULT_MODES: Final[dict[str, str]] = {
+    "refuse": "the connection is closed before the request is read (nothing processed)",
+    "delay": "the request waits --delay-ms, then is processed normally",
+    "http_500": "answered 500 without being processed",
+    "drop_after_commit": "processed and committed, then the connection is cut unanswered",
+    "corrupt": "processed and committed, then the answer's bytes are garbled",
+}
+
+#: The host's own bound for `delay_ms` (simulator.host.app FaultBody).
+_MAX_DELAY_MS: Final = 120_000
+
+
+def _bounded(low: int, high: int | None) -> Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high` (exit status 2 otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            bound = f"from {low} to {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"{value} is out of range: {bound}")
+        return value
+
+    return parse
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -63,7 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         if not simulator_missing(exc):
             raise
-        raise AcquirerCommandError(simulator_not_installed(_NEEDED_BY)) from exc
+        raise AcquirerCommandError(simulator_not_installed(_NEEDED_BY), bad_input=False) from exc
 
     tls = server.TlsConfig(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
     scheme = "https" if tls else "http"
@@ -83,10 +157,11 @@ def _activation_code(args: argparse.Namespace) -> int:
                 timeout=10,
             )
         except httpx.HTTPError as exc:
-            raise AcquirerCommandError(f"acquirer at {args.url}: {exc}") from exc
+            raise AcquirerCommandError(f"acquirer at {args.url}: {exc}", bad_input=False) from exc
         if response.status_code != 200:
             raise AcquirerCommandError(
-                f"acquirer refused ({response.status_code}): {response.text[:200]}"
+                f"acquirer refused ({response.status_code}): {response.text[:200]}",
+                bad_input=response.status_code < 500,
             )
         data = response.json()
         _print_code(str(data["code"]), data.get("host_key_fingerprint"))
@@ -96,7 +171,7 @@ def _activation_code(args: argparse.Namespace) -> int:
     except ImportError as exc:
         if not simulator_missing(exc):
             raise
-        raise AcquirerCommandError(simulator_not_installed(_NEEDED_BY)) from exc
+        raise AcquirerCommandError(simulator_not_installed(_NEEDED_BY), bad_input=False) from exc
     store = host.Store(args.db)
     try:
         acquirer = host.AcquirerHost(store)
@@ -106,6 +181,70 @@ def _activation_code(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _fault(args: argparse.Namespace) -> int:
+    if args.mode == "delay" and args.delay_ms == 0:
+        raise AcquirerCommandError("--mode delay needs --delay-ms (how long to wait)")
+    if args.mode is None and (args.delay_ms or args.times is not None):
+        raise AcquirerCommandError("--delay-ms and --times go with --mode")
+    url = args.url.rstrip("/") + "/admin/faults"
+    headers = {"X-Admin-Token": args.admin_token} if args.admin_token else {}
+    body: dict[str, object] = {}
+    if args.mode is not None:
+        fault: dict[str, object] = {"mode": args.mode, "delay_ms": args.delay_ms}
+        if args.times is not None:
+            fault["times"] = args.times
+        body = {args.path: fault}
+    method = "PUT" if args.mode else "DELETE" if args.clear else "GET"
+    try:
+        response = httpx.request(
+            method, url, json=body if method == "PUT" else None, headers=headers, timeout=10
+        )
+    except httpx.HTTPError as exc:
+        raise AcquirerCommandError(f"acquirer at {args.url}: {exc}", bad_input=False) from exc
+    if response.status_code != 200:
+        raise AcquirerCommandError(
+            f"acquirer refused ({response.status_code}): {_error_message(response)}",
+            bad_input=response.status_code < 500,
+        )
+    try:
+        armed = response.json()
+    except ValueError as exc:
+        raise AcquirerCommandError(
+            f"acquirer at {args.url}: the answer is not JSON (is it the simulated acquirer?)",
+            bad_input=False,
+        ) from exc
+    if args.clear:
+        print("no fault armed (all cleared)")
+        return 0
+    if not isinstance(armed, dict) or not armed:
+        print("no fault armed")
+        return 0
+    for path, armed_fault in sorted(armed.items()):
+        print(_fault_line(path, armed_fault if isinstance(armed_fault, dict) else {}))
+    return 0
+
+
+def _fault_line(path: str, fault: dict[str, object]) -> str:
+    """One armed fault as a line a person reads (and a script can split on spaces)."""
+    parts = [path, str(fault.get("mode", "?"))]
+    if fault.get("delay_ms"):
+        parts.append(f"delay_ms={fault['delay_ms']}")
+    times = fault.get("times")
+    parts.append(f"times={times}" if times is not None else "times=until-cleared")
+    parts.append(f"hits={fault.get('hits', 0)}")
+    return "  ".join(parts)
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The host's error envelope's message, else the start of its body."""
+    try:
+        error = response.json().get("error", {})
+        message = error.get("message") if isinstance(error, dict) else None
+    except (ValueError, AttributeError):
+        message = None
+    return str(message) if message else response.text[:200]
 
 
 def _print_code(code: str, fingerprint: object) -> None:

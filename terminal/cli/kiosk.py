@@ -28,6 +28,7 @@ import shutil
 from pathlib import Path
 
 from ..domain.errors import ConfigurationError
+from .common import ServiceCommandError
 
 __all__ = ["CHROMIUM_FLAGS", "register"]
 
@@ -98,15 +99,22 @@ def _kiosk_command(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"--url {args.url!r}: expected http://HOST:PORT")
     from ..api.kiosk import kiosk_url, read_kiosk_code
 
-    url = kiosk_url(args.url, read_kiosk_code(_code_file(args)))
+    try:
+        code = read_kiosk_code(_code_file(args))
+    except ConfigurationError as exc:
+        # The code file is the running terminal's (missing: it is not running; unreadable or
+        # loose: its start went wrong), not what the person typed: a failure, exit status 1.
+        raise ServiceCommandError(str(exc), bad_input=False) from exc
+    url = kiosk_url(args.url, code)
     if args.print_url:
         print(url, flush=True)
         return 0
     browser = args.browser or shutil.which("chromium") or shutil.which("chromium-browser")
     if not browser:
-        raise ConfigurationError(
+        raise ServiceCommandError(
             "Chromium is not installed (Debian: apt-get install chromium; Raspberry Pi OS: "
-            "chromium-browser); or give --browser, or --print-url for another browser"
+            "chromium-browser); or give --browser, or --print-url for another browser",
+            bad_input=False,
         )
     # The browser takes this process's place, so a session manager or systemd that started
     # the kiosk watches the browser itself. The code in its command line is spent by the
@@ -114,5 +122,7 @@ def _kiosk_command(args: argparse.Namespace) -> int:
     try:
         os.execv(browser, [browser, *CHROMIUM_FLAGS, url])  # noqa: S606 (no shell: argv)
     except OSError as exc:
-        raise ConfigurationError(f"cannot start {browser}: {exc.strerror}") from exc
+        raise ServiceCommandError(
+            f"cannot start {browser}: {exc.strerror}", bad_input=False
+        ) from exc
     return 0  # not reached: execv does not return

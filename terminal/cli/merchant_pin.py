@@ -92,7 +92,15 @@ def _credential(args: argparse.Namespace) -> tuple[ServiceTerminal, MerchantPin]
 
 
 def _new_pin(args: argparse.Namespace) -> str:
-    from ..security.merchant_pin import check_new_pin
+    from ..security.merchant_pin import MerchantPinError, check_new_pin
+
+    def checked(pin: str) -> str:
+        """`pin`, or the policy's refusal as bad input (exit status 2)."""
+        try:
+            check_new_pin(pin)
+        except MerchantPinError as exc:
+            raise ServiceCommandError(str(exc)) from exc
+        return pin
 
     if args.pin_file is not None:
         path = Path(args.pin_file)
@@ -106,13 +114,11 @@ def _new_pin(args: argparse.Namespace) -> str:
             raise ServiceCommandError(
                 f"merchant PIN file {path}: readable by group or others; chmod 600 it"
             )
-        pin = read_secret_file(path, "merchant PIN")
-        check_new_pin(pin)
-        return pin
+        return checked(read_secret_file(path, "merchant PIN"))
     if not sys.stdin.isatty():
         raise ServiceCommandError("no merchant PIN: give --pin-file (stdin is not a terminal)")
     first = getpass.getpass("New merchant PIN (4 to 12 digits): ")
-    check_new_pin(first)  # a weak PIN is refused before it is typed again
+    checked(first)  # a weak PIN is refused before it is typed again
     if getpass.getpass("Repeat the new merchant PIN: ") != first:
         raise ServiceCommandError("the two entries differ; the merchant PIN was not changed")
     return first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 
 from emv.capk import CaPublicKey
@@ -49,12 +50,15 @@ def _check_command(args: argparse.Namespace) -> int:
         for message in exc.messages:
             print(f"  {message}", file=sys.stderr)
         return 2
-    for line in summarise(params):
+    for line in summarise(params, today=datetime.datetime.now(datetime.UTC).date()):
         print(line)
     return 0
 
 
-def summarise(params: TerminalParams) -> list[str]:
+def summarise(params: TerminalParams, *, today: datetime.date) -> list[str]:
+    """What `params` configures, for a person; each CA key's expiry judged on `today` (valid
+    up to and including its expiry date, EMV Book 2 §11.2.1; the terminal refuses an expired
+    key for offline data authentication, emv.capk.CaKeyStore.lookup)."""
     t = params.terminal
     currency = t.currency_code
     lines = [
@@ -80,12 +84,21 @@ def summarise(params: TerminalParams) -> list[str]:
     for key in params.ca_public_keys:
         ca_key = CaPublicKey(key.rid, key.index, key.modulus, key.exponent, key.expiry, key.sha1)
         checksum = (
-            "checksum ok" if ca_key.verify_checksum() else "no checksum" if key.sha1 is None else ""
+            "checksum ok"
+            if ca_key.verify_checksum()
+            else "no checksum"
+            if key.sha1 is None
+            else "checksum WRONG"
         )
-        expiry = key.expiry.isoformat() if key.expiry else "no expiry"
+        if key.expiry is None:
+            expiry = "no expiry"
+        elif ca_key.is_expired(today):
+            expiry = f"EXPIRED on {key.expiry.isoformat()} (not used for card authentication)"
+        else:
+            expiry = f"expires {key.expiry.isoformat()}"
         lines.append(
             f"  {key.rid.hex().upper()} {key.index:02X}  {len(key.modulus) * 8} bits, "
-            f"expires {expiry}, {checksum}"
+            f"{expiry}, {checksum}"
         )
     if params.offline is not None and params.offline.enabled:
         offline = params.offline

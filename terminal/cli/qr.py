@@ -21,7 +21,12 @@ from ..domain.params import default_params, load_params
 
 
 class QrCommandError(TerminalError):
-    """A `pipos qr` command could not do what was asked."""
+    """A `pipos qr` command could not do what was asked: bad input unless raised with
+    ``bad_input=False``."""
+
+    def __init__(self, message: str, *, bad_input: bool = True) -> None:
+        super().__init__(message)
+        self.bad_input = bad_input  # exit status 2, else 1 (terminal.cli.common.exit_status)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -159,4 +164,4 @@ def write_svg(payload: str, path: str) -> None:
     try:
         segno.make_qr(payload, error="m", encoding="utf-8").save(path, kind="svg", scale=4)
     except (OSError, ValueError, segno.DataOverflowError) as exc:
-        raise QrCommandError(f"cannot write SVG {path}: {exc}") from exc
+        raise QrCommandError(f"cannot write SVG {path}: {exc}", bad_input=False) from exc

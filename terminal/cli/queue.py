@@ -19,6 +19,7 @@ import getpass
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
@@ -31,6 +32,7 @@ from offline_queue import (
     QueuedPayment,
     QueueStatus,
     State,
+    StateSummary,
 )
 from offline_queue.backup import BackupSigner
 
@@ -57,7 +59,12 @@ DEFAULT_HOST_URL: Final = "http://127.0.0.1:8600"
 
 
 class QueueCommandError(TerminalError):
-    """A `pipos queue` / `pipos sync` command cannot run as asked (missing file, no secret...)."""
+    """A `pipos queue` / `pipos sync` command cannot run as asked (missing file, no
+    secret...): bad input unless raised with ``bad_input=False``."""
+
+    def __init__(self, message: str, *, bad_input: bool = True) -> None:
+        super().__init__(message)
+        self.bad_input = bad_input  # exit status 2, else 1 (terminal.cli.common.exit_status)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -335,9 +342,23 @@ def status_lines(status: QueueStatus) -> list[str]:
     return lines
 
 
+def _empty_status(now: int) -> QueueStatus:
+    """The status of a queue that holds nothing."""
+    return QueueStatus(
+        now=now,
+        states={state: StateSummary(state, 0, {}, None) for state in State},
+        flagged=0,
+    )
+
+
 def _status_command(args: argparse.Namespace) -> int:
-    with _open_readonly(args) as queue:
-        status = queue.status()
+    if not args.db and not _db_path(args).exists() and Keystore.exists(_data_dir(args)):
+        # A terminal (its keystore is there) that has not queued a payment yet: the queue's
+        # file is made with the first offline payment, so nothing waits.
+        status = _empty_status(int(time.time()))
+    else:
+        with _open_readonly(args) as queue:
+            status = queue.status()
     if args.json:
         doc = {
             "now": status.now,
@@ -428,7 +449,8 @@ def _transfer_guard(args: argparse.Namespace) -> TransferGuard:
             # Fail closed: a provisioned terminal's card data never moves without the PIN.
             raise QueueCommandError(
                 f"no technician credential in {data_dir}, though {args.config} is provisioned: "
-                "card data stays in the queue; provision the terminal again (pipos provision)"
+                "card data stays in the queue; provision the terminal again (pipos provision)",
+                bad_input=False,
             )
         return TransferGuard(None, None, lambda: "")
     audit = AuditLog(data_dir / AUDIT_FILE)
@@ -475,7 +497,9 @@ def _acquirer_client(args: argparse.Namespace, keystore: Keystore) -> Iterator[A
     from ..acquirer.client import AcquirerClient  # httpx is only needed here
 
     if keystore.terminal_id is None:
-        raise QueueCommandError("this terminal is not enrolled with an acquirer; enrol it first")
+        raise QueueCommandError(
+            "this terminal is not enrolled with an acquirer; enrol it first", bad_input=False
+        )
     config = _configured(args)
     tls = None
     if config is not None:
@@ -487,7 +511,8 @@ def _acquirer_client(args: argparse.Namespace, keystore: Keystore) -> Iterator[A
     except SequenceError as exc:
         raise QueueCommandError(
             f"{exc}: the terminal is probably running, and it talks to the acquirer itself; "
-            "stop it first"
+            "stop it first",
+            bad_input=False,
         ) from exc
     try:
         with AcquirerClient(_host_url(args), keystore, sequence, tls=tls) as client:

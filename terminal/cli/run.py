@@ -18,7 +18,6 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +89,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="with --config: the register token file (default DATA_DIR/register-token, made "
         "on the first start)",
     )
+    run.add_argument(
+        "--ready-file",
+        metavar="PATH",
+        help="once the API answers, write PATH (JSON: url, terminal_id, acquirer_url, pid; "
+        "never the token) for a script or CI job to wait on; removed when the terminal stops",
+    )
     run.set_defaults(handler=_run_command)
 
     demo = subparsers.add_parser(
@@ -97,6 +102,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a scripted tour: online sale, offline sale, sync, refund, QR sales, totals",
         description="Start a throw-away simulated acquirer and terminal, take payments with "
         "simulated cards through the local API, and print what happened.",
+    )
+    demo.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per step on standard output (JSON lines: step, name, title and "
+        "what the step showed), for scripts",
     )
     demo.set_defaults(handler=_demo_command)
 
@@ -112,6 +123,9 @@ def _run_command(args: argparse.Namespace) -> int:
             "acquirer's parameter terminal.language (pipos params check FILE shows it)"
         )
     install_sigterm_handler()  # systemctl stop: close the checkout as Ctrl-C does
+    if args.ready_file:
+        # A file left by a run that was killed must not announce this one before it is up.
+        _remove_stale_ready_file(Path(args.ready_file))
     if args.config:
         stack, token_path, created = start_provisioned_stack(
             Path(args.config),
@@ -131,7 +145,7 @@ def _run_command(args: argparse.Namespace) -> int:
             if created
             else f"  register token: in {token_path}",
         ]
-        return _serve_until_stopped(stack, banner)
+        return _serve_until_stopped(stack, banner, args.ready_file)
     state = Path(args.state_dir or Path.home() / ".local/state/pipos/run")
     stack = start_demo_stack(
         state,
@@ -160,7 +174,7 @@ def _run_command(args: argparse.Namespace) -> int:
         banner.append(f"  simulated acquirer: {stack.host.url}")
     if stack.phone is not None:
         banner.append("  simulated phone and scanner: show codes from the page's simulator panel")
-    return _serve_until_stopped(stack, banner)
+    return _serve_until_stopped(stack, banner, args.ready_file)
 
 
 def _kiosk_command(stack: DemoStack, command: str) -> str:
@@ -191,18 +205,112 @@ def _provisioned_kiosk_lines(stack: DemoStack, command: str) -> list[str]:
     ]
 
 
-def _serve_until_stopped(stack: DemoStack, banner: list[str]) -> int:
+def _serve_until_stopped(stack: DemoStack, banner: list[str], ready_file: str | None) -> int:
     # Ctrl-C (or SIGTERM) at any instant from here on closes the terminal, even while the
     # banner is still being printed.
+    ready = Path(ready_file) if ready_file else None
     try:
         print("\n".join([*banner, "Press Ctrl-C to stop."]), flush=True)
+        if ready is not None:
+            _write_ready_file(ready, stack)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
+        # Gone before the terminal is: a job that waits on the file never sees it while the
+        # API no longer answers (nor left over for the next run to mistake for its own).
+        if ready is not None:
+            ready.unlink(missing_ok=True)
         stack.close()
     return 0
+
+
+def _remove_stale_ready_file(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"--ready-file {path}: cannot remove the old one ({exc.strerror or exc})"
+        ) from exc
+
+
+def _write_ready_file(path: Path, stack: DemoStack) -> None:
+    """`--ready-file`: the API is up (start_*_stack returned once it listened). Written to
+    a temporary name and renamed, so a waiter sees either no file or all of it; the
+    register token stays out of it (the caller chose it, or reads it from the banner or the
+    token file)."""
+    import json
+    import os
+
+    host = getattr(stack, "host", None)
+    document = {
+        "url": stack.api.url,
+        "terminal_id": stack.checkout.terminal_id,
+        "acquirer_url": getattr(host, "url", None),
+        "pid": os.getpid(),
+    }
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.write_text(json.dumps(document) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise ConfigurationError(
+            f"--ready-file {path}: cannot write it ({exc.strerror or exc})"
+        ) from exc
+
+
+class _DemoReport:
+    """What `pipos demo` prints: each step's heading and lines for a person, or with --json
+    one JSON object per step (JSON lines: a script reads each step as it ends)."""
+
+    def __init__(self, out: Any, *, as_json: bool) -> None:
+        self._out = out
+        self._json = as_json
+        self._step: dict[str, Any] | None = None
+
+    def step(self, number: str, name: str, title: str, heading: str | None = None) -> None:
+        """A new step; `heading` is its text (default: a blank line, then "N. title"; an
+        empty one prints nothing)."""
+        self._flush()
+        self._step = {"step": number, "name": name, "title": title}
+        text = f"\n{number}. {title}" if heading is None else heading
+        if not self._json and text:
+            self._print(text)
+
+    def line(self, text: str, **fields: Any) -> None:
+        """A line of the step for a person; its `fields` for a script."""
+        if self._json:
+            assert self._step is not None, "a line before the first step"
+            self._step.update(fields)
+        else:
+            self._print(text)
+
+    def done(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._json and self._step is not None:
+            import json
+
+            self._print(json.dumps(self._step, ensure_ascii=False, sort_keys=False))
+        self._step = None
+
+    def _print(self, text: str) -> None:
+        print(text, file=self._out, flush=True)
+
+
+def _payment_fields(txn: dict[str, Any]) -> dict[str, Any]:
+    """A transaction's outcome as the demo's JSON lines carry it (masked card, never more)."""
+    return {
+        "transaction_id": txn.get("id"),
+        "state": txn.get("state"),
+        "amount": txn.get("amount"),
+        "currency": txn.get("currency"),
+        "message": (txn.get("message") or {}).get("merchant"),
+    }
 
 
 def _demo_command(args: argparse.Namespace) -> int:
@@ -210,6 +318,7 @@ def _demo_command(args: argparse.Namespace) -> int:
 
     from ..api.stack import start_demo_stack
 
+    report = _DemoReport(sys.stdout, as_json=bool(getattr(args, "json", False)))
     with tempfile.TemporaryDirectory(prefix="pipos-demo-") as tmp:
         stack = start_demo_stack(
             tmp, scrypt_n=2**12, background=False, confirm_delay=1.0, qr_poll_interval=0.25
@@ -218,10 +327,6 @@ def _demo_command(args: argparse.Namespace) -> int:
             base_url=stack.api.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
         )
         checkout = stack.checkout
-        out = sys.stdout
-
-        def say(text: str) -> None:
-            print(text, file=out, flush=True)
 
         def sale(amount: int, card: str) -> dict[str, Any]:
             txn = api.post("/api/v1/sales", json={"amount": amount, "currency": 978}).json()
@@ -232,66 +337,101 @@ def _demo_command(args: argparse.Namespace) -> int:
             return dict(checkout.view(record))
 
         try:
-            say(
+            report.step("0", "start", "the demo terminal and its simulated acquirer", heading="")
+            report.line(
                 f"Terminal {checkout.terminal_id} enrolled with the simulated acquirer "
-                f"at {stack.host.url}"
+                f"at {stack.host.url}",
+                terminal_id=checkout.terminal_id,
+                acquirer_url=stack.host.url,
             )
-            say(f"API and checkout page on {stack.api.url}/")
-            say("\n1. Online sale of 12.34 EUR with a simulated Visa card")
+            report.line(f"API and checkout page on {stack.api.url}/", api_url=stack.api.url)
+            report.step("1", "online_sale", "Online sale of 12.34 EUR with a simulated Visa card")
             first = sale(1234, "visa")
-            say(
+            report.line(
                 f"   {first['state']}: {first['message']['merchant']} "
-                f"(card {first['masked_pan']}, auth code {first['auth_code']})"
+                f"(card {first['masked_pan']}, auth code {first['auth_code']})",
+                **_payment_fields(first),
+                masked_pan=first["masked_pan"],
+                auth_code=first["auth_code"],
             )
-            say("\n2. The acquirer goes down; sale of 8.00 EUR with a simulated Mastercard")
+            report.step(
+                "2",
+                "offline_sale",
+                "The acquirer goes down; sale of 8.00 EUR with a simulated Mastercard",
+            )
             _host_down(stack)
             second = sale(800, "mastercard")
-            say(f"   {second['state']}: {second['message']['merchant']}")
-            queue = api.get("/api/v1/queue").json()
-            say(
-                f"   offline queue: {queue['count']} payment(s) waiting, "
-                f"{', '.join(format_amount(v, int(k)) for k, v in queue['amounts'].items())}"
+            report.line(
+                f"   {second['state']}: {second['message']['merchant']}", **_payment_fields(second)
             )
-            say("\n3. The acquirer is back; the queue is sent")
+            queue = api.get("/api/v1/queue").json()
+            report.line(
+                f"   offline queue: {queue['count']} payment(s) waiting, "
+                f"{', '.join(format_amount(v, int(k)) for k, v in queue['amounts'].items())}",
+                queue_count=queue["count"],
+                queue_amounts=queue["amounts"],
+            )
+            report.step("3", "sync", "The acquirer is back; the queue is sent")
             _host_up(stack)
             synced = api.post("/api/v1/queue/sync").json()
-            say(
+            report.line(
                 f"   sent: {synced['sync'].get('accepted', 0)} accepted, "
-                f"{synced['queue']['count']} still waiting"
+                f"{synced['queue']['count']} still waiting",
+                accepted=synced["sync"].get("accepted", 0),
+                queue_count=synced["queue"]["count"],
             )
-            say("\n4. Refund of 2.34 EUR of the first sale (merchant PIN)")
+            report.step("4", "refund", "Refund of 2.34 EUR of the first sale (merchant PIN)")
             refund = api.post(
                 f"/api/v1/transactions/{first['id']}/refund",
                 json={"pin": stack.pin, "amount": 234},
             ).json()
-            say(f"   {refund['state']}: {refund['message']['merchant']}")
-            say("\n5. A declined payment (the bank says: insufficient funds)")
+            report.line(
+                f"   {refund['state']}: {refund['message']['merchant']}",
+                **_payment_fields(refund),
+                original_id=first["id"],
+            )
+            report.step(
+                "5", "declined_sale", "A declined payment (the bank says: insufficient funds)"
+            )
             third = sale(1051, "visa")
-            say(f"   {third['state']}: {third['message']['merchant']}")
-            _qr_steps(stack, api, say)
-            say("\n7. End-of-day totals, then the end of day (merchant PIN)")
-            for line in api.get("/api/v1/totals").json()["totals"]:
-                say(
+            report.line(
+                f"   {third['state']}: {third['message']['merchant']}", **_payment_fields(third)
+            )
+            _qr_steps(stack, api, report)
+            report.step("7", "end_of_day", "End-of-day totals, then the end of day (merchant PIN)")
+            totals = api.get("/api/v1/totals").json()["totals"]
+            for line in totals:
+                report.line(
                     f"   {line['brand']:<14} sales {line['sales_count']} "
                     f"{format_amount(line['sales_amount'], line['currency'])}, refunds "
                     f"{line['refunds_count']} "
                     f"{format_amount(line['refunds_amount'], line['currency'])}, net "
                     f"{line['net_text']}"
                 )
-            report = api.post("/api/v1/end-of-day", json={"pin": stack.pin}).json()
-            say(
-                f"   batch {report['batch_id']} closed with the acquirer: "
-                f"{report['host_transactions']} transactions"
+            closed = api.post("/api/v1/end-of-day", json={"pin": stack.pin}).json()
+            report.line(
+                f"   batch {closed['batch_id']} closed with the acquirer: "
+                f"{closed['host_transactions']} transactions",
+                totals=totals,
+                batch_id=closed["batch_id"],
+                host_transactions=closed["host_transactions"],
             )
-            say("\nCustomer receipt of the first sale:\n")
-            say(api.get(f"/api/v1/transactions/{first['id']}/receipt").text)
+            report.step(
+                "8",
+                "receipt",
+                "Customer receipt of the first sale",
+                heading="\nCustomer receipt of the first sale:\n",
+            )
+            receipt = api.get(f"/api/v1/transactions/{first['id']}/receipt").text
+            report.line(receipt, transaction_id=first["id"], receipt=receipt)
+            report.done()
         finally:
             api.close()
             stack.close()
     return 0
 
 
-def _qr_steps(stack: DemoStack, api: Any, say: Callable[[str], None]) -> None:
+def _qr_steps(stack: DemoStack, api: Any, report: _DemoReport) -> None:
     """Step 6 of the demo: the customer pays with a phone (scanned and shown codes)."""
     checkout = stack.checkout
 
@@ -302,28 +442,54 @@ def _qr_steps(stack: DemoStack, api: Any, say: Callable[[str], None]) -> None:
             raise RuntimeError(shown.text)
         return dict(checkout.view(checkout.wait(txn["id"], timeout=60)))
 
-    say("\n6. Phone payments: QR codes")
-    say("   a) The customer shows an Alipay payment code; the scanner reads it (5.60 EUR)")
+    def sub_step(letter: str, name: str, title: str, *, first: bool = False) -> None:
+        heading = f"   {letter}) {title}"
+        # The text keeps step 6's heading above its first part.
+        report.step(
+            f"6{letter}",
+            name,
+            title,
+            heading=f"\n6. Phone payments: QR codes\n{heading}" if first else heading,
+        )
+
+    sub_step(
+        "a",
+        "qr_customer_code",
+        "The customer shows an Alipay payment code; the scanner reads it (5.60 EUR)",
+        first=True,
+    )
     first = code_sale(560, "alipay")
-    say(f"   {first['state']}: {first['message']['merchant']}")
-    say(f"   paid with {first['brand']}, code {first['masked_pan']}")
-    say("   b) A WeChat Pay code; the customer confirms on the phone (7.20 EUR)")
+    report.line(f"   {first['state']}: {first['message']['merchant']}", **_payment_fields(first))
+    report.line(
+        f"   paid with {first['brand']}, code {first['masked_pan']}",
+        brand=first["brand"],
+        masked_code=first["masked_pan"],
+    )
+    sub_step(
+        "b",
+        "qr_confirmed_on_phone",
+        "A WeChat Pay code; the customer confirms on the phone (7.20 EUR)",
+    )
     second = code_sale(720, "confirm")
-    say(f"   {second['state']}: {second['message']['merchant']}")
-    say("   c) The customer shows a screenshot of that code again")
+    report.line(f"   {second['state']}: {second['message']['merchant']}", **_payment_fields(second))
+    sub_step("c", "qr_reused_code", "The customer shows a screenshot of that code again")
     third = code_sale(720, "reused")
-    say(f"   {third['state']}: {third['message']['merchant']}")
-    say("   d) The terminal shows its own code (EMVCo merchant-presented); the phone pays it")
+    report.line(f"   {third['state']}: {third['message']['merchant']}", **_payment_fields(third))
+    sub_step(
+        "d",
+        "qr_merchant_code",
+        "The terminal shows its own code (EMVCo merchant-presented); the phone pays it",
+    )
     txn = api.post(
         "/api/v1/sales", json={"amount": 990, "currency": 978, "method": "merchant_qr"}
     ).json()
     payload = checkout.merchant_qr_payload(checkout.get(txn["id"]))
-    say(f"   code on the screen: {payload}")
+    report.line(f"   code on the screen: {payload}", payload=payload)
     paid = api.post("/api/v1/simulator/pay-merchant-qr", json={"transaction_id": txn["id"]})
     if paid.status_code != 200:
         raise RuntimeError(paid.text)
     fourth = dict(checkout.view(checkout.wait(txn["id"], timeout=60)))
-    say(f"   {fourth['state']}: {fourth['message']['merchant']}")
+    report.line(f"   {fourth['state']}: {fourth['message']['merchant']}", **_payment_fields(fourth))
 
 
 def _host_down(stack: DemoStack) -> None:

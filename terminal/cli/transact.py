@@ -13,6 +13,7 @@ from typing import Final
 from drivers.base import CardPresence, CardReader, RecordedInputs
 from drivers.errors import DriverError
 from drivers.url import open_reader
+from emv.errors import PiposError
 
 from ..domain.currency import (
     AmountError,
@@ -22,6 +23,10 @@ from ..domain.currency import (
     parse_amount,
 )
 from ..domain.params import TerminalParams, default_params, load_params
+from .common import ServiceCommandError
+
+#: How a simulated card's URL is written (drivers.sim, simulator.cards.behaviour).
+SIM_URL_FORM: Final = "sim:PROFILE?BEHAVIOUR[=VALUE][&BEHAVIOUR[=VALUE]...]"
 
 _FIELDS = (
     ("outcome", "Outcome"),
@@ -46,9 +51,12 @@ def register_transact(emv_sub: argparse._SubParsersAction[argparse.ArgumentParse
         "transact",
         help="run the card part of a sale (kernel, ODA, CVM; no acquirer) on a reader",
         description="Run Entry Point and the kernel against the card on READER and print the "
-        "outcome. Examples: --reader sim:visa, --reader 'sim:mastercard?behaviour=decline', "
-        "--reader replay:transcript.json, --reader pcsc:. Exit status 0 when approved or sent "
-        "online, 1 for any other outcome, 2 for bad input.",
+        "outcome. Examples: --reader sim:visa, --reader 'sim:mastercard?decline', "
+        "--reader replay:transcript.json, --reader pcsc:. A simulated card takes behaviours "
+        f"after '?', joined by '&': {SIM_URL_FORM}, e.g. 'sim:visa?decline', "
+        "'sim:mastercard?corrupt=sdad', 'sim:visa?slow=0.2&expired'. Exit status 0 when "
+        "approved or sent online, 1 for any other outcome, 2 for bad input (an unknown card "
+        "profile or behaviour among them).",
     )
     parser.add_argument("--reader", required=True, help="reader URL (sim:, replay:, pcsc:, nfc:)")
     parser.add_argument("--amount", required=True, help="amount in major units, e.g. 12.34")
@@ -64,6 +72,26 @@ def register_transact(emv_sub: argparse._SubParsersAction[argparse.ArgumentParse
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_transact_command)
+
+
+def _open(url: str) -> CardReader:
+    """The reader `url` names. What the virtual cards behind `sim:` and `replay:` refuse (an
+    unknown profile or behaviour, a bad value, a transcript that is not one) is the URL's
+    fault: bad input, with the form the URL takes."""
+    try:
+        return open_reader(url)
+    except DriverError:
+        raise  # a driver's own verdict: an unknown scheme is bad input, a device missing not
+    except PiposError as exc:
+        # Only the virtual-card provider raises anything else here: the drivers translate
+        # every library's errors, and the simulator is reached through its entry point.
+        form = (
+            "replay:PATH names a transcript written by pipos emv transact --record"
+            if url.lower().startswith("replay:")
+            else f"a simulated card is written {SIM_URL_FORM}, e.g. 'sim:visa?decline' "
+            "(pipos emv transact --help shows more)"
+        )
+        raise ServiceCommandError(f"reader {url!r}: {exc}; {form}") from exc
 
 
 class _RecordingReader(CardReader):
@@ -109,7 +137,7 @@ def _transact_command(args: argparse.Namespace) -> int:
         return 2
     # Every exchange is kept: for a transcript (--record) and for the commands the card did
     # not answer (--json).
-    recorder = _RecordingReader(open_reader(args.reader))
+    recorder = _RecordingReader(_open(args.reader))
     active: CardReader = recorder
     try:
         try:

@@ -786,6 +786,30 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
                 "check the transaction list"
             ),
             "banner_ack": "OK",
+            # A register's Idempotency-Key refused or its first request unfinished
+            # (docs/api.md, "Idempotency"); the page itself sends none.
+            "error_invalid_idempotency_key": (
+                "The register sent an invalid Idempotency-Key: 1 to 255 printable characters"
+            ),
+            "error_idempotency_key_reused": (
+                "This request key was already used for another request: send a new one"
+            ),
+            "error_idempotency_in_progress": "This request is still being processed: wait",
+            "error_idempotency_in_progress_running": (
+                "This request is still being processed: wait for its answer"
+            ),
+            "error_idempotency_in_progress_interrupted": (
+                "The terminal restarted during this request: check the transaction list, "
+                "then try again with a new request"
+            ),
+            "error_idempotency_unavailable": (
+                "The terminal cannot read its record of requests: try again; if it goes on, "
+                "call for service"
+            ),
+            "error_reference_in_use": (
+                "A sale with this reference already exists for another amount: use another "
+                "reference"
+            ),
             # The checkout's refusals by code and reason (the API error's `code` and
             # `reason`; terminal.checkout.errors), and the API's own codes, as the page
             # shows them: what happened and what to do, never the server's English words.
@@ -1107,6 +1131,15 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "banner_waiting_other": "{count} 笔交易待上送：{amounts}",
             "banner_flagged": "{count} 笔脱机交易事后被银行拒绝 - 请查看交易记录",
             "banner_ack": "知道了",
+            "error_invalid_idempotency_key": "收银机发送的请求键无效：须为 1 至 255 个可打印字符",
+            "error_idempotency_key_reused": "该请求键已用于另一请求：请使用新的请求键",
+            "error_idempotency_in_progress": "该请求仍在处理中：请稍候",
+            "error_idempotency_in_progress_running": "该请求仍在处理中：请等待结果",
+            "error_idempotency_in_progress_interrupted": (
+                "处理该请求时终端重新启动：请先查看交易记录，再以新请求重试"
+            ),
+            "error_idempotency_unavailable": "终端无法读取请求记录：请重试；如仍失败，请联系维修",
+            "error_reference_in_use": "该参考号已有一笔不同金额的消费：请使用其他参考号",
             "error_invalid_state_offline_not_sent": "该脱机交易尚未上送银行：请在上送后再退款",
             "error_invalid_state_no_bank_reference": "银行没有该笔交易的参考号，无法在此退款",
             "error_invalid_state_refund_not_a_sale": "只有消费交易可以退款",

@@ -8,9 +8,13 @@ host reachability and TLS; the host key; the device-secret provider (a TPM that 
 unseals, the Pi's OTP key, or a file: development only, warned) and the keystore it opens (an
 older, unauthenticated format warned); the installed
 parameters (signature, expired CA keys); database integrity and size; free disk; offline
-queue backlog; the audit log's hash chain; the technician credential. A provisioned terminal
-whose configured reader or scanner is simulated (`sim:`, `replay:`, nfcpy's `udp` device)
-gets a warning: it takes no real payments with it.
+queue backlog; the audit log's hash chain; the technician credential; the merchant PIN and
+the register token as `pipos run --config` reads them (a check passes only when the start
+would). A provisioned terminal whose configured reader or scanner is simulated (`sim:`,
+`replay:`, nfcpy's `udp` device) gets a warning: it takes no real payments with it. PC/SC
+(pcscd) fails only when the terminal uses it: with another reader configured a stopped pcscd
+is a warning. The fix for a stopped pcscd is the one `pipos readers` prints
+(drivers.discovery.PCSCD_FIX).
 
 Everything that touches the machine is injectable (:class:`Environment`) so each situation is
 testable without the hardware or the permissions it describes.
@@ -36,15 +40,16 @@ from urllib.parse import urlparse
 
 import httpx
 
-from drivers.discovery import DeviceEntry, discover
+from drivers.discovery import PCSCD_FIX, DeviceEntry, discover
 from offline_queue.errors import QueueError
 from offline_queue.sqlite import Faults, SqliteFile
 
 from ..acquirer.client import TlsOptions
 from ..domain.errors import TerminalError
 from ..security import merchant_pin
-from ..store.audit import verify_audit_log
-from ..store.keys import Keystore
+from ..security.merchant_pin import MerchantPin, MerchantPinError
+from ..store.audit import AuditLog, verify_audit_log
+from ..store.keys import Keystore, KeystoreTamperedError, WrongSecretError
 from .config import TerminalConfig, load_config
 from .provision import (
     QUEUE_FILE,
@@ -62,7 +67,6 @@ RULES_FIX: Final = (
     "sudo cp packaging/udev/60-pipos.rules /etc/udev/rules.d/ && "
     "sudo udevadm control --reload && sudo udevadm trigger, then replug the reader"
 )
-PCSCD_FIX: Final = "sudo systemctl enable --now pcscd.socket (package: pcscd)"
 MAX_SKEW: Final = 300  # the host refuses signed requests outside +-300 s (docs/protocol.md)
 EARLIEST_SANE: Final = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
 #: Device URL schemes the simulator stands behind (the `sim` extra); never a terminal's device.
@@ -225,17 +229,36 @@ def _serial_permission(name: str, problem: str, env: Environment) -> Check:
     )
 
 
+def _uses_pcsc(config: TerminalConfig | None) -> bool:
+    """Whether the terminal takes cards through pcscd: its configured reader is a `pcsc:`
+    one, or none is configured (a provisioned terminal's default reader is `pcsc:`)."""
+    url = config.reader_url if config else None
+    return not url or url.partition(":")[0].lower() == "pcsc"
+
+
+def _pcsc_check(entry: DeviceEntry, config: TerminalConfig | None) -> Check:
+    """PC/SC is not usable: a failure when the terminal reads cards through it, else a
+    warning (another reader is configured: a simulated one, nfcpy)."""
+    daemon = "pcscd" in (entry.problem + entry.fix).lower() or "service" in entry.problem
+    message = f"pcscd is not running ({entry.problem})" if daemon else entry.problem
+    fix = PCSCD_FIX if daemon else entry.fix
+    reader = config.reader_url if config else None
+    if not reader or _uses_pcsc(config):
+        return Check("PC/SC", "fail", message, fix)
+    return Check(
+        "PC/SC",
+        "warn",
+        f"{message}; the configured reader {reader} does not use it",
+        f"only for a PC/SC reader: {fix}",
+    )
+
+
 def _device_checks(config: TerminalConfig | None, env: Environment) -> list[Check]:
     checks: list[Check] = []
     entries = env.devices()
     for entry in entries:
         if entry.stack == "pcsc" and entry.status != "ready":
-            if "pcscd" in (entry.problem + entry.fix).lower() or "service" in entry.problem:
-                checks.append(
-                    Check("PC/SC", "fail", f"pcscd is not running ({entry.problem})", PCSCD_FIX)
-                )
-            else:
-                checks.append(Check("PC/SC", "fail", entry.problem, entry.fix))
+            checks.append(_pcsc_check(entry, config))
         elif entry.status == "ready":
             checks.append(Check(f"{entry.kind} {entry.description}", "pass", f"ready: {entry.url}"))
         elif entry.stack == "nfc":
@@ -477,7 +500,13 @@ def _key_checks(config: TerminalConfig) -> tuple[list[Check], Keystore | None]:
     path = Keystore.path_in(config.data_dir)
     if not path.exists():
         return [
-            Check("keystore", "fail", f"{path} is missing", "provision the terminal again")
+            Check(
+                "keystore",
+                "fail",
+                f"{path} is missing: the terminal's keys and enrolment are in it",
+                f"restore {path.name} from this unit's backup; without one, provision the "
+                "terminal again (a new enrolment: pipos provision)",
+            )
         ], None
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
@@ -487,20 +516,19 @@ def _key_checks(config: TerminalConfig) -> tuple[list[Check], Keystore | None]:
     secret_check, secret = _secret_check(config)
     checks.append(secret_check)
     if secret is None:
-        checks.append(Check("keystore", "fail", "cannot open it without the device secret", ""))
-        return checks, None
-    try:
-        keystore = Keystore.open(config.data_dir, secret)
-    except TerminalError as exc:
         checks.append(
             Check(
                 "keystore",
                 "fail",
-                str(exc),
-                "run as the terminal's user (pipos); restore the device secret or the keystore "
-                "from the same unit's backup",
+                "cannot open it without the device secret",
+                "fix the device secret (the check above)",
             )
         )
+        return checks, None
+    try:
+        keystore = Keystore.open(config.data_dir, secret)
+    except TerminalError as exc:
+        checks.append(Check("keystore", "fail", str(exc), _keystore_fix(exc, path)))
         return checks, None
     if keystore.needs_upgrade:
         checks.append(
@@ -527,6 +555,24 @@ def _key_checks(config: TerminalConfig) -> tuple[list[Check], Keystore | None]:
             Check("keystore", "pass", f"key {keystore.key_id} opens; terminal {config.terminal_id}")
         )
     return checks, keystore
+
+
+def _keystore_fix(exc: TerminalError, path: Path) -> str:
+    """The fix for what the keystore's own error says (the message and the fix agree)."""
+    if isinstance(exc, WrongSecretError):
+        return (
+            "the device secret is not the one this keystore was made with: restore this "
+            "unit's own device secret (a file: from its backup; a TPM or OTP key: on this "
+            "unit's own board), or the keystore from the same unit's backup"
+        )
+    if isinstance(exc, KeystoreTamperedError):
+        return (
+            f"keep {path} as evidence and report it to the acquirer's security contact; "
+            "restore the keystore from this unit's backup"
+        )
+    if isinstance(exc.__cause__, PermissionError) or "cannot read" in str(exc):
+        return f"run as the terminal's user (pipos), who owns {path}"
+    return f"restore {path.name} from this unit's backup"
 
 
 def _secret_check(config: TerminalConfig) -> tuple[Check, bytes | None]:
@@ -588,8 +634,11 @@ def _params_check(config: TerminalConfig, keystore: Keystore | None, env: Enviro
     return Check("parameters", "pass", message)
 
 
-def _merchant_pin_check(data_dir: Path) -> Check:
-    """The merchant PIN is set, as a hash, and no clear copy of an older version is left."""
+def _merchant_pin_check(config: TerminalConfig, config_path: Path) -> Check:
+    """The merchant PIN is set, as a hash, readable as `pipos run --config` reads it, and
+    no clear copy of an older version is left."""
+    data_dir = config.data_dir
+    set_it = f"pipos merchant-pin set --config {config_path}"
     legacy = data_dir / merchant_pin.LEGACY_FILE
     if legacy.exists():
         return Check(
@@ -597,17 +646,68 @@ def _merchant_pin_check(data_dir: Path) -> Check:
             "fail",
             f"{legacy} holds the merchant PIN in clear (an older version's file); the terminal "
             "refuses to start with it",
-            "pipos merchant-pin set (stores a hash and deletes the clear file)",
+            f"{set_it} (stores a hash and deletes the clear file)",
         )
-    if not (data_dir / merchant_pin.FILE).exists():
+    path = data_dir / merchant_pin.FILE
+    if not path.exists():
         return Check(
             "merchant PIN",
             "fail",
-            "not set: the terminal does not start without it (refunds, voids and the end of day "
-            "need it)",
-            "pipos merchant-pin set",
+            f"not set ({path} is missing): the terminal does not start without it (refunds, "
+            "voids and the end of day need it)",
+            set_it,
         )
+    # Read only: the credential's shape, as the start checks it (no PIN is tried).
+    credential = MerchantPin(path, AuditLog(config.audit_path), device_key=b"")
+    try:
+        credential.read()
+    except MerchantPinError as exc:
+        return Check("merchant PIN", "fail", f"{exc}; the terminal refuses to start", set_it)
     return Check("merchant PIN", "pass", "set (scrypt hash, bound to this device)")
+
+
+#: Where `pipos run --config` keeps the register's API token (terminal.api.stack).
+REGISTER_TOKEN_FILE: Final = "register-token"  # noqa: S105 - a file name, not a secret
+
+
+def _register_token_check(config: TerminalConfig, config_path: Path) -> Check:
+    """The register's API token file, as `pipos run --config` reads it: made on the first
+    start; once there, readable by the terminal's user only, or the start is refused."""
+    path = config.data_dir / REGISTER_TOKEN_FILE
+    name = "register token"
+    try:
+        info = path.stat()
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return Check(
+            name,
+            "pass",
+            f"not made yet: pipos run --config {config_path} makes {path} (mode 600) on its "
+            "first start and prints it for the register",
+        )
+    except OSError as exc:
+        return Check(
+            name,
+            "fail",
+            f"{path}: cannot read ({exc.strerror}); the terminal refuses to start",
+            f"run as the terminal's user (pipos), who owns {path}",
+        )
+    if stat.S_IMODE(info.st_mode) & (stat.S_IRWXG | stat.S_IRWXO):
+        return Check(
+            name,
+            "fail",
+            f"{path} is readable by group or others; the terminal refuses to start",
+            f"chmod 600 {path}",
+        )
+    if not text:
+        return Check(
+            name,
+            "fail",
+            f"{path} is empty: no register can authenticate",
+            f"rm {path}; the next pipos run --config {config_path} makes a new one (give it "
+            "to the register)",
+        )
+    return Check(name, "pass", f"{path}, readable by the terminal's user only")
 
 
 def _db_check(name: str, path: Path, *, required: bool) -> Check:
@@ -710,7 +810,8 @@ def run_doctor(config_path: Path, env: Environment | None = None) -> DoctorRepor
     key_checks, keystore = _key_checks(config)
     checks.extend(key_checks)
     checks.append(_params_check(config, keystore, env))
-    checks.append(_merchant_pin_check(config.data_dir))
+    checks.append(_merchant_pin_check(config, config_path))
+    checks.append(_register_token_check(config, config_path))
     checks.append(_db_check("queue database", config.data_dir / QUEUE_FILE, required=False))
     checks.append(
         _db_check("journal database", config.data_dir / "journal.sqlite3", required=False)

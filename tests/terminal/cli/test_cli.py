@@ -62,5 +62,5 @@ def test_run_language_is_refused_for_a_provisioned_terminal(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Its language is its acquirer's parameter: an option that would be ignored is refused.
-    assert main(["run", "--config", "/nonexistent/terminal.toml", "--language", "zh"]) == 1
+    assert main(["run", "--config", "/nonexistent/terminal.toml", "--language", "zh"]) == 2
     assert "--language is for the demo terminal" in capsys.readouterr().err

@@ -53,10 +53,10 @@ def test_set_from_files_then_status(
 def test_refusals(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     technician = _file(tmp_path / "tech", TECHNICIAN)
     loose = _file(tmp_path / "loose", "5831", mode=0o644)
-    assert _set(config, technician, "--pin-file", str(loose)) == 1
+    assert _set(config, technician, "--pin-file", str(loose)) == 2  # bad input
     assert "readable by group or others; chmod 600 it" in capsys.readouterr().err
     weak = _file(tmp_path / "weak", "2580")
-    assert _set(config, technician, "--pin-file", str(weak)) == 1
+    assert _set(config, technician, "--pin-file", str(weak)) == 2
     err = capsys.readouterr().err
     assert "merchant PIN: one of the most common PINs" in err
     assert "商户密码：这是最常用的密码之一" in err
@@ -77,12 +77,12 @@ def test_typed_twice_at_the_terminal(
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
     typed = iter(["5831", "5832"])
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(typed))
-    assert _set(config, technician) == 1
+    assert _set(config, technician) == 2
     assert "the two entries differ" in capsys.readouterr().err
     typed = iter(["5831", "5831"])
     assert _set(config, technician) == 0
     typed = iter(["1111"])  # refused at the first entry, never asked again
-    assert _set(config, technician) == 1
+    assert _set(config, technician) == 2
     assert "repeated digit" in capsys.readouterr().err
     assert main(["merchant-pin", "status", "--config", str(config), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)

@@ -158,7 +158,8 @@ def test_bad_amounts_are_refused_before_the_card(
 
 
 def test_unknown_reader_says_how_to_fix(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["emv", "transact", "--reader", "floppy:a", "--amount", "1.00"]) == 1
+    # Bad input: the exit status the help promises for it (argparse's 2).
+    assert main(["emv", "transact", "--reader", "floppy:a", "--amount", "1.00"]) == 2
     err = capsys.readouterr().err
     assert "no reader driver for scheme 'floppy'" in err
     assert "sim:" in err

@@ -313,7 +313,7 @@ def test_doctor_says_whether_the_merchant_pin_is_set_and_never_in_clear(
     config = tmp_path / "etc" / "terminal.toml"
     data_dir = load_config(config).data_dir
     [pin] = _by_name(run_doctor(config, Environment(devices=_ready_reader)), "merchant PIN")
-    assert (pin.status, pin.fix) == ("fail", "pipos merchant-pin set")
+    assert (pin.status, pin.fix) == ("fail", f"pipos merchant-pin set --config {config}")
     _set_merchant_pin(config, tmp_path)
     [pin] = _by_name(run_doctor(config, Environment(devices=_ready_reader)), "merchant PIN")
     assert pin.status == "pass"
