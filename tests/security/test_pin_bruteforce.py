@@ -279,7 +279,9 @@ def test_the_merchant_pin_is_set_hashed_and_nowhere_in_clear(
     merchant_pin = "73915864"
     common = ["merchant-pin", "set", "--config", str(config)]
     weak = _private(secrets / "weak", "1234")
-    assert main([*common, "--technician-pin-file", str(technician), "--pin-file", str(weak)]) == 1
+    assert (
+        main([*common, "--technician-pin-file", str(technician), "--pin-file", str(weak)]) == 2
+    )  # a weak PIN is bad input
     assert "商户密码" in capsys.readouterr().err
     chosen = _private(secrets / "merchant", merchant_pin)
     assert main([*common, "--technician-pin-file", str(technician), "--pin-file", str(chosen)]) == 0
