@@ -59,7 +59,9 @@ class Backoff:
 @dataclass(slots=True)
 class SyncReport:
     batches: int = 0
-    accepted: int = 0
+    accepted: int = 0  # newly accepted by the host
+    #: Accepted before: the host already had them (answered as duplicates), not paid again.
+    duplicates: int = 0
     declined: int = 0
     failed: int = 0
     retried: int = 0
@@ -154,10 +156,14 @@ class Forwarder:
                     progress(min(done, total), total)
                 continue
             retry_at = int(self._clock() + self.backoff.delay(failures + 1, self._random)) + 1
-            counts = self.queue.record_results(
-                batch, _only_known(batch, results), retry_at=retry_at
+            known = _only_known(batch, results)
+            counts = self.queue.record_results(batch, known, retry_at=retry_at)
+            duplicates = min(
+                counts[ItemOutcome.ACCEPTED],
+                sum(1 for r in known if r.duplicate and r.outcome is ItemOutcome.ACCEPTED),
             )
-            report.accepted += counts[ItemOutcome.ACCEPTED]
+            report.accepted += counts[ItemOutcome.ACCEPTED] - duplicates
+            report.duplicates += duplicates
             report.declined += counts[ItemOutcome.DECLINED]
             report.failed += counts[ItemOutcome.FAILED]
             report.retried += counts[ItemOutcome.RETRY]

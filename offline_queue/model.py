@@ -220,3 +220,6 @@ class ItemResult:
     host_ref: str | None = None
     code: str | None = None  # host response code
     reason: str | None = None
+    #: The host already had this payment (sent before, by this unit or another one after a
+    #: unit swap): its first answer is the outcome, and nothing was paid again.
+    duplicate: bool = False

@@ -131,9 +131,17 @@ def _item_result(r: BatchItemResult) -> ItemResult:
             reason=f"refused by the host ({why}): {r.reason or 'no reason given'}",
         )
     # "duplicate" means the host already had this payment: its first status is the answer.
-    decided = r.status if r.result == "duplicate" else r.result
+    duplicate = r.result == "duplicate"
+    decided = r.status if duplicate else r.result
     if decided == "approved":
-        return ItemResult(offline_id, ItemOutcome.ACCEPTED, host_ref=ref, code=code)
+        return ItemResult(
+            offline_id,
+            ItemOutcome.ACCEPTED,
+            host_ref=ref,
+            code=code,
+            reason=f"the host already had it (ref {ref}): not paid again" if duplicate else None,
+            duplicate=duplicate,
+        )
     if decided == "declined":
         return ItemResult(
             offline_id,

@@ -1,7 +1,10 @@
 """The terminal's local HTTP API for the merchant's cash register (ECR), and the checkout page.
 
 FastAPI, bound to 127.0.0.1 unless configured otherwise; OpenAPI at /openapi.json, docs at
-/docs (Swagger UI) and /redoc, both served from the terminal itself (no CDN). Every /api/v1
+/docs (Swagger UI) and /redoc, both served from the terminal itself (no CDN). The document
+is typed: the `bearerAuth` security scheme, each endpoint's answers as the models of
+terminal.api.models (documentation only: the JSON is sent as built), and every error status
+it can answer, in the envelope below (`_errors`). Every /api/v1
 call needs ``Authorization: Bearer <register token>`` (the event stream and a sale's QR code
 also accept ``?token=``, because a browser's EventSource and ``<img>`` cannot set headers),
 or the checkout page's session cookie (below). Refunds, voids and the end of day also need
@@ -60,8 +63,9 @@ from datetime import date
 from importlib import resources
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import (
     HTMLResponse,
     JSONResponse,
@@ -70,6 +74,7 @@ from fastapi.responses import (
     Response,
     StreamingResponse,
 )
+from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -120,6 +125,24 @@ from ..store.idempotency import (
     fingerprint,
 )
 from .kiosk import COOKIE, KioskCodes
+from .models import (
+    Acknowledged,
+    AcquirerMode,
+    BatchList,
+    EndOfDayReport,
+    ErrorEnvelope,
+    Health,
+    Printed,
+    QueueSummary,
+    ReceiptJson,
+    SimulatorAnswer,
+    Status,
+    SyncAnswer,
+    Totals,
+    TransactionList,
+    TransactionView,
+    UiStrings,
+)
 
 __all__ = [
     "LOOPBACK_HOSTS",
@@ -313,6 +336,119 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     if extra.get("retry_after"):
         headers["Retry-After"] = str(extra["retry_after"])
     return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+# --- the OpenAPI document: who may call, and every error each endpoint can answer ------
+
+#: The register's token (``Authorization: Bearer ...``): the OpenAPI's security scheme, so
+#: Swagger's Authorize button sends it. auto_error off: `register` answers a missing or bad
+#: token itself, in the error envelope (401), and knows the page's session cookie too.
+BEARER = HTTPBearer(
+    scheme_name="bearerAuth",
+    bearerFormat="register token",
+    description="The register's token (pipos run prints it, or --token); the checkout "
+    "page uses its session cookie instead.",
+    auto_error=False,
+)
+#: The same token as ``?token=``, on the two endpoints a browser reaches without headers
+#: (EventSource, <img>).
+TOKEN_QUERY = APIKeyQuery(
+    name="token",
+    scheme_name="tokenQuery",
+    description="The register's token in the query: only /api/v1/events and a sale's "
+    "qr.svg accept it (EventSource and <img> cannot send a header).",
+    auto_error=False,
+)
+
+#: What each error status means, as the OpenAPI says it (the module docstring in full).
+_STATUS_TEXT: Final[Mapping[int, str]] = {
+    400: "Malformed body (not JSON, not an object), or a Host header the terminal does not "
+    "answer to (host_not_allowed)",
+    401: "Missing or unknown token (unauthorised), or a page session that ended",
+    403: "Wrong merchant PIN (wrong_pin; `tries_left`)",
+    404: "Unknown transaction or batch, or a sale without a merchant-presented code",
+    409: "Busy, wrong state (`reason`), no printer, reference in use, or a request with this "
+    "Idempotency-Key still running (idempotency_in_progress)",
+    413: "Request body over 16 KiB (body_too_large)",
+    422: "Invalid field or parameter (`field`), or an Idempotency-Key reused for another request",
+    423: "Merchant PIN locked for this caller (pin_locked; `retry_after`, `reason`)",
+    503: "Acquirer unavailable (`reason`, message in the terminal's language), printer "
+    "failed, no merchant PIN set, or a store that cannot be written",
+}
+
+
+# (`dict[Any, Any]`: merged with an endpoint's own success answers, typed as each is.)
+def _errors(*statuses: int) -> dict[Any, Any]:
+    """The `responses` of an endpoint that can answer these error statuses: each in the
+    error envelope (which also replaces FastAPI's own ``{"detail": [...]}`` 422, never
+    sent). 400 (the Host check) and 401 (the token) hold for every /api/v1 endpoint."""
+    answers: dict[int | str, dict[str, Any]] = {}
+    for status in sorted({400, 401, *statuses}):
+        answer: dict[str, Any] = {"model": ErrorEnvelope, "description": _STATUS_TEXT[status]}
+        if status == 423:
+            answer["headers"] = {
+                "Retry-After": {
+                    "description": "seconds until the PIN may be tried again",
+                    "schema": {"type": "integer"},
+                }
+            }
+        answers[status] = answer
+    return answers
+
+
+#: The event stream's answer: what each event type's `data` holds (the schemas are those of
+#: the answers named; `x-events` for a reader of the document, docs/api.md in words).
+_SSE_EVENTS: Final[Mapping[str, dict[str, Any]]] = {
+    "status": {"$ref": "#/components/schemas/Status"},
+    "transaction": {"$ref": "#/components/schemas/TransactionView"},
+    "end_of_day": {"$ref": "#/components/schemas/EndOfDayReport"},
+    "ready": {
+        "type": "object",
+        "required": ["id", "card", "code"],
+        "properties": {
+            "id": {"type": "string"},
+            "card": {"type": "boolean"},
+            "code": {"type": "boolean"},
+        },
+    },
+    "restart": {
+        "type": "object",
+        "required": ["id", "message", "reason", "restarts"],
+        "properties": {
+            "id": {"type": "string"},
+            "message": {"type": "string"},
+            "reason": {"type": "string"},
+            "restarts": {"type": "integer"},
+        },
+    },
+    "scan_rejected": {
+        "type": "object",
+        "required": ["id", "message", "reason"],
+        "properties": {
+            "id": {"type": "string"},
+            "message": {"type": "string"},
+            "reason": {"type": "string"},
+        },
+    },
+}
+_SSE_RESPONSE: Final[dict[str, Any]] = {
+    "description": "The event stream: `event: " + "|".join(_SSE_EVENTS) + "`, `data` JSON "
+    "as `x-events` says per type",
+    "content": {
+        "text/event-stream": {
+            "schema": {"type": "string"},
+            "x-events": dict(_SSE_EVENTS),
+            "example": 'id: 7\nevent: transaction\ndata: {"id": "T1", "state": '
+            '"approved", "revision": 7, "...": "..."}\n\n',
+        }
+    },
+}
+
+
+def _ok(model: type[BaseModel], *statuses: int, code: int = 200) -> dict[int | str, Any]:
+    """`responses`: `model` as the success answer's schema (documentation only: the
+    endpoint's JSON is sent as built, never filtered through the model), and the errors."""
+    return {code: {"model": model}} | _errors(*statuses)
 
 
 # --- request bodies ------------------------------------------------------------------------
@@ -709,9 +845,13 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
 
     def register(
         request: Request,
-        authorization: Annotated[str | None, Header()] = None,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
     ) -> str:
-        """Who is asking: a register (its name) or the checkout page (PAGE)."""
+        """Who is asking: a register (its name) or the checkout page (PAGE). The header is
+        read here, whole, rather than from BEARER (which is the OpenAPI's security scheme):
+        a header that is there but not a bearer token is refused, never taken for the
+        page's cookie or the query's token."""
+        authorization = request.headers.get("authorization")
         supplied = ""
         if authorization and authorization.startswith("Bearer "):
             supplied = authorization[7:].strip()
@@ -830,7 +970,21 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
 
     unique_sales = threading.Lock()
 
-    @app.post("/api/v1/sales", status_code=202, tags=["sales"], response_model=None)
+    @app.post(
+        "/api/v1/sales",
+        status_code=202,
+        tags=["sales"],
+        response_model=None,
+        responses={
+            202: {"model": TransactionView, "description": "The sale, started"},
+            200: {
+                "model": TransactionView,
+                "description": "`unique_reference`: the sale already made under the "
+                "`external_reference`, as it stands now; no new sale",
+            },
+        }
+        | _errors(404, 409, 413, 422, 503),
+    )
     def create_sale(
         request: Request,
         body: SaleBody,
@@ -885,7 +1039,14 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         "/api/v1/sales/{txn_id}/qr.svg",
         tags=["sales"],
         response_class=Response,
-        responses={200: {"content": {"image/svg+xml": {}}}},
+        responses={
+            200: {
+                "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+                "description": "The code as SVG",
+            }
+        }
+        | _errors(404),
+        dependencies=[Security(TOKEN_QUERY)],
     )
     def merchant_qr(txn_id: str, who: str = Depends(register)) -> Response:
         """The dynamic EMVCo merchant-presented code of a `merchant_qr` sale, as SVG: the
@@ -895,7 +1056,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             render_svg(payload), media_type="image/svg+xml", headers={"Cache-Control": "no-store"}
         )
 
-    @app.get("/api/v1/transactions/{txn_id}", tags=["transactions"])
+    @app.get(
+        "/api/v1/transactions/{txn_id}",
+        tags=["transactions"],
+        response_model=None,
+        responses=_ok(TransactionView, 404),
+    )
     def get_transaction(txn_id: str, who: str = Depends(register)) -> dict[str, Any]:
         return view(txn_id)
 
@@ -906,7 +1072,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         # cancelled with the acquirer); the event stream carries it either way.
         return checkout.view(checkout.wait(record.id, timeout=CANCEL_SETTLE_SECONDS))
 
-    @app.post("/api/v1/transactions/{txn_id}/cancel", tags=["sales"], response_model=None)
+    @app.post(
+        "/api/v1/transactions/{txn_id}/cancel",
+        tags=["sales"],
+        response_model=None,
+        responses=_ok(TransactionView, 404, 409, 413, 422, 503),
+    )
     def cancel(
         request: Request,
         txn_id: str,
@@ -924,7 +1095,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             lambda: JSONResponse(cancelled(checkout.cancel(txn_id))),
         )
 
-    @app.post("/api/v1/cancel", tags=["sales"], response_model=None)
+    @app.post(
+        "/api/v1/cancel",
+        tags=["sales"],
+        response_model=None,
+        responses=_ok(TransactionView, 404, 409, 413, 422, 503),
+    )
     def cancel_current(
         request: Request, who: str = Depends(register), idempotency_key: IdempotencyKey = None
     ) -> JSONResponse:
@@ -938,7 +1114,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             lambda: JSONResponse(cancelled(checkout.cancel(None))),
         )
 
-    @app.get("/api/v1/transactions", tags=["transactions"])
+    @app.get(
+        "/api/v1/transactions",
+        tags=["transactions"],
+        response_model=None,
+        responses=_ok(TransactionList, 422),
+    )
     def list_transactions(
         who: str = Depends(register),
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -1011,7 +1192,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
                 result=record.state,
             )
 
-    @app.post("/api/v1/transactions/{txn_id}/refund", tags=["refunds"], response_model=None)
+    @app.post(
+        "/api/v1/transactions/{txn_id}/refund",
+        tags=["refunds"],
+        response_model=None,
+        responses=_ok(TransactionView, 403, 404, 409, 413, 422, 423, 503),
+    )
     def refund(
         request: Request,
         txn_id: str,
@@ -1032,7 +1218,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         params = body.model_dump(exclude={"pin"})
         return idempotent(request, who, idempotency_key, params, run)
 
-    @app.post("/api/v1/transactions/{txn_id}/void", tags=["refunds"], response_model=None)
+    @app.post(
+        "/api/v1/transactions/{txn_id}/void",
+        tags=["refunds"],
+        response_model=None,
+        responses=_ok(TransactionView, 403, 404, 409, 413, 422, 423, 503),
+    )
     def void(
         request: Request,
         txn_id: str,
@@ -1053,7 +1244,23 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
 
     # --- receipts ---------------------------------------------------------------------
 
-    @app.get("/api/v1/transactions/{txn_id}/receipt", tags=["receipts"])
+    @app.get(
+        "/api/v1/transactions/{txn_id}/receipt",
+        tags=["receipts"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "The receipt: text (`format=text`), an HTML fragment (html) "
+                "or both in JSON (json)",
+                "content": {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "text/html": {"schema": {"type": "string"}},
+                },
+                "model": ReceiptJson,  # format=json
+            }
+        }
+        | _errors(404, 409, 422),
+    )
     def receipt(
         txn_id: str,
         who: str = Depends(register),
@@ -1076,7 +1283,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             return JSONResponse({"copy": copy, "text": rec.text(), "html": rec.html()})
         return PlainTextResponse(rec.text())
 
-    @app.post("/api/v1/transactions/{txn_id}/print", tags=["receipts"])
+    @app.post(
+        "/api/v1/transactions/{txn_id}/print",
+        tags=["receipts"],
+        response_model=None,
+        responses=_ok(Printed, 404, 409, 413, 422, 503),
+    )
     def print_(
         txn_id: str, who: str = Depends(register), body: PrintBody | None = None
     ) -> dict[str, Any]:
@@ -1105,7 +1317,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
 
     # --- totals, queue, health --------------------------------------------------------
 
-    @app.get("/api/v1/totals", tags=["end of day"])
+    @app.get("/api/v1/totals", tags=["end of day"], response_model=None, responses=_ok(Totals))
     def totals(who: str = Depends(register)) -> dict[str, Any]:
         """The open batch, before the end of day: `lines` per payment method (card brand,
         or code wallet / scheme: `method` "card" or "code") and currency, and
@@ -1118,7 +1330,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             "batches": [b.to_json() for b in checkout.journal.batches(limit=5)]
         }
 
-    @app.post("/api/v1/end-of-day", tags=["end of day"], response_model=None)
+    @app.post(
+        "/api/v1/end-of-day",
+        tags=["end of day"],
+        response_model=None,
+        responses=_ok(EndOfDayReport, 403, 409, 413, 422, 423, 503),
+    )
     def end_of_day(
         request: Request,
         body: PinBody,
@@ -1151,7 +1368,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
 
         return idempotent(request, who, idempotency_key, {}, run)
 
-    @app.get("/api/v1/batches", tags=["end of day"])
+    @app.get(
+        "/api/v1/batches",
+        tags=["end of day"],
+        response_model=None,
+        responses=_ok(BatchList, 422),
+    )
     def batches(
         who: str = Depends(register),
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -1171,7 +1393,16 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         "/api/v1/batches/{batch_id}/report",
         tags=["end of day"],
         response_class=Response,
-        responses={200: {"content": {"text/plain": {}, "text/html": {}}}},
+        responses={
+            200: {
+                "description": "The report as a slip (`format=text`) or an HTML fragment",
+                "content": {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "text/html": {"schema": {"type": "string"}},
+                },
+            }
+        }
+        | _errors(404, 422),
     )
     def batch_report(
         batch_id: str,
@@ -1185,7 +1416,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             return HTMLResponse(report_html(report))
         return PlainTextResponse("\n".join(report["text"]) + "\n")
 
-    @app.post("/api/v1/batches/{batch_id}/print", tags=["end of day"])
+    @app.post(
+        "/api/v1/batches/{batch_id}/print",
+        tags=["end of day"],
+        response_model=None,
+        responses=_ok(Printed, 404, 409, 413, 503),
+    )
     def print_batch(batch_id: str, who: str = Depends(register)) -> dict[str, Any]:
         """Print a closed batch's report on the receipt printer (409 no_printer when none
         is configured, 503 printer_error when it fails); 404 for an unknown batch."""
@@ -1198,11 +1434,13 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             raise _printer_failed(exc) from exc
         return {"printed": batch_id}
 
-    @app.get("/api/v1/queue", tags=["status"])
+    @app.get("/api/v1/queue", tags=["status"], response_model=None, responses=_ok(QueueSummary))
     def queue(who: str = Depends(register)) -> dict[str, Any]:
         return checkout.queue_summary().to_json()
 
-    @app.post("/api/v1/queue/sync", tags=["status"])
+    @app.post(
+        "/api/v1/queue/sync", tags=["status"], response_model=None, responses=_ok(SyncAnswer, 413)
+    )
     def sync(who: str = Depends(register)) -> dict[str, Any]:
         """Send the offline queue now. `result` says what happened in the terminal's
         language ("3 sent", "Could not send: bank unreachable"), with the counts and the
@@ -1211,7 +1449,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         counts = {k: result[k] for k in ("accepted", "declined", "failed", "remaining")}
         return {"sync": counts, "result": result, "queue": checkout.queue_summary().to_json()}
 
-    @app.post("/api/v1/offline-declines/acknowledge", tags=["status"])
+    @app.post(
+        "/api/v1/offline-declines/acknowledge",
+        tags=["status"],
+        response_model=None,
+        responses=_ok(Acknowledged, 413),
+    )
     def acknowledge_declines(who: str = Depends(register)) -> dict[str, Any]:
         """The merchant has seen the offline payments the bank declined after the fact: the
         banner goes (status `offline_declines.unacknowledged` drops to 0), also after a
@@ -1223,11 +1466,13 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             )
         return result
 
-    @app.get("/api/v1/status", tags=["status"])
+    @app.get("/api/v1/status", tags=["status"], response_model=None, responses=_ok(Status))
     def status(who: str = Depends(register)) -> dict[str, Any]:
         return checkout.status() | dict(settings.extra_status())
 
-    @app.get("/api/v1/ui-strings", tags=["status"])
+    @app.get(
+        "/api/v1/ui-strings", tags=["status"], response_model=None, responses=_ok(UiStrings, 422)
+    )
     def ui_labels(
         who: str = Depends(register),
         lang: Annotated[
@@ -1247,24 +1492,52 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             )
         return {"language": language, "strings": ui_strings(language)}
 
-    @app.get("/health", tags=["status"])
+    @app.get(
+        "/health",
+        tags=["status"],
+        response_model=None,
+        responses={200: {"model": Health}, 400: _errors()[400]},
+    )
     def health() -> dict[str, Any]:
         """Liveness without a token (no business data)."""
         return {"status": "ok", "busy": checkout.current is not None}
 
     # --- events -----------------------------------------------------------------------
 
-    @app.get("/api/v1/events", tags=["sales"], response_class=StreamingResponse)
+    @app.get(
+        "/api/v1/events",
+        tags=["sales"],
+        response_class=StreamingResponse,
+        responses={200: _SSE_RESPONSE} | _errors(422),
+        dependencies=[Security(TOKEN_QUERY)],
+    )
     async def events(
         request: Request,
         who: str = Depends(register),
         last_event_id: Annotated[str | None, Header()] = None,
         after: Annotated[int | None, Query(ge=0)] = None,
     ) -> StreamingResponse:
-        """Server-sent events: `transaction` (every change), `status` (queue, host),
-        `end_of_day`, `restart` (the card asks for another tap: `id`, `message` in the
-        terminal's language, `reason`; the sale goes on). Resume with Last-Event-ID or
-        ?after=."""
+        """Server-sent events (`text/event-stream`), each `id: N`, `event: TYPE` and
+        `data: JSON`; resume with the Last-Event-ID header or `?after=N` (the stream first
+        sends a `status` snapshot, then every event after that id). The event types and
+        their `data`:
+
+        - `status`: the terminal's status, as GET /api/v1/status answers it (queue, link
+          to the bank, offline acceptance, ...), on every change of it;
+        - `transaction`: a transaction as GET /api/v1/transactions/{id} answers it, on
+          every change (a refund or void also sends its sale again); keep the highest
+          `revision`;
+        - `ready`: `{id, card, code}`: the sale's reader (`card`) and code scanner (`code`)
+          are open and listening;
+        - `restart`: `{id, message, reason, restarts}`: the card asks for another tap
+          (`message` in the terminal's language); the sale goes on;
+        - `scan_rejected`: `{id, message, reason}`: a code was not read (`message` for the
+          merchant, in the terminal's language; `reason` the scanner's words); the sale
+          goes on;
+        - `end_of_day`: the end-of-day report, as POST /api/v1/end-of-day answers it.
+
+        Comments (`: keep-alive`) come every 15 s while nothing happens. The stream ends
+        when the terminal stops; reconnect with Last-Event-ID."""
         start = after
         if start is None and last_event_id and last_event_id.isascii() and last_event_id.isdigit():
             start = int(last_event_id)
@@ -1310,7 +1583,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     if settings.field is not None:
         sim_field = settings.field
 
-        @app.post("/api/v1/simulator/present", tags=["simulator"])
+        @app.post(
+            "/api/v1/simulator/present",
+            tags=["simulator"],
+            response_model=None,
+            responses=_ok(SimulatorAnswer, 413, 422),
+        )
         def present(body: PresentBody, who: str = Depends(register)) -> dict[str, Any]:
             """Tap a virtual card on the simulated reader (demo terminals only)."""
             try:
@@ -1324,7 +1602,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     if settings.scanner is not None:
         sim_scanner = settings.scanner
 
-        @app.post("/api/v1/simulator/scan", tags=["simulator"])
+        @app.post(
+            "/api/v1/simulator/scan",
+            tags=["simulator"],
+            response_model=None,
+            responses=_ok(SimulatorAnswer, 413, 422),
+        )
         def scan(body: ScanBody, who: str = Depends(register)) -> dict[str, Any]:
             """Hold a code to the simulated scanner (demo terminals only)."""
             try:
@@ -1336,7 +1619,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     if settings.phone is not None:
         phone = settings.phone
 
-        @app.post("/api/v1/simulator/phone", tags=["simulator"])
+        @app.post(
+            "/api/v1/simulator/phone",
+            tags=["simulator"],
+            response_model=None,
+            responses=_ok(SimulatorAnswer, 413, 422, 503),
+        )
         def phone_code(body: PhoneBody, who: str = Depends(register)) -> dict[str, Any]:
             """The simulated customer's wallet makes a code (registered with the simulated
             acquirer) and holds it to the simulated scanner."""
@@ -1346,7 +1634,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
                 raise _ApiError(503, "simulator_error", str(exc)) from exc
             return {"shown": body.code}
 
-        @app.post("/api/v1/simulator/pay-merchant-qr", tags=["simulator"])
+        @app.post(
+            "/api/v1/simulator/pay-merchant-qr",
+            tags=["simulator"],
+            response_model=None,
+            responses=_ok(SimulatorAnswer, 404, 409, 413, 422),
+        )
         def pay_merchant_qr(
             body: PayMerchantQrBody, who: str = Depends(register)
         ) -> dict[str, Any]:
@@ -1361,7 +1654,12 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     if settings.acquirer_switch is not None:
         switch = settings.acquirer_switch
 
-        @app.post("/api/v1/simulator/acquirer", tags=["simulator"])
+        @app.post(
+            "/api/v1/simulator/acquirer",
+            tags=["simulator"],
+            response_model=None,
+            responses=_ok(AcquirerMode, 413, 422, 503),
+        )
         def simulated_acquirer(
             body: AcquirerModeBody, who: str = Depends(register)
         ) -> dict[str, Any]:
@@ -1467,4 +1765,27 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     def docs_asset(name: str) -> Response:
         return asset(docs_files(), name, docs_types)
 
+    def openapi() -> dict[str, Any]:
+        # FastAPI adds its own 422 (`{"detail": [...]}`) to any endpoint with parameters
+        # whose `responses` has none: a shape this API never sends (every 422 is the error
+        # envelope, and a plain path parameter cannot be invalid), so it goes.
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    answers = operation.get("responses", {})
+                    if "HTTPValidationError" in json.dumps(answers.get("422", {})):
+                        del answers["422"]
+            schemas = document.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -454,7 +454,11 @@ def start_provisioned_stack(
     has no table for the API: the names a register may reach it by are `allowed_hosts`
     (`pipos run --config FILE --allowed-host NAME`)."""
     from ..service.config import load_config
-    from ..service.provision import load_installed_parameters, tls_from_config
+    from ..service.provision import (
+        load_installed_parameters,
+        refuse_if_exported,
+        tls_from_config,
+    )
     from ..store.keys import Keystore
 
     hosts = _allowed_hosts(bind, allowed_hosts)
@@ -463,6 +467,8 @@ def start_provisioned_stack(
         raise ConfigurationError(
             f"{config_path}: the terminal is not provisioned; run pipos provision first"
         )
+    # Its queue went to a replacement (pipos unit export): the replacement sends it.
+    refuse_if_exported(config, config_path)
     secret = config.secret_provider().load()
     keystore = Keystore.open(config.data_dir, secret)
     # A format-1 keystore: its identity block MAC'd from this start on (its technician

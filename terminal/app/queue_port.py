@@ -68,6 +68,7 @@ class QueuePort:
         report = self.forwarder.sync(max_failures=1)
         return {
             "accepted": report.accepted,
+            "duplicates": report.duplicates,
             "declined": report.declined,
             "failed": report.failed,
             "remaining": report.remaining,

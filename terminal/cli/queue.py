@@ -611,6 +611,11 @@ def _sync_command(args: argparse.Namespace) -> int:
         f"accepted {report.accepted}, declined {report.declined}, failed {report.failed}, "
         f"still waiting {report.remaining}"
     )
+    if report.duplicates:
+        print(
+            f"{report.duplicates} payment(s) the host already had (duplicates, sent before by "
+            "this unit or the one that replaced it): not paid again"
+        )
     if report.declined or flagged:
         print(f"{flagged} payment(s) need attention: `pipos queue list --flagged`")
     if report.remaining:

@@ -1,5 +1,6 @@
 """The technician's commands: `pipos provision`, `pipos doctor`, `pipos params update`,
-`pipos keys rotate`, `pipos unit export|import` (replacing a unit without losing a payment).
+`pipos keys rotate`, `pipos unit export|import|reinstate` (replacing a unit without losing a
+payment or sending one twice).
 
 The configuration file is `--config` (default $PIPOS_CONFIG, else /etc/pipos/terminal.toml).
 Service operations ask for the technician PIN or pass-phrase: `--technician-pin-file FILE`
@@ -197,7 +198,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="replace a unit: move its offline queue to the replacement",
         description="On the old unit: `pipos unit export FILE`. On the new, provisioned unit: "
         "`pipos unit import FILE`, then `pipos sync`. A payment the old unit already sent is "
-        "recognised by the host and never paid twice.",
+        "recognised by the host and never paid twice. After the export the old unit refuses "
+        "to run (`pipos unit reinstate` undoes a mistaken export).",
     )
     unit_sub = unit.add_subparsers(dest="unit_command", metavar="UNIT_COMMAND")
     unit_sub.required = True
@@ -213,6 +215,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--passphrase-file", type=Path, default=None, help="backup passphrase (default: ask)"
         )
         cmd.set_defaults(handler=_unit_export if name == "export" else _unit_import)
+    reinstate = unit_sub.add_parser(
+        "reinstate",
+        help="undo `pipos unit export` on this unit, so it runs again",
+        description="After `pipos unit export` this unit refuses to run (its payments are the "
+        "replacement's to send). If the export was a mistake, this lets it run again. A "
+        "payment both units send is recognised by the host and never paid twice.",
+    )
+    _config_arg(reinstate)
+    _pin_arg(reinstate)
+    reinstate.set_defaults(handler=_unit_reinstate)
 
 
 def add_params_update(params_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -222,10 +234,17 @@ def add_params_update(params_sub: argparse._SubParsersAction[argparse.ArgumentPa
         help="download, verify and install the acquirer's current parameters",
         description="Download the host-signed parameters, check them (signature, check sums, "
         "expired CA keys left out) and replace the installed ones atomically; on any problem "
-        "the installed parameters stay in use.",
+        "the installed parameters stay in use. Prints what changed: the terminal's data "
+        "(language, currency, ...), each application added, removed or changed (each changed "
+        "kernel data object by tag and name, limits in money), offline acceptance, QR codes, "
+        "CA keys. The content is compared, not only the version: a version re-issued with "
+        "other content is installed and said so.",
     )
     _config_arg(update)
     _pin_arg(update)
+    update.add_argument(
+        "--json", action="store_true", help="machine-readable output: versions and changes"
+    )
     update.set_defaults(handler=_params_update_command)
 
 
@@ -285,6 +304,9 @@ def _doctor_command(args: argparse.Namespace) -> int:
 def _params_update_command(args: argparse.Namespace) -> int:
     terminal = open_service_terminal(_config_path(args))
     update = terminal.update_parameters(technician_secret(args))
+    if args.json:
+        print(json.dumps(update.to_json(), indent=2, ensure_ascii=False))
+        return 0
     for line in update.summary_lines():
         print(line)
     return 0
@@ -304,9 +326,22 @@ def _unit_export(args: argparse.Namespace) -> int:
     secret = technician_secret(args)
     result = terminal.export_queue(secret, args.file, _passphrase(args, confirm=True))
     print(
-        f"exported {result.count} payment(s) from terminal {terminal.config.terminal_id} to "
-        f"{args.file} (encrypted; keep the passphrase apart). Do not run this unit again: "
-        "import the file on the replacement and run `pipos sync` there."
+        f"exported {result.count} payment(s) still to be sent from terminal "
+        f"{terminal.config.terminal_id} to {args.file} (encrypted; keep the passphrase apart). "
+        "This unit now refuses to run: import the file on the replacement and run "
+        "`pipos sync` there (a mistaken export is undone with `pipos unit reinstate`)."
+    )
+    return 0
+
+
+def _unit_reinstate(args: argparse.Namespace) -> int:
+    config_path = _config_path(args)
+    terminal = open_service_terminal(config_path)
+    record = terminal.reinstate(technician_secret(args))
+    print(
+        f"terminal {terminal.config.terminal_id} reinstated: it runs again (its queue had been "
+        f"exported to {record.get('file')}). If that file was imported on another unit too, "
+        "the host answers the payments it already has as duplicates; none is paid twice."
     )
     return 0
 

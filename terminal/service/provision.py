@@ -26,6 +26,7 @@ unless forced, because they would then be sent under the new identity.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
 import json
 import math
@@ -53,7 +54,13 @@ from ..acquirer.client import (
 )
 from ..acquirer.uplink import QUEUE_KEY_PURPOSE
 from ..domain.errors import TerminalError
-from ..domain.params import ParamsError, TerminalParams, parse_params
+from ..domain.params import (
+    AidParams,
+    ParamsError,
+    TerminalParams,
+    data_object_amount,
+    parse_params,
+)
 from ..domain.signing import b64decode, b64encode
 from ..security.technician import KEY_PURPOSE as TECHNICIAN_KEY_PURPOSE
 from ..security.technician import TechnicianCredential, upgrade_keystore
@@ -85,10 +92,13 @@ from .transfer import (
 )
 
 __all__ = [
+    "EXPORTED_FILE",
     "INSTALLED_FORMAT",
     "CaKeyChange",
     "InstalledParameters",
+    "ParamChange",
     "ParametersRefusedError",
+    "ParamsUpdate",
     "ProvisionError",
     "ProvisionRefusedError",
     "ProvisionResult",
@@ -96,6 +106,8 @@ __all__ = [
     "UnitTransfer",
     "VettedParameters",
     "check_acquirer_url",
+    "content_digest",
+    "diff_parameters",
     "ensure_device_secret",
     "install_parameters",
     "load_installed_parameters",
@@ -103,6 +115,8 @@ __all__ = [
     "parameter_file_document",
     "provision",
     "queue_backlog",
+    "refuse_if_exported",
+    "unit_exported",
     "vet_parameters",
 ]
 
@@ -526,6 +540,24 @@ def _installed_ca_keys(path: Path) -> set[str]:
         }
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return set()
+
+
+def _installed_digest(path: Path) -> str | None:
+    """The content digest of the installed host-signed document (None: none readable)."""
+    try:
+        document = json.loads(json.loads(path.read_bytes())["signed"]["document"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return content_digest(document) if isinstance(document, dict) else None
+
+
+def _installed_params(path: Path) -> TerminalParams | None:
+    """The installed parameters as the terminal uses them, to compare an update with; None
+    when there are none or they do not parse (the update then installs without a diff)."""
+    try:
+        return parse_params(json.loads(path.read_bytes())["params"], str(path))
+    except (OSError, ValueError, KeyError, TypeError, ParamsError):
+        return None
 
 
 def _installed_version(path: Path) -> int | None:
@@ -978,22 +1010,313 @@ def _technician(
     )
 
 
+# --- what a parameter update changes -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParamChange:
+    """One difference between the installed and the downloaded parameters, for a person:
+    where (`section`: "terminal", "application A0000000031010 VISA", "offline", "QR codes",
+    "CA key A000000003/92"), what (`item`), and the old and new values as shown (None: the
+    thing was not there before, or is gone now)."""
+
+    section: str
+    item: str
+    old: str | None
+    new: str | None
+
+    def line(self) -> str:
+        if self.old is None:
+            return f"{self.section}: {self.item} added" + (f" ({self.new})" if self.new else "")
+        if self.new is None:
+            return f"{self.section}: {self.item} removed" + (
+                f" (was {self.old})" if self.old else ""
+            )
+        return f"{self.section}: {self.item} {self.old} -> {self.new}"
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"section": self.section, "item": self.item, "old": self.old, "new": self.new}
+
+
+def content_digest(document: Mapping[str, Any]) -> str:
+    """SHA-256 over what a host-signed parameter document configures: everything but its
+    envelope (version, issue time, who it is for), canonical JSON. Two documents with the
+    same digest configure the terminal the same way, whatever their version says; the
+    version alone cannot tell, since an acquirer may re-issue a version with other content."""
+    body = {k: v for k, v in document.items() if k not in _ENVELOPE}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _money(amount: int | None, currency: int) -> str | None:
+    from ..domain.currency import UnknownCurrencyError, format_amount
+
+    if amount is None:
+        return None
+    try:
+        return format_amount(amount, currency)
+    except UnknownCurrencyError:
+        return f"{amount} (minor units of currency {currency:03d})"
+
+
+def _currency_name(code: int) -> str:
+    from ..domain.currency import CURRENCIES
+
+    known = CURRENCIES.get(code)
+    return f"{known.alpha} ({code:03d})" if known is not None else f"{code:03d}"
+
+
+def _hex(value: bytes | None) -> str | None:
+    return None if value is None else value.hex().upper()
+
+
+def _flag(value: bool) -> str:
+    return "on" if value else "off"
+
+
+def _terminal_items(params: TerminalParams) -> dict[str, str]:
+    t = params.terminal
+    return {
+        "language": t.language,
+        "currency": _currency_name(t.currency_code),
+        "currency exponent": str(t.currency_exponent),
+        "country": f"{t.country_code:03d}",
+        "merchant category code": t.merchant_category_code,
+        "merchant name and location": t.merchant_name_location,
+        "merchant identifier": t.merchant_identifier.strip(),
+        "terminal identifier": t.terminal_identifier,
+        "9F35 Terminal Type": t.terminal_type.hex().upper(),
+        "9F33 Terminal Capabilities": t.terminal_capabilities.hex().upper(),
+        "9F40 Additional Terminal Capabilities": t.additional_terminal_capabilities.hex().upper(),
+        "9F66 Terminal Transaction Qualifiers": t.ttq.hex().upper(),
+        "sounds": _flag(t.sounds),
+        "amount announced": _flag(t.announce_amount),
+    }
+
+
+def _aid_items(aid: AidParams, currency: int) -> dict[str, str]:
+    """What one application configures: its kernel data objects by tag and name (amounts
+    also in money), then what is not a data object for its kernel (limits in money)."""
+    from emv.kernel.kernel_data import kernel_data_name
+
+    items: dict[str, str] = {}
+    objects = aid.data_objects()
+    for tag, value in objects.items():
+        amount = data_object_amount(tag, value)
+        shown = value.hex().upper()
+        if amount is not None:
+            shown += f" ({_money(amount, currency)})"
+        items[f"{tag:X} {kernel_data_name(tag)}"] = shown
+    limits = aid.limits
+    rs = aid.random_selection
+    fields: dict[str, tuple[int | None, str | None]] = {
+        # (the tag that carries it for some kernels, shown value)
+        "label": (None, aid.label),
+        "kernel": (None, str(aid.kernel_id)),
+        "partial selection": (None, _flag(aid.partial_selection)),
+        "application version": (0x9F09, _hex(aid.application_version)),
+        "contactless limit": (0xDF8124, _money(limits.contactless_transaction, currency)),
+        "contactless limit with on-device CVM": (
+            0xDF8125,
+            _money(limits.contactless_transaction_on_device_cvm, currency),
+        ),
+        "CVM limit": (0xDF8126, _money(limits.cvm_required, currency)),
+        "contactless floor limit": (0xDF8123, _money(limits.contactless_floor, currency)),
+        "terminal floor limit": (0x9F1B, _money(aid.terminal_floor_limit, currency)),
+        "TAC denial": (0xDF8121, _hex(aid.tac_denial)),
+        "TAC online": (0xDF8122, _hex(aid.tac_online)),
+        "TAC default": (0xDF8120, _hex(aid.tac_default)),
+        "TTQ": (0x9F66, _hex(aid.ttq)),
+        "random selection": (
+            None,
+            f"threshold {_money(rs.threshold, currency)}, target {rs.target_percent}%, "
+            f"max {rs.max_target_percent}%",
+        ),
+        "default TDOL": (None, _hex(aid.tdol)),
+        "default DDOL": (None, _hex(aid.ddol)),
+        "status check": (None, _flag(aid.status_check)),
+        "zero amount allowed": (None, _flag(aid.zero_amount_allowed)),
+        "extended selection": (None, _flag(aid.extended_selection)),
+        "legacy fDDA (version 0)": (None, _flag(aid.fdda_version_0)),
+    }
+    for name, (carrier, text) in fields.items():
+        # Said once: by its tag when the kernel gets it as a data object.
+        if text is not None and (carrier is None or carrier not in objects):
+            items[name] = text
+    return items
+
+
+def _offline_items(params: TerminalParams, currency: int | None = None) -> dict[str, str]:
+    offline = params.offline
+    currency = params.terminal.currency_code if currency is None else currency
+    if offline is None or not offline.enabled:
+        return {"accepted": "no"}
+    items = {
+        "accepted": "yes",
+        "limit per payment": _money(offline.max_transaction_amount, currency) or "",
+        "payments at most": str(offline.max_count),
+        "oldest payment at most": f"{offline.max_age_hours} h",
+    }
+    for code, amount in sorted(offline.max_total_amount.items()):
+        items[f"total at most in {_currency_name(code)}"] = _money(amount, code) or ""
+    return items
+
+
+def _qr_items(params: TerminalParams) -> dict[str, str]:
+    qr = params.qr
+    return {
+        "enabled": _flag(qr.enabled),
+        "customer-presented codes": _flag(qr.consumer_presented),
+        "merchant-presented codes": _flag(qr.merchant_presented),
+    }
+
+
+def _ca_key_items(params: TerminalParams) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for key in params.ca_public_keys:
+        out["/".join(_key_label(key.rid, key.index))] = {
+            "modulus": f"{len(key.modulus) * 8} bits, SHA-1 "
+            + (key.sha1.hex().upper()[:16] + "..." if key.sha1 else "none"),
+            "exponent": key.exponent.hex().upper(),
+            "expiry": key.expiry.isoformat() if key.expiry else "none",
+        }
+    return out
+
+
+def _compare(
+    section: str,
+    old: Mapping[str, str],
+    new: Mapping[str, str],
+    *,
+    old_as_new: Mapping[str, str] | None = None,
+) -> list[ParamChange]:
+    """The items that differ. `old_as_new`: the old items with amounts shown in the new
+    currency, to compare by: an amount the same in minor units is no change of its own when
+    only the currency changed (that is said once, in the terminal's section)."""
+    same = old if old_as_new is None else old_as_new
+    changes = []
+    for item in [*old, *(k for k in new if k not in old)]:
+        if same.get(item) != new.get(item):
+            changes.append(ParamChange(section, item, old.get(item), new.get(item)))
+    return changes
+
+
+def diff_parameters(old: TerminalParams, new: TerminalParams) -> tuple[ParamChange, ...]:
+    """Every difference between two parameter sets, in the order a technician reads them:
+    the terminal, the applications (added, removed, changed, with each changed kernel data
+    object by tag and name), offline acceptance, QR codes, the CA keys' contents (the keys
+    added or removed are ParamsUpdate's own lists)."""
+    changes = _compare("terminal", _terminal_items(old), _terminal_items(new))
+    currency = new.terminal.currency_code
+    old_aids = {a.aid: a for a in old.aids}
+    new_aids = {a.aid: a for a in new.aids}
+    for aid in [*old_aids, *(a for a in new_aids if a not in old_aids)]:
+        before, after = old_aids.get(aid), new_aids.get(aid)
+        either = after or before
+        section = f"application {aid.hex().upper()} {either.label if either else ''}".rstrip()
+        if before is None:
+            kernel = f"kernel {after.kernel_id}" if after else ""
+            changes.append(ParamChange(section, "application", None, kernel))
+        elif after is None:
+            changes.append(ParamChange(section, "application", f"kernel {before.kernel_id}", None))
+        else:
+            changes += _compare(
+                section,
+                _aid_items(before, old.terminal.currency_code),
+                _aid_items(after, currency),
+                old_as_new=_aid_items(before, currency),
+            )
+    changes += _compare(
+        "offline",
+        _offline_items(old),
+        _offline_items(new),
+        old_as_new=_offline_items(old, currency),
+    )
+    changes += _compare("QR codes", _qr_items(old), _qr_items(new))
+    old_keys, new_keys = _ca_key_items(old), _ca_key_items(new)
+    for label in sorted(old_keys.keys() & new_keys.keys()):
+        changes += _compare(f"CA key {label}", old_keys[label], new_keys[label])
+    return tuple(changes)
+
+
+# --- a unit whose queue went to its replacement ---------------------------------------------
+
+#: In DATA_DIR once `pipos unit export` wrote the queue for a replacement unit: this unit
+#: then refuses to run, so each payment is sent by one unit (until `pipos unit reinstate`).
+EXPORTED_FILE: Final = "unit-exported.json"
+
+
+def unit_exported(data_dir: Path) -> dict[str, Any] | None:
+    """The record `pipos unit export` left in `data_dir` (file, when, how many payments),
+    or None when this unit's queue was not exported for a replacement."""
+    path = data_dir / EXPORTED_FILE
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        # Damaged, but it is there: a unit export happened; refusing is the safe reading.
+        return {"file": "(unreadable record)", "exported_at": None, "count": None}
+    return doc if isinstance(doc, dict) else {"file": "(unreadable record)"}
+
+
+def refuse_if_exported(config: TerminalConfig, config_path: Path) -> None:
+    """Raise ProvisionError when this unit's queue went to a replacement (`pipos run`)."""
+    record = unit_exported(config.data_dir)
+    if record is None:
+        return
+    when = record.get("exported_at")
+    date = (
+        datetime.datetime.fromtimestamp(when, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        if isinstance(when, int)
+        else "an unknown time"
+    )
+    count = record.get("count")
+    waiting = f"{count} payment(s) to send" if isinstance(count, int) else "its payments"
+    raise ProvisionError(
+        f"terminal {config.terminal_id}: its offline queue was exported to "
+        f"{record.get('file')} at {date} ({waiting}) for a replacement unit, so this unit "
+        "does not run again: the replacement sends those payments. If the export was a "
+        "mistake (the file will not be imported on another unit), a technician undoes it "
+        f"with `pipos unit reinstate --config {config_path}`"
+    )
+
+
 # --- service operations on a provisioned terminal ------------------------------------------
 
 
 @dataclass(frozen=True)
 class ParamsUpdate:
+    """What `pipos params update` did: the versions, whether anything was installed, and
+    what changed (every difference, and the CA keys added, removed and refused)."""
+
     old_version: int | None
     new_version: int
     changed: bool
     added_ca_keys: tuple[str, ...]
     removed_ca_keys: tuple[str, ...]
     refused_ca_keys: tuple[CaKeyChange, ...]
+    changes: tuple[ParamChange, ...] = ()
+    #: The host re-issued the installed version with other content (the digests differ).
+    same_version_changed: bool = False
+    #: No installed parameters could be read to compare with (missing or damaged).
+    nothing_to_compare: bool = False
 
     def summary_lines(self) -> list[str]:
         if not self.changed:
-            return [f"parameters are up to date (version {self.new_version})"]
-        lines = [f"parameters updated: version {self.old_version} -> {self.new_version}"]
+            return [f"parameters are up to date (version {self.new_version}, same content)"]
+        if self.same_version_changed:
+            lines = [
+                f"parameters updated: the acquirer re-issued version {self.new_version} with "
+                "other content (the content digest differs); installed"
+            ]
+        else:
+            lines = [f"parameters updated: version {self.old_version} -> {self.new_version}"]
+        if self.nothing_to_compare:
+            lines.append("  (no readable installed parameters to compare with)")
+        elif not (self.changes or self.added_ca_keys or self.removed_ca_keys):
+            lines.append("  nothing the terminal uses changed")
+        lines.extend("  " + change.line() for change in self.changes)
         if self.added_ca_keys:
             lines.append("  CA keys added:   " + ", ".join(self.added_ca_keys))
         if self.removed_ca_keys:
@@ -1001,6 +1324,19 @@ class ParamsUpdate:
         for key in self.refused_ca_keys:
             lines.append(f"  refused CA key {key.label()}: {key.reason} ({key.expiry})")
         return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "old_version": self.old_version,
+            "new_version": self.new_version,
+            "changed": self.changed,
+            "same_version_changed": self.same_version_changed,
+            "compared": not self.nothing_to_compare,
+            "changes": [c.to_json() for c in self.changes],
+            "ca_keys_added": list(self.added_ca_keys),
+            "ca_keys_removed": list(self.removed_ca_keys),
+            "ca_keys_refused": [c.__dict__ for c in self.refused_ca_keys],
+        }
 
 
 @dataclass(frozen=True)
@@ -1062,7 +1398,9 @@ class ServiceTerminal:
         self.authorise(secret, "params_update")
         path = self.config.params_path
         installed = _installed_version(path)
+        installed_digest = _installed_digest(path)
         before = _installed_ca_keys(path)
+        before_params = _installed_params(path)
         with self.client() as client:
             try:
                 signed = client.download_parameters(min_version=installed)
@@ -1071,8 +1409,12 @@ class ServiceTerminal:
                 raise ParametersRefusedError(
                     f"{exc}; the installed parameters stay in use"
                 ) from exc
-        if installed is not None and signed.version == installed:
-            return ParamsUpdate(installed, installed, False, (), (), ())
+        digest = content_digest(signed.document)
+        same_version = installed is not None and signed.version == installed
+        # The content decides, not the version field: an acquirer may re-issue a version
+        # with other content, and a terminal that trusted the number would keep the old.
+        if same_version and digest == installed_digest:
+            return ParamsUpdate(installed, signed.version, False, (), (), ())
         today = datetime.datetime.fromtimestamp(self._clock(), datetime.UTC).date()
         try:
             vetted = vet_parameters(signed, serial=self.keystore.serial, today=today)
@@ -1099,12 +1441,20 @@ class ServiceTerminal:
             tuple(sorted(after - before)),
             tuple(sorted(before - after)),
             vetted.refused_ca_keys,
+            changes=(
+                diff_parameters(before_params, vetted.params) if before_params is not None else ()
+            ),
+            same_version_changed=same_version,
+            nothing_to_compare=before_params is None,
         )
         self.audit.record(
             "parameters_updated",
             actor="technician",
             old_version=installed,
             new_version=vetted.version,
+            same_version_changed=same_version,
+            content_digest=digest,
+            changes=[c.line() for c in update.changes],
             ca_keys_added=list(update.added_ca_keys),
             ca_keys_removed=list(update.removed_ca_keys),
             ca_keys_refused=[c.label() for c in vetted.refused_ca_keys],
@@ -1143,7 +1493,38 @@ class ServiceTerminal:
             )
         except QueueError as exc:
             raise ProvisionError(str(exc)) from exc
+        # After the file is written and read back (fsynced): from now on this unit refuses
+        # to run, so its payments are sent once, by the replacement. Written atomically; a
+        # crash before it leaves a runnable unit and a file the technician exports again.
+        record = {
+            "file": str(Path(target).resolve()),
+            "exported_at": int(self._clock()),
+            "count": count,
+            "terminal_id": self.config.terminal_id,
+        }
+        atomic_write(
+            self.config.data_dir / EXPORTED_FILE,
+            json.dumps(record, sort_keys=True).encode("utf-8") + b"\n",
+            0o600,
+        )
         return UnitTransfer(count)
+
+    def reinstate(self, secret: str) -> dict[str, Any]:
+        """Undo `pipos unit export` on this unit (it runs again); the export's record.
+
+        Safe for money even if the file was imported elsewhere too: each payment keeps its
+        transaction id, the host's offline id, so the second unit to send it is answered
+        that the host already has it (a duplicate), never paid twice."""
+        self.authorise(secret, "unit_reinstate")
+        record = unit_exported(self.config.data_dir)
+        if record is None:
+            raise ProvisionError(
+                f"terminal {self.config.terminal_id}: its queue was not exported to a "
+                "replacement unit; nothing to undo"
+            )
+        (self.config.data_dir / EXPORTED_FILE).unlink()
+        self.audit.record("unit_reinstated", actor="technician", export=record)
+        return record
 
     def import_queue(self, secret: str, source: Path, passphrase: bytes) -> UnitTransfer:
         """Add a backup's payments to this unit's queue (idempotent); `pipos sync` sends them.

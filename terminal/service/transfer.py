@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 from emv.errors import PiposError
 from emv.pan import mask_pan
 from offline_queue import ImportReport, OfflineQueue, export_queue, import_queue
-from offline_queue.backup import BackupSigner
+from offline_queue.backup import BackupSigner, open_backup
 
 from ..domain.errors import TerminalError
 from ..domain.signing import key_id_for, verify_signature
@@ -360,17 +360,26 @@ def export_queue_file(
     *,
     signers: Callable[[], Signers] | None = None,
 ) -> int:
-    """Write every queued payment to `target`, encrypted under `passphrase`; returns how many.
-    `signers` (this terminal's public keys) go into the file, for the importing unit to
-    check the payments' signatures with."""
+    """Write every queued payment to `target`, encrypted under `passphrase`; returns how many
+    of them are still to be sent (those the importing unit will send). Payments the host
+    already has go into the file too, as history (their card data is gone), but are not
+    counted: a technician reads the number as what the replacement will send.
+
+    The file is read back and authenticated before the count is given, so the number is
+    what the file holds, not what the queue held a moment before. `signers` (this terminal's
+    public keys) go into the file, for the importing unit to check the payments'
+    signatures with."""
     with guard.transfer("queue_export", target) as done:
         # The queue (and the keystore behind it) first: a terminal that cannot open it is
         # not asked for a passphrase.
         with open_queue() as queue:
             keys = signers() if signers is not None else None
-            count = export_queue(queue, target, passphrase(), signers=keys)
-        done(count=count)
-    return count
+            secret = passphrase()
+            export_queue(queue, target, secret, signers=keys)
+        items = open_backup(target, secret).items
+        waiting = sum(1 for item in items if item.get("payment") is not None)
+        done(count=waiting, history=len(items) - waiting)
+    return waiting
 
 
 def import_queue_file(

@@ -6,7 +6,10 @@
   the admin endpoints tests and operators use).
 
 Whatever schemathesis sends, the answer is never a 5xx, and every error is a precise 4xx
-carrying the documented JSON error body ``{"error": {"code": ..., "message": ...}}``.
+carrying the documented JSON error body ``{"error": {"code": ..., "message": ...}}``. On the
+terminal's API every answer also matches its OpenAPI document: a status code the endpoint
+documents, that status's content type, and its schema (the error envelope, the transaction
+view, ...).
 Example counts are kept modest so the suite stays fast.
 """
 
@@ -21,7 +24,12 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from simulator.host import HostServer
 from terminal.api.stack import DemoStack, start_demo_stack
@@ -52,6 +60,13 @@ def precise_client_error(ctx: Any, response: Any, case: Any) -> bool | None:
 
 
 CHECKS = [not_a_server_error, precise_client_error]
+#: The terminal's API also says, in its OpenAPI, every status and schema it answers.
+CONFORMANCE = [
+    *CHECKS,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +104,9 @@ def host_schema(host_server: HostServer) -> Any:
     return schemathesis.openapi.from_url(host_server.url + "/openapi.json")
 
 
-def _fuzz(schema: Any, headers: dict[str, str] | None = None) -> list[str]:
+def _fuzz(
+    schema: Any, headers: dict[str, str] | None = None, checks: list[Any] = CHECKS
+) -> list[str]:
     """Run every operation of `schema` with generated requests; one line per failure.
 
     (Driven through hypothesis directly: schemathesis' pytest plugin does not load under the
@@ -110,7 +127,7 @@ def _fuzz(schema: Any, headers: dict[str, str] | None = None) -> list[str]:
             )
             @given(case=operation.as_strategy(generation_mode=mode))
             def run(case: Any) -> None:
-                case.call_and_validate(headers=headers, checks=CHECKS, timeout=30)
+                case.call_and_validate(headers=headers, checks=checks, timeout=30)
 
             try:
                 run()
@@ -123,10 +140,12 @@ def _fuzz(schema: Any, headers: dict[str, str] | None = None) -> list[str]:
     return [f.splitlines()[0] + " | " + " ".join(f.split())[:600] for f in failures]
 
 
-def test_terminal_api_answers_precise_4xx_never_5xx(
+def test_terminal_api_answers_as_its_openapi_says_precise_4xx_never_5xx(
     terminal_schema: Any, terminal_stack: DemoStack
 ) -> None:
-    failures = _fuzz(terminal_schema, {"Authorization": f"Bearer {terminal_stack.token}"})
+    failures = _fuzz(
+        terminal_schema, {"Authorization": f"Bearer {terminal_stack.token}"}, CONFORMANCE
+    )
     assert failures == []
 
 
