@@ -54,8 +54,10 @@ from .config import TerminalConfig, load_config
 from .provision import (
     QUEUE_FILE,
     ParametersRefusedError,
+    ProvisionError,
     load_installed_parameters,
     queue_backlog,
+    refuse_if_exported,
 )
 
 __all__ = ["Check", "DoctorReport", "Environment", "run_doctor"]
@@ -670,6 +672,22 @@ def _merchant_pin_check(config: TerminalConfig, config_path: Path) -> Check:
 REGISTER_TOKEN_FILE: Final = "register-token"  # noqa: S105 - a file name, not a secret
 
 
+def _unit_export_check(config: TerminalConfig, config_path: Path) -> Check:
+    """Whether this unit's offline queue went to a replacement (`pipos unit export`): then
+    `pipos run --config` refuses to start it, and doctor says so before the start does."""
+    try:
+        refuse_if_exported(config, config_path)
+    except ProvisionError as exc:
+        return Check(
+            "unit export",
+            "fail",
+            str(exc),
+            f"retire this unit (the replacement sends its payments); an export made by "
+            f"mistake: pipos unit reinstate --config {config_path}",
+        )
+    return Check("unit export", "pass", "this unit's offline queue is its own")
+
+
 def _register_token_check(config: TerminalConfig, config_path: Path) -> Check:
     """The register's API token file, as `pipos run --config` reads it: made on the first
     start; once there, readable by the terminal's user only, or the start is refused."""
@@ -812,6 +830,7 @@ def run_doctor(config_path: Path, env: Environment | None = None) -> DoctorRepor
     checks.append(_params_check(config, keystore, env))
     checks.append(_merchant_pin_check(config, config_path))
     checks.append(_register_token_check(config, config_path))
+    checks.append(_unit_export_check(config, config_path))
     checks.append(_db_check("queue database", config.data_dir / QUEUE_FILE, required=False))
     checks.append(
         _db_check("journal database", config.data_dir / "journal.sqlite3", required=False)

@@ -133,3 +133,21 @@ def test_the_keystore_fix_agrees_with_its_message(host: HostHandle, tmp_path: Pa
     keystore = _check(run_doctor(config, Environment(devices=_ready_reader)), "keystore")
     assert "is missing" in keystore.message
     assert "restore keystore.json from this unit's backup" in keystore.fix
+
+
+def test_an_exported_unit_is_said_before_the_start_refuses_it(
+    host: HostHandle, tmp_path: Path
+) -> None:
+    config = _provisioned(host, tmp_path)
+    _set_merchant_pin(config, tmp_path)
+    check = _check(run_doctor(config, Environment(devices=_ready_reader)), "unit export")
+    assert check.status == "pass"
+    record = load_config(config).data_dir / "unit-exported.json"
+    record.write_text(json.dumps({"file": "/media/usb/queue.bin", "exported_at": 0, "count": 2}))
+    report = run_doctor(config, Environment(devices=_ready_reader))
+    check = _check(report, "unit export")
+    assert check.status == "fail"
+    assert "/media/usb/queue.bin" in check.message
+    assert "2 payment(s)" in check.message
+    assert f"pipos unit reinstate --config {config}" in check.fix
+    assert not report.ok
