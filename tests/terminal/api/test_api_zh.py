@@ -19,6 +19,7 @@ import pytest
 from terminal.api.stack import DemoStack, start_demo_stack
 from terminal.domain.errors import ConfigurationError
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
+from tests.terminal.api.test_api import api as api  # the register's client of this module's stack
 
 pytestmark = pytest.mark.integration
 
@@ -113,14 +114,6 @@ def stack(tmp_path: Path, session_host: HostHandle) -> Iterator[DemoStack]:
         yield s
     finally:
         s.close()
-
-
-@pytest.fixture
-def api(stack: DemoStack) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=stack.api.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
-    ) as client:
-        yield client
 
 
 def _pay(stack: DemoStack, api: httpx.Client, amount: int) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,37 +23,14 @@ from terminal.api.models import (
     TransactionList,
     TransactionView,
 )
-from terminal.api.stack import DemoStack, start_demo_stack
-from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
+from terminal.api.stack import DemoStack
+from tests.terminal.api.test_api import api as api
+from tests.terminal.api.test_api import pin_clock as pin_clock
+from tests.terminal.api.test_api import stack as stack
 
 pytestmark = pytest.mark.integration
 
 PIN = "2468"
-
-
-@pytest.fixture
-def stack(tmp_path: Path, session_host: HostHandle) -> Iterator[DemoStack]:
-    s = start_demo_stack(
-        tmp_path,
-        host_url=session_host.url,
-        activation_code=session_host.activation_code,
-        secret=TEST_SECRET,
-        scrypt_n=TEST_SCRYPT_N,
-        pin=PIN,
-        background=False,
-    )
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-@pytest.fixture
-def api(stack: DemoStack) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=stack.api.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
-    ) as client:
-        yield client
 
 
 @pytest.fixture
