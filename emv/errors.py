@@ -70,6 +70,7 @@ The whole tree, drawn once (tests/test_errors.py keeps this drawing equal to the
             QrHostError (terminal.acquirer.qr_client)
                 QrHostRejectedError (terminal.acquirer.qr_client)
                 QrNoAnswerError (terminal.acquirer.qr_client)
+            ApiError (terminal.api.common)
             SimulatedDeviceError (terminal.app.sim_scanner)
             CheckoutError (terminal.checkout.errors)
                 AcquirerRequiredError (terminal.checkout.errors)

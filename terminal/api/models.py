@@ -183,6 +183,14 @@ class TransactionView(_Open):
     voided: bool
     batch_id: str
     revision: int = Field(description="journal-wide change number: keep the highest seen")
+    tip_amount: int = Field(
+        description="a sale with tip entry: the tip, minor units, included in `amount`"
+    )
+    authorised_amount: int = Field(
+        description="a pre-authorisation: the amount held (first plus incremental ones)"
+    )
+    captured_amount: int = Field(description="a pre-authorisation: the amount captured")
+    released: bool = Field(description="a pre-authorisation: its hold was released")
     extra: dict[str, Any] = Field(description="code-payment fields as earlier releases showed")
     amount_text: str
     refundable_amount: int

@@ -57,8 +57,6 @@ import os
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
-from dataclasses import field as dc_field
 from datetime import date
 from importlib import resources
 from typing import Annotated, Any, Final, Literal
@@ -75,7 +73,7 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import Field, StrictBool, StrictInt, StrictStr
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -85,8 +83,7 @@ from drivers.scanner import ScanRejectedError
 from emv.errors import PiposError
 
 from ..acquirer.client import AcquirerError
-from ..app.sim_field import SimulatedField
-from ..app.sim_scanner import PHONE_CODES, SimulatedDeviceError, SimulatedPhone, SimulatedScanner
+from ..app.sim_scanner import PHONE_CODES, SimulatedDeviceError
 from ..checkout.errors import (
     AcquirerRequiredError,
     BusyError,
@@ -108,14 +105,6 @@ from ..domain.receipts import (
     report_html,
 )
 from ..domain.records import APPROVED_STATES, MAX_SEARCH, Kind, State, TxnRecord
-from ..security.lockout import LockoutError
-from ..security.merchant_pin import (
-    MerchantPin,
-    MerchantPinError,
-    MerchantPinLockedError,
-    MerchantPinWrongError,
-)
-from ..store.audit import AuditLog
 from ..store.idempotency import FILE as IDEMPOTENCY_FILE
 from ..store.idempotency import (
     ClaimKind,
@@ -124,13 +113,19 @@ from ..store.idempotency import (
     StoredAnswer,
     fingerprint,
 )
-from .kiosk import COOKIE, KioskCodes
+from . import display, pairing, preauth_routes, report_routes, webhook_routes
+from .common import REF_PATTERN as _REF
+from .common import ApiError as _ApiError
+from .common import Body as _Body
+from .common import error_answers as _errors
+from .common import error_response as _error
+from .common import ok_answers as _ok
+from .kiosk import COOKIE
 from .models import (
     Acknowledged,
     AcquirerMode,
     BatchList,
     EndOfDayReport,
-    ErrorEnvelope,
     Health,
     Printed,
     QueueSummary,
@@ -143,6 +138,7 @@ from .models import (
     TransactionView,
     UiStrings,
 )
+from .settings import ApiSettings, PinGuard, RouteKit
 
 __all__ = [
     "LOOPBACK_HOSTS",
@@ -162,7 +158,6 @@ MAX_BODY = 16 * 1024
 PAGE = "checkout-page"
 #: How long a cancel waits for the sale to reach its final state before it answers.
 CANCEL_SETTLE_SECONDS = 5.0
-_REF = r"^[A-Za-z0-9._:/#-]{1,64}$"
 #: The longest Idempotency-Key (Stripe's limit): a UUID (36) or a register's own
 #: "<till>-<receipt>-<attempt>" fits many times.
 IDEMPOTENCY_KEY_MAX: Final = 255
@@ -201,85 +196,6 @@ def render_svg(payload: str) -> bytes:
         out, kind="svg", border=4, xmldecl=False, omitsize=True, title="Scan to pay"
     )
     return out.getvalue()
-
-
-class PinGuard:
-    """The merchant PIN check behind the PIN-guarded operations, in the API's error shape.
-
-    The credential is terminal.security.merchant_pin (scrypt, bound to the device, its
-    lock-out kept on disk and authenticated), checked per caller: `scope` is the caller's name,
-    so one caller's wrong PINs lock that caller only (the kiosk page, never the register).
-    403 wrong_pin (``tries_left`` in the error); 423 pin_locked (``retry_after`` in the error
-    and the Retry-After header, and ``reason``: "wrong", this entry locked it; "locked", still
-    locked; "tampered", its lock-out record was altered; while locked the right PIN is
-    refused too); 503
-    pin_unavailable when no PIN is set or its files cannot be read or written.
-    """
-
-    def __init__(self, credential: MerchantPin) -> None:
-        self.credential = credential
-
-    def check(self, pin: str, *, scope: str) -> None:
-        try:
-            self.credential.verify(pin, scope=scope)
-        except MerchantPinLockedError as exc:
-            wait = int(exc.retry_after)
-            details = {"retry_after": wait, "reason": exc.reason}
-            raise _ApiError(423, "pin_locked", str(exc), retry_after=wait, details=details) from exc
-        except MerchantPinWrongError as exc:
-            left = int(exc.tries_left)
-            raise _ApiError(
-                403, "wrong_pin", str(exc), field="pin", details={"tries_left": left}
-            ) from exc
-        except (MerchantPinError, LockoutError) as exc:
-            raise _ApiError(503, "pin_unavailable", str(exc)) from exc
-
-
-@dataclass
-class ApiSettings:
-    """`tokens`: register token -> register name. `kiosk`: the checkout page's one-time
-    codes and sessions (None: no page credential; `/` only explains how to open it).
-    `allowed_hosts`: the names, besides loopback, a request's Host header may carry
-    (:func:`allowed_host_names`)."""
-
-    tokens: Mapping[str, str]
-    pin_guard: PinGuard
-    kiosk: KioskCodes | None = None
-    allowed_hosts: frozenset[str] = frozenset()
-    printer_url: str | None = None
-    field: SimulatedField | None = None
-    scanner: SimulatedScanner | None = None  # simulated terminals: POST /simulator/scan
-    phone: SimulatedPhone | None = None  # the simulated customer's phone (demo host only)
-    sse_keepalive: float = 15.0
-    extra_status: Callable[[], Mapping[str, Any]] = dc_field(default=lambda: {})
-    #: Security events (refunds, voids, merchant PIN failures) go to the audit log.
-    audit: AuditLog | None = None
-    #: A demo stack's own simulated acquirer: puts it "online", "unreachable" (connections
-    #: refused) or "drops" (connections accepted, then dropped); POST /simulator/acquirer.
-    acquirer_switch: Callable[[str], str] | None = None
-    #: The answers kept by Idempotency-Key (None: the store in the journal's directory).
-    idempotency: IdempotencyStore | None = None
-
-
-class _ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        field: str | None = None,
-        retry_after: int | None = None,
-        details: Mapping[str, int | str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-        self.retry_after = retry_after
-        #: What the error carries besides its message (tries_left; retry_after, reason).
-        self.details = dict(details or {})
 
 
 _HTTP_ERROR_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}
@@ -327,17 +243,6 @@ def _printer_failed(exc: PrinterError) -> _ApiError:
     return _ApiError(503, "printer_error", str(exc))
 
 
-def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
-    headers = {}
-    if extra.get("field"):
-        body["field"] = extra["field"]
-    body.update(extra.get("details") or {})
-    if extra.get("retry_after"):
-        headers["Retry-After"] = str(extra["retry_after"])
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
-
-
 # --- the OpenAPI document: who may call, and every error each endpoint can answer ------
 
 #: The register's token (``Authorization: Bearer ...``): the OpenAPI's security scheme, so
@@ -359,42 +264,6 @@ TOKEN_QUERY = APIKeyQuery(
     "qr.svg accept it (EventSource and <img> cannot send a header).",
     auto_error=False,
 )
-
-#: What each error status means, as the OpenAPI says it (the module docstring in full).
-_STATUS_TEXT: Final[Mapping[int, str]] = {
-    400: "Malformed body (not JSON, not an object), or a Host header the terminal does not "
-    "answer to (host_not_allowed)",
-    401: "Missing or unknown token (unauthorised), or a page session that ended",
-    403: "Wrong merchant PIN (wrong_pin; `tries_left`)",
-    404: "Unknown transaction or batch, or a sale without a merchant-presented code",
-    409: "Busy, wrong state (`reason`), no printer, reference in use, or a request with this "
-    "Idempotency-Key still running (idempotency_in_progress)",
-    413: "Request body over 16 KiB (body_too_large)",
-    422: "Invalid field or parameter (`field`), or an Idempotency-Key reused for another request",
-    423: "Merchant PIN locked for this caller (pin_locked; `retry_after`, `reason`)",
-    503: "Acquirer unavailable (`reason`, message in the terminal's language), printer "
-    "failed, no merchant PIN set, or a store that cannot be written",
-}
-
-
-# (`dict[Any, Any]`: merged with an endpoint's own success answers, typed as each is.)
-def _errors(*statuses: int) -> dict[Any, Any]:
-    """The `responses` of an endpoint that can answer these error statuses: each in the
-    error envelope (which also replaces FastAPI's own ``{"detail": [...]}`` 422, never
-    sent). 400 (the Host check) and 401 (the token) hold for every /api/v1 endpoint."""
-    answers: dict[int | str, dict[str, Any]] = {}
-    for status in sorted({400, 401, *statuses}):
-        answer: dict[str, Any] = {"model": ErrorEnvelope, "description": _STATUS_TEXT[status]}
-        if status == 423:
-            answer["headers"] = {
-                "Retry-After": {
-                    "description": "seconds until the PIN may be tried again",
-                    "schema": {"type": "integer"},
-                }
-            }
-        answers[status] = answer
-    return answers
-
 
 #: The event stream's answer: what each event type's `data` holds (the schemas are those of
 #: the answers named; `x-events` for a reader of the document, docs/api.md in words).
@@ -445,17 +314,7 @@ _SSE_RESPONSE: Final[dict[str, Any]] = {
 }
 
 
-def _ok(model: type[BaseModel], *statuses: int, code: int = 200) -> dict[int | str, Any]:
-    """`responses`: `model` as the success answer's schema (documentation only: the
-    endpoint's JSON is sent as built, never filtered through the model), and the errors."""
-    return {code: {"model": model}} | _errors(*statuses)
-
-
 # --- request bodies ------------------------------------------------------------------------
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class SaleBody(_Body):
@@ -1674,6 +1533,20 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
                 raise _ApiError(503, "simulator_error", str(exc)) from exc
             checkout.publish_status()
             return {"acquirer": mode}
+
+    # --- what route modules of their own add (each module's docstring) ---------------
+
+    kit = RouteKit(
+        checkout=checkout,
+        register=register,
+        idempotent=idempotent,
+        check_pin=check_pin,
+        audit=audit,
+        view=view,
+        settings=settings,
+    )
+    for routes in (pairing, preauth_routes, display, webhook_routes, report_routes):
+        routes.install(app, kit)
 
     # --- the checkout page ------------------------------------------------------------
 

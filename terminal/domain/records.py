@@ -76,6 +76,9 @@ class Stage(StrEnum):
     """Where a running transaction is (the prompt the merchant and the customer see)."""
 
     NONE = ""
+    #: Tip entry is on (off by default): the customer chooses a tip on the page (a preset
+    #: percentage, an amount, or none) before the reader is armed for the total.
+    WAITING_FOR_TIP = "waiting_for_tip"
     WAITING_FOR_CARD = "waiting_for_card"
     #: The card asked for a second tap (EMV Contactless Book B v2.10 §3.5, Start B: "see
     #: phone", removed too early): waiting for it to leave the field and come back. What it
@@ -170,6 +173,15 @@ class TxnRecord:
     #: gets one transaction by several paths (an HTTP answer, a poll, the event stream) keeps
     #: the newest and drops whatever arrives late (the checkout page does exactly this).
     revision: int = 0
+    #: Sales with tip entry: the tip chosen, in minor units, already part of `amount` (the
+    #: total the card was asked for); 0 for no tip or no tip entry.
+    tip_amount: int = 0
+    #: Pre-authorisations, derived like refunded_amount (never written from a copy): the
+    #: amount held (the first authorisation plus approved incremental ones), the amount
+    #: captured, and whether the hold was released.
+    authorised_amount: int = 0
+    captured_amount: int = 0
+    released: bool = False
 
     @property
     def finished(self) -> bool:

@@ -35,7 +35,7 @@ from ..domain.records import (
 
 __all__ = ["BatchRow", "Journal", "JournalError", "TotalsLine", "TxnRecord"]
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 
 class JournalError(TerminalError):
@@ -43,8 +43,16 @@ class JournalError(TerminalError):
 
 
 _COLUMNS: Final = tuple(f.name for f in fields(TxnRecord))
-_INT_COLUMNS: Final = {"amount", "currency", "refunded_amount", "revision"}
-_BOOL_COLUMNS: Final = frozenset({"voided", "outcome_unknown"})
+_INT_COLUMNS: Final = {
+    "amount",
+    "currency",
+    "refunded_amount",
+    "revision",
+    "tip_amount",
+    "authorised_amount",
+    "captured_amount",
+}
+_BOOL_COLUMNS: Final = frozenset({"voided", "outcome_unknown", "released"})
 #: Schema 3: what schema 1 and 2 kept in a JSON column `extra`, as columns of their own.
 _TYPED_EXTRA_COLUMNS: Final = {
     "method": "'card'",
@@ -57,7 +65,9 @@ _TYPED_EXTRA_COLUMNS: Final = {
 #: The `extra` key schema 2 marked a refund with lost answer by.
 _SCHEMA2_UNKNOWN_MARK: Final = "refund_outcome_unknown"
 #: Columns added after schema 1, each by its own migration step.
-_LATER_COLUMNS: Final = frozenset({"revision", *_TYPED_EXTRA_COLUMNS})
+#: Schema 6: a sale's tip, and what a pre-authorisation holds, captured and released.
+_SCHEMA6_COLUMNS: Final = ("tip_amount", "authorised_amount", "captured_amount", "released")
+_LATER_COLUMNS: Final = frozenset({"revision", *_TYPED_EXTRA_COLUMNS, *_SCHEMA6_COLUMNS})
 #: Columns the journal derives from other records (Journal._derive); a write of a record
 #: never sets them, so a stale copy of a sale cannot undo a refund or a void.
 _DERIVED_COLUMNS: Final = frozenset({"refunded_amount", "voided"})
@@ -181,6 +191,11 @@ class Journal:
                 for number, (batch_id,) in enumerate(earlier, start=1):
                     db.execute("UPDATE batches SET seq = ? WHERE batch_id = ?", (number, batch_id))
                 db.execute("CREATE INDEX batches_seq ON batches (seq)")
+            if version < 6:
+                for name in _SCHEMA6_COLUMNS:
+                    db.execute(
+                        f"ALTER TABLE transactions ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"
+                    )
             if version < SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from terminal.domain.records import DECLINED_AFTER_THE_FACT, Kind, State, TxnRecord
 from terminal.store.journal import SCHEMA_VERSION, Journal
+from tests.terminal.store.test_journal_revision import as_schema_5
 
 
 def _offline_sale(txn_id: str, *, declined: bool) -> TxnRecord:
@@ -64,6 +65,7 @@ def test_schema_3_journal_gets_the_acknowledgement_table(tmp_path: Path) -> None
     raw.execute("DROP INDEX batches_seq")
     raw.execute("ALTER TABLE batches DROP COLUMN seq")
     raw.execute("ALTER TABLE batches DROP COLUMN report")
+    as_schema_5(raw)
     raw.execute("PRAGMA user_version = 3")
     raw.commit()
     raw.close()

@@ -24,6 +24,7 @@ from terminal.domain.records import (
     parse_search,
 )
 from terminal.store.journal import SCHEMA_VERSION, Journal
+from tests.terminal.store.test_journal_revision import as_schema_5
 
 
 def _at(day: int, hour: int = 12) -> str:
@@ -179,6 +180,7 @@ def test_a_schema_4_journal_keeps_its_batches_in_order(tmp_path: Path) -> None:
     raw.execute("DROP INDEX batches_seq")
     raw.execute("ALTER TABLE batches DROP COLUMN seq")
     raw.execute("ALTER TABLE batches DROP COLUMN report")
+    as_schema_5(raw)
     for batch_id, day in (("B-old", 1), ("B-newer", 2)):
         raw.execute(
             "INSERT INTO batches VALUES (?, ?, ?)",

@@ -92,6 +92,41 @@ SCHEMA_1_TEXT_COLUMNS = [
 SCHEMA_1_INT_COLUMNS = ("amount", "currency", "refunded_amount", "voided")
 
 
+#: What schema 6 added to the transactions: a sale's tip, a pre-authorisation's amounts.
+SCHEMA_6_COLUMNS = ("tip_amount", "authorised_amount", "captured_amount", "released")
+
+
+def as_schema_5(raw: sqlite3.Connection) -> None:
+    """Takes schema 6's columns out of a journal this software made (for a test that
+    turns it into an older one)."""
+    for name in SCHEMA_6_COLUMNS:
+        raw.execute(f"ALTER TABLE transactions DROP COLUMN {name}")
+
+
+def test_a_schema_5_journal_gets_tips_and_holds_at_zero(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    journal = Journal(path)
+    journal.insert(_sale("S-old", amount=500))
+    journal.close()
+    raw = sqlite3.connect(path)
+    as_schema_5(raw)
+    raw.execute("PRAGMA user_version = 5")
+    raw.commit()
+    raw.close()
+    journal = Journal(path)
+    old = journal.get("S-old")
+    assert old is not None
+    assert (old.amount, old.tip_amount, old.authorised_amount, old.captured_amount) == (
+        500,
+        0,
+        0,
+        0,
+    )
+    assert old.released is False
+    journal.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
 def _old_journal(path: Path, rows: str, *, version: int = 1) -> None:
     """A journal as schema 1 (or 2, with `revision`) left it, holding `rows` (SQL values
     for id, kind, state, amount, currency, original_id, refunded_amount, seq, extra)."""

@@ -1,0 +1,12 @@
+"""Pairing a register with the terminal (issue 18 item 4): routes. Being written."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from .settings import RouteKit
+
+
+def install(app: FastAPI, kit: RouteKit) -> None:
+    """Adds this module's routes to `app`."""
+    del app, kit

@@ -1,0 +1,12 @@
+"""Pre-authorisation, capture, incremental authorisation and release: routes (being written)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from .settings import RouteKit
+
+
+def install(app: FastAPI, kit: RouteKit) -> None:
+    """Adds this module's routes to `app`."""
+    del app, kit
