@@ -278,3 +278,23 @@ def test_a_trace_masks_card_data_and_names_the_emv_tags() -> None:
         "5A Application Primary Account Number (PAN): <8 bytes, masked>" in line for line in lines
     )
     assert lines[0] == "MTI 0200"
+
+
+def test_the_docs_table_is_the_default_profile() -> None:
+    """docs/iso8583.md documents the default profile field by field: the table there is the
+    one the terminal loads."""
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "iso8583.md").read_text()
+    kinds = {"fixed": 0, "LVAR": 1, "LLVAR": 2, "LLLVAR": 3}
+    documented = {}
+    for line in doc.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 4 and (cells[0].isdigit() or cells[0] in ("t", "p")):
+            kind, length = cells[3].split()
+            encoding = "b" if cells[2] == "binary" else cells[2].lower()
+            documented[cells[0]] = (cells[1], encoding, kinds[kind], int(length))
+    shipped = {
+        key: (spec["desc"], spec["data_enc"], spec["len_type"], spec["max_len"])
+        for key, spec in PROFILE.fields.items()
+        if key != "h"
+    }
+    assert documented == shipped
