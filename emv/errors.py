@@ -67,6 +67,13 @@ The whole tree, drawn once (tests/test_errors.py keeps this drawing equal to the
                 OutcomeUnknownError (terminal.acquirer.client)
                     ReversalPendingError (terminal.acquirer.client)
                 ParametersInvalidError (terminal.acquirer.client)
+            Iso8583Error (terminal.acquirer.iso8583.codec)
+                FramingError (terminal.acquirer.iso8583.codec)
+                MacMismatchError (terminal.acquirer.iso8583.codec)
+                MessageFormatError (terminal.acquirer.iso8583.codec)
+                KeyBlockRefusedError (terminal.acquirer.iso8583.keys)
+                AnswerMismatchError (terminal.acquirer.iso8583.messages)
+            MacError (terminal.acquirer.iso8583.mac)
             QrHostError (terminal.acquirer.qr_client)
                 QrHostRejectedError (terminal.acquirer.qr_client)
                 QrNoAnswerError (terminal.acquirer.qr_client)
@@ -86,6 +93,7 @@ The whole tree, drawn once (tests/test_errors.py keeps this drawing equal to the
             AmountError (terminal.domain.currency)
             UnknownCurrencyError (terminal.domain.currency)
             ConfigurationError (terminal.domain.errors)
+                Iso8583ProfileError (terminal.acquirer.iso8583.profile)
                 ParamsError (terminal.domain.params)
                 ConfigError (terminal.service.config)
             MerchantCodeError (terminal.domain.merchant_qr)
@@ -113,6 +121,10 @@ The whole tree, drawn once (tests/test_errors.py keeps this drawing equal to the
                 KeystoreTamperedError (terminal.store.keys)
                 WrongSecretError (terminal.store.keys)
             SequenceError (terminal.store.keys)
+            LinkCounterError (terminal.store.link_counters)
+            RegisterStoreError (terminal.store.registers)
+                RegisterNameError (terminal.store.registers)
+            WebhookError (terminal.store.webhooks)
 """
 
 from __future__ import annotations

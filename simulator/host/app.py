@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path as FilePath
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
@@ -73,6 +73,20 @@ class AuthoriseBody(_Body):
     transaction_type: str = Field(default="purchase", max_length=32)
     entry_mode: str = Field(default="contactless", max_length=32)
     emv: dict[str, str] = Field(default_factory=dict, description="tag hex -> value hex")
+    kind: Literal["sale", "preauth"] = Field(
+        default="sale", description="preauth: a hold, captured or released later"
+    )
+
+
+class HoldAmountBody(_Body):
+    """An increment or a capture of a pre-authorisation's hold."""
+
+    amount: int = Field(gt=0, le=_MAX_AMOUNT, description="minor units")
+    currency: int = Field(ge=1, le=999, description="ISO 4217 numeric")
+
+
+class ReleaseBody(_Body):
+    """A release of a hold: nothing but the signed request."""
 
 
 class ReversalBody(_Body):
@@ -166,6 +180,9 @@ class RulesBody(_Body):
     )
     require_verified_arqc: bool = Field(
         default=False, description="decline too an ARQC the host holds no issuer key for"
+    )
+    preauth_hold_days: int = Field(
+        default=7, ge=0, le=365, description="days a pre-authorisation's hold stays open"
     )
 
 
@@ -384,6 +401,39 @@ def create_app(
         return await money(
             request, caller, "authorisations", lambda conn: host.authorise(caller, conn, data)
         )
+
+    @app.post("/v1/preauths/{ref}/increments")
+    async def increment(
+        request: Request,
+        ref: Annotated[str, Path(pattern=_ID)],
+        payload: HoldAmountBody,
+        caller: SignedCaller,
+    ) -> Response:
+        data = payload.model_dump()
+        return await money(
+            request, caller, "increments", lambda conn: host.increment(caller, conn, ref, data)
+        )
+
+    @app.post("/v1/preauths/{ref}/capture")
+    async def capture(
+        request: Request,
+        ref: Annotated[str, Path(pattern=_ID)],
+        payload: HoldAmountBody,
+        caller: SignedCaller,
+    ) -> Response:
+        data = payload.model_dump()
+        return await money(
+            request, caller, "capture", lambda conn: host.capture(caller, conn, ref, data)
+        )
+
+    @app.post("/v1/preauths/{ref}/release")
+    async def release(
+        request: Request,
+        ref: Annotated[str, Path(pattern=_ID)],
+        payload: ReleaseBody,
+        caller: SignedCaller,
+    ) -> Response:
+        return await money(request, caller, "release", lambda conn: host.release(caller, conn, ref))
 
     @app.post("/v1/reversals")
     async def reversal(request: Request, payload: ReversalBody, caller: SignedCaller) -> Response:

@@ -181,6 +181,9 @@ class Rules:
     #: ... and one the host could verify: a card range whose issuer key it does not hold
     #: (`no_key`) is declined too.
     require_verified_arqc: bool = False
+    #: Days a pre-authorisation's hold stays open: after them it can no longer be raised,
+    #: captured or released (it has lapsed, the card's funds are free again).
+    preauth_hold_days: int = 7
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Rules:
@@ -194,6 +197,7 @@ class Rules:
             blocked_cards=frozenset(data.get("blocked_cards") or ()),
             require_arqc=bool(data.get("require_arqc", True)),
             require_verified_arqc=bool(data.get("require_verified_arqc", False)),
+            preauth_hold_days=int(data.get("preauth_hold_days", 7)),
         )
 
 
@@ -230,6 +234,25 @@ def decide(
         return Decision(ARQC_REQUIRED, "ARQC (9F26) required: the authorisation carries none")
     if rules.require_verified_arqc and arqc.status != "valid":
         return Decision(DO_NOT_HONOUR, f"verified ARQC required but {arqc.status}")
+    if card_token in rules.blocked_cards:
+        return Decision(RESTRICTED_CARD, "card blocked")
+    if rules.decline_amounts and amount in rules.decline_amounts:
+        return Decision(rules.decline_amounts[amount], "declined by amount rule")
+    if rules.insufficient_funds_suffix is not None and amount % 100 == (
+        rules.insufficient_funds_suffix
+    ):
+        return Decision(INSUFFICIENT_FUNDS, "insufficient funds")
+    limit = (rules.card_limits or {}).get(card_token, rules.default_card_limit)
+    if limit is not None and spent + amount > limit:
+        return Decision(EXCEEDS_LIMIT, "over the card's limit")
+    return Decision(APPROVED, "approved")
+
+
+def decide_increment(rules: Rules, *, amount: int, card_token: str, spent: int) -> Decision:
+    """An incremental authorisation: the card is not there (no ARQC), so only the issuer's
+    own rules apply to the added amount, as they do to a sale's."""
+    if amount <= 0:
+        return Decision(INVALID_AMOUNT, "amount must be positive")
     if card_token in rules.blocked_cards:
         return Decision(RESTRICTED_CARD, "card blocked")
     if rules.decline_amounts and amount in rules.decline_amounts:

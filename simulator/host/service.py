@@ -31,6 +31,7 @@ from .decisions import (
     Rules,
     brand_for,
     decide,
+    decide_increment,
 )
 from .issuers import virtual_issuer_keys
 from .ledger import Store
@@ -715,17 +716,21 @@ class AcquirerHost:
         arpc = None
         if arqc.status == "valid":
             arpc = self.verifier.make_arpc(pan=pan, pan_sequence=pan_sequence, emv=emv, arc=arc)
-        ref = self._ref("A")
+        # A pre-authorisation is authorised like a sale and kept as a hold (kind preauth):
+        # captured, raised or released later by its reference (_hold).
+        kind = "preauth" if body.get("kind") == "preauth" else "sale"
+        ref = self._ref("P" if kind == "preauth" else "A")
         auth_code = self.token(3).hex().upper() if approved else None
         conn.execute(
             "INSERT INTO transactions (ref, terminal_id, merchant_id, kind, amount, currency, "
             "brand, masked_pan, card_token, status, response_code, reason, auth_code, "
             "arqc_status, idempotency_key, created_at, updated_at) "
-            "VALUES (?, ?, ?, 'sale', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 ref,
                 caller.terminal_id,
                 caller.merchant_id,
+                kind,
                 amount,
                 currency,
                 brand,
@@ -827,7 +832,7 @@ class AcquirerHost:
         if idem:
             row = conn.execute(
                 "SELECT * FROM transactions WHERE idempotency_key = ? AND terminal_id = ? "
-                "AND kind = 'sale'",
+                "AND kind IN ('sale', 'preauth')",
                 (idem, caller.terminal_id),
             ).fetchone()
             return row
@@ -961,6 +966,180 @@ class AcquirerHost:
             conn, now, caller.terminal_id, ref, "refunded", {"amount": amount, "original": original}
         )
         return {"status": "approved", "transaction_ref": ref, "original_ref": original}
+
+    # --- pre-authorisations -----------------------------------------------------------------
+
+    def _hold(self, conn: sqlite3.Connection, caller: Caller, ref: str) -> sqlite3.Row:
+        row: sqlite3.Row | None = conn.execute(
+            "SELECT * FROM transactions WHERE ref = ? AND terminal_id = ? AND kind = 'preauth'",
+            (ref, caller.terminal_id),
+        ).fetchone()
+        if row is None:
+            raise HostError(404, "not_found", f"pre-authorisation {ref} not found")
+        return row
+
+    def _hold_state(self, conn: sqlite3.Connection, hold: sqlite3.Row) -> dict[str, Any]:
+        """What a hold is now: held in total (its amount and approved increments), captured,
+        released, and its status (open, captured, released, expired, or the authorisation's
+        own: declined, reversed)."""
+        ref = hold["ref"]
+        increments, captured = conn.execute(
+            "SELECT COALESCE(SUM(CASE WHEN kind = 'increment' THEN amount END), 0), "
+            "COALESCE(SUM(CASE WHEN kind = 'capture' THEN amount END), 0) "
+            "FROM transactions WHERE original_ref = ? AND status = 'approved'",
+            (ref,),
+        ).fetchone()
+        authorised = int(hold["amount"]) + int(increments) if hold["status"] != "declined" else 0
+        status = str(hold["status"])
+        if status == "approved":
+            lapse = int(hold["created_at"]) + self.rules().preauth_hold_days * 86400
+            status = "open" if self.now() < lapse else "expired"
+        released = authorised - int(captured) if status in ("captured", "released") else 0
+        return {
+            "preauth_ref": ref,
+            "authorised_amount": authorised,
+            "captured_amount": int(captured),
+            "released_amount": released,
+            "hold_status": status,
+        }
+
+    def _open_hold(
+        self, conn: sqlite3.Connection, caller: Caller, ref: str, action: str
+    ) -> tuple[sqlite3.Row, dict[str, Any]]:
+        """The hold `ref`, refused unless it is open (409 with the hold's status as code)."""
+        hold = self._hold(conn, caller, ref)
+        state = self._hold_state(conn, hold)
+        status = state["hold_status"]
+        if status != "open":
+            code = {
+                "captured": "hold_captured",
+                "released": "hold_released",
+                "expired": "hold_expired",
+            }.get(status, "hold_not_open")
+            raise HostError(409, code, f"cannot {action} pre-authorisation {ref}: it is {status}")
+        return hold, state
+
+    def _hold_row(
+        self,
+        conn: sqlite3.Connection,
+        caller: Caller,
+        hold: sqlite3.Row,
+        kind: str,
+        amount: int,
+        *,
+        status: str = "approved",
+        response_code: str = APPROVED,
+        reason: str = "",
+    ) -> str:
+        now = self.now()
+        ref = self._ref({"increment": "I", "capture": "C", "release": "L"}[kind])
+        conn.execute(
+            "INSERT INTO transactions (ref, terminal_id, merchant_id, kind, amount, currency, "
+            "brand, masked_pan, card_token, status, response_code, reason, auth_code, "
+            "idempotency_key, original_ref, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                ref,
+                caller.terminal_id,
+                caller.merchant_id,
+                kind,
+                amount,
+                int(hold["currency"]),
+                hold["brand"],
+                hold["masked_pan"],
+                hold["card_token"],
+                status,
+                response_code,
+                reason or kind,
+                self.token(3).hex().upper() if status == "approved" else None,
+                caller.idempotency_key,
+                hold["ref"],
+                now,
+                now,
+            ),
+        )
+        self.store.add_event(
+            conn, now, caller.terminal_id, ref, kind, {"amount": amount, "hold": hold["ref"]}
+        )
+        return ref
+
+    @staticmethod
+    def _check_currency(hold: sqlite3.Row, body: Mapping[str, Any]) -> None:
+        if int(body["currency"]) != int(hold["currency"]):
+            raise HostError(
+                422, "currency_mismatch", "currency differs from the pre-authorisation's"
+            )
+
+    def increment(
+        self, caller: Caller, conn: sqlite3.Connection, ref: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Raise an open hold: the issuer's rules decide on the added amount."""
+        hold, _ = self._open_hold(conn, caller, ref, "raise")
+        self._check_currency(hold, body)
+        amount = int(body["amount"])
+        token = str(hold["card_token"])
+        d = decide_increment(
+            self.rules(), amount=amount, card_token=token, spent=self._spent(conn, token)
+        )
+        approved = d.response_code == APPROVED
+        txn = self._hold_row(
+            conn,
+            caller,
+            hold,
+            "increment",
+            amount,
+            status="approved" if approved else "declined",
+            response_code=d.response_code,
+            reason=d.reason,
+        )
+        return {
+            "status": "approved" if approved else "declined",
+            "transaction_ref": txn,
+            "amount": amount,
+            "response_code": d.response_code,
+            "reason": d.reason,
+        } | self._hold_state(conn, hold)
+
+    def capture(
+        self, caller: Caller, conn: sqlite3.Connection, ref: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Take 1 to all of an open hold, once: the money moves (settled as a sale of the
+        amount captured) and the rest of the hold is released."""
+        hold, state = self._open_hold(conn, caller, ref, "capture")
+        self._check_currency(hold, body)
+        amount = int(body["amount"])
+        if not 0 < amount <= state["authorised_amount"]:
+            raise HostError(
+                422,
+                "capture_exceeds_hold",
+                f"capture of {amount} is over the hold of {state['authorised_amount']}",
+            )
+        txn = self._hold_row(conn, caller, hold, "capture", amount)
+        conn.execute(
+            "UPDATE transactions SET status = 'captured', updated_at = ? WHERE ref = ?",
+            (self.now(), ref),
+        )
+        return {
+            "status": "approved",
+            "transaction_ref": txn,
+            "amount": amount,
+            "response_code": APPROVED,
+        } | self._hold_state(conn, self._hold(conn, caller, ref))
+
+    def release(self, caller: Caller, conn: sqlite3.Connection, ref: str) -> dict[str, Any]:
+        """Give an open hold back whole."""
+        hold, state = self._open_hold(conn, caller, ref, "release")
+        txn = self._hold_row(conn, caller, hold, "release", state["authorised_amount"])
+        conn.execute(
+            "UPDATE transactions SET status = 'released', updated_at = ? WHERE ref = ?",
+            (self.now(), ref),
+        )
+        return {
+            "status": "approved",
+            "transaction_ref": txn,
+            "amount": state["authorised_amount"],
+            "response_code": APPROVED,
+        } | self._hold_state(conn, self._hold(conn, caller, ref))
 
     # --- unreferenced refunds ---------------------------------------------------------------
 
@@ -1202,7 +1381,7 @@ class AcquirerHost:
                 if tomb:
                     return {"transaction_ref": None, "status": "reversed_before_arrival"}
                 raise HostError(404, "not_found", "no such transaction for this terminal")
-            return {
+            found = {
                 k: row[k]
                 for k in (
                     "ref",
@@ -1218,7 +1397,9 @@ class AcquirerHost:
                     "original_ref",
                     "created_at",
                 )
-            } | {"transaction_ref": row["ref"]}
+            }
+            hold = self._hold_state(conn, row) if row["kind"] == "preauth" else {}
+            return found | hold | {"transaction_ref": row["ref"]}
 
     def settle(
         self, caller: Caller, conn: sqlite3.Connection, body: Mapping[str, Any]
@@ -1232,7 +1413,8 @@ class AcquirerHost:
         ).fetchall()
         totals: dict[tuple[str, int], dict[str, Any]] = {}
         for r in rows:
-            if r["status"] != "approved":
+            # A hold, its increments and its release move no money; its capture is a sale.
+            if r["status"] != "approved" or r["kind"] in ("preauth", "increment", "release"):
                 continue
             t = totals.setdefault(
                 (r["brand"], int(r["currency"])),

@@ -199,6 +199,9 @@ class AuthorisationRequest:
     emv: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     transaction_type: str = "purchase"
     entry_mode: str = "contactless"
+    #: "preauth": a hold on the card, captured or released later (docs/protocol.md,
+    #: Pre-authorisation); None: a sale, whose request carries no kind (as before holds).
+    kind: str | None = None
 
     @property
     def masked_pan(self) -> str:
@@ -213,7 +216,7 @@ class AuthorisationRequest:
             "entry_mode": self.entry_mode,
             "emv": _emv_json(self.emv),
         }
-        for name in ("pan_sequence", "expiry", "brand", "aid"):
+        for name in ("pan_sequence", "expiry", "brand", "aid", "kind"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -278,6 +281,33 @@ class RefundResult:
     transaction_ref: str
     original_ref: str | None
     idempotency_key: str
+
+
+@dataclass(frozen=True)
+class HoldChange:
+    """The host's answer to an increment, capture or release of a pre-authorisation: what
+    the change did (`status` approved or declined, its own reference) and the hold after it
+    (held in total, captured, released; `hold_status` open, captured, released)."""
+
+    status: str
+    transaction_ref: str | None
+    preauth_ref: str
+    amount: int
+    authorised_amount: int
+    captured_amount: int
+    released_amount: int
+    hold_status: str
+    idempotency_key: str
+    response_code: str | None = None
+    reason: str = ""
+
+    @property
+    def approved(self) -> bool:
+        return self.status == "approved"
+
+
+#: A host reference as it may stand in a path (the host's own references are of this shape).
+_PATH_REF: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -351,6 +381,10 @@ class TransactionStatus:
     auth_code: str | None = None
     batch_id: str | None = None
     original_ref: str | None = None
+    #: A pre-authorisation's hold: held in total, captured, released (None for the rest).
+    authorised_amount: int | None = None
+    captured_amount: int | None = None
+    released_amount: int | None = None
 
 
 @dataclass(frozen=True)
@@ -974,6 +1008,52 @@ class AcquirerClient:
                 idempotency_key=key,
             )
 
+    # --- pre-authorisations (the hold itself is authorise() with kind "preauth") ---------
+
+    def increment_hold(
+        self, preauth_ref: str, amount: int, currency: int, *, idempotency_key: str
+    ) -> HoldChange:
+        """Raise an open hold by `amount` (no card: the host holds the card's reference)."""
+        return self._hold_change(
+            preauth_ref, "increments", {"amount": amount, "currency": currency}, idempotency_key
+        )
+
+    def capture_hold(
+        self, preauth_ref: str, amount: int, currency: int, *, idempotency_key: str
+    ) -> HoldChange:
+        """Take `amount` (1 to what is held) of an open hold; the host releases the rest."""
+        return self._hold_change(
+            preauth_ref, "capture", {"amount": amount, "currency": currency}, idempotency_key
+        )
+
+    def release_hold(self, preauth_ref: str, *, idempotency_key: str) -> HoldChange:
+        """Give an open hold back whole."""
+        return self._hold_change(preauth_ref, "release", {}, idempotency_key)
+
+    def _hold_change(
+        self, preauth_ref: str, action: str, payload: Mapping[str, Any], key: str
+    ) -> HoldChange:
+        """One signed, idempotent change of a hold: retried with the same key; a lost answer
+        is OutcomeUnknownError (the caller settles it under that key before the next)."""
+        self._require_enrolled()
+        if _PATH_REF.fullmatch(preauth_ref) is None:
+            raise AcquirerError(f"pre-authorisation reference {preauth_ref[:80]!r} is not valid")
+        data = self._money(f"/v1/preauths/{preauth_ref}/{action}", payload, key)
+        with _reading(f"pre-authorisation {action}", key):
+            return HoldChange(
+                status=str(data["status"]),
+                transaction_ref=_opt_str(data.get("transaction_ref")),
+                preauth_ref=str(data["preauth_ref"]),
+                amount=int(data["amount"]),
+                authorised_amount=int(data["authorised_amount"]),
+                captured_amount=int(data["captured_amount"]),
+                released_amount=int(data["released_amount"]),
+                hold_status=str(data["hold_status"]),
+                idempotency_key=key,
+                response_code=_opt_str(data.get("response_code")),
+                reason=str(data.get("reason") or ""),
+            )
+
     def upload_offline(
         self, items: Sequence[OfflineItem], *, idempotency_key: str | None = None
     ) -> BatchUploadResult:
@@ -1023,6 +1103,9 @@ class AcquirerClient:
                 auth_code=data.get("auth_code"),
                 batch_id=data.get("batch_id"),
                 original_ref=data.get("original_ref"),
+                authorised_amount=_opt_int(data.get("authorised_amount")),
+                captured_amount=_opt_int(data.get("captured_amount")),
+                released_amount=_opt_int(data.get("released_amount")),
             )
 
     def settle(

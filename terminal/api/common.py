@@ -13,6 +13,7 @@ from typing import Any, Final
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
+from ..domain.currency import CURRENCIES
 from ..domain.errors import TerminalError
 from .models import ErrorEnvelope
 
@@ -21,6 +22,7 @@ __all__ = [
     "STATUS_TEXT",
     "ApiError",
     "Body",
+    "currency_code",
     "error_answers",
     "error_response",
     "ok_answers",
@@ -110,3 +112,22 @@ class Body(BaseModel):
     """A request body: unknown fields are refused (422), never ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def currency_code(value: int | str) -> int:
+    """A request's currency, ISO 4217 numeric (978) or alphabetic ("EUR"; "978" as text
+    too), as its numeric code; 422 unknown_currency otherwise."""
+    if isinstance(value, str):
+        for cur in CURRENCIES.values():
+            if cur.alpha == value.upper():
+                return cur.numeric
+        if value.isascii() and value.isdigit() and len(value) == 3 and int(value) in CURRENCIES:
+            return int(value)
+        raise ApiError(
+            422, "unknown_currency", f"unknown ISO 4217 currency {value!r}", field="currency"
+        )
+    if value not in CURRENCIES:
+        raise ApiError(
+            422, "unknown_currency", f"unknown ISO 4217 numeric currency {value}", field="currency"
+        )
+    return value

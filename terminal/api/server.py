@@ -7,8 +7,11 @@ terminal.api.models (documentation only: the JSON is sent as built), and every e
 it can answer, in the envelope below (`_errors`). Every /api/v1
 call needs ``Authorization: Bearer <register token>`` (the event stream and a sale's QR code
 also accept ``?token=``, because a browser's EventSource and ``<img>`` cannot set headers),
-or the checkout page's session cookie (below). Refunds, voids and the end of day also need
-the merchant PIN, whoever asks; wrong PINs are rate limited and then locked out.
+or the checkout page's session cookie (below). A register token is a fixed one (`tokens`)
+or a paired register's (terminal.api.pairing; revoked: 401 token_revoked); only
+``POST /api/v1/pairing``, which hands a new register its token, needs none. Refunds,
+voids and the end of day also need the merchant PIN, whoever asks; wrong PINs are rate
+limited and then locked out.
 
 The checkout page earns its credential (``terminal.api.kiosk``): ``GET /kiosk?code=`` takes
 the one-time code the kiosk launcher read from a 0600 file and answers with an HttpOnly,
@@ -95,7 +98,7 @@ from ..checkout.errors import (
 )
 from ..checkout.failures import link_failure
 from ..checkout.flow import Checkout
-from ..domain.currency import CURRENCIES, MAX_EMV_AMOUNT
+from ..domain.currency import MAX_EMV_AMOUNT
 from ..domain.messages import LANGUAGES, ui_strings
 from ..domain.receipts import (
     BatchReport,
@@ -113,10 +116,12 @@ from ..store.idempotency import (
     StoredAnswer,
     fingerprint,
 )
+from ..store.registers import RegisterStoreError
 from . import display, pairing, preauth_routes, report_routes, webhook_routes
 from .common import REF_PATTERN as _REF
 from .common import ApiError as _ApiError
 from .common import Body as _Body
+from .common import currency_code as _currency_code
 from .common import error_answers as _errors
 from .common import error_response as _error
 from .common import ok_answers as _ok
@@ -271,6 +276,7 @@ _SSE_EVENTS: Final[Mapping[str, dict[str, Any]]] = {
     "status": {"$ref": "#/components/schemas/Status"},
     "transaction": {"$ref": "#/components/schemas/TransactionView"},
     "end_of_day": {"$ref": "#/components/schemas/EndOfDayReport"},
+    "display": {"$ref": "#/components/schemas/DisplayView"},
     "ready": {
         "type": "object",
         "required": ["id", "card", "code"],
@@ -330,6 +336,14 @@ class SaleBody(_Body):
         "outcome still unknown, the answer is that sale as it stands now (200) and no new "
         "sale starts; a declined, cancelled or failed one does not count",
     )
+    tip_amount: StrictInt | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_EMV_AMOUNT,
+        description="minor units: the tip the register already asked for (the card is asked "
+        "for amount + tip_amount, and the page's tip screen is skipped); default: the "
+        "terminal's tip entry, when it is on, asks the customer",
+    )
     method: Literal["card", "merchant_qr"] = Field(
         default="card",
         description='"card": wait for a card or a scanned code; "merchant_qr": show the '
@@ -387,23 +401,6 @@ class PrintBody(_Body):
     copies: list[Literal["merchant", "customer"]] = Field(
         default_factory=_both_copies, min_length=1, max_length=2
     )
-
-
-def _currency_code(value: int | str) -> int:
-    if isinstance(value, str):
-        for cur in CURRENCIES.values():
-            if cur.alpha == value.upper():
-                return cur.numeric
-        if value.isascii() and value.isdigit() and len(value) == 3 and int(value) in CURRENCIES:
-            return int(value)
-        raise _ApiError(
-            422, "unknown_currency", f"unknown ISO 4217 currency {value!r}", field="currency"
-        )
-    if value not in CURRENCIES:
-        raise _ApiError(
-            422, "unknown_currency", f"unknown ISO 4217 numeric currency {value}", field="currency"
-        )
-    return value
 
 
 class _BodyLimit:
@@ -727,6 +724,19 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         for token, name in tokens.items():
             if hmac.compare_digest(token.encode(), supplied.encode()):
                 return name
+        if settings.registers is not None:
+            # A register paired with a code (terminal.api.pairing): its row is read at every
+            # request, so a revocation (here or by pipos registers revoke) holds at once.
+            try:
+                paired = settings.registers.authenticate(supplied)
+            except RegisterStoreError as exc:
+                raise _ApiError(503, "registers_unavailable", str(exc)) from exc
+            if paired is not None and paired.revoked:
+                raise _ApiError(
+                    401, "token_revoked", f"register {paired.name!r} was revoked; pair it again"
+                )
+            if paired is not None:
+                return paired.name
         raise _ApiError(401, "unauthorised", "unknown API token")
 
     def view(txn_id: str) -> dict[str, Any]:
@@ -860,8 +870,13 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             code = _currency_code(body.currency)
             if not body.unique_reference:
                 record = checkout.start_sale(
-                    body.amount, code, external_ref=body.external_reference, method=body.method
+                    body.amount,
+                    code,
+                    external_ref=body.external_reference,
+                    method=body.method,
+                    tip_amount=body.tip_amount,
                 )
+                audit("sale_started", who, record)
                 return JSONResponse(checkout.view(record), status_code=202)
             if not body.external_reference:
                 raise _ApiError(
@@ -875,7 +890,9 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             with unique_sales:
                 earlier = _standing_sale(checkout.journal.find_external(body.external_reference))
                 if earlier is not None:
-                    if (earlier.amount, earlier.currency) != (body.amount, code):
+                    # The register's amount is the sale's before any tip the customer chose.
+                    base = earlier.amount - earlier.tip_amount
+                    if (base, earlier.currency) != (body.amount, code):
                         # Another order under the same reference (or a changed one): not
                         # the sale the register asks for, so not answered as if it were.
                         raise _ApiError(
@@ -888,11 +905,19 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
                         )
                     return JSONResponse(checkout.view(earlier), status_code=200)
                 record = checkout.start_sale(
-                    body.amount, code, external_ref=body.external_reference, method=body.method
+                    body.amount,
+                    code,
+                    external_ref=body.external_reference,
+                    method=body.method,
+                    tip_amount=body.tip_amount,
                 )
+            audit("sale_started", who, record)
             return JSONResponse(checkout.view(record), status_code=202)
 
-        return idempotent(request, who, idempotency_key, body.model_dump(), run, current=True)
+        # exclude_none: a field added later with a None default (tip_amount) leaves the
+        # fingerprint of a request that does not use it as an earlier release computed it.
+        fingerprinted = body.model_dump(exclude_none=True)
+        return idempotent(request, who, idempotency_key, fingerprinted, run, current=True)
 
     @app.get(
         "/api/v1/sales/{txn_id}/qr.svg",
@@ -924,6 +949,11 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     def get_transaction(txn_id: str, who: str = Depends(register)) -> dict[str, Any]:
         return view(txn_id)
 
+    def audited_cancel(who: str, record: TxnRecord) -> TxnRecord:
+        # Who asked to stop the sale (the audit names every caller that changes something).
+        audit("cancel", who, record)
+        return record
+
     def cancelled(record: TxnRecord) -> dict[str, Any]:
         # A register (and the page) that cancels wants to know how the sale ended: cancelled,
         # or approved when the customer's wallet paid first. Answer with the final state
@@ -951,7 +981,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             who,
             idempotency_key,
             {},
-            lambda: JSONResponse(cancelled(checkout.cancel(txn_id))),
+            lambda: JSONResponse(cancelled(audited_cancel(who, checkout.cancel(txn_id)))),
         )
 
     @app.post(
@@ -970,7 +1000,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             who,
             idempotency_key,
             {},
-            lambda: JSONResponse(cancelled(checkout.cancel(None))),
+            lambda: JSONResponse(cancelled(audited_cancel(who, checkout.cancel(None)))),
         )
 
     @app.get(
@@ -982,7 +1012,10 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
     def list_transactions(
         who: str = Depends(register),
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        kind: Annotated[Literal["sale", "refund", "void"] | None, Query()] = None,
+        kind: Annotated[
+            Literal["sale", "refund", "void", "preauth", "increment", "capture", "release"] | None,
+            Query(),
+        ] = None,
         external_reference: Annotated[str | None, Query(max_length=64)] = None,
         attention: Annotated[bool, Query()] = False,
         q: Annotated[
@@ -1393,7 +1426,9 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         - `scan_rejected`: `{id, message, reason}`: a code was not read (`message` for the
           merchant, in the terminal's language; `reason` the scanner's words); the sale
           goes on;
-        - `end_of_day`: the end-of-day report, as POST /api/v1/end-of-day answers it.
+        - `end_of_day`: the end-of-day report, as POST /api/v1/end-of-day answers it;
+        - `display`: the register's display request (`DisplayView`), as GET
+          /api/v1/display answers it, whenever it is set or cleared.
 
         Comments (`: keep-alive`) come every 15 s while nothing happens. The stream ends
         when the terminal stops; reconnect with Last-Event-ID."""

@@ -24,6 +24,7 @@ from ..security.merchant_pin import (
 )
 from ..store.audit import AuditLog
 from ..store.idempotency import IdempotencyStore
+from ..store.registers import RegisterStore
 from .common import ApiError
 from .kiosk import KioskCodes
 
@@ -86,6 +87,9 @@ class ApiSettings:
     acquirer_switch: Callable[[str], str] | None = None
     #: The answers kept by Idempotency-Key (None: the store in the journal's directory).
     idempotency: IdempotencyStore | None = None
+    #: The registers paired with a code (terminal.api.pairing), whose tokens are accepted
+    #: after the fixed `tokens` (None: none; the pairing routes answer 503).
+    registers: RegisterStore | None = None
 
 
 @dataclass(frozen=True)

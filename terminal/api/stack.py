@@ -39,8 +39,11 @@ from ..security.merchant_pin import LEGACY_FILE as MERCHANT_PIN_LEGACY_FILE
 from ..security.merchant_pin import MerchantPin, MerchantPinError, check_new_pin
 from ..security.technician import upgrade_keystore
 from ..store.audit import AuditLog
+from ..store.registers import FILE as REGISTERS_FILE
+from ..store.registers import RegisterStore
 from .kiosk import CODE_FILE, KioskCodes, kiosk_url, read_kiosk_code
-from .server import ApiSettings, PinGuard, allowed_host_names, create_api
+from .server import LOOPBACK_HOSTS, ApiSettings, PinGuard, allowed_host_names, create_api
+from .webhook_routes import start_webhooks, stop_webhooks
 
 if TYPE_CHECKING:
     from ..service.config import TerminalConfig
@@ -53,6 +56,7 @@ __all__ = [
     "ApiServer",
     "DemoStack",
     "SimulatedAcquirerSwitch",
+    "loopback_bind",
     "start_demo_stack",
     "start_provisioned_stack",
 ]
@@ -80,6 +84,11 @@ class ApiServer:
         self._bind = (host, port)
         self._thread: threading.Thread | None = None
         self.url = ""
+
+    def start_background(self) -> None:
+        """Start what the API runs besides answering requests: the registers' webhook
+        deliveries (terminal.api.webhook_routes)."""
+        start_webhooks(self._app)
 
     def start(self, timeout: float = 10.0) -> str:
         family = socket.AF_INET6 if ":" in self._bind[0] else socket.AF_INET
@@ -113,6 +122,10 @@ class ApiServer:
         keys = getattr(self._app.state, "idempotency", None)
         if keys is not None:
             keys.close()
+        registers = getattr(self._app.state, "registers", None)  # terminal.api.pairing
+        if registers is not None:
+            registers.close()
+        stop_webhooks(self._app)
 
 
 #: What the simulator drawer can make of the demo's own acquirer.
@@ -241,7 +254,12 @@ def start_demo_stack(
     (the `sim` extra); without it this raises :class:`ConfigurationError` saying what to
     install, before anything is started. `allowed_hosts`: names, besides loopback and
     `bind`, that requests may carry in their Host header (:func:`allowed_host_names`).
-    `session_clock`: the wall clock the kiosk page's sessions end by (tests move it)."""
+    `session_clock`: the wall clock the kiosk page's sessions end by (tests move it).
+
+    `token`: the register's fixed token; None makes a random one on a loopback `bind`
+    (:func:`loopback_bind`), and none at all on any other: a register on another machine
+    pairs (`pipos registers pair`, terminal.api.pairing) and gets a token of its own, and
+    the stack's `token` is then ""."""
     check_new_pin(pin)  # a weak --pin is refused before anything starts
     if language not in LANGUAGES:
         raise ConfigurationError(
@@ -311,7 +329,8 @@ def start_demo_stack(
         },
         **kwargs,
     )
-    token = token or secrets.token_urlsafe(24)
+    if token is None and loopback_bind(bind):
+        token = secrets.token_urlsafe(24)
     phone: SimulatedPhone | None = None
     if runtime.scanner is not None and host_url.startswith(
         ("http://127.0.0.1", "http://localhost")
@@ -323,10 +342,11 @@ def start_demo_stack(
     if switch is not None:
         runtime.checkout.extra_status = switch.status
     settings = ApiSettings(
-        tokens={token: "register-1"},
+        tokens={token: "register-1"} if token else {},
         pin_guard=PinGuard(
             _demo_merchant_pin(directory / "terminal", runtime, pin, pin_clock, scrypt_n)
         ),
+        registers=RegisterStore(directory / "terminal" / REGISTERS_FILE),
         acquirer_switch=switch,
         kiosk=kiosk,
         allowed_hosts=hosts,
@@ -341,7 +361,16 @@ def start_demo_stack(
     kiosk.start()
     if background:
         runtime.start_background()
-    return DemoStack(runtime, api, host, token, pin, phone, kiosk)
+        api.start_background()
+    return DemoStack(runtime, api, host, token or "", pin, phone, kiosk)
+
+
+def loopback_bind(bind: str) -> bool:
+    """Whether the API bound to `bind` is reached from this machine only, by the loopback
+    names (127.0.0.1, localhost, ::1): there a register token may be printed for a register
+    on the same machine. Any other address (0.0.0.0, the shop network's, even 127.0.0.2)
+    counts as reachable by others, whose registers pair instead."""
+    return bind.strip().lower().removeprefix("[").removesuffix("]") in LOOPBACK_HOSTS
 
 
 def _allowed_hosts(bind: str, names: Iterable[str]) -> frozenset[str]:
@@ -497,9 +526,11 @@ def start_provisioned_stack(
         qr_params=QrPaymentParams.from_terminal_params(installed.params),
         client_options={"tls": tls_from_config(config)},
     )
+    runtime.checkout.tips = config.tip_settings  # the file's checkout.tips (off without it)
     settings = ApiSettings(
         tokens={token: "register-1"},
         pin_guard=PinGuard(merchant_pin),
+        registers=RegisterStore(config.data_dir / REGISTERS_FILE),
         kiosk=kiosk,
         allowed_hosts=hosts,
         printer_url=printer_url,
@@ -509,5 +540,6 @@ def start_provisioned_stack(
     api.start()
     kiosk.start()
     runtime.start_background()
+    api.start_background()
     # The provisioned terminal never knows its merchant PIN, only the PIN's hash.
     return DemoStack(runtime, api, None, token, "", kiosk=kiosk), token_path, created

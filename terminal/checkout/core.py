@@ -64,6 +64,7 @@ QR_CANCEL_PREFIX: Final = "qr-cancel:"
 #: code payment's order is cancelled with the acquirer, reversed if it was paid meanwhile).
 _CANCELLABLE_STAGES: Final = frozenset(
     {
+        Stage.WAITING_FOR_TIP,
         Stage.WAITING_FOR_CARD,
         Stage.WAITING_FOR_CARD_AGAIN,
         Stage.READING_CARD,  # until the card has given its outcome (a wedged card)

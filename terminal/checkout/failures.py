@@ -68,6 +68,42 @@ ACQUIRER_FAILURES: Final[Mapping[tuple[Kind, type[AcquirerError]], Failure]] = {
     ),
     (Kind.VOID, HostRejectedError): Failure(State.DECLINED, Result.VOID_DECLINED, True, _host_said),
     (Kind.VOID, AcquirerError): Failure(State.FAILED, Result.VOID_DECLINED, None, _host_said),
+    # A pre-authorisation's authorisation ends as a sale's does (the client reverses a lost
+    # answer before it returns); one whose bank cannot be reached is declined, never taken
+    # offline (terminal.checkout.preauths).
+    (Kind.PREAUTH, ReversalPendingError): Failure(
+        State.DECLINED, Result.HOST_NO_RESPONSE, False, lambda _: "reversal pending"
+    ),
+    (Kind.PREAUTH, HostRejectedError): Failure(State.DECLINED, Result.HOST_ERROR, True, _host_said),
+    (Kind.PREAUTH, AcquirerError): Failure(State.DECLINED, Result.HOST_ERROR, False, _host_said),
+    # The hold's changes end as refunds do: a lost answer is settled under its own key
+    # before the next change of the same hold; the host's refusal is a decline.
+    **{
+        (kind, error): failure
+        for kind, declined in (
+            (Kind.INCREMENT, Result.INCREMENT_DECLINED),
+            (Kind.CAPTURE, Result.CAPTURE_DECLINED),
+            (Kind.RELEASE, Result.RELEASE_DECLINED),
+        )
+        for error, failure in (
+            (
+                HostUnreachable,
+                Failure(State.FAILED, declined, False, lambda e: f"bank unreachable: {e}"),
+            ),
+            (
+                OutcomeUnknownError,
+                Failure(
+                    State.FAILED,
+                    declined,
+                    False,
+                    lambda _: "no answer from the bank",
+                    unknown=True,
+                ),
+            ),
+            (HostRejectedError, Failure(State.DECLINED, declined, True, _host_said)),
+            (AcquirerError, Failure(State.FAILED, declined, None, _host_said)),
+        )
+    },
 }
 
 

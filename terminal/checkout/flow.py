@@ -27,13 +27,14 @@ Rules the flow keeps:
 
 from __future__ import annotations
 
+from .preauths import Preauths
 from .reconciliation import Reconciliation
 from .sale import Sales
 
 __all__ = ["Checkout"]
 
 
-class Checkout(Sales, Reconciliation):
+class Checkout(Preauths, Sales, Reconciliation):
     """The one place that runs payments on this terminal.
 
     `reader_factory` opens the card reader for one transaction (closed afterwards, also on

@@ -29,8 +29,10 @@ from ..acquirer.client import (
     HostUnreachable,
     NotEnrolledError,
 )
+from ..domain.currency import MAX_EMV_AMOUNT, format_amount
 from ..domain.messages import Result, restart_text, ui_strings
 from ..domain.records import Kind, Method, Stage, State, TxnRecord
+from ..domain.tips import TipSettings
 from .card_session import CardConversation, CardSessionResult, new_request
 from .codes import _ENTRY_MODES, CodePayments
 from .core import SALE_METHODS, _now_text
@@ -72,6 +74,13 @@ def _emv_map(card: CardData) -> dict[str, bytes]:
 class Sales(CodePayments):
     """Starting, waiting for, cancelling and running sales."""
 
+    #: Tip entry (off by default): a card sale first waits for the customer's tip
+    #: (Stage.WAITING_FOR_TIP, :meth:`set_tip`). Set by the composition (pipos run --tips,
+    #: the configuration file's checkout.tips).
+    tips: TipSettings = TipSettings()
+    #: The sale waiting for its tip, until :meth:`set_tip` takes one or the wait ends.
+    _awaiting_tip: str | None = None
+
     def start_sale(
         self,
         amount: int,
@@ -79,11 +88,15 @@ class Sales(CodePayments):
         *,
         external_ref: str = "",
         method: str = "card",
+        tip_amount: int | None = None,
     ) -> TxnRecord:
         """Begin a sale and return at once; progress arrives as events and in the journal.
 
         `method` "card" waits for a card or a scanned code; "merchant_qr" shows the
         terminal's dynamic EMVCo code for the amount and waits for the phone to pay it.
+        With tip entry on, a card sale first waits for the tip (:meth:`set_tip`), unless
+        `tip_amount` is given (the register asked the customer): the card is then asked
+        for `amount` + `tip_amount` at once.
         """
         code = self.params.terminal.currency_code if currency_code is None else currency_code
         self._check_amount(amount, code)
@@ -93,19 +106,41 @@ class Sales(CodePayments):
                 reason="unknown_method",
             )
         fields: dict[str, Any] = {}
-        stage = Stage.WAITING_FOR_CARD
+        stage = Stage.WAITING_FOR_TIP if self.tips.enabled else Stage.WAITING_FOR_CARD
+        if tip_amount is not None:
+            self._check_tip(amount, tip_amount)
+            fields = {"tip_amount": tip_amount}
+            amount += tip_amount
+            stage = Stage.WAITING_FOR_CARD
         entry_mode = "contactless"
         if method == Method.MERCHANT_QR:
             fields = self._merchant_qr_fields(amount)
             stage = Stage.OPENING_ORDER
             entry_mode = _ENTRY_MODES["mpm"]
+        return self._start_at_reader(
+            Kind.SALE, amount, code, external_ref, stage=stage, entry_mode=entry_mode, **fields
+        )
+
+    def _start_at_reader(
+        self,
+        kind: Kind,
+        amount: int,
+        code: int,
+        external_ref: str,
+        *,
+        stage: Stage = Stage.WAITING_FOR_CARD,
+        entry_mode: str = "contactless",
+        **fields: Any,
+    ) -> TxnRecord:
+        """Journal a transaction run at the reader (a sale; a pre-authorisation, which runs
+        the card the same way) and start its worker; the amount is checked already."""
         self._claim()
         try:
             now = _now_text(self._now())
             record = self.journal.insert(
                 TxnRecord(
-                    id=self._new_id("S"),
-                    kind=Kind.SALE,
+                    id=self._new_id("S" if kind is Kind.SALE else "P"),
+                    kind=kind,
                     state=State.IN_PROGRESS,
                     amount=amount,
                     currency=code,
@@ -122,6 +157,7 @@ class Sales(CodePayments):
                 self._cancel = threading.Event()
                 self._stop_wait = threading.Event()
                 self._cancellable = True
+                self._awaiting_tip = record.id if stage is Stage.WAITING_FOR_TIP else None
             self.events.publish("transaction", self.view(record))
             self._worker = threading.Thread(
                 target=self._sale_worker, args=(record, self._cancel), name="sale", daemon=True
@@ -175,6 +211,75 @@ class Sales(CodePayments):
                 self._stop_wait.set()
         return self.get(current)
 
+    def _check_tip(self, base: int, tip: int) -> None:
+        if isinstance(tip, bool) or not isinstance(tip, int) or tip < 0:
+            raise RequestError(
+                "tip_amount must be a whole number of minor units, 0 or more",
+                reason="tip_not_valid",
+            )
+        if base + tip > MAX_EMV_AMOUNT:
+            raise RequestError(
+                f"amount {base} with tip {tip} exceeds the EMV maximum {MAX_EMV_AMOUNT}",
+                reason="amount_too_large",
+            )
+
+    def set_tip(self, txn_id: str, tip_amount: int) -> TxnRecord:
+        """The customer's tip for the sale waiting for it (0: no tip): `tip_amount` is
+        recorded, the amount becomes base + tip, and the sale waits for the card, in one
+        commit (published). Refused (409) for a sale not waiting for its tip."""
+        with self._state_lock:
+            record = self.get(txn_id)
+            if self._awaiting_tip != txn_id or self._cancel.is_set():
+                if record.finished:
+                    raise StateError(
+                        f"transaction {txn_id} has already finished ({record.state})",
+                        reason="already_finished",
+                    )
+                raise StateError(
+                    f"transaction {txn_id} is not waiting for a tip ({record.stage or 'none'})",
+                    reason="not_waiting_for_tip",
+                )
+            self._check_tip(record.amount, tip_amount)
+            record = self._transition(
+                record,
+                State.IN_PROGRESS,
+                amount=record.amount + tip_amount,
+                tip_amount=tip_amount,
+                stage=Stage.WAITING_FOR_CARD,
+            )
+            self._awaiting_tip = None
+            if self._stop_wait is not None:
+                self._stop_wait.set()  # the worker's wait for the tip ends: the card's begins
+        log.info("sale %s: tip %s", txn_id, format_amount(tip_amount, record.currency))
+        return record
+
+    def _wait_for_tip(self, record: TxnRecord, cancel: threading.Event) -> TxnRecord:
+        """Wait (the card timeout at most) for :meth:`set_tip` or the merchant's cancel,
+        the reader not armed yet. Returns the sale as it then stands: waiting for the card
+        (with its tip), or finished (cancelled)."""
+        with self._state_lock:
+            wake = self._stop_wait or threading.Event()
+            if cancel.is_set():
+                wake.set()
+        wake.wait(self._card_timeout)
+        with self._state_lock:
+            timed_out = self._awaiting_tip == record.id
+            self._awaiting_tip = None
+            # A fresh event for the card's wait (cancel() sets whichever is current).
+            self._stop_wait = threading.Event()
+            if cancel.is_set():
+                self._stop_wait.set()
+        if cancel.is_set() and self.get(record.id).stage is Stage.WAITING_FOR_TIP:
+            return self._finish(record, State.CANCELLED, Result.CANCELLED)
+        if timed_out:
+            return self._finish(
+                record,
+                State.CANCELLED,
+                Result.CANCELLED,
+                f"no tip chosen within {self._card_timeout:g} s",
+            )
+        return self.get(record.id)
+
     def _sale_worker(self, record: TxnRecord, cancel: threading.Event) -> None:
         with self._holding(claimed=True):
             try:
@@ -192,6 +297,10 @@ class Sales(CodePayments):
     def _run_sale(self, record: TxnRecord, cancel: threading.Event) -> TxnRecord:
         if record.method is Method.MERCHANT_QR:
             return self._run_merchant_qr(record, cancel)
+        if record.stage is Stage.WAITING_FOR_TIP:
+            record = self._wait_for_tip(record, cancel)
+            if record.finished:
+                return record
         reader: CardReader | None = None
         scanner: CodeScanner | None = None
         problems: list[str] = []
@@ -508,6 +617,14 @@ class Sales(CodePayments):
                 )
             if kind is OutcomeKind.ONLINE_REQUEST:
                 return self._go_online(record, outcome, account, fields)
+            if record.kind is Kind.PREAUTH:  # a hold is the bank's to give, never the card's
+                return self._finish(
+                    record,
+                    State.DECLINED,
+                    Result.PREAUTH_DECLINED,
+                    "the card approved offline; a pre-authorisation needs the bank",
+                    **fields,
+                )
             # The card approved offline (TC): the payment still has to reach the acquirer, so
             # it goes through the queue; a refusal there is a decline, never a silent accept.
             return self._store_offline(record, outcome, account, fields, online_failed=False)
@@ -533,11 +650,17 @@ class Sales(CodePayments):
         fields: Mapping[str, Any],
     ) -> TxnRecord:
         card = outcome.card_data
+        # A pre-authorisation is never taken offline: without the bank nothing is held.
+        hold = record.kind is Kind.PREAUTH
         if self._acquirer is None:
+            if hold:
+                return self._finish(
+                    record, State.DECLINED, Result.PREAUTH_DECLINED, "not connected to a bank"
+                )
             return self._store_offline(record, outcome, account, fields, online_failed=True)
         # Why the queue would not take this sale offline, once it has been asked.
         over_limits: OfflineDecision | None = None
-        if self.host_online is False:
+        if self.host_online is False and not hold:
             # The last exchange with the bank went unanswered or was refused: until a signed
             # answer says it is back (a sync, a reversal, an echo: reconciliation), a sale
             # within the offline limits does not wait for another request to fail (and owe
@@ -575,11 +698,16 @@ class Sales(CodePayments):
             brand=outcome.label or None,
             aid=record.aid or None,
             emv=_emv_map(card),
+            kind="preauth" if hold else None,
         )
         try:
             answer = self._acquirer.authorise(request, idempotency_key=key)
         except (HostUnreachable, NotEnrolledError) as exc:
             self._link(False, "unreachable")
+            if hold:
+                return self._finish(
+                    record, State.DECLINED, Result.PREAUTH_DECLINED, f"bank unreachable: {exc}"
+                )
             if over_limits is not None:  # offline was asked first, and said no
                 log.info(
                     "sale %s: acquirer unreachable (%s), over the offline limits", record.id, exc
@@ -601,7 +729,7 @@ class Sales(CodePayments):
             return self._finish(
                 record,
                 State.APPROVED,
-                Result.APPROVED,
+                Result.PREAUTH_APPROVED if hold else Result.APPROVED,
                 auth_code=answer.auth_code or "",
                 response_code=answer.response_code or "",
                 host_ref=answer.transaction_ref or "",

@@ -45,6 +45,7 @@ COMMAND_MODULES: Final[dict[str, str]] = {
     "keys": "service",
     "unit": "service",
     "merchant-pin": "merchant_pin",
+    "registers": "registers",
 }
 
 _GLOBAL_OPTIONS_WITH_VALUE: Final = frozenset({"--log-level"})

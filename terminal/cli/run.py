@@ -5,7 +5,10 @@ on 127.0.0.1, a simulated card field and code scanner (cards are tapped and phon
 scanned from the page's simulator panel), a demo terminal that
 enrols itself with the simulated acquirer, the local API and the checkout page; it prints the
 page's address, a one-time kiosk link that opens the page in a browser on this machine, the
-register's API token and the merchant PIN. The simulated parts come from
+register's API token and the merchant PIN. On a bind other than loopback (`--bind
+0.0.0.0`) without `--token` it prints no token, only how registers pair (`pipos registers
+pair`, docs/api.md "Pairing"): anyone on the network could read a printed one. The
+simulated parts come from
 the simulator (pipos-sim, the `sim` extra `make run` installs); without it the command says
 what to install. `pipos run --config FILE` (a provisioned terminal) needs no simulator; it
 prints how to open the kiosk (`pipos kiosk --config FILE`), never the one-time code: under
@@ -24,9 +27,18 @@ from typing import TYPE_CHECKING, Any
 from ..domain.currency import format_amount
 from ..domain.errors import ConfigurationError
 from ..domain.messages import LANGUAGES
+from ..domain.tips import TipSettings
 
 if TYPE_CHECKING:
     from ..api.stack import DemoStack
+
+
+def _tip_presets(text: str) -> TipSettings:
+    """--tips as argparse reads it: a bad preset is a usage error (exit 2, its reason)."""
+    try:
+        return TipSettings.parse(text, source="--tips")
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--tips: ")) from exc
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,7 +69,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="demo terminal: merchant PIN for refunds and voids (default: the demo PIN, "
         "printed at start; sequences, repeats and common PINs are refused)",
     )
-    run.add_argument("--token", help="the register's API token (default: random, printed)")
+    run.add_argument(
+        "--token",
+        help="the register's API token (default: random and printed on a loopback --bind; "
+        "none on any other, where registers pair: pipos registers pair)",
+    )
     run.add_argument(
         "--language",
         choices=LANGUAGES,
@@ -95,6 +111,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="once the API answers, write PATH (JSON: url, terminal_id, acquirer_url, pid; "
         "never the token) for a script or CI job to wait on; removed when the terminal stops",
     )
+    run.add_argument(
+        "--tips",
+        metavar="PERCENTS",
+        type=_tip_presets,
+        help="tip entry on the checkout page (off by default): presets in percent, e.g. "
+        "10,15,20, and a typed amount; with --config it overrides the file's checkout.tips",
+    )
     run.set_defaults(handler=_run_command)
 
     demo = subparsers.add_parser(
@@ -113,7 +136,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    from ..api.stack import DEMO_PIN, start_demo_stack, start_provisioned_stack
+    from ..api.stack import DEMO_PIN, loopback_bind, start_demo_stack, start_provisioned_stack
     from .service import install_sigterm_handler
 
     if args.config and args.language:
@@ -136,6 +159,8 @@ def _run_command(args: argparse.Namespace) -> int:
             token_file=Path(args.token_file) if args.token_file else None,
             allowed_hosts=args.allowed_host,
         )
+        if args.tips is not None:
+            stack.checkout.tips = args.tips
         banner = [
             f"pipos terminal {stack.checkout.terminal_id} is running",
             f"  checkout page:  {stack.api.url}/",
@@ -145,6 +170,8 @@ def _run_command(args: argparse.Namespace) -> int:
             if created
             else f"  register token: in {token_path}",
         ]
+        if not loopback_bind(args.bind):
+            banner += _pairing_lines(f"pipos registers pair --config {args.config}")
         return _serve_until_stopped(stack, banner, args.ready_file)
     state = Path(args.state_dir or Path.home() / ".local/state/pipos/run")
     stack = start_demo_stack(
@@ -161,13 +188,19 @@ def _run_command(args: argparse.Namespace) -> int:
         allowed_hosts=args.allowed_host,
         language=args.language or "en",
     )
+    if args.tips is not None:
+        stack.checkout.tips = args.tips
     kiosk = "pipos kiosk" + (f" --state-dir {args.state_dir}" if args.state_dir else "")
     banner = [
         f"pipos terminal {stack.checkout.terminal_id} is running",
         f"  checkout page:  {stack.api.url}/",
         *_kiosk_lines(stack, kiosk),
         f"  API (OpenAPI):  {stack.api.url}/docs",
-        f"  register token: {stack.token}",
+        *(
+            [f"  register token: {stack.token}"]
+            if stack.token
+            else _pairing_lines(kiosk.replace("pipos kiosk", "pipos registers pair", 1))
+        ),
         f"  merchant PIN:   {stack.pin}",
     ]
     if stack.host is not None:
@@ -175,6 +208,16 @@ def _run_command(args: argparse.Namespace) -> int:
     if stack.phone is not None:
         banner.append("  simulated phone and scanner: show codes from the page's simulator panel")
     return _serve_until_stopped(stack, banner, args.ready_file)
+
+
+def _pairing_lines(command: str) -> list[str]:
+    """How a register on another machine gets its token: the API is reachable beyond this
+    machine, so no token is printed for anyone who reads the banner (docs/api.md,
+    "Pairing")."""
+    return [
+        f"  registers:      pair each one with a one-time code: {command}",
+        '                  (then POST /api/v1/pairing {"code", "name"} from the register)',
+    ]
 
 
 def _kiosk_command(stack: DemoStack, command: str) -> str:

@@ -70,6 +70,15 @@ class Result(StrEnum):
     CODE_CANCELLED = "code_cancelled"  # the merchant cancelled; the order is cancelled
     CODE_TIMED_OUT = "code_timed_out"  # nobody confirmed or paid in time; order cancelled
     CODE_USE_CARD = "code_use_card"  # no connection: codes need one, take a card
+    # Pre-authorisations (terminal.checkout.preauths): the hold, and its changes.
+    PREAUTH_APPROVED = "preauth_approved"  # the amount is held on the card
+    PREAUTH_DECLINED = "preauth_declined"  # not possible here (the bank could not be asked)
+    INCREMENT_APPROVED = "increment_approved"
+    INCREMENT_DECLINED = "increment_declined"
+    CAPTURE_APPROVED = "capture_approved"
+    CAPTURE_DECLINED = "capture_declined"
+    RELEASE_APPROVED = "release_approved"
+    RELEASE_DECLINED = "release_declined"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +142,17 @@ _TEXT: Final[Mapping[str, Mapping[Result, tuple[str, str]]]] = MappingProxyType(
             Result.REFUND_DECLINED: ("Refund declined{reason}", "Refund declined"),
             Result.VOID_APPROVED: ("Payment voided {amount}", "Payment cancelled"),
             Result.VOID_DECLINED: ("Void declined{reason}", "Cancellation declined"),
+            Result.PREAUTH_APPROVED: ("Pre-authorisation approved {amount}", "Amount held"),
+            Result.PREAUTH_DECLINED: (
+                "Pre-authorisation not possible - nothing held{reason}",
+                "Declined - please use another way to pay",
+            ),
+            Result.INCREMENT_APPROVED: ("Hold raised by {amount}", "Hold raised"),
+            Result.INCREMENT_DECLINED: ("Hold not raised{reason}", "Hold not raised"),
+            Result.CAPTURE_APPROVED: ("Captured {amount}", "Payment taken - thank you"),
+            Result.CAPTURE_DECLINED: ("Capture declined{reason}", "Payment not taken"),
+            Result.RELEASE_APPROVED: ("Hold released {amount}", "Hold released"),
+            Result.RELEASE_DECLINED: ("Release declined{reason}", "Hold not released"),
             Result.REFUND_PENDING: (
                 "Network down - refund saved, will be sent automatically",
                 "Refund accepted",
@@ -200,6 +220,17 @@ _TEXT: Final[Mapping[str, Mapping[Result, tuple[str, str]]]] = MappingProxyType(
             Result.REFUND_DECLINED: ("退款被拒绝{reason}", "退款被拒绝"),
             Result.VOID_APPROVED: ("交易已撤销 {amount}", "交易已撤销"),
             Result.VOID_DECLINED: ("撤销被拒绝{reason}", "撤销被拒绝"),
+            Result.PREAUTH_APPROVED: ("预授权成功 {amount}", "金额已冻结"),
+            Result.PREAUTH_DECLINED: (
+                "无法预授权 - 未冻结任何金额{reason}",
+                "交易被拒绝 - 请使用其他支付方式",
+            ),
+            Result.INCREMENT_APPROVED: ("追加预授权成功 {amount}", "追加预授权完成"),
+            Result.INCREMENT_DECLINED: ("追加预授权被拒绝{reason}", "追加预授权被拒绝"),
+            Result.CAPTURE_APPROVED: ("预授权完成 {amount}", "扣款完成 - 谢谢"),
+            Result.CAPTURE_DECLINED: ("预授权完成被拒绝{reason}", "未扣款"),
+            Result.RELEASE_APPROVED: ("预授权已撤销 {amount}", "冻结金额已释放"),
+            Result.RELEASE_DECLINED: ("预授权撤销被拒绝{reason}", "预授权撤销被拒绝"),
             Result.REFUND_PENDING: (
                 "网络中断 - 退款已保存，联网后将自动上送",
                 "退款已受理",
@@ -306,6 +337,7 @@ _CODE_TEXT: Final[Mapping[str, Mapping[str, tuple[str, str]]]] = MappingProxyTyp
 _PROGRESS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
     {
         "en": {
+            "waiting_for_tip": "Waiting for the customer to choose a tip",
             "waiting_for_card": "Tap card or scan code",
             "waiting_for_card_again": "Tap the card or phone again",
             "reading_card": "Reading card - hold still",
@@ -319,6 +351,7 @@ _PROGRESS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "done": "Done",
         },
         "zh": {
+            "waiting_for_tip": "等待顾客选择小费",
             "waiting_for_card": "请挥卡或扫码",
             "waiting_for_card_again": "请将卡片或手机再次靠近读卡器",
             "reading_card": "正在读卡 - 请勿移开",
@@ -458,6 +491,10 @@ _RECEIPT_TEXT: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "title_sale": "SALE",
             "title_refund": "REFUND",
             "title_void": "VOID",
+            "title_preauth": "PRE-AUTHORISATION",
+            "title_increment": "INCREMENTAL AUTHORISATION",
+            "title_capture": "CAPTURE",
+            "title_release": "RELEASE OF HOLD",
             "merchant": "MERCHANT",
             "terminal": "TERMINAL",
             "date": "DATE",
@@ -475,6 +512,8 @@ _RECEIPT_TEXT: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "order": "ORDER",
             "original": "ORIGINAL",
             "amount": "AMOUNT",
+            "subtotal": "SUBTOTAL",
+            "tip": "TIP",
             "cvm": "CVM",
             "entry_contactless": "CONTACTLESS",
             "entry_qr": "QR CODE",
@@ -529,6 +568,10 @@ _RECEIPT_TEXT: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "kind_sale": "消费",
             "kind_refund": "退货",
             "kind_void": "撤销",
+            "kind_preauth": "预授权",
+            "kind_increment": "追加预授权",
+            "kind_capture": "预授权完成",
+            "kind_release": "预授权撤销",
             "batch": "批次号",
             "batch_open": "未结算",
             "voucher": "凭证号",
@@ -540,6 +583,8 @@ _RECEIPT_TEXT: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "order": "订单号",
             "original": "原凭证号",
             "amount": "金额",
+            "subtotal": "小计",
+            "tip": "小费",
             "cvm": "验证方式",
             "entry_contactless": "非接触",
             "entry_qr": "扫码",
@@ -757,6 +802,10 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "kind_sale": "sale",
             "kind_refund": "refund",
             "kind_void": "void",
+            "kind_preauth": "pre-authorisation",
+            "kind_increment": "increment",
+            "kind_capture": "capture",
+            "kind_release": "release",
             "state_in_progress": "in progress",
             "state_approved": "approved",
             "state_approved_offline": "approved offline",
@@ -806,6 +855,17 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
                 "The terminal cannot read its record of requests: try again; if it goes on, "
                 "call for service"
             ),
+            # Pairing a register (terminal.api.pairing; docs/api.md "Pairing").
+            "error_token_revoked": "This register was revoked: pair it again with a new code",
+            "error_registers_unavailable": (
+                "The terminal cannot read its paired registers: try again; if it goes on, "
+                "call for service"
+            ),
+            "error_pairing_unavailable": "This terminal does not pair registers",
+            "error_pairing_code_invalid": "Wrong or expired pairing code: ask for a new one",
+            "error_register_name_taken": "A register with this name is already paired",
+            "error_pairing_rate_limited": "Too many wrong pairing codes: wait, then try again",
+            "error_register_not_found": "No paired register has this name",
             "error_reference_in_use": (
                 "A sale with this reference already exists for another amount: use another "
                 "reference"
@@ -854,6 +914,8 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "error_invalid_request_amount_not_integer": "The amount is not valid",
             "error_invalid_request_amount_not_positive": "Enter an amount above zero",
             "error_invalid_request_amount_too_large": "The amount is too large for a card payment",
+            "error_invalid_request_tip_not_valid": "The tip is not a valid amount",
+            "error_invalid_state_not_waiting_for_tip": "This payment is not waiting for a tip",
             "error_invalid_request_unknown_currency": "Unknown currency",
             "error_invalid_request_wrong_currency": "This terminal does not take payments in "
             "this currency",
@@ -872,6 +934,26 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "error_acquirer_unavailable_pending_void": (
                 "An earlier void of this sale has no answer from the bank yet: try again when "
                 "the bank can be reached"
+            ),
+            "error_invalid_state_not_a_preauth": "This transaction is not a pre-authorisation",
+            "error_invalid_state_not_open": (
+                "This pre-authorisation holds nothing: it was not approved"
+            ),
+            "error_invalid_state_captured": "This pre-authorisation has already been captured",
+            "error_invalid_state_released": "This pre-authorisation has already been released",
+            "error_invalid_state_expired": (
+                "This pre-authorisation has expired: the hold has lapsed"
+            ),
+            "error_invalid_state_earlier_hold_change_done": (
+                "An earlier change of this hold did reach the bank and is "
+                "now recorded: nothing more was done"
+            ),
+            "error_invalid_request_over_hold": (
+                "The amount is more than the pre-authorisation holds"
+            ),
+            "error_acquirer_unavailable_pending_hold_change": (
+                "An earlier change of this hold has no answer from the bank "
+                "yet: try again when the bank can be reached"
             ),
             "error_unknown_currency": "Unknown currency",
             "error_malformed_body": "The terminal could not read the request",
@@ -920,6 +1002,27 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "title_void_declined": "Void declined",
             "title_void_unknown": "Void not confirmed - no answer from the bank",
             "title_void_failed": "Void not completed",
+            "title_preauth_in_progress": "Pre-authorisation in progress",
+            "title_preauth_held": "Amount held",
+            "title_preauth_captured": "Pre-authorisation captured",
+            "title_preauth_released": "Hold released",
+            "title_preauth_declined": "Pre-authorisation declined",
+            "title_preauth_failed": "Pre-authorisation not completed",
+            "title_increment_in_progress": "Raising the hold",
+            "title_increment_approved": "Hold raised",
+            "title_increment_declined": "Hold not raised",
+            "title_increment_unknown": "Hold raise not confirmed - no answer from the bank",
+            "title_increment_failed": "Hold not raised - not completed",
+            "title_capture_in_progress": "Capture in progress",
+            "title_capture_approved": "Captured",
+            "title_capture_declined": "Capture declined",
+            "title_capture_unknown": "Capture not confirmed - no answer from the bank",
+            "title_capture_failed": "Capture not completed",
+            "title_release_in_progress": "Releasing the hold",
+            "title_release_approved": "Hold released",
+            "title_release_declined": "Release declined",
+            "title_release_unknown": "Release not confirmed - no answer from the bank",
+            "title_release_failed": "Release not completed",
             # A sale's refund_state in the list.
             "refund_state_partially_refunded": "partially refunded",
             "refund_state_refunded": "refunded",
@@ -1058,6 +1161,17 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "eod_closing": "Closing the batch with the bank...",
             "report_legacy_note": "Closed by an earlier version: the bank's totals only",
             "batches_older": "Older batches",
+            "tip_title": "Add a tip?",
+            "tip_base": "Amount {amount}",
+            "tip_percent": "{percent} %",
+            "tip_adds": "+ {amount}",
+            "tip_custom": "Other amount",
+            "tip_custom_title": "Type the tip",
+            "tip_custom_ok": "Add tip",
+            "tip_none": "No tip",
+            "tip_total": "Total {amount}",
+            "tip_included": "Including tip {amount}",
+            "display_total": "Total",
         },
         "zh": {
             "html_lang": "zh-CN",
@@ -1105,6 +1219,10 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "kind_sale": "消费",
             "kind_refund": "退款",
             "kind_void": "撤销",
+            "kind_preauth": "预授权",
+            "kind_increment": "追加预授权",
+            "kind_capture": "预授权完成",
+            "kind_release": "预授权撤销",
             "state_in_progress": "处理中",
             "state_approved": "成功",
             "state_approved_offline": "脱机成功",
@@ -1139,6 +1257,15 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
                 "处理该请求时终端重新启动：请先查看交易记录，再以新请求重试"
             ),
             "error_idempotency_unavailable": "终端无法读取请求记录：请重试；如仍失败，请联系维修",
+            "error_token_revoked": "该收银机已被撤销：请用新配对码重新配对",
+            "error_registers_unavailable": (
+                "终端无法读取已配对的收银机：请重试；如仍失败，请联系维修"
+            ),
+            "error_pairing_unavailable": "本终端不支持收银机配对",
+            "error_pairing_code_invalid": "配对码错误或已过期：请获取新的配对码",
+            "error_register_name_taken": "已有同名的收银机完成配对",
+            "error_pairing_rate_limited": "配对码错误次数过多：请稍后再试",
+            "error_register_not_found": "没有该名称的已配对收银机",
             "error_reference_in_use": "该参考号已有一笔不同金额的消费：请使用其他参考号",
             "error_invalid_state_offline_not_sent": "该脱机交易尚未上送银行：请在上送后再退款",
             "error_invalid_state_no_bank_reference": "银行没有该笔交易的参考号，无法在此退款",
@@ -1163,6 +1290,8 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "error_invalid_request_amount_not_integer": "金额无效",
             "error_invalid_request_amount_not_positive": "请输入大于零的金额",
             "error_invalid_request_amount_too_large": "金额超出银行卡交易的上限",
+            "error_invalid_request_tip_not_valid": "小费金额无效",
+            "error_invalid_state_not_waiting_for_tip": "此笔交易不在等待小费",
             "error_invalid_request_unknown_currency": "未知的币种",
             "error_invalid_request_wrong_currency": "本终端不受理该币种",
             "error_invalid_request_unknown_method": "未知的支付方式",
@@ -1177,6 +1306,18 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             ),
             "error_acquirer_unavailable_pending_void": (
                 "该笔消费此前的一笔撤销尚未收到银行应答：请在能连接银行时重试"
+            ),
+            "error_invalid_state_not_a_preauth": "该笔交易不是预授权",
+            "error_invalid_state_not_open": "该笔预授权未成功：没有冻结金额",
+            "error_invalid_state_captured": "该笔预授权已完成",
+            "error_invalid_state_released": "该笔预授权已撤销",
+            "error_invalid_state_expired": "该笔预授权已过期：冻结已失效",
+            "error_invalid_state_earlier_hold_change_done": (
+                "该笔预授权此前的一次操作已到达银行并已记录：本次未做任何操作"
+            ),
+            "error_invalid_request_over_hold": "金额超过预授权冻结的金额",
+            "error_acquirer_unavailable_pending_hold_change": (
+                "该笔预授权此前的一次操作尚未收到银行应答：请在能连接银行时重试"
             ),
             "error_unknown_currency": "未知的币种",
             "error_malformed_body": "终端无法读取该请求",
@@ -1221,6 +1362,27 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "title_void_declined": "撤销被拒绝",
             "title_void_unknown": "撤销结果未确认 - 银行无应答",
             "title_void_failed": "撤销未完成",
+            "title_preauth_in_progress": "预授权处理中",
+            "title_preauth_held": "金额已冻结",
+            "title_preauth_captured": "预授权已完成",
+            "title_preauth_released": "预授权已撤销",
+            "title_preauth_declined": "预授权被拒绝",
+            "title_preauth_failed": "预授权未完成",
+            "title_increment_in_progress": "追加预授权处理中",
+            "title_increment_approved": "追加预授权成功",
+            "title_increment_declined": "追加预授权被拒绝",
+            "title_increment_unknown": "追加预授权结果未确认 - 银行无应答",
+            "title_increment_failed": "追加预授权未完成",
+            "title_capture_in_progress": "预授权完成处理中",
+            "title_capture_approved": "预授权完成成功",
+            "title_capture_declined": "预授权完成被拒绝",
+            "title_capture_unknown": "预授权完成结果未确认 - 银行无应答",
+            "title_capture_failed": "预授权完成未完成",
+            "title_release_in_progress": "预授权撤销处理中",
+            "title_release_approved": "预授权撤销成功",
+            "title_release_declined": "预授权撤销被拒绝",
+            "title_release_unknown": "预授权撤销结果未确认 - 银行无应答",
+            "title_release_failed": "预授权撤销未完成",
             "refund_state_partially_refunded": "部分退款",
             "refund_state_refunded": "已退款",
             "refund_state_voided": "已撤销",
@@ -1343,6 +1505,17 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "eod_closing": "正在与银行结算…",
             "report_legacy_note": "旧版本结算的批次：仅有银行汇总",
             "batches_older": "更早的批次",
+            "tip_title": "是否添加小费？",
+            "tip_base": "金额 {amount}",
+            "tip_percent": "小费 {percent}%",
+            "tip_adds": "加 {amount}",
+            "tip_custom": "其他金额",
+            "tip_custom_title": "请输入小费金额",
+            "tip_custom_ok": "确认小费",
+            "tip_none": "不加小费",
+            "tip_total": "合计 {amount}",
+            "tip_included": "含小费 {amount}",
+            "display_total": "合计",
         },
     }
 )

@@ -240,6 +240,7 @@ def _english(record: TxnRecord, params: TerminalParams, copy: Copy, terminal_id:
         lines.append((_word("order", en), str(order_id)))
     if record.original_id:
         lines.append((_word("original", en), record.original_id))
+    lines += _tip_lines(record, en)
     lines.append((_word("amount", en), ("-" if record.kind == "refund" else "") + amount))
     if record.cvm:
         lines.append((_word("cvm", en), _word(f"cvm_{record.cvm}", en) or record.cvm.upper()))
@@ -257,6 +258,15 @@ def _english(record: TxnRecord, params: TerminalParams, copy: Copy, terminal_id:
         signature_line=approved and record.cvm == "signature" and copy == "merchant",
         signature_label=_word("signature", en),
     )
+
+
+def _tip_lines(record: TxnRecord, language: str) -> list[tuple[str, str]]:
+    """A sale with a tip: the amount before it and the tip, above the total (`amount`)."""
+    if record.kind != "sale" or not record.tip_amount:
+        return []
+    base = format_amount(record.amount - record.tip_amount, record.currency)
+    tip = format_amount(record.tip_amount, record.currency)
+    return [(_word("subtotal", language), base), (_word("tip", language), tip)]
 
 
 def _emv_lines(record: TxnRecord) -> list[tuple[str, str]]:
@@ -318,6 +328,7 @@ def _chinese(record: TxnRecord, params: TerminalParams, copy: Copy, terminal_id:
     if record.aid:
         lines.append(("AID", record.aid))
     lines += _emv_lines(record)
+    lines += _tip_lines(record, zh)
     lines.append((_word("amount", zh), ("-" if record.kind == "refund" else "") + amount))
     if record.cvm:
         lines.append((_word("cvm", zh), _word(f"cvm_{record.cvm}", zh) or record.cvm))

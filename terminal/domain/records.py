@@ -20,6 +20,7 @@ from .errors import TerminalError
 __all__ = [
     "CODE_BRANDS",
     "DECLINED_AFTER_THE_FACT",
+    "HOLD_CHANGES",
     "MAX_SEARCH",
     "MOVES",
     "Kind",
@@ -41,6 +42,16 @@ class Kind(StrEnum):
     SALE = "sale"
     REFUND = "refund"
     VOID = "void"
+    #: A hold on the card (hotels, fuel, rentals), authorised like a sale but moving no
+    #: money until it is captured; the three after it change one hold (their original_id).
+    PREAUTH = "preauth"
+    INCREMENT = "increment"  # raises the hold, no card needed
+    CAPTURE = "capture"  # takes (part of) the hold: the money moves, the rest is released
+    RELEASE = "release"  # gives the whole hold back
+
+
+#: The records that change a pre-authorisation (original_id: the hold).
+HOLD_CHANGES: Final = frozenset({Kind.INCREMENT, Kind.CAPTURE, Kind.RELEASE})
 
 
 class Method(StrEnum):
@@ -111,6 +122,19 @@ MOVES: Final[Mapping[tuple[Kind, State], frozenset[State]]] = {
     (Kind.VOID, State.IN_PROGRESS): frozenset(State) - {State.APPROVED_OFFLINE},
     # So is a void whose answer was lost, by the background loop (or before the next void).
     (Kind.VOID, State.FAILED): frozenset({State.APPROVED, State.DECLINED}),
+    # A pre-authorisation needs the bank: never approved offline. Once approved it does not
+    # move again; what its changes do to it (held, captured, released) is derived.
+    (Kind.PREAUTH, State.IN_PROGRESS): frozenset(State) - {State.APPROVED_OFFLINE},
+    # Its changes, like refunds: one whose answer was lost is settled under its own key
+    # before the next change of the same hold.
+    **{
+        (kind, before): after
+        for kind in (Kind.INCREMENT, Kind.CAPTURE, Kind.RELEASE)
+        for before, after in (
+            (State.IN_PROGRESS, frozenset(State) - {State.APPROVED_OFFLINE}),
+            (State.FAILED, frozenset({State.APPROVED, State.DECLINED})),
+        )
+    },
 }
 
 

@@ -33,6 +33,10 @@ file the service layer writes::
     reader = "pcsc:ACR122"
     scanner = "serial:/dev/serial/by-id/usb-Honeywell-if00"
 
+    [checkout]
+    tips = "10,15,20"                    # optional: tip entry on, these presets in percent
+    tip_custom = true                    # the customer may type a tip (default true)
+
 Read with :mod:`tomllib`; written atomically (temporary file, fsync, rename, directory fsync)
 by a small writer for the flat tables above, so a crash never leaves half a configuration.
 """
@@ -48,6 +52,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..domain.errors import ConfigurationError
+from ..domain.tips import TipSettings
 from ..store.device_secret import PROVIDERS, DeviceSecretProvider, make_provider
 from ..store.keys import atomic_write
 
@@ -101,6 +106,17 @@ class TerminalConfig:
     params_issued_at: int | None = None
     reader_url: str | None = None
     scanner_url: str | None = None
+    #: Tip entry's presets as written ("10,15,20"); None: tip entry off.
+    tips: str | None = None
+    tip_custom: bool | None = None
+
+    @property
+    def tip_settings(self) -> TipSettings:
+        """Tip entry as the file sets it (off without `checkout.tips`)."""
+        if self.tips is None:
+            return TipSettings()
+        custom = True if self.tip_custom is None else self.tip_custom
+        return TipSettings.parse(self.tips, custom=custom, source="checkout.tips")
 
     @property
     def provisioned(self) -> bool:
@@ -152,6 +168,8 @@ _FIELDS: Final[tuple[tuple[str, str, str, type], ...]] = (
     ("parameters", "issued_at", "params_issued_at", int),
     ("devices", "reader", "reader_url", str),
     ("devices", "scanner", "scanner_url", str),
+    ("checkout", "tips", "tips", str),
+    ("checkout", "tip_custom", "tip_custom", bool),
 )
 _REQUIRED: Final = {"host_url", "data_dir"}
 #: Options that belong to one provider: (attribute, field, provider).
@@ -180,7 +198,15 @@ def parse_config(doc: Mapping[str, Any], source: str) -> TerminalConfig:
                 problems.append(f"{table}.{key}: missing required field")
             continue
         value = section[key]
-        if kind is int:
+        if kind is bool:
+            if not isinstance(value, bool):
+                problems.append(f"{table}.{key}: expected true or false, got {value!r}")
+                continue
+        elif kind is str and attr == "tips":
+            if not isinstance(value, str):
+                problems.append(f'{table}.{key}: expected presets in percent ("10,15,20")')
+                continue
+        elif kind is int:
             if not isinstance(value, int) or isinstance(value, bool):
                 problems.append(f"{table}.{key}: expected an integer, got {value!r}")
                 continue
@@ -206,9 +232,16 @@ def parse_config(doc: Mapping[str, Any], source: str) -> TerminalConfig:
         for attr, key, owner in _PROVIDER_OPTIONS:
             if attr in values and kind != owner:
                 problems.append(f'storage.{key}: only used with secret = "{owner}", not "{kind}"')
+    if "tip_custom" in values and "tips" not in values:
+        problems.append("checkout.tip_custom: only used with checkout.tips")
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
-    return TerminalConfig(**values)
+    config = TerminalConfig(**values)
+    try:
+        config.tip_settings  # noqa: B018 (checked now, so a wrong preset fails the load)
+    except ConfigurationError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    return config
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> TerminalConfig:

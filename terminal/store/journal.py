@@ -70,12 +70,26 @@ _SCHEMA6_COLUMNS: Final = ("tip_amount", "authorised_amount", "captured_amount",
 _LATER_COLUMNS: Final = frozenset({"revision", *_TYPED_EXTRA_COLUMNS, *_SCHEMA6_COLUMNS})
 #: Columns the journal derives from other records (Journal._derive); a write of a record
 #: never sets them, so a stale copy of a sale cannot undo a refund or a void.
-_DERIVED_COLUMNS: Final = frozenset({"refunded_amount", "voided"})
+_DERIVED_COLUMNS: Final = frozenset(
+    {"refunded_amount", "voided", "authorised_amount", "captured_amount", "released"}
+)
 _DERIVED_FROM_RECORDS: Final = """
     SELECT COALESCE(SUM(CASE WHEN kind = 'refund' AND state = 'approved' THEN amount END), 0),
            COALESCE(MAX(kind = 'void' AND state = 'approved'), 0)
     FROM transactions WHERE original_id = ?
 """
+#: A pre-authorisation's held, captured and released amounts from its approved changes
+#: (the hold's own approved amount is added by Journal._derive_hold): a capture releases
+#: the rest of the hold, so it counts as released too.
+_HOLD_FROM_RECORDS: Final = """
+    SELECT COALESCE(SUM(CASE WHEN kind = 'increment' AND state = 'approved' THEN amount END), 0),
+           COALESCE(SUM(CASE WHEN kind = 'capture' AND state = 'approved' THEN amount END), 0),
+           COALESCE(MAX(kind IN ('capture', 'release') AND state = 'approved'), 0)
+    FROM transactions WHERE original_id = ?
+"""
+#: Kinds that move no money in the totals: a hold, its increments and its release (its
+#: capture is counted as a sale of the amount captured).
+_NO_MONEY_KINDS: Final = frozenset({"preauth", "increment", "release"})
 #: An offline sale still in the offline queue: approved offline, not sent (no host
 #: reference), not declined by the bank. The bank does not know it yet, so no batch closed
 #: with the bank includes it: it stays open until the batch after it is sent.
@@ -196,6 +210,8 @@ class Journal:
                     db.execute(
                         f"ALTER TABLE transactions ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"
                     )
+                # The reconciliation report reads one batch's transactions.
+                db.execute("CREATE INDEX transactions_batch ON transactions (batch_id)")
             if version < SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -261,9 +277,37 @@ class Journal:
 
     def _derive(self, db: sqlite3.Connection, record: TxnRecord) -> None:
         """Work out again what `record` changes in another record, in the same transaction:
-        a refund or a void changes its sale's refunded amount or voided flag."""
+        a refund or a void changes its sale's refunded amount or voided flag; a
+        pre-authorisation's approval, increments, capture and release what it holds."""
         if record.kind in ("refund", "void") and record.original_id:
             self._derive_sale(db, record.original_id)
+        elif record.kind == "preauth":
+            self._derive_hold(db, record.id)
+        elif record.kind in ("increment", "capture", "release") and record.original_id:
+            self._derive_hold(db, record.original_id)
+
+    def _derive_hold(self, db: sqlite3.Connection, preauth_id: str) -> None:
+        before = db.execute(
+            "SELECT state, amount, authorised_amount, captured_amount, released "
+            "FROM transactions WHERE id = ? AND kind = 'preauth'",
+            (preauth_id,),
+        ).fetchone()
+        if before is None:
+            return
+        increments, captured, released = db.execute(_HOLD_FROM_RECORDS, (preauth_id,)).fetchone()
+        own = int(before["amount"]) if before["state"] == "approved" else 0
+        derived = (own + int(increments) if own else 0, int(captured), int(released))
+        stored = (
+            int(before["authorised_amount"]),
+            int(before["captured_amount"]),
+            int(before["released"]),
+        )
+        if stored != derived:  # unchanged (a change declined): the hold keeps its revision
+            db.execute(
+                "UPDATE transactions SET authorised_amount = ?, captured_amount = ?, "
+                "released = ?, revision = ? WHERE id = ?",
+                (*derived, self._next_revision(db), preauth_id),
+            )
 
     def _derive_sale(self, db: sqlite3.Connection, sale_id: str) -> None:
         before = db.execute(
@@ -357,6 +401,30 @@ class Journal:
                 "SELECT * FROM transactions WHERE external_ref = ? ORDER BY seq", (external_ref,)
             ).fetchall()
         return [self._row(r) for r in rows]
+
+    def in_batch(self, batch_id: str) -> list[TxnRecord]:
+        """The transactions of a batch ("": the open one), oldest first."""
+        with self._file.connection() as db:
+            rows = db.execute(
+                "SELECT * FROM transactions WHERE batch_id = ? ORDER BY seq", (batch_id,)
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def changed_since(self, revision: int, limit: int) -> list[TxnRecord]:
+        """Up to `limit` transactions written after `revision`, each as it is now, in the
+        order of their last change (the revision is journal-wide and indexed)."""
+        with self._file.connection() as db:
+            rows = db.execute(
+                "SELECT * FROM transactions WHERE revision > ? ORDER BY revision LIMIT ?",
+                (revision, limit),
+            ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def latest_revision(self) -> int:
+        """The journal's highest revision (0: nothing written yet)."""
+        with self._file.connection() as db:
+            row = db.execute("SELECT COALESCE(MAX(revision), 0) FROM transactions").fetchone()
+        return int(row[0])
 
     def recent(
         self, *, limit: int = 50, before_seq: int | None = None, kind: str | None = None
@@ -549,7 +617,7 @@ class Journal:
         lines: dict[tuple[str, int], dict[str, int]] = {}
         methods: dict[tuple[str, int], PaymentMethod] = {}
         for r in rows:
-            if r["kind"] == "void" or r["voided"]:
+            if r["kind"] == "void" or r["voided"] or r["kind"] in _NO_MONEY_KINDS:
                 continue
             offline = r["kind"] == "sale" and r["state"] == "approved_offline"
             if offline and r["reason"] == DECLINED_AFTER_THE_FACT:

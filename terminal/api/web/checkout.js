@@ -36,6 +36,9 @@ let language = null;      // the language of `strings`
 let wantedLanguage = null;
 let lastStage = null;     // the sale screen's sale's stage, to hear the card's tap once
 let shownReport = null;   // the end-of-day report on the Totals tab (a closed batch), or null
+let display = null;       // the register's display request (GET /api/v1/display), or null
+let tipOffer = null;      // the tip screen's offer (GET /api/v1/transactions/{id}/tip)
+let tipDigits = null;     // a tip being typed, as minor units (null: the presets are shown)
 
 async function api(method, path, body) {
   const options = { method, headers: {}, credentials: "same-origin" };
@@ -275,7 +278,7 @@ function show(view) {
   // The Sale tab: a running sale's waiting screen (with Cancel); the result of one that
   // ended while the merchant was elsewhere; otherwise the keypad.
   if (view === "sale" && current) {
-    if (current.state === "in_progress") view = "wait";
+    if (current.state === "in_progress") view = current.stage === "waiting_for_tip" ? "tip" : "wait";
     else if (resultUnseen) view = "result";
     else current = null;
   }
@@ -284,7 +287,7 @@ function show(view) {
   $("view-" + view).classList.remove("hidden");
   for (const tab of document.querySelectorAll(".tab[data-view]")) {
     tab.classList.toggle("active", tab.dataset.view === view ||
-      (tab.dataset.view === "sale" && ["wait", "result", "receipt", "idle"].includes(view)));
+      (tab.dataset.view === "sale" && ["wait", "tip", "result", "receipt", "idle"].includes(view)));
   }
   if (view === "result" && current && current.state !== "in_progress") startAutoReturn();
   else stopAutoReturn();
@@ -332,6 +335,136 @@ function renderIdleClock() {
 function wakeFromIdle() {
   if (isShown("idle")) show("sale");
 }
+
+// --- the register's display request: its basket on the idle screen, between sales ------
+
+function renderDisplay() {
+  const shown = Boolean(display && display.shown);
+  $("view-idle").classList.toggle("with-basket", shown);
+  $("basket").classList.toggle("hidden", !shown);
+  if (!shown) return;
+  $("basket-message").textContent = display.message || "";
+  const rows = $("basket-lines");
+  rows.textContent = "";
+  for (const line of display.lines) {
+    const tr = document.createElement("tr");
+    tr.appendChild(cell(line.quantity > 1 ? line.quantity + " \u00d7" : "", "qty"));
+    tr.appendChild(cell(line.text));
+    tr.appendChild(cell(line.amount_text, "num"));
+    rows.appendChild(tr);
+  }
+  $("basket-total-row").classList.toggle("hidden", display.total === null);
+  $("basket-total").textContent = display.total_text || "";
+  // Between sales only: a running sale's screens, a dialog, an amount being typed, the
+  // receipt, the list and the totals stay where the merchant is.
+  const running = current && current.state === "in_progress";
+  if (!running && !anyDialogOpen() && (isShown("idle") || isShown("result") ||
+      (isShown("sale") && !digits))) {
+    current = null;
+    show("idle");
+  }
+}
+
+// As the status: a GET's answer that arrives after a display event is older than it.
+let displayEvents = 0;
+
+async function refreshDisplay() {
+  const before = displayEvents;
+  try {
+    const fresh = await api("GET", "/api/v1/display");
+    if (displayEvents !== before) return;
+    display = fresh;
+    renderDisplay();
+  } catch (error) {
+    // The next display event brings it.
+  }
+}
+
+// --- the tip screen (tip entry on): presets, a typed tip, no tip; then the card ----------
+
+async function renderTip(txn) {
+  $("tip-base").textContent = t("tip_base", { amount: txn.amount_text });
+  if (tipOffer && tipOffer.id === txn.id) return;
+  tipOffer = { id: txn.id, presets: [], custom: false };
+  tipDigits = null;
+  renderTipEntry();
+  $("tip-error").textContent = "";
+  $("tip-options").textContent = "";
+  try {
+    const offered = await api("GET", "/api/v1/transactions/" + txn.id + "/tip");
+    if (!tipOffer || tipOffer.id !== txn.id) return;
+    tipOffer = offered;
+  } catch (error) {
+    $("tip-error").textContent = errorText(error);
+    return;
+  }
+  const box = $("tip-options");
+  for (const preset of tipOffer.presets) {
+    const button = document.createElement("button");
+    button.className = "secondary";
+    button.dataset.testid = "tip-preset-" + preset.percent;
+    button.textContent = t("tip_percent", { percent: preset.percent });
+    const adds = document.createElement("span");
+    adds.className = "tip-adds";
+    adds.textContent = t("tip_adds", { amount: preset.tip_text });
+    button.appendChild(adds);
+    button.addEventListener("click", () => chooseTip(preset.tip_amount));
+    box.appendChild(button);
+  }
+  if (tipOffer.custom) {
+    const custom = document.createElement("button");
+    custom.className = "secondary";
+    custom.dataset.testid = "tip-custom";
+    custom.textContent = t("tip_custom");
+    custom.addEventListener("click", () => { tipDigits = ""; renderTipEntry(); });
+    box.appendChild(custom);
+  }
+  const none = document.createElement("button");
+  none.className = "secondary";
+  none.dataset.testid = "tip-none";
+  none.textContent = t("tip_none");
+  none.addEventListener("click", () => chooseTip(0));
+  box.appendChild(none);
+}
+
+function renderTipEntry() {
+  const typing = tipDigits !== null;
+  $("view-tip").classList.toggle("typing", typing);
+  $("tip-keypad").classList.toggle("hidden", !typing);
+  $("tip-entry").classList.toggle("hidden", !typing);
+  $("tip-custom-ok").classList.toggle("hidden", !typing);
+  $("tip-options").classList.toggle("hidden", typing);
+  if (!typing || !current) return;
+  const minor = tipDigits ? Number.parseInt(tipDigits, 10) : 0;
+  $("tip-custom-amount").textContent = formatMinor(minor, status.currency_exponent);
+  $("tip-custom-total").textContent = t("tip_total", { amount: amountText(current.amount + minor) });
+}
+
+$("tip-keypad").addEventListener("click", (event) => {
+  const key = event.target.dataset && event.target.dataset.key;
+  if (!key || tipDigits === null) return;
+  if (key === "back") tipDigits = tipDigits.slice(0, -1);
+  else if ((tipDigits + key).replace(/^0+/, "").length <= 12) tipDigits = (tipDigits + key).replace(/^0+/, "");
+  $("tip-error").textContent = "";
+  renderTipEntry();
+});
+
+$("tip-custom-ok").addEventListener("click", () => {
+  chooseTip(tipDigits ? Number.parseInt(tipDigits, 10) : 0);
+});
+
+async function chooseTip(minor) {
+  if (!current) return;
+  $("tip-error").textContent = "";
+  try {
+    offer(await api("POST", "/api/v1/transactions/" + current.id + "/tip", { tip_amount: minor }), true);
+  } catch (error) {
+    $("tip-error").textContent = errorText(error);
+    resumeSale();
+  }
+}
+
+$("tip-cancel").addEventListener("click", () => cancelSale());
 
 // A result goes back to the keypad by itself after RESULT_RETURN_MS (a countdown says so).
 function startAutoReturn() {
@@ -456,7 +589,8 @@ function offer(txn, own, again) {
     return false;  // the merchant is looking at a running sale: keep it
   }
   if (!mine && !own && txn.state !== "in_progress") return false;
-  if (mine && !own && txn.state !== "in_progress" && !(isShown("wait") || isShown("result"))) {
+  if (mine && !own && txn.state !== "in_progress" &&
+      !(isShown("wait") || isShown("tip") || isShown("result"))) {
     // Ended while the merchant was elsewhere: the Sale tab shows its result.
     if (current.state === "in_progress") resultUnseen = true;
     current = txn;
@@ -509,7 +643,18 @@ function renderTransaction(txn, fresh) {
   if (!txn.state || txn.state === "in_progress") {
     // The card (or code) was taken: one short tone, as a terminal's reader beeps.
     if (fresh && WAITING_STAGES.includes(before) && !WAITING_STAGES.includes(txn.stage)) sound("tap");
+    if (txn.stage === "waiting_for_tip") {
+      renderTip(txn);
+      renderSimulator();
+      show("tip");
+      return;
+    }
+    tipOffer = null;
+    tipDigits = null;
     $("wait-amount").textContent = txn.amount_text;
+    $("wait-tip").classList.toggle("hidden", !txn.tip_amount);
+    $("wait-tip").textContent = txn.tip_amount
+      ? t("tip_included", { amount: amountText(txn.tip_amount) }) : "";
     // Waiting for a second tap: what the card said ("see phone ...") stays on screen.
     const again = txn.stage === "waiting_for_card_again";
     $("prompt").textContent = again && restartNote && restartNote.id === txn.id
@@ -631,14 +776,16 @@ $("try-again").addEventListener("click", () => {
   startSale(amount, method);
 });
 
-$("cancel").addEventListener("click", async () => {
+async function cancelSale() {
   if (!current) return;
   try { offer(await api("POST", "/api/v1/transactions/" + current.id + "/cancel"), true); }
   catch (error) {
-    $("prompt").textContent = errorText(error);
+    $(isShown("tip") ? "tip-error" : "prompt").textContent = errorText(error);
     resumeSale();  // too late, or already over: show how it stands now
   }
-});
+}
+
+$("cancel").addEventListener("click", () => cancelSale());
 
 $("new-sale").addEventListener("click", () => {
   current = null;  // the merchant has left that sale: the Sale tab is the keypad again
@@ -1392,6 +1539,12 @@ function connect() {
       $("prompt").textContent = note.message;
     }
   });
+  // The register's display request (or its clearing, also by a sale starting).
+  source.addEventListener("display", (event) => {
+    displayEvents += 1;
+    display = JSON.parse(event.data);
+    renderDisplay();
+  });
   source.addEventListener("scan_rejected", (event) => {
     const note = JSON.parse(event.data);
     if (current && note.id === current.id) $("scan-note").textContent = note.message || note.reason;
@@ -1400,6 +1553,7 @@ function connect() {
     document.body.dataset.live = "true";
     // Connected first, asked second: whatever changes from here on also comes as an event.
     resumeSale();
+    refreshDisplay();
   };
   source.onerror = () => {
     // A dropped connection is retried by the browser; a refused one (the page's session has

@@ -99,6 +99,7 @@ SCHEMA_6_COLUMNS = ("tip_amount", "authorised_amount", "captured_amount", "relea
 def as_schema_5(raw: sqlite3.Connection) -> None:
     """Takes schema 6's columns out of a journal this software made (for a test that
     turns it into an older one)."""
+    raw.execute("DROP INDEX transactions_batch")
     for name in SCHEMA_6_COLUMNS:
         raw.execute(f"ALTER TABLE transactions DROP COLUMN {name}")
 
@@ -247,3 +248,19 @@ def test_migration_mends_a_refund_counted_twice(tmp_path: Path) -> None:
     mended = Journal(path).get("S1")
     assert mended is not None
     assert mended.refunded_amount == 400
+
+
+def test_changed_since_gives_each_transaction_once_in_the_order_of_its_last_change(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "journal.sqlite3")
+    first = journal.insert(_sale("S1"))
+    journal.insert(_sale("S2"))
+    journal.update(first, reason="changed after S2")
+    assert [r.id for r in journal.changed_since(0, 10)] == ["S2", "S1"]
+    assert [r.id for r in journal.changed_since(2, 10)] == ["S1"]
+    assert [r.id for r in journal.changed_since(0, 1)] == ["S2"]
+    assert journal.latest_revision() == 3
+    assert [r.id for r in journal.in_batch("")] == ["S1", "S2"]
+    assert journal.in_batch("B-none") == []
+    journal.close()
