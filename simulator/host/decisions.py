@@ -234,18 +234,7 @@ def decide(
         return Decision(ARQC_REQUIRED, "ARQC (9F26) required: the authorisation carries none")
     if rules.require_verified_arqc and arqc.status != "valid":
         return Decision(DO_NOT_HONOUR, f"verified ARQC required but {arqc.status}")
-    if card_token in rules.blocked_cards:
-        return Decision(RESTRICTED_CARD, "card blocked")
-    if rules.decline_amounts and amount in rules.decline_amounts:
-        return Decision(rules.decline_amounts[amount], "declined by amount rule")
-    if rules.insufficient_funds_suffix is not None and amount % 100 == (
-        rules.insufficient_funds_suffix
-    ):
-        return Decision(INSUFFICIENT_FUNDS, "insufficient funds")
-    limit = (rules.card_limits or {}).get(card_token, rules.default_card_limit)
-    if limit is not None and spent + amount > limit:
-        return Decision(EXCEEDS_LIMIT, "over the card's limit")
-    return Decision(APPROVED, "approved")
+    return _issuer_rules(rules, amount=amount, card_token=card_token, spent=spent)
 
 
 def decide_increment(rules: Rules, *, amount: int, card_token: str, spent: int) -> Decision:
@@ -253,6 +242,12 @@ def decide_increment(rules: Rules, *, amount: int, card_token: str, spent: int) 
     own rules apply to the added amount, as they do to a sale's."""
     if amount <= 0:
         return Decision(INVALID_AMOUNT, "amount must be positive")
+    return _issuer_rules(rules, amount=amount, card_token=card_token, spent=spent)
+
+
+def _issuer_rules(rules: Rules, *, amount: int, card_token: str, spent: int) -> Decision:
+    """The issuer's own rules on an amount, the same for a sale and an incremental
+    authorisation: a blocked card, a declined amount, insufficient funds, the card's limit."""
     if card_token in rules.blocked_cards:
         return Decision(RESTRICTED_CARD, "card blocked")
     if rules.decline_amounts and amount in rules.decline_amounts:

@@ -8,44 +8,20 @@ on loopback. Integration tests: a real API server."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from terminal.api.stack import DemoStack, start_demo_stack
-from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
+from terminal.api.stack import DemoStack
+from tests.conftest_host import HostHandle
+from tests.terminal.api.test_api import api as api
+from tests.terminal.api.test_api import pin_clock as pin_clock
+from tests.terminal.api.test_api import stack as stack
 
 pytestmark = pytest.mark.integration
 
 REPLAYED = "Idempotent-Replayed"
-
-
-@pytest.fixture
-def stack(tmp_path: Path, session_host: HostHandle) -> Iterator[DemoStack]:
-    s = start_demo_stack(
-        tmp_path,
-        host_url=session_host.url,
-        activation_code=session_host.activation_code,
-        secret=TEST_SECRET,
-        scrypt_n=TEST_SCRYPT_N,
-        pin="2468",
-        background=False,
-    )
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-@pytest.fixture
-def api(stack: DemoStack) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=stack.api.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
-    ) as client:
-        yield client
 
 
 def _hold(stack: DemoStack, api: httpx.Client, amount: int = 8000) -> dict[str, Any]:
