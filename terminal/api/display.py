@@ -162,6 +162,11 @@ def _empty(currency: int) -> dict[str, Any]:
     }
 
 
+#: The transactions whose screen replaces the register's display when they start: those
+#: the customer takes part in at the terminal (a card or a code).
+_CLEARED_BY: Final = frozenset({Kind.SALE, Kind.PREAUTH})
+
+
 class DisplayBoard:
     """The display request as it stands (in memory), published on every change; cleared by
     a sale starting (seen on the checkout's event hub, which a follower thread reads)."""
@@ -190,17 +195,24 @@ class DisplayBoard:
 
     def _follow(self) -> None:
         last = self._events.last_id
+        # Only a transaction's first event clears: a register may show something while its
+        # sale runs (the basket beside "present card"), and the sale's later progress
+        # events must not wipe it.
+        seen: str | None = None
         while not self._events.closed:
             for event in self._events.after(last, timeout=5.0):
                 last = event["id"]
                 data = event["data"]
                 started = (
                     event["type"] == "transaction"
-                    and data.get("kind") == Kind.SALE
+                    and data.get("kind") in _CLEARED_BY
                     and data.get("state") == State.IN_PROGRESS
+                    and data.get("id") != seen
                 )
-                if started and self.view["shown"]:
-                    self.clear()
+                if started:
+                    seen = data.get("id")
+                    if self.view["shown"]:
+                        self.clear()
 
 
 def _currency_code(value: int | str | None, terminal: int) -> int:

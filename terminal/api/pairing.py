@@ -38,6 +38,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictStr
 
+from ..store.idempotency import IdempotencyError
 from ..store.registers import (
     CODE_LIFETIME,
     CODE_TRIES,
@@ -410,5 +411,10 @@ def install(app: FastAPI, kit: RouteKit) -> None:
         webhooks = getattr(app.state, "webhooks", None)  # terminal.api.webhook_routes
         if webhooks is not None:
             drop_webhook(webhooks, revoked.name)
+        # And its kept answers: a register paired again under the name is another register.
+        try:
+            app.state.idempotency.forget(revoked.name)
+        except IdempotencyError as exc:
+            raise ApiError(503, "idempotency_unavailable", str(exc)) from exc
         audit("register_revoked", who, register=revoked.name)
         return _view(revoked)

@@ -157,6 +157,7 @@ def install(app: FastAPI, kit: RouteKit) -> None:
                 "increment",
                 checkout.increment(txn_id, body.amount, external_ref=body.external_reference),
             ),
+            current=True,
         )
 
     @app.post(
@@ -186,6 +187,7 @@ def install(app: FastAPI, kit: RouteKit) -> None:
                 "capture",
                 checkout.capture(txn_id, body.amount, external_ref=body.external_reference),
             ),
+            current=True,
         )
 
     @app.post(
@@ -213,4 +215,5 @@ def install(app: FastAPI, kit: RouteKit) -> None:
             lambda: answer(
                 who, "release", checkout.release(txn_id, external_ref=given.external_reference)
             ),
+            current=True,
         )

@@ -739,6 +739,20 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
                 return paired.name
         raise _ApiError(401, "unauthorised", "unknown API token")
 
+    def still_admitted(request: Request, who: str) -> bool:
+        """Whether an open stream's caller would still be let in. A stream outlives the
+        request that opened it, so it is asked again at every batch and keep-alive: the
+        page's session ended (its reconnect is then refused, and its 401 path shows how to
+        open the kiosk again; an open stream is a use of the session, so only its age ends
+        it), or a paired register revoked (here or by pipos registers revoke), ends the
+        stream within one keep-alive."""
+        if who == PAGE:
+            return page_refusal(request) is None
+        try:
+            return register(request) == who
+        except _ApiError:
+            return False
+
     def view(txn_id: str) -> dict[str, Any]:
         return checkout.view(checkout.get(txn_id))
 
@@ -746,6 +760,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
 
     keys = settings.idempotency or IdempotencyStore(checkout.journal.path.parent / IDEMPOTENCY_FILE)
     app.state.idempotency = keys
+    app.state.settings = settings  # read by tests that shorten the keep-alive
 
     def idempotent(
         request: Request,
@@ -1108,7 +1123,9 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             return JSONResponse(checkout.view(record))
 
         params = body.model_dump(exclude={"pin"})
-        return idempotent(request, who, idempotency_key, params, run)
+        # A repeat answers with the refund as it stands now: one whose answer from the bank
+        # was lost is settled afterwards, and the register must not keep a stale "failed".
+        return idempotent(request, who, idempotency_key, params, run, current=True)
 
     @app.post(
         "/api/v1/transactions/{txn_id}/void",
@@ -1132,7 +1149,7 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             audit("void", who, record)
             return JSONResponse(checkout.view(record))
 
-        return idempotent(request, who, idempotency_key, {}, run)
+        return idempotent(request, who, idempotency_key, {}, run, current=True)
 
     # --- receipts ---------------------------------------------------------------------
 
@@ -1431,7 +1448,8 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
           /api/v1/display answers it, whenever it is set or cleared.
 
         Comments (`: keep-alive`) come every 15 s while nothing happens. The stream ends
-        when the terminal stops; reconnect with Last-Event-ID."""
+        when the terminal stops (reconnect with Last-Event-ID), and within one keep-alive
+        of its register being revoked (the reconnect then gets 401 `token_revoked`)."""
         start = after
         if start is None and last_event_id and last_event_id.isascii() and last_event_id.isdigit():
             start = int(last_event_id)
@@ -1447,16 +1465,13 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
                 while not hub.closed:
                     if await request.is_disconnected():
                         return
-                    ended = who == PAGE and (
-                        await run_in_threadpool(page_refusal, request) is not None
-                    )
-                    if ended:
-                        # The page's session ended while its stream was open: the stream
-                        # ends, and the page's reconnect is refused (its 401 path then shows
-                        # how to open the kiosk again). An open stream is a use of the
-                        # session, so only its age ends it while the page is open.
+                    if not await run_in_threadpool(still_admitted, request, who):
                         return
                     batch = await run_in_threadpool(hub.after, last, settings.sse_keepalive)
+                    if batch and not await run_in_threadpool(still_admitted, request, who):
+                        # Revoked (or the session ended) while this batch was awaited: none
+                        # of it is sent.
+                        return
                     for event in batch:
                         last = event["id"]
                         data = json.dumps(event["data"])

@@ -513,8 +513,14 @@ def start_provisioned_stack(
         today=datetime.now(UTC).date(),
     )
     merchant_pin = _provisioned_merchant_pin(config_path, config, keystore, pin_file, pin_clock)
+    # On loopback the one register beside the terminal gets the shared token file, as
+    # before; on any other bind a register pairs (terminal.api.pairing) and gets a token of
+    # its own, and the shared one exists only when the technician names its file: a token
+    # printed on the console of a terminal on the shop's network would be anyone's.
     token_path = token_file or config.data_dir / "register-token"
-    token, created = _register_token(token_path)
+    token, created = "", False
+    if token_file is not None or loopback_bind(bind):
+        token, created = _register_token(token_path)
     kiosk = KioskCodes(config.data_dir / CODE_FILE)
     runtime = start_terminal(
         config.data_dir,
@@ -528,7 +534,7 @@ def start_provisioned_stack(
     )
     runtime.checkout.tips = config.tip_settings  # the file's checkout.tips (off without it)
     settings = ApiSettings(
-        tokens={token: "register-1"},
+        tokens={token: "register-1"} if token else {},
         pin_guard=PinGuard(merchant_pin),
         registers=RegisterStore(config.data_dir / REGISTERS_FILE),
         kiosk=kiosk,

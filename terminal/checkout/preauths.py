@@ -101,15 +101,17 @@ class Preauths(Sales, Reconciliation):
         """Take `amount` (all of the hold when None) of an open hold, once: the money moves
         and the bank releases the rest of the hold."""
         hold = self._open_hold(preauth_id)
-        amount = hold.authorised_amount if amount is None else amount
-        self._check_amount(amount, hold.currency)
-        self._check_within(hold, amount)
+        if amount is not None:
+            self._check_amount(amount, hold.currency)
+            self._check_within(hold, amount)
+        # "All of it" is read once the terminal is taken (in _change): an increment that
+        # finishes in between is captured too.
         return self._change(preauth_id, Kind.CAPTURE, amount, external_ref)
 
     def release(self, preauth_id: str, *, external_ref: str = "") -> TxnRecord:
         """Give an open hold back whole."""
-        hold = self._open_hold(preauth_id)
-        return self._change(preauth_id, Kind.RELEASE, hold.authorised_amount, external_ref)
+        self._open_hold(preauth_id)
+        return self._change(preauth_id, Kind.RELEASE, None, external_ref)
 
     # --- the changes ---------------------------------------------------------------------
 
@@ -150,7 +152,11 @@ class Preauths(Sales, Reconciliation):
             )
         return self._acquirer
 
-    def _change(self, preauth_id: str, kind: Kind, amount: int, external_ref: str) -> TxnRecord:
+    def _change(
+        self, preauth_id: str, kind: Kind, amount: int | None, external_ref: str
+    ) -> TxnRecord:
+        """`amount` None: all the hold holds, read once the terminal is taken (a release,
+        or a capture of all of it)."""
         with self._holding():
             acquirer = self._hold_acquirer()
             # An earlier change of this hold whose answer was lost goes first, under its own
@@ -171,10 +177,10 @@ class Preauths(Sales, Reconciliation):
                 )
             # Read again now that the terminal is ours: another change may have finished.
             hold = self._open_hold(preauth_id)
-            if kind is Kind.CAPTURE:
-                self._check_within(hold, amount)
-            elif kind is Kind.RELEASE:
+            if amount is None or kind is Kind.RELEASE:
                 amount = hold.authorised_amount
+            elif kind is Kind.CAPTURE:
+                self._check_within(hold, amount)
             now = _now_text(self._now())
             record = self.journal.insert(
                 TxnRecord(

@@ -32,7 +32,7 @@ from ..acquirer.client import (
 from ..domain.currency import MAX_EMV_AMOUNT, format_amount
 from ..domain.messages import Result, restart_text, ui_strings
 from ..domain.records import Kind, Method, Stage, State, TxnRecord
-from ..domain.tips import TipSettings
+from ..domain.tips import MAX_TIP_PERCENT, TipSettings, tip_for
 from .card_session import CardConversation, CardSessionResult, new_request
 from .codes import _ENTRY_MODES, CodePayments
 from .core import SALE_METHODS, _now_text
@@ -114,7 +114,7 @@ class Sales(CodePayments):
             stage = Stage.WAITING_FOR_CARD
         entry_mode = "contactless"
         if method == Method.MERCHANT_QR:
-            fields = self._merchant_qr_fields(amount)
+            fields |= self._merchant_qr_fields(amount)  # a tip given with the sale stays
             stage = Stage.OPENING_ORDER
             entry_mode = _ENTRY_MODES["mpm"]
         return self._start_at_reader(
@@ -216,6 +216,13 @@ class Sales(CodePayments):
             raise RequestError(
                 "tip_amount must be a whole number of minor units, 0 or more",
                 reason="tip_not_valid",
+            )
+        if tip > tip_for(base, MAX_TIP_PERCENT):
+            # The presets' own ceiling: a typed tip above the sale itself is a slip of the
+            # finger (an extra zero), not a tip; the customer is asked again.
+            raise RequestError(
+                f"a tip of {tip} is more than the sale's amount {base}",
+                reason="tip_too_large",
             )
         if base + tip > MAX_EMV_AMOUNT:
             raise RequestError(

@@ -269,6 +269,8 @@ def _list_command(args: argparse.Namespace) -> int:
 
 def _revoke_command(args: argparse.Namespace) -> int:
     from ..store.audit import AuditLog
+    from ..store.idempotency import FILE as IDEMPOTENCY_FILE
+    from ..store.idempotency import IdempotencyStore
     from ..store.registers import check_register_name
     from ..store.webhooks import FILE as WEBHOOKS_FILE
     from ..store.webhooks import WebhookStore, drop_webhook
@@ -290,6 +292,12 @@ def _revoke_command(args: argparse.Namespace) -> int:
         drop_webhook(webhooks, revoked.name)
     finally:
         webhooks.close()
+    # Its kept answers too: a register paired again under the name is another register.
+    answers = IdempotencyStore(terminal.data_dir / IDEMPOTENCY_FILE)
+    try:
+        answers.forget(revoked.name)
+    finally:
+        answers.close()
     AuditLog(terminal.audit_path).record("register_revoked", actor=actor, register=revoked.name)
     print(f"Register {revoked.name!r} revoked: its token is refused from its next request on.")
     return 0

@@ -103,7 +103,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument(
         "--token-file",
         help="with --config: the register token file (default DATA_DIR/register-token, made "
-        "on the first start)",
+        "on the first start, on a loopback --bind only; on any other bind registers pair "
+        "and a shared token exists only when this option names its file)",
     )
     run.add_argument(
         "--ready-file",
@@ -166,10 +167,16 @@ def _run_command(args: argparse.Namespace) -> int:
             f"  checkout page:  {stack.api.url}/",
             *_provisioned_kiosk_lines(stack, f"pipos kiosk --config {args.config}"),
             f"  API (OpenAPI):  {stack.api.url}/docs",
-            f"  register token: {stack.token} (kept in {token_path})"
-            if created
-            else f"  register token: in {token_path}",
         ]
+        if stack.token:
+            # Printed once, when made, and only where the console is the one machine
+            # that can reach the API; beyond loopback the technician reads the file.
+            shown = created and loopback_bind(args.bind)
+            banner.append(
+                f"  register token: {stack.token} (kept in {token_path})"
+                if shown
+                else f"  register token: in {token_path}"
+            )
         if not loopback_bind(args.bind):
             banner += _pairing_lines(f"pipos registers pair --config {args.config}")
         return _serve_until_stopped(stack, banner, args.ready_file)

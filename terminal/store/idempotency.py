@@ -265,6 +265,16 @@ class IdempotencyStore:
             finally:
                 self._inflight.discard((scope, key))
 
+    def forget(self, scope: str) -> int:
+        """Delete every answer kept for caller `scope` (a register revoked: a register
+        paired again under its name starts with no keys of its own, never the revoked
+        one's answers); how many were deleted. A request of the revoked register still
+        running finds its claim gone, and its answer is not kept: the register is gone."""
+        with self._lock:
+            db = self._open()
+            with db.write() as conn:
+                return int(conn.execute("DELETE FROM keys WHERE scope = ?", (scope,)).rowcount)
+
     def close(self) -> None:
         with self._lock:
             if self._file is not None:

@@ -84,6 +84,34 @@ def test_a_sale_starting_clears_the_display(stack: DemoStack, api: httpx.Client)
     api.post(f"/api/v1/transactions/{sale.json()['id']}/cancel")
 
 
+def _cleared(api: httpx.Client) -> bool:
+    deadline = time.monotonic() + 5
+    while api.get("/api/v1/display").json()["shown"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return api.get("/api/v1/display").json()["shown"] is False
+
+
+def test_a_display_set_during_a_sale_stays_until_the_next_one(
+    stack: DemoStack, api: httpx.Client
+) -> None:
+    assert api.put("/api/v1/display", json={"message": "Next customer"}).status_code == 200
+    sale = api.post("/api/v1/sales", json={"amount": 610, "currency": 978}).json()
+    assert _cleared(api)
+    # The register shows the basket while the customer taps: the sale's own progress (the
+    # card read, the bank's answer) leaves it on the screen.
+    basket = {"lines": [{"text": "Tea", "quantity": 2, "amount": 305}], "total": 610}
+    assert api.put("/api/v1/display", json=basket).status_code == 200
+    assert api.post("/api/v1/simulator/present", json={"card": "visa"}).status_code == 200
+    assert stack.checkout.wait(sale["id"], timeout=30).state == "approved"
+    time.sleep(0.3)  # the follower has read the sale's last events
+    assert api.get("/api/v1/display").json()["shown"] is True
+    # A pre-authorisation starting is a new transaction at the terminal: it clears it.
+    hold = api.post("/api/v1/preauths", json={"amount": 900, "currency": 978})
+    assert hold.status_code == 202, hold.text
+    assert _cleared(api)
+    api.post(f"/api/v1/transactions/{hold.json()['id']}/cancel")
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

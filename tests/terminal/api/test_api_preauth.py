@@ -8,6 +8,7 @@ on loopback. Integration tests: a real API server."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 
 from terminal.api.stack import DemoStack
 from tests.conftest_host import HostHandle
+from tests.terminal.api.test_api import FakeClock, _demo_stack
 from tests.terminal.api.test_api import api as api
 from tests.terminal.api.test_api import pin_clock as pin_clock
 from tests.terminal.api.test_api import stack as stack
@@ -139,3 +141,29 @@ def test_the_endpoints_are_typed_in_the_openapi(api: httpx.Client) -> None:
         if path != "/api/v1/preauths":
             assert "404" in answers, path
             assert "pin" not in json.dumps(operation.get("requestBody", {})), path
+
+
+def test_a_replayed_capture_answers_the_capture_as_it_stands_now(
+    tmp_path: Path, acquirer_host: HostHandle, pin_clock: FakeClock
+) -> None:
+    # The first answer was "failed" (the bank's answer lost); the capture is settled after
+    # it. A register retrying with its key must learn it went through, not the stale answer.
+    with (
+        _demo_stack(tmp_path, acquirer_host, pin_clock) as s,
+        httpx.Client(
+            base_url=s.api.url, headers={"Authorization": f"Bearer {s.token}"}, timeout=30
+        ) as client,
+    ):
+        held = _hold(s, client)
+        path = f"/api/v1/preauths/{held['id']}/capture"
+        acquirer_host.set_fault("/v1/preauths/", "drop_after_commit", times=3)
+        first = client.post(path, json={"amount": 4000}, headers={"Idempotency-Key": "cap-lost"})
+        assert first.status_code == 200, first.text
+        assert (first.json()["state"], first.json()["title_key"]) == ("failed", "capture_unknown")
+        s.checkout.retry_reversals()  # what the background loop does
+        again = client.post(path, json={"amount": 4000}, headers={"Idempotency-Key": "cap-lost"})
+        assert again.headers.get(REPLAYED) == "true"
+        assert (again.json()["id"], again.json()["state"]) == (first.json()["id"], "approved")
+        assert [(r["amount"], r["status"]) for r in _ledger(acquirer_host, s, "capture")] == [
+            (4000, "approved")
+        ]

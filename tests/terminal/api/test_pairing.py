@@ -229,3 +229,51 @@ def test_the_page_holds_no_token(stack: DemoStack, anonymous: httpx.Client) -> N
     assert stack.kiosk is not None
     opened = anonymous.get(stack.kiosk_url().removeprefix(stack.api.url), follow_redirects=False)
     assert opened.status_code == 303
+
+
+def test_a_revoked_register_loses_its_open_event_stream(
+    stack: DemoStack, technician: RegisterStore, anonymous: httpx.Client
+) -> None:
+    stack.api._app.state.settings.sse_keepalive = 0.2  # a test seam: keep-alives every 0.2 s
+    token = _pair(anonymous, technician.issue_code().code, "till-2").json()["token"]
+    lines: list[str] = []
+    with anonymous.stream("GET", f"/api/v1/events?token={token}") as stream:
+        assert stream.status_code == 200
+        received = stream.iter_lines()
+        for line in received:
+            lines.append(line)
+            if line == ": keep-alive":
+                break  # the stream is open and waiting
+        revoked_at = time.monotonic()
+        technician.revoke("till-2")
+        after = list(received)  # ends: the server closes the stream
+        ended_in = time.monotonic() - revoked_at
+    assert lines[0].startswith("retry:")
+    assert "event: status" in lines
+    assert ended_in < 5, ended_in
+    assert all(not line.startswith("event:") for line in after)
+    again = anonymous.get(f"/api/v1/events?token={token}")
+    assert again.status_code == 401
+    assert again.json()["error"]["code"] == "token_revoked"
+
+
+def test_a_register_paired_again_under_a_revoked_name_has_none_of_its_answers(
+    stack: DemoStack, technician: RegisterStore, anonymous: httpx.Client
+) -> None:
+    first = _pair(anonymous, technician.issue_code().code, "till-2").json()["token"]
+    sale = {"amount": 700, "currency": 978}
+    key = {"Idempotency-Key": "sale-0001"}
+    started = anonymous.post("/api/v1/sales", json=sale, headers=_bearer(first) | key)
+    assert started.status_code == 202, started.text
+    stack.checkout.cancel(started.json()["id"])
+    stack.checkout.wait(started.json()["id"], timeout=10)
+    with httpx.Client(base_url=stack.api.url, headers=_bearer(first), timeout=30) as till:
+        assert till.request("DELETE", "/api/v1/registers/till-2", json={"pin": PIN}).is_success
+    # Another register, the same name, the same key (its own counter starts at 1 too).
+    second = _pair(anonymous, technician.issue_code().code, "till-2").json()["token"]
+    again = anonymous.post("/api/v1/sales", json=sale, headers=_bearer(second) | key)
+    assert again.status_code == 202, again.text
+    assert again.headers.get("Idempotent-Replayed") is None
+    assert again.json()["id"] != started.json()["id"]
+    stack.checkout.cancel(again.json()["id"])
+    stack.checkout.wait(again.json()["id"], timeout=10)

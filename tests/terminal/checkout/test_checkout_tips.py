@@ -116,10 +116,16 @@ def test_a_tip_over_the_emv_maximum_or_negative_is_refused_and_the_sale_waits_on
     terminal: TerminalRuntime,
 ) -> None:
     checkout = _tipping(terminal).checkout
+    near_the_top = checkout.start_sale(MAX_EMV_AMOUNT - 10)
+    with pytest.raises(RequestError) as over_emv:
+        checkout.set_tip(near_the_top.id, 11)
+    assert over_emv.value.reason == "amount_too_large"
+    checkout.cancel(near_the_top.id)
+    checkout.wait(near_the_top.id, timeout=10)
     record = checkout.start_sale(1000)
     with pytest.raises(RequestError) as too_large:
-        checkout.set_tip(record.id, MAX_EMV_AMOUNT)
-    assert too_large.value.reason == "amount_too_large"
+        checkout.set_tip(record.id, 1001)  # an extra zero typed: more than the sale itself
+    assert too_large.value.reason == "tip_too_large"
     with pytest.raises(RequestError) as negative:
         checkout.set_tip(record.id, -1)
     assert negative.value.reason == "tip_not_valid"
@@ -141,6 +147,15 @@ def test_a_tip_given_with_the_sale_skips_the_tip_screen(terminal: TerminalRuntim
         checkout.start_sale(MAX_EMV_AMOUNT, tip_amount=1)
     checkout.cancel(record.id)
     checkout.wait(record.id, timeout=10)
+
+
+def test_a_tip_given_with_a_merchant_qr_sale_is_kept(terminal: TerminalRuntime) -> None:
+    checkout = terminal.checkout
+    record = checkout.start_sale(1000, tip_amount=150, method="merchant_qr")
+    assert (record.amount, record.tip_amount) == (1150, 150)
+    assert "540511.50" in checkout.merchant_qr_payload(record)  # EMVCo MPM tag 54: the total
+    checkout.cancel(record.id)
+    assert checkout.wait(record.id, timeout=10).tip_amount == 150
 
 
 @pytest.mark.parametrize(

@@ -208,3 +208,42 @@ def test_queue_export_on_a_provisioned_terminal_needs_the_technician(
     log = (load_config(config_path).data_dir / "audit.log").read_text()
     assert '"queue_import_failed"' in log
     assert log.count('"technician_auth_ok"') >= 2
+
+
+def test_a_provisioned_terminal_beyond_loopback_makes_no_shared_token(
+    acquirer_host: HostHandle, tmp_path: Path
+) -> None:
+    # 127.0.0.2 is loopback to the kernel but not to the terminal's rule (stack.loopback_bind):
+    # it stands for the shop's network, where a shared token would be anyone's.
+    config_path = _provisioned(acquirer_host, tmp_path)
+    _set_merchant_pin(config_path, tmp_path, "5831")
+    data_dir = load_config(config_path).data_dir
+    stack, token_path, created = start_provisioned_stack(
+        config_path, bind="127.0.0.2", port=0, printer_url=None, pin_file=None, token_file=None
+    )
+    try:
+        assert stack.token == ""
+        assert not created
+        assert not token_path.exists()
+        assert not (data_dir / "register-token").exists()
+        with httpx.Client(base_url=stack.api.url, timeout=30) as anonymous:
+            assert anonymous.get("/api/v1/status").status_code == 401
+            page = anonymous.get("/")
+            assert "Bearer" not in page.text
+    finally:
+        stack.close()
+    # Named by the technician, the shared token is made and accepted there too.
+    named = tmp_path / "till-token"
+    stack, token_path, created = start_provisioned_stack(
+        config_path, bind="127.0.0.2", port=0, printer_url=None, pin_file=None, token_file=named
+    )
+    try:
+        assert created
+        assert token_path == named
+        assert stack.token
+        with httpx.Client(
+            base_url=stack.api.url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30
+        ) as till:
+            assert till.get("/api/v1/status").status_code == 200
+    finally:
+        stack.close()
