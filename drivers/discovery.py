@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from .errors import DeviceUnavailableError, DriverError
+from .errors import PCSCD_FIX, DeviceUnavailableError, DriverError
 
 Status = Literal["ready", "problem"]
 
@@ -33,9 +33,6 @@ _UDEV_FIX = (
     "install the udev rule from packaging/udev (or the one `python -m nfc` prints), "
     "then replug the reader"
 )
-#: How to start pcscd, the one fix `pipos readers` and `pipos doctor` both give: the socket
-#: unit starts the daemon on demand and at every boot (Debian's pcscd package ships it).
-PCSCD_FIX: Final = "sudo systemctl enable --now pcscd.socket (package: pcscd)"
 _DIALOUT_FIX = "add the terminal's user to the 'dialout' group (usermod -aG dialout USER)"
 
 
@@ -68,8 +65,7 @@ def _pcsc_entries() -> list[DeviceEntry]:
     try:
         names = list_pcsc_readers()
     except DeviceUnavailableError as exc:
-        # pcscd does not answer: the same fix as `pipos doctor` gives, not the driver's own
-        # (which is for a person at a development machine).
+        # pcscd does not answer: the one fix for it (drivers.errors.PCSCD_FIX).
         return [
             DeviceEntry(
                 "pcsc:", "card reader", "pcsc", "PC/SC readers", "problem", exc.tried, PCSCD_FIX
@@ -84,7 +80,7 @@ def _pcsc_entries() -> list[DeviceEntry]:
                 "PC/SC readers",
                 "problem",
                 str(exc),
-                "restart pcscd: systemctl restart pcscd",
+                PCSCD_FIX,
             )
         ]
     return [DeviceEntry(f"pcsc:{name}", "card reader", "pcsc", name) for name in names]

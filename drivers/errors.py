@@ -8,7 +8,14 @@ class lives; the drivers use nothing else of `emv`.
 
 from __future__ import annotations
 
+from typing import Final
+
 from emv.errors import PiposError
+
+#: How to start pcscd: the one fix every message about a stopped pcscd gives (the driver's
+#: errors, `pipos readers`, `pipos doctor`). The socket unit starts the daemon on demand and
+#: at every boot (Debian's pcscd package ships it).
+PCSCD_FIX: Final = "sudo systemctl enable --now pcscd.socket (package: pcscd)"
 
 
 class DriverError(PiposError):

@@ -27,6 +27,7 @@ from smartcard import scard
 
 from .base import CardPresence, CardReader
 from .errors import (
+    PCSCD_FIX,
     CancelledError,
     CardRemovedError,
     DeviceUnavailableError,
@@ -50,7 +51,6 @@ PNP_NOTIFICATION = "\\\\?PnP?\\Notification"
 GET_UID = bytes.fromhex("FFCA000000")
 _SLICE_MS = 100
 
-_START_PCSCD = "start pcscd: systemctl start pcscd (or, as root, pcscd --foreground &)"
 _DAEMON_GONE = {
     scard.SCARD_E_NO_SERVICE,
     scard.SCARD_E_SERVICE_STOPPED,
@@ -112,9 +112,7 @@ def establish_context(url: str, backend: PcscBackend | None = None) -> int:
     pcsc = scard if backend is None else backend
     hresult, context = pcsc.SCardEstablishContext(scard.SCARD_SCOPE_USER)
     if not _same(hresult, scard.SCARD_S_SUCCESS):
-        raise DeviceUnavailableError(
-            url, f"pcscd does not answer: {_describe(hresult)}", _START_PCSCD
-        )
+        raise DeviceUnavailableError(url, f"pcscd does not answer: {_describe(hresult)}", PCSCD_FIX)
     return int(context)
 
 
@@ -129,9 +127,7 @@ def list_pcsc_readers(context: int | None = None, backend: PcscBackend | None = 
         if _same(hresult, scard.SCARD_E_NO_READERS_AVAILABLE):
             return []
         if _in(hresult, _DAEMON_GONE):
-            raise DeviceUnavailableError(
-                "pcsc:", f"pcscd stopped: {_describe(hresult)}", _START_PCSCD
-            )
+            raise DeviceUnavailableError("pcsc:", f"pcscd stopped: {_describe(hresult)}", PCSCD_FIX)
         if not _same(hresult, scard.SCARD_S_SUCCESS):
             raise ReaderProtocolError(f"listing PC/SC readers failed: {_describe(hresult)}")
         return [str(name) for name in readers]
@@ -295,13 +291,13 @@ class PcscReader(CardReader):
             try:
                 self._context = establish_context(self.url, self._scard)
             except DeviceUnavailableError as exc:
-                raise ReaderGoneError(f"{self.url}: pcscd stopped; {_START_PCSCD}") from exc
+                raise ReaderGoneError(f"{self.url}: pcscd stopped; {PCSCD_FIX}") from exc
         return self._context
 
     def _daemon_gone(self, hresult: int) -> ReaderGoneError:
         self._context = None
         self._card = None
-        return ReaderGoneError(f"{self.url}: pcscd stopped ({_describe(hresult)}); {_START_PCSCD}")
+        return ReaderGoneError(f"{self.url}: pcscd stopped ({_describe(hresult)}); {PCSCD_FIX}")
 
     def _list_readers(self) -> list[str]:
         if self._context is None:

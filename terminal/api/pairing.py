@@ -123,7 +123,8 @@ class PairingBody(Body):
         min_length=6,
         max_length=12,
         pattern=r"^[0-9 ]+$",
-        description='the code shown on the terminal, spaces allowed ("123 456")',
+        description="the code `pipos registers pair` printed or POST /api/v1/pairing/codes "
+        'gave, spaces allowed ("123 456")',
     )
     name: StrictStr = Field(
         pattern=NAME_PATTERN,
@@ -323,7 +324,7 @@ def install(app: FastAPI, kit: RouteKit) -> None:
             if outcome.reason is RefusalReason.WRONG:
                 details["tries_left"] = outcome.tries_left
             said = {
-                RefusalReason.WRONG: "not the pairing code the terminal shows",
+                RefusalReason.WRONG: "not the pairing code the terminal gave",
                 RefusalReason.EXPIRED: "the pairing code has expired; ask for a new one",
                 RefusalReason.NONE: "no pairing code waits (none was asked for, or it was "
                 "used or burned by wrong tries); ask for a new one",
@@ -353,8 +354,9 @@ def install(app: FastAPI, kit: RouteKit) -> None:
         responses=_answers(PairingCode, 403, 413, 422, 423, 503, code=201),
     )
     def new_code(body: PinBody, who: str = Depends(kit.register)) -> JSONResponse:
-        """A new one-time pairing code for the screen (the one before it stops pairing),
-        valid 5 minutes. Needs the merchant PIN (body `{"pin": "..."}`)."""
+        """A new one-time pairing code for the merchant to type at the new register (the
+        one before it stops pairing), valid 5 minutes. Needs the merchant PIN (body
+        `{"pin": "..."}`)."""
         kit.check_pin(body.pin, who, "pairing_code", "")
         store = registers()
         try:

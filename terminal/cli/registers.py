@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -156,7 +157,25 @@ def _checked(terminal: _Terminal) -> _Terminal:
             f"no terminal data in {data_dir} (no {JOURNAL_FILE}, no keystore): give the "
             "terminal's --config, the --state-dir pipos run was given, or its --data-dir"
         )
+    owner = data_dir.stat().st_uid
+    if owner != os.geteuid():
+        # A file this command makes (the registers' file, its WAL) would belong to the
+        # caller, and the terminal running as the directory's owner could not write it:
+        # pairing would then fail at the counter with "registers unavailable".
+        raise ServiceCommandError(
+            f"{data_dir} belongs to {_user_name(owner)}, not to {_user_name(os.geteuid())}: "
+            f"run this as the terminal's user (sudo -u {_user_name(owner)} pipos registers ...)"
+        )
     return terminal
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def _store(terminal: _Terminal) -> Any:

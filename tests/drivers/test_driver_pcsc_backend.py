@@ -161,7 +161,11 @@ def test_pcsc_card_arrives_answers_and_leaves(fake_pcsc: FakeScard) -> None:
         (scard.SCARD_W_REMOVED_CARD, CardRemovedError, "card removed during a command"),
         (scard.SCARD_W_UNRESPONSIVE_CARD, CardRemovedError, "card removed during a command"),
         (scard.SCARD_E_READER_UNAVAILABLE, ReaderGoneError, "reader was unplugged"),
-        (scard.SCARD_E_NO_SERVICE, ReaderGoneError, "pcscd stopped .* start pcscd"),
+        (
+            scard.SCARD_E_NO_SERVICE,
+            ReaderGoneError,
+            r"pcscd stopped .* systemctl enable --now pcscd\.socket",
+        ),
         (scard.SCARD_E_INVALID_PARAMETER, ReaderProtocolError, "command failed"),
     ],
 )
@@ -317,7 +321,7 @@ def test_pcscd_not_running_says_how_to_start_it(fake_pcsc: FakeScard) -> None:
     fake_pcsc.service = False
     with pytest.raises(DeviceUnavailableError, match="pcscd does not answer") as caught:
         _pcsc(fake_pcsc)
-    assert "systemctl start pcscd" in caught.value.fix
+    assert "systemctl enable --now pcscd.socket" in caught.value.fix
 
 
 def test_pcsc_no_reader_and_wrong_name_say_what_to_do(fake_pcsc: FakeScard) -> None:
@@ -354,7 +358,7 @@ def test_pcscd_restart_between_cards(fake_pcsc: FakeScard) -> None:
         reader.wait_for_card(timeout=1)
         fake_pcsc.service = False
         fake_pcsc.transmit_codes = [scard.SCARD_E_NO_SERVICE]
-        with pytest.raises(ReaderGoneError, match="start pcscd"):
+        with pytest.raises(ReaderGoneError, match=r"systemctl enable --now pcscd\.socket"):
             reader.transceive(SELECT_PPSE)
         with pytest.raises(ReaderGoneError, match="pcscd stopped"):
             reader.wait_for_card(timeout=1)

@@ -20,6 +20,7 @@ from terminal.api.stack import DemoStack, loopback_bind, start_demo_stack
 from terminal.store.audit import AuditLog
 from terminal.store.registers import CODE_TRIES, FILE, CodeRefused, RefusalReason, RegisterStore
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
+from tests.security.test_kiosk_page import NAVIGATION, SAME_ORIGIN
 
 pytestmark = pytest.mark.integration
 
@@ -222,13 +223,41 @@ def test_codes_need_a_caller_and_the_merchant_pin(
     assert anonymous.request("DELETE", "/api/v1/registers/x", json={"pin": PIN}).status_code == 401
 
 
-def test_the_page_holds_no_token(stack: DemoStack, anonymous: httpx.Client) -> None:
-    page = anonymous.get("/")
-    assert page.status_code == 401
-    assert "Bearer" not in page.text
-    assert stack.kiosk is not None
-    opened = anonymous.get(stack.kiosk_url().removeprefix(stack.api.url), follow_redirects=False)
-    assert opened.status_code == 303
+def test_the_page_holds_no_token(
+    tmp_path: Path, session_host: HostHandle, anonymous: httpx.Client
+) -> None:
+    # A terminal beyond loopback that does have a register token (--token, for CI): the
+    # page a browser opens with the kiosk code works with its session cookie alone, and
+    # the token is nowhere in it.
+    token = "ci-token-4f1b9e27d3a8"
+    s = start_demo_stack(
+        tmp_path / "with-token",
+        host_url=session_host.url,
+        activation_code=session_host.activation_code,
+        secret=TEST_SECRET,
+        scrypt_n=TEST_SCRYPT_N,
+        pin=PIN,
+        background=False,
+        bind=ADDRESS,
+        token=token,
+    )
+    try:
+        # As a browser says it (Fetch Metadata), which the page's session requires.
+        with httpx.Client(base_url=s.api.url, timeout=30, headers=SAME_ORIGIN) as browser:
+            assert browser.get("/", headers=NAVIGATION).status_code == 401
+            opened = browser.get(s.kiosk_url(), headers=NAVIGATION)
+            assert opened.status_code == 303, opened.text
+            assert browser.cookies  # the session the code earned
+            page = browser.get("/", headers=NAVIGATION)
+            assert page.status_code == 200
+            assert "checkout.js" in page.text  # the real checkout page
+            assert token not in page.text
+            script = browser.get("/static/checkout.js")
+            assert script.status_code == 200
+            assert token not in script.text
+            assert browser.get("/api/v1/status").status_code == 200  # the cookie suffices
+    finally:
+        s.close()
 
 
 def test_a_revoked_register_loses_its_open_event_stream(

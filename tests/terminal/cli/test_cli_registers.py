@@ -96,6 +96,21 @@ def test_bad_input_exits_2(state: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert exited.value.code == 2
 
 
+def test_another_users_terminal_is_refused_before_anything_is_written(
+    state: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As root (sudo pipos registers pair) on a terminal that runs as its own user: the
+    # registers' file would be root's, and the running terminal could not pair with it.
+    data_dir = state / "terminal"
+    before = sorted(p.name for p in data_dir.iterdir())
+    owner = data_dir.stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    assert main(["registers", "pair", "--state-dir", str(state)]) == 2
+    err = capsys.readouterr().err
+    assert "run this as the terminal's user" in err
+    assert sorted(p.name for p in data_dir.iterdir()) == before
+
+
 def test_a_provisioned_terminal_asks_for_the_technician_pin(
     inprocess_host: HostHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

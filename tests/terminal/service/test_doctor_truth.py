@@ -33,7 +33,7 @@ def _pcscd_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
         raise DeviceUnavailableError(
             "pcsc:",
             "pcscd does not answer: Service not available",
-            "start pcscd: systemctl start pcscd (or, as root, pcscd --foreground &)",
+            drivers.errors.PCSCD_FIX,
         )
 
     monkeypatch.setattr(drivers.pcsc, "list_pcsc_readers", stopped)
