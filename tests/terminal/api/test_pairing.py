@@ -28,18 +28,23 @@ PIN = "2468"
 ADDRESS = "127.0.0.2"
 
 
-@pytest.fixture
-def stack(tmp_path: Path, session_host: HostHandle) -> Iterator[DemoStack]:
-    s = start_demo_stack(
-        tmp_path,
-        host_url=session_host.url,
-        activation_code=session_host.activation_code,
+def _beyond_loopback(state: Path, host: HostHandle, **options: Any) -> DemoStack:
+    return start_demo_stack(
+        state,
+        host_url=host.url,
+        activation_code=host.activation_code,
         secret=TEST_SECRET,
         scrypt_n=TEST_SCRYPT_N,
         pin=PIN,
         background=False,
         bind=ADDRESS,
+        **options,
     )
+
+
+@pytest.fixture
+def stack(tmp_path: Path, session_host: HostHandle) -> Iterator[DemoStack]:
+    s = _beyond_loopback(tmp_path, session_host)
     try:
         yield s
     finally:
@@ -230,17 +235,7 @@ def test_the_page_holds_no_token(
     # page a browser opens with the kiosk code works with its session cookie alone, and
     # the token is nowhere in it.
     token = "ci-token-4f1b9e27d3a8"
-    s = start_demo_stack(
-        tmp_path / "with-token",
-        host_url=session_host.url,
-        activation_code=session_host.activation_code,
-        secret=TEST_SECRET,
-        scrypt_n=TEST_SCRYPT_N,
-        pin=PIN,
-        background=False,
-        bind=ADDRESS,
-        token=token,
-    )
+    s = _beyond_loopback(tmp_path / "with-token", session_host, token=token)
     try:
         # As a browser says it (Fetch Metadata), which the page's session requires.
         with httpx.Client(base_url=s.api.url, timeout=30, headers=SAME_ORIGIN) as browser:
