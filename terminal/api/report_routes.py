@@ -34,7 +34,11 @@ class ReconciliationLine(BaseModel):
     """One transaction: the terminal's side beside the host's, and its flag."""
 
     transaction_id: str | None = Field(description="null for a line only the host has")
-    kind: str = Field(description="sale, refund, void (the host's kind for a host-only line)")
+    kind: str = Field(
+        description="sale, refund, void, preauth (a hold: moves no money), increment (raises "
+        "a hold), capture (takes a hold: moves its amount, like a sale), release (gives a hold "
+        "back); for a line only the host has, the host's kind"
+    )
     flag: FlagName
     explanation: str = Field(description="why, in a sentence (English)")
     terminal_state: str | None = Field(description="the journal's state")
@@ -44,13 +48,18 @@ class ReconciliationLine(BaseModel):
     terminal_amount: int | None = Field(description="minor units")
     currency: int | None = Field(description="ISO 4217 numeric")
     host_ref: str | None
-    host_state: str | None = Field(description="the host's status; null when not known")
+    host_state: str | None = Field(
+        description="the host's status (approved, declined, reversed, voided; a hold's: "
+        "captured, released, expired); null when not known"
+    )
     host_amount: int | None = Field(description="minor units")
 
 
 class CurrencyDifference(BaseModel):
     currency: int
-    terminal_net: int = Field(description="sales less refunds the terminal holds (minor units)")
+    terminal_net: int = Field(
+        description="sales and captures less refunds the terminal holds (minor units)"
+    )
     host_net: int = Field(description="the same at the host")
     difference: int = Field(description="terminal_net - host_net")
 
@@ -100,7 +109,9 @@ def install(app: FastAPI, kit: RouteKit) -> None:
     ) -> dict[str, Any]:
         """Every finished transaction of the batch in the terminal's journal beside what the
         acquirer host says of it (one lookup each), flagged: `match`, `amount_differs`,
-        `state_differs`, `missing_at_host`, `unknown_at_terminal`, `host_unreachable` (the
+        `state_differs` (among them a transaction whose answer was lost that the host did,
+        and a hold open at the terminal that lapsed at the host), `missing_at_host`,
+        `unknown_at_terminal`, `host_unreachable` (the
         host could not be asked: the report still answers, the lines marked), `not_sent`
         (an offline sale still in the queue: expected, not a difference); `counts` per
         flag, `differences`, and per currency the net amounts of both sides. An unknown

@@ -15,10 +15,15 @@ What each flag means (:class:`Flag`):
 
 * ``match``: both sides agree: the same state and amount, or no money on either side (a sale
   the card or the bank declined, one cancelled, or one that failed and was reversed: the
-  host has nothing, a decline or a reversal).
+  host has nothing, a decline or a reversal; a void that failed: the host's sale is not
+  voided).
 * ``amount_differs``: both moved money, not the same amount (or currency).
 * ``state_differs``: one side moved money the other did not, or undid it (approved at the
   terminal, reversed or voided at the host; failed at the terminal, approved at the host).
+  Among them: a transaction whose answer was lost (a refund, void or change of a hold
+  ``outcome_unknown``, a sale or hold whose reversal is pending) that the host did (the
+  terminal's journal does not count it until it settles it), and a hold the terminal holds
+  open that has lapsed at the host (``expired``: the host never tells the terminal).
 * ``missing_at_host``: the terminal moved money the host has no record of.
 * ``unknown_at_terminal``: the host lists a transaction the terminal does not have. The
   pipos protocol has no way to list a batch's transactions, so :func:`batch_report` never
@@ -29,8 +34,9 @@ What each flag means (:class:`Flag`):
 * ``not_sent``: an offline sale still waiting in the offline queue: the host cannot know it
   yet. Expected, not a difference.
 
-The totals: per currency, the net amount (sales less refunds) each side holds over the
-lines both sides answered for, and their difference; and how many lines carry each flag.
+The totals: per currency, the net amount (sales and captures less refunds) each side holds
+over the lines both sides answered for, and their difference; and how many lines carry each
+flag.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from enum import StrEnum
 from typing import Any, Final, Protocol
 
 from ..acquirer.client import AcquirerError, HostRejectedError, TransactionStatus
+from ..domain.messages import Result
 from ..domain.records import Kind, State, TxnRecord
 from ..store.journal import Journal
 from .core import CheckoutCore
@@ -90,8 +97,14 @@ DIFFERENCES: Final = frozenset(
 _NO_MONEY_AT_HOST: Final = frozenset({"declined", "reversed", "reversed_before_arrival"})
 #: What the host says of an authorised pre-authorisation once it has been used: the hold
 #: was authorised all the same (its captures, increments and releases are lines of their
-#: own, each compared as it is).
-_HOLD_AFTER_USE: Final = frozenset({"captured", "released", "expired"})
+#: own, each compared as it is). Not "expired": a lapsed hold is one nobody used, a
+#: difference while the terminal holds it open.
+_HOLD_AFTER_USE: Final = frozenset({"captured", "released"})
+#: The host's status of a hold that lapsed unused (simulator.host: GET /v1/transactions).
+_HOLD_EXPIRED: Final = "expired"
+#: A void's line carries its sale's host status: the void was done at the host only if the
+#: sale is voided there.
+_VOIDED_AT_HOST: Final = "voided"
 #: How each kind counts in the net amounts: money in, money out, or none (a hold, an
 #: increment or a release of one moves no money; its capture does).
 _NET_SIGN: Final = {str(Kind.SALE): 1, "capture": 1, str(Kind.REFUND): -1}
@@ -194,9 +207,9 @@ class ReconciliationReport:
         return all(line.flag is not Flag.HOST_UNREACHABLE for line in self.lines)
 
     def totals(self) -> list[dict[str, int]]:
-        """Per currency: the net amount (sales less refunds, minor units) the terminal and
-        the host hold over the lines both answered for (not sent and unreachable ones are
-        out), and the terminal's less the host's."""
+        """Per currency: the net amount (sales and captures less refunds, minor units) the
+        terminal and the host hold over the lines both answered for (not sent and
+        unreachable ones are out), and the terminal's less the host's."""
         nets: dict[int, list[int]] = {}
         for line in self.lines:
             if line.flag in (Flag.NOT_SENT, Flag.HOST_UNREACHABLE) or line.currency is None:
@@ -255,6 +268,28 @@ def _line(
     )
 
 
+def _answer_lost(record: TxnRecord) -> bool:
+    """Whether the terminal never learnt what the host did: a refund, void or change of a
+    hold whose answer was lost (outcome_unknown, settled later under its own key), or a
+    sale or hold whose answer was lost and which it reversed (or still owes a reversal)."""
+    return record.outcome_unknown or record.result == Result.HOST_NO_RESPONSE
+
+
+def _terminal_side(record: TxnRecord, expected: str) -> str:
+    """The terminal's side in an explanation."""
+    if _answer_lost(record) and expected not in (_APPROVED, _VOIDED):
+        if record.outcome_unknown:
+            return "outcome unknown at the terminal (its answer was lost)"
+        return "no answer at the terminal (reversed, or its reversal pending)"
+    return f"{expected} at the terminal"
+
+
+def _hold_at_terminal(record: TxnRecord) -> str:
+    if record.captured_amount:
+        return "captured"
+    return "released" if record.released else "open"
+
+
 def _compare_one(record: TxnRecord, answer: HostAnswer) -> ReportLine:
     expected = expected_at_host(record)
     if expected == _NOT_SENT:
@@ -263,6 +298,7 @@ def _compare_one(record: TxnRecord, answer: HostAnswer) -> ReportLine:
         return _line(record, Flag.HOST_UNREACHABLE, answer.reason, None, expected)
     host = answer if isinstance(answer, HostRecord) else None
     moved = expected in (_APPROVED, _VOIDED)
+    side = _terminal_side(record, expected)
     if host is None:
         if moved:
             return _line(
@@ -273,19 +309,43 @@ def _compare_one(record: TxnRecord, answer: HostAnswer) -> ReportLine:
                 expected,
             )
         why = "not at the host" if answer is NOT_AT_HOST else "never reached the host"
+        if _answer_lost(record):
+            why = f"{side}; {why}"
         return _line(record, Flag.MATCH, f"no money moved; {why}", None, expected)
     if not moved:
-        if host.status in _NO_MONEY_AT_HOST:
-            return _line(record, Flag.MATCH, "no money moved on either side", host, expected)
+        # A void's host status is its sale's: the void did nothing unless it is voided.
+        if (
+            host.status != _VOIDED_AT_HOST
+            if record.kind is Kind.VOID
+            else host.status in _NO_MONEY_AT_HOST
+        ):
+            return _line(
+                record,
+                Flag.MATCH,
+                f"no money moved on either side ({side}, {host.status} at the host)",
+                host,
+                expected,
+            )
+        # The host did it (approved, voided): the answer the terminal never got, or one
+        # that said otherwise.
         return _line(
             record,
             Flag.STATE_DIFFERS,
-            f"{expected} at the terminal, {host.status} at the host",
+            f"{side}, {host.status} at the host",
             host,
             expected,
         )
     host_status = host.status
-    if record.kind == "preauth" and host_status in _HOLD_AFTER_USE:
+    if record.kind is Kind.PREAUTH and host_status == _HOLD_EXPIRED:
+        return _line(
+            record,
+            Flag.STATE_DIFFERS,
+            f"{_hold_at_terminal(record)} at the terminal, expired at the host "
+            "(the hold lapsed unused; the host does not tell the terminal)",
+            host,
+            expected,
+        )
+    if record.kind is Kind.PREAUTH and host_status in _HOLD_AFTER_USE:
         host_status = _APPROVED
     if host_status != expected:
         return _line(

@@ -18,6 +18,16 @@ file the service layer writes::
     host_key_id = "ed25519:..."
     ca_file = "/etc/pipos/acquirer-ca.pem"      # optional: pin the host's CA
 
+    protocol = "pipos"                   # or "iso8583": payments over the [iso8583] link
+
+    [iso8583]                            # only with protocol = "iso8583" (docs/iso8583.md)
+    address = "iso.acquirer.example:5000"
+    terminal_id = "T0A1B2C3"             # field 41, as the acquirer issued it
+    merchant_id = "M-DEMO-0001"          # field 42
+    profile = "/etc/pipos/acquirer-spec.json"  # optional: the acquirer's field specification
+    ca_file = "/etc/pipos/iso-ca.pem"    # optional: TLS, the host's CA pinned
+    echo_interval = 60                   # optional: seconds idle before an echo test
+
     [storage]
     data_dir = "/var/lib/pipos"
     secret = "tpm"                       # or "rpi-otp", or "file" (development only)
@@ -109,6 +119,21 @@ class TerminalConfig:
     #: Tip entry's presets as written ("10,15,20"); None: tip entry off.
     tips: str | None = None
     tip_custom: bool | None = None
+    #: How payments reach the acquirer: "pipos" (docs/protocol.md) or "iso8583" (the
+    #: [iso8583] table; enrolment and parameters stay on the pipos protocol's host).
+    acquirer_protocol: str | None = None
+    iso8583_address: str | None = None
+    iso8583_terminal_id: str | None = None
+    iso8583_merchant_id: str | None = None
+    iso8583_profile: str | None = None
+    iso8583_ca_file: str | None = None
+    iso8583_client_cert: str | None = None
+    iso8583_client_key: str | None = None
+    iso8583_echo_interval: int | None = None
+
+    @property
+    def protocol(self) -> str:
+        return self.acquirer_protocol or "pipos"
 
     @property
     def tip_settings(self) -> TipSettings:
@@ -159,6 +184,15 @@ _FIELDS: Final[tuple[tuple[str, str, str, type], ...]] = (
     ("acquirer", "ca_file", "ca_file", str),
     ("acquirer", "client_cert", "client_cert", str),
     ("acquirer", "client_key", "client_key", str),
+    ("acquirer", "protocol", "acquirer_protocol", str),
+    ("iso8583", "address", "iso8583_address", str),
+    ("iso8583", "terminal_id", "iso8583_terminal_id", str),
+    ("iso8583", "merchant_id", "iso8583_merchant_id", str),
+    ("iso8583", "profile", "iso8583_profile", str),
+    ("iso8583", "ca_file", "iso8583_ca_file", str),
+    ("iso8583", "client_cert", "iso8583_client_cert", str),
+    ("iso8583", "client_key", "iso8583_client_key", str),
+    ("iso8583", "echo_interval", "iso8583_echo_interval", int),
     ("storage", "data_dir", "data_dir", Path),
     ("storage", "secret", "secret", str),
     ("storage", "secret_file", "secret_file", Path),
@@ -234,6 +268,7 @@ def parse_config(doc: Mapping[str, Any], source: str) -> TerminalConfig:
                 problems.append(f'storage.{key}: only used with secret = "{owner}", not "{kind}"')
     if "tip_custom" in values and "tips" not in values:
         problems.append("checkout.tip_custom: only used with checkout.tips")
+    problems += _iso8583_problems(values)
     if problems:
         raise ConfigError(f"{source}: " + "; ".join(problems))
     config = TerminalConfig(**values)
@@ -242,6 +277,43 @@ def parse_config(doc: Mapping[str, Any], source: str) -> TerminalConfig:
     except ConfigurationError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
     return config
+
+
+#: The acquirer protocols a terminal speaks for payments.
+PROTOCOLS: Final = ("pipos", "iso8583")
+_ISO8583_REQUIRED: Final = ("iso8583_address", "iso8583_terminal_id", "iso8583_merchant_id")
+
+
+def _iso8583_problems(values: Mapping[str, Any]) -> list[str]:
+    """What is wrong with acquirer.protocol and the [iso8583] table, each named."""
+    protocol = values.get("acquirer_protocol", "pipos")
+    iso = sorted(k for k in values if k.startswith("iso8583_"))
+    if protocol not in PROTOCOLS:
+        return [f"acquirer.protocol: {protocol!r} is not one of {', '.join(PROTOCOLS)}"]
+    if protocol != "iso8583":
+        return [f'iso8583.{k[8:]}: only used with acquirer.protocol = "iso8583"' for k in iso]
+    problems = [
+        f'iso8583.{attr[8:]}: missing required field (for protocol = "iso8583")'
+        for attr in _ISO8583_REQUIRED
+        if attr not in values
+    ]
+    address = values.get("iso8583_address")
+    if address is not None:
+        host, _, port = str(address).rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"iso8583.address: expected HOST:PORT, got {address!r}")
+    tid = values.get("iso8583_terminal_id")
+    if tid is not None and len(str(tid)) > 8:
+        problems.append(f"iso8583.terminal_id: field 41 holds 8 characters, not {len(tid)}")
+    mid = values.get("iso8583_merchant_id")
+    if mid is not None and len(str(mid)) > 15:
+        problems.append(f"iso8583.merchant_id: field 42 holds 15 characters, not {len(mid)}")
+    interval = values.get("iso8583_echo_interval")
+    if interval is not None and not 5 <= interval <= 3600:
+        problems.append(f"iso8583.echo_interval: 5 to 3600 seconds, not {interval}")
+    if ("iso8583_client_cert" in values) != ("iso8583_client_key" in values):
+        problems.append("iso8583.client_cert and iso8583.client_key go together")
+    return problems
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> TerminalConfig:

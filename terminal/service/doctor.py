@@ -14,7 +14,7 @@ would). A provisioned terminal whose configured reader or scanner is simulated (
 `replay:`, nfcpy's `udp` device) gets a warning: it takes no real payments with it. PC/SC
 (pcscd) fails only when the terminal uses it: with another reader configured a stopped pcscd
 is a warning. The fix for a stopped pcscd is the one `pipos readers` prints
-(drivers.discovery.PCSCD_FIX).
+(drivers.errors.PCSCD_FIX).
 
 Everything that touches the machine is injectable (:class:`Environment`) so each situation is
 testable without the hardware or the permissions it describes.
@@ -40,7 +40,8 @@ from urllib.parse import urlparse
 
 import httpx
 
-from drivers.discovery import PCSCD_FIX, DeviceEntry, discover
+from drivers.discovery import DeviceEntry, discover
+from drivers.errors import PCSCD_FIX
 from offline_queue.errors import QueueError
 from offline_queue.sqlite import Faults, SqliteFile
 

@@ -20,6 +20,7 @@ from terminal.acquirer.client import (
     HoldChange,
     HostRejectedError,
     OutcomeUnknownError,
+    RefundRequest,
 )
 from tests.conftest_host import (
     AcquirerTerminal,
@@ -212,3 +213,140 @@ def test_a_hold_lapses_after_the_rules_days(tmp_path: Path, terminal_keys: Termi
         host.set_rules(preauth_hold_days=30)
         captured = client.capture_hold(ref, 2000, 826, idempotency_key=_key(client))
         assert captured.status == "approved"
+
+
+# --- issue 18 review: lookups by key, what a hold counts, one key per hold ----------------
+
+
+def test_a_refund_and_each_change_of_a_hold_are_found_by_their_key(
+    inprocess_terminal: AcquirerTerminal,
+) -> None:
+    """The terminal looks up a lost answer by the key it sent: a capture, an increment, a
+    release or a refund is found like a sale (not 404, which would read as "never done")."""
+    client = inprocess_terminal.client
+    held = _authorise(client, 5000)
+    raise_key, capture_key = _key(client), _key(client)
+    client.increment_hold(held, 1000, 826, idempotency_key=raise_key)
+    captured = client.capture_hold(held, 4000, 826, idempotency_key=capture_key)
+    released = _authorise(client, 3000)
+    release_key = _key(client)
+    client.release_hold(released, idempotency_key=release_key)
+    sale = _authorise(client, 2000, kind=None)
+    refund_key = client.new_idempotency_key("refund")
+    client.refund(RefundRequest(500, 826, original_ref=sale), idempotency_key=refund_key)
+
+    found = {
+        key: client.status(idempotency_key=key)
+        for key in (raise_key, capture_key, release_key, refund_key)
+    }
+    assert [(s.kind, s.status, s.amount) for s in found.values()] == [
+        ("increment", "approved", 1000),
+        ("capture", "approved", 4000),
+        ("release", "approved", 3000),
+        ("refund", "approved", 500),
+    ]
+    assert found[capture_key].transaction_ref == captured.transaction_ref
+    assert found[capture_key].original_ref == held
+
+
+def test_a_reversed_hold_holds_nothing(inprocess_terminal: AcquirerTerminal) -> None:
+    client = inprocess_terminal.client
+    emv, psn = card_emv(PAN, 3000)
+    key = client.new_idempotency_key("auth")
+    client.authorise(
+        AuthorisationRequest(
+            amount=3000, currency=826, pan=PAN, pan_sequence=psn, emv=emv, kind="preauth"
+        ),
+        idempotency_key=key,
+    )
+    reversal = client.reverse(original_idempotency_key=key)
+    assert reversal.original_ref is not None
+    status = client.status(transaction_ref=reversal.original_ref)
+    assert (status.status, status.authorised_amount, status.released_amount) == ("reversed", 0, 0)
+
+
+def test_open_holds_count_toward_the_cards_limit_until_captured_or_released(
+    inprocess_terminal: AcquirerTerminal, inprocess_host: HostHandle
+) -> None:
+    client = inprocess_terminal.client
+    inprocess_host.set_rules(default_card_limit=6000)
+    held = _authorise(client, 5000)
+    # 5000 held of 6000: 2000 more is over the limit, as a sale or as an increment.
+    emv, psn = card_emv(PAN, 2000)
+    over = client.authorise(
+        AuthorisationRequest(amount=2000, currency=826, pan=PAN, pan_sequence=psn, emv=emv)
+    )
+    assert (over.approved, over.response_code) == (False, "61")
+    raised = client.increment_hold(held, 2000, 826, idempotency_key=_key(client))
+    assert (raised.status, raised.response_code, raised.authorised_amount) == (
+        "declined",
+        "61",
+        5000,
+    )
+    # Captured for 3000: the rest is released, the capture spent; 2000 more fits (5000).
+    client.capture_hold(held, 3000, 826, idempotency_key=_key(client))
+    assert _authorise(client, 2000, kind=None).startswith("A")
+    # 5000 spent of 6000: a 1500 hold is over the limit; a released hold frees its amount.
+    emv, psn = card_emv(PAN, 1500)
+    big_hold = client.authorise(
+        AuthorisationRequest(
+            amount=1500, currency=826, pan=PAN, pan_sequence=psn, emv=emv, kind="preauth"
+        )
+    )
+    assert big_hold.response_code == "61"
+    small = _authorise(client, 1000)
+    client.release_hold(small, idempotency_key=_key(client))
+    assert _authorise(client, 1000).startswith("P")
+
+
+def test_a_lapsed_hold_says_expired_and_frees_the_cards_limit(
+    tmp_path: Path, terminal_keys: TerminalKeys
+) -> None:
+    now = [time.time()]
+    with (
+        inprocess_host_at(
+            tmp_path / "acquirer.sqlite3", clock=lambda: now[0], timestamp_window=30 * 86400
+        ) as host,
+        enrolled_terminal(host, terminal_keys) as terminal,
+    ):
+        client = terminal.client
+        host.set_rules(default_card_limit=3000)
+        ref = _authorise(client, 2000)
+        now[0] += 7 * 86400 + 60
+        status = client.status(transaction_ref=ref)
+        assert (status.kind, status.status, status.authorised_amount) == (
+            "preauth",
+            "expired",
+            2000,
+        )
+        # The funds are the card's again: the whole limit is free.
+        assert _authorise(client, 3000, kind=None).startswith("A")
+
+
+def test_a_key_sent_to_another_hold_is_a_different_request(
+    inprocess_terminal: AcquirerTerminal, inprocess_host: HostHandle
+) -> None:
+    """The same key and body on another hold's path is not a replay: refused, never
+    answered with the first hold's capture (which would tell the register the second hold
+    is captured when nothing was taken)."""
+    client = inprocess_terminal.client
+    first, second = _authorise(client, 5000), _authorise(client, 5000)
+    key = _key(client)
+    client.capture_hold(first, 2500, 826, idempotency_key=key)
+    replays: list[Callable[[], HoldChange]] = [
+        lambda: client.capture_hold(second, 2500, 826, idempotency_key=key),
+        lambda: client.increment_hold(second, 2500, 826, idempotency_key=key),
+    ]
+    for action in replays:
+        with pytest.raises(HostRejectedError) as reused:
+            action()
+        assert (reused.value.status, reused.value.code) == (422, "idempotency_key_reused")
+    release_key = _key(client)
+    client.release_hold(second, idempotency_key=release_key)
+    third = _authorise(client, 1000)
+    with pytest.raises(HostRejectedError) as reused_release:
+        client.release_hold(third, idempotency_key=release_key)
+    assert reused_release.value.code == "idempotency_key_reused"
+    assert client.status(transaction_ref=third).status == "approved"
+    captures = [r for r in inprocess_host.ledger() if r["kind"] == "capture"]
+    assert [(r["original_ref"], r["amount"]) for r in captures] == [(first, 2500)]

@@ -13,6 +13,7 @@ from tests.terminal.api.test_api import _pay
 from tests.terminal.api.test_api import api as api
 from tests.terminal.api.test_api import pin_clock as pin_clock
 from tests.terminal.api.test_api import stack as stack
+from tests.terminal.api.test_api_preauth import _hold
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +79,45 @@ def test_with_the_acquirer_unreachable_the_report_still_answers(
         (paid["id"], "host_unreachable")
     ]
     assert answer.json()["host_reachable"] is False
+
+
+def test_a_hold_its_increment_and_its_capture_are_each_a_line(
+    stack: DemoStack, api: httpx.Client
+) -> None:
+    """A pre-authorisation raised, then captured in part: three lines, each matched by the
+    host's record of it; only the capture (and the sale) move money in the totals."""
+    paid = _pay(stack, api, 1000)
+    held = _hold(stack, api, 8000)
+    raised = api.post(
+        f"/api/v1/preauths/{held['id']}/increments",
+        json={"amount": 1500},
+        headers={"Idempotency-Key": "report-inc"},
+    )
+    assert raised.status_code == 200, raised.text
+    captured = api.post(
+        f"/api/v1/preauths/{held['id']}/capture",
+        json={"amount": 9000},
+        headers={"Idempotency-Key": "report-cap"},
+    )
+    assert captured.status_code == 200, captured.text
+    assert captured.json()["state"] == "approved"
+
+    answer = api.get("/api/v1/reconciliation")
+    assert answer.status_code == 200, answer.text
+    report = ReconciliationReportModel.model_validate(answer.json())
+    lines = {line.transaction_id: line for line in report.lines}
+    assert {
+        txn_id: (line.kind, line.flag, line.terminal_amount, line.host_state, line.host_amount)
+        for txn_id, line in lines.items()
+    } == {
+        paid["id"]: ("sale", "match", 1000, "approved", 1000),
+        # The hold's line: authorised for its first amount; captured since, at the host.
+        held["id"]: ("preauth", "match", 8000, "captured", 8000),
+        raised.json()["id"]: ("increment", "match", 1500, "approved", 1500),
+        captured.json()["id"]: ("capture", "match", 9000, "approved", 9000),
+    }
+    assert report.differences == 0
+    assert report.counts["match"] == 4
+    assert [total.model_dump() for total in report.totals] == [
+        {"currency": 978, "terminal_net": 10000, "host_net": 10000, "difference": 0}
+    ]

@@ -22,6 +22,7 @@ from terminal.checkout.report import (
 )
 from terminal.domain.records import DECLINED_AFTER_THE_FACT, Kind, State, TxnRecord
 from tests.conftest_host import HostHandle
+from tests.terminal.checkout.test_checkout_preauth import _preauth
 
 # --- the comparison alone ----------------------------------------------------------------
 
@@ -35,6 +36,20 @@ _SALE = TxnRecord(
     updated_at="2026-01-01T10:00:01+00:00",
     host_ref="A1",
     idempotency_key="auth-1",
+)
+
+
+#: A capture whose answer was lost: failed, outcome unknown, no host reference (looked up by
+#: its key).
+_LOST_CAPTURE = replace(
+    _SALE,
+    id="C1",
+    kind=Kind.CAPTURE,
+    state=State.FAILED,
+    original_id="P1",
+    host_ref="",
+    idempotency_key="hold-1",
+    outcome_unknown=True,
 )
 
 
@@ -73,6 +88,21 @@ def _host(status: str = "approved", amount: int = 1000, kind: str = "sale") -> H
         # A hold captured (or released) at the host was authorised all the same.
         (replace(_SALE, kind=Kind.PREAUTH), _host("captured", kind="preauth"), Flag.MATCH),
         (replace(_SALE, kind=Kind.PREAUTH), _host("reversed", kind="preauth"), Flag.STATE_DIFFERS),
+        # ... but one that lapsed at the host while the terminal holds it open differs.
+        (replace(_SALE, kind=Kind.PREAUTH), _host("expired", kind="preauth"), Flag.STATE_DIFFERS),
+        # A change of a hold (or a refund) whose answer was lost: what the host did decides.
+        (_LOST_CAPTURE, _host(kind="capture"), Flag.STATE_DIFFERS),
+        (_LOST_CAPTURE, _host("declined", kind="capture"), Flag.MATCH),
+        (_LOST_CAPTURE, NOT_AT_HOST, Flag.MATCH),
+        (replace(_LOST_CAPTURE, kind=Kind.REFUND), _host(kind="refund"), Flag.STATE_DIFFERS),
+        # A void that did not go through: its sale stands at the host (and is its own line).
+        (replace(_LOST_CAPTURE, kind=Kind.VOID), _host("voided"), Flag.STATE_DIFFERS),
+        (replace(_LOST_CAPTURE, kind=Kind.VOID), _host(), Flag.MATCH),
+        (
+            replace(_SALE, kind=Kind.VOID, state=State.DECLINED, original_id="T0"),
+            _host(),
+            Flag.MATCH,
+        ),
     ],
 )
 def test_each_line_is_flagged_by_what_each_side_holds(
@@ -271,3 +301,84 @@ def test_with_the_host_down_the_report_answers_with_its_lines_marked(
 def test_an_unknown_batch_is_not_found(terminal: TerminalRuntime) -> None:
     with pytest.raises(NotFoundError, match="no batch"):
         batch_report(terminal.checkout, "B-NOPE")
+
+
+def _line_of(report: dict[str, Any], record: TxnRecord) -> dict[str, Any]:
+    line: dict[str, Any] = next(x for x in report["lines"] if x["transaction_id"] == record.id)
+    return line
+
+
+@pytest.mark.integration
+def test_a_capture_whose_answer_was_lost_differs_until_it_is_settled(
+    terminal: TerminalRuntime, acquirer_host: HostHandle
+) -> None:
+    """The host captured; every answer was lost (the terminal's record: failed, outcome
+    unknown). The report must not call it a match: the host took 40.00 the journal does
+    not count."""
+    checkout = terminal.checkout
+    hold = _preauth(terminal, 5000)
+    acquirer_host.set_fault("/v1/preauths/", "drop_after_commit", times=3)
+    capture = checkout.capture(hold.id, 4000)
+    assert (capture.state, capture.outcome_unknown, capture.host_ref) == (State.FAILED, True, "")
+    acquirer_host.clear_faults()
+
+    report = batch_report(checkout, "current")
+    line = _line_of(report, capture)
+    assert (line["flag"], line["host_state"], line["host_amount"]) == (
+        "state_differs",
+        "approved",
+        4000,
+    )
+    assert "outcome unknown" in line["explanation"]
+    assert line["host_ref"]  # the host's capture, found by the key the terminal sent
+    assert report["differences"] == 1
+    assert report["totals"] == [
+        {"currency": 978, "terminal_net": 0, "host_net": 4000, "difference": -4000}
+    ]
+
+    # Settled under its own key (the background loop): both sides agree.
+    assert checkout.retry_reversals() == 0
+    settled = batch_report(checkout, "current")
+    assert set(_flags(settled).values()) == {"match"}, settled["lines"]
+    assert settled["totals"] == [
+        {"currency": 978, "terminal_net": 4000, "host_net": 4000, "difference": 0}
+    ]
+
+
+@pytest.mark.integration
+def test_a_refund_whose_answer_was_lost_differs(
+    terminal: TerminalRuntime, acquirer_host: HostHandle
+) -> None:
+    checkout = terminal.checkout
+    sale = _sale(terminal, 2000)
+    acquirer_host.set_fault("/v1/refunds", "drop_after_commit", times=3)
+    refund = checkout.refund(sale.id, 500)
+    assert (refund.state, refund.outcome_unknown) == (State.FAILED, True)
+    acquirer_host.clear_faults()
+    report = batch_report(checkout, "current")
+    assert _flags(report) == {sale.id: "match", refund.id: "state_differs"}
+    assert _line_of(report, refund)["host_amount"] == 500
+    assert report["totals"] == [
+        {"currency": 978, "terminal_net": 2000, "host_net": 1500, "difference": 500}
+    ]
+
+
+@pytest.mark.integration
+def test_a_hold_lapsed_at_the_host_while_open_at_the_terminal_differs(
+    terminal: TerminalRuntime, acquirer_host: HostHandle
+) -> None:
+    """The host never tells the terminal a hold lapsed: the report is where it shows."""
+    checkout = terminal.checkout
+    lapsed, kept = _preauth(terminal, 3000), _preauth(terminal, 2000)
+    # Authorised eight days ago at the host (the default hold: 7 days).
+    _at_host(
+        acquirer_host,
+        "UPDATE transactions SET created_at = created_at - 8 * 86400 WHERE ref = ?",
+        lapsed.host_ref,
+    )
+    report = batch_report(checkout, "current")
+    assert _flags(report) == {lapsed.id: "state_differs", kept.id: "match"}
+    line = _line_of(report, lapsed)
+    assert (line["terminal_state"], line["host_state"]) == ("approved", "expired")
+    assert "open at the terminal, expired at the host" in line["explanation"]
+    assert report["differences"] == 1
