@@ -2,10 +2,13 @@
 ``DELETE /api/v1/webhook``, with a register's token only (the checkout page has no webhook:
 403 register_token_required).
 
-The register sets its URL (http or https) with its token; the terminal keeps both
-(terminal.store.webhooks, a 0600 file beside the journal) and signs every event with that
-token (terminal.app.webhooks: what is sent, the signature, the retries). Setting a webhook
-sends nothing that happened before it; deleting it drops what it had still to receive.
+The register sets its URL (http or https) with its token; the terminal keeps the URL and a
+signing key derived from the token, never the token (terminal.store.webhooks, a 0600 file
+beside the journal), and signs every event with that key (terminal.app.webhooks: what is
+sent, the signature, the retries). Setting a webhook sends nothing that happened before it;
+deleting it drops what it had still to receive. Both are audited under the register's name
+(``webhook_set``, ``webhook_deleted``; the URL's scheme, host and port only: its path or
+query may carry the register's own secret).
 
 The delivery worker runs beside the API server: :func:`start_webhooks` and
 :func:`stop_webhooks` (the composition calls them with the server's start and stop; the
@@ -13,14 +16,17 @@ server runs without a lifespan)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from ipaddress import ip_address
 from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
 
+import httpx
 from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel, Field
 
-from ..app.webhooks import WebhookWorker
+from ..app.webhooks import WebhookWorker, url_origin
 from ..store.webhooks import FILE, Endpoint, JournalFeed, WebhookError, WebhookStore
 from .common import ApiError, Body, ok_answers
 from .settings import RouteKit
@@ -38,6 +44,12 @@ __all__ = [
 #: The longest webhook URL accepted.
 MAX_URL: Final = 2048
 _SCHEMES: Final = frozenset({"http", "https"})
+#: One label of a host name as the resolver takes it (RFC 1123, and the underscore some
+#: internal names carry): 1 to 63 letters, digits, hyphens. An internationalised name
+#: arrives here already as its xn-- form (httpx encodes it).
+_LABEL: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+#: The longest host name DNS carries, without its final dot.
+_MAX_HOST: Final = 253
 
 
 class WebhookBody(Body):
@@ -117,7 +129,42 @@ def _check_url(url: str) -> str:
             field="url",
         )
     del port
+    _check_host(url)
     return url
+
+
+def _check_host(url: str) -> None:
+    """Refuse what the delivery's HTTP client would refuse, now, with the reason: a URL
+    httpx does not parse (a name that is not IDNA, an IPv6 literal that is not one), and a
+    host the resolver cannot take (an empty label, one over 63 characters, a character no
+    host name has). Checked here so that it never reaches a delivery."""
+    try:
+        parsed = httpx.URL(url)
+        # .host decodes the host from its xn-- form: an xn-- label that is no A-label raises
+        # here, as it would when sent to.
+        shown = parsed.host
+        host = parsed.raw_host.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        raise ApiError(
+            422, "invalid_webhook_url", f"the webhook URL's host is not valid: {exc}", field="url"
+        ) from exc
+    if not shown:
+        raise ApiError(422, "invalid_webhook_url", "the webhook URL has no host", field="url")
+    try:
+        ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return
+    name = host.removesuffix(".")
+    if len(name) > _MAX_HOST or not all(_LABEL.fullmatch(label) for label in name.split(".")):
+        raise ApiError(
+            422,
+            "invalid_webhook_url",
+            f"the webhook URL's host {host[:80]!r} is not a host name: each dot-separated "
+            "label is 1 to 63 letters, digits or hyphens, 253 characters in all",
+            field="url",
+        )
 
 
 def _iso(moment: float) -> str:
@@ -141,6 +188,7 @@ def install(app: FastAPI, kit: RouteKit) -> None:
     """Adds this module's routes to `app`, and its store and delivery worker to
     `app.state` (``webhooks``, ``webhook_worker``; started by :func:`start_webhooks`)."""
     journal = kit.checkout.journal
+    audit_log = kit.settings.audit
     store = WebhookStore(journal.path.parent / FILE)
     feed = JournalFeed(journal)
     app.state.webhooks = store
@@ -171,17 +219,19 @@ def install(app: FastAPI, kit: RouteKit) -> None:
         """Set (or replace) this register's webhook: every final transaction state from now
         on (approved, declined, cancelled, failed, approved_offline) and every later change
         of one (an offline sale sent, or declined after the fact; a refund or void of a sale)
-        is POSTed to `url`, signed with this register's token (`Pipos-Signature`, docs/api.md
-        "Webhooks"), retried with backoff for 24 hours, in order. Only http and https URLs
-        (422 invalid_webhook_url)."""
+        is POSTed to `url`, signed with a key derived from this register's token
+        (`Pipos-Signature`, docs/api.md "Webhooks"), retried with backoff for 24 hours, in
+        order. Only http and https URLs with a host a resolver takes (422
+        invalid_webhook_url). Audited (`webhook_set`)."""
         _register_only(request)
         url = _check_url(body.url)
         try:
-            endpoint = store.set_endpoint(
-                who, url, _token(request), worker.now(), journal_revision=feed.latest()
-            )
+            replaced = store.endpoint(who) is not None
+            endpoint = store.set_endpoint(who, url, _token(request), worker.now(), feed=feed)
         except WebhookError as exc:
             raise _store_error(exc) from exc
+        if audit_log is not None:
+            audit_log.record("webhook_set", actor=who, url=url_origin(url), replaced=replaced)
         return answer(endpoint)
 
     @app.get(
@@ -209,7 +259,7 @@ def install(app: FastAPI, kit: RouteKit) -> None:
     )
     def delete_webhook(request: Request, who: str = Depends(kit.register)) -> WebhookDeleted:
         """Remove this register's webhook; what it had still to receive is dropped;
-        404 no_webhook."""
+        404 no_webhook. Audited (`webhook_deleted`)."""
         _register_only(request)
         try:
             dropped = store.delete_endpoint(who)
@@ -217,6 +267,8 @@ def install(app: FastAPI, kit: RouteKit) -> None:
             raise _store_error(exc) from exc
         if dropped is None:
             raise ApiError(404, "no_webhook", "this register has no webhook set")
+        if audit_log is not None:
+            audit_log.record("webhook_deleted", actor=who, dropped=dropped)
         return WebhookDeleted(deleted=True, dropped=dropped)
 
 

@@ -16,24 +16,26 @@ there is one path for events, the same after a restart as before it.
 What a register receives (docs/api.md, "Webhooks"): ``POST <url>`` with the JSON body
 ``{"id", "type": "transaction.final" | "transaction.updated", "created_at", "data": the
 transaction as GET /api/v1/transactions/{id} shows it}`` and the header ``Pipos-Signature:
-t=<unix seconds>,v1=<hex HMAC-SHA256 keyed by the register's token over "<t>.<body>">``
-(Stripe's scheme: the register checks it with the token it set the webhook with, and
-refuses a `t` too old). Card data goes no further than the view's masked PAN (first 6 and
-last 4): the journal holds nothing more.
+t=<unix seconds>,v1=<hex HMAC-SHA256 keyed by the register's signing key over "<t>.<body>">``
+(Stripe's scheme). The signing key is HMAC-SHA256(key=the token the register set the
+webhook with, msg="pipos-webhook-v1") (terminal.store.webhooks.signing_key: the terminal
+keeps that key, not the token); the register derives it from its token, checks the
+signature and refuses a `t` too old. Card data goes no further than the view's masked PAN
+(first 6 and last 4): the journal holds nothing more.
 
 Delivery: any 2xx acknowledges an event; anything else (another status, a refused
-connection, a timeout) is retried after 1 s, 2 s, 4 s ... up to 5 minutes between attempts,
-each delay jittered (x0.5 to x1.5, from the injected random source), for 24 hours, after
-which the event is given up (logged by register and event id). A register's events are
-delivered one at a time, in order: the next is sent once the one before it is acknowledged
-or given up; one register's failing URL never holds up another's.
+connection, a timeout, a URL the HTTP client cannot use after all) is retried after 1 s,
+2 s, 4 s ... up to 5 minutes between attempts, each delay jittered (x0.5 to x1.5, from the
+injected random source), for 24 hours, after which the event is given up (logged by
+register and event id). A register's events are delivered one at a time, in order: the
+next is sent once the one before it is acknowledged or given up; one register's failing
+URL never holds up another's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import random as _random
 import threading
@@ -45,7 +47,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..domain.records import TxnRecord
-from ..store.webhooks import RETRY_FOR, Delivery, JournalFeed, NewEvent, WebhookStore
+from ..store.webhooks import (
+    RETRY_FOR,
+    Delivery,
+    JournalFeed,
+    NewEvent,
+    WebhookStore,
+    record_digest,
+)
 
 __all__ = [
     "FIRST_RETRY",
@@ -55,6 +64,7 @@ __all__ = [
     "WebhookWorker",
     "retry_delay",
     "sign",
+    "url_origin",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,15 +76,12 @@ MAX_RETRY: Final = 300.0
 #: Seconds one attempt may take to connect, and to get its answer.
 CONNECT_TIMEOUT: Final = 5.0
 READ_TIMEOUT: Final = 10.0
-#: What a register sees change in a transaction is its view less these: a write that only
-#: moves them (the end of day closing the batch, a new revision) is no event.
-_NOT_A_CHANGE: Final = frozenset({"revision", "updated_at", "batch_id", "stage", "prompt"})
 
 
-def sign(token: str, timestamp: int, body: bytes) -> str:
+def sign(key: bytes, timestamp: int, body: bytes) -> str:
     """The Pipos-Signature header's value: ``t=<timestamp>,v1=<hex HMAC-SHA256 keyed by
-    the token over "<timestamp>.<body>">``."""
-    mac = hmac.new(token.encode("utf-8"), f"{timestamp}.".encode("ascii") + body, hashlib.sha256)
+    the register's signing key over "<timestamp>.<body>">``."""
+    mac = hmac.new(key, f"{timestamp}.".encode("ascii") + body, hashlib.sha256)
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
@@ -108,17 +115,14 @@ class _HttpPoster:
         self._client.close()
 
 
-def _where(url: str) -> str:
-    """A webhook URL as it may be logged: scheme, host and port only (a path or a query
-    may carry the register's own secret)."""
-    parts = urlsplit(url)
+def url_origin(url: str) -> str:
+    """A webhook URL as it may be logged or audited: scheme, host and port only (a path or
+    a query may carry the register's own secret)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<not a URL>"
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
-
-
-def _digest(data: Mapping[str, Any]) -> str:
-    seen = {k: v for k, v in data.items() if k not in _NOT_A_CHANGE}
-    text = json.dumps(seen, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class WebhookWorker:
@@ -168,21 +172,30 @@ class WebhookWorker:
     # --- one pass ------------------------------------------------------------------------
 
     def feed_once(self) -> int:
-        """Queue the final transactions written since the cursor; how many deliveries."""
+        """Queue the final transactions written since the cursor; how many deliveries.
+
+        Final: a transaction no longer in progress (TxnRecord.finished). Each is queued
+        when its record changes in a way a register sees (terminal.store.webhooks
+        record_digest): the first time as transaction.final, later as transaction.updated;
+        a write that changes nothing of it (the end of day closing its batch) queues
+        nothing."""
+        if self.store.redigest_owed():
+            self.store.redigest(self.feed)
         queued = 0
         while True:
             cursor = self.store.cursor()
             if cursor is None:
                 return queued  # no register ever set a webhook
             records, upto = self.feed.since(cursor, self._batch)
-            if upto == cursor:
+            if not records:
                 return queued
-            events = []
-            for record in records:
-                if not record.finished:
-                    continue
-                data = self._view(record)
-                events.append(NewEvent(record.id, record.revision, _digest(data), data))
+            finished = {r.id: (r, record_digest(r)) for r in records if r.finished}
+            known = self.store.digests(finished)
+            events = [
+                NewEvent(record.id, record.revision, digest, self._view(record))
+                for record, digest in finished.values()
+                if known.get(record.id) != digest
+            ]
             queued += self.store.enqueue(events, upto, self._clock())
 
     def deliver_due(self) -> int:
@@ -205,13 +218,21 @@ class WebhookWorker:
         body = delivery.body.encode("utf-8")
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(delivery.token, int(self._clock()), body),
+            SIGNATURE_HEADER: sign(delivery.signing_key, int(self._clock()), body),
             "Pipos-Event-Id": delivery.event_id,
         }
+        level = logging.INFO  # a register's URL failing is the register's to mend
         try:
             status = self._post(delivery.url, body, headers)
         except httpx.HTTPError as exc:
             error = f"no answer ({type(exc).__name__})"
+        except Exception as exc:
+            # Whatever one register's URL makes the client raise (httpx raises UnicodeError
+            # for a host label it cannot encode, for one) is this delivery's failure, retried
+            # like any other: it must never end the pass, or every other register would wait
+            # behind it. Only the type is kept: the message may quote the URL.
+            error = f"not sent ({type(exc).__name__})"
+            level = logging.WARNING  # not an answer at all: worth an operator's look
         else:
             if 200 <= status < 300:
                 self.store.delivered(delivery.id)
@@ -220,10 +241,11 @@ class WebhookWorker:
         failures = delivery.attempts + 1
         wait = retry_delay(failures, self._random)
         self.store.failed(delivery.id, self._clock() + wait, error)
-        log.info(
+        log.log(
+            level,
             "webhook of register %s (%s): %s for event %s, attempt %d; next in %.1f s",
             delivery.register,
-            _where(delivery.url),
+            url_origin(delivery.url),
             error,
             delivery.event_id,
             failures,

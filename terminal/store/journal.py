@@ -410,13 +410,24 @@ class Journal:
             ).fetchall()
         return [self._row(r) for r in rows]
 
-    def changed_since(self, revision: int, limit: int) -> list[TxnRecord]:
+    def changed_since(
+        self, revision: int, limit: int, *, after_id: str | None = None
+    ) -> list[TxnRecord]:
         """Up to `limit` transactions written after `revision`, each as it is now, in the
-        order of their last change (the revision is journal-wide and indexed)."""
+        order of their last change, then of their id (the revision is journal-wide and
+        indexed). With `after_id`, those at `revision` itself whose id sorts after it come
+        first: one write gives many rows one revision (closing a batch), so a reader paging
+        by revision alone would skip the rest of a revision cut by `limit`."""
+        args: tuple[int | str, ...]
+        if after_id is None:
+            where, args = "revision > ?", (revision,)
+        else:
+            where = "revision >= ? AND (revision > ? OR id > ?)"
+            args = (revision, revision, after_id)
         with self._file.connection() as db:
             rows = db.execute(
-                "SELECT * FROM transactions WHERE revision > ? ORDER BY revision LIMIT ?",
-                (revision, limit),
+                f"SELECT * FROM transactions WHERE {where} ORDER BY revision, id LIMIT ?",  # noqa: S608
+                (*args, limit),
             ).fetchall()
         return [self._row(r) for r in rows]
 
