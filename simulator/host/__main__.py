@@ -19,6 +19,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--admin-token", default=os.environ.get("PIPOS_ACQUIRER_ADMIN_TOKEN"))
     parser.add_argument("--log-level", default="info")
     parser.add_argument(
+        "--iso8583-port",
+        type=int,
+        metavar="PORT",
+        help="also serve ISO 8583 on this TCP port (0: any free port), same ledger",
+    )
+    parser.add_argument(
+        "--iso8583-profile",
+        metavar="PATH",
+        help="the ISO 8583 profile (default: terminal/data/iso8583/default-1987.json)",
+    )
+    parser.add_argument(
         "--activation-code",
         metavar="MERCHANT_ID",
         help="create a one-time activation code for MERCHANT_ID in --db, print it, and exit",
@@ -56,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls=tls,
         admin_token=args.admin_token,
         log_level=args.log_level,
+        iso8583_port=args.iso8583_port,
+        iso8583_profile=args.iso8583_profile,
     )
     return 0
 

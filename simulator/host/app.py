@@ -35,6 +35,7 @@ from .guard import (
     refuse_if_flooding,
     source_of,
 )
+from .iso8583.terminals import TerminalRegistry
 from .ledger import Store
 from .qr_payments import router as qr_router
 from .service import ENROL_PATH, AcquirerHost, Caller, HostError, dumps
@@ -192,6 +193,10 @@ class IssuerKeyBody(_Body):
     padding: int = Field(default=2, ge=1, le=2)
     iad: str = Field(default="none", pattern=r"^(none|full)$")
     arpc_key: str = Field(default="session", pattern=r"^(session|master)$")
+
+
+class Iso8583TerminalBody(_Body):
+    terminal_id: str = Field(pattern=_ID, description="the pipos terminal id (enrolled)")
 
 
 class FaultBody(_Body):
@@ -411,7 +416,10 @@ def create_app(
     ) -> Response:
         data = payload.model_dump()
         return await money(
-            request, caller, "increments", lambda conn: host.increment(caller, conn, ref, data)
+            request,
+            caller,
+            f"preauths/{ref}/increments",
+            lambda conn: host.increment(caller, conn, ref, data),
         )
 
     @app.post("/v1/preauths/{ref}/capture")
@@ -423,7 +431,10 @@ def create_app(
     ) -> Response:
         data = payload.model_dump()
         return await money(
-            request, caller, "capture", lambda conn: host.capture(caller, conn, ref, data)
+            request,
+            caller,
+            f"preauths/{ref}/capture",
+            lambda conn: host.capture(caller, conn, ref, data),
         )
 
     @app.post("/v1/preauths/{ref}/release")
@@ -433,7 +444,9 @@ def create_app(
         payload: ReleaseBody,
         caller: SignedCaller,
     ) -> Response:
-        return await money(request, caller, "release", lambda conn: host.release(caller, conn, ref))
+        return await money(
+            request, caller, f"preauths/{ref}/release", lambda conn: host.release(caller, conn, ref)
+        )
 
     @app.post("/v1/reversals")
     async def reversal(request: Request, payload: ReversalBody, caller: SignedCaller) -> Response:
@@ -567,6 +580,15 @@ def create_app(
     @app.get("/admin/terminals", dependencies=[Admin])
     async def terminals() -> list[dict[str, Any]]:
         return _view(store.query("SELECT * FROM terminals ORDER BY enrolled_at"))
+
+    iso8583 = TerminalRegistry(host)
+
+    @app.post("/admin/iso8583/terminals", dependencies=[Admin])
+    async def iso8583_terminal(payload: Iso8583TerminalBody) -> dict[str, Any]:
+        """Register an enrolled terminal for ISO 8583: its TID (field 41), MID (field 42)
+        and TMK as a TR-31 block under the KIF's TEST KBPK; the same answer every time
+        (docs/iso8583.md)."""
+        return iso8583.register(payload.terminal_id)
 
     @app.get("/admin/batches", dependencies=[Admin])
     async def batches() -> list[dict[str, Any]]:

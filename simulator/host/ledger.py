@@ -131,6 +131,47 @@ CREATE TABLE IF NOT EXISTS batches (
     closed_at INTEGER NOT NULL,
     totals TEXT NOT NULL
 );
+-- The ISO 8583 host (simulator/host/iso8583/): terminals registered for ISO 8583 with
+-- their TMK (a TR-31 block under the KIF's KBPK), session keys (blocks under the TMK) per
+-- key exchange, retrieval reference numbers (the id, 12 digits) of ledger transactions, and
+-- the batch uploads (0320) of out-of-balance reconciliations.
+CREATE TABLE IF NOT EXISTS iso8583_merchants (
+    merchant_id TEXT PRIMARY KEY,
+    mid TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS iso8583_terminals (
+    tid TEXT PRIMARY KEY,
+    terminal_id TEXT NOT NULL UNIQUE,
+    mid TEXT NOT NULL,
+    tmk_key_block TEXT NOT NULL,
+    registered_at INTEGER NOT NULL,
+    signed_on_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS iso8583_session_keys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tid TEXT NOT NULL,
+    mac_algorithm TEXT NOT NULL,
+    mac_key_block TEXT NOT NULL,
+    pin_key_block TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    confirmed_at INTEGER,
+    retired_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS iso8583_session_keys_tid ON iso8583_session_keys (tid, id);
+CREATE TABLE IF NOT EXISTS iso8583_rrns (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ref TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS iso8583_batch_uploads (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tid TEXT NOT NULL,
+    rrn TEXT NOT NULL,
+    processing_code TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    ref TEXT,
+    matches INTEGER NOT NULL,
+    at INTEGER NOT NULL
+);
 """
 
 

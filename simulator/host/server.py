@@ -17,6 +17,7 @@ import uvicorn
 
 from ..errors import SimulatorError
 from .app import HostApp, create_app
+from .iso8583 import Iso8583Server, server_ssl_context
 
 
 @dataclass(frozen=True)
@@ -220,12 +221,28 @@ def serve(
     tls: TlsConfig | None = None,
     admin_token: str | None = None,
     log_level: str = "info",
+    iso8583_port: int | None = None,
+    iso8583_profile: str | os.PathLike[str] | None = None,
 ) -> None:
-    """Serve until interrupted (the `pipos acquirer` command)."""
+    """Serve until interrupted (the `pipos acquirer` command); with `iso8583_port`, the
+    ISO 8583 host beside it on the same ledger (TLS with the same certificate), reading
+    `iso8583_profile` (None: the terminal's default profile file)."""
     app = create_app(db, admin_token=admin_token)
     # The key terminals pin at enrolment (pipos provision --host-key), shown where the
     # operator starts the host as well as with each activation code.
     print(f"host key: {app.host.host_key_fingerprint}", flush=True)
     config = _config(app, tls, log_level)
     config.host, config.port = host, port
-    uvicorn.Server(config).run()
+    iso8583: Iso8583Server | None = None
+    if iso8583_port is not None:
+        context = server_ssl_context(tls.certfile, tls.keyfile, tls.client_ca) if tls else None
+        iso8583 = Iso8583Server(
+            app.host, app.faults, profile=iso8583_profile, bind=host, port=iso8583_port, tls=context
+        )
+        iso_host, iso_port = iso8583.start()
+        print(f"ISO 8583 host: {iso_host}:{iso_port}", flush=True)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if iso8583 is not None:
+            iso8583.stop()

@@ -397,6 +397,11 @@ class AcquirerHost:
 
         The operation's effects and the stored response commit in one transaction, so a
         response lost after the commit is found again on retry and never re-executed.
+
+        The request's fingerprint is `endpoint` and the body: `endpoint` names what the
+        request acts on, its path parameters included (``preauths/{ref}/capture``), so the
+        same key sent to another hold is a different request (422 idempotency_key_reused),
+        never answered with the first hold's result.
         """
         key = caller.idempotency_key
         if not key:
@@ -646,10 +651,20 @@ class AcquirerHost:
         }
 
     def _spent(self, conn: sqlite3.Connection, card_token: str) -> int:
+        """What the card has used of its limit: its approved sales (online and offline) and
+        captures, and what its open holds hold (the first amount and the approved
+        increments). A captured hold counts by its capture (the rest was released); a
+        released, lapsed, declined or reversed one holds nothing."""
+        # Open as _hold_state has it: authorised, not captured or released, not yet lapsed.
+        lapsed_before = self.now() - self.rules().preauth_hold_days * 86400
         row = conn.execute(
             "SELECT COALESCE(SUM(amount), 0) FROM transactions WHERE card_token = ? "
-            "AND status = 'approved' AND kind IN ('sale', 'offline_sale')",
-            (card_token,),
+            "AND status = 'approved' AND ("
+            "kind IN ('sale', 'offline_sale', 'capture') "
+            "OR (kind = 'preauth' AND created_at > ?) "
+            "OR (kind = 'increment' AND original_ref IN (SELECT ref FROM transactions "
+            "WHERE kind = 'preauth' AND status = 'approved' AND created_at > ?)))",
+            (card_token, lapsed_before, lapsed_before),
         ).fetchone()
         return int(row[0])
 
@@ -821,8 +836,19 @@ class AcquirerHost:
         return ref
 
     def _find(
-        self, conn: sqlite3.Connection, caller: Caller, ref: str | None, idem: str | None
+        self,
+        conn: sqlite3.Connection,
+        caller: Caller,
+        ref: str | None,
+        idem: str | None,
+        *,
+        every_keyed_kind: bool = False,
     ) -> sqlite3.Row | None:
+        """The caller's transaction by its reference, else by the Idempotency-Key it was
+        sent under: a sale or a hold (what a reversal undoes), or with `every_keyed_kind`
+        any kind the terminal sends under a key of its own (the status lookup: a lost
+        answer to a refund or a change of a hold is looked up by its key like a sale's).
+        Never an offline item: each carries its batch's key, shared by all of the batch."""
         if ref:
             row: sqlite3.Row | None = conn.execute(
                 "SELECT * FROM transactions WHERE ref = ? AND terminal_id = ?",
@@ -830,11 +856,14 @@ class AcquirerHost:
             ).fetchone()
             return row
         if idem:
-            row = conn.execute(
+            sql = (
                 "SELECT * FROM transactions WHERE idempotency_key = ? AND terminal_id = ? "
-                "AND kind IN ('sale', 'preauth')",
-                (idem, caller.terminal_id),
-            ).fetchone()
+                "AND kind IN ('sale', 'preauth', 'refund', 'increment', 'capture', 'release')"
+                if every_keyed_kind
+                else "SELECT * FROM transactions WHERE idempotency_key = ? AND terminal_id = ? "
+                "AND kind IN ('sale', 'preauth')"
+            )
+            row = conn.execute(sql, (idem, caller.terminal_id)).fetchone()
             return row
         raise HostError(422, "invalid_request", "give original_ref or original_idempotency_key")
 
@@ -981,7 +1010,8 @@ class AcquirerHost:
     def _hold_state(self, conn: sqlite3.Connection, hold: sqlite3.Row) -> dict[str, Any]:
         """What a hold is now: held in total (its amount and approved increments), captured,
         released, and its status (open, captured, released, expired, or the authorisation's
-        own: declined, reversed)."""
+        own: declined, reversed). Only an authorised hold holds anything: a declined or
+        reversed one holds 0."""
         ref = hold["ref"]
         increments, captured = conn.execute(
             "SELECT COALESCE(SUM(CASE WHEN kind = 'increment' THEN amount END), 0), "
@@ -989,8 +1019,9 @@ class AcquirerHost:
             "FROM transactions WHERE original_ref = ? AND status = 'approved'",
             (ref,),
         ).fetchone()
-        authorised = int(hold["amount"]) + int(increments) if hold["status"] != "declined" else 0
         status = str(hold["status"])
+        authorised_once = status in ("approved", "captured", "released")
+        authorised = int(hold["amount"]) + int(increments) if authorised_once else 0
         if status == "approved":
             lapse = int(hold["created_at"]) + self.rules().preauth_hold_days * 86400
             status = "open" if self.now() < lapse else "expired"
@@ -1243,14 +1274,22 @@ class AcquirerHost:
         return _record_mismatch(record, item)
 
     def offline_batch(
-        self, caller: Caller, conn: sqlite3.Connection, body: Mapping[str, Any]
+        self,
+        caller: Caller,
+        conn: sqlite3.Connection,
+        body: Mapping[str, Any],
+        *,
+        mac_authenticated: bool = False,
     ) -> dict[str, Any]:
+        """`mac_authenticated`: the items came in ISO 8583 advices (0220), each under the
+        MAC of the terminal's session key, which vouches for it as the Ed25519 record
+        signature does on the pipos protocol; they carry no signed record."""
         now = self.now()
         results: list[dict[str, Any]] = []
         rules = self.rules()
         for item in body.get("items", []):
             offline_id = str(item["offline_id"])
-            problem = self._record_problem(conn, caller, item)
+            problem = None if mac_authenticated else self._record_problem(conn, caller, item)
             if problem is not None:
                 code, why = problem
                 # Refused, not booked: nothing of it is in the ledger but this event, and the
@@ -1367,8 +1406,11 @@ class AcquirerHost:
         return {"items": results}
 
     def status(self, caller: Caller, *, ref: str | None, idem: str | None) -> dict[str, Any]:
+        """A transaction of the caller's by reference or by key (any kind sent under a key
+        of its own). A hold also gives what it holds (_hold_state); one that has lapsed has
+        `status` expired, since the authorisation's row still says approved."""
         with self.store.transaction() as conn:
-            row = self._find(conn, caller, ref, idem)
+            row = self._find(conn, caller, ref, idem, every_keyed_kind=True)
             if row is None:
                 tomb = (
                     idem
@@ -1399,6 +1441,8 @@ class AcquirerHost:
                 )
             }
             hold = self._hold_state(conn, row) if row["kind"] == "preauth" else {}
+            if hold.get("hold_status") == "expired":
+                found["status"] = "expired"
             return found | hold | {"transaction_ref": row["ref"]}
 
     def settle(

@@ -49,6 +49,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=os.environ.get("PIPOS_ACQUIRER_ADMIN_TOKEN"),
         help="require this X-Admin-Token on /admin endpoints (env PIPOS_ACQUIRER_ADMIN_TOKEN)",
     )
+    parser.add_argument(
+        "--protocol",
+        choices=("pipos", "iso8583"),
+        default="pipos",
+        help="iso8583: also serve the ISO 8583 link (docs/iso8583.md) on --iso8583-port, on "
+        "the same ledger; enrolment, parameters and the admin API stay on --port",
+    )
+    parser.add_argument(
+        "--iso8583-port",
+        type=_bounded(0, 65535),
+        default=8583,
+        help="with --protocol iso8583: the ISO 8583 TCP port (default 8583; 0: any free port)",
+    )
+    parser.add_argument(
+        "--iso8583-profile",
+        metavar="FILE",
+        help="with --protocol iso8583: the field specification (default: the shipped profile)",
+    )
     parser.set_defaults(handler=_serve)
     actions = parser.add_subparsers(dest="acquirer_action", metavar="ACTION")
     code = actions.add_parser(
@@ -163,10 +181,27 @@ def _serve(args: argparse.Namespace) -> int:
             raise
         raise AcquirerCommandError(simulator_not_installed(_NEEDED_BY), bad_input=False) from exc
 
+    iso = args.protocol == "iso8583"
+    if not iso and args.iso8583_profile:
+        raise AcquirerCommandError("--iso8583-profile goes with --protocol iso8583")
+    if args.iso8583_profile:
+        from ..acquirer.iso8583.profile import load_profile
+
+        # The terminal's own check of the file, so a wrong profile is refused before the
+        # host starts, in the words the terminal uses for it (None: the shipped profile).
+        load_profile(args.iso8583_profile)
     tls = server.TlsConfig(args.tls_cert, args.tls_key, args.client_ca) if args.tls_cert else None
     scheme = "https" if tls else "http"
     print(f"pipos acquirer: {scheme}://{args.host}:{args.port} (state in {args.db})", flush=True)
-    server.serve(host=args.host, port=args.port, db=args.db, tls=tls, admin_token=args.admin_token)
+    server.serve(
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        tls=tls,
+        admin_token=args.admin_token,
+        iso8583_port=args.iso8583_port if iso else None,
+        iso8583_profile=args.iso8583_profile,
+    )
     return 0
 
 
