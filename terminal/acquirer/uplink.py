@@ -4,8 +4,8 @@
 
 * the card-data key, from the keystore (`Keystore.data_key(QUEUE_KEY_PURPOSE)`);
 * the offline limits, from the downloaded terminal parameters (`limits_from_params`);
-* a :class:`offline_queue.BatchUploader` over the signed acquirer protocol
-  (:class:`AcquirerUplink`, using `AcquirerClient.upload_offline`).
+* a :class:`offline_queue.BatchUploader` over the acquirer link, either protocol
+  (:class:`AcquirerUplink`, using `AcquirerLink.upload_offline`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from offline_queue import (
 from ..domain.params import OfflineParams
 from ..store.keys import Keystore
 from .client import (
-    AcquirerClient,
     BatchItemResult,
     HostFaultError,
     HostRejectedError,
@@ -36,6 +35,7 @@ from .client import (
     OfflineItem,
     OutcomeUnknownError,
 )
+from .link import AcquirerLink
 
 __all__ = [
     "QUEUE_KEY_PURPOSE",
@@ -69,14 +69,15 @@ def limits_from_params(offline: OfflineParams | None, terminal_currency: int) ->
 
 
 class AcquirerUplink:
-    """A :class:`offline_queue.BatchUploader` over `AcquirerClient.upload_offline`.
+    """A :class:`offline_queue.BatchUploader` over `AcquirerLink.upload_offline` (the pipos
+    protocol's client, or the ISO 8583 link: one 0220 advice per payment, in order).
 
     The batch's idempotency key is sent as the request's Idempotency-Key and each payment's
     transaction id as its offline_id, so a resent batch is answered with the host's first
     result, and a payment sent again in another batch is answered as a duplicate.
     """
 
-    def __init__(self, client: AcquirerClient) -> None:
+    def __init__(self, client: AcquirerLink) -> None:
         self._client = client
 
     def upload(self, batch: Batch) -> Sequence[ItemResult]:

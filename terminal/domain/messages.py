@@ -24,6 +24,7 @@ from emv.kernel.kernel_data import UiMessage
 __all__ = [
     "CODE_RESULTS",
     "LANGUAGES",
+    "RESPONSE_CODES",
     "Message",
     "Result",
     "brand_text",
@@ -32,6 +33,7 @@ __all__ = [
     "progress_text",
     "reason_text",
     "receipt_text",
+    "response_text",
     "restart_text",
     "ui_strings",
 ]
@@ -443,40 +445,52 @@ _REASON_TEXT: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
 # ISO 8583 response codes (field 39) the acquirer answers with, as the merchant reads them
 # when the host gave no words of its own (English) or always (Chinese: the host speaks
 # English); the code itself is kept in front, as Chinese and European counters print it.
+# The one copy of these words: what each code means to the terminal (approved, declined,
+# refused, ...) is terminal.acquirer.iso8583.responses, which words it with these (this
+# layer sits below the acquirer's, and the pipos protocol's host answers the same codes).
 _RESPONSE_TEXT: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
     {
-        "en": {
-            "05": "do not honour",
-            "12": "invalid transaction",
-            "13": "invalid amount",
-            "14": "invalid card number",
-            "51": "insufficient funds",
-            "54": "expired card",
-            "55": "incorrect PIN",
-            "57": "transaction not permitted",
-            "61": "over the card's limit",
-            "62": "restricted card",
-            "91": "issuer unavailable",
-            "96": "system malfunction",
-            "Q1": "card authentication required",
-        },
-        "zh": {
-            "05": "不予承兑",
-            "12": "无效交易",
-            "13": "无效金额",
-            "14": "无效卡号",
-            "51": "余额不足",
-            "54": "卡片已过期",
-            "55": "密码错误",
-            "57": "不允许此交易",
-            "61": "超出卡片限额",
-            "62": "受限制的卡",
-            "91": "发卡行不可用",
-            "96": "系统故障",
-            "Q1": "需要卡片认证",
-        },
+        "00": {"en": "approved", "zh": "交易成功"},
+        "01": {"en": "refer to the card issuer", "zh": "请与发卡行联系"},
+        "03": {"en": "invalid merchant", "zh": "无效商户"},
+        "04": {"en": "pick up the card", "zh": "没收卡"},
+        "05": {"en": "do not honour", "zh": "不予承兑"},
+        "08": {"en": "approved with identification", "zh": "核实身份后批准"},
+        "10": {"en": "approved for a partial amount", "zh": "部分金额批准"},
+        "11": {"en": "approved (VIP)", "zh": "批准（贵宾）"},
+        "12": {"en": "invalid transaction", "zh": "无效交易"},
+        "13": {"en": "invalid amount", "zh": "无效金额"},
+        "14": {"en": "invalid card number", "zh": "无效卡号"},
+        "30": {"en": "message format error", "zh": "报文格式错误"},
+        "41": {"en": "lost card", "zh": "挂失卡"},
+        "43": {"en": "stolen card", "zh": "被盗卡"},
+        "51": {"en": "insufficient funds", "zh": "余额不足"},
+        "54": {"en": "expired card", "zh": "卡片已过期"},
+        "55": {"en": "incorrect PIN", "zh": "密码错误"},
+        "57": {"en": "transaction not permitted", "zh": "不允许此交易"},
+        "58": {"en": "transaction not permitted to this terminal", "zh": "本终端不允许此交易"},
+        "59": {"en": "suspected fraud", "zh": "疑似欺诈"},
+        "61": {"en": "over the card's limit", "zh": "超出卡片限额"},
+        "62": {"en": "restricted card", "zh": "受限制的卡"},
+        "63": {"en": "security violation", "zh": "安全校验失败"},
+        "65": {"en": "too many uses of the card", "zh": "超出用卡次数限制"},
+        "75": {"en": "PIN tries exceeded", "zh": "密码错误次数超限"},
+        "91": {"en": "issuer unavailable", "zh": "发卡行不可用"},
+        "94": {"en": "duplicate transmission", "zh": "重复交易"},
+        "95": {"en": "reconciliation error", "zh": "对账不平"},
+        "96": {"en": "system malfunction", "zh": "系统故障"},
+        "Q1": {"en": "card authentication required", "zh": "需要卡片认证"},
     }
 )
+
+#: The response codes the catalogue has words for.
+RESPONSE_CODES: Final = frozenset(_RESPONSE_TEXT)
+
+
+def response_text(code: str, language: str) -> str:
+    """The words for response code `code` in `language` ("" for a code without words)."""
+    return _RESPONSE_TEXT.get(code, {}).get(_language(language), "")
+
 
 #: "51 insufficient funds": a response code in front of the host's own words.
 _RESPONSE_CODE: Final = re.compile(r"^(\d\d|[A-Z]\d)(?: |$)")
@@ -666,8 +680,8 @@ def reason_text(reason: str, language: str) -> str:
     if code is not None:
         if lang == "en" and reason != code.group(1):
             return reason  # the host's own English words after its code
-        words = _RESPONSE_TEXT[lang].get(code.group(1))
-        return code.group(1) if words is None else f"{code.group(1)} {words}"
+        words = response_text(code.group(1), lang)
+        return f"{code.group(1)} {words}" if words else code.group(1)
     for start, text in _REASON_TEXT[lang].items():
         if reason.startswith(start):
             return text
@@ -915,6 +929,7 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "error_invalid_request_amount_not_positive": "Enter an amount above zero",
             "error_invalid_request_amount_too_large": "The amount is too large for a card payment",
             "error_invalid_request_tip_not_valid": "The tip is not a valid amount",
+            "error_invalid_request_tip_too_large": "The tip is more than the sale's amount",
             "error_invalid_state_not_waiting_for_tip": "This payment is not waiting for a tip",
             "error_invalid_request_unknown_currency": "Unknown currency",
             "error_invalid_request_wrong_currency": "This terminal does not take payments in "
@@ -1291,6 +1306,7 @@ _UI: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "error_invalid_request_amount_not_positive": "请输入大于零的金额",
             "error_invalid_request_amount_too_large": "金额超出银行卡交易的上限",
             "error_invalid_request_tip_not_valid": "小费金额无效",
+            "error_invalid_request_tip_too_large": "小费超过了交易金额",
             "error_invalid_state_not_waiting_for_tip": "此笔交易不在等待小费",
             "error_invalid_request_unknown_currency": "未知的币种",
             "error_invalid_request_wrong_currency": "本终端不受理该币种",

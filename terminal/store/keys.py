@@ -28,7 +28,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -48,6 +48,9 @@ FORMAT: Final = "pipos-keystore-2"
 LEGACY_FORMAT: Final = "pipos-keystore-1"
 _MASTER_AAD: Final = {LEGACY_FORMAT: b"pipos-master-secret", FORMAT: b"pipos-master-secret:2"}
 _MAC_INFO: Final = b"pipos keystore mac v2"
+#: The sealed secrets' key (HKDF info) and each one's associated data (then its name).
+_SECRETS_INFO: Final = b"pipos keystore secrets v1"
+_SECRET_AAD: Final = b"pipos-secret:"
 KEYSTORE_FILE: Final = "keystore.json"
 SEQUENCE_FILE: Final = "sequence.json"
 # scrypt cost: N=2^15, r=8 needs 32 MiB and ~0.1 s on a Pi-class CPU; stored in the file so it
@@ -430,6 +433,44 @@ class Keystore:
             info=b"pipos data key v1:" + purpose.encode("utf-8"),
         )
         return hkdf.derive(self._master)
+
+    # --- sealed secrets -----------------------------------------------------------------
+
+    def secret(self, name: str) -> bytes | None:
+        """The secret kept under `name` (:meth:`set_secrets`), or None."""
+        entry = self._doc.get("secrets", {}).get(name)
+        if entry is None:
+            return None
+        try:
+            nonce = b64decode(entry["nonce"], "nonce")
+            return self._secrets().decrypt(
+                nonce, b64decode(entry["ciphertext"], "ciphertext"), _SECRET_AAD + name.encode()
+            )
+        except (InvalidTag, KeyError, TypeError) as exc:
+            raise KeystoreError(f"keystore: the secret {name!r} does not open") from exc
+
+    def set_secrets(self, values: Mapping[str, bytes | None]) -> None:
+        """Keep each key a party gave the terminal (the ISO 8583 link's terminal master key
+        and session keys) sealed under its name, None removing it; all in one durable write
+        (atomic replace) before this returns. Sealed with AES-256-GCM under a key derived
+        from the master secret (so :meth:`change_secret` leaves them as they are), each bound
+        to its name, and covered by the document's MAC like everything else here."""
+        with self._lock:
+            secrets = dict(self._doc.get("secrets", {}))
+            for name, value in values.items():
+                if not name:
+                    raise KeystoreError("a secret's name must be a non-empty string")
+                if value is None:
+                    secrets.pop(name, None)
+                else:
+                    aad = _SECRET_AAD + name.encode()
+                    secrets[name] = _encrypt(self._secrets(), value, aad, self._token)
+            self._doc["secrets"] = secrets
+            self._save()
+
+    def _secrets(self) -> AESGCM:
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_SECRETS_INFO)
+        return AESGCM(key.derive(self._master))
 
     # --- identity -----------------------------------------------------------------------
 

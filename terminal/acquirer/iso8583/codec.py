@@ -115,6 +115,12 @@ def decode_message(profile: Profile, data: bytes, mac_key: bytes | None) -> Mess
         document, _ = iso8583.decode(data, profile.spec())
     except DecodeError as exc:
         raise MessageFormatError(f"not an ISO 8583 message under the profile: {exc}") from exc
+    except KeyError as exc:
+        # pyiso8583 looks each field of the bitmap up in the spec without a check.
+        raise MessageFormatError(
+            f"not an ISO 8583 message under the profile: its bitmap names field {exc}, "
+            "which the profile does not define"
+        ) from exc
     binary = {key for key, spec in profile.fields.items() if spec["data_enc"] == "b"}
     fields: dict[str, FieldValue] = {
         key: bytes.fromhex(value) if key in binary else value

@@ -31,12 +31,20 @@ from collections.abc import Callable
 from typing import Final
 
 from ..client import HostUnreachable, OutcomeUnknownError, TlsOptions
-from .codec import Iso8583Error, Message, decode_message, encode_message, frame, read_frame
-from .messages import AnswerMismatchError, Request, answer_mti, check_answer
+from .codec import (
+    Iso8583Error,
+    Message,
+    MessageFormatError,
+    decode_message,
+    encode_message,
+    frame,
+    read_frame,
+)
+from .messages import AnswerMismatchError, Request, answer_mti, answer_mtis, check_answer
 from .profile import Profile
 from .trace import trace_lines
 
-__all__ = ["Iso8583Connection"]
+__all__ = ["AnswerKey", "Iso8583Connection"]
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +53,16 @@ log = logging.getLogger(__name__)
 DEFAULT_ANSWER_TIMEOUT: Final = 20.0
 #: Answers to earlier requests read and skipped before this one's is given up on.
 _MAX_STRAY_ANSWERS: Final = 8
+#: The key an answer is checked under, chosen from the answer as read (the key exchange's).
+AnswerKey = Callable[[Message], bytes | None]
 
 
 class Iso8583Connection:
     """Thread-safe: one exchange at a time on the connection.
 
     `mac_key()`: the current session MAC key (None before the first key exchange: only an
-    0800 sign-on may then be sent, unMAC'd, as profiles that sign on first allow).
+    0800 may then be sent, unMAC'd: the key exchange, or the sign-on of a profile that
+    signs on first).
     `clock`: monotonic seconds (injected for the tests of the answer timeout)."""
 
     def __init__(
@@ -110,11 +121,27 @@ class Iso8583Connection:
         self._sock = sock
         return sock
 
-    def exchange(self, request: Request, *, reference: str = "") -> Message:
+    def exchange(
+        self,
+        request: Request,
+        *,
+        reference: str = "",
+        send_mac: bool = True,
+        answer_key: AnswerKey | None = None,
+    ) -> Message:
         """Send `request` and return its answer, checked (type, STAN, terminal id, response
         code, MAC). `reference`: the caller's key for the request (the journal's), carried
-        by an OutcomeUnknownError so the caller reverses the right one."""
-        key = self._mac_key()
+        by an OutcomeUnknownError so the caller reverses the right one.
+
+        The key exchange's own: `send_mac` False sends an 0800 without a MAC (the terminal
+        has no session key, or no longer trusts its own), and `answer_key` gives the key
+        the answer is checked under once it is read (the 0810 is MAC'd under the new MAC
+        key it carries); None from it takes the answer unchecked (a refusal that carries no
+        keys and cannot be MAC'd, which the caller only reports). An Iso8583Error it raises
+        makes the answer unbelievable, as a wrong MAC does."""
+        key = self._mac_key() if send_mac else None
+        if not send_mac and request.mti != "0800":
+            raise MessageFormatError("only a network management message (0800) goes unMAC'd")
         if key is None and request.mti != "0800":
             raise HostUnreachable(
                 "no session MAC key yet: the terminal signs on and exchanges keys before any "
@@ -136,10 +163,15 @@ class Iso8583Connection:
                 raise OutcomeUnknownError(
                     f"the {request.mti} could not be sent whole: {exc}", reference
                 ) from exc
-            return self._answer(sock, request, key, reference)
+            return self._answer(sock, request, key, reference, answer_key)
 
     def _answer(
-        self, sock: socket.socket, request: Request, key: bytes | None, reference: str
+        self,
+        sock: socket.socket,
+        request: Request,
+        key: bytes | None,
+        reference: str,
+        answer_key: AnswerKey | None,
     ) -> Message:
         deadline = self._clock() + self.answer_timeout
         expected = answer_mti(request.mti)
@@ -150,7 +182,11 @@ class Iso8583Connection:
             sock.settimeout(left)
             try:
                 raw = read_frame(self.profile, sock.recv)
-                answer = decode_message(self.profile, raw, key)
+                answer = decode_message(self.profile, raw, None if answer_key else key)
+                if answer_key is not None and _answers(answer, request):
+                    verify = answer_key(answer)
+                    if verify is not None:
+                        answer = decode_message(self.profile, raw, verify)
             except (TimeoutError, OSError, Iso8583Error) as exc:
                 self._drop()
                 raise OutcomeUnknownError(
@@ -160,7 +196,7 @@ class Iso8583Connection:
             log.debug(
                 "ISO 8583 <-\n%s", "\n".join(trace_lines(self.profile, answer.mti, answer.fields))
             )
-            if answer.mti != expected or answer.get("11") != request.stan:
+            if not _answers(answer, request):
                 log.warning(
                     "ISO 8583: skipped a %s for STAN %s while waiting for the %s of STAN %s",
                     answer.mti,
@@ -181,3 +217,13 @@ class Iso8583Connection:
             f"{self.answer_timeout:g} s",
             reference,
         )
+
+
+def _answers(answer: Message, request: Request) -> bool:
+    """Whether `answer` is of the type and STAN of an answer to `request` (the rest of
+    check_answer comes after: an answer to an earlier request is skipped, not refused)."""
+    try:
+        expected = answer_mtis(request.mti)
+    except Iso8583Error:
+        return False
+    return answer.mti in expected and answer.get("11") == request.stan

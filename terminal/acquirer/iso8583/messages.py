@@ -35,6 +35,8 @@ __all__ = [
     "Request",
     "Station",
     "answer_mti",
+    "answer_mtis",
+    "batch_upload",
     "check_answer",
     "echo_test",
     "financial_request",
@@ -209,9 +211,16 @@ def financial_request(
     original_rrn: str = "",
     original_auth_code: str = "",
     offline_advice: bool = False,
+    pos_condition: str = "00",
+    terminal_reference: str = "",
 ) -> Request:
     """0200 (purchase 00, refund 20, void 02), 0100 (pre-authorisation 00) or, with
-    `offline_advice`, the 0220 advice of a payment the card approved offline (TC)."""
+    `offline_advice`, the 0220 advice of a payment the card approved offline (TC).
+
+    `pos_condition` (field 25): 00 normal; 06 pre-authorisation request, the condition of an
+    incremental authorisation (0100 with the hold's RRN in field 37) and of a completion
+    (0220 with it). `terminal_reference` (field 62): the terminal's own reference of the
+    payment (the offline queue's id of an advice, so the host knows a payment sent again)."""
     if not 0 < amount < 10**12:
         raise MessageFormatError(f"an amount is 1 to 999999999999 minor units, not {amount}")
     mti = "0100" if kind == "preauth" else ("0220" if offline_advice else "0200")
@@ -221,7 +230,7 @@ def financial_request(
         "11": _stan(stan),
         **_times(now),
         "24": station.nii,
-        "25": "00",
+        "25": pos_condition,
         "49": f"{currency:03d}",
         **station.identify(),
     }
@@ -237,6 +246,8 @@ def financial_request(
         fields["52"] = pin_block
     if emv:
         fields["55"] = icc_data(emv)
+    if terminal_reference:
+        fields["62"] = terminal_reference
     return Request(mti, fields)
 
 
@@ -265,6 +276,29 @@ def reversal(
         "90": _original_data(original, station),
     }
     return Request(mti, fields)
+
+
+def batch_upload(
+    original: OriginalMessage,
+    *,
+    station: Station,
+    stan: int,
+    now: datetime,
+    rrn: str,
+    auth_code: str = "",
+) -> Request:
+    """0320: one transaction of the batch, sent after the host answered the 0500 with 95
+    (out of balance): its processing code and amount, its RRN and authorisation code, a STAN
+    of its own, and field 90 naming the message that booked it."""
+    fields: dict[str, FieldValue] = {
+        k: v for k, v in original.fields.items() if k in ("3", "4", "49")
+    }
+    fields |= {"11": _stan(stan), **_times(now), "24": station.nii, **station.identify()}
+    fields["37"] = rrn.rjust(12, "0")[:12]
+    if auth_code:
+        fields["38"] = auth_code.ljust(6)[:6]
+    fields["90"] = _original_data(original, station)
+    return Request("0320", fields)
 
 
 def _network(action: NetworkAction, station: Station, stan: int, now: datetime) -> Request:
@@ -336,11 +370,21 @@ def answer_mti(request_mti: str) -> str:
     return request_mti[:2] + str(int(request_mti[2]) + 1) + request_mti[3]
 
 
+def answer_mtis(request_mti: str) -> frozenset[str]:
+    """The message types an answer to `request_mti` may have: :func:`answer_mti`, and for a
+    repeat (origin digit 1: 0201, 0401) the original's answer type too (0210, 0410), which
+    is what a host that answers a repeat with its stored answer sends."""
+    expected = answer_mti(request_mti)
+    if request_mti[3] == "1":
+        return frozenset({expected, expected[:3] + "0"})
+    return frozenset({expected})
+
+
 def check_answer(request: Request, answer: Message) -> str:
     """The answer's response code (field 39), once the answer is shown to be the one to
     `request`: its type, STAN and terminal id. AnswerMismatchError otherwise."""
     expected = answer_mti(request.mti)
-    if answer.mti != expected:
+    if answer.mti not in answer_mtis(request.mti):
         raise AnswerMismatchError(f"the answer to {request.mti} is {expected}, not {answer.mti}")
     for field, what in (("11", "STAN"), ("41", "terminal id")):
         if answer.get(field) != request.fields.get(field):
