@@ -61,7 +61,7 @@ def test_an_iso8583_terminal_reads_and_writes_back() -> None:
 def test_each_mistake_is_named(
     acquirer: dict[str, Any], iso: dict[str, Any] | None, message: str
 ) -> None:
-    with pytest.raises(ConfigError, match="^t.toml: ") as refused:
+    with pytest.raises(ConfigError, match=r"^t\.toml: ") as refused:
         parse_config(_doc(acquirer, iso), "t.toml")
     assert message in str(refused.value)
 
