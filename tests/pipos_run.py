@@ -46,13 +46,16 @@ class RunningTerminal:
 
 
 @contextmanager
-def pipos_run(state: Path, token: str, errors: Path) -> Iterator[RunningTerminal]:
-    """`pipos run --state-dir STATE --port 0 --token TOKEN`, started and up (its banner
-    printed); killed at the end if the test did not stop it."""
+def pipos_run(
+    state: Path, token: str, errors: Path, *options: str, banner: list[str] | None = None
+) -> Iterator[RunningTerminal]:
+    """`pipos run --state-dir STATE --port 0 --token TOKEN [OPTIONS]`, started and up (its
+    banner printed, its lines appended to `banner`); killed at the end if the test did not
+    stop it."""
     with errors.open("w") as err_file:
         process = subprocess.Popen(
             [sys.executable, "-X", "faulthandler", "-m", "terminal.cli", "run",
-             "--state-dir", str(state), "--port", "0", "--token", token],
+             "--state-dir", str(state), "--port", "0", "--token", token, *options],
             cwd=ROOT,
             env=dict(os.environ, PYTHONPATH=str(ROOT)),
             stdout=subprocess.PIPE,
@@ -64,6 +67,8 @@ def pipos_run(state: Path, token: str, errors: Path) -> Iterator[RunningTerminal
         assert process.stdout is not None
         url = ""
         for line in process.stdout:
+            if banner is not None:
+                banner.append(line.rstrip("\n"))
             if line.strip().startswith("checkout page:"):
                 url = line.split()[-1].rstrip("/")
             if line.startswith("Press Ctrl-C"):

@@ -17,7 +17,8 @@ import uvicorn
 
 from ..errors import SimulatorError
 from .app import HostApp, create_app
-from .iso8583 import Iso8583Server, server_ssl_context
+from .iso8583 import Iso8583Server, TerminalRegistry, server_ssl_context
+from .iso8583.keys import kif_kbpk
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,34 @@ class HostServer:
         self._lock = threading.Lock()
         self._stopped = False
         self.url = ""
+        #: The ISO 8583 host beside it (start_iso8583), on the same ledger and faults.
+        self.iso8583: Iso8583Server | None = None
+
+    def start_iso8583(
+        self, *, profile: str | os.PathLike[str] | None = None, port: int = 0
+    ) -> tuple[str, int]:
+        """Serve ISO 8583 too (docs/iso8583.md), on this host's address and `port` (0: any
+        free one), on the same ledger, rules and fault board; it goes down and up with the
+        JSON host (stop_listening, listen_again). Returns its address."""
+        with self._lock:
+            if self.iso8583 is None:
+                self.iso8583 = Iso8583Server(
+                    self.app.host, self.app.faults, profile=profile, bind=self._bind[0], port=port
+                )
+                return self.iso8583.start()
+            return self.iso8583.address
+
+    def register_iso8583(self, terminal_id: str) -> dict[str, Any]:
+        """Register an enrolled terminal for ISO 8583, as POST /admin/iso8583/terminals
+        does: its TID, MID and TMK (a TR-31 block under the key-injection facility's TEST
+        key, :meth:`kif_test_kbpk`)."""
+        return TerminalRegistry(self.app.host).register(terminal_id)
+
+    @staticmethod
+    def kif_test_kbpk() -> bytes:
+        """The key-injection facility's published TEST key-block protection key, the one
+        a terminal opens its TMK block with in the demo (never a production key)."""
+        return kif_kbpk()
 
     @property
     def listening(self) -> bool:
@@ -119,6 +148,8 @@ class HostServer:
         closed; safe from any thread but the host's own."""
         with self._lock:
             self._shut_down(timeout)
+            if self.iso8583 is not None:
+                self.iso8583.stop_listening(timeout)
 
     def listen_again(self, timeout: float = 10.0) -> str:
         """Accept connections again on the same address (the port `start()` bound, even when
@@ -131,6 +162,8 @@ class HostServer:
                 raise SimulatorError("the simulated acquirer host was never started")
             if not self.listening:
                 self._serve(timeout)
+            if self.iso8583 is not None and not self.iso8583.listening:
+                self.iso8583.listen_again(timeout)
             return self.url
 
     def stop(self) -> None:
@@ -141,6 +174,8 @@ class HostServer:
             self._stopped = True
             try:
                 self._shut_down(10.0)
+                if self.iso8583 is not None:
+                    self.iso8583.stop()
             finally:
                 self.app.host.store.close()
 

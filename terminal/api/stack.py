@@ -26,7 +26,10 @@ from fastapi import FastAPI
 
 from drivers.sim import virtual_cards_installed
 
-from ..app.runtime import TerminalRuntime, start_terminal
+from ..acquirer.client import TlsOptions
+from ..acquirer.iso8583.link import SECRET_TMK, load_terminal_master_key
+from ..acquirer.iso8583.profile import load_profile
+from ..app.runtime import Iso8583Settings, TerminalRuntime, start_terminal
 from ..app.sim_scanner import SimulatedPhone
 from ..checkout.qr_payment import QrPaymentParams
 from ..domain.errors import ConfigurationError, simulator_missing, simulator_not_installed
@@ -38,7 +41,9 @@ from ..security.merchant_pin import KEY_PURPOSE as MERCHANT_PIN_KEY_PURPOSE
 from ..security.merchant_pin import LEGACY_FILE as MERCHANT_PIN_LEGACY_FILE
 from ..security.merchant_pin import MerchantPin, MerchantPinError, check_new_pin
 from ..security.technician import upgrade_keystore
+from ..service.config import PROTOCOLS, TerminalConfig
 from ..store.audit import AuditLog
+from ..store.keys import Keystore
 from ..store.registers import FILE as REGISTERS_FILE
 from ..store.registers import RegisterStore
 from .kiosk import CODE_FILE, KioskCodes, kiosk_url, read_kiosk_code
@@ -243,12 +248,16 @@ def start_demo_stack(
     qr_poll_interval: float = 1.0,
     allowed_hosts: Iterable[str] = (),
     language: str = "en",
+    acquirer_protocol: str = "pipos",
 ) -> DemoStack:
     """Start the simulated acquirer (unless `host_url` is given), the terminal and its API.
 
     `language` ("en" or "zh"): the demo terminal's `terminal.language` parameter, so its
     page, receipts and server texts speak it; another language is refused before anything
-    starts.
+    starts. `acquirer_protocol` "iso8583": the money messages go over ISO 8583 to the
+    simulated acquirer's ISO 8583 host (docs/iso8583.md), the terminal registered with it
+    and its TMK loaded under the key-injection facility's TEST key; enrolment and
+    parameters stay on the pipos protocol. It needs the demo's own simulated acquirer.
 
     The simulated acquirer and the simulated card field (no `reader_url`) need the simulator
     (the `sim` extra); without it this raises :class:`ConfigurationError` saying what to
@@ -264,6 +273,17 @@ def start_demo_stack(
     if language not in LANGUAGES:
         raise ConfigurationError(
             f"unknown language {language[:16]!r}: choose one of {', '.join(LANGUAGES)}"
+        )
+    if acquirer_protocol not in PROTOCOLS:
+        raise ConfigurationError(
+            f"unknown acquirer protocol {acquirer_protocol[:16]!r}: choose one of "
+            f"{', '.join(PROTOCOLS)}"
+        )
+    if acquirer_protocol == "iso8583" and host_url is not None:
+        raise ConfigurationError(
+            "--acquirer-protocol iso8583 runs the demo on its own simulated acquirer (its ISO "
+            "8583 host); with --acquirer URL, provision the terminal for that acquirer's ISO "
+            "8583 link instead (pipos provision --acquirer-protocol iso8583)"
         )
     chosen: Language = "zh" if language == "zh" else "en"
     base = default_params()
@@ -307,8 +327,13 @@ def start_demo_stack(
         # The demo's own simulated acquirer, in this process: its key is known, so the
         # enrolment answer (and every answer after) is checked against it, never learnt.
         pinned["host_public_key"] = host.app.host.host_public_key
+    iso8583 = None
+    if acquirer_protocol == "iso8583":
+        assert host is not None
+        iso8583 = _demo_iso8583(host)
     runtime = start_terminal(
         directory / "terminal",
+        iso8583=iso8583,
         secret=secret,
         host_url=host_url,
         activation_code=activation_code,
@@ -363,6 +388,57 @@ def start_demo_stack(
         runtime.start_background()
         api.start_background()
     return DemoStack(runtime, api, host, token or "", pin, phone, kiosk)
+
+
+def iso8583_settings(config: TerminalConfig) -> Iso8583Settings | None:
+    """The configuration's ISO 8583 link (None: payments on the pipos protocol)."""
+    if config.protocol != "iso8583":
+        return None
+    # The configuration file refuses an iso8583 protocol without these (config.py).
+    assert config.iso8583_address is not None
+    assert config.iso8583_terminal_id is not None
+    assert config.iso8583_merchant_id is not None
+    address, _, port = config.iso8583_address.rpartition(":")
+    tls = None
+    if config.iso8583_ca_file or config.iso8583_client_cert:
+        tls = TlsOptions(
+            config.iso8583_ca_file, config.iso8583_client_cert, config.iso8583_client_key
+        )
+    return Iso8583Settings(
+        host=address.strip("[]"),
+        port=int(port),
+        terminal_id=config.iso8583_terminal_id,
+        merchant_id=config.iso8583_merchant_id,
+        profile=load_profile(config.iso8583_profile) if config.iso8583_profile else None,
+        tls=tls,
+        echo_interval=float(config.iso8583_echo_interval or 60),
+    )
+
+
+def _demo_iso8583(host: Any) -> Callable[[Keystore], Iso8583Settings]:
+    """The demo's link to its own ISO 8583 host: started beside the JSON host, the
+    terminal registered once it is enrolled, its TMK loaded under the facility's TEST key
+    the first time (kept in the keystore after: a restart keeps its session keys)."""
+    address, port = host.start_iso8583()
+
+    def settings(keystore: Keystore) -> Iso8583Settings:
+        if keystore.terminal_id is None:
+            raise ConfigurationError("the demo terminal is not enrolled: no ISO 8583 identity")
+        registered = host.register_iso8583(keystore.terminal_id)
+        if keystore.secret(SECRET_TMK) is None:
+            load_terminal_master_key(
+                keystore, host.kif_test_kbpk(), str(registered["tmk_key_block"])
+            )
+        return Iso8583Settings(
+            host=address,
+            port=port,
+            terminal_id=str(registered["tid"]),
+            merchant_id=str(registered["mid"]),
+            # On loopback: an answer comes at once or not at all.
+            options={"answer_timeout": 10.0, "retries": 2, "backoff": (0.05, 0.5)},
+        )
+
+    return settings
 
 
 def loopback_bind(bind: str) -> bool:
@@ -524,6 +600,7 @@ def start_provisioned_stack(
     kiosk = KioskCodes(config.data_dir / CODE_FILE)
     runtime = start_terminal(
         config.data_dir,
+        iso8583=iso8583_settings(config),
         secret=secret,
         host_url=config.host_url,
         params=installed.params,

@@ -23,7 +23,11 @@ from drivers.url import open_reader
 from offline_queue.forwarder import Backoff, Forwarder
 from offline_queue.store import OfflineQueue
 
-from ..acquirer.client import AcquirerClient, HostRejectedError
+from ..acquirer.client import AcquirerClient, HostRejectedError, TlsOptions
+from ..acquirer.iso8583.link import Iso8583Link, open_memory
+from ..acquirer.iso8583.messages import Station
+from ..acquirer.iso8583.profile import Profile, default_profile
+from ..acquirer.link import AcquirerLink
 from ..acquirer.qr_client import AcquirerTransport, QrClient
 from ..acquirer.uplink import QUEUE_KEY_PURPOSE, AcquirerUplink, limits_from_params
 from ..checkout.card_session import CARD_READ_TIMEOUT
@@ -33,13 +37,31 @@ from ..checkout.qr_payment import QrPaymentParams
 from ..domain.params import TerminalParams, default_params
 from ..store.journal import Journal
 from ..store.keys import DEFAULT_SCRYPT_N, Keystore, SequenceCounter, atomic_write
+from ..store.link_counters import FILE as LINK_COUNTERS_FILE
+from ..store.link_counters import LinkCounters
 from .queue_port import QueuePort
 from .sim_field import SimulatedField
 from .sim_scanner import SimulatedScanner
 
-__all__ = ["TerminalRuntime", "start_terminal"]
+__all__ = ["Iso8583Settings", "TerminalRuntime", "start_terminal"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Iso8583Settings:
+    """Where and as whom a terminal on the ISO 8583 link talks to its acquiring host
+    (docs/iso8583.md): the configuration file's [iso8583] table, or the demo's own host.
+    `options`: Iso8583Link's keyword options (timeouts, retries, backoff)."""
+
+    host: str
+    port: int
+    terminal_id: str
+    merchant_id: str
+    profile: Profile | None = None
+    tls: TlsOptions | None = None
+    echo_interval: float = 60.0
+    options: dict[str, Any] = dc_field(default_factory=dict)
 
 
 @dataclass
@@ -47,12 +69,17 @@ class TerminalRuntime:
     checkout: Checkout
     keystore: Keystore
     sequence: SequenceCounter
+    #: The pipos protocol's client: enrolment, parameters, code payments, and the money
+    #: messages too unless the terminal is on the ISO 8583 link (`link`).
     client: AcquirerClient | None
     queue: OfflineQueue
     journal: Journal
     field: SimulatedField | None
     state_dir: Path
     scanner: SimulatedScanner | None = None  # the simulated scanner, when no scanner_url
+    #: The ISO 8583 link, when the money messages go over it (acquirer.protocol).
+    iso8583: Iso8583Link | None = None
+    _link_stores: tuple[Any, ...] = ()
     _stop: threading.Event = dc_field(default_factory=threading.Event)
     _background: threading.Thread | None = None
 
@@ -86,6 +113,9 @@ class TerminalRuntime:
                             wait = backoff.delay(failures, random)
                         else:
                             failures = 0
+                    if self.iso8583 is not None:
+                        # An idle ISO 8583 link is kept open with an echo test (0800, 301).
+                        self.iso8583.keep_alive()
                     if self.checkout.owes_the_host():
                         self.checkout.retry_reversals()
                     elif self.checkout.host_online is False and not (
@@ -114,6 +144,10 @@ class TerminalRuntime:
             self._background.join(timeout=1.0)
         if self.client is not None:
             self.client.close()
+        if self.iso8583 is not None:
+            self.iso8583.close()
+        for store in self._link_stores:
+            store.close()
         self.queue.close()
         self.journal.close()
         self.sequence.close()
@@ -169,6 +203,7 @@ def start_terminal(
     client_options: dict[str, Any] | None = None,
     scanner_url: str | None = None,
     qr_params: QrPaymentParams | None = None,
+    iso8583: Iso8583Settings | Callable[[Keystore], Iso8583Settings] | None = None,
 ) -> TerminalRuntime:
     """Open (or create) the terminal in `state_dir` and enrol it when it is not yet enrolled.
 
@@ -178,6 +213,12 @@ def start_terminal(
     `scanner_url` (e.g. ``serial:/dev/ttyACM0?suffix=CR``): the code scanner; None gives a
     :class:`SimulatedScanner` on a simulated terminal (no `reader_url`) and no scanner on a
     terminal with a real reader; "" turns the scanner off.
+    `iso8583`: the money messages (sales, refunds, voids, reversals, holds, offline
+    uploads, the end of day) go over the ISO 8583 link; enrolment, parameters and code
+    payments stay on the pipos protocol's `host_url`. Its TMK must be in the keystore
+    (terminal.acquirer.iso8583.link.load_terminal_master_key). A callable is given the
+    keystore once the terminal is enrolled (the demo registers it with its own ISO host
+    then, by the terminal id the enrolment gave).
     """
     directory = Path(state_dir)
     params = params or default_params()
@@ -199,9 +240,16 @@ def start_terminal(
         keystore.data_key(QUEUE_KEY_PURPOSE),
         clock=lambda: clock().timestamp(),
     )
-    forwarder = (
-        Forwarder(queue, AcquirerUplink(client), backoff=None) if client is not None else None
-    )
+    link: AcquirerLink | None = client
+    iso_link: Iso8583Link | None = None
+    link_stores: tuple[Any, ...] = ()
+    if iso8583 is not None:
+        settings = iso8583(keystore) if callable(iso8583) else iso8583
+        iso_link, link_stores = _open_iso8583(
+            directory, keystore, settings, params.terminal.currency_code, clock
+        )
+        link = iso_link
+    forwarder = Forwarder(queue, AcquirerUplink(link), backoff=None) if link is not None else None
     port = QueuePort(
         queue, limits_from_params(params.offline, params.terminal.currency_code), forwarder
     )
@@ -230,7 +278,7 @@ def start_terminal(
         journal=journal,
         queue=port,
         reader_factory=reader_factory,
-        acquirer=client,
+        acquirer=link,
         signer=keystore.signer(),
         clock=clock,
         random_bytes=random_bytes,
@@ -254,4 +302,40 @@ def start_terminal(
         field=sim_field,
         state_dir=directory,
         scanner=sim_scanner,
+        iso8583=iso_link,
+        _link_stores=link_stores,
     )
+
+
+def _open_iso8583(
+    directory: Path,
+    keystore: Keystore,
+    settings: Iso8583Settings,
+    currency: int,
+    clock: Callable[[], datetime],
+) -> tuple[Iso8583Link, tuple[Any, ...]]:
+    """The ISO 8583 link with its durable counters (STAN, batch number) and its message
+    memory, both in the terminal's data directory."""
+    profile = settings.profile or default_profile()
+    counters = LinkCounters(directory / LINK_COUNTERS_FILE, stan_max=profile.stan_max)
+    memory = open_memory(directory, keystore)
+    try:
+        link = Iso8583Link(
+            settings.host,
+            settings.port,
+            station=Station(settings.terminal_id, settings.merchant_id),
+            keystore=keystore,
+            counters=counters,
+            memory=memory,
+            currency=currency,
+            profile=profile,
+            tls=settings.tls,
+            echo_interval=settings.echo_interval,
+            clock=clock,
+            **settings.options,
+        )
+    except BaseException:
+        memory.close()
+        counters.close()
+        raise
+    return link, (memory, counters)

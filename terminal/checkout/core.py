@@ -14,7 +14,8 @@ from typing import Any, Final
 
 from emv.kernel.config import KERNEL_MASTERCARD
 
-from ..acquirer.client import AcquirerClient, AcquirerError, ReversalPendingError
+from ..acquirer.client import AcquirerError, ReversalPendingError
+from ..acquirer.link import AcquirerLink
 from ..acquirer.qr_client import QrClient
 from ..domain.currency import MAX_EMV_AMOUNT, UnknownCurrencyError, currency, format_amount
 from ..domain.messages import (
@@ -162,7 +163,7 @@ class CheckoutCore:
         journal: Journal,
         queue: OfflineQueuePort,
         reader_factory: ReaderFactory,
-        acquirer: AcquirerClient | None,
+        acquirer: AcquirerLink | None,
         signer: Signer | None,
         clock: Clock = lambda: datetime.now(UTC),
         random_bytes: RandomBytes,

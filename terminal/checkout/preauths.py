@@ -18,12 +18,12 @@ import logging
 from typing import Any, Final
 
 from ..acquirer.client import (
-    AcquirerClient,
     AcquirerError,
     HoldChange,
     HostRejectedError,
     HostUnreachable,
 )
+from ..acquirer.link import AcquirerLink
 from ..domain.currency import format_amount
 from ..domain.messages import Result, ui_strings
 from ..domain.records import HOLD_CHANGES, Kind, Stage, State, TxnRecord
@@ -145,7 +145,7 @@ class Preauths(Sales, Reconciliation):
                 reason="over_hold",
             )
 
-    def _hold_acquirer(self) -> AcquirerClient:
+    def _hold_acquirer(self) -> AcquirerLink:
         if self._acquirer is None:
             raise AcquirerRequiredError(
                 "the terminal is not connected to an acquirer", reason="not_connected"
@@ -224,7 +224,7 @@ class Preauths(Sales, Reconciliation):
             return self._answered(record, answer)
 
     @staticmethod
-    def _send_change(acquirer: AcquirerClient, host_ref: str, record: TxnRecord) -> HoldChange:
+    def _send_change(acquirer: AcquirerLink, host_ref: str, record: TxnRecord) -> HoldChange:
         key = record.idempotency_key
         if record.kind is Kind.INCREMENT:
             return acquirer.increment_hold(
@@ -286,7 +286,7 @@ class Preauths(Sales, Reconciliation):
         ) from exc
 
     def _settle_changes(
-        self, acquirer: AcquirerClient, preauth_id: str | None = None
+        self, acquirer: AcquirerLink, preauth_id: str | None = None
     ) -> tuple[list[TxnRecord], list[TxnRecord]]:
         """Re-send, under their own keys, the changes of holds (of one, or all) whose answer
         was lost: the host answers the first result (or does it now), so the journal learns

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..acquirer.client import AcquirerClient, AcquirerError, HostRejectedError, RefundRequest
+from ..acquirer.client import AcquirerError, HostRejectedError, RefundRequest
+from ..acquirer.link import AcquirerLink
 from ..domain.currency import format_amount
 from ..domain.messages import Result
 from ..domain.records import Kind, Stage, State, TxnRecord
@@ -151,7 +152,7 @@ class RefundsAndVoids(CheckoutCore):
             )
 
     def _settle_unknown_refunds(
-        self, sale: TxnRecord, host_ref: str, acquirer: AcquirerClient
+        self, sale: TxnRecord, host_ref: str, acquirer: AcquirerLink
     ) -> None:
         """Re-send, under their own idempotency keys, this sale's refunds whose answer was
         lost, before any new refund: the host answers the first result (or refunds now), so a

@@ -402,7 +402,7 @@ def compare(
 
 
 class HostLookup(Protocol):
-    """What the report asks the host (terminal.acquirer.client.AcquirerClient.status)."""
+    """What the report asks the host (terminal.acquirer.link.AcquirerLink.status)."""
 
     def status(
         self, *, transaction_ref: str | None = None, idempotency_key: str | None = None

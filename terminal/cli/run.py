@@ -75,6 +75,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "none on any other, where registers pair: pipos registers pair)",
     )
     run.add_argument(
+        "--acquirer-protocol",
+        choices=("pipos", "iso8583"),
+        help="demo terminal: how payments reach its simulated acquirer: pipos (the signed "
+        "pipos protocol, default) or iso8583 (ISO 8583 over TCP to the simulated ISO 8583 "
+        "host, docs/iso8583.md); a provisioned terminal uses its configuration's "
+        "acquirer.protocol",
+    )
+    run.add_argument(
         "--language",
         choices=LANGUAGES,
         help="demo terminal: the language of its page, receipts and texts, "
@@ -140,6 +148,11 @@ def _run_command(args: argparse.Namespace) -> int:
     from ..api.stack import DEMO_PIN, loopback_bind, start_demo_stack, start_provisioned_stack
     from .service import install_sigterm_handler
 
+    if args.config and args.acquirer_protocol:
+        raise ConfigurationError(
+            "--acquirer-protocol is for the demo terminal: a provisioned terminal uses its "
+            "configuration's acquirer.protocol (pipos provision --acquirer-protocol)"
+        )
     if args.config and args.language:
         # Not silently ignored: the merchant would believe the terminal now speaks it.
         raise ConfigurationError(
@@ -194,6 +207,7 @@ def _run_command(args: argparse.Namespace) -> int:
         activation_code=args.activation_code,
         allowed_hosts=args.allowed_host,
         language=args.language or "en",
+        acquirer_protocol=args.acquirer_protocol or "pipos",
     )
     if args.tips is not None:
         stack.checkout.tips = args.tips
@@ -212,6 +226,9 @@ def _run_command(args: argparse.Namespace) -> int:
     ]
     if stack.host is not None:
         banner.append(f"  simulated acquirer: {stack.host.url}")
+        if stack.host.iso8583 is not None:
+            iso_host, iso_port = stack.host.iso8583.address
+            banner.append(f"  ISO 8583 host:  {iso_host}:{iso_port} (payments go over it)")
     if stack.phone is not None:
         banner.append("  simulated phone and scanner: show codes from the page's simulator panel")
     return _serve_until_stopped(stack, banner, args.ready_file)

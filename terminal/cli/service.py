@@ -18,11 +18,12 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Final
 
 from ..acquirer.client import TlsOptions
 from ..service.config import default_config_path
 from ..service.doctor import run_doctor
-from ..service.provision import open_service_terminal, provision
+from ..service.provision import Iso8583Provisioning, open_service_terminal, provision
 from ..store.device_secret import DEFAULT_OTP_COMMAND, DEFAULT_TCTI, PROVIDERS
 from .common import (
     ServiceCommandError,
@@ -167,6 +168,38 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="allow an http:// acquirer URL, for a simulated acquirer on this machine only "
         "(127.0.0.1, ::1, localhost)",
     )
+    iso = prov.add_argument_group(
+        "ISO 8583 link",
+        "payments over ISO 8583 to the acquiring host (docs/iso8583.md); enrolment and "
+        "parameters stay on --host",
+    )
+    iso.add_argument(
+        "--acquirer-protocol",
+        choices=("pipos", "iso8583"),
+        help="how payments reach the acquirer (default: as configured, else pipos)",
+    )
+    iso.add_argument("--iso8583-address", metavar="HOST:PORT", help="the ISO 8583 host")
+    iso.add_argument("--iso8583-terminal-id", metavar="TID", help="field 41, as issued")
+    iso.add_argument("--iso8583-merchant-id", metavar="MID", help="field 42, as issued")
+    iso.add_argument(
+        "--iso8583-profile", metavar="FILE", help="the acquirer's field specification (JSON)"
+    )
+    iso.add_argument("--iso8583-ca-file", help="TLS to the ISO 8583 host, its CA pinned (PEM)")
+    iso.add_argument("--iso8583-client-cert", help="client certificate for that TLS (PEM)")
+    iso.add_argument("--iso8583-client-key", help="its key (PEM)")
+    iso.add_argument(
+        "--tmk-key-block",
+        metavar="BLOCK",
+        help="the terminal master key as a TR-31 key block (usage K0), from the acquirer's "
+        "key-injection facility",
+    )
+    iso.add_argument(
+        "--kbpk-file",
+        type=Path,
+        metavar="FILE",
+        help="the facility's key-block protection key the TMK block is under (hex, or the "
+        'JSON {"kbpk": HEX} the simulator publishes); read, never stored',
+    )
     _pin_arg(prov)
     prov.set_defaults(handler=_provision_command)
 
@@ -270,6 +303,8 @@ def _provision_command(args: argparse.Namespace) -> int:
         not ((data_dir or Path()) / "technician.json").exists() and not config_path.exists()
     )
     result = provision(
+        acquirer_protocol=args.acquirer_protocol,
+        iso8583=_iso8583_provisioning(args),
         host_url=args.host,
         activation_code=args.activation_code,
         config_path=config_path,
@@ -289,6 +324,67 @@ def _provision_command(args: argparse.Namespace) -> int:
     for line in result.summary_lines():
         print(line)
     return 0
+
+
+_ISO8583_OPTIONS: Final = (
+    "iso8583_address",
+    "iso8583_terminal_id",
+    "iso8583_merchant_id",
+    "iso8583_profile",
+    "iso8583_ca_file",
+    "iso8583_client_cert",
+    "iso8583_client_key",
+    "tmk_key_block",
+    "kbpk_file",
+)
+
+
+def _iso8583_provisioning(args: argparse.Namespace) -> Iso8583Provisioning | None:
+    """The ISO 8583 link's options as typed (None: none given)."""
+    if not any(getattr(args, name) for name in _ISO8583_OPTIONS):
+        return None
+    missing = [
+        "--" + name.replace("_", "-")
+        for name in ("iso8583_address", "iso8583_terminal_id", "iso8583_merchant_id")
+        if not getattr(args, name)
+    ]
+    if missing:
+        raise ServiceCommandError(f"the ISO 8583 link also needs {', '.join(missing)}")
+    return Iso8583Provisioning(
+        address=args.iso8583_address,
+        terminal_id=args.iso8583_terminal_id,
+        merchant_id=args.iso8583_merchant_id,
+        tmk_key_block=args.tmk_key_block or "",
+        kbpk=_kbpk(args.kbpk_file) if args.kbpk_file else b"",
+        profile=args.iso8583_profile,
+        ca_file=args.iso8583_ca_file,
+        client_cert=args.iso8583_client_cert,
+        client_key=args.iso8583_client_key,
+    )
+
+
+def _kbpk(path: Path) -> bytes:
+    """The key-block protection key in `path`: hex digits, or JSON with its hex in "kbpk"."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ServiceCommandError(f"--kbpk-file {path}: cannot be read ({exc.strerror})") from exc
+    if text.startswith("{"):
+        try:
+            text = str(json.loads(text)["kbpk"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ServiceCommandError(
+                f'--kbpk-file {path}: JSON without a "kbpk" of hex digits'
+            ) from exc
+    try:
+        key = bytes.fromhex(text)
+    except ValueError as exc:
+        raise ServiceCommandError(f"--kbpk-file {path}: not hex digits") from exc
+    if len(key) not in (16, 24, 32):
+        raise ServiceCommandError(
+            f"--kbpk-file {path}: a key-block protection key is 16, 24 or 32 bytes, not {len(key)}"
+        )
+    return key
 
 
 def _doctor_command(args: argparse.Namespace) -> int:

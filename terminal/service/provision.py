@@ -52,6 +52,8 @@ from ..acquirer.client import (
     parse_host_key_fingerprint,
     verify_parameters,
 )
+from ..acquirer.iso8583.keys import KeyBlockRefusedError, unwrap_key_block
+from ..acquirer.iso8583.link import SECRET_TMK, load_terminal_master_key
 from ..acquirer.uplink import QUEUE_KEY_PURPOSE
 from ..domain.errors import TerminalError
 from ..domain.params import (
@@ -82,7 +84,7 @@ from ..store.keys import (
     WrongSecretError,
     atomic_write,
 )
-from .config import PARAMS_FILE, TerminalConfig, load_config, save_config
+from .config import PARAMS_FILE, PROTOCOLS, TerminalConfig, load_config, save_config
 from .transfer import (
     TransferGuard,
     acquirer_key_confirmer,
@@ -96,6 +98,7 @@ __all__ = [
     "INSTALLED_FORMAT",
     "CaKeyChange",
     "InstalledParameters",
+    "Iso8583Provisioning",
     "ParamChange",
     "ParametersRefusedError",
     "ParamsUpdate",
@@ -617,6 +620,24 @@ def _describe_amounts(amounts: Mapping[int, int]) -> str:
 
 
 @dataclass(frozen=True)
+class Iso8583Provisioning:
+    """The ISO 8583 link a terminal is provisioned for (docs/iso8583.md): the acquiring
+    host's address, the TID and MID it issued, and the TMK as a TR-31 key block under the
+    key-injection facility's key-block protection key `kbpk`."""
+
+    address: str
+    terminal_id: str
+    merchant_id: str
+    tmk_key_block: str = ""
+    kbpk: bytes = field(default=b"", repr=False)
+    profile: str | None = None
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    echo_interval: int | None = None
+
+
+@dataclass(frozen=True)
 class ProvisionResult:
     config_path: Path
     data_dir: Path
@@ -634,6 +655,11 @@ class ProvisionResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
     #: Where the device secret comes from (the provider, described), e.g. "TPM 2.0 through ...".
     device_secret: str = ""
+    #: The payments' protocol, and on ISO 8583 its address and the TMK's key check value
+    #: (to compare with the one the key-injection facility printed; "" when none was loaded).
+    protocol: str = "pipos"
+    iso8583_address: str = ""
+    tmk_check_value: str = ""
 
     def summary_lines(self) -> list[str]:
         p = self.params
@@ -656,12 +682,76 @@ class ProvisionResult:
             )
         else:
             lines.append("  offline:     not accepted")
+        if self.protocol == "iso8583":
+            lines.append(f"  payments:    ISO 8583 to {self.iso8583_address}")
+            if self.tmk_check_value:
+                lines.append(f"  TMK loaded:  key check value {self.tmk_check_value}")
         lines.append(f"  config:      {self.config_path}")
         lines.append(f"  data:        {self.data_dir}")
         if self.previous_terminal_id and self.previous_terminal_id != self.terminal_id:
             lines.append(f"  replaces terminal id {self.previous_terminal_id}")
         lines.extend(f"  note: {n}" for n in self.notes)
         return lines
+
+
+def _iso8583_choice(
+    protocol: str | None, iso: Iso8583Provisioning | None, existing: TerminalConfig | None
+) -> tuple[str, Iso8583Provisioning | None]:
+    """The protocol the payments will use, and the ISO 8583 link given now (None: none,
+    or the configured one kept as it is)."""
+    chosen = protocol or (existing.protocol if existing is not None else "pipos")
+    if chosen not in PROTOCOLS:
+        raise ProvisionError(
+            f"--acquirer-protocol: {chosen!r} is not one of {', '.join(PROTOCOLS)}"
+        )
+    if iso is not None and chosen != "iso8583":
+        raise ProvisionError("the ISO 8583 link's options go with --acquirer-protocol iso8583")
+    if (
+        chosen == "iso8583"
+        and iso is None
+        and not (existing is not None and existing.protocol == "iso8583")
+    ):
+        raise ProvisionError(
+            "--acquirer-protocol iso8583 needs the link: --iso8583-address, "
+            "--iso8583-terminal-id, --iso8583-merchant-id and the TMK (--tmk-key-block, "
+            "--kbpk-file)"
+        )
+    if iso is not None and bool(iso.tmk_key_block) != bool(iso.kbpk):
+        raise ProvisionError("--tmk-key-block and --kbpk-file go together")
+    return chosen, iso
+
+
+def _iso8583_fields(
+    protocol: str, iso: Iso8583Provisioning | None, existing: TerminalConfig | None
+) -> dict[str, Any]:
+    """The configuration's acquirer.protocol and [iso8583] table: as given now, as they
+    were (a re-run without the link's options), or nothing for the pipos protocol."""
+    names = (
+        "iso8583_address",
+        "iso8583_terminal_id",
+        "iso8583_merchant_id",
+        "iso8583_profile",
+        "iso8583_ca_file",
+        "iso8583_client_cert",
+        "iso8583_client_key",
+        "iso8583_echo_interval",
+    )
+    if protocol != "iso8583":
+        return {}
+    if iso is None:
+        assert existing is not None
+        return {"acquirer_protocol": protocol} | {n: getattr(existing, n) for n in names}
+    return {
+        "acquirer_protocol": protocol,
+        "iso8583_address": iso.address,
+        "iso8583_terminal_id": iso.terminal_id,
+        "iso8583_merchant_id": iso.merchant_id,
+        "iso8583_profile": iso.profile,
+        "iso8583_ca_file": iso.ca_file,
+        "iso8583_client_cert": iso.client_cert,
+        "iso8583_client_key": iso.client_key,
+        "iso8583_echo_interval": iso.echo_interval,
+    }
 
 
 @contextmanager
@@ -774,8 +864,15 @@ def provision(
     client_options: Mapping[str, Any] | None = None,
     host_key: str | None = None,
     allow_plain_http: bool = False,
+    acquirer_protocol: str | None = None,
+    iso8583: Iso8583Provisioning | None = None,
 ) -> ProvisionResult:
     """Provision (or safely re-provision) the terminal; see the module documentation.
+
+    `acquirer_protocol` "iso8583" with `iso8583`: the payments go over that ISO 8583 link,
+    its TMK opened and checked before anything is enrolled, loaded into the keystore after;
+    enrolment and parameters stay on `host_url` (the pipos protocol). None keeps the
+    configured protocol (a re-run keeps the link and its TMK as they are).
 
     `host_key` (``ed25519:`` + 64 hex digits, printed next to the activation code) pins the
     acquirer's key for enrolment; `allow_plain_http` lets a simulated acquirer on this
@@ -791,6 +888,14 @@ def provision(
         except TerminalError:
             if not force:
                 raise
+    protocol, iso = _iso8583_choice(acquirer_protocol, iso8583, existing)
+    if iso is not None and iso.tmk_key_block:
+        # Opened now, before anything is enrolled or written: a block that does not open
+        # under the facility's key, or holds another kind of key, stops provisioning here.
+        try:
+            unwrap_key_block(iso.kbpk, iso.tmk_key_block, "master")
+        except KeyBlockRefusedError as exc:
+            raise ProvisionError(f"--tmk-key-block: {exc}") from exc
     if not (
         existing is not None
         and existing.terminal_id
@@ -898,6 +1003,21 @@ def provision(
     merchant_id = keystore.merchant_id
     if terminal_id is None or merchant_id is None:
         raise ProvisionError("enrolment did not give the terminal an identity")
+    check_value = ""
+    if iso is not None and iso.tmk_key_block:
+        check_value = load_terminal_master_key(keystore, iso.kbpk, iso.tmk_key_block)
+        audit.record(
+            "iso8583_tmk_loaded",
+            actor="technician",
+            terminal_id=terminal_id,
+            iso8583_terminal_id=iso.terminal_id,
+            key_check_value=check_value,
+        )
+    elif protocol == "iso8583" and keystore.secret(SECRET_TMK) is None:
+        raise ProvisionError(
+            "the ISO 8583 link needs the terminal master key: give --tmk-key-block and "
+            "--kbpk-file (from the acquirer's key-injection facility)"
+        )
     today = datetime.datetime.fromtimestamp(clock(), datetime.UTC).date()
     vetted = vet_parameters(signed, serial=keystore.serial, today=today)
     install_parameters(vetted, data_dir, now=int(clock()), host_key_id=host_key_id)
@@ -924,6 +1044,9 @@ def provision(
         params_issued_at=vetted.signed.issued_at,
         reader_url=reader_url or (existing.reader_url if existing else None),
         scanner_url=scanner_url or (existing.scanner_url if existing else None),
+        tips=existing.tips if existing else None,
+        tip_custom=existing.tip_custom if existing else None,
+        **_iso8583_fields(protocol, iso, existing),
     )
     save_config(config, config_path)
     if moved_from is not None:
@@ -958,6 +1081,9 @@ def provision(
         action=mode,
         previous_terminal_id=previous_tid,
         queued_payments=queued,
+        protocol=protocol,
+        iso8583_address=config.iso8583_address or "",
+        tmk_check_value=check_value,
         notes=tuple(notes),
         device_secret=provider.describe(),
     )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -55,6 +56,15 @@ DEFAULT_ANSWER_TIMEOUT: Final = 20.0
 _MAX_STRAY_ANSWERS: Final = 8
 #: The key an answer is checked under, chosen from the answer as read (the key exchange's).
 AnswerKey = Callable[[Message], bytes | None]
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether `sock` has something to read (bytes or the peer's close) right now."""
+    try:
+        ready, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):  # closed under us
+        return True
+    return bool(ready)
 
 
 class Iso8583Connection:
@@ -99,6 +109,12 @@ class Iso8583Connection:
             self._sock = None
 
     def _connect(self) -> socket.socket:
+        if self._sock is not None and _readable(self._sock):
+            # Nothing is asked on it now, so whatever it holds is the host's end of the
+            # connection (it closed it: went down, or timed an idle link out) or an answer
+            # given up on. A request sent on it would be lost after the send, an outcome
+            # unknown where a fresh connect says at once whether the host is there.
+            self._drop()
         if self._sock is not None:
             return self._sock
         try:
