@@ -104,6 +104,18 @@ class HostServer:
                 return self.iso8583.start()
             return self.iso8583.address
 
+    def iso8583_down(self) -> None:
+        """Take only the ISO 8583 host off the network (the JSON host stays up): an
+        acquiring host down while the terminal-management host answers."""
+        with self._lock:
+            if self.iso8583 is not None:
+                self.iso8583.stop_listening()
+
+    def iso8583_up(self) -> None:
+        with self._lock:
+            if self.iso8583 is not None and not self.iso8583.listening:
+                self.iso8583.listen_again()
+
     def register_iso8583(self, terminal_id: str) -> dict[str, Any]:
         """Register an enrolled terminal for ISO 8583, as POST /admin/iso8583/terminals
         does: its TID, MID and TMK (a TR-31 block under the key-injection facility's TEST

@@ -26,10 +26,9 @@ from fastapi import FastAPI
 
 from drivers.sim import virtual_cards_installed
 
-from ..acquirer.client import TlsOptions
 from ..acquirer.iso8583.link import SECRET_TMK, load_terminal_master_key
-from ..acquirer.iso8583.profile import load_profile
-from ..app.runtime import Iso8583Settings, TerminalRuntime, start_terminal
+from ..acquirer.iso8583.settings import Iso8583Settings
+from ..app.runtime import TerminalRuntime, start_terminal
 from ..app.sim_scanner import SimulatedPhone
 from ..checkout.qr_payment import QrPaymentParams
 from ..domain.errors import ConfigurationError, simulator_missing, simulator_not_installed
@@ -41,7 +40,7 @@ from ..security.merchant_pin import KEY_PURPOSE as MERCHANT_PIN_KEY_PURPOSE
 from ..security.merchant_pin import LEGACY_FILE as MERCHANT_PIN_LEGACY_FILE
 from ..security.merchant_pin import MerchantPin, MerchantPinError, check_new_pin
 from ..security.technician import upgrade_keystore
-from ..service.config import PROTOCOLS, TerminalConfig
+from ..service.config import PROTOCOLS, iso8583_settings
 from ..store.audit import AuditLog
 from ..store.keys import Keystore
 from ..store.registers import FILE as REGISTERS_FILE
@@ -388,31 +387,6 @@ def start_demo_stack(
         runtime.start_background()
         api.start_background()
     return DemoStack(runtime, api, host, token or "", pin, phone, kiosk)
-
-
-def iso8583_settings(config: TerminalConfig) -> Iso8583Settings | None:
-    """The configuration's ISO 8583 link (None: payments on the pipos protocol)."""
-    if config.protocol != "iso8583":
-        return None
-    # The configuration file refuses an iso8583 protocol without these (config.py).
-    assert config.iso8583_address is not None
-    assert config.iso8583_terminal_id is not None
-    assert config.iso8583_merchant_id is not None
-    address, _, port = config.iso8583_address.rpartition(":")
-    tls = None
-    if config.iso8583_ca_file or config.iso8583_client_cert:
-        tls = TlsOptions(
-            config.iso8583_ca_file, config.iso8583_client_cert, config.iso8583_client_key
-        )
-    return Iso8583Settings(
-        host=address.strip("[]"),
-        port=int(port),
-        terminal_id=config.iso8583_terminal_id,
-        merchant_id=config.iso8583_merchant_id,
-        profile=load_profile(config.iso8583_profile) if config.iso8583_profile else None,
-        tls=tls,
-        echo_interval=float(config.iso8583_echo_interval or 60),
-    )
 
 
 def _demo_iso8583(host: Any) -> Callable[[Keystore], Iso8583Settings]:

@@ -23,10 +23,9 @@ from drivers.url import open_reader
 from offline_queue.forwarder import Backoff, Forwarder
 from offline_queue.store import OfflineQueue
 
-from ..acquirer.client import AcquirerClient, HostRejectedError, TlsOptions
-from ..acquirer.iso8583.link import Iso8583Link, open_memory
-from ..acquirer.iso8583.messages import Station
-from ..acquirer.iso8583.profile import Profile, default_profile
+from ..acquirer.client import AcquirerClient, HostRejectedError
+from ..acquirer.iso8583.link import Iso8583Link
+from ..acquirer.iso8583.settings import Iso8583Settings, LinkStores, open_link
 from ..acquirer.link import AcquirerLink
 from ..acquirer.qr_client import AcquirerTransport, QrClient
 from ..acquirer.uplink import QUEUE_KEY_PURPOSE, AcquirerUplink, limits_from_params
@@ -37,31 +36,13 @@ from ..checkout.qr_payment import QrPaymentParams
 from ..domain.params import TerminalParams, default_params
 from ..store.journal import Journal
 from ..store.keys import DEFAULT_SCRYPT_N, Keystore, SequenceCounter, atomic_write
-from ..store.link_counters import FILE as LINK_COUNTERS_FILE
-from ..store.link_counters import LinkCounters
 from .queue_port import QueuePort
 from .sim_field import SimulatedField
 from .sim_scanner import SimulatedScanner
 
-__all__ = ["Iso8583Settings", "TerminalRuntime", "start_terminal"]
+__all__ = ["TerminalRuntime", "start_terminal"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Iso8583Settings:
-    """Where and as whom a terminal on the ISO 8583 link talks to its acquiring host
-    (docs/iso8583.md): the configuration file's [iso8583] table, or the demo's own host.
-    `options`: Iso8583Link's keyword options (timeouts, retries, backoff)."""
-
-    host: str
-    port: int
-    terminal_id: str
-    merchant_id: str
-    profile: Profile | None = None
-    tls: TlsOptions | None = None
-    echo_interval: float = 60.0
-    options: dict[str, Any] = dc_field(default_factory=dict)
 
 
 @dataclass
@@ -79,7 +60,7 @@ class TerminalRuntime:
     scanner: SimulatedScanner | None = None  # the simulated scanner, when no scanner_url
     #: The ISO 8583 link, when the money messages go over it (acquirer.protocol).
     iso8583: Iso8583Link | None = None
-    _link_stores: tuple[Any, ...] = ()
+    _link_stores: LinkStores | None = None
     _stop: threading.Event = dc_field(default_factory=threading.Event)
     _background: threading.Thread | None = None
 
@@ -146,8 +127,8 @@ class TerminalRuntime:
             self.client.close()
         if self.iso8583 is not None:
             self.iso8583.close()
-        for store in self._link_stores:
-            store.close()
+        if self._link_stores is not None:
+            self._link_stores.close()
         self.queue.close()
         self.journal.close()
         self.sequence.close()
@@ -242,11 +223,11 @@ def start_terminal(
     )
     link: AcquirerLink | None = client
     iso_link: Iso8583Link | None = None
-    link_stores: tuple[Any, ...] = ()
+    link_stores: LinkStores | None = None
     if iso8583 is not None:
         settings = iso8583(keystore) if callable(iso8583) else iso8583
-        iso_link, link_stores = _open_iso8583(
-            directory, keystore, settings, params.terminal.currency_code, clock
+        iso_link, link_stores = open_link(
+            directory, keystore, settings, currency=params.terminal.currency_code, clock=clock
         )
         link = iso_link
     forwarder = Forwarder(queue, AcquirerUplink(link), backoff=None) if link is not None else None
@@ -305,37 +286,3 @@ def start_terminal(
         iso8583=iso_link,
         _link_stores=link_stores,
     )
-
-
-def _open_iso8583(
-    directory: Path,
-    keystore: Keystore,
-    settings: Iso8583Settings,
-    currency: int,
-    clock: Callable[[], datetime],
-) -> tuple[Iso8583Link, tuple[Any, ...]]:
-    """The ISO 8583 link with its durable counters (STAN, batch number) and its message
-    memory, both in the terminal's data directory."""
-    profile = settings.profile or default_profile()
-    counters = LinkCounters(directory / LINK_COUNTERS_FILE, stan_max=profile.stan_max)
-    memory = open_memory(directory, keystore)
-    try:
-        link = Iso8583Link(
-            settings.host,
-            settings.port,
-            station=Station(settings.terminal_id, settings.merchant_id),
-            keystore=keystore,
-            counters=counters,
-            memory=memory,
-            currency=currency,
-            profile=profile,
-            tls=settings.tls,
-            echo_interval=settings.echo_interval,
-            clock=clock,
-            **settings.options,
-        )
-    except BaseException:
-        memory.close()
-        counters.close()
-        raise
-    return link, (memory, counters)

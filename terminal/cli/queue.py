@@ -51,6 +51,7 @@ from .common import default_data_dir
 
 if TYPE_CHECKING:
     from ..acquirer.client import AcquirerClient
+    from ..acquirer.link import AcquirerLink
 
 __all__ = ["ProgressBar", "main", "register"]
 
@@ -596,14 +597,39 @@ class ProgressBar:
         self._stream.flush()
 
 
+@contextlib.contextmanager
+def _payment_link(
+    args: argparse.Namespace, keystore: Keystore, client: AcquirerClient
+) -> Iterator[AcquirerLink]:
+    """Where payments go: the configuration's ISO 8583 link (acquirer.protocol =
+    "iso8583": one 0220 advice per payment), or the pipos client itself."""
+    config = _configured(args)
+    if config is None or config.protocol != "iso8583":
+        yield client
+        return
+    from ..acquirer.iso8583.settings import open_link
+    from ..service.config import iso8583_settings
+
+    settings = iso8583_settings(config)
+    assert settings is not None
+    # The currency only fills an empty batch's 0500, which a sync never sends.
+    link, stores = open_link(_data_dir(args), keystore, settings, currency=0)
+    try:
+        yield link
+    finally:
+        link.close()
+        stores.close()
+
+
 def _sync_command(args: argparse.Namespace) -> int:
     keystore = _open_keystore(args)
     with (
         _acquirer_client(args, keystore) as client,
+        _payment_link(args, keystore, client) as link,
         _open_keyed(args, keystore, create=False) as queue,
     ):
         forwarder = Forwarder(
-            queue, AcquirerUplink(client), batch_size=args.batch_size, backoff=Backoff()
+            queue, AcquirerUplink(link), batch_size=args.batch_size, backoff=Backoff()
         )
         report = forwarder.sync(max_failures=args.max_failures, progress=ProgressBar(sys.stdout))
         flagged = queue.status().flagged

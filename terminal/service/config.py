@@ -61,6 +61,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+from ..acquirer.client import TlsOptions
+from ..acquirer.iso8583.profile import load_profile
+from ..acquirer.iso8583.settings import Iso8583Settings
 from ..domain.errors import ConfigurationError
 from ..domain.tips import TipSettings
 from ..store.device_secret import PROVIDERS, DeviceSecretProvider, make_provider
@@ -73,6 +76,7 @@ __all__ = [
     "TerminalConfig",
     "default_config_path",
     "dump_config",
+    "iso8583_settings",
     "load_config",
     "save_config",
 ]
@@ -314,6 +318,31 @@ def _iso8583_problems(values: Mapping[str, Any]) -> list[str]:
     if ("iso8583_client_cert" in values) != ("iso8583_client_key" in values):
         problems.append("iso8583.client_cert and iso8583.client_key go together")
     return problems
+
+
+def iso8583_settings(config: TerminalConfig) -> Iso8583Settings | None:
+    """The configuration's ISO 8583 link (None: payments on the pipos protocol)."""
+    if config.protocol != "iso8583":
+        return None
+    # The configuration file refuses an iso8583 protocol without these (parse_config).
+    assert config.iso8583_address is not None
+    assert config.iso8583_terminal_id is not None
+    assert config.iso8583_merchant_id is not None
+    address, _, port = config.iso8583_address.rpartition(":")
+    tls = None
+    if config.iso8583_ca_file or config.iso8583_client_cert:
+        tls = TlsOptions(
+            config.iso8583_ca_file, config.iso8583_client_cert, config.iso8583_client_key
+        )
+    return Iso8583Settings(
+        host=address.strip("[]"),
+        port=int(port),
+        terminal_id=config.iso8583_terminal_id,
+        merchant_id=config.iso8583_merchant_id,
+        profile=load_profile(config.iso8583_profile) if config.iso8583_profile else None,
+        tls=tls,
+        echo_interval=float(config.iso8583_echo_interval or 60),
+    )
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> TerminalConfig:

@@ -29,6 +29,7 @@ import os
 import pwd
 import re
 import shutil
+import socket
 import stat
 import time
 from collections.abc import Callable, Sequence
@@ -498,6 +499,78 @@ def _clock_check(env: Environment) -> Check:
 # --- local state ---------------------------------------------------------------------------
 
 
+def _iso8583_checks(config: TerminalConfig, keystore: Keystore | None) -> list[Check]:
+    """The ISO 8583 link (acquirer.protocol = "iso8583"): its profile, its keys, and an
+    echo test (0800, 301) under the session key, the host's 0810 checked as every answer is.
+    Without a session key it only connects: a key exchange from here would change the keys
+    under a running terminal."""
+    from ..acquirer.client import AcquirerError
+    from ..acquirer.iso8583.link import SECRET_MAC_KEY, SECRET_TMK
+    from ..acquirer.iso8583.profile import default_profile
+    from ..acquirer.iso8583.settings import open_link
+    from .config import iso8583_settings
+
+    try:
+        settings = iso8583_settings(config)
+    except TerminalError as exc:
+        return [Check("ISO 8583 profile", "fail", str(exc), "fix iso8583.profile (its file)")]
+    assert settings is not None
+    where = f"{settings.host}:{settings.port}"
+    checks = [
+        Check(
+            "ISO 8583 profile",
+            "pass",
+            (settings.profile or default_profile()).name,
+        )
+    ]
+    if keystore is None:
+        return [*checks, Check("ISO 8583 keys", "fail", "the keystore does not open", "")]
+    if keystore.secret(SECRET_TMK) is None:
+        return [
+            *checks,
+            Check(
+                "ISO 8583 keys",
+                "fail",
+                "no terminal master key: the link cannot receive its session keys",
+                "pipos provision --config ... --tmk-key-block BLOCK --kbpk-file FILE",
+            ),
+        ]
+    if keystore.secret(SECRET_MAC_KEY) is None:
+        checks.append(
+            Check("ISO 8583 keys", "pass", "TMK loaded; session keys at the first connection")
+        )
+        try:
+            with socket.create_connection((settings.host, settings.port), timeout=5.0):
+                pass
+        except OSError as exc:
+            return [*checks, _iso8583_unreachable(where, exc)]
+        return [*checks, Check("ISO 8583 host", "pass", f"{where} accepts connections")]
+    checks.append(Check("ISO 8583 keys", "pass", "TMK and session keys loaded"))
+    try:
+        # The currency only fills an empty batch's 0500, which an echo test never sends.
+        link, stores = open_link(config.data_dir, keystore, settings, currency=0)
+    except TerminalError as exc:
+        return [*checks, Check("ISO 8583 host", "fail", str(exc), "")]
+    try:
+        link.echo_test()
+    except AcquirerError as exc:
+        return [*checks, _iso8583_unreachable(where, exc)]
+    finally:
+        link.close()
+        stores.close()
+    return [*checks, Check("ISO 8583 host", "pass", f"{where} answered the echo test")]
+
+
+def _iso8583_unreachable(where: str, exc: Exception) -> Check:
+    return Check(
+        "ISO 8583 host",
+        "fail",
+        f"{where}: {exc}",
+        "check the network, and iso8583.address and ca_file in the configuration; payments "
+        "are queued offline meanwhile",
+    )
+
+
 def _key_checks(config: TerminalConfig) -> tuple[list[Check], Keystore | None]:
     checks: list[Check] = []
     path = Keystore.path_in(config.data_dir)
@@ -702,7 +775,8 @@ def _register_token_check(config: TerminalConfig, config_path: Path) -> Check:
             name,
             "pass",
             f"not made yet: pipos run --config {config_path} makes {path} (mode 600) on its "
-            "first start and prints it for the register",
+            "first start on a loopback --bind and prints it for the register (on any other "
+            "bind registers pair: pipos registers pair)",
         )
     except OSError as exc:
         return Check(
@@ -828,6 +902,8 @@ def run_doctor(config_path: Path, env: Environment | None = None) -> DoctorRepor
     checks.extend(_host_checks(config, env))
     key_checks, keystore = _key_checks(config)
     checks.extend(key_checks)
+    if config.protocol == "iso8583":
+        checks.extend(_iso8583_checks(config, keystore))
     checks.append(_params_check(config, keystore, env))
     checks.append(_merchant_pin_check(config, config_path))
     checks.append(_register_token_check(config, config_path))

@@ -26,6 +26,7 @@ from terminal.api.stack import DemoStack, start_demo_stack, start_provisioned_st
 from terminal.cli import main
 from terminal.domain.errors import ConfigurationError
 from terminal.service.config import load_config
+from terminal.service.doctor import run_doctor
 from terminal.service.provision import Iso8583Provisioning, ProvisionError, provision
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
 from tests.pipos_run import pipos_run
@@ -241,9 +242,33 @@ def test_a_terminal_provisioned_for_iso8583_pays_over_it(
             record = stack.checkout.wait(started.json()["id"], timeout=60)
             assert record.state == "approved", record
             assert len(record.host_ref) == 12
+            # The ISO 8583 host goes down: a sale within the offline limits waits in the
+            # offline queue.
+            server.iso8583_down()
+            offline = till.post("/api/v1/sales", json={"amount": 1200, "currency": 826})
+            assert stack.checkout.wait(offline.json()["id"], timeout=60).state == (
+                "approved_offline"
+            )
     finally:
         stack.close()
     assert [(r["kind"], r["amount"]) for r in acquirer_host.ledger()] == [("sale", 4321)]
+
+    # pipos doctor checks the link with an echo test under the session key.
+    checks = {c.name: c for c in run_doctor(config_path).checks}
+    assert checks["ISO 8583 keys"].status == "pass"
+    assert checks["ISO 8583 host"].status == "fail"
+    assert "payments are queued offline meanwhile" in checks["ISO 8583 host"].fix
+    server.iso8583_up()
+    checks = {c.name: c for c in run_doctor(config_path).checks}
+    assert checks["ISO 8583 host"].status == "pass", checks["ISO 8583 host"]
+    assert "echo test" in checks["ISO 8583 host"].message
+    # pipos sync sends what waits over the same link: one 0220 advice, once.
+    assert main(["sync", "--config", str(config_path)]) == 0
+    assert main(["sync", "--config", str(config_path)]) == 0
+    assert [(r["kind"], r["amount"]) for r in acquirer_host.ledger()] == [
+        ("sale", 4321),
+        ("offline_sale", 1200),
+    ]
 
 
 def test_provision_refuses_a_half_given_link(
