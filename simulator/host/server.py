@@ -91,15 +91,25 @@ class HostServer:
         self.iso8583: Iso8583Server | None = None
 
     def start_iso8583(
-        self, *, profile: str | os.PathLike[str] | None = None, port: int = 0
+        self,
+        *,
+        profile: str | os.PathLike[str] | None = None,
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> tuple[str, int]:
         """Serve ISO 8583 too (docs/iso8583.md), on this host's address and `port` (0: any
-        free one), on the same ledger, rules and fault board; it goes down and up with the
-        JSON host (stop_listening, listen_again). Returns its address."""
+        free one), on the same ledger, rules and fault board, over TLS with `tls`
+        (server_ssl_context); it goes down and up with the JSON host (stop_listening,
+        listen_again). Returns its address."""
         with self._lock:
             if self.iso8583 is None:
                 self.iso8583 = Iso8583Server(
-                    self.app.host, self.app.faults, profile=profile, bind=self._bind[0], port=port
+                    self.app.host,
+                    self.app.faults,
+                    profile=profile,
+                    bind=self._bind[0],
+                    port=port,
+                    tls=tls,
                 )
                 return self.iso8583.start()
             return self.iso8583.address

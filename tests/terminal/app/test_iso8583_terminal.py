@@ -22,14 +22,18 @@ import httpx
 import pytest
 
 from simulator.host.faults import Fault
+from terminal.acquirer.client import AcquirerError, TlsOptions
+from terminal.acquirer.iso8583.link import load_terminal_master_key
+from terminal.acquirer.iso8583.settings import Iso8583Settings, open_link
 from terminal.api.stack import DemoStack, start_demo_stack, start_provisioned_stack
 from terminal.cli import main
 from terminal.domain.errors import ConfigurationError
 from terminal.service.config import load_config
 from terminal.service.doctor import run_doctor
 from terminal.service.provision import Iso8583Provisioning, ProvisionError, provision
-from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, HostHandle
+from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET, AcquirerTerminal, HostHandle
 from tests.pipos_run import pipos_run
+from tests.terminal.acquirer.test_acquirer_tls import pki  # noqa: F401 - a fixture
 from tests.terminal.cli.test_run_provisioned import _set_merchant_pin
 
 pytestmark = pytest.mark.integration
@@ -366,3 +370,53 @@ def test_pipos_run_acquirer_protocol_iso8583(tmp_path: Path) -> None:
             assert sale["state"] == "approved", sale
             assert len(sale["host_ref"]) == 12
         running.stop()
+
+
+# --- TLS --------------------------------------------------------------------------------
+
+
+def test_the_link_over_mutual_tls_with_the_hosts_ca_pinned(
+    acquirer_terminal: AcquirerTerminal,
+    pki: dict[str, Path],  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+) -> None:
+    from simulator.host.iso8583 import server_ssl_context
+
+    server = acquirer_terminal.host.server
+    assert server is not None
+    context = server_ssl_context(
+        pki["server"].with_suffix(".pem"),
+        pki["server"].with_suffix(".key"),
+        client_ca=pki["ca"].with_suffix(".pem"),  # client certificates required
+    )
+    address, port = server.start_iso8583(tls=context)
+    keystore = acquirer_terminal.keystore
+    issued = server.register_iso8583(acquirer_terminal.terminal_id)
+    load_terminal_master_key(keystore, server.kif_test_kbpk(), str(issued["tmk_key_block"]))
+
+    def link_with(tls: TlsOptions) -> Any:
+        settings = Iso8583Settings(
+            address, port, str(issued["tid"]), str(issued["mid"]), tls=tls,
+            options={"connect_timeout": 5.0, "answer_timeout": 10.0, "retries": 1},
+        )  # fmt: skip
+        return open_link(acquirer_terminal.keys.directory, keystore, settings, currency=826)
+
+    client = {
+        "client_cert": str(pki["client"].with_suffix(".pem")),
+        "client_key": str(pki["client"].with_suffix(".key")),
+    }
+    link, stores = link_with(TlsOptions(ca_file=str(pki["ca"].with_suffix(".pem")), **client))
+    try:
+        # Keys exchanged, signed on and an echo test answered, all under TLS.
+        assert link.whoami()["protocol"] == "iso8583"
+    finally:
+        link.close()
+        stores.close()
+    # A host whose certificate is not from the pinned CA is never spoken to.
+    link, stores = link_with(TlsOptions(ca_file=str(pki["rogue"].with_suffix(".pem")), **client))
+    try:
+        with pytest.raises(AcquirerError, match="TLS refused"):
+            link.echo_test()
+    finally:
+        link.close()
+        stores.close()
