@@ -100,7 +100,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--path",
         default="/v1/",
         help="protocol path prefix the fault applies to (default /v1/: every request; "
-        "/v1/authorisations: authorisations only, so reversals still get through)",
+        "/v1/authorisations: authorisations only, so reversals still get through; "
+        "/v1/iso8583/0200: the ISO 8583 host's 0200s)",
     )
     fault.add_argument(
         "--delay-ms",
