@@ -24,6 +24,7 @@ The whole tree, drawn once (tests/test_errors.py keeps this drawing equal to the
             CapkError (emv.capk)
             CardAccountError (emv.carddata)
             CryptogramError (emv.cryptogram)
+            ProfileFormatError (emv.iso8583_profile)
             KernelConfigError (emv.kernel.config)
             KernelStateError (emv.kernel.transaction)
             QrError (emv.qr.errors)
