@@ -12,9 +12,9 @@ restart, and the host has booked nothing twice and keeps nothing the terminal do
   is booked exactly once, in order.
 
 The whole-terminal harness (tests/crash_harness.py) drives a terminal over its HTTP API on
-the pipos protocol; the checkout is not switched to the ISO 8583 link yet, so the link's
-writes are covered here, at the link, the host (tests/terminal/acquirer/iso8583_fake_host.py)
-in the test process so it outlives every kill.
+the pipos protocol and covers the checkout's own writes; the link's are covered here, at
+the link, the host (tests/terminal/acquirer/iso8583_fake_host.py) in the test process so it
+outlives every kill.
 """
 
 from __future__ import annotations
