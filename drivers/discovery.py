@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-from .errors import PCSCD_FIX, DeviceUnavailableError, DriverError
+from .errors import PCSCD_FIX, PCSCD_RESTART_FIX, DeviceUnavailableError, DriverError
 
 Status = Literal["ready", "problem"]
 
@@ -80,7 +80,7 @@ def _pcsc_entries() -> list[DeviceEntry]:
                 "PC/SC readers",
                 "problem",
                 str(exc),
-                PCSCD_FIX,
+                PCSCD_RESTART_FIX,
             )
         ]
     return [DeviceEntry(f"pcsc:{name}", "card reader", "pcsc", name) for name in names]

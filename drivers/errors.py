@@ -16,6 +16,8 @@ from emv.errors import PiposError
 #: errors, `pipos readers`, `pipos doctor`). The socket unit starts the daemon on demand and
 #: at every boot (Debian's pcscd package ships it).
 PCSCD_FIX: Final = "sudo systemctl enable --now pcscd.socket (package: pcscd)"
+#: A pcscd that runs but fails to list its readers: started afresh.
+PCSCD_RESTART_FIX: Final = "sudo systemctl restart pcscd"
 
 
 class DriverError(PiposError):

@@ -24,7 +24,7 @@ from ..checkout.events import EventHub
 from ..checkout.flow import Checkout
 from ..domain.currency import CURRENCIES, MAX_EMV_AMOUNT, format_amount
 from ..domain.records import Kind, Stage, State
-from ..domain.tips import tip_for
+from ..domain.tips import MAX_TIP_PERCENT, tip_for
 from .common import ApiError, Body, currency_code, ok_answers
 from .models import TransactionView
 from .settings import RouteKit
@@ -144,7 +144,10 @@ class TipOffer(_Answer):
     currency: int
     presets: list[TipPreset]
     custom: bool = Field(description="whether a tip amount may be typed")
-    max_tip: int = Field(description="the largest tip the EMV amount allows, minor units")
+    max_tip: int = Field(
+        description="the largest tip taken, minor units: the sale's own amount (a tip above "
+        "it is refused, tip_too_large), or less where the EMV maximum amount comes first"
+    )
 
 
 # --- the display board -------------------------------------------------------------------
@@ -176,6 +179,8 @@ class DisplayBoard:
         self._currency = currency
         self._lock = threading.Lock()
         self._view = _empty(currency)
+        #: The event id of the display's last change (0: none yet).
+        self._shown_at = 0
         self._follower = threading.Thread(target=self._follow, name="display", daemon=True)
         self._follower.start()
 
@@ -187,11 +192,20 @@ class DisplayBoard:
     def show(self, view: Mapping[str, Any]) -> dict[str, Any]:
         with self._lock:
             self._view = dict(view)
-            self._events.publish(DISPLAY_EVENT, self._view)
+            self._shown_at = self._events.publish(DISPLAY_EVENT, self._view)
             return dict(self._view)
 
     def clear(self) -> dict[str, Any]:
         return self.show(_empty(self._currency))
+
+    def _clear_if_older(self, event_id: int) -> None:
+        """Clear what was shown before event `event_id` (a transaction starting): a display
+        the register set after it (the basket, sent right after the sale) stays."""
+        with self._lock:
+            if not self._view["shown"] or self._shown_at > event_id:
+                return
+            self._view = _empty(self._currency)
+            self._shown_at = self._events.publish(DISPLAY_EVENT, self._view)
 
     def _follow(self) -> None:
         last = self._events.last_id
@@ -211,8 +225,7 @@ class DisplayBoard:
                 )
                 if started:
                     seen = data.get("id")
-                    if self.view["shown"]:
-                        self.clear()
+                    self._clear_if_older(event["id"])
 
 
 def _currency_code(value: int | str | None, terminal: int) -> int:
@@ -259,7 +272,7 @@ def _tip_offer(checkout: Checkout, txn_id: str) -> dict[str, Any]:
         "currency": code,
         "presets": presets,
         "custom": checkout.tips.custom,
-        "max_tip": MAX_EMV_AMOUNT - base,
+        "max_tip": min(tip_for(base, MAX_TIP_PERCENT), MAX_EMV_AMOUNT - base),
     }
 
 

@@ -27,6 +27,7 @@ register_pairing_refused, pairing_code_issued and register_revoked under the cal
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections import deque
@@ -52,10 +53,12 @@ from ..store.registers import (
     RegisterStoreError,
     normalise_code,
 )
-from ..store.webhooks import drop_webhook
+from ..store.webhooks import WebhookError, drop_webhook
 from .common import ApiError, Body, ok_answers
 from .models import ErrorEnvelope
-from .settings import RouteKit
+from .settings import SHARED_REGISTER, RouteKit
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "PAGE_CALLER",
@@ -94,7 +97,7 @@ class PairingCode(BaseModel):
     """A one-time pairing code for the merchant to type at the new register."""
 
     code: str = Field(pattern=r"^[0-9]{6}$", description="the 6 digits")
-    shown: str = Field(description='as the screen shows it: "123 456"')
+    shown: str = Field(description='as it is printed for the merchant: "123 456"')
     expires_at: str = Field(description="ISO 8601, UTC")
     expires_in: int = Field(description="seconds it is valid from now")
 
@@ -234,7 +237,10 @@ def install(app: FastAPI, kit: RouteKit) -> None:
         limit=CODE_TRIES,
         window=CODE_LIFETIME,
     )
-    reserved = {name.casefold() for name in settings.tokens.values()} | {PAGE_CALLER}
+    reserved = {name.casefold() for name in settings.tokens.values()} | {
+        PAGE_CALLER,
+        SHARED_REGISTER.casefold(),
+    }
 
     def registers() -> RegisterStore:
         if store is None:
@@ -278,7 +284,7 @@ def install(app: FastAPI, kit: RouteKit) -> None:
         ),
     )
     def pair(request: Request, body: PairingBody) -> JSONResponse:
-        """Pair a new register: the code the terminal shows (POST /api/v1/pairing/codes, or
+        """Pair a new register: the code the terminal gave (POST /api/v1/pairing/codes, or
         `pipos registers pair`) and a name for it. No token needed; the answer holds the
         register's own token, shown once. A code pairs one register, is valid 5 minutes
         and takes 5 wrong tries in all; an address that gave 5 wrong codes waits
@@ -409,14 +415,20 @@ def install(app: FastAPI, kit: RouteKit) -> None:
             raise unavailable(exc) from exc
         if revoked is None:
             raise ApiError(404, "register_not_found", f"no paired register named {name[:40]!r}")
-        # Its webhook goes with it: nothing more is signed with a token that no longer counts.
-        webhooks = getattr(app.state, "webhooks", None)  # terminal.api.webhook_routes
-        if webhooks is not None:
-            drop_webhook(webhooks, revoked.name)
-        # And its kept answers: a register paired again under the name is another register.
-        try:
-            app.state.idempotency.forget(revoked.name)
-        except IdempotencyError as exc:
-            raise ApiError(503, "idempotency_unavailable", str(exc)) from exc
+        # Audited as soon as it holds: what follows only tidies up after it.
         audit("register_revoked", who, register=revoked.name)
+        forget_register(revoked.name)
         return _view(revoked)
+
+    def forget_register(name: str) -> None:
+        """A revoked register's webhook (nothing more is signed with a token that no longer
+        counts) and its kept answers (a register paired again under the name is another
+        register). A store that fails here leaves the revocation standing: logged, and the
+        webhook worker or the day's purge gets to it."""
+        webhooks = getattr(app.state, "webhooks", None)  # terminal.api.webhook_routes
+        try:
+            if webhooks is not None:
+                drop_webhook(webhooks, name)
+            app.state.idempotency.forget(name)
+        except (IdempotencyError, WebhookError) as exc:
+            log.error("register %r revoked, but not all of it forgotten: %s", name, exc)

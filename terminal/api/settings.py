@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Any
+from typing import Any, Final
 
 from fastapi.responses import JSONResponse
 
@@ -61,6 +61,12 @@ class PinGuard:
             ) from exc
         except (MerchantPinError, LockoutError) as exc:
             raise ApiError(503, "pin_unavailable", str(exc)) from exc
+
+
+#: The name of the register that holds the terminal's fixed token (--token, the
+#: register-token file). Never given to a paired register, even while no fixed token is in
+#: use: the name's audit trail, webhook and kept answers are that register's.
+SHARED_REGISTER: Final = "register-1"
 
 
 @dataclass

@@ -47,6 +47,7 @@ from ..store.registers import FILE as REGISTERS_FILE
 from ..store.registers import RegisterStore
 from .kiosk import CODE_FILE, KioskCodes, kiosk_url, read_kiosk_code
 from .server import LOOPBACK_HOSTS, ApiSettings, PinGuard, allowed_host_names, create_api
+from .settings import SHARED_REGISTER
 from .webhook_routes import start_webhooks, stop_webhooks
 
 if TYPE_CHECKING:
@@ -366,7 +367,7 @@ def start_demo_stack(
     if switch is not None:
         runtime.checkout.extra_status = switch.status
     settings = ApiSettings(
-        tokens={token: "register-1"} if token else {},
+        tokens={token: SHARED_REGISTER} if token else {},
         pin_guard=PinGuard(
             _demo_merchant_pin(directory / "terminal", runtime, pin, pin_clock, scrypt_n)
         ),
@@ -585,7 +586,7 @@ def start_provisioned_stack(
     )
     runtime.checkout.tips = config.tip_settings  # the file's checkout.tips (off without it)
     settings = ApiSettings(
-        tokens={token: "register-1"} if token else {},
+        tokens={token: SHARED_REGISTER} if token else {},
         pin_guard=PinGuard(merchant_pin),
         registers=RegisterStore(config.data_dir / REGISTERS_FILE),
         kiosk=kiosk,

@@ -14,7 +14,13 @@ from ..domain.currency import format_amount
 from ..domain.messages import Result
 from ..domain.records import Kind, Stage, State, TxnRecord
 from .core import CheckoutCore, _now_text
-from .errors import AcquirerRequiredError, DeclinedAfterTheFactError, RequestError, StateError
+from .errors import (
+    AcquirerRequiredError,
+    CheckoutError,
+    DeclinedAfterTheFactError,
+    RequestError,
+    StateError,
+)
 
 __all__ = ["RefundsAndVoids"]
 
@@ -159,36 +165,22 @@ class RefundsAndVoids(CheckoutCore):
         refund the merchant retries is never paid twice. One that did go through is recorded
         and the new request is refused, for the merchant to decide again."""
         went_through: list[TxnRecord] = []
-        for earlier in self.journal.find_original(sale.id):
-            if earlier.kind is not Kind.REFUND or not earlier.outcome_unknown:
-                continue
-            try:
-                answer = acquirer.refund(
-                    RefundRequest(
-                        amount=earlier.amount, currency=earlier.currency, original_ref=host_ref
-                    ),
-                    idempotency_key=earlier.idempotency_key,
-                )
-            except HostRejectedError as exc:
-                self._fail(earlier, exc)  # the host's refusal settles it: declined
-                continue
-            except AcquirerError as exc:
-                raise AcquirerRequiredError(
-                    f"an earlier refund ({earlier.id}) of this sale has no answer from the bank "
-                    "yet; try again when the bank can be reached",
-                    reason="pending_refund",
-                ) from exc
-            self._link(True)
-            went_through.append(
-                self._transition(
-                    earlier,
-                    State.APPROVED,
-                    Result.REFUND_APPROVED,
-                    "",
-                    host_ref=answer.transaction_ref,
-                    outcome_unknown=False,
-                )
-            )
+        # One settler at a time (the background loop settles refunds too): listed under the
+        # lock, so what the other has just settled is not sent again.
+        with self._settling:
+            for earlier in self.journal.find_original(sale.id):
+                if earlier.kind is not Kind.REFUND or not earlier.outcome_unknown:
+                    continue
+                try:
+                    settled = self._resend_refund(earlier, host_ref, acquirer)
+                except AcquirerError as exc:
+                    raise AcquirerRequiredError(
+                        f"an earlier refund ({earlier.id}) of this sale has no answer from the "
+                        "bank yet; try again when the bank can be reached",
+                        reason="pending_refund",
+                    ) from exc
+                if settled.state is State.APPROVED:
+                    went_through.append(settled)
         if went_through:
             done = ", ".join(
                 f"{r.id} ({format_amount(r.amount, r.currency)})" for r in went_through
@@ -198,6 +190,49 @@ class RefundsAndVoids(CheckoutCore):
                 f"approved: {done}; nothing more was refunded",
                 reason="earlier_refund_done",
             )
+
+    def _resend_refund(
+        self, earlier: TxnRecord, host_ref: str, acquirer: AcquirerLink
+    ) -> TxnRecord:
+        """A refund whose answer was lost, sent again under its own key: recorded approved
+        (the host refunded it, then or now) or declined (the host refused it). AcquirerError
+        when the host still cannot be asked (it stays unknown)."""
+        try:
+            answer = acquirer.refund(
+                RefundRequest(
+                    amount=earlier.amount, currency=earlier.currency, original_ref=host_ref
+                ),
+                idempotency_key=earlier.idempotency_key,
+            )
+        except HostRejectedError as exc:
+            return self._fail(earlier, exc)  # the host's refusal settles it: declined
+        self._link(True)
+        return self._transition(
+            earlier,
+            State.APPROVED,
+            Result.REFUND_APPROVED,
+            "",
+            host_ref=answer.transaction_ref,
+            outcome_unknown=False,
+        )
+
+    def _settle_all_unknown_refunds(self) -> list[TxnRecord]:
+        """Every refund whose answer was lost, settled as :meth:`_resend_refund` does (the
+        background loop: a register's replay of the refund then learns how it ended).
+        Returns those still unknown."""
+        if self._acquirer is None:
+            return self.journal.unsettled(Kind.REFUND)
+        acquirer = self._acquirer
+        still_unknown: list[TxnRecord] = []
+        with self._settling:
+            for earlier in self.journal.unsettled(Kind.REFUND):
+                sale = self.get(earlier.original_id)
+                try:
+                    self._resend_refund(earlier, self._resolve_host_ref(sale), acquirer)
+                except (AcquirerError, CheckoutError) as exc:
+                    log.info("refund %s still unanswered: %s", earlier.id, type(exc).__name__)
+                    still_unknown.append(earlier)
+        return still_unknown
 
     def _check_voidable(self, sale: TxnRecord) -> None:
         _refuse_declined_after_the_fact(sale, "voided")

@@ -108,7 +108,7 @@ class Sales(CodePayments):
         fields: dict[str, Any] = {}
         stage = Stage.WAITING_FOR_TIP if self.tips.enabled else Stage.WAITING_FOR_CARD
         if tip_amount is not None:
-            self._check_tip(amount, tip_amount)
+            self._check_tip(amount, tip_amount, code)
             fields = {"tip_amount": tip_amount}
             amount += tip_amount
             stage = Stage.WAITING_FOR_CARD
@@ -211,7 +211,7 @@ class Sales(CodePayments):
                 self._stop_wait.set()
         return self.get(current)
 
-    def _check_tip(self, base: int, tip: int) -> None:
+    def _check_tip(self, base: int, tip: int, currency: int) -> None:
         if isinstance(tip, bool) or not isinstance(tip, int) or tip < 0:
             raise RequestError(
                 "tip_amount must be a whole number of minor units, 0 or more",
@@ -221,7 +221,8 @@ class Sales(CodePayments):
             # The presets' own ceiling: a typed tip above the sale itself is a slip of the
             # finger (an extra zero), not a tip; the customer is asked again.
             raise RequestError(
-                f"a tip of {tip} is more than the sale's amount {base}",
+                f"a tip of {format_amount(tip, currency)} is more than the sale's amount "
+                f"({format_amount(base, currency)})",
                 reason="tip_too_large",
             )
         if base + tip > MAX_EMV_AMOUNT:
@@ -246,7 +247,7 @@ class Sales(CodePayments):
                     f"transaction {txn_id} is not waiting for a tip ({record.stage or 'none'})",
                     reason="not_waiting_for_tip",
                 )
-            self._check_tip(record.amount, tip_amount)
+            self._check_tip(record.amount, tip_amount, record.currency)
             record = self._transition(
                 record,
                 State.IN_PROGRESS,

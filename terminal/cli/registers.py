@@ -164,7 +164,8 @@ def _checked(terminal: _Terminal) -> _Terminal:
         # pairing would then fail at the counter with "registers unavailable".
         raise ServiceCommandError(
             f"{data_dir} belongs to {_user_name(owner)}, not to {_user_name(os.geteuid())}: "
-            f"run this as the terminal's user (sudo -u {_user_name(owner)} pipos registers ...)"
+            f"run this as the terminal's user (sudo -u {_user_name(owner)} pipos registers ...)",
+            bad_input=False,
         )
     return terminal
 
@@ -306,17 +307,18 @@ def _revoke_command(args: argparse.Namespace) -> int:
         raise ServiceCommandError(
             f"no paired register named {args.name!r} (pipos registers list shows them)"
         )
+    # Audited as soon as it holds: what follows only tidies up after it.
+    AuditLog(terminal.audit_path).record("register_revoked", actor=actor, register=revoked.name)
+    print(f"Register {revoked.name!r} revoked: its token is refused from its next request on.")
+    # Its webhook, and its kept answers: a register paired again under the name is another.
     webhooks = WebhookStore(terminal.data_dir / WEBHOOKS_FILE)
     try:
         drop_webhook(webhooks, revoked.name)
     finally:
         webhooks.close()
-    # Its kept answers too: a register paired again under the name is another register.
     answers = IdempotencyStore(terminal.data_dir / IDEMPOTENCY_FILE)
     try:
         answers.forget(revoked.name)
     finally:
         answers.close()
-    AuditLog(terminal.audit_path).record("register_revoked", actor=actor, register=revoked.name)
-    print(f"Register {revoked.name!r} revoked: its token is refused from its next request on.")
     return 0

@@ -181,6 +181,13 @@ def _run_command(args: argparse.Namespace) -> int:
             *_provisioned_kiosk_lines(stack, f"pipos kiosk --config {args.config}"),
             f"  API (OpenAPI):  {stack.api.url}/docs",
         ]
+        if not stack.token and token_path.exists():
+            # A register that used the file before the terminal moved off loopback: said
+            # here, so its 401 has an explanation on the terminal's console.
+            banner.append(
+                f"  register token: {token_path} is not accepted on --bind {args.bind}: pair "
+                f"the register, or pass --token-file {token_path} to keep using it"
+            )
         if stack.token:
             # Printed once, when made, and only where the console is the one machine
             # that can reach the API; beyond loopback the technician reads the file.

@@ -269,7 +269,10 @@ class IdempotencyStore:
         """Delete every answer kept for caller `scope` (a register revoked: a register
         paired again under its name starts with no keys of its own, never the revoked
         one's answers); how many were deleted. A request of the revoked register still
-        running finds its claim gone, and its answer is not kept: the register is gone."""
+        running finds its claim gone, and its answer is not kept: the register is gone.
+        A terminal that never kept an answer has no file, and none is made for this."""
+        if self._file is None and not self.path.exists():
+            return 0
         with self._lock:
             db = self._open()
             with db.write() as conn:

@@ -146,6 +146,13 @@ class LinkMessages:
                 )
                 conn.execute("CREATE INDEX IF NOT EXISTS messages_rrn ON messages (rrn)")
                 conn.execute("CREATE INDEX IF NOT EXISTS messages_batch ON messages (batch, seq)")
+                # No row is ever deleted: the next seq (MAX) and a hold's changes are found
+                # through an index, or each message would walk every one kept before it.
+                # (Created on open: a file from before them gets them the same way.)
+                conn.execute("CREATE INDEX IF NOT EXISTS messages_seq ON messages (seq)")
+                conn.execute(
+                    "CREATE INDEX IF NOT EXISTS messages_original ON messages (original_key)"
+                )
                 conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         except BaseException:
             self._file.close()

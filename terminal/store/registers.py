@@ -1,8 +1,9 @@
 """The cash registers paired with this terminal, and the one-time codes they pair with.
 
 A register on another machine (a terminal bound beyond loopback) never gets the page's or a
-printed token: it pairs once with a short code shown to the merchant (on the terminal's
-screen, or printed by ``pipos registers pair``) and is answered with a token of its own
+printed token: it pairs once with a short code given to the merchant (printed by
+``pipos registers pair``, or asked for by a register already paired) and is answered with a
+token of its own
 (32 random bytes, URL-safe base64), which names it in the audit log and which the
 technician can revoke on its own. docs/api.md, "Pairing".
 
@@ -126,7 +127,7 @@ def normalise_code(text: str) -> str | None:
 
 
 def show_code(code: str) -> str:
-    """A code as the screen shows it: two groups of three ("123 456")."""
+    """A code as it is printed for the merchant: two groups of three ("123 456")."""
     return f"{code[:3]} {code[3:]}"
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from terminal.api.stack import DemoStack
 from tests.conftest_host import HostHandle
-from tests.terminal.api.test_api import FakeClock, _demo_stack
+from tests.terminal.api.test_api import FakeClock, _demo_stack, _pay
 from tests.terminal.api.test_api import api as api
 from tests.terminal.api.test_api import pin_clock as pin_clock
 from tests.terminal.api.test_api import stack as stack
@@ -167,3 +167,41 @@ def test_a_replayed_capture_answers_the_capture_as_it_stands_now(
         assert [(r["amount"], r["status"]) for r in _ledger(acquirer_host, s, "capture")] == [
             (4000, "approved")
         ]
+
+
+@pytest.mark.parametrize(("path", "action", "body"), [
+    ("/v1/refunds", "refund", {"pin": "2468", "amount": 300}),
+    ("/v1/voids", "void", {"pin": "2468"}),
+])  # fmt: skip
+def test_a_replayed_refund_or_void_answers_it_as_it_stands_now(
+    tmp_path: Path,
+    acquirer_host: HostHandle,
+    pin_clock: FakeClock,
+    path: str,
+    action: str,
+    body: dict[str, Any],
+) -> None:
+    # Its answer from the bank was lost; the background loop settles it under its own key;
+    # the register's retry with its Idempotency-Key then learns it went through.
+    with (
+        _demo_stack(tmp_path, acquirer_host, pin_clock) as s,
+        httpx.Client(
+            base_url=s.api.url, headers={"Authorization": f"Bearer {s.token}"}, timeout=30
+        ) as client,
+    ):
+        sale = _pay(s, client, 1000)
+        route = f"/api/v1/transactions/{sale['id']}/{action}"
+        key = {"Idempotency-Key": f"{action}-lost"}
+        acquirer_host.set_fault(path, "drop_after_commit", times=3)
+        first = client.post(route, json=body, headers=key)
+        assert first.status_code == 200, first.text
+        assert first.json()["state"] == "failed", first.json()
+        assert s.checkout.owes_the_host()
+        s.checkout.retry_reversals()  # what the background loop does
+        assert not s.checkout.owes_the_host()
+        again = client.post(route, json=body, headers=key)
+        assert again.headers.get(REPLAYED) == "true"
+        assert (again.json()["id"], again.json()["state"]) == (first.json()["id"], "approved")
+        kind = "refund" if action == "refund" else "sale"
+        rows = [r["status"] for r in _ledger(acquirer_host, s, kind)]
+        assert rows == (["approved"] if action == "refund" else ["voided"])

@@ -183,6 +183,11 @@ def test_wrong_expired_and_missing_codes_are_403(
     reserved = _pair(anonymous, issued.code, "Checkout-Page")
     assert reserved.status_code == 409
     assert reserved.json()["error"]["reason"] == "reserved"
+    # The fixed token's register, though this terminal has no fixed token: its name's
+    # webhook, audit trail and kept answers stay its own.
+    shared = _pair(anonymous, issued.code, "Register-1")
+    assert shared.status_code == 409
+    assert shared.json()["error"]["reason"] == "reserved"
     assert _pair(anonymous, issued.code, "till-2").status_code == 201
     taken = _pair(anonymous, technician.issue_code().code, "till-2")
     assert taken.status_code == 409
@@ -270,7 +275,10 @@ def test_a_revoked_register_loses_its_open_event_stream(
                 break  # the stream is open and waiting
         revoked_at = time.monotonic()
         technician.revoke("till-2")
-        after = list(received)  # ends: the server closes the stream
+        after: list[str] = []
+        for line in received:  # ends: the server closes the stream
+            after.append(line)
+            assert time.monotonic() - revoked_at < 10, "the stream outlived the revocation"
         ended_in = time.monotonic() - revoked_at
     assert lines[0].startswith("retry:")
     assert "event: status" in lines
