@@ -1,8 +1,11 @@
 """Run every benchmark module and print one table of medians, with the machine it ran on.
 
-Usage: python -m bench [--markdown] [NAME ...]   (NAME filters modules, e.g. `tlv`)
+Usage: python -m bench [--markdown] [--protocol pipos|iso8583] [NAME ...]
+(NAME filters modules, e.g. `tlv`)
 
-``--markdown`` prints the same table as Markdown, ready for the README.
+``--markdown`` prints the same table as Markdown, ready for the README. ``--protocol`` is the
+fleet run's link for the money messages (bench_fleet: `python -m bench fleet --protocol
+iso8583`; the pipos protocol by default).
 """
 
 from __future__ import annotations
@@ -83,6 +86,14 @@ def markdown_table(rows: list[tuple[str, Row]], where: str) -> str:
 def main(argv: list[str]) -> int:
     markdown = "--markdown" in argv
     filters = [a for a in argv if a != "--markdown"]
+    if "--protocol" in filters:
+        at = filters.index("--protocol")
+        if at + 1 >= len(filters):
+            print("bench: --protocol needs pipos or iso8583", file=sys.stderr)
+            return 2
+        # Read by bench_fleet.run(), as its other settings are (PIPOS_BENCH_FLEET_*).
+        os.environ["PIPOS_BENCH_FLEET_PROTOCOL"] = filters[at + 1]
+        del filters[at : at + 2]
     rows: list[tuple[str, Row]] = []
     failed = 0
     for name in _modules(filters):

@@ -4,7 +4,9 @@ outage, injected faults and random SIGKILLs; reconciled at the end (bench/fleet.
 Reports the counts (lost + duplicated + unexplained must be 0, or the bench fails), how long
 the outage's backlog took to drain while the fleet kept selling, and how the terminals' first
 uploads after the outage were spread by the forwarder's jittered backoff.
-PIPOS_BENCH_FLEET_TERMINALS / PIPOS_BENCH_FLEET_SECONDS change the size (default 8 / 60).
+PIPOS_BENCH_FLEET_TERMINALS / PIPOS_BENCH_FLEET_SECONDS change the size (default 8 / 60);
+PIPOS_BENCH_FLEET_PROTOCOL the money messages' link: pipos (default) or iso8583 (`python -m
+bench fleet --protocol iso8583` sets it).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def run() -> list[Row]:
         fault_every=0.5,
         background_interval=1.0,
         seed=20240613,
+        protocol=os.environ.get("PIPOS_BENCH_FLEET_PROTOCOL", "pipos"),
     )
     with tempfile.TemporaryDirectory(prefix="pipos-bench-fleet-") as tmp:
         report = run_fleet(Path(tmp), cfg)

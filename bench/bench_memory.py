@@ -31,7 +31,7 @@ def run() -> list[Row]:
         host = HostProcess(base / "acquirer.sqlite3", _free_port())
         host.start()
         try:
-            _provision(base / "terminal", host.url, 0)
+            _provision(base / "terminal", host, 0)
             terminal = TerminalProcess(0, base / "terminal", host.url, FleetConfig())
             terminal.start()
             try:

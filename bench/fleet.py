@@ -16,6 +16,15 @@ Shared by the short run in the test suite (tests/test_fleet.py) and the long one
   client's read timeout, 500s, responses dropped after commit, corrupted responses) and
   SIGKILLs terminals at random instants, restarting each a moment later.
 
+``FleetConfig.protocol`` "iso8583" runs the same fleet with the money messages on the ISO 8583
+link (docs/iso8583.md): the host process serves ISO 8583 beside the JSON host
+(``--iso8583-port``, one process: a SIGKILL takes both down), each terminal is registered for
+it at provisioning and its TMK loaded under the key-injection facility's TEST key, the faults
+are armed on the ISO pseudo-paths (``/v1/iso8583/<MTI>``) with the same modes, and the host's
+ledger rows, keyed by the host's own dedup key (``iso8583:<class>:<STAN>:<field 7>``) and
+named by RRN, are mapped back to the terminal's idempotency keys (the link's message memory)
+and refs (the host's RRN table) before the same reconciliation.
+
 At the end every terminal is opened once more (recovery, reversals, queue drain with no faults
 left) and its journal and queue are reconciled with the host's ledger. See
 :meth:`FleetReport.problems` for the rules.
@@ -24,10 +33,12 @@ left) and its journal and queue are reconciled with the host's ledger. See
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -35,16 +46,26 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from terminal.acquirer.iso8583.settings import Iso8583Settings
+    from terminal.store.keys import Keystore
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_FILE = "device-secret"
 SCRYPT_N = 2**10  # low key-derivation cost: terminals restart often in the run
 CARDS = ("visa", "mastercard", "visa_debit", "mastercard_phone")
 FAULT_PATHS = ("/v1/authorisations", "/v1/batches/offline", "/v1/reversals")
+#: The same messages on the ISO 8583 host's pseudo-paths: sales (0200), offline advices
+#: (0220) and reversals (0400). (Their repeats, 0221 and 0401, are not faulted: each is
+#: sent only after one of these failed, too rarely for a fault armed on it to be hit.)
+ISO8583_FAULT_PATHS = tuple(f"/v1/iso8583/{mti}" for mti in ("0200", "0220", "0400"))
+PROTOCOLS = ("pipos", "iso8583")
 FAULT_MODES = ("refuse", "delay", "http_500", "drop_after_commit", "corrupt")
 #: Short timeouts and backoff: a chaos run has no time to wait like a real terminal would.
 CLIENT_OPTIONS: dict[str, Any] = {
@@ -54,6 +75,17 @@ CLIENT_OPTIONS: dict[str, Any] = {
     "backoff": (0.05, 0.3),
     "max_reversal_attempts": 2,
 }
+#: The ISO 8583 link's equivalents (Iso8583Link options).
+ISO8583_OPTIONS: dict[str, Any] = {
+    "connect_timeout": 0.5,
+    "answer_timeout": 1.0,
+    "retries": 2,
+    "backoff": (0.05, 0.3),
+    "max_reversal_attempts": 2,
+}
+#: In a terminal's directory: its ISO 8583 identity, written at provisioning (the fleet's
+#: stand-in for the configuration file's [iso8583] table).
+ISO8583_FILE = "fleet-iso8583.json"
 APPROVED_STATES = frozenset({"approved", "approved_offline"})
 
 
@@ -68,6 +100,11 @@ class FleetConfig:
     background_interval: float = 0.5  # terminal's forwarder / reversal loop
     sale_pause: float = 0.1  # at most this long between two sales on one terminal
     seed: int = 20240611
+    protocol: str = "pipos"  # the money messages' link: "pipos" or "iso8583"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}")
 
 
 @dataclass
@@ -141,7 +178,8 @@ class FleetReport:
         offsets = ", ".join(f"{o:.2f}" for o in sorted(self.reconnect_offsets)) or "n/a"
         return "\n".join(
             [
-                f"fleet: {self.terminals} terminals, {self.wall_seconds:.1f} s wall",
+                f"fleet: {self.terminals} terminals over {self.config.protocol}, "
+                f"{self.wall_seconds:.1f} s wall",
                 f"payments: {self.sales} sales, {self.shown_approved} shown approved "
                 f"({self.approved_online} online, {self.approved_offline} offline), "
                 f"{self.settled} settled in the host ledger",
@@ -174,19 +212,22 @@ def _free_port() -> int:
 
 
 class HostProcess:
-    """The simulated acquirer in its own process, on a fixed loopback port."""
+    """The simulated acquirer in its own process, on a fixed loopback port; with
+    `iso8583_port`, the ISO 8583 host too, in the same process (both die together)."""
 
-    def __init__(self, db: Path, port: int) -> None:
+    def __init__(self, db: Path, port: int, iso8583_port: int | None = None) -> None:
         self.db = db
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.iso8583_port = iso8583_port
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> None:
+        iso = () if self.iso8583_port is None else ("--iso8583-port", str(self.iso8583_port))
         self.proc = subprocess.Popen(
             [
                 *(sys.executable, "-m", "simulator.host", "--port", str(self.port)),
-                *("--db", str(self.db), "--log-level", "critical"),
+                *("--db", str(self.db), "--log-level", "critical", *iso),
             ],
             cwd=ROOT,
             env=_env(),
@@ -195,6 +236,7 @@ class HostProcess:
         )
         deadline = time.monotonic() + timeout
         while True:
+            # The ISO 8583 listener is up before the JSON host's (simulator.host.server).
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url + "/health", timeout=0.5).status_code == 200:
                     return
@@ -284,6 +326,7 @@ def child(directory: Path, host_url: str, seed: str, interval: float, pause: flo
         scrypt_n=SCRYPT_N,
         card_timeout=10.0,
         client_options=CLIENT_OPTIONS,
+        iso8583=iso8583_settings(directory),
     )
     rt.start_background(interval=interval, random=rng.random)
     field = rt.field
@@ -317,32 +360,73 @@ def child(directory: Path, host_url: str, seed: str, interval: float, pause: flo
 # --- the run ---------------------------------------------------------------------------------
 
 
-def _provision(directory: Path, host_url: str, index: int) -> None:
+def iso8583_settings(directory: Path) -> Iso8583Settings | None:
+    """The terminal's ISO 8583 link as it was provisioned (None: the pipos protocol)."""
+    from terminal.acquirer.iso8583.settings import Iso8583Settings
+
+    path = directory / ISO8583_FILE
+    if not path.exists():
+        return None
+    identity = json.loads(path.read_text(encoding="utf-8"))
+    return Iso8583Settings(
+        host="127.0.0.1",
+        port=int(identity["port"]),
+        terminal_id=str(identity["tid"]),
+        merchant_id=str(identity["mid"]),
+        options=dict(ISO8583_OPTIONS),
+    )
+
+
+def _provision(directory: Path, host: HostProcess, index: int) -> None:
+    """Enrol the terminal at the host (pipos protocol); on ISO 8583, register it there too
+    and load its TMK (a TR-31 block under the key-injection facility's TEST key), as a
+    technician provisions an ISO 8583 terminal."""
     from terminal.app.runtime import start_terminal
 
     directory.mkdir(parents=True)
     secret = f"fleet-device-secret-{index:04d}-0123456789".encode()
     (directory / SECRET_FILE).write_bytes(secret)
     (directory / SECRET_FILE).chmod(0o600)
-    code = httpx.post(host_url + "/admin/activation-codes", json={"merchant_id": "FLEET"})
+    code = httpx.post(host.url + "/admin/activation-codes", json={"merchant_id": "FLEET"})
     code.raise_for_status()
     rt = start_terminal(
         directory,
         secret=secret,
-        host_url=host_url,
+        host_url=host.url,
         activation_code=str(code.json()["code"]),
         scrypt_n=SCRYPT_N,
         client_options=CLIENT_OPTIONS,
     )
-    rt.close()
+    try:
+        if host.iso8583_port is not None:
+            _register_iso8583(directory, host, rt.keystore)
+    finally:
+        rt.close()
+
+
+def _register_iso8583(directory: Path, host: HostProcess, keystore: Keystore) -> None:
+    from simulator.host.iso8583.keys import kif_kbpk
+    from terminal.acquirer.iso8583.link import load_terminal_master_key
+
+    assert keystore.terminal_id is not None
+    assert host.iso8583_port is not None
+    answer = httpx.post(
+        host.url + "/admin/iso8583/terminals", json={"terminal_id": keystore.terminal_id}
+    )
+    answer.raise_for_status()
+    registered = answer.json()
+    load_terminal_master_key(keystore, kif_kbpk(), str(registered["tmk_key_block"]))
+    identity = {"port": host.iso8583_port, "tid": registered["tid"], "mid": registered["mid"]}
+    (directory / ISO8583_FILE).write_text(json.dumps(identity), encoding="utf-8")
 
 
 class _Faults:
     """Arms faults on the host and counts how many were hit."""
 
-    def __init__(self, host: HostProcess, rng: random.Random) -> None:
+    def __init__(self, host: HostProcess, rng: random.Random, paths: tuple[str, ...]) -> None:
         self.host = host
         self.rng = rng
+        self.paths = paths
         self.armed_count = 0
         self.hit = 0
         self._armed: dict[str, int] = {}  # path -> times armed with, not yet accounted
@@ -362,7 +446,7 @@ class _Faults:
             self.hit += int(live["hits"]) if isinstance(live, dict) else times
 
     def arm(self) -> None:
-        path = self.rng.choice(FAULT_PATHS)
+        path = self.rng.choice(self.paths)
         mode = self.rng.choice(FAULT_MODES)
         times = self.rng.randint(1, 3)
         delay = self.rng.choice((200, 1500)) if mode == "delay" else 0  # 1.5 s > read timeout
@@ -387,16 +471,20 @@ def run_fleet(workdir: Path, cfg: FleetConfig | None = None) -> FleetReport:
     rng = random.Random(cfg.seed)
     report = FleetReport(cfg, terminals=cfg.terminals)
     started = time.monotonic()
-    host = HostProcess(workdir / "acquirer.sqlite3", _free_port())
+    iso8583 = cfg.protocol == "iso8583"
+    host = HostProcess(
+        workdir / "acquirer.sqlite3", _free_port(), _free_port() if iso8583 else None
+    )
     host.start()
     terminals: list[TerminalProcess] = []
     try:
         for i in range(cfg.terminals):
             directory = workdir / f"terminal-{i:02d}"
-            _provision(directory, host.url, i)
+            _provision(directory, host, i)
             terminals.append(TerminalProcess(i, directory, host.url, cfg))
         for t in terminals:
             t.start()
+        _wait_until_selling(terminals)
         host_back_at = _chaos(cfg, rng, host, terminals, report)
     finally:
         for t in terminals:
@@ -412,6 +500,20 @@ def run_fleet(workdir: Path, cfg: FleetConfig | None = None) -> FleetReport:
     return report
 
 
+def _wait_until_selling(terminals: list[TerminalProcess], timeout: float = 60.0) -> None:
+    """Until every terminal has started (printed its queue size, then it sells): the chaos's
+    clock starts then, so a loaded machine's slow start does not eat the time before the
+    outage (a fleet that never sold online before it would prove little)."""
+    deadline = time.monotonic() + timeout
+    while not all(t.log.queue for t in terminals):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the fleet's terminals did not start within {timeout:g} s")
+        dead = [t.index for t in terminals if t.proc is not None and t.proc.poll() is not None]
+        if dead:
+            raise RuntimeError(f"fleet terminals {dead} exited before they sold")
+        time.sleep(0.02)
+
+
 def _chaos(
     cfg: FleetConfig,
     rng: random.Random,
@@ -421,7 +523,7 @@ def _chaos(
 ) -> float | None:
     """Sell for `cfg.duration` seconds with kills, faults and one outage; returns the
     monotonic time the host was back (None: no outage)."""
-    faults = _Faults(host, rng)
+    faults = _Faults(host, rng, ISO8583_FAULT_PATHS if cfg.protocol == "iso8583" else FAULT_PATHS)
     t0 = time.monotonic()
     next_kill = t0 + rng.expovariate(1 / cfg.kill_every)
     next_fault = t0 + rng.expovariate(1 / cfg.fault_every)
@@ -492,13 +594,17 @@ def _reconcile(terminals: list[TerminalProcess], host: HostProcess, report: Flee
 
     start = time.monotonic()
     journals: dict[str, tuple[TerminalProcess, list[Any]]] = {}
+    #: ISO 8583: per terminal, the host's dedup key of each message -> the checkout's key.
+    iso_keys: dict[str, dict[str, str]] = {}
     for t in terminals:
+        iso8583 = iso8583_settings(t.directory)
         rt = start_terminal(
             t.directory,
             secret=(t.directory / SECRET_FILE).read_bytes(),
             host_url=host.url,
             scrypt_n=SCRYPT_N,
             client_options=CLIENT_OPTIONS,
+            iso8583=iso8583,
         )
         try:
             # Recovery ran on open; now drain the queue and the reversals with no faults.
@@ -514,20 +620,83 @@ def _reconcile(terminals: list[TerminalProcess], host: HostProcess, report: Flee
             report.queue_left += sum(
                 1 for p in rt.queue.list_payments() if p.state not in (State.ACCEPTED,)
             )
-            assert rt.keystore.terminal_id is not None
-            journals[rt.keystore.terminal_id] = (t, rt.journal.recent(limit=1_000_000))
+            terminal_id = rt.keystore.terminal_id
+            assert terminal_id is not None
+            journals[terminal_id] = (t, rt.journal.recent(limit=1_000_000))
         finally:
             rt.close()
+        if iso8583 is not None:
+            iso_keys[terminal_id] = _iso8583_keys(t.directory, rt.keystore)
     report.final_settle_seconds = time.monotonic() - start
 
     ledger = httpx.get(host.url + "/admin/ledger", timeout=30).json()
+    rrns = _iso8583_rrns(host.db) if iso_keys else {}
     by_terminal: dict[str, list[dict[str, Any]]] = {}
     for row in ledger:
         by_terminal.setdefault(row["terminal_id"], []).append(row)
     for tid, (t, records) in journals.items():
-        _reconcile_terminal(tid, t.log, records, by_terminal.pop(tid, []), report)
+        rows = by_terminal.pop(tid, [])
+        if tid in iso_keys:
+            rows = terminal_view(rows, iso_keys[tid], rrns)
+        _reconcile_terminal(tid, t.log, records, rows, report)
     for tid, rows in by_terminal.items():
         report.unexplained += [f"{tid}:{r['ref']} (unknown terminal)" for r in rows]
+
+
+def host_key(mti: str, stan: int, transmitted: str) -> str:
+    """The ISO 8583 host's dedup key of a message (simulator/host/iso8583/handlers.py):
+    its class (MTI digits 1-3), STAN and field 7."""
+    return f"iso8583:{mti[:3]}:{stan:06d}:{transmitted}"
+
+
+def _iso8583_keys(directory: Path, keystore: Keystore) -> dict[str, str]:
+    """From the link's message memory: the host's dedup key of every money message the
+    terminal remembers -> the checkout's idempotency key it was sent under. (Every row of
+    the fleet's memory is in the open batch: the fleet never settles.)"""
+    from terminal.acquirer.iso8583.link import open_memory
+
+    memory = open_memory(directory, keystore)
+    try:
+        # Field 7 is the time the message was first sent, MMDDhhmmss in UTC.
+        return {
+            host_key(row.mti, row.stan, row.sent_at.astimezone(UTC).strftime("%m%d%H%M%S")): row.key
+            for row in memory.open_batch()
+        }
+    finally:
+        memory.close()
+
+
+def _iso8583_rrns(db: Path) -> dict[str, str]:
+    """The ISO 8583 host's RRN table (simulator/host/ledger.py, iso8583_rrns): ledger ref ->
+    RRN (field 37: the row's id, 12 digits). Read from the ledger file itself: the admin API
+    does not serve it."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return {
+            str(ref): f"{int(id_):012d}"
+            for id_, ref in conn.execute("SELECT id, ref FROM iso8583_rrns")
+        }
+
+
+def terminal_view(
+    rows: list[dict[str, Any]], keys: dict[str, str], rrns: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The ISO 8583 host's ledger rows of one terminal in the terminal's own terms, so the
+    pipos protocol's rules apply unchanged: each row's idempotency key (the host's
+    ``iso8583:<class>:<STAN>:<field 7>``) becomes the checkout's key it was sent under, and
+    its ref the RRN the host gave the terminal for it (the terminal's host_ref). A host key
+    the terminal never sent, or a ref without an RRN, stays as it is: nothing of the
+    terminal's matches it, so it counts as unexplained."""
+    view = []
+    for row in rows:
+        key = row["idempotency_key"]
+        view.append(
+            row
+            | {
+                "idempotency_key": keys.get(key, key) if key else key,
+                "ref": rrns.get(row["ref"], row["ref"]),
+            }
+        )
+    return view
 
 
 def _reconcile_terminal(
@@ -606,33 +775,37 @@ def _reconcile_terminal(
 
 
 def summary_rows(report: FleetReport) -> list[tuple[str, float, str]]:
-    """Bench rows (name, value, unit) for a fleet report."""
+    """Bench rows (name, value, unit) for a fleet report (named "fleet over ISO 8583" for a
+    run on the ISO 8583 link)."""
     n = report.terminals
+    name = "fleet" if report.config.protocol == "pipos" else "fleet over ISO 8583"
     wrong = len(report.lost) + len(report.duplicated) + len(report.unexplained)
     out: list[tuple[str, float, str]] = [
         (
-            f"fleet ({n} terminals): payments shown approved",
+            f"{name} ({n} terminals): payments shown approved",
             float(report.shown_approved),
             "payments",
         ),
-        ("fleet: lost + duplicated + unexplained", float(wrong), "payments"),
-        ("fleet: SIGKILLs of terminals", float(report.kills), "kills"),
-        ("fleet: injected faults hit", float(report.faults_hit), "faults"),
-        ("fleet: lost responses reversed", float(report.reversals), "reversals"),
+        (f"{name}: lost + duplicated + unexplained", float(wrong), "payments"),
+        (f"{name}: SIGKILLs of terminals", float(report.kills), "kills"),
+        (f"{name}: injected faults hit", float(report.faults_hit), "faults"),
+        (f"{name}: lost responses reversed", float(report.reversals), "reversals"),
     ]
     if report.drain_seconds is not None:
         out.append(
             (
-                f"fleet: drain {report.backlog} queued payments after outage",
+                f"{name}: drain {report.backlog} queued payments after outage",
                 report.drain_seconds,
                 "s",
             )
         )
     if report.reconnect_offsets:
         first = statistics.median(report.reconnect_offsets)
-        out.append(("fleet: first upload after outage, median terminal", first, "s"))
+        out.append((f"{name}: first upload after outage, median terminal", first, "s"))
     if report.reconnect_spread is not None:
-        out.append(("fleet: reconnect spread, first..last terminal", report.reconnect_spread, "s"))
+        out.append(
+            (f"{name}: reconnect spread, first..last terminal", report.reconnect_spread, "s")
+        )
     return out
 
 
@@ -640,10 +813,14 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["child"] and len(argv) == 6:
         child(Path(argv[1]), argv[2], argv[3], float(argv[4]), float(argv[5]))
         return 0
+    import argparse
     import tempfile
 
+    parser = argparse.ArgumentParser(prog="python -m bench.fleet")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="pipos")
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pipos-fleet-") as tmp:
-        report = run_fleet(Path(tmp))
+        report = run_fleet(Path(tmp), FleetConfig(protocol=args.protocol))
     print(report.summary())
     for problem in report.problems():
         print("PROBLEM:", problem)

@@ -117,6 +117,11 @@ CREATE INDEX IF NOT EXISTS transactions_idem ON transactions (terminal_id, idemp
 CREATE UNIQUE INDEX IF NOT EXISTS transactions_offline
     ON transactions (terminal_id, offline_id) WHERE offline_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS transactions_open ON transactions (terminal_id, batch_id);
+-- An offline payment's duplicate check (the same payment sent again, by this unit or the
+-- one that replaced it) looks it up by its offline id: without this, every upload scans
+-- every offline payment already booked, and a drain slows as the ledger grows.
+CREATE INDEX IF NOT EXISTS transactions_offline_id
+    ON transactions (offline_id) WHERE offline_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at INTEGER NOT NULL,

@@ -8,7 +8,9 @@ host ending in one of the link's own errors."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,7 +52,7 @@ from terminal.domain.records import Kind, State, TxnRecord
 from terminal.store.keys import Keystore
 from terminal.store.link_counters import FILE as COUNTERS_FILE
 from terminal.store.link_counters import STAN, LinkCounters
-from terminal.store.link_messages import LinkMessages
+from terminal.store.link_messages import LinkMessages, SentMessage
 from tests.conftest_host import TEST_SCRYPT_N, TEST_SECRET
 
 from .iso8583_fake_host import ARC, ARPC, PROFILE, Booking, FakeIsoHost
@@ -701,3 +703,66 @@ def test_any_bytes_from_the_host_end_in_the_links_own_errors(
         for terminal in rig.running:
             terminal.close()
         server.close()
+
+
+# --- the memory as it grows ---------------------------------------------------------------
+
+
+def _vm_steps(memory: LinkMessages, work: Callable[[], object]) -> int:
+    """SQLite virtual machine steps (in hundreds) the memory's connection takes for `work`:
+    a count that does not depend on the machine's speed or load."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    connection = memory._file.conn
+    connection.set_progress_handler(count, 100)
+    try:
+        work()
+    finally:
+        connection.set_progress_handler(None, 0)
+    return steps
+
+
+def _costs(path: Path) -> tuple[int, int]:
+    """The VM steps of remembering one more sale and of looking up a hold's changes."""
+    memory = LinkMessages(path, bytes(32))
+    message = SentMessage(
+        key="auth-next",
+        kind="purchase",
+        mti="0200",
+        stan=1,
+        sent_at=datetime(2026, 12, 2, 9, 30, tzinfo=UTC),
+        fields={"2": PAN, "4": "000000001234"},
+        amount=1234,
+        currency=978,
+    )
+    try:
+        return (
+            _vm_steps(memory, lambda: memory.record(message)),
+            _vm_steps(memory, lambda: memory.changes_of("hold-1")),
+        )
+    finally:
+        memory.close()
+
+
+def test_a_message_costs_the_memory_no_more_after_a_year_of_messages(tmp_path: Path) -> None:
+    # The memory never forgets a message (a reconciled batch's rows keep their clear
+    # columns), so remembering the next one and finding a hold's changes must not walk
+    # every row kept: a year of a busy terminal's messages would slow every sale.
+    new = _costs(tmp_path / "new.sqlite3")
+    path = tmp_path / "a-year-old.sqlite3"
+    LinkMessages(path, bytes(32)).close()
+    with contextlib.closing(sqlite3.connect(path)) as old, old:
+        old.executemany(
+            "INSERT INTO messages (key, kind, mti, stan, sent_at, amount, currency, brand, "
+            "original_key, state, seq, batch) VALUES (?, 'purchase', '0200', ?, "
+            "'2025-12-02T09:30:00+00:00', 100, 978, 'VISA', '', 'answered', ?, 'B1')",
+            [(f"old-{i}", i % 999999 + 1, i + 1) for i in range(20_000)],
+        )
+    record, changes = _costs(path)
+    assert record <= new[0] + 5
+    assert changes <= new[1] + 5
