@@ -770,12 +770,14 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
         run: Callable[[], JSONResponse],
         *,
         current: bool = False,
+        settle: Callable[[str], object] | None = None,
     ) -> JSONResponse:
         """`run` once per (caller, key): the first request's answer kept, a repeat answered
         with it (docs/api.md, "Idempotency"). `body`: what the fingerprint covers (never
         the PIN: the caller checks it on every attempt, so a replay needs the right PIN
         too and no wrong one is ever compared with a stored hash of it). `current`: a
-        repeat answers with the transaction as it stands now (a sale), not as it stood."""
+        repeat answers with the transaction as it stands now (a sale), not as it stood;
+        `settle(id)` first brings it up to date (a refund whose answer was lost)."""
         if key is None:
             return run()
         if not (1 <= len(key) <= IDEMPOTENCY_KEY_MAX and key.isascii() and key.isprintable()):
@@ -825,6 +827,8 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             answer = claim.answer
             content = answer.body
             if current and answer.transaction_id and 200 <= answer.status < 300:
+                if settle is not None:
+                    settle(answer.transaction_id)
                 content = view(answer.transaction_id)
             return JSONResponse(content, status_code=answer.status, headers=replayed)
         try:
@@ -1123,9 +1127,18 @@ def create_api(checkout: Checkout, settings: ApiSettings) -> FastAPI:
             return JSONResponse(checkout.view(record))
 
         params = body.model_dump(exclude={"pin"})
-        # A repeat answers with the refund as it stands now: one whose answer from the bank
-        # was lost is settled afterwards, and the register must not keep a stale "failed".
-        return idempotent(request, who, idempotency_key, params, run, current=True)
+        # A repeat answers with the refund as it stands now, one whose answer from the bank
+        # was lost sent again under its own key first: the register learns whether it went
+        # through, and nothing is refunded twice.
+        return idempotent(
+            request,
+            who,
+            idempotency_key,
+            params,
+            run,
+            current=True,
+            settle=checkout.settle_refund,
+        )
 
     @app.post(
         "/api/v1/transactions/{txn_id}/void",

@@ -422,17 +422,15 @@ class Reconciliation(RefundsAndVoids):
 
     def owes_the_host(self) -> bool:
         """Whether something the host may have done waits to be undone or settled: a
-        reversal or order cancel not yet acknowledged, a void or refund whose answer was
-        lost."""
-        return bool(
-            self.journal.pending_reversals()
-            or self.journal.unsettled(Kind.VOID)
-            or self.journal.unsettled(Kind.REFUND)
-        )
+        reversal or order cancel not yet acknowledged, a void whose answer was lost."""
+        return bool(self.journal.pending_reversals() or self.journal.unsettled(Kind.VOID))
 
     def retry_reversals(self) -> int:
-        """Send reversals the host has not acknowledged yet, and settle the voids and
-        refunds whose answer was lost; returns how many of them remain."""
+        """Send reversals the host has not acknowledged yet, and settle the voids whose
+        answer was lost; returns how many of either remain. A refund whose answer was lost
+        is not settled here: the merchant who asks for another refund of the sale is told
+        first that it went through (_settle_unknown_refunds), and a register that repeats
+        the request learns it (settle_refund)."""
         for key, _txn in self.journal.pending_reversals():
             if key.startswith(QR_CANCEL_PREFIX):
                 if self._qr_client is None:
@@ -459,8 +457,7 @@ class Reconciliation(RefundsAndVoids):
             self.journal.reversal_done(key)
             self._link(True)  # the bank acknowledged it: it answers again
         unknown_voids = self._settle_unknown_voids()
-        unknown_refunds = self._settle_all_unknown_refunds()
-        return len(self.journal.pending_reversals()) + len(unknown_voids) + len(unknown_refunds)
+        return len(self.journal.pending_reversals()) + len(unknown_voids)
 
     def recover(self) -> list[TxnRecord]:
         """After a restart: finish what a crash interrupted, truthfully."""

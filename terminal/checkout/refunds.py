@@ -216,23 +216,26 @@ class RefundsAndVoids(CheckoutCore):
             outcome_unknown=False,
         )
 
-    def _settle_all_unknown_refunds(self) -> list[TxnRecord]:
-        """Every refund whose answer was lost, settled as :meth:`_resend_refund` does (the
-        background loop: a register's replay of the refund then learns how it ended).
-        Returns those still unknown."""
-        if self._acquirer is None:
-            return self.journal.unsettled(Kind.REFUND)
+    def settle_refund(self, refund_id: str) -> TxnRecord:
+        """The refund `refund_id` as it stands, settled first when its answer was lost: sent
+        again under its own key (the host answers its first result, or refunds now, never
+        twice). What a register's repeat of the refund request (its Idempotency-Key) is
+        answered with. Left as it is when the host still cannot be asked."""
+        record = self.get(refund_id)
+        if record.kind is not Kind.REFUND or not record.outcome_unknown or self._acquirer is None:
+            return record
         acquirer = self._acquirer
-        still_unknown: list[TxnRecord] = []
         with self._settling:
-            for earlier in self.journal.unsettled(Kind.REFUND):
-                sale = self.get(earlier.original_id)
-                try:
-                    self._resend_refund(earlier, self._resolve_host_ref(sale), acquirer)
-                except (AcquirerError, CheckoutError) as exc:
-                    log.info("refund %s still unanswered: %s", earlier.id, type(exc).__name__)
-                    still_unknown.append(earlier)
-        return still_unknown
+            record = self.get(refund_id)  # another settler may have settled it meanwhile
+            if not record.outcome_unknown:
+                return record
+            try:
+                return self._resend_refund(
+                    record, self._resolve_host_ref(self.get(record.original_id)), acquirer
+                )
+            except (AcquirerError, CheckoutError) as exc:
+                log.info("refund %s still unanswered: %s", refund_id, type(exc).__name__)
+                return record
 
     def _check_voidable(self, sale: TxnRecord) -> None:
         _refuse_declined_after_the_fact(sale, "voided")
