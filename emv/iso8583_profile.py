@@ -60,7 +60,12 @@ class ProfileDocument:
     reversal_mti: Literal["0400", "0420"]
     #: The STAN's highest value, after which it wraps to 1 (field 11 is n6 in 1987).
     stan_max: int
+    #: pyiso8583's spec: field id -> its definition.
     fields: dict[str, dict[str, Any]]
+
+    def spec(self) -> dict[str, dict[str, Any]]:
+        """The field table as pyiso8583 takes it (a copy: a codec may write into it)."""
+        return {key: dict(value) for key, value in self.fields.items()}
 
 
 def _field_fault(key: str, definition: object) -> str | None:

@@ -15,12 +15,12 @@ in: a terminal must not find out at its first sale that the MAC field is missing
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Final
 
-from emv.iso8583_profile import MacAlgorithm, ProfileFormatError, check_profile
+from emv.iso8583_profile import MacAlgorithm, ProfileDocument, ProfileFormatError, check_profile
 
 from ...domain.errors import ConfigurationError
 
@@ -44,31 +44,8 @@ class Iso8583ProfileError(ConfigurationError):
     """The ISO 8583 profile file is unreadable or not a usable specification."""
 
 
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """One acquirer's ISO 8583 profile, checked."""
-
-    name: str
-    #: "1987" or "1993": which edition the field definitions follow.
-    version: Literal["1987", "1993"]
-    #: The bytes of the length header in front of every message (big-endian binary; 2 is the
-    #: usual TCP framing), and the longest message accepted from the host.
-    length_header_bytes: int
-    max_message_bytes: int
-    mac_algorithm: MacAlgorithm
-    #: ISO/IEC 9797-1 padding method (1: zeros; 2: 0x80 then zeros) for the DES MAC; AES-CMAC
-    #: pads itself (NIST SP 800-38B).
-    mac_padding: Literal[1, 2]
-    #: How a lost or late answer is undone: 0400 reversal request or 0420 reversal advice.
-    reversal_mti: Literal["0400", "0420"]
-    #: The STAN's highest value: it wraps back to 1 after it (ISO 8583:1987 field 11 is n6).
-    stan_max: int
-    #: pyiso8583's spec: field id -> its definition.
-    fields: dict[str, dict[str, Any]]
-
-    def spec(self) -> dict[str, dict[str, Any]]:
-        """The field table as pyiso8583 takes it (a copy: the codec may not change ours)."""
-        return {key: dict(value) for key, value in self.fields.items()}
+#: One acquirer's ISO 8583 profile, checked (its fields: emv.iso8583_profile).
+Profile = ProfileDocument
 
 
 def parse_profile(data: object, *, source: str) -> Profile:
@@ -78,17 +55,7 @@ def parse_profile(data: object, *, source: str) -> Profile:
         doc = check_profile(data, required_fields=_REQUIRED_FIELDS)
     except ProfileFormatError as exc:
         raise Iso8583ProfileError(f"ISO 8583 profile {source}: {exc}") from exc
-    return Profile(
-        name=doc.name or source,
-        version=doc.version,
-        length_header_bytes=doc.length_header_bytes,
-        max_message_bytes=doc.max_message_bytes,
-        mac_algorithm=doc.mac_algorithm,
-        mac_padding=doc.mac_padding,
-        reversal_mti=doc.reversal_mti,
-        stan_max=doc.stan_max,
-        fields=doc.fields,
-    )
+    return replace(doc, name=doc.name or source)
 
 
 def load_profile(path: str | Path) -> Profile:
