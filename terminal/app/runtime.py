@@ -23,7 +23,7 @@ from drivers.url import open_reader
 from offline_queue.forwarder import Backoff, Forwarder
 from offline_queue.store import OfflineQueue
 
-from ..acquirer.client import AcquirerClient, HostRejectedError
+from ..acquirer.client import AcquirerClient, AcquirerError, HostRejectedError
 from ..acquirer.iso8583.link import Iso8583Link
 from ..acquirer.iso8583.settings import Iso8583Settings, LinkStores, open_link
 from ..acquirer.link import AcquirerLink
@@ -51,7 +51,7 @@ class TerminalRuntime:
     keystore: Keystore
     sequence: SequenceCounter
     #: The pipos protocol's client: enrolment, parameters, code payments, and the money
-    #: messages too unless the terminal is on the ISO 8583 link (`link`).
+    #: messages too unless the terminal is on the ISO 8583 link (`iso8583`).
     client: AcquirerClient | None
     queue: OfflineQueue
     journal: Journal
@@ -96,7 +96,12 @@ class TerminalRuntime:
                             failures = 0
                     if self.iso8583 is not None:
                         # An idle ISO 8583 link is kept open with an echo test (0800, 301).
-                        self.iso8583.keep_alive()
+                        # Unanswered, it says only that the host is away: the pass goes on
+                        # (reversals, the probe), with no traceback every interval.
+                        try:
+                            self.iso8583.keep_alive()
+                        except AcquirerError as exc:
+                            log.info("ISO 8583 echo test unanswered: %s", type(exc).__name__)
                     if self.checkout.owes_the_host():
                         self.checkout.retry_reversals()
                     elif self.checkout.host_online is False and not (

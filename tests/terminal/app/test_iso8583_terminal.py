@@ -8,6 +8,7 @@ acquirer --protocol iso8583` as a process of its own. Integration tests."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -420,3 +421,27 @@ def test_the_link_over_mutual_tls_with_the_hosts_ca_pinned(
     finally:
         link.close()
         stores.close()
+
+
+def test_the_background_loop_keeps_the_link_alive_and_rides_out_an_outage(
+    demo: DemoStack, api: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    link = demo.runtime.iso8583
+    assert link is not None
+    assert demo.host is not None
+    assert _pay(demo, api, 500)["state"] == "approved"
+    link.echo_interval = 0.0  # every pass sends its echo test
+    demo.host.iso8583_down()
+    with caplog.at_level(logging.INFO):
+        demo.runtime.start_background(interval=0.05)
+        deadline = time.monotonic() + 10
+        while "echo test unanswered" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    # Said once a pass, in a line: not a failed pass with its traceback.
+    assert "ISO 8583 echo test unanswered" in caplog.text
+    assert "background forwarding pass failed" not in caplog.text
+    demo.host.iso8583_up()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not link.keep_alive():
+        time.sleep(0.05)
+    assert _pay(demo, api, 600)["state"] == "approved"
