@@ -282,13 +282,14 @@ class LinkMessages:
             conn.execute("UPDATE messages SET reversed = 1 WHERE key = ?", (row[0],))
 
     def close_batch(self, batch: str) -> int:
-        """Stamp every row of the open batch with `batch` and erase their sealed fields,
-        except a message whose reversal is still owed (the reversal needs them); returns
-        how many rows were stamped."""
+        """Stamp every finished row of the open batch (answered, or reversed) with `batch`
+        and erase their sealed fields, except a message whose reversal is still owed (the
+        reversal needs them); a message not answered yet stays in the open batch, whole,
+        for its repeat. Returns how many rows were stamped."""
         with self._lock, self._file.write() as conn:
             cursor = conn.execute(
                 "UPDATE messages SET batch = ?, sealed = NULL WHERE batch = '' "
-                "AND NOT (kind IN ('reversal', 'release') AND state != 'answered') "
+                "AND (state = 'answered' OR reversed = 1) "
                 "AND key NOT IN (SELECT original_key FROM messages "
                 "WHERE kind IN ('reversal', 'release') AND state != 'answered')",
                 (batch,),

@@ -122,6 +122,10 @@ log = logging.getLogger(__name__)
 SECRET_TMK: Final = "iso8583/tmk"  # noqa: S105 - a secret's name, not a secret
 SECRET_MAC_KEY: Final = "iso8583/mac-key"  # noqa: S105 - a secret's name
 SECRET_PIN_KEY: Final = "iso8583/pin-key"  # noqa: S105 - a secret's name
+#: Field 39 94, duplicate transmission: never final (the first may be booked).
+DUPLICATE_TRANSMISSION: Final = "94"
+#: Field 39 10, approved for a partial amount: reversed, and the sale declined.
+PARTIAL_APPROVAL: Final = "10"
 #: The keystore data key that seals the fields of the remembered messages.
 MEMORY_KEY_PURPOSE: Final = "iso8583/message-memory"
 
@@ -323,7 +327,9 @@ class Iso8583Link:
 
     def _refusal_or_session_key(self, answer: Message) -> bytes | None:
         """The key an 0810 is checked under: the session key, except for the refusal of a
-        terminal the host does not know (58), which it cannot MAC (it has no key for it)."""
+        terminal the host does not know (58), which it cannot MAC (it has no key for it).
+        Believed unMAC'd because what it does is what a lost answer would do (the sale
+        goes offline), with the technician told why."""
         if answer.get("39") == "58" and not ({"64", "128"} & answer.fields.keys()):
             return None
         return self._mac_key
@@ -505,7 +511,15 @@ class Iso8583Link:
                         row = self._remember(
                             key, kind, build, amount, currency, brand, original_key
                         )
-                    return row, self._transmit(row, first=first)
+                    answer = self._transmit(row, first=first)
+                if answer.get("39") == DUPLICATE_TRANSMISSION:
+                    # The host holds a message under this STAN and field 7 already, which
+                    # may well be booked: nothing final of this one. Repeated, then taken
+                    # as an answer lost (an authorisation is reversed).
+                    raise OutcomeUnknownError(
+                        f"the host answered 94 (duplicate transmission) to {key}", key
+                    )
+                return row, answer
             except HostUnreachable as exc:
                 unreachable = exc
             except OutcomeUnknownError as exc:
@@ -607,6 +621,20 @@ class Iso8583Link:
             )
 
         with self._lock:
+            earlier = self._memory.get(key)
+            if (
+                earlier is not None
+                and not earlier.answered
+                and (earlier.reversed or self._memory.get(_REVERSAL_PREFIX + key) is not None)
+            ):
+                # Its answer was lost and it was reversed (or its reversal is owed): sent
+                # again it could be approved afresh, after the terminal said it was undone.
+                return Authorisation(
+                    outcome=AuthOutcome.REVERSED_AFTER_LOST_RESPONSE,
+                    idempotency_key=key,
+                    reason="response lost; reversed",
+                    reversal_status="reversed" if earlier.reversed else "pending",
+                )
             try:
                 row, answer = self._deliver(
                     key,
@@ -647,6 +675,15 @@ class Iso8583Link:
                 meaning = meaning_of(row.response_code)
                 return self._authorisation(key, meaning, row.rrn, row.auth_code)
             meaning = self._answered(row, answer)
+            if meaning.code == PARTIAL_APPROVAL:
+                # Approved for part of the amount: the terminal takes no partial approvals,
+                # and what the host holds of it is given back before the sale is declined.
+                try:
+                    self.reverse_until_acknowledged(key, reason="partial_approval")
+                except ReversalPendingError:
+                    raise
+                except AcquirerError as exc:
+                    raise ReversalPendingError(f"reversal not accepted yet ({exc})", key) from exc
             arpc, arc = _issuer_data(answer)
             return self._authorisation(
                 key,

@@ -64,9 +64,11 @@ _NETWORK_CODE: Final[Mapping[NetworkAction, str]] = {
     "echo_test": "301",
     "key_exchange": "161",
 }
-#: Field 39 codes that approve (00 approved, 08 honour with identification, 10 approved for
-#: a partial amount, 11 approved VIP).
-APPROVED_CODES: Final = frozenset({"00", "08", "10", "11"})
+#: Field 39 codes that approve (00 approved, 08 honour with identification, 11 approved
+#: VIP). Not 10, approved for a partial amount: the terminal does not take partial
+#: approvals, so a 10 is a decline of the amount asked for (and a 0210 whose amount differs
+#: from the request's is not its answer: check_answer).
+APPROVED_CODES: Final = frozenset({"00", "08", "11"})
 #: EMV data objects that never go in field 55: the PAN and track 2 travel in fields 2/35
 #: (one of them, never both), the cardholder name nowhere.
 _NOT_IN_ICC_DATA: Final = frozenset({0x5A, 0x57, 0x5F20, 0x9F1F, 0x56, 0x9F6B})
@@ -386,7 +388,11 @@ def check_answer(request: Request, answer: Message) -> str:
     expected = answer_mti(request.mti)
     if answer.mti not in answer_mtis(request.mti):
         raise AnswerMismatchError(f"the answer to {request.mti} is {expected}, not {answer.mti}")
-    for field, what in (("11", "STAN"), ("41", "terminal id")):
+    # The STAN and terminal say whose answer it is; the amount and currency, when the answer
+    # carries them, that it approves what was asked (never another amount).
+    for field, what in (("11", "STAN"), ("41", "terminal id"), ("4", "amount"), ("49", "currency")):
+        if field in ("4", "49") and (not answer.get(field) or field not in request.fields):
+            continue
         if answer.get(field) != request.fields.get(field):
             raise AnswerMismatchError(
                 f"the {expected} carries another {what} ({answer.get(field)!r}) than the "

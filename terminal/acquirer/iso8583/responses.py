@@ -82,13 +82,14 @@ _O = ResponseOutcome
 #: Every response code the terminal knows, by code.
 RESPONSES: Final[Mapping[str, ResponseCode]] = _table(
     (
-        # 00 approved, 08 honour with identification, 10 approved for a partial amount,
-        # 11 approved (VIP): docs/iso8583.md, "Messages".
+        # 00 approved, 08 honour with identification, 11 approved (VIP): docs/iso8583.md,
+        # "Messages".
         (_O.APPROVED, Result.APPROVED, tuple(sorted(APPROVED_CODES))),
         (
             _O.DECLINED,
             Result.DECLINED_BY_ISSUER,
             (
+                "10",  # approved for a partial amount: not taken, reversed (link.authorise)
                 "01",  # refer to card issuer
                 "04",  # pick up card
                 "05",  # do not honour

@@ -58,8 +58,10 @@ def trace_lines(profile: Profile, mti: str, fields: Mapping[str, FieldValue]) ->
         name = str(profile.fields.get(key, {}).get("desc", "field"))
         if key in _HIDDEN:
             shown = f"<{len(value)} bytes, not shown>"
-        elif key in _PAN_FIELDS and isinstance(value, str):
-            shown = mask_pan(value) if key == "2" else _masked_track2(value)
+        elif key in _PAN_FIELDS:
+            # A profile may pack the PAN or track 2 as BCD (binary): its digits, masked too.
+            digits = value.hex().upper() if isinstance(value, bytes) else value
+            shown = mask_pan(digits.rstrip("F")) if key == "2" else _masked_track2(digits)
         elif isinstance(value, bytes):
             shown = value.hex().upper()
         else:

@@ -298,3 +298,14 @@ def test_the_docs_table_is_the_default_profile() -> None:
         if key != "h"
     }
     assert documented == shipped
+
+
+def test_a_trace_masks_a_pan_and_track_2_packed_as_bcd() -> None:
+    # An acquirer's profile that packs fields 2 and 35 as binary (BCD, F-padded).
+    fields = {
+        "2": bytes.fromhex("4761739001010119"),
+        "35": bytes.fromhex("4761739001010119D28122011234567F"),
+    }
+    text = "\n".join(trace_lines(PROFILE, "0200", fields))
+    assert "4761739001010119" not in text
+    assert "476173******0119" in text

@@ -45,7 +45,13 @@ from terminal.acquirer.iso8583.link import (
     load_terminal_master_key,
     open_memory,
 )
-from terminal.acquirer.iso8583.messages import Station, answer_mti
+from terminal.acquirer.iso8583.messages import (
+    AnswerMismatchError,
+    Station,
+    answer_mti,
+    check_answer,
+    financial_request,
+)
 from terminal.acquirer.iso8583.responses import ResponseOutcome
 from terminal.checkout.report import HostUnavailable, look_up
 from terminal.domain.records import Kind, State, TxnRecord
@@ -766,3 +772,49 @@ def test_a_message_costs_the_memory_no_more_after_a_year_of_messages(tmp_path: P
     record, changes = _costs(path)
     assert record <= new[0] + 5
     assert changes <= new[1] + 5
+
+
+# --- answers that approve nothing asked -----------------------------------------------------
+
+
+def test_a_partial_approval_is_reversed_and_the_sale_declined(rig: Rig, host: FakeIsoHost) -> None:
+    link = rig.start().link
+    host.fault("0200", "answer", data=b"10")  # approved for part of the amount
+    answer = link.authorise(_sale(), idempotency_key="auth-partial")
+    assert not answer.approved
+    assert host.mtis()[-2:] == ["0200", "0400"]  # whatever the host holds of it, given back
+
+
+def test_a_94_is_no_answer_and_the_sale_is_reversed(rig: Rig, host: FakeIsoHost) -> None:
+    link = rig.start().link
+    host.fault("0200", "answer", data=b"94")  # duplicate transmission: the first may stand
+    answer = link.authorise(_sale(), idempotency_key="auth-94")
+    assert answer.outcome is AuthOutcome.REVERSED_AFTER_LOST_RESPONSE
+    assert host.mtis()[-2:] == ["0200", "0400"]
+
+
+def test_a_reversed_authorisation_is_never_sent_again(rig: Rig, host: FakeIsoHost) -> None:
+    link = rig.start().link
+    host.fault("0200", "drop")
+    first = link.authorise(_sale(), idempotency_key="auth-once")
+    assert first.outcome is AuthOutcome.REVERSED_AFTER_LOST_RESPONSE
+    sent = len(host.received)
+    again = link.authorise(_sale(), idempotency_key="auth-once")
+    assert again.outcome is AuthOutcome.REVERSED_AFTER_LOST_RESPONSE
+    assert len(host.received) == sent  # no 0201 after its 0400
+
+
+def test_an_answer_for_another_amount_is_not_the_answer() -> None:
+    request = financial_request(
+        "purchase",
+        station=STATION,
+        stan=7,
+        now=datetime(2026, 12, 2, 12, 0, tzinfo=UTC),
+        amount=1234,
+        currency=978,
+        card=None,
+    )
+    ours = {"11": "000007", "41": STATION.identify()["41"], "39": "00"}
+    assert check_answer(request, Message("0210", dict(ours))) == "00"  # no field 4: believed
+    with pytest.raises(AnswerMismatchError, match="another amount"):
+        check_answer(request, Message("0210", ours | {"4": "000000000100"}))

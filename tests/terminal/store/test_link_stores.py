@@ -134,3 +134,16 @@ def test_a_secret_name_must_not_be_empty(tmp_path: Path) -> None:
     keystore = Keystore.create(tmp_path, TEST_SECRET, scrypt_n=TEST_SCRYPT_N)
     with pytest.raises(KeystoreError, match="name"):
         keystore.set_secrets({"": KEY})
+
+
+def test_a_message_not_answered_yet_outlives_the_reconciliation_whole(tmp_path: Path) -> None:
+    # An advice (or refund, void, capture) whose answer was lost is repeated later, with
+    # its content: the end of day must not erase it, or the repeat would carry nothing.
+    memory = LinkMessages(tmp_path / "memory.sqlite3", bytes(32))
+    memory.record(_message("advice-1", kind="advice", mti="0220"))
+    assert memory.close_batch("TERM0001-000001") == 0
+    kept = memory.get("advice-1")
+    assert kept is not None
+    assert kept.fields != {}
+    assert kept.batch == ""
+    memory.close()
