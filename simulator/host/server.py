@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import ssl
 import threading
 import time
@@ -19,6 +18,7 @@ from ..errors import SimulatorError
 from .app import HostApp, create_app
 from .iso8583 import Iso8583Server, TerminalRegistry, server_ssl_context
 from .iso8583.keys import kif_kbpk
+from .listen import bound_socket
 
 
 @dataclass(frozen=True)
@@ -206,20 +206,7 @@ class HostServer:
         the bound address once it accepts connections. (A uvicorn server runs once: its
         loop, listening socket and connection set end with it, so each listening period
         has its own, all on the one app.)"""
-        # proto=IPPROTO_TCP so asyncio sets TCP_NODELAY on accepted connections (otherwise
-        # Nagle + delayed ACK add ~40 ms to every response written in two parts).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        # SO_REUSEADDR: the connections the last period closed sit in TIME_WAIT on this port;
-        # they must not keep the host from listening on it again.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(self._bind)
-        except OSError as exc:
-            sock.close()
-            raise SimulatorError(
-                f"the simulated acquirer host cannot listen on {self._bind[0]}:{self._bind[1]}: "
-                f"{exc.strerror or exc}"
-            ) from exc
+        sock = bound_socket(self._bind, "the simulated acquirer host")
         host, port = sock.getsockname()[:2]
         server = uvicorn.Server(_config(self.app, self._tls, self._log_level))
         thread = threading.Thread(

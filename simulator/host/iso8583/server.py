@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import ssl
 import threading
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ from typing import Any, Final
 
 from ...errors import SimulatorError
 from ..faults import FaultBoard
+from ..listen import bound_socket
 from ..service import AcquirerHost
 from .codec import frame
 from .handlers import Iso8583Host, Reply
@@ -191,19 +191,7 @@ class Iso8583Server:
     # --- on the loop ----------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        # proto=IPPROTO_TCP: asyncio then sets TCP_NODELAY on the accepted connections.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        # SO_REUSEADDR: the last listening period's connections in TIME_WAIT must not keep
-        # the host from listening on its port again.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(self._bind)
-        except OSError as exc:
-            sock.close()
-            raise SimulatorError(
-                f"the ISO 8583 host cannot listen on {self._bind[0]}:{self._bind[1]}: "
-                f"{exc.strerror or exc}"
-            ) from exc
+        sock = bound_socket(self._bind, "the ISO 8583 host")
         self._server = await asyncio.start_server(self._connection, sock=sock, ssl=self._tls)
         host, port = sock.getsockname()[:2]
         self._bind = (str(host), int(port))
