@@ -512,6 +512,28 @@ class TlsOptions:
 # --- the client ---------------------------------------------------------------------------
 
 
+def reverse_lost_authorisation(
+    reverse_until_acknowledged: Callable[..., Cancellation], key: str
+) -> Authorisation:
+    """An authorisation whose answer is unknown, reversed before the terminal does anything
+    else (EMV/acquirer practice: no approval without a response), whichever link carried
+    it. A refused reversal (clock out of the host's window, rate limit...) leaves it
+    possibly approved: ReversalPendingError, and the caller keeps retrying the reversal."""
+    try:
+        cancellation = reverse_until_acknowledged(key, reason="lost_response")
+    except ReversalPendingError:
+        raise
+    except AcquirerError as exc:
+        raise ReversalPendingError(f"reversal not accepted yet ({exc})", key) from exc
+    return Authorisation(
+        outcome=AuthOutcome.REVERSED_AFTER_LOST_RESPONSE,
+        idempotency_key=key,
+        transaction_ref=cancellation.original_ref,
+        reason="response lost; reversed",
+        reversal_status=cancellation.status,
+    )
+
+
 class AcquirerClient:
     """One terminal's connection to its acquirer. Thread-safe: requests are serialised so
     that sequence numbers reach the host in increasing order."""
@@ -917,23 +939,7 @@ class AcquirerClient:
             _, data = self._exchange("POST", "/v1/authorisations", request.to_json(), key)
             return _authorisation(data, key)
         except _AmbiguousError:
-            # EMV/acquirer practice: an authorisation whose answer is unknown is reversed
-            # before the terminal does anything else (no approval without a response).
-            try:
-                cancellation = self.reverse_until_acknowledged(key, reason="lost_response")
-            except ReversalPendingError:
-                raise
-            except AcquirerError as exc:
-                # A refused reversal (clock out of the host's window, rate limit...) leaves the
-                # authorisation possibly approved: the caller must keep retrying the reversal.
-                raise ReversalPendingError(f"reversal not accepted yet ({exc})", key) from exc
-            return Authorisation(
-                outcome=AuthOutcome.REVERSED_AFTER_LOST_RESPONSE,
-                idempotency_key=key,
-                transaction_ref=cancellation.original_ref,
-                reason="response lost; reversed",
-                reversal_status=cancellation.status,
-            )
+            return reverse_lost_authorisation(self.reverse_until_acknowledged, key)
 
     def reverse_until_acknowledged(
         self, original_idempotency_key: str, *, reason: str

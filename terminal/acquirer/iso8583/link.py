@@ -80,6 +80,7 @@ from ..client import (
     Settlement,
     TlsOptions,
     TransactionStatus,
+    reverse_lost_authorisation,
 )
 from .codec import FieldValue, Iso8583Error, MacMismatchError, Message, encode_message
 from .connection import DEFAULT_ANSWER_TIMEOUT, Iso8583Connection
@@ -648,19 +649,7 @@ class Iso8583Link:
                 )
             except OutcomeUnknownError:
                 # No approval without an answer: reversed before anything else is done.
-                try:
-                    cancellation = self.reverse_until_acknowledged(key, reason="lost_response")
-                except ReversalPendingError:
-                    raise
-                except AcquirerError as exc:
-                    raise ReversalPendingError(f"reversal not accepted yet ({exc})", key) from exc
-                return Authorisation(
-                    outcome=AuthOutcome.REVERSED_AFTER_LOST_RESPONSE,
-                    idempotency_key=key,
-                    transaction_ref=cancellation.original_ref,
-                    reason="response lost; reversed",
-                    reversal_status=cancellation.status,
-                )
+                return reverse_lost_authorisation(self.reverse_until_acknowledged, key)
             if answer is None and row.reversed:
                 # Answered once, then reversed (a restart's recovery): no approval stands.
                 return Authorisation(
