@@ -67,7 +67,8 @@ class SentMessage:
     """A money message about to be sent, as it is remembered (the fields in full)."""
 
     key: str
-    #: purchase, preauth, refund, void, increment, capture, release, reversal, advice.
+    #: purchase, preauth, refund, void, increment, capture, release, reversal, advice,
+    #: settlement (a 0500).
     kind: str
     #: The message type as first sent (origin digit 0: "0200"); a repeat is its 4th digit 1.
     mti: str
@@ -103,6 +104,8 @@ class StoredMessage:
     reversed: bool
     #: The reconciled batch it was counted in ("" while the batch is open).
     batch: str
+    #: Its place in the memory: the order the link remembered its messages in.
+    seq: int = 0
 
     @property
     def answered(self) -> bool:
@@ -210,6 +213,7 @@ class LinkMessages:
             auth_code=row["auth_code"],
             reversed=bool(row["reversed"]),
             batch=row["batch"],
+            seq=int(row["seq"]),
         )
 
     # --- writing ----------------------------------------------------------------------
@@ -281,18 +285,28 @@ class LinkMessages:
             )
             conn.execute("UPDATE messages SET reversed = 1 WHERE key = ?", (row[0],))
 
-    def close_batch(self, batch: str) -> int:
+    def close_batch(
+        self, batch: str, *, through_seq: int | None = None, settled_by: str = ""
+    ) -> int:
         """Stamp every finished row of the open batch (answered, or reversed) with `batch`
         and erase their sealed fields, except a message whose reversal is still owed (the
         reversal needs them); a message not answered yet stays in the open batch, whole,
-        for its repeat. Returns how many rows were stamped."""
+        for its repeat. With `through_seq`, only the rows remembered up to that one (the
+        0500 that closed the batch counted no later row) and those naming `settled_by` (its
+        second 0500, after a batch upload). Returns how many rows were stamped."""
+        limit = (
+            ""
+            if through_seq is None
+            else "AND (seq <= :through OR (original_key = :settled_by AND kind = 'settlement')) "
+        )
         with self._lock, self._file.write() as conn:
             cursor = conn.execute(
-                "UPDATE messages SET batch = ?, sealed = NULL WHERE batch = '' "
+                "UPDATE messages SET batch = :batch, sealed = NULL WHERE batch = '' "  # noqa: S608 - a fixed clause
                 "AND (state = 'answered' OR reversed = 1) "
+                f"{limit}"
                 "AND key NOT IN (SELECT original_key FROM messages "
                 "WHERE kind IN ('reversal', 'release') AND state != 'answered')",
-                (batch,),
+                {"batch": batch, "through": through_seq, "settled_by": settled_by},
             )
             return int(cursor.rowcount)
 
@@ -328,6 +342,16 @@ class LinkMessages:
         """The rows not yet reconciled, oldest first."""
         with self._file.connection() as conn:
             rows = conn.execute("SELECT * FROM messages WHERE batch = '' ORDER BY seq").fetchall()
+        return [self._row(row) for row in rows]
+
+    def batch_rows(self, batch: str) -> list[StoredMessage]:
+        """The rows a reconciled `batch` counted, oldest first."""
+        if not batch:
+            raise LinkMessageError("a reconciled batch has a name; the open one is open_batch()")
+        with self._file.connection() as conn:
+            rows = conn.execute(
+                "SELECT * FROM messages WHERE batch = ? ORDER BY seq", (batch,)
+            ).fetchall()
         return [self._row(row) for row in rows]
 
     def close(self) -> None:

@@ -27,10 +27,13 @@ The same values and the same errors as the pipos protocol's client
   is a declined :class:`Authorisation`; a refused request (12, 30, 94...), a host fault
   (96) or a security violation (63) is :class:`Iso8583ResponseError` (a
   ``HostRejectedError``: the host answered, nothing was done).
-- **Offline upload**: one 0220 advice per payment, in order, field 62 its offline id.
+- **Offline upload**: one 0220 advice per payment, in order, field 62 its offline id; an
+  answer that is no last word on the payment (91, 96, 63, an unknown code) is not kept,
+  and the advice repeated (0221).
 - **Settlement**: 0500 with the batch's totals, counted from the memory; on 95 (out of
   balance) every transaction of the batch as a 0320, then the 0500 with processing code
-  960000.
+  960000. Each 0500 is remembered: a lost answer is repeated (0501), never a new 0500
+  for the same batch, and the batch number is taken once per batch.
 - **Status lookup**: ISO 8583 has no message for it: :class:`StatusLookupUnsupportedError`.
 """
 
@@ -101,7 +104,7 @@ from .messages import (
     sign_on,
 )
 from .profile import Iso8583ProfileError, Profile, default_profile
-from .responses import ResponseCode, ResponseOutcome, meaning_of
+from .responses import RESPONSES, ResponseCode, ResponseOutcome, meaning_of
 
 __all__ = [
     "MEMORY_KEY_PURPOSE",
@@ -127,6 +130,10 @@ SECRET_PIN_KEY: Final = "iso8583/pin-key"  # noqa: S105 - a secret's name
 DUPLICATE_TRANSMISSION: Final = "94"
 #: Field 39 10, approved for a partial amount: reversed, and the sale declined.
 PARTIAL_APPROVAL: Final = "10"
+#: Field 39 95, reconcile error: the 0500's totals are not the host's (the batch upload).
+OUT_OF_BALANCE: Final = "95"
+#: Field 39 91, issuer or switch inoperative: a decline now, never an advice's last word.
+ISSUER_INOPERATIVE: Final = "91"
 #: The keystore data key that seals the fields of the remembered messages.
 MEMORY_KEY_PURPOSE: Final = "iso8583/message-memory"
 
@@ -136,7 +143,9 @@ Token = Callable[[int], bytes]
 #: The kinds of remembered messages (terminal.store.link_messages), as the link writes them.
 _PURCHASE, _PREAUTH, _REFUND, _VOID = "purchase", "preauth", "refund", "void"
 _INCREMENT, _CAPTURE, _RELEASE = "increment", "capture", "release"
-_REVERSAL, _ADVICE = "reversal", "advice"
+_REVERSAL, _ADVICE, _SETTLEMENT = "reversal", "advice", "settlement"
+#: The key of a settlement's second 0500 (960000, after the batch upload): its first's + this.
+_AFTER_UPLOAD: Final = "/after-upload"
 #: What a reversal's key is: the original's key behind this (the pipos client's own).
 _REVERSAL_PREFIX: Final = "rev-"
 #: What the HostRejectedError of each refusal carries as its status (the pipos protocol's
@@ -237,8 +246,10 @@ class _Booked:
     credit: bool
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+def _local_now() -> datetime:
+    """Now, aware, in the machine's time zone: fields 12 and 13 are the terminal's local
+    time and date (field 7, UTC, is converted from it)."""
+    return datetime.now(UTC).astimezone()
 
 
 class Iso8583Link:
@@ -264,7 +275,7 @@ class Iso8583Link:
         connect_timeout: float = 5.0,
         answer_timeout: float = DEFAULT_ANSWER_TIMEOUT,
         echo_interval: float = 60.0,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = _local_now,
         monotonic: Callable[[], float] = time.monotonic,
         token: Token = os.urandom,
         sleep: Sleep = time.sleep,
@@ -750,15 +761,19 @@ class Iso8583Link:
         )
         return self._reversal_answer(row, answer, original)
 
-    def _reversal_of(self, original: StoredMessage) -> Callable[[int, datetime], Request]:
+    def _reversal_of(
+        self, original: StoredMessage, amount: int | None = None
+    ) -> Callable[[int, datetime], Request]:
+        """The reversal of `original`: of its own amount, or of `amount` (what a hold holds
+        after its increments, given back whole by its release)."""
         # The fields a reversal repeats, from the original's clear columns when its sealed
         # fields are gone (its batch was reconciled): the host finds it by field 90.
         fields: dict[str, FieldValue] = {
             "3": "000000",
-            "4": f"{original.amount:012d}",
             "49": f"{original.currency:03d}",
         }
         fields |= dict(original.fields)
+        fields["4"] = f"{original.amount if amount is None else amount:012d}"
         source = OriginalMessage(original.mti, f"{original.stan:06d}", original.sent_at, fields)
 
         def build(stan: int, now: datetime) -> Request:
@@ -1029,7 +1044,11 @@ class Iso8583Link:
     def release_hold(self, preauth_ref: str, *, idempotency_key: str) -> HoldChange:
         """0400 naming the hold's 0100 (field 90): the hold given back whole."""
         return self._hold_change(
-            preauth_ref, _RELEASE, idempotency_key, None, lambda hold: self._reversal_of(hold)
+            preauth_ref,
+            _RELEASE,
+            idempotency_key,
+            None,
+            lambda hold: self._reversal_of(hold, self._held(hold)[0]),
         )
 
     # --- offline payments -------------------------------------------------------------
@@ -1079,13 +1098,21 @@ class Iso8583Link:
             currency=item.currency,
             brand=item.brand or "",
         )
-        meaning = self._meaning(row, answer)
+        if answer is None:
+            meaning = meaning_of(row.response_code)
+        else:
+            meaning = meaning_of(answer.get("39"))
+            if meaning.outcome is ResponseOutcome.SECURITY:
+                self._rekey = True
+            if not _settles_advice(meaning):
+                # Not an answer the payment can rest on: kept unanswered, and the advice
+                # repeated (0221, the same STAN) with the batch, before any later one.
+                raise HostFaultError(
+                    f"offline advice {item.offline_id}: the host did not take it "
+                    f"({meaning.text('en')}); the batch is sent again later"
+                )
+            meaning = self._answered(row, answer)
         rrn = (row.rrn if answer is None else answer.get("37").strip()) or None
-        if meaning.outcome in (ResponseOutcome.SECURITY, ResponseOutcome.HOST_FAULT):
-            raise HostFaultError(
-                f"offline advice {item.offline_id}: the host did not process it "
-                f"({meaning.text('en')}); the batch is sent again later"
-            )
         if meaning.processed:
             result = "approved" if meaning.approved else "declined"
             return BatchItemResult(item.offline_id, result, rrn, result, meaning.code)
@@ -1108,8 +1135,9 @@ class Iso8583Link:
 
     # --- settlement -------------------------------------------------------------------
 
-    def _booked(self) -> list[_Booked]:
-        rows = self._memory.open_batch()
+    @staticmethod
+    def _booked(rows: Sequence[StoredMessage]) -> list[_Booked]:
+        """The transactions of `rows` (a batch's) that count in its totals."""
         undone = {
             row.original_key
             for row in rows
@@ -1139,6 +1167,36 @@ class Iso8583Link:
             self._rekey = True
         return meaning
 
+    def _settlement_answer(self, row: StoredMessage, answer: Message | None) -> ResponseCode:
+        """What the host said to a 0500: kept when it closed the batch (00) or asked for
+        the batch upload (95), or refused it as sent; not kept when nothing was processed
+        (63, 96: repeated as it is)."""
+        if answer is None:
+            return meaning_of(row.response_code)
+        meaning = meaning_of(answer.get("39"))
+        if meaning.outcome is ResponseOutcome.SECURITY:
+            self._rekey = True
+        if meaning.outcome not in (ResponseOutcome.SECURITY, ResponseOutcome.HOST_FAULT):
+            self._memory.answered(row.key, response_code=meaning.code)
+        return meaning
+
+    @staticmethod
+    def _pending_settlement(rows: Sequence[StoredMessage]) -> StoredMessage | None:
+        """The end of day under way in the open batch: its first 0500 not answered yet, or
+        answered 95 and its second 0500 (after the upload) not approved yet. Its 0500 is
+        repeated (0501, the same STAN and totals), never a new one for the same batch,
+        which a host that booked the first could close twice."""
+        firsts = {row.key: row for row in rows if row.kind == _SETTLEMENT and not row.original_key}
+        for row in firsts.values():
+            if not row.answered:
+                return row
+            if row.response_code != OUT_OF_BALANCE:
+                continue
+            second = [r for r in rows if r.original_key == row.key and r.kind == _SETTLEMENT]
+            if not second or not second[-1].answered:
+                return row
+        return None
+
     def settle(
         self,
         *,
@@ -1149,10 +1207,26 @@ class Iso8583Link:
         95 every booked transaction as a 0320, then the 0500 again (960000). The host's
         0510 carries no totals: the Settlement's totals are the link's, and `in_balance`
         whether the host agreed with them at once. `terminal_totals` is not sent (an ISO
-        8583 reconciliation carries one set of totals, the link's own)."""
+        8583 reconciliation carries one set of totals, the link's own).
+
+        Exactly once, as the money messages: each 0500 is remembered (kind settlement)
+        before it is sent. A 0500 whose answer was lost is repeated (0501) by the next
+        call, whatever its key, over the transactions it counted (later ones wait for the
+        next batch); the batch number is the open batch's own, taken once. A call again
+        under the key of a settlement done answers it from the memory."""
         key = idempotency_key or self.new_idempotency_key("settle")
         with self._lock, self._before_money():
-            booked = self._booked()
+            earlier = self._memory.get(key)
+            if earlier is not None and earlier.kind != _SETTLEMENT:
+                raise Iso8583RequestError(f"key {key} names a {earlier.kind}, not a settlement")
+            if earlier is not None and earlier.batch:
+                return self._settled(earlier, self._memory.batch_rows(earlier.batch))
+            rows = self._memory.open_batch()
+            pending = self._pending_settlement(rows)
+            if pending is not None:
+                key = pending.key
+                rows = [row for row in rows if row.seq < pending.seq]
+            booked = self._booked(rows)
             currencies = {b.row.currency for b in booked} or {self._currency}
             if len(currencies) > 1:
                 raise Iso8583RequestError(
@@ -1166,47 +1240,76 @@ class Iso8583Link:
                 credits_count=sum(1 for b in booked if b.credit),
                 credits_amount=sum(b.row.amount for b in booked if b.credit),
             )
-            batch_number = self._counters.next_batch()
+            batch_number = self._open_batch_number(rows if pending is None else [pending])
 
-            def reconcile(after_upload: bool) -> Request:
-                return reconciliation(
-                    totals,
-                    station=self.station,
-                    stan=self._counters.next_stan(),
-                    now=self._clock(),
-                    batch_number=batch_number,
-                    currency=currency,
-                    after_upload=after_upload,
-                )
+            def reconcile(after_upload: bool) -> Callable[[int, datetime], Request]:
+                def build(stan: int, now: datetime) -> Request:
+                    return reconciliation(
+                        totals,
+                        station=self.station,
+                        stan=stan,
+                        now=now,
+                        batch_number=batch_number,
+                        currency=currency,
+                        after_upload=after_upload,
+                    )
 
-            meaning = self._reconcile_step(reconcile(False), key, "0500")
+                return build
+
+            first, answer = self._deliver(
+                key, _SETTLEMENT, reconcile(False), amount=totals.net, currency=currency
+            )
+            meaning = self._settlement_answer(first, answer)
             in_balance = meaning.approved
             if meaning.outcome is ResponseOutcome.OUT_OF_BALANCE:
                 for item in booked:
                     upload = self._reconcile_step(self._upload(item.row), key, "0320")
                     if not upload.approved:
                         raise Iso8583ResponseError("batch upload", upload)
-                meaning = self._reconcile_step(reconcile(True), key, "0500 after the upload")
+                second, answer = self._deliver(
+                    key + _AFTER_UPLOAD,
+                    _SETTLEMENT,
+                    reconcile(True),
+                    amount=totals.net,
+                    currency=currency,
+                    original_key=key,
+                )
+                meaning = self._settlement_answer(second, answer)
             if not meaning.approved:
                 raise Iso8583ResponseError("reconciliation", meaning)
             batch_id = f"{self.station.terminal_id.strip()}-{batch_number:06d}"
-            self._memory.close_batch(batch_id)
-            return Settlement(
-                batch_id=batch_id,
-                closed_at=int(self._clock().timestamp()),
-                transaction_count=len(booked),
-                totals=_brand_totals(booked),
-                in_balance=in_balance,
-                idempotency_key=key,
-            )
+            self._memory.close_batch(batch_id, through_seq=first.seq, settled_by=key)
+            settled = self._memory.get(key)
+            assert settled is not None
+            return self._settled(settled, self._memory.batch_rows(batch_id), in_balance)
+
+    def _open_batch_number(self, rows: Sequence[StoredMessage]) -> int:
+        """The batch number of the open batch: the one its earlier 0500 carried (refused,
+        or not processed), else a new one, taken once."""
+        for row in reversed(rows):
+            number = row.fields.get("60") if row.kind == _SETTLEMENT else None
+            if isinstance(number, str) and number.isdigit():
+                return int(number)
+        return self._counters.next_batch()
+
+    def _settled(
+        self, first: StoredMessage, rows: Sequence[StoredMessage], in_balance: bool | None = None
+    ) -> Settlement:
+        """The Settlement of the reconciled batch `rows`, closed by the 0500 `first`."""
+        booked = self._booked([row for row in rows if row.kind != _SETTLEMENT])
+        return Settlement(
+            batch_id=first.batch,
+            closed_at=int(first.sent_at.timestamp()),
+            transaction_count=len(booked),
+            totals=_brand_totals(booked),
+            in_balance=first.response_code != OUT_OF_BALANCE if in_balance is None else in_balance,
+            idempotency_key=first.key,
+        )
 
     def _upload(self, row: StoredMessage) -> Request:
-        processing = row.fields.get("3")
-        fields: dict[str, FieldValue] = {
-            "3": processing if isinstance(processing, str) else "000000",
-            "4": f"{row.amount:012d}",
-            "49": f"{row.currency:03d}",
-        }
+        # The batch is open: the row's sealed fields (its card, entry mode) are all here.
+        fields: dict[str, FieldValue] = {"3": "000000", **row.fields}
+        fields |= {"4": f"{row.amount:012d}", "49": f"{row.currency:03d}"}
         original = OriginalMessage(row.mti, f"{row.stan:06d}", row.sent_at, fields)
         return batch_upload(
             original,
@@ -1216,6 +1319,20 @@ class Iso8583Link:
             rrn=row.rrn,
             auth_code=row.auth_code,
         )
+
+
+def _settles_advice(meaning: ResponseCode) -> bool:
+    """Whether an 0230's field 39 is the host's last word on an offline payment: approved,
+    or a decline or refusal the terminal knows (the host booked it, or a person must look
+    at it). 91 (issuer or switch inoperative), 96, 63 and a code the terminal does not know
+    say nothing of the payment: its advice is repeated until one of those comes."""
+    if meaning.code not in RESPONSES or meaning.code == ISSUER_INOPERATIVE:
+        return False
+    return meaning.outcome not in (
+        ResponseOutcome.SECURITY,
+        ResponseOutcome.HOST_FAULT,
+        ResponseOutcome.OUT_OF_BALANCE,
+    )
 
 
 def _issuer_data(answer: Message) -> tuple[bytes | None, bytes | None]:

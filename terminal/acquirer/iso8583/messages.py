@@ -169,7 +169,8 @@ def _transmitted(now: datetime) -> str:
 
 
 def _times(now: datetime) -> dict[str, FieldValue]:
-    """Fields 7 (transmission, UTC) and 12/13 (the terminal's local time and date)."""
+    """Fields 7 (transmission, UTC) and 12/13 (ISO 8583:1987: the local transaction time
+    and date, in `now`'s own zone: the link's clock gives the terminal's local time)."""
     return {
         "7": _transmitted(now),
         "12": now.strftime("%H%M%S"),
@@ -290,10 +291,13 @@ def batch_upload(
     auth_code: str = "",
 ) -> Request:
     """0320: one transaction of the batch, sent after the host answered the 0500 with 95
-    (out of balance): its processing code and amount, its RRN and authorisation code, a STAN
-    of its own, and field 90 naming the message that booked it."""
+    (out of balance): its card (the PAN, or the track 2 equivalent it was sent with, its
+    expiry and sequence number), processing code, amount, POS entry mode, its RRN and
+    authorisation code, a STAN of its own, and field 90 naming the message that booked it."""
     fields: dict[str, FieldValue] = {
-        k: v for k, v in original.fields.items() if k in ("3", "4", "49")
+        k: v
+        for k, v in original.fields.items()
+        if k in ("2", "3", "4", "14", "22", "23", "35", "49")
     }
     fields |= {"11": _stan(stan), **_times(now), "24": station.nii, **station.identify()}
     fields["37"] = rrn.rjust(12, "0")[:12]

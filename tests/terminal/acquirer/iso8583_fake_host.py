@@ -220,7 +220,7 @@ class FakeIsoHost:
         answer_type = answer_mti(cls + "0")
         if cls == "080":
             return answer_type, {"70": request.get("70")}
-        if cls in ("050", "032"):
+        if cls == "032":
             return answer_type, self._reconcile(request)
         dedup = (cls, request.get("11"), request.get("7"))
         fingerprint = {k: v for k, v in request.fields.items() if k not in ("64", "128")}
@@ -228,7 +228,8 @@ class FakeIsoHost:
         if stored is not None:
             first, mti, fields = stored
             return (mti, fields) if first == fingerprint else (mti, {"39": "94"})
-        fields = self._book(request, dedup)
+        # A 0500 once, as every money message (its repeat, 0501, gets the first answer).
+        fields = self._reconcile(request) if cls == "050" else self._book(request, dedup)
         self._answers[dedup] = (fingerprint, answer_type, fields)
         return answer_type, fields
 

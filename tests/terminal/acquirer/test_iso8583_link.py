@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from terminal.acquirer.client import (
     AuthorisationRequest,
     AuthOutcome,
     BrandTotals,
+    HostFaultError,
     HostRejectedError,
     NotEnrolledError,
     OfflineItem,
@@ -130,6 +132,7 @@ class Rig:
             "answer_timeout": 5.0,
             "max_reversal_attempts": 3,
         } | options
+        settings = {name: value for name, value in settings.items() if value is not None}
         link = Iso8583Link(
             "127.0.0.1",
             self.host.port,
@@ -488,6 +491,38 @@ def test_a_hold_is_raised_captured_or_released(rig: Rig, host: FakeIsoHost) -> N
     assert host.bookings[-1].status == "released"
 
 
+def test_releasing_a_raised_hold_reverses_all_it_holds(rig: Rig, host: FakeIsoHost) -> None:
+    link = rig.start().link
+    hold = link.authorise(_sale(1000, kind="preauth"))
+    assert hold.transaction_ref is not None
+    link.increment_hold(hold.transaction_ref, 500, 978, idempotency_key="inc-1")
+    released = link.release_hold(hold.transaction_ref, idempotency_key="rel-1")
+    sent = host.received[-1]
+    # Field 4 of the 0400: what the host holds now, the first amount and the increment.
+    assert (sent.mti, sent.get("4")) == ("0400", "000000001500")
+    assert (released.released_amount, released.hold_status) == (1500, "released")
+
+
+def test_fields_12_and_13_are_the_terminals_local_time(
+    rig: Rig, host: FakeIsoHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ISO 8583:1987 fields 12/13 are the local transaction time and date, field 7 the
+    transmission time in UTC: on a terminal in Shanghai (UTC+8) they differ by 8 hours."""
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    time.tzset()
+    try:
+        link = rig.start(clock=None).link  # the link's own clock
+        before = datetime.now(UTC)
+        link.authorise(_sale(1000))
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    sent = host.received[-1]
+    transmitted = datetime.strptime(f"{before.year}{sent.get('7')}", "%Y%m%d%H%M%S")
+    local = datetime.strptime(f"{before.year}{sent.get('13')}{sent.get('12')}", "%Y%m%d%H%M%S")
+    assert abs((local - transmitted) - timedelta(hours=8)) < timedelta(seconds=5)
+
+
 # --- offline payments -----------------------------------------------------------------------
 
 
@@ -531,6 +566,38 @@ def test_offline_payments_are_advised_in_order_exactly_once(rig: Rig, host: Fake
     again = link.upload_offline(items[:1], idempotency_key="batch-2")  # in another batch
     assert again.items[0].transaction_ref == advices[0].rrn
     assert len(host.received) == seen
+
+
+@pytest.mark.parametrize("code", ["91", "96", "Z9"])
+def test_an_advice_the_host_did_not_take_is_repeated_until_it_does(
+    rig: Rig, host: FakeIsoHost, code: str
+) -> None:
+    """91 (issuer or switch inoperative), 96 and a code the terminal does not know say
+    nothing final of an offline payment: it is not kept as declined, and is repeated."""
+    link = rig.start().link
+    host.fault("0220", "answer", data=code.encode())
+    with pytest.raises(HostFaultError, match="sent again later"):
+        link.upload_offline([_item("txn-a", 100), _item("txn-b", 200)])
+    assert [m.get("62") for m in host.received if m.mti.startswith("022")] == ["txn-a"]
+    result = link.upload_offline([_item("txn-a", 100), _item("txn-b", 200)])
+    advices = [m for m in host.received if m.mti.startswith("022")]
+    assert [(m.mti, m.get("62")) for m in advices] == [
+        ("0220", "txn-a"),
+        ("0221", "txn-a"),  # the same advice, repeated
+        ("0220", "txn-b"),
+    ]
+    assert advices[0].get("11") == advices[1].get("11")
+    assert [r.result for r in result.items] == ["approved", "approved"]
+
+
+def test_a_declined_advice_is_the_hosts_last_word(rig: Rig, host: FakeIsoHost) -> None:
+    link = rig.start().link
+    host.fault("0220", "answer", data=b"05")
+    result = link.upload_offline([_item("txn-a", 100)])
+    assert [(r.result, r.response_code) for r in result.items] == [("declined", "05")]
+    seen = len(host.received)
+    assert link.upload_offline([_item("txn-a", 100)]).items[0].result == "declined"
+    assert len(host.received) == seen  # answered from the memory: not sent again
 
 
 # --- settlement -----------------------------------------------------------------------------
@@ -587,6 +654,99 @@ def test_settlement_out_of_balance_uploads_the_batch_then_closes(
     empty = link.settle()
     assert (empty.in_balance, empty.transaction_count, empty.totals) == (True, 0, ())
     assert host.received[-1].get("88") == "0" * 16
+
+
+def test_the_batch_upload_carries_each_transactions_card_and_entry_mode(
+    rig: Rig, host: FakeIsoHost
+) -> None:
+    link = rig.start().link
+    link.authorise(_sale(1000))
+    sale = host.received[-1]
+    host.bookings.append(Booking("sale", 700, 978, "000000999999", "approved"))
+    link.settle()
+    [upload] = [m for m in host.received if m.mti == "0320"]
+    assert (upload.get("2"), upload.get("22"), upload.get("14")) == (
+        PAN,
+        sale.get("22"),
+        sale.get("14"),
+    )
+    assert "35" not in upload.fields  # the PAN or the track 2 equivalent, never both
+
+
+def test_a_0500_whose_answer_was_lost_is_repeated_and_the_batch_closes_once(
+    rig: Rig, host: FakeIsoHost
+) -> None:
+    terminal = rig.start()
+    link = terminal.link
+    link.authorise(_sale(1000))
+    host.fault("0500", "drop")  # the host closes its batch; the answer never comes
+    host.fault("0501", "drop")
+    with pytest.raises(OutcomeUnknownError):
+        link.settle(idempotency_key="eod-1")
+    assert len(host.closed_batches) == 1
+    link.authorise(_sale(300))  # a sale after the end of day began: the next batch's
+
+    settlement = link.settle(idempotency_key="eod-2")  # a new end of day, a new key
+    reconciliations = [m for m in host.received if m.mti.startswith("050")]
+    assert [m.mti for m in reconciliations] == ["0500", "0501", "0501"]
+    assert {(m.get("11"), m.get("7"), m.get("60")) for m in reconciliations} == {
+        (reconciliations[0].get("11"), reconciliations[0].get("7"), "000001")
+    }
+    assert len(host.closed_batches) == 1  # closed once, by the first 0500
+    assert (settlement.batch_id, settlement.idempotency_key) == ("TERM0001-000001", "eod-1")
+    assert (settlement.transaction_count, settlement.in_balance) == (1, True)
+    assert settlement.totals == (BrandTotals("VISA", 978, 1, 1000, 0, 0, 1000),)
+    assert [row.amount for row in terminal.memory.open_batch()] == [300]
+
+    following = link.settle()
+    assert host.received[-1].mti == "0500"
+    assert (host.received[-1].get("60"), host.received[-1].get("88")) == (
+        "000002",
+        "0000000000000300",
+    )
+    assert (following.batch_id, following.in_balance) == ("TERM0001-000002", True)
+    assert len(host.closed_batches) == 2
+
+
+def test_a_settlement_asked_again_under_its_key_is_answered_from_the_memory(
+    rig: Rig, host: FakeIsoHost
+) -> None:
+    link = rig.start().link
+    link.authorise(_sale(1000))
+    first = link.settle(idempotency_key="eod-1")
+    link.authorise(_sale(200))
+    seen = len(host.received)
+    again = link.settle(idempotency_key="eod-1")
+    assert len(host.received) == seen  # nothing sent: the new sale waits for its own batch
+    assert again == first
+    assert (again.batch_id, again.transaction_count) == ("TERM0001-000001", 1)
+
+
+def test_a_refused_0500_keeps_the_open_batch_number(rig: Rig, host: FakeIsoHost) -> None:
+    link = rig.start().link
+    link.authorise(_sale(1000))
+    host.fault("0500", "answer", data=b"30")
+    with pytest.raises(Iso8583ResponseError) as refused:
+        link.settle()
+    assert refused.value.code == "30"
+    settlement = link.settle()
+    first, second = [m for m in host.received if m.mti.startswith("050")]
+    assert (first.mti, second.mti) == ("0500", "0500")  # refused as sent: a new 0500
+    assert first.get("11") != second.get("11")
+    assert first.get("60") == second.get("60") == "000001"
+    assert settlement.batch_id == "TERM0001-000001"
+
+
+def test_a_0500_the_host_could_not_process_is_repeated(rig: Rig, host: FakeIsoHost) -> None:
+    link = rig.start().link
+    link.authorise(_sale(1000))
+    host.fault("0500", "answer", data=b"96")
+    with pytest.raises(Iso8583ResponseError) as fault:
+        link.settle()
+    assert fault.value.code == "96"
+    assert link.settle().transaction_count == 1
+    first, repeat = [m for m in host.received if m.mti.startswith("050")]
+    assert (first.mti, repeat.mti, first.get("11")) == ("0500", "0501", repeat.get("11"))
 
 
 # --- the rest -------------------------------------------------------------------------------
