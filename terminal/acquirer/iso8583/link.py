@@ -132,6 +132,8 @@ DUPLICATE_TRANSMISSION: Final = "94"
 PARTIAL_APPROVAL: Final = "10"
 #: Field 39 95, reconcile error: the 0500's totals are not the host's (the batch upload).
 OUT_OF_BALANCE: Final = "95"
+#: Field 39 of the one 0410 that settles a reversal.
+REVERSAL_ACKNOWLEDGED: Final = "00"
 #: Field 39 91, issuer or switch inoperative: a decline now, never an advice's last word.
 ISSUER_INOPERATIVE: Final = "91"
 #: The keystore data key that seals the fields of the remembered messages.
@@ -734,7 +736,12 @@ class Iso8583Link:
                 except (HostUnreachable, OutcomeUnknownError) as exc:
                     last = exc
                 except Iso8583ResponseError as exc:
-                    if exc.outcome not in (ResponseOutcome.SECURITY, ResponseOutcome.HOST_FAULT):
+                    owed = (
+                        ResponseOutcome.SECURITY,
+                        ResponseOutcome.HOST_FAULT,
+                        ResponseOutcome.APPROVED,  # 08, 11: no acknowledgement of a reversal
+                    )
+                    if exc.outcome not in owed:
                         raise
                     last = exc  # not processed: sent again
         raise ReversalPendingError(
@@ -787,16 +794,17 @@ class Iso8583Link:
         self, row: StoredMessage, answer: Message | None, original: StoredMessage
     ) -> Cancellation:
         """Only a 0410 with 00 settles a reversal (the host answers 00 for "nothing to
-        reverse" too); any other answer leaves it owed, to be repeated."""
+        reverse" too; 08 or 11 approve a sale, not a reversal); any other answer leaves it
+        owed, to be repeated."""
         if answer is None:
             meaning = meaning_of(row.response_code)
         else:
             meaning = meaning_of(answer.get("39"))
             if meaning.outcome is ResponseOutcome.SECURITY:
                 self._rekey = True
-            if meaning.approved:
+            if meaning.code == REVERSAL_ACKNOWLEDGED:
                 self._memory.reversal_acknowledged(row.key, response_code=meaning.code)
-        if not meaning.approved:
+        if meaning.code != REVERSAL_ACKNOWLEDGED:
             raise Iso8583ResponseError("reversal", meaning)
         return Cancellation("reversed", original.rrn or None, row.key)
 
@@ -957,8 +965,11 @@ class Iso8583Link:
                 meaning = meaning_of(answer.get("39"))
                 if meaning.outcome is ResponseOutcome.SECURITY:
                     self._rekey = True
-                if meaning.approved:
+                if meaning.code == REVERSAL_ACKNOWLEDGED:
                     self._memory.reversal_acknowledged(key, response_code=meaning.code)
+                elif meaning.approved:
+                    # 08 or 11 approve a sale, never settle a reversal: kept owed, repeated.
+                    raise Iso8583ResponseError("pre-authorisation release", meaning)
                 elif meaning.outcome is not ResponseOutcome.HOST_FAULT and meaning.processed:
                     self._memory.answered(key, response_code=meaning.code)
             else:

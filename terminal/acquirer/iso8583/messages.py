@@ -88,8 +88,24 @@ class Station:
     acquirer_id: str = "0"  # field 32, up to 11 digits
     nii: str = "000"  # field 24
 
+    def __post_init__(self) -> None:
+        # A longer id cut to fit would name another terminal or merchant at the host.
+        _fixed(self.terminal_id, 8, "the terminal id (field 41)", " ")
+        _fixed(self.merchant_id, 15, "the merchant id (field 42)", " ")
+
     def identify(self) -> dict[str, FieldValue]:
-        return {"41": self.terminal_id.ljust(8)[:8], "42": self.merchant_id.ljust(15)[:15]}
+        return {
+            "41": _fixed(self.terminal_id, 8, "the terminal id (field 41)", " "),
+            "42": _fixed(self.merchant_id, 15, "the merchant id (field 42)", " "),
+        }
+
+
+def _fixed(value: str, width: int, what: str, pad: str, *, right: bool = False) -> str:
+    """`value` padded to a fixed field's `width`; MessageFormatError when it is longer
+    (never cut: a cut id or reference names something else)."""
+    if not value.strip() or len(value) > width or not value.isprintable():
+        raise MessageFormatError(f"{what} is 1 to {width} printable characters, not {value[:40]!r}")
+    return value.rjust(width, pad) if right else value.ljust(width, pad)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,9 +256,9 @@ def financial_request(
     if card is not None:
         fields |= card.fields()
     if original_rrn:
-        fields["37"] = original_rrn.rjust(12, "0")[:12]
+        fields["37"] = _fixed(original_rrn, 12, "the original's RRN (field 37)", "0", right=True)
     if original_auth_code:
-        fields["38"] = original_auth_code.ljust(6)[:6]
+        fields["38"] = _fixed(original_auth_code, 6, "the original's auth code (field 38)", " ")
     if pin_block is not None:
         if len(pin_block) != 8:
             raise MessageFormatError("a PIN block (field 52) is 8 bytes")
@@ -274,7 +290,9 @@ def reversal(
         **kept,
         "11": _stan(stan),
         **_times(now),
-        "25": "00",
+        # The original's POS condition code (06 for a hold's follow-up): a reversal
+        # describes the message it undoes.
+        "25": original.fields.get("25", "00"),
         **station.identify(),
         "90": _original_data(original, station),
     }
@@ -300,9 +318,9 @@ def batch_upload(
         if k in ("2", "3", "4", "14", "22", "23", "35", "49")
     }
     fields |= {"11": _stan(stan), **_times(now), "24": station.nii, **station.identify()}
-    fields["37"] = rrn.rjust(12, "0")[:12]
+    fields["37"] = _fixed(rrn, 12, "the RRN (field 37)", "0", right=True)
     if auth_code:
-        fields["38"] = auth_code.ljust(6)[:6]
+        fields["38"] = _fixed(auth_code, 6, "the auth code (field 38)", " ")
     fields["90"] = _original_data(original, station)
     return Request("0320", fields)
 

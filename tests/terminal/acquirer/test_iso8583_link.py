@@ -329,6 +329,17 @@ def test_a_lost_answer_is_reversed_0400_then_0401_until_acknowledged(
     assert host.bookings[-1].status == "reversed"  # booked once, undone once
 
 
+def test_only_00_acknowledges_a_reversal(rig: Rig, host: FakeIsoHost) -> None:
+    """08 and 11 approve a sale; to a reversal they are no acknowledgement: it is repeated."""
+    link = rig.start().link
+    host.fault("0200", "drop")
+    host.fault("0400", "answer", data=b"08")
+    answer = link.authorise(_sale(), idempotency_key="auth-08")
+    assert answer.outcome is AuthOutcome.REVERSED_AFTER_LOST_RESPONSE
+    assert host.mtis()[-3:] == ["0200", "0400", "0401"]
+    assert host.bookings[-1].status == "reversed"
+
+
 def test_a_profile_with_reversal_advices_reverses_with_0420_then_0421(
     rig: Rig, host: FakeIsoHost
 ) -> None:

@@ -116,6 +116,9 @@ def test_its_reversal_0400_names_the_original_in_field_90() -> None:
     secondary = raw[12:20]
     assert secondary == bytes.fromhex("0000004000000001")  # bits 90 and 128
     assert raw[-8:] == _retail_mac_by_hand(DES_KEY, raw[:-8], 1)
+    # Field 25 is the original's POS condition code: a hold's follow-up (06) stays 06.
+    follow_up = OriginalMessage("0100", "000044", NOW, {**purchase.fields, "25": "06"})
+    assert reversal(follow_up, station=STATION, stan=45, now=later).fields["25"] == "06"
 
 
 def test_an_echo_test_carries_network_management_code_301() -> None:
@@ -210,3 +213,23 @@ def test_bad_inputs_are_refused_before_anything_is_built() -> None:
             "purchase", station=STATION, stan=1, now=NOW, amount=0, currency=978, card=CARD
         )
     assert NOW.astimezone(UTC).hour == 8
+
+
+@pytest.mark.parametrize(
+    ("terminal_id", "merchant_id"),
+    [("TERM00012", "MERCHANT0000001"), ("TERM0001", "MERCHANT00000012"), ("", "M1")],
+)
+def test_an_id_that_does_not_fit_its_field_is_refused_not_cut(
+    terminal_id: str, merchant_id: str
+) -> None:
+    """Cut to 8 (41) or 15 (42) characters, an id would name another terminal or merchant."""
+    with pytest.raises(MessageFormatError, match="printable characters"):
+        Station(terminal_id=terminal_id, merchant_id=merchant_id)
+
+
+def test_an_original_rrn_longer_than_field_37_is_refused_not_cut() -> None:
+    common = {"station": STATION, "stan": 7, "now": NOW, "amount": 100, "currency": 978}
+    with pytest.raises(MessageFormatError, match="field 37"):
+        financial_request("void", card=None, original_rrn="1234567890123", **common)  # type: ignore[arg-type]
+    short = financial_request("void", card=None, original_rrn="42", **common)  # type: ignore[arg-type]
+    assert short.fields["37"] == "000000000042"
