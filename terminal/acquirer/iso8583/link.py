@@ -581,17 +581,22 @@ class Iso8583Link:
     def _answered(self, row: StoredMessage, answer: Message) -> ResponseCode:
         """Keep the host's answer to `row` (unless it says nothing was processed and a
         repeat may yet be: 63, 96) and say what it means."""
-        code = answer.get("39")
-        meaning = meaning_of(code)
-        if meaning.outcome is ResponseOutcome.SECURITY:
-            self._rekey = True
+        meaning = self._read(answer)
         if meaning.outcome not in (ResponseOutcome.SECURITY, ResponseOutcome.HOST_FAULT):
             self._memory.answered(
                 row.key,
-                response_code=code,
+                response_code=meaning.code,
                 rrn=answer.get("37").strip(),
                 auth_code=answer.get("38").strip(),
             )
+        return meaning
+
+    def _read(self, answer: Message) -> ResponseCode:
+        """What field 39 of `answer` means; a 63 (security violation) also makes the next
+        message wait for a key exchange."""
+        meaning = meaning_of(answer.get("39"))
+        if meaning.outcome is ResponseOutcome.SECURITY:
+            self._rekey = True
         return meaning
 
     def _meaning(self, row: StoredMessage, answer: Message | None) -> ResponseCode:
@@ -799,9 +804,7 @@ class Iso8583Link:
         if answer is None:
             meaning = meaning_of(row.response_code)
         else:
-            meaning = meaning_of(answer.get("39"))
-            if meaning.outcome is ResponseOutcome.SECURITY:
-                self._rekey = True
+            meaning = self._read(answer)
             if meaning.code == REVERSAL_ACKNOWLEDGED:
                 self._memory.reversal_acknowledged(row.key, response_code=meaning.code)
         if meaning.code != REVERSAL_ACKNOWLEDGED:
@@ -962,9 +965,7 @@ class Iso8583Link:
             if answer is None:
                 meaning = meaning_of(row.response_code)
             elif kind == _RELEASE:
-                meaning = meaning_of(answer.get("39"))
-                if meaning.outcome is ResponseOutcome.SECURITY:
-                    self._rekey = True
+                meaning = self._read(answer)
                 if meaning.code == REVERSAL_ACKNOWLEDGED:
                     self._memory.reversal_acknowledged(key, response_code=meaning.code)
                 elif meaning.approved:
@@ -1112,9 +1113,7 @@ class Iso8583Link:
         if answer is None:
             meaning = meaning_of(row.response_code)
         else:
-            meaning = meaning_of(answer.get("39"))
-            if meaning.outcome is ResponseOutcome.SECURITY:
-                self._rekey = True
+            meaning = self._read(answer)
             if not _settles_advice(meaning):
                 # Not an answer the payment can rest on: kept unanswered, and the advice
                 # repeated (0221, the same STAN) with the batch, before any later one.
@@ -1173,9 +1172,7 @@ class Iso8583Link:
             self._distrust_if_mac(exc)
             raise OutcomeUnknownError(f"settlement, {what}: {exc}", key) from exc
         self._last_exchange = self._monotonic()
-        meaning = meaning_of(answer.get("39"))
-        if meaning.outcome is ResponseOutcome.SECURITY:
-            self._rekey = True
+        meaning = self._read(answer)
         return meaning
 
     def _settlement_answer(self, row: StoredMessage, answer: Message | None) -> ResponseCode:
@@ -1184,9 +1181,7 @@ class Iso8583Link:
         (63, 96: repeated as it is)."""
         if answer is None:
             return meaning_of(row.response_code)
-        meaning = meaning_of(answer.get("39"))
-        if meaning.outcome is ResponseOutcome.SECURITY:
-            self._rekey = True
+        meaning = self._read(answer)
         if meaning.outcome not in (ResponseOutcome.SECURITY, ResponseOutcome.HOST_FAULT):
             self._memory.answered(row.key, response_code=meaning.code)
         return meaning
