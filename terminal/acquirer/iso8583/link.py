@@ -1225,7 +1225,7 @@ class Iso8583Link:
             earlier = self._memory.get(key)
             if earlier is not None and earlier.kind != _SETTLEMENT:
                 raise Iso8583RequestError(f"key {key} names a {earlier.kind}, not a settlement")
-            if earlier is not None and earlier.batch:
+            if earlier is not None and earlier.batch and self._closed_by(earlier):
                 return self._settled(earlier, self._memory.batch_rows(earlier.batch))
             rows = self._memory.open_batch()
             pending = self._pending_settlement(rows)
@@ -1288,6 +1288,14 @@ class Iso8583Link:
             settled = self._memory.get(key)
             assert settled is not None
             return self._settled(settled, self._memory.batch_rows(batch_id), in_balance)
+
+    def _closed_by(self, first: StoredMessage) -> bool:
+        """Whether the 0500 `first` closed its batch itself (00, or 95 and then its second
+        0500 approved), not a refused one stamped with the batch another 0500 closed."""
+        if first.response_code == OUT_OF_BALANCE:
+            second = self._memory.get(first.key + _AFTER_UPLOAD)
+            return second is not None and second.response_code == "00"
+        return first.response_code == "00"
 
     def _open_batch_number(self, rows: Sequence[StoredMessage]) -> int:
         """The batch number of the open batch: the one its earlier 0500 carried (refused,

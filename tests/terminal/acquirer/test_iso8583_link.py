@@ -738,14 +738,21 @@ def test_a_refused_0500_keeps_the_open_batch_number(rig: Rig, host: FakeIsoHost)
     link.authorise(_sale(1000))
     host.fault("0500", "answer", data=b"30")
     with pytest.raises(Iso8583ResponseError) as refused:
-        link.settle()
+        link.settle(idempotency_key="eod-refused")
     assert refused.value.code == "30"
-    settlement = link.settle()
+    settlement = link.settle(idempotency_key="eod-2")
     first, second = [m for m in host.received if m.mti.startswith("050")]
     assert (first.mti, second.mti) == ("0500", "0500")  # refused as sent: a new 0500
     assert first.get("11") != second.get("11")
     assert first.get("60") == second.get("60") == "000001"
     assert settlement.batch_id == "TERM0001-000001"
+    # The refused end of day asked again under its key is still refused (from the
+    # memory), not the settlement of the batch a later 0500 closed.
+    seen = len(host.received)
+    with pytest.raises(Iso8583ResponseError) as again:
+        link.settle(idempotency_key="eod-refused")
+    assert again.value.code == "30"
+    assert len(host.received) == seen
 
 
 def test_a_0500_the_host_could_not_process_is_repeated(rig: Rig, host: FakeIsoHost) -> None:
