@@ -1194,12 +1194,12 @@ class Iso8583Link:
         which a host that booked the first could close twice."""
         firsts = {row.key: row for row in rows if row.kind == _SETTLEMENT and not row.original_key}
         for row in firsts.values():
-            if not row.answered:
-                return row
+            if not row.answered or row.response_code == "00":
+                return row  # unanswered, or approved and not closed yet (a crash between)
             if row.response_code != OUT_OF_BALANCE:
                 continue
             second = [r for r in rows if r.original_key == row.key and r.kind == _SETTLEMENT]
-            if not second or not second[-1].answered:
+            if not second or not second[-1].answered or second[-1].response_code == "00":
                 return row
         return None
 
@@ -1267,11 +1267,15 @@ class Iso8583Link:
             )
             meaning = self._settlement_answer(first, answer)
             in_balance = meaning.approved
-            if meaning.outcome is ResponseOutcome.OUT_OF_BALANCE:
+            after = self._memory.get(key + _AFTER_UPLOAD)
+            if meaning.outcome is ResponseOutcome.OUT_OF_BALANCE and after is None:
                 for item in booked:
                     upload = self._reconcile_step(self._upload(item.row), key, "0320")
                     if not upload.approved:
                         raise Iso8583ResponseError("batch upload", upload)
+            if meaning.outcome is ResponseOutcome.OUT_OF_BALANCE:
+                # Sent once the batch is uploaded; after that repeated (0501) or answered
+                # from the memory, never preceded by a second upload.
                 second, answer = self._deliver(
                     key + _AFTER_UPLOAD,
                     _SETTLEMENT,

@@ -996,3 +996,43 @@ def test_an_answer_for_another_amount_is_not_the_answer() -> None:
     assert check_answer(request, Message("0210", dict(ours))) == "00"  # no field 4: believed
     with pytest.raises(AnswerMismatchError, match="another amount"):
         check_answer(request, Message("0210", ours | {"4": "000000000100"}))
+
+
+def test_a_crash_between_the_0510_and_the_close_finishes_that_settlement(
+    rig: Rig, host: FakeIsoHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = rig.start()
+    link = terminal.link
+    link.authorise(_sale(1000))
+
+    def power_cut(*args: object, **kwargs: object) -> int:
+        raise OSError("power cut")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(terminal.memory, "close_batch", power_cut)
+        with pytest.raises(OSError, match="power cut"):
+            link.settle(idempotency_key="eod-1")
+    settlement = link.settle(idempotency_key="eod-2")
+    reconciliations = [m for m in host.received if m.mti.startswith("050")]
+    assert [m.mti for m in reconciliations] == ["0500"]  # answered 00 already: no new 0500
+    assert len(host.closed_batches) == 1
+    assert (settlement.batch_id, settlement.transaction_count) == ("TERM0001-000001", 1)
+    assert terminal.memory.open_batch() == []
+
+
+def test_a_lost_answer_to_the_second_0500_is_repeated_without_a_second_upload(
+    rig: Rig, host: FakeIsoHost
+) -> None:
+    link = rig.start().link
+    link.authorise(_sale(1000))
+    host.bookings.append(Booking("sale", 700, 978, "000000999999", "approved"))
+    host.fault("0500", "pass")  # the first 0500: 95
+    host.fault("0500", "drop")  # the 960000: closed at the host, its answer lost
+    host.fault("0501", "drop")
+    with pytest.raises(OutcomeUnknownError):
+        link.settle(idempotency_key="eod-1")
+    settlement = link.settle()
+    tail = [m.mti for m in host.received if m.mti[:3] in ("050", "032")]
+    assert tail == ["0500", "0320", "0500", "0501", "0501"]
+    assert len(host.closed_batches) == 1
+    assert (settlement.batch_id, settlement.in_balance) == ("TERM0001-000001", False)
