@@ -1172,34 +1172,26 @@ class Iso8583Link:
             self._distrust_if_mac(exc)
             raise OutcomeUnknownError(f"settlement, {what}: {exc}", key) from exc
         self._last_exchange = self._monotonic()
-        meaning = self._read(answer)
-        return meaning
+        return self._read(answer)
 
-    def _settlement_answer(self, row: StoredMessage, answer: Message | None) -> ResponseCode:
-        """What the host said to a 0500: kept when it closed the batch (00) or asked for
-        the batch upload (95), or refused it as sent; not kept when nothing was processed
-        (63, 96: repeated as it is)."""
-        if answer is None:
-            return meaning_of(row.response_code)
-        meaning = self._read(answer)
-        if meaning.outcome not in (ResponseOutcome.SECURITY, ResponseOutcome.HOST_FAULT):
-            self._memory.answered(row.key, response_code=meaning.code)
-        return meaning
+    def _second_0500(self, first: StoredMessage) -> StoredMessage | None:
+        """The 0500 (960000) sent after the batch upload that `first`'s 95 asked for."""
+        return self._memory.get(first.key + _AFTER_UPLOAD)
 
-    @staticmethod
-    def _pending_settlement(rows: Sequence[StoredMessage]) -> StoredMessage | None:
+    def _pending_settlement(self, rows: Sequence[StoredMessage]) -> StoredMessage | None:
         """The end of day under way in the open batch: its first 0500 not answered yet, or
         answered 95 and its second 0500 (after the upload) not approved yet. Its 0500 is
         repeated (0501, the same STAN and totals), never a new one for the same batch,
         which a host that booked the first could close twice."""
-        firsts = {row.key: row for row in rows if row.kind == _SETTLEMENT and not row.original_key}
-        for row in firsts.values():
-            if not row.answered or row.response_code == "00":
+        for row in rows:
+            if row.kind != _SETTLEMENT or row.original_key:
+                continue
+            if not row.answered or meaning_of(row.response_code).approved:
                 return row  # unanswered, or approved and not closed yet (a crash between)
             if row.response_code != OUT_OF_BALANCE:
                 continue
-            second = [r for r in rows if r.original_key == row.key and r.kind == _SETTLEMENT]
-            if not second or not second[-1].answered or second[-1].response_code == "00":
+            second = self._second_0500(row)
+            if second is None or not second.answered or meaning_of(second.response_code).approved:
                 return row
         return None
 
@@ -1265,10 +1257,10 @@ class Iso8583Link:
             first, answer = self._deliver(
                 key, _SETTLEMENT, reconcile(False), amount=totals.net, currency=currency
             )
-            meaning = self._settlement_answer(first, answer)
+            meaning = self._meaning(first, answer)
             in_balance = meaning.approved
-            after = self._memory.get(key + _AFTER_UPLOAD)
-            if meaning.outcome is ResponseOutcome.OUT_OF_BALANCE and after is None:
+            uploaded = self._second_0500(first) is not None
+            if meaning.outcome is ResponseOutcome.OUT_OF_BALANCE and not uploaded:
                 for item in booked:
                     upload = self._reconcile_step(self._upload(item.row), key, "0320")
                     if not upload.approved:
@@ -1284,7 +1276,7 @@ class Iso8583Link:
                     currency=currency,
                     original_key=key,
                 )
-                meaning = self._settlement_answer(second, answer)
+                meaning = self._meaning(second, answer)
             if not meaning.approved:
                 raise Iso8583ResponseError("reconciliation", meaning)
             batch_id = f"{self.station.terminal_id.strip()}-{batch_number:06d}"
@@ -1297,9 +1289,9 @@ class Iso8583Link:
         """Whether the 0500 `first` closed its batch itself (00, or 95 and then its second
         0500 approved), not a refused one stamped with the batch another 0500 closed."""
         if first.response_code == OUT_OF_BALANCE:
-            second = self._memory.get(first.key + _AFTER_UPLOAD)
-            return second is not None and second.response_code == "00"
-        return first.response_code == "00"
+            second = self._second_0500(first)
+            return second is not None and meaning_of(second.response_code).approved
+        return meaning_of(first.response_code).approved
 
     def _open_batch_number(self, rows: Sequence[StoredMessage]) -> int:
         """The batch number of the open batch: the one its earlier 0500 carried (refused,
